@@ -1,0 +1,117 @@
+"""The one exception tree of harness, and the exit code each class maps to.
+
+::
+
+    HarnessError                      exit 3  (internal error unless a subclass says otherwise)
+    ├── ScenarioError                 exit 2  invalid scenario file: one or more located problems
+    ├── ConfigError                   exit 2  invalid command line, environment or host configuration
+    ├── RunFailed                     exit 1  the run completed and an SLO failed
+    ├── RunAborted                    exit 4  a guard tripped; faults were reverted and load stopped
+    ├── RunInvalid                    exit 5  load not delivered or results incomplete
+    ├── RunInterrupted                exit 130  Ctrl-C / SIGTERM
+    ├── LoadError                     exit 3  a load generator or Locust subprocess failed
+    ├── FaultError                    exit 3  a fault could not be injected or reverted
+    └── ResultsError                  exit 3  results could not be written or read
+
+The CLI maps any ``HarnessError`` to its ``exit_code`` and prints its message without a
+traceback; anything else is an internal error (exit 3) logged with its traceback to the
+debug log only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "EXIT_ABORTED",
+    "EXIT_FAILED",
+    "EXIT_INTERNAL",
+    "EXIT_INTERRUPTED",
+    "EXIT_INVALID",
+    "EXIT_INVALID_INPUT",
+    "EXIT_PASSED",
+    "ConfigError",
+    "FaultError",
+    "HarnessError",
+    "LoadError",
+    "Problem",
+    "ResultsError",
+    "RunAborted",
+    "RunFailed",
+    "RunInterrupted",
+    "RunInvalid",
+    "ScenarioError",
+]
+
+EXIT_PASSED = 0
+EXIT_FAILED = 1
+EXIT_INVALID_INPUT = 2
+EXIT_INTERNAL = 3
+EXIT_ABORTED = 4
+EXIT_INVALID = 5
+EXIT_INTERRUPTED = 130
+
+
+class HarnessError(Exception):
+    """Base of every error harness raises on purpose."""
+
+    exit_code: int = EXIT_INTERNAL
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One located problem in an input file: what a user must fix, and where."""
+
+    file: str
+    line: int
+    column: int
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}:{self.column}"
+        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+class ScenarioError(HarnessError):
+    """A scenario file is invalid. Carries every problem found, not only the first."""
+
+    exit_code = EXIT_INVALID_INPUT
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = sorted(problems, key=lambda p: (p.file, p.line, p.column, p.path))
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class ConfigError(HarnessError):
+    """Command line, environment or host cannot run what was asked (before anything starts)."""
+
+    exit_code = EXIT_INVALID_INPUT
+
+
+class RunFailed(HarnessError):
+    exit_code = EXIT_FAILED
+
+
+class RunAborted(HarnessError):
+    exit_code = EXIT_ABORTED
+
+
+class RunInvalid(HarnessError):
+    exit_code = EXIT_INVALID
+
+
+class RunInterrupted(HarnessError):
+    exit_code = EXIT_INTERRUPTED
+
+
+class LoadError(HarnessError):
+    """A load generator or one of its Locust subprocesses failed."""
+
+
+class FaultError(HarnessError):
+    """A fault could not be injected or reverted."""
+
+
+class ResultsError(HarnessError):
+    """Results could not be written or read."""

@@ -1,0 +1,226 @@
+"""The small readable grammars used inside scenario files.
+
+* durations: ``90``, ``90s``, ``1m30s``, ``500ms``, ``2h`` -> seconds (float)
+* objectives: ``p99 < 250ms``, ``error_rate < 1%``, ``rps >= 100`` -> :class:`Objective`
+* guard conditions: ``error_rate > 50% for 5s`` -> :class:`Condition`
+* SLO windows: ``run``, ``steady``, ``phase:NAME``, ``during:FAULT``, ``after:FAULT[:30s]``,
+  ``last:30s`` -> :class:`WindowRef`
+
+Parsers raise ``ValueError`` with a message meant for a user; the scenario module turns it
+into a located problem. Values are normalised: latencies in milliseconds, rates as fractions.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from enum import Enum
+
+__all__ = [
+    "LATENCY_METRICS",
+    "Condition",
+    "Objective",
+    "WindowKind",
+    "WindowRef",
+    "format_duration",
+    "parse_condition",
+    "parse_duration",
+    "parse_objective",
+    "parse_window",
+]
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|us|h|m|s)")
+_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6}
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from a number (seconds) or a string like ``1m30s``; never negative."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 30s, 1m30s or 500ms")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip().replace(" ", "")
+        if re.fullmatch(r"-?\d+(?:\.\d+)?", text):
+            seconds = float(text)
+        else:
+            negative = text.startswith("-")
+            body = text[1:] if negative else text
+            parts = _DURATION_PART.findall(body)
+            if not body or "".join(n + u for n, u in parts) != body:
+                raise ValueError(f"'{value}' is not a duration; write e.g. 30s, 1m30s, 500ms or 2h")
+            seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+            seconds = -seconds if negative else seconds
+    else:
+        raise ValueError("expected a duration such as 30s, 1m30s or 500ms")
+    if not math.isfinite(seconds):
+        raise ValueError("duration must be finite")
+    if seconds < 0:
+        raise ValueError(f"duration must not be negative (got {value})")
+    if seconds > 7 * 86400:
+        raise ValueError("duration longer than 7 days")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """Short human form used in plans and verdicts (``1m30s``, ``250ms``)."""
+    if seconds < 1 and seconds != 0:
+        return f"{seconds * 1000:g}ms"
+    minutes, secs = divmod(seconds, 60)
+    if minutes:
+        return f"{int(minutes)}m{secs:g}s" if secs else f"{int(minutes)}m"
+    return f"{secs:g}s"
+
+
+LATENCY_METRICS = ("p50", "p75", "p90", "p95", "p99", "p999", "max", "mean")
+_METRIC_ALIASES = {"p99.9": "p999", "median": "p50", "avg": "mean"}
+_ALL_METRICS = (*LATENCY_METRICS, "error_rate", "rps")
+_OPS = ("<=", ">=", "<", ">")
+_OBJECTIVE = re.compile(r"^\s*([a-z_][a-z0-9_.]*)\s*(<=|>=|<|>)\s*([-+]?\d+(?:\.\d+)?)\s*([a-z%/]*)\s*$")
+_LATENCY_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+@dataclass(frozen=True)
+class Objective:
+    """``metric op value``; latency values in ms, error_rate as a fraction, rps in requests/s."""
+
+    metric: str
+    op: str
+    value: float
+    text: str
+
+    def holds(self, measured: float) -> bool:
+        if math.isnan(measured):
+            return False
+        return {
+            "<": measured < self.value,
+            "<=": measured <= self.value,
+            ">": measured > self.value,
+            ">=": measured >= self.value,
+        }[self.op]
+
+    def format_value(self, value: float) -> str:
+        return format_metric(self.metric, value)
+
+
+def format_metric(metric: str, value: float) -> str:
+    """A measured or threshold value in the unit users write it in."""
+    if math.isnan(value):
+        return "n/a"
+    if metric == "error_rate":
+        return f"{value * 100:.3g}%"
+    if metric == "rps":
+        return f"{value:.1f}/s"
+    return f"{value:.1f}ms" if value < 10_000 else f"{value / 1000:.2f}s"
+
+
+def parse_objective(text: object) -> Objective:
+    """Parse ``p99 < 250ms`` style objectives; the message names what is wrong."""
+    if not isinstance(text, str):
+        raise ValueError("expected an objective such as 'p99 < 250ms' or 'error_rate < 1%'")
+    match = _OBJECTIVE.match(text.lower())
+    if not match:
+        raise ValueError(
+            f"'{text}' is not an objective; write '<metric> <op> <value>', "
+            "e.g. 'p99 < 250ms', 'error_rate < 1%', 'rps >= 100'"
+        )
+    metric, op, number, unit = match.groups()
+    metric = _METRIC_ALIASES.get(metric, metric)
+    if metric not in _ALL_METRICS:
+        raise ValueError(f"unknown metric '{metric}'; use one of {', '.join(_ALL_METRICS)}")
+    value = float(number)
+    if metric in LATENCY_METRICS:
+        if unit not in _LATENCY_UNITS:
+            raise ValueError(f"latency threshold '{text}' needs a unit: ms, s or us (e.g. '{metric} < 250ms')")
+        value *= _LATENCY_UNITS[unit]
+    elif metric == "error_rate":
+        if unit == "%":
+            value /= 100.0
+        elif unit:
+            raise ValueError(f"error_rate threshold takes a percentage or a fraction, not '{unit}'")
+        if not 0 <= value <= 1:
+            raise ValueError("error_rate threshold must lie between 0% and 100%")
+    elif metric == "rps" and unit not in ("", "/s"):
+        raise ValueError(f"rps threshold takes a plain number or '/s', not '{unit}'")
+    if value < 0:
+        raise ValueError("threshold must not be negative")
+    return Objective(metric=metric, op=op, value=value, text=text.strip())
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A guard: the objective-shaped breach condition, held for ``for_seconds`` consecutive seconds."""
+
+    breach: Objective
+    for_seconds: int
+    text: str
+
+
+def parse_condition(text: object) -> Condition:
+    """Parse ``error_rate > 50% for 5s``: the condition that aborts the run when it holds."""
+    if not isinstance(text, str):
+        raise ValueError("expected a condition such as 'error_rate > 50% for 5s'")
+    head, sep, tail = text.partition(" for ")
+    seconds = 1
+    if sep:
+        seconds = math.ceil(parse_duration(tail.strip()))
+        if seconds < 1:
+            raise ValueError("a guard must hold for at least 1s")
+    breach = parse_objective(head)
+    return Condition(breach=breach, for_seconds=seconds, text=text.strip())
+
+
+class WindowKind(str, Enum):
+    RUN = "run"
+    STEADY = "steady"
+    PHASE = "phase"
+    DURING = "during"
+    AFTER = "after"
+    LAST = "last"
+
+
+@dataclass(frozen=True)
+class WindowRef:
+    """Which seconds of a run an SLO is judged on; ``ref`` names a phase or a fault."""
+
+    kind: WindowKind
+    ref: str = ""
+    seconds: float = 0.0
+
+    def __str__(self) -> str:
+        if self.kind in (WindowKind.RUN, WindowKind.STEADY):
+            return self.kind.value
+        if self.kind is WindowKind.LAST:
+            return f"last:{format_duration(self.seconds)}"
+        if self.kind is WindowKind.AFTER and self.seconds:
+            return f"after:{self.ref}:{format_duration(self.seconds)}"
+        return f"{self.kind.value}:{self.ref}"
+
+
+def parse_window(text: object) -> WindowRef:
+    """Parse an SLO window reference; names are checked against the scenario elsewhere."""
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("expected a window: run, steady, phase:NAME, during:FAULT, after:FAULT[:30s], last:30s")
+    kind_text, _, rest = text.strip().partition(":")
+    try:
+        kind = WindowKind(kind_text)
+    except ValueError:
+        raise ValueError(
+            f"unknown window '{text}'; use run, steady, phase:NAME, during:FAULT, after:FAULT[:30s] or last:30s"
+        ) from None
+    if kind in (WindowKind.RUN, WindowKind.STEADY):
+        if rest:
+            raise ValueError(f"window '{kind.value}' takes no argument")
+        return WindowRef(kind)
+    if kind is WindowKind.LAST:
+        seconds = parse_duration(rest)
+        if seconds <= 0:
+            raise ValueError("last:DURATION needs a positive duration")
+        return WindowRef(kind, seconds=seconds)
+    if not rest:
+        raise ValueError(f"window '{kind.value}' needs a name, e.g. {kind.value}:NAME")
+    if kind is WindowKind.AFTER:
+        name, _, length = rest.partition(":")
+        return WindowRef(kind, ref=name, seconds=parse_duration(length) if length else 0.0)
+    return WindowRef(kind, ref=rest)

@@ -1,0 +1,627 @@
+"""Scenario files: YAML in, frozen pydantic models out, every problem located.
+
+This is the only module that sees raw scenario data. ``load_scenario`` reads a file with a
+safe loader that remembers where each key was written, validates it against the models
+below (``extra="forbid"`` everywhere), runs the checks that span several keys (stages that
+overlap, faults outside the run, SLO windows naming unknown faults, user classes missing
+from the locustfile) and raises one :class:`~harness.errors.ScenarioError` carrying every
+problem as ``file:line:col: key.path: message``.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import signal
+import typing
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+)
+
+from harness.errors import Problem, ScenarioError
+from harness.expressions import (
+    Condition,
+    Objective,
+    WindowKind,
+    WindowRef,
+    parse_condition,
+    parse_duration,
+    parse_objective,
+    parse_window,
+)
+
+__all__ = [
+    "MAX_SCENARIO_BYTES",
+    "Fault",
+    "Guard",
+    "Load",
+    "ProcessKillFault",
+    "ProcessPauseFault",
+    "ProcessTarget",
+    "RateStage",
+    "Results",
+    "Scenario",
+    "Slo",
+    "Target",
+    "UserClass",
+    "UsersStage",
+    "load_scenario",
+    "scenario_json_schema",
+]
+
+MAX_SCENARIO_BYTES = 1_000_000
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Name = Annotated[str, Field(min_length=1, max_length=80, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Target(_Model):
+    """The system under test and the hosts load may be sent to."""
+
+    base_url: str = Field(description="Base URL the Locust users send requests to, e.g. http://127.0.0.1:8700.")
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts load may go to; the base URL's host must be one of them. Empty means only that host.",
+    )
+
+    def host(self) -> str:
+        return urlsplit(self.base_url).hostname or ""
+
+
+class UserClass(_Model):
+    """A Locust User class from the locustfile and its share of the users."""
+
+    class_name: str = Field(alias="class", description="Name of a User class defined in the locustfile.")
+    weight: int = Field(default=1, ge=1, le=10_000, description="Relative share of users of this class.")
+
+
+class UsersStage(_Model):
+    """Closed model: hold ``users`` concurrent users, ramping at ``spawn_rate`` users/s."""
+
+    name: Name | None = Field(default=None, description="Phase name, usable in SLO windows as phase:NAME.")
+    at: Duration | None = Field(
+        default=None, description="Offset from the run start; defaults to the end of the previous stage."
+    )
+    duration: Duration = Field(description="How long the stage lasts (e.g. 30s, 1m).")
+    users: int = Field(ge=0, le=1_000_000, description="Concurrent users to reach and hold.")
+    spawn_rate: float = Field(default=10.0, gt=0, le=100_000, description="Users started or stopped per second.")
+
+
+class RateStage(_Model):
+    """Open model: start ``arrival_rate`` task iterations per second, whatever the latency."""
+
+    name: Name | None = Field(default=None, description="Phase name, usable in SLO windows as phase:NAME.")
+    at: Duration | None = Field(
+        default=None, description="Offset from the run start; defaults to the end of the previous stage."
+    )
+    duration: Duration = Field(description="How long the stage lasts.")
+    arrival_rate: float = Field(ge=0, le=10_000_000, description="Task iterations started per second, all generators.")
+    max_users: int = Field(
+        default=1000, ge=1, le=1_000_000, description="Upper bound of concurrent users serving the arrivals."
+    )
+
+
+def _stage_tag(value: Any) -> str:
+    if isinstance(value, dict) and "arrival_rate" in value:
+        return "rate_stage"
+    return "users_stage"
+
+
+Stage = Annotated[
+    Annotated[UsersStage, Tag("users_stage")] | Annotated[RateStage, Tag("rate_stage")],
+    Discriminator(_stage_tag),
+]
+
+
+class Load(_Model):
+    """How load is generated: which locustfile, which users, which stages."""
+
+    locustfile: str = Field(description="Path to the locustfile, relative to the scenario file.")
+    user_classes: list[UserClass] = Field(min_length=1, description="User classes to run, with weights.")
+    stages: list[Stage] = Field(min_length=1, description="Load stages in order; all closed or all open model.")
+    generators: int = Field(default=1, ge=1, le=1000, description="LoadGenerator actors (one per load node).")
+    processes: int | Literal["auto"] = Field(
+        default="auto", description="Locust subprocesses per generator; auto means one per core."
+    )
+
+
+class ProcessTarget(_Model):
+    """Which process a process fault acts on: exactly one of pid_file or pattern."""
+
+    pid_file: str | None = Field(default=None, description="File holding the target's PID.")
+    pattern: str | None = Field(
+        default=None, description="Regular expression matched against each process's full command line."
+    )
+
+
+def _signal_number(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("expected a signal name such as SIGKILL or a number")
+    if isinstance(value, int):
+        if value not in {s.value for s in signal.Signals}:
+            raise ValueError(f"{value} is not a signal number on this platform")
+        return value
+    if isinstance(value, str):
+        name = value.upper()
+        name = name if name.startswith("SIG") else "SIG" + name
+        try:
+            return int(signal.Signals[name])
+        except KeyError:
+            raise ValueError(f"unknown signal '{value}'") from None
+    raise ValueError("expected a signal name such as SIGKILL or a number")
+
+
+class KillParams(_Model):
+    signal: Annotated[int, BeforeValidator(_signal_number)] = Field(
+        default=int(signal.SIGKILL), description="Signal to send, by name (SIGKILL, TERM) or number."
+    )
+
+
+class PauseParams(_Model):
+    pass
+
+
+class _FaultBase(_Model):
+    name: Name = Field(description="Fault name, unique in the scenario; SLO windows refer to it.")
+    at: Duration = Field(description="Offset from the run start at which the fault is injected.")
+    duration: Duration = Field(description="How long the fault window lasts; reverted at at + duration.")
+    recovery: Duration = Field(
+        default=0.0, description="Seconds after the fault window that are excluded from the steady window."
+    )
+    target: ProcessTarget = Field(description="What the fault acts on.")
+    description: str = Field(default="", description="Free text shown in plans and Grafana annotations.")
+
+
+class ProcessKillFault(_FaultBase):
+    """Send a signal (SIGKILL by default) to the target process(es) at ``at``."""
+
+    kind: Literal["process.kill"] = Field(description="Fault kind.")
+    params: KillParams = Field(default_factory=KillParams, description="Kill parameters.")
+
+
+class ProcessPauseFault(_FaultBase):
+    """SIGSTOP the target at ``at``, SIGCONT it at ``at + duration``."""
+
+    kind: Literal["process.pause"] = Field(description="Fault kind.")
+    params: PauseParams = Field(default_factory=PauseParams, description="No parameters.")
+
+
+FAULT_KINDS: dict[str, type[_FaultBase]] = {"process.kill": ProcessKillFault, "process.pause": ProcessPauseFault}
+Fault = Annotated[
+    Annotated[ProcessKillFault, Tag("process.kill")] | Annotated[ProcessPauseFault, Tag("process.pause")],
+    Field(discriminator="kind"),
+]
+
+
+class Slo(_Model):
+    """An objective judged over a window of the run, for one endpoint or all."""
+
+    name: Name = Field(description="SLO name, shown in the verdict and JUnit output.")
+    objective: Annotated[Objective, BeforeValidator(parse_objective)] = Field(
+        description="e.g. 'p99 < 250ms', 'error_rate < 1%', 'max < 2s', 'rps >= 100'."
+    )
+    window: Annotated[WindowRef, BeforeValidator(parse_window)] = Field(
+        default=WindowRef(WindowKind.RUN),
+        description="run, steady, phase:NAME, during:FAULT, after:FAULT[:30s] or last:30s.",
+    )
+    endpoint: str | None = Field(
+        default=None, description="Limit to one endpoint: its name, or 'METHOD name'. All endpoints if omitted."
+    )
+
+
+class Guard(_Model):
+    """An abort condition checked every second on the live aggregate."""
+
+    name: Name = Field(description="Guard name, shown when it trips.")
+    condition: Annotated[Condition, BeforeValidator(parse_condition)] = Field(
+        description="e.g. 'error_rate > 50% for 5s' or 'p99 > 5s for 10s'."
+    )
+
+
+def _env_name(value: str) -> str:
+    if not value.replace("_", "").isalnum() or value[0].isdigit():
+        raise ValueError("must be the name of an environment variable, e.g. INFLUX_TOKEN")
+    return value
+
+
+class Results(_Model):
+    """Where per-second results go. The token is read from the environment, never from this file."""
+
+    url: str = Field(default="http://127.0.0.1:8086", description="InfluxDB base URL.")
+    api: Literal["v1", "v2"] | None = Field(
+        default=None, description="Write API: v1 (/write) or v2 (influxdb-client). Default: v2 when bucket is set."
+    )
+    database: str = Field(default="harness", min_length=1, description="InfluxDB 1.x database.")
+    bucket: str | None = Field(default=None, description="InfluxDB 2.x/3.x bucket (v2 API).")
+    org: str | None = Field(default=None, description="InfluxDB 2.x organisation (v2 API).")
+    token_env: Annotated[str, AfterValidator(_env_name)] | None = Field(
+        default=None, description="Name of the environment variable holding the token."
+    )
+
+    def write_api(self) -> Literal["v1", "v2"]:
+        return self.api or ("v2" if self.bucket else "v1")
+
+
+class Scenario(_Model):
+    """A whole scenario: target, load, faults on a timeline, SLOs, guards and results."""
+
+    name: Name = Field(description="Scenario name; tags every result point.")
+    description: str = Field(default="", description="What the scenario checks, for humans.")
+    target: Target = Field(description="System under test.")
+    load: Load = Field(description="Load model.")
+    faults: list[Fault] = Field(default_factory=list, description="Faults overlaid on the load timeline.")
+    slos: list[Slo] = Field(default_factory=list, description="Objectives that decide the verdict.")
+    guards: list[Guard] = Field(default_factory=list, description="Abort conditions evaluated every second.")
+    results: Results = Field(default_factory=Results, description="Results destination.")
+
+    # Filled in by load_scenario; excluded from the schema and from equality.
+    source: str = Field(default="", exclude=True, description="Path of the file this came from.")
+
+    @property
+    def locustfile_path(self) -> Path:
+        return (Path(self.source).parent / self.load.locustfile).resolve()
+
+    @property
+    def open_model(self) -> bool:
+        return isinstance(self.load.stages[0], RateStage)
+
+
+def scenario_json_schema() -> dict[str, Any]:
+    """JSON Schema for editors (``harness schema``)."""
+    schema = Scenario.model_json_schema(by_alias=True, mode="validation")
+    schema.setdefault("properties", {}).pop("source", None)
+    schema["title"] = "harness scenario"
+    return schema
+
+
+# ---------------------------------------------------------------- YAML with positions
+
+Path_ = tuple[str | int, ...]
+
+
+class _Positions:
+    """Where each key path was written: (line, column), 1-based."""
+
+    def __init__(self) -> None:
+        self.at: dict[Path_, tuple[int, int]] = {}
+
+    def locate(self, path: Path_) -> tuple[int, int]:
+        while path not in self.at and path:
+            path = path[:-1]
+        return self.at.get(path, (1, 1))
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+def _read_yaml(text: str, file: str) -> tuple[Any, _Positions, list[Problem]]:
+    positions = _Positions()
+    problems: list[Problem] = []
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, positions, [Problem(file, 1, 1, "", "file is empty; a scenario needs name, target and load")]
+        _walk(loader, node, (), positions, problems, file)
+        data = loader.construct_document(node)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        message = f"{exc.problem or 'invalid YAML'}"
+        if "python/" in message or "could not determine a constructor" in message:
+            message += " (only plain YAML is allowed: no language-specific tags)"
+        return None, positions, [Problem(file, line, col, "", message)]
+    except yaml.YAMLError as exc:
+        return None, positions, [Problem(file, 1, 1, "", f"invalid YAML: {exc}")]
+    finally:
+        loader.dispose()
+    return data, positions, problems
+
+
+def _walk(
+    loader: _Loader, node: yaml.Node, path: Path_, positions: _Positions, problems: list[Problem], file: str
+) -> None:
+    positions.at.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
+    if isinstance(node, yaml.MappingNode):
+        seen: set[Any] = set()
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else repr(key_node)
+            child = (*path, key)
+            where = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            if key in seen:
+                problems.append(Problem(file, *where, _dotted(child), "duplicate key"))
+            seen.add(key)
+            positions.at[child] = where
+            _walk(loader, value_node, child, positions, problems, file)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _walk(loader, item, (*path, index), positions, problems, file)
+
+
+def _dotted(path: Path_) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+# ---------------------------------------------------------------- validation errors
+
+_TAGS = {"users_stage", "rate_stage", *FAULT_KINDS}
+_SECRET_KEYS = {"token", "password", "secret", "api_key", "apikey"}
+
+
+def _data_path(loc: tuple[Any, ...], data: Any) -> Path_:
+    """Map a pydantic ``loc`` onto the document, dropping union tags and following aliases."""
+    out: list[str | int] = []
+    node = data
+    for part in loc:
+        if isinstance(part, str) and part in _TAGS and not (isinstance(node, dict) and part in node):
+            continue
+        if isinstance(part, str) and part.startswith("function-"):
+            continue
+        if isinstance(part, str) and "[" in part:  # e.g. 'function-after[...]'
+            continue
+        out.append(part)
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            node = None
+    return tuple(out)
+
+
+def _model_at(path: Path_, data: Any) -> type[BaseModel] | None:
+    """The model class that validates the mapping at ``path`` (best effort, for suggestions)."""
+    model: Any = Scenario
+    node = data
+    for part in path:
+        if isinstance(part, int):
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+            continue
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return None
+        field = model.model_fields.get(part) or next(
+            (f for f in model.model_fields.values() if f.alias == part), None
+        )
+        if field is None:
+            return None
+        node = node.get(part) if isinstance(node, dict) else None
+        model = _unwrap(field.annotation, node)
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _unwrap(annotation: Any, node: Any) -> Any:
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        return _unwrap(typing.get_args(annotation)[0], node)
+    if origin is list:
+        item = node[0] if isinstance(node, list) and node else None
+        return _unwrap(typing.get_args(annotation)[0], item)
+    if origin in (typing.Union, __import__("types").UnionType):
+        options = [_unwrap(a, node) for a in typing.get_args(annotation) if a is not type(None)]
+        models = [m for m in options if isinstance(m, type) and issubclass(m, BaseModel)]
+        if isinstance(node, dict):
+            kind = node.get("kind")
+            if kind in FAULT_KINDS:
+                return FAULT_KINDS[kind]
+            if "arrival_rate" in node and RateStage in models:
+                return RateStage
+            if UsersStage in models:
+                return UsersStage
+        return models[0] if models else None
+    return annotation
+
+
+def _message(error: Any, path: Path_, data: Any) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        key = str(path[-1]) if path else ""
+        if key.lower() in _SECRET_KEYS:
+            return (
+                f"'{key}' must not be written in a scenario file; put the secret in an environment "
+                "variable and name the variable in results.token_env"
+            )
+        model = _model_at(path[:-1], data)
+        allowed = sorted(f.alias or n for n, f in model.model_fields.items() if n != "source") if model else []
+        close = difflib.get_close_matches(key, allowed, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else (f"; allowed keys: {', '.join(allowed)}" if allowed else "")
+        return f"unknown key '{key}'{hint}"
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "union_tag_invalid" or (kind == "literal_error" and path and path[-1] == "kind"):
+        return f"unknown fault kind; use one of {', '.join(sorted(FAULT_KINDS))}"
+    message = str(error["msg"])
+    if message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    return message
+
+
+def _validation_problems(exc: ValidationError, data: Any, positions: _Positions, file: str) -> list[Problem]:
+    problems = []
+    for error in exc.errors():
+        path = _data_path(tuple(error["loc"]), data)
+        if error["type"] == "union_tag_invalid":
+            path = (*path, "kind")
+        line, col = positions.locate(path)
+        problems.append(Problem(file, line, col, _dotted(path), _message(error, path, data)))
+    return problems
+
+
+# ---------------------------------------------------------------- checks across keys
+
+
+def _cross_checks(scenario: Scenario) -> Iterator[tuple[Path_, str]]:
+    target = scenario.target
+    parts = urlsplit(target.base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        yield ("target", "base_url"), f"'{target.base_url}' is not an http(s) URL with a host"
+    elif target.allowed_hosts and parts.hostname not in target.allowed_hosts:
+        yield ("target", "base_url"), f"host '{parts.hostname}' is not in target.allowed_hosts"
+
+    stages = scenario.load.stages
+    if len({type(s) for s in stages}) > 1:
+        first_open = next(i for i, s in enumerate(stages) if type(s) is not type(stages[0]))
+        yield ("load", "stages", first_open), "stages mix users and arrival_rate; use one load model per scenario"
+    end = 0.0
+    phase_names: set[str] = set()
+    for i, stage in enumerate(stages):
+        start = end if stage.at is None else stage.at
+        if start < end - 1e-9:
+            yield (
+                ("load", "stages", i, "at"),
+                f"stage starts at {start:g}s, before the previous stage ends at {end:g}s (stages overlap)",
+            )
+        if stage.duration <= 0:
+            yield ("load", "stages", i, "duration"), "duration must be positive"
+        if stage.name:
+            if stage.name in phase_names:
+                yield ("load", "stages", i, "name"), f"phase name '{stage.name}' is used twice"
+            phase_names.add(stage.name)
+        end = max(end, start) + stage.duration
+    total = end
+
+    if scenario.load.processes != "auto" and not 1 <= scenario.load.processes <= 256:
+        yield ("load", "processes"), "processes must be 'auto' or between 1 and 256"
+
+    locustfile = scenario.locustfile_path
+    if not locustfile.is_file():
+        yield ("load", "locustfile"), f"locustfile not found: {locustfile}"
+    else:
+        defined = _locust_classes(locustfile)
+        if defined is None:
+            yield ("load", "locustfile"), f"{locustfile} is not valid Python"
+        else:
+            for i, user in enumerate(scenario.load.user_classes):
+                if user.class_name not in defined:
+                    known = ", ".join(sorted(defined)) or "none"
+                    yield (
+                        ("load", "user_classes", i, "class"),
+                        f"class '{user.class_name}' is not defined in {scenario.load.locustfile} (found: {known})",
+                    )
+
+    fault_names: set[str] = set()
+    for i, fault in enumerate(scenario.faults):
+        if fault.name in fault_names:
+            yield ("faults", i, "name"), f"fault name '{fault.name}' is used twice"
+        fault_names.add(fault.name)
+        if fault.at + fault.duration > total + 1e-9:
+            yield (
+                ("faults", i, "at"),
+                f"fault window {fault.at:g}s..{fault.at + fault.duration:g}s ends after the run ({total:g}s)",
+            )
+        if fault.kind == "process.pause" and fault.duration <= 0:
+            yield ("faults", i, "duration"), "a pause needs a positive duration"
+        targets = [t for t in (fault.target.pid_file, fault.target.pattern) if t]
+        if len(targets) != 1:
+            yield ("faults", i, "target"), "give exactly one of pid_file or pattern"
+
+    names: set[str] = set()
+    for i, slo in enumerate(scenario.slos):
+        if slo.name in names:
+            yield ("slos", i, "name"), f"SLO name '{slo.name}' is used twice"
+        names.add(slo.name)
+        window = slo.window
+        if window.kind is WindowKind.PHASE and window.ref not in phase_names:
+            yield ("slos", i, "window"), f"no stage is named '{window.ref}'"
+        if window.kind in (WindowKind.DURING, WindowKind.AFTER) and window.ref not in fault_names:
+            yield ("slos", i, "window"), f"no fault is named '{window.ref}'"
+        if window.kind is WindowKind.LAST and window.seconds > total:
+            yield ("slos", i, "window"), f"last {window.seconds:g}s is longer than the run ({total:g}s)"
+    for i, guard in enumerate(scenario.guards):
+        if guard.name in names:
+            yield ("guards", i, "name"), f"name '{guard.name}' is already used by an SLO or guard"
+        names.add(guard.name)
+
+
+def _locust_classes(path: Path) -> set[str] | None:
+    """Class names defined at the top level of a locustfile, read without importing it.
+
+    Importing locust in the driver before Ray starts hangs (see DESIGN.md), and a scenario
+    must be checkable without running user code.
+    """
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    except (SyntaxError, UnicodeDecodeError, OSError):
+        return None
+    return {node.name for node in tree.body if isinstance(node, ast.ClassDef)}
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read, validate and cross-check a scenario file.
+
+    Raises ``ScenarioError`` (exit 2) listing every problem found, each located by file,
+    line, column and key path. Applies nothing and starts nothing.
+    """
+    file = str(path)
+    source = Path(path)
+    try:
+        if source.stat().st_size > MAX_SCENARIO_BYTES:
+            raise ScenarioError([Problem(file, 1, 1, "", f"file is larger than {MAX_SCENARIO_BYTES} bytes")])
+        raw = source.read_bytes()
+    except FileNotFoundError:
+        raise ScenarioError([Problem(file, 1, 1, "", "file not found")]) from None
+    except IsADirectoryError:
+        raise ScenarioError([Problem(file, 1, 1, "", "is a directory, not a scenario file")]) from None
+    except OSError as exc:
+        raise ScenarioError([Problem(file, 1, 1, "", f"cannot read: {exc.strerror}")]) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ScenarioError([Problem(file, 1, 1, "", f"not UTF-8 text (byte {exc.start})")]) from None
+    if "\x00" in text:
+        raise ScenarioError([Problem(file, 1, 1, "", "binary data is not a scenario")])
+
+    data, positions, problems = _read_yaml(text, file)
+    if data is None and not problems:
+        problems = [Problem(file, 1, 1, "", "file is empty; a scenario needs name, target and load")]
+    if problems:
+        raise ScenarioError(problems)
+    if not isinstance(data, dict):
+        raise ScenarioError([Problem(file, 1, 1, "", "a scenario must be a mapping of keys (name, target, load, ...)")])
+    if "source" in data:
+        line, col = positions.locate(("source",))
+        raise ScenarioError([Problem(file, line, col, "source", "unknown key 'source'")])
+
+    try:
+        scenario = Scenario.model_validate({**data, "source": str(source.resolve())})
+    except ValidationError as exc:
+        raise ScenarioError(_validation_problems(exc, data, positions, file)) from None
+    except RecursionError:
+        raise ScenarioError([Problem(file, 1, 1, "", "document is nested too deeply")]) from None
+
+    cross = [Problem(file, *positions.locate(p), _dotted(p), m) for p, m in _cross_checks(scenario)]
+    if cross:
+        raise ScenarioError(cross)
+    return scenario
+
+
+def scenario_total_seconds(scenario: Scenario) -> float:
+    """End of the last stage, in seconds from the run start."""
+    end = 0.0
+    for stage in scenario.load.stages:
+        start = end if stage.at is None else stage.at
+        end = max(end, start) + stage.duration
+    return end
