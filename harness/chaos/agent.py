@@ -1,0 +1,290 @@
+"""The chaos agent: a Ray actor pinned to the node where a fault must act.
+
+The orchestrator starts one :class:`ChaosAgent` per (run, node) with :meth:`ChaosAgent.start`,
+asks it to :meth:`~ChaosAgent.inject` and :meth:`~ChaosAgent.revert` faults on the timeline,
+and calls :meth:`~ChaosAgent.stop` in its ``finally``, which reverts whatever is still active
+before the actor goes away. The actor does the work with :mod:`harness.chaos.process` and
+journals every fault on its node's disk first, so if the actor, its node or the driver dies
+mid-run, ``harness recover`` on that node can still undo it.
+
+This is the only module of :mod:`harness.chaos` that imports Ray.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from typing import Any
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from harness.chaos import process
+from harness.chaos.journal import FaultRecord, FaultState, Journal
+from harness.errors import FaultError
+from harness.scenario import ProcessKillFault, ProcessPauseFault
+
+__all__ = ["ChaosAgent"]
+
+log = logging.getLogger(__name__)
+
+Summary = dict[str, Any]
+
+
+def _summary(record: FaultRecord, node_id: str) -> Summary:
+    """A fault's latest journal record as plain data the driver can log and annotate with."""
+    return {
+        "run_id": record.run_id,
+        "fault": record.fault_name,
+        "kind": record.kind,
+        "state": record.state.value,
+        "pids": list(record.pids),
+        "time": record.time,
+        "node_id": node_id,
+        "details": dict(record.details),
+    }
+
+
+class _ChaosAgentActor:
+    """Runs in a Ray worker on the target node. Use :class:`ChaosAgent`, not this class.
+
+    Calls may arrive on up to ``max_concurrency`` threads; one lock serialises every call
+    that reads or writes the journal, so inject and revert of one fault never interleave.
+    Signalling is fast (milliseconds), so holding the lock keeps calls prompt.
+    """
+
+    def __init__(self, run_id: str, protected: list[tuple[int, float]]) -> None:
+        self._run_id = run_id
+        self._journal = Journal(run_id)
+        self._protected = [*protected, *process.protected_processes()]
+        self._mine: dict[str, None] = {}  # faults this agent was asked to inject, in order
+        self._lock = threading.Lock()
+        self._node_id = ray.get_runtime_context().get_node_id()
+
+    def node_id(self) -> str:
+        return self._node_id
+
+    def inject(self, fault: Any) -> Summary:
+        if not isinstance(fault, ProcessKillFault | ProcessPauseFault):
+            kind = getattr(fault, "kind", type(fault).__name__)
+            name = getattr(fault, "name", "?")
+            raise FaultError(f"fault '{name}': kind {kind} is not supported by the chaos agent")
+        with self._lock:
+            self._mine[fault.name] = None
+            try:
+                record = process.inject(fault, self._run_id, self._journal, protected=self._protected)
+            except FaultError:
+                raise
+            except Exception as exc:  # a bug or an I/O error: still a FaultError to the caller
+                log.exception("fault %s: inject failed", fault.name)
+                raise FaultError(f"fault '{fault.name}': {type(exc).__name__}: {exc}") from exc
+            return _summary(record, self._node_id)
+
+    def revert(self, fault_name: str) -> Summary:
+        with self._lock:
+            return self._revert(fault_name)
+
+    def _revert(self, fault_name: str) -> Summary:
+        record = self._journal.latest(fault_name)
+        if record is None:
+            return {
+                "run_id": self._run_id,
+                "fault": fault_name,
+                "kind": "",
+                "state": "not_injected",
+                "pids": [],
+                "time": time.time(),
+                "node_id": self._node_id,
+                "details": {},
+            }
+        try:
+            process.revert(record, self._journal)
+        except FaultError:
+            raise
+        except Exception as exc:
+            log.exception("fault %s: revert failed", fault_name)
+            raise FaultError(f"fault '{fault_name}': revert failed: {type(exc).__name__}: {exc}") from exc
+        return _summary(self._journal.latest(fault_name) or record, self._node_id)
+
+    def revert_all(self) -> list[Summary]:
+        out: list[Summary] = []
+        with self._lock:
+            current = self._journal.current()
+            for name in self._mine:
+                record = current.get(name)
+                if record is None or not record.outstanding:
+                    continue
+                try:
+                    out.append(self._revert(name))
+                except FaultError as exc:
+                    failed = _summary(record.advance(FaultState.REVERT_FAILED), self._node_id)
+                    failed["error"] = str(exc)
+                    out.append(failed)
+        return out
+
+    def active(self) -> list[str]:
+        with self._lock:
+            current = self._journal.current()
+            return [name for name in self._mine if name in current and current[name].outstanding]
+
+    def ping(self) -> float:
+        return time.time()
+
+
+def _actor_name(run_id: str, node_id: str | None) -> str:
+    where = node_id or "any"
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", f"harness-chaos-{run_id}-{where}")
+
+
+class ChaosAgent:
+    """A handle on the chaos agent of one run on one node.
+
+    Every method returns within its timeout (``call_timeout``, or ``grace`` for
+    :meth:`stop`) and raises :class:`~harness.errors.FaultError` on any failure: the agent's
+    own error (its message names the fault and the reason), a timeout, or a dead actor.
+    Inject and revert are idempotent per fault name, so the orchestrator may retry them.
+    """
+
+    def __init__(self, handle: Any, run_id: str, node_id: str, name: str, call_timeout: float) -> None:
+        self._handle = handle
+        self._stopped = False
+        self.run_id = run_id
+        #: The node the actor runs on (hex node id), as reported by the actor itself.
+        self.node_id = node_id
+        #: The actor's name in the job's namespace.
+        self.name = name
+        self.call_timeout = call_timeout
+
+    def __repr__(self) -> str:
+        return f"ChaosAgent({self.name!r}, node_id={self.node_id!r})"
+
+    @classmethod
+    def start(
+        cls,
+        run_id: str,
+        node_id: str | None = None,
+        *,
+        call_timeout: float = 30.0,
+        start_timeout: float = 60.0,
+    ) -> ChaosAgent:
+        """Start (or join) the agent of ``run_id`` on ``node_id`` and wait until it answers.
+
+        With a ``node_id`` the actor is pinned to that node (hard affinity: if the node is
+        gone, start fails rather than injecting faults elsewhere); without one Ray places it
+        (normally on the driver's node). It takes no CPU, so it never competes with load
+        generators for placement, and it lives no longer than the driver. Starting twice for
+        the same run and node returns a handle on the same actor. The driver passes itself
+        and its ancestors as protected, so no pattern can match the harness process.
+        Raises ``FaultError`` if the actor does not answer within ``start_timeout`` seconds.
+        """
+        name = _actor_name(run_id, node_id)
+        options: dict[str, Any] = {
+            "num_cpus": 0,
+            "name": name,
+            "get_if_exists": True,
+            "lifetime": None,
+            "max_concurrency": 4,
+        }
+        if node_id:
+            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id, soft=False)
+        actor_class: Any = ray.remote(_ChaosAgentActor)
+        handle = actor_class.options(**options).remote(run_id, process.protected_processes())
+        try:
+            actual_node: str = ray.get(handle.node_id.remote(), timeout=start_timeout)
+        except (GetTimeoutError, RayError) as exc:
+            _kill(handle)
+            where = f"node {node_id}" if node_id else "any node"
+            reason = (
+                f"did not answer within {start_timeout:g}s" if isinstance(exc, GetTimeoutError) else str(exc)
+            )
+            raise FaultError(f"chaos agent for run {run_id} on {where} could not start: {reason}") from None
+        log.debug("chaos agent %s up on node %s", name, actual_node)
+        return cls(handle, run_id, actual_node, name, call_timeout)
+
+    def _get(self, what: str, ref: Any, timeout: float | None = None) -> Any:
+        timeout = self.call_timeout if timeout is None else timeout
+        try:
+            return ray.get(ref, timeout=timeout)
+        except GetTimeoutError:
+            raise FaultError(f"chaos agent {self.name}: {what} did not answer within {timeout:g}s") from None
+        except RayTaskError as exc:
+            cause = exc.cause
+            if isinstance(cause, FaultError):
+                raise FaultError(str(cause)) from None
+            raise FaultError(f"chaos agent {self.name}: {what} failed: {cause!r}") from None
+        except RayActorError as exc:
+            raise FaultError(f"chaos agent {self.name} is gone ({what}): {exc}") from None
+        except RayError as exc:
+            raise FaultError(f"chaos agent {self.name}: {what} failed: {exc}") from None
+
+    def inject(self, fault: ProcessKillFault | ProcessPauseFault) -> Summary:
+        """Inject ``fault`` on the agent's node; returns ``{fault, kind, state, pids, time, node_id, ...}``.
+
+        The fault is journaled on the node before it is applied. Injecting a fault name that
+        this run already injected returns its record and signals nothing.
+        """
+        result: Summary = self._get(f"inject {fault.name}", self._handle.inject.remote(fault))
+        return result
+
+    def revert(self, fault_name: str) -> Summary:
+        """Undo one fault; idempotent. A name never injected returns ``state: not_injected``."""
+        result: Summary = self._get(f"revert {fault_name}", self._handle.revert.remote(fault_name))
+        return result
+
+    def revert_all(self) -> list[Summary]:
+        """Undo every fault this agent injected that is still active; returns one summary each.
+
+        Every fault is attempted; if any could not be reverted, ``FaultError`` is raised after
+        the others were, naming the failures (they stay journaled for ``harness recover``).
+        """
+        results: list[Summary] = self._get("revert_all", self._handle.revert_all.remote())
+        _raise_failures(self.name, results)
+        return results
+
+    def active(self) -> list[str]:
+        """Names of faults this agent injected that are not reverted yet, in injection order."""
+        result: list[str] = self._get("active", self._handle.active.remote())
+        return result
+
+    def ping(self) -> float:
+        """The agent's wall-clock time (``time.time()`` on its node): it is alive and answering."""
+        result: float = self._get("ping", self._handle.ping.remote())
+        return result
+
+    def stop(self, grace: float = 5.0) -> list[Summary]:
+        """Revert everything still active, then kill the actor. Safe to call more than once.
+
+        The actor gets ``grace`` seconds to revert; it is killed whether or not it answered.
+        Raises ``FaultError`` if it did not answer or some fault could not be reverted: those
+        faults remain in the node's journal, and ``harness recover`` on that node undoes them.
+        """
+        if self._stopped:
+            return []
+        self._stopped = True
+        try:
+            results: list[Summary] = self._get("stop", self._handle.revert_all.remote(), timeout=grace)
+        except FaultError as exc:
+            raise FaultError(
+                f"{exc}; faults may still be active on node {self.node_id}: run 'harness recover' there"
+            ) from None
+        finally:
+            _kill(self._handle)
+        _raise_failures(self.name, results)
+        return results
+
+
+def _raise_failures(name: str, results: list[Summary]) -> None:
+    failed = [r for r in results if r.get("state") == FaultState.REVERT_FAILED.value]
+    if failed:
+        reasons = "; ".join(str(r.get("error") or r["fault"]) for r in failed)
+        raise FaultError(f"chaos agent {name}: could not revert {len(failed)} fault(s): {reasons}")
+
+
+def _kill(handle: Any) -> None:
+    try:
+        ray.kill(handle, no_restart=True)
+    except (RayError, ValueError) as exc:
+        log.debug("ray.kill of chaos agent failed: %s", exc)

@@ -1,0 +1,299 @@
+"""The node-local fault journal: what was done to this machine, written down before doing it.
+
+One append-only JSON-lines file per run, ``<journal_dir>/<run_id>.jsonl``. Each line is one
+:class:`FaultRecord`; a fault's history is the sequence of its lines, and its current state is
+its last line. The rules every writer follows, and what a reader may therefore rely on:
+
+* A fault is journaled as ``injecting`` (flushed and fsynced) *before* anything is applied,
+  with the PIDs it is about to act on, so a crash at any later point leaves enough on disk for
+  ``harness recover`` to undo it.
+* ``injected`` is written after the fault was applied, ``reverted`` after it was undone (or
+  when there was nothing to undo), ``revert_failed`` when undoing it failed and it is still
+  in effect.
+* A fault whose last state is anything but ``reverted`` is *outstanding*.
+* A line cut short by a crash mid-write is skipped on reading, and the next append starts on
+  a fresh line, so one torn write never hides the records around it.
+* When every fault of a run is reverted the file can be retired (:meth:`Journal.retire`): it
+  is renamed to ``<run_id>.jsonl.done`` and no longer scanned, but kept for the record.
+
+Appends take an exclusive ``flock`` on the file and write each line with a single
+``write(2)`` on an ``O_APPEND`` descriptor, so an agent's threads, a watchdog and
+``harness recover`` may append to the same journal at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import fcntl
+import json
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from harness import paths
+
+__all__ = ["DONE_SUFFIX", "FaultRecord", "FaultState", "Journal", "all_outstanding", "journals"]
+
+log = logging.getLogger(__name__)
+
+SUFFIX = ".jsonl"
+DONE_SUFFIX = ".jsonl.done"
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
+
+
+class FaultState(enum.StrEnum):
+    """Where a fault is in its life; only ``REVERTED`` means nothing is left to undo."""
+
+    INJECTING = "injecting"
+    INJECTED = "injected"
+    REVERTED = "reverted"
+    REVERT_FAILED = "revert_failed"
+
+
+@dataclass(frozen=True)
+class FaultRecord:
+    """One journal line: the state a fault reached, on which processes, and when.
+
+    ``pids`` are the processes the fault acts on, fixed when the fault is first journaled;
+    ``details`` holds kind-specific facts (signal number and name, the target, each PID's
+    start time as ``create_time.<pid>`` so a recycled PID is never signalled, and what a
+    revert did). ``time`` is wall-clock seconds since the epoch.
+    """
+
+    run_id: str
+    fault_name: str
+    kind: str
+    state: FaultState
+    pids: list[int] = field(default_factory=list)
+    details: dict[str, str | int] = field(default_factory=dict)
+    time: float = field(default_factory=time.time)
+
+    @property
+    def outstanding(self) -> bool:
+        """True while the fault may still be in effect (anything but ``reverted``)."""
+        return self.state is not FaultState.REVERTED
+
+    def advance(self, state: FaultState, **details: str | int) -> FaultRecord:
+        """The next line of this fault's history: same fault and PIDs, new state, merged details, now."""
+        return replace(self, state=state, details={**self.details, **details}, time=time.time())
+
+    def create_time(self, pid: int) -> float | None:
+        """The recorded start time of ``pid``, or None when it was not recorded."""
+        value = self.details.get(f"create_time.{pid}")
+        try:
+            return float(value) if value is not None else None
+        except ValueError:
+            return None
+
+    def to_json(self) -> str:
+        data = {
+            "run_id": self.run_id,
+            "fault_name": self.fault_name,
+            "kind": self.kind,
+            "state": self.state.value,
+            "pids": list(self.pids),
+            "details": dict(self.details),
+            "time": self.time,
+        }
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, line: str) -> FaultRecord:
+        """Parse one line; raises ``ValueError`` (or ``KeyError``/``TypeError``) on anything malformed."""
+        data: Any = json.loads(line)
+        if not isinstance(data, dict):
+            raise ValueError("a journal line must be a JSON object")
+        pids = data.get("pids", [])
+        details = data.get("details", {})
+        if not isinstance(pids, list) or not all(
+            isinstance(p, int) and not isinstance(p, bool) for p in pids
+        ):
+            raise ValueError("pids must be a list of integers")
+        if not isinstance(details, dict) or not all(
+            isinstance(v, str | int) and not isinstance(v, bool) for v in details.values()
+        ):
+            raise ValueError("details must map names to strings or integers")
+        return cls(
+            run_id=str(data["run_id"]),
+            fault_name=str(data["fault_name"]),
+            kind=str(data["kind"]),
+            state=FaultState(data["state"]),
+            pids=pids,
+            details={str(k): v for k, v in details.items()},
+            time=float(data["time"]),
+        )
+
+
+class Journal:
+    """The journal of one run on this node.
+
+    Creating a ``Journal`` touches nothing on disk; the file appears with the first
+    :meth:`append`. Instances are cheap and stateless apart from a lock, so several may
+    point at the same file (every read goes to disk).
+    """
+
+    def __init__(self, run_id: str, directory: str | Path | None = None) -> None:
+        if not _RUN_ID.match(run_id):
+            raise ValueError(f"run id {run_id!r} cannot name a journal file (letters, digits, '_', '.', '-')")
+        self.run_id = run_id
+        self.directory = Path(directory) if directory is not None else paths.journal_dir()
+        self.path = self.directory / f"{run_id}{SUFFIX}"
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Journal({self.run_id!r}, {str(self.directory)!r})"
+
+    # ------------------------------------------------------------ writing
+
+    def append(self, record: FaultRecord) -> None:
+        """Write one record durably (flushed and fsynced) before returning.
+
+        Callers rely on this ordering: ``append(injecting)`` returns only once the line is on
+        disk, and only then is the fault applied.
+        """
+        if record.run_id != self.run_id:
+            raise ValueError(f"record of run {record.run_id!r} does not belong in journal {self.run_id!r}")
+        line = record.to_json().encode("utf-8") + b"\n"
+        with self._lock:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            created = not self.path.exists()
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                try:
+                    if not created and not _ends_with_newline(self.path):
+                        line = b"\n" + line  # the last write was torn; start a fresh line
+                    _write_all(fd, line)
+                    os.fsync(fd)
+                finally:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+            finally:
+                os.close(fd)
+            if created:
+                _fsync_dir(self.directory)
+
+    def retire(self) -> bool:
+        """Rename the file to ``<run_id>.jsonl.done`` if nothing in it is outstanding.
+
+        Returns True when the journal was retired (or there was no file), False when a fault
+        is still outstanding and the journal must stay where ``recover`` finds it.
+        """
+        with self._lock:
+            if not self.path.exists():
+                return True
+            if self.outstanding():
+                return False
+            done = self.directory / f"{self.run_id}{DONE_SUFFIX}"
+            if done.exists():  # same run id retired before: keep both histories in one file
+                with done.open("ab") as out:
+                    out.write(self.path.read_bytes())
+                    out.flush()
+                    os.fsync(out.fileno())
+                self.path.unlink()
+            else:
+                os.replace(self.path, done)
+            _fsync_dir(self.directory)
+            return True
+
+    # ------------------------------------------------------------ reading
+
+    def records(self) -> list[FaultRecord]:
+        """Every readable record in the order written; torn or malformed lines are skipped with a warning."""
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return []
+        out: list[FaultRecord] = []
+        for number, line in enumerate(raw.split(b"\n"), start=1):
+            if not line.strip():
+                continue
+            try:
+                out.append(FaultRecord.from_json(line.decode("utf-8")))
+            except (ValueError, KeyError, TypeError) as exc:
+                log.warning("%s:%d: skipping unreadable journal line (%s)", self.path, number, exc)
+        return out
+
+    def latest(self, fault_name: str) -> FaultRecord | None:
+        """The last record of ``fault_name`` in this run, or None if it was never journaled."""
+        found = None
+        for record in self.records():
+            if record.fault_name == fault_name:
+                found = record
+        return found
+
+    def current(self) -> dict[str, FaultRecord]:
+        """The last record of every fault of this run, by fault name, in first-journaled order."""
+        out: dict[str, FaultRecord] = {}
+        for record in self.records():
+            if record.run_id == self.run_id:
+                out[record.fault_name] = record
+        return out
+
+    def outstanding(self) -> list[FaultRecord]:
+        """Faults of this run whose last state is not ``reverted``: what ``recover`` would undo."""
+        return [r for r in self.current().values() if r.outstanding]
+
+
+def journals(directory: str | Path | None = None) -> Iterator[Journal]:
+    """The journals of every run with a live (not retired) file in ``directory``, oldest first."""
+    base = Path(directory) if directory is not None else paths.journal_dir()
+    if not base.is_dir():
+        return
+    files = sorted(base.glob(f"*{SUFFIX}"), key=lambda p: (_mtime(p), p.name))
+    for path in files:
+        run_id = path.name[: -len(SUFFIX)]
+        try:
+            yield Journal(run_id, base)
+        except ValueError:
+            log.warning("%s: not a journal file name, ignored", path)
+
+
+def all_outstanding(directory: str | Path | None = None) -> list[FaultRecord]:
+    """Outstanding faults of every run journaled in ``directory`` (default: this node's journal)."""
+    out: list[FaultRecord] = []
+    for journal in journals(directory):
+        out.extend(journal.outstanding())
+    return out
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with path.open("rb") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell() == 0:
+            return True
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a created or renamed file's directory entry durable too (best effort)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0

@@ -1,0 +1,87 @@
+"""``harness recover``: undo every fault still journaled on this node.
+
+Run it after a crash, a lost Ray node or a killed orchestrator. It reads every live journal
+file, reverts each outstanding fault (a pause gets SIGCONT, but only on recorded PIDs whose
+start time still matches; a kill has nothing to undo and is just marked reverted), and
+retires each journal whose faults are all reverted. It is safe to run any number of times,
+and safe to run when nothing is outstanding. It does not ask whether a run is still going:
+recovering during a live run reverts that run's faults early, which is what an operator
+pulling the emergency brake wants.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.chaos.journal import FaultRecord, FaultState, journals
+from harness.chaos.process import KILL, PAUSE, revert
+from harness.errors import FaultError
+
+__all__ = ["RecoverFailed", "recover"]
+
+
+class RecoverFailed(FaultError):
+    """Some outstanding fault could not be reverted; ``lines`` says what was and was not done.
+
+    Those faults stay journaled (as ``revert_failed``) so the next ``recover`` retries them.
+    """
+
+    def __init__(self, lines: list[str]) -> None:
+        self.lines = lines
+        super().__init__("\n".join(lines))
+
+
+def recover(journal_dir: str | Path | None = None) -> list[str]:
+    """Revert every outstanding journaled fault and return one human-readable line per fault.
+
+    An empty list means nothing was outstanding. Every fault is attempted even if an earlier
+    one fails; if any failed, :class:`RecoverFailed` (a ``FaultError``) is raised at the end
+    carrying all the lines, failed ones included.
+    """
+    lines: list[str] = []
+    failed = False
+    for journal in journals(journal_dir):
+        for record in journal.outstanding():
+            try:
+                revert(record, journal)
+            except FaultError as exc:
+                failed = True
+                lines.append(f"{_name(record)}: FAILED to revert: {exc}")
+                continue
+            final = journal.latest(record.fault_name) or record
+            lines.append(f"{_name(record)}: {_what_was_done(record, final)}")
+        journal.retire()
+    if failed:
+        raise RecoverFailed(lines)
+    return lines
+
+
+def _name(record: FaultRecord) -> str:
+    interrupted = " (interrupted while injecting)" if record.state is FaultState.INJECTING else ""
+    return f"run {record.run_id}: {record.kind} '{record.fault_name}'{interrupted}"
+
+
+def _pids(value: str | int | None) -> list[str]:
+    return [p for p in str(value or "").split(",") if p]
+
+
+def _what_was_done(before: FaultRecord, after: FaultRecord) -> str:
+    if before.kind == KILL:
+        signal_name = after.details.get("signal_name", "signal")
+        pids = ", ".join(str(p) for p in before.pids) or "no process"
+        return f"{signal_name} sent to {pids} cannot be undone; marked reverted"
+    if before.kind != PAUSE:
+        return f"marked {after.state.value}"
+    parts: list[str] = []
+    resumed = _pids(after.details.get("resumed"))
+    if resumed:
+        parts.append(f"sent SIGCONT to pid {', '.join(resumed)}")
+    gone = _pids(after.details.get("gone"))
+    if gone:
+        parts.append(f"pid {', '.join(gone)} had exited")
+    reused = _pids(after.details.get("pid_reused"))
+    if reused:
+        parts.append(
+            f"pid {', '.join(reused)} now belongs to another process (start time differs); not signalled"
+        )
+    return "; ".join(parts) if parts else "no recorded process to resume"

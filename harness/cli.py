@@ -1,0 +1,256 @@
+"""The ``harness`` command line: validate, plan, run, schema, demo, recover, influx.
+
+The only module that imports typer. Every ``HarnessError`` becomes its exit code and a
+message without a traceback; anything unexpected is exit 3 with the traceback written to
+the debug log (``$HARNESS_DATA_DIR/harness.log``), never to the terminal.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from harness import paths
+from harness.errors import (
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    ConfigError,
+    HarnessError,
+    ScenarioError,
+)
+
+app = typer.Typer(
+    name="harness",
+    help="Distributed load-and-chaos harness: Locust load and timed faults on Ray, results in InfluxDB, SLO verdicts.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+demo_app = typer.Typer(help="The local demo shop (gateway, catalog, cart, payments) under a supervisor.")
+influx_app = typer.Typer(help="The embedded local InfluxDB 1.x that harness starts when none is running.")
+app.add_typer(demo_app, name="demo")
+app.add_typer(influx_app, name="influx")
+
+log = logging.getLogger("harness")
+F = TypeVar("F", bound=Callable[..., Any])
+
+ScenarioArg = Annotated[Path, typer.Argument(help="Scenario YAML file.", show_default=False)]
+
+
+def _setup_logging() -> None:
+    handler = logging.FileHandler(paths.data_dir() / "harness.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
+def _errors_to_exit_codes(func: F) -> F:
+    """Map the exception tree to exit codes; no traceback ever reaches the terminal."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from harness.display import err_console, print_problems
+
+        try:
+            return func(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except ScenarioError as exc:
+            print_problems(exc)
+            raise typer.Exit(exc.exit_code) from None
+        except HarnessError as exc:
+            err_console.print(f"error: {exc}", markup=False)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err_console.print("interrupted", markup=False)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except Exception as exc:
+            log.exception("internal error")
+            where = paths.data_dir() / "harness.log"
+            err_console.print(f"internal error: {type(exc).__name__}: {exc} (traceback in {where})", markup=False)
+            raise typer.Exit(EXIT_INTERNAL) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.command()
+@_errors_to_exit_codes
+def validate(scenario: ScenarioArg) -> None:
+    """Check a scenario file and report every problem with file, line and key path (exit 2)."""
+    from harness.scenario import load_scenario
+    from harness.timeline import compile_plan
+
+    loaded = load_scenario(scenario)
+    plan = compile_plan(loaded)
+    typer.echo(
+        f"{scenario}: valid: {len(plan.phases)} stages, {len(loaded.faults)} faults, "
+        f"{len(loaded.slos)} SLOs, {len(loaded.guards)} guards, {plan.duration:g}s"
+    )
+
+
+@app.command()
+@_errors_to_exit_codes
+def plan(scenario: ScenarioArg) -> None:
+    """Print the compiled timeline with resolved fault targets; applies nothing."""
+    from harness.chaos.process import describe
+    from harness.display import print_plan
+    from harness.scenario import load_scenario
+    from harness.timeline import compile_plan
+
+    loaded = load_scenario(scenario)
+    targets = {fault.name: describe(fault) for fault in loaded.faults}
+    print_plan(compile_plan(loaded), targets)
+
+
+@app.command()
+@_errors_to_exit_codes
+def schema(
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
+) -> None:
+    """Print the JSON Schema of scenario files, for editors."""
+    from harness.scenario import scenario_json_schema
+
+    text = json.dumps(scenario_json_schema(), indent=2)
+    if output:
+        output.write_text(text + "\n")
+    else:
+        typer.echo(text)
+
+
+@app.command()
+@_errors_to_exit_codes
+def run(
+    scenario: ScenarioArg,
+    ray_address: Annotated[
+        str | None, typer.Option(help="Join this Ray cluster instead of starting a local one.")
+    ] = None,
+    processes: Annotated[
+        int | None, typer.Option(min=1, max=256, help="Locust processes per generator (default: the scenario's).")
+    ] = None,
+    results_url: Annotated[str | None, typer.Option(help="Override the scenario's results URL.")] = None,
+    run_id: Annotated[str | None, typer.Option(help="Run id (default: scenario name, time and a random suffix).")] = None,
+) -> None:
+    """Run a scenario: live progress, then the verdict table. Exit code per the verdict."""
+    invoked_at = time.time()
+    from harness.scenario import load_scenario
+    from harness.timeline import compile_plan
+
+    loaded = load_scenario(scenario)
+    plan_ = compile_plan(loaded)
+    token = _token(loaded.results.token_env)
+
+    from harness.display import Progress, console, print_verdict
+    from harness.orchestrator import Orchestrator, RunOptions, new_run_id
+    from harness.results import open_results
+
+    rid = run_id or new_run_id(loaded.name)
+    directory = paths.run_dir(rid)
+    _setup_logging()
+    url = results_url or loaded.results.url
+    sink = open_results(loaded.results, url, token, directory, console.print)
+    options = RunOptions(run_id=rid, run_dir=directory, ray_address=ray_address, processes=processes, invoked_at=invoked_at)
+    console.print(f"run {rid}: {loaded.name}, {plan_.duration:g}s; outputs in {directory}", markup=False)
+    with Progress(rid, plan_.duration) as progress:
+        orchestrator = Orchestrator(plan_, options, sink.writer, on_status=progress.update, on_event=progress.event)
+        outcome = orchestrator.run()
+    began = time.time()
+    stats = sink.writer.close(timeout=10.0)
+    outcome.summary["results"] = {**sink.describe(), **stats.to_dict()}
+    outcome.summary["timings"]["verdict_s"] = round(time.time() - outcome.summary["timings"].pop("load_stopped_at", began), 3)
+    (directory / "summary.json").write_text(json.dumps(outcome.summary, indent=2, default=str) + "\n")
+    (directory / "scenario.yaml").write_text(Path(scenario).read_text())
+    print_verdict(rid, outcome.verdict.value, outcome.reason, outcome.slos, outcome.summary)
+    console.print(f"summary: {directory / 'summary.json'}", markup=False)
+    sink.after_run(console.print)
+    raise typer.Exit(outcome.verdict.exit_code)
+
+
+def _token(env_name: str | None) -> str | None:
+    if not env_name:
+        return None
+    value = os.environ.get(env_name)
+    if not value:
+        raise ConfigError(f"results.token_env names {env_name}, but that environment variable is not set")
+    return value
+
+
+@app.command()
+@_errors_to_exit_codes
+def recover() -> None:
+    """Revert every fault still recorded in this node's journal (after a crash)."""
+    from harness.chaos.recover import recover as do_recover
+
+    lines = do_recover()
+    for line in lines:
+        typer.echo(line)
+    if not lines:
+        typer.echo("nothing to recover: no fault is outstanding in the journal")
+
+
+@demo_app.command("up")
+@_errors_to_exit_codes
+def demo_up(
+    base_port: Annotated[int, typer.Option(help="Gateway port; catalog, cart, payments follow.")] = 8700,
+) -> None:
+    """Start the demo shop (idempotent)."""
+    from harness.demo.control import up
+
+    info = up(base_port=base_port)
+    typer.echo(f"demo shop up at {info.base_url} (supervisor pid {info.supervisor_pid}, state in {info.directory})")
+
+
+@demo_app.command("down")
+@_errors_to_exit_codes
+def demo_down() -> None:
+    """Stop the demo shop and its supervisor (idempotent)."""
+    from harness.demo.control import down
+
+    typer.echo("demo shop stopped" if down() else "demo shop was not running")
+
+
+@demo_app.command("status")
+@_errors_to_exit_codes
+def demo_status() -> None:
+    """Show the demo services' PIDs."""
+    from harness.demo.control import status
+
+    for name, pid in status().items():
+        typer.echo(f"{name:10} {pid if pid else 'down'}")
+
+
+@influx_app.command("start")
+@_errors_to_exit_codes
+def influx_start() -> None:
+    """Start the embedded InfluxDB on 127.0.0.1:8086 if nothing answers there."""
+    from harness.results.embedded import DEFAULT_URL, ensure_local_influx
+
+    info = ensure_local_influx(DEFAULT_URL, paths.data_dir())
+    if info is None:
+        raise ConfigError("influxd is not installed (Debian package 'influxdb'); run 'make setup'")
+    typer.echo(f"InfluxDB at {info.url}" + (f" (started, pid {info.pid})" if info.started else " (already running)"))
+
+
+@influx_app.command("stop")
+@_errors_to_exit_codes
+def influx_stop() -> None:
+    """Stop the embedded InfluxDB if harness started it."""
+    from harness.results.embedded import stop_local_influx
+
+    typer.echo("embedded InfluxDB stopped" if stop_local_influx(paths.data_dir()) else "embedded InfluxDB was not running")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

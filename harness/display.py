@@ -1,0 +1,147 @@
+"""Everything harness prints to a terminal: plan and verdict tables, live progress.
+
+The only module that imports rich. On a terminal the progress is a live panel refreshed
+every second; elsewhere (CI logs) it is one plain line every few seconds.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from harness.errors import ScenarioError
+from harness.expressions import format_duration, format_metric
+from harness.orchestrator import LiveStatus
+from harness.slo import SloResult
+from harness.timeline import Plan
+
+__all__ = ["Progress", "console", "print_plan", "print_problems", "print_verdict"]
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+def print_problems(error: ScenarioError) -> None:
+    for problem in error.problems:
+        err_console.print(str(problem), markup=False, soft_wrap=True)
+    count = len(error.problems)
+    err_console.print(f"{count} problem{'s' if count != 1 else ''} found; nothing was started.", markup=False)
+
+
+def print_plan(plan: Plan, targets: dict[str, str] | None = None) -> None:
+    scenario = plan.scenario
+    console.print(f"[bold]{scenario.name}[/] — {format_duration(plan.duration)}, target {scenario.target.base_url}")
+    if scenario.description:
+        console.print(scenario.description.strip(), markup=False)
+    table = Table(title="timeline")
+    for column in ("offset", "step", "name", "detail"):
+        table.add_column(column)
+    for step in plan.steps:
+        detail = step.detail
+        if step.fault_index is not None and targets and step.name in targets and step.kind.value == "fault start":
+            detail = f"{detail}: {targets[step.name]}"
+        table.add_row(f"{step.offset:7.1f}s", step.kind.value, step.name, detail)
+    console.print(table)
+    if scenario.slos:
+        slos = Table(title="SLO windows")
+        for column in ("SLO", "objective", "window", "endpoint", "covers"):
+            slos.add_column(column)
+        for slo in scenario.slos:
+            spans = ", ".join(f"{s.start:g}s..{s.end:g}s" for s in plan.windows[slo.name]) or "nothing"
+            slos.add_row(slo.name, slo.objective.text, str(slo.window), slo.endpoint or "all", spans)
+        console.print(slos)
+    if scenario.guards:
+        guards = Table(title="guards (abort conditions)")
+        guards.add_column("guard")
+        guards.add_column("condition")
+        for guard in scenario.guards:
+            guards.add_row(guard.name, guard.condition.text)
+        console.print(guards)
+
+
+def print_verdict(run_id: str, verdict: str, reason: str, slos: list[SloResult], summary: dict[str, Any]) -> None:
+    totals = summary.get("totals") or {}
+    if totals:
+        console.print(
+            f"requests {totals.get('requests', 0)}, failures {totals.get('failures', 0)} "
+            f"({(totals.get('error_rate') or 0) * 100:.2f}%), {totals.get('rps', 0):.1f} req/s, "
+            f"p50 {totals.get('p50_ms')} ms, p99 {totals.get('p99_ms')} ms"
+        )
+    if slos:
+        table = Table(title=f"verdict for {run_id}")
+        for column in ("SLO", "window", "endpoint", "measured", "threshold", "result"):
+            table.add_column(column)
+        for r in slos:
+            measured = "no data" if math.isnan(r.measured) else format_metric(r.metric, r.measured)
+            threshold = f"{r.metric} {r.objective.split(maxsplit=2)[1]} {format_metric(r.metric, r.threshold)}"
+            result = "[green]pass[/]" if r.passed else "[red]FAIL[/]"
+            table.add_row(r.name, r.window, r.endpoint, measured, threshold, result)
+        console.print(table)
+    colour = {"passed": "green", "failed": "red", "aborted": "red", "invalid": "yellow"}.get(verdict, "magenta")
+    console.print(f"[bold {colour}]{verdict.upper()}[/]: ", end="")
+    console.print(reason, markup=False)
+
+
+class Progress:
+    """Live progress of a run; use as a context manager around ``Orchestrator.run``."""
+
+    def __init__(self, run_id: str, total: float) -> None:
+        self.run_id = run_id
+        self.total = total
+        self.live: Live | None = None
+        self._last_plain = 0.0
+        self.status: LiveStatus | None = None
+
+    def __enter__(self) -> Progress:
+        if console.is_terminal:
+            self.live = Live(self._render(), console=console, refresh_per_second=2, transient=True)
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live is not None:
+            self.live.__exit__(None, None, None)
+
+    def update(self, status: LiveStatus) -> None:
+        self.status = status
+        if self.live is not None:
+            self.live.update(self._render())
+        elif time.monotonic() - self._last_plain >= 5:
+            self._last_plain = time.monotonic()
+            console.print(self._line(status), markup=False)
+
+    def event(self, text: str) -> None:
+        console.print(text, markup=False)
+
+    def _line(self, s: LiveStatus) -> str:
+        p99 = "n/a" if math.isnan(s.p99_ms) else f"{s.p99_ms:.1f}ms"
+        load = f"{s.target_rate:.0f}/s target" if s.target_rate else f"{s.users} users"
+        faults = ",".join(s.active_faults) or "-"
+        return (
+            f"{s.elapsed:5.0f}s/{self.total:.0f}s phase={s.phase} {load} rps={s.rps:.0f} "
+            f"p99={p99} errors={s.error_rate * 100:.2f}% faults={faults}" + (" SATURATED" if s.saturated else "")
+        )
+
+    def _render(self) -> Table:
+        table = Table(title=f"run {self.run_id}", show_header=False)
+        table.add_column("what")
+        table.add_column("value")
+        s = self.status
+        if s is None:
+            table.add_row("status", "starting Ray and load generators…")
+            return table
+        table.add_row("elapsed", f"{format_duration(round(s.elapsed))} of {format_duration(self.total)}")
+        table.add_row("phase", s.phase)
+        table.add_row("load", f"{s.target_rate:.0f}/s target" if s.target_rate else f"{s.users} users")
+        table.add_row("achieved", f"{s.rps:.0f} req/s")
+        table.add_row("p99 (last s)", "n/a" if math.isnan(s.p99_ms) else f"{s.p99_ms:.1f} ms")
+        table.add_row("errors (last s)", f"{s.error_rate * 100:.2f}%")
+        table.add_row("active faults", ", ".join(s.active_faults) or "none")
+        if s.saturated:
+            table.add_row("generators", "[yellow]saturated[/]")
+        return table

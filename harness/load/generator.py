@@ -1,0 +1,248 @@
+"""LoadGenerator: a Ray async actor that supervises Locust subprocesses on its node.
+
+The actor never imports Locust (that hangs inside Ray workers); it starts one
+``harness.load.runner`` process per core, sends them commands on stdin and collects their
+report lines from a pipe. It stays responsive to pings while load runs, and its
+subprocesses die with it (PR_SET_PDEATHSIG) and stop when their stdin closes.
+
+``LoadGenerator`` is the public wrapper the orchestrator uses; ``_LoadGeneratorActor`` is
+the actor itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from harness.errors import LoadError
+from harness.load.protocol import Command, encode_command
+
+__all__ = ["GeneratorSpec", "LoadGenerator"]
+
+
+@dataclass(frozen=True)
+class GeneratorSpec:
+    """What one generator runs: the same locustfile and classes in ``processes`` processes."""
+
+    generator_id: str
+    locustfile: str
+    classes: dict[str, int]
+    host: str
+    processes: int | None  # None: one per core on the actor's node
+    open_model: bool
+    log_dir: str
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def _set_pdeathsig() -> None:
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(1, signal.SIGKILL)
+
+
+@dataclass
+class _Child:
+    process_id: str
+    proc: asyncio.subprocess.Process
+    reader: asyncio.StreamReader
+    ready: asyncio.Event
+    stopped: asyncio.Event
+    error: str = ""
+    task: asyncio.Task[None] | None = None
+
+
+class _LoadGeneratorActor:
+    """Ray async actor; every method is safe to call twice."""
+
+    def __init__(self) -> None:
+        self._children: list[_Child] = []
+        self._lines: list[str] = []
+        self._events: list[str] = []
+        self._spec: GeneratorSpec | None = None
+
+    async def start(self, spec: GeneratorSpec, timeout: float = 60.0) -> dict[str, Any]:
+        """Start the processes and wait until each has imported the locustfile."""
+        if self._children:
+            return self._describe()
+        self._spec = spec
+        count = spec.processes or os.cpu_count() or 1
+        Path(spec.log_dir).mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **spec.env}
+        for index in range(count):
+            process_id = f"{spec.generator_id}.{index}"
+            read_fd, write_fd = os.pipe()
+            args = [
+                sys.executable,
+                "-m",
+                "harness.load.runner",
+                "--process-id",
+                process_id,
+                "--locustfile",
+                spec.locustfile,
+                "--classes",
+                ",".join(f"{name}:{weight}" for name, weight in spec.classes.items()),
+                "--host",
+                spec.host,
+                "--report-fd",
+                str(write_fd),
+            ]
+            if spec.open_model:
+                args.append("--open-model")
+            log = open(Path(spec.log_dir) / f"locust-{process_id}.log", "ab")  # noqa: SIM115
+            proc = await asyncio.create_subprocess_exec(
+                *args,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=log,
+                stderr=log,
+                pass_fds=(write_fd,),
+                preexec_fn=_set_pdeathsig,
+                env=env,
+            )
+            log.close()
+            os.close(write_fd)
+            reader = asyncio.StreamReader(limit=16 * 1024 * 1024)
+            loop = asyncio.get_running_loop()
+            await loop.connect_read_pipe(
+                lambda r=reader: asyncio.StreamReaderProtocol(r), os.fdopen(read_fd, "rb", buffering=0)
+            )
+            child = _Child(process_id, proc, reader, asyncio.Event(), asyncio.Event())
+            child.task = asyncio.create_task(self._read(child))
+            self._children.append(child)
+        deadline = time.monotonic() + timeout
+        for child in self._children:
+            remaining = max(0.1, deadline - time.monotonic())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ready_or_exit(child), remaining)
+            if not child.ready.is_set():
+                reason = child.error or f"did not become ready within {timeout:g}s"
+                await self.stop(grace=1.0)
+                raise LoadError(f"load process {child.process_id} failed to start: {reason}")
+        return self._describe()
+
+    async def _ready_or_exit(self, child: _Child) -> None:
+        waiter = asyncio.create_task(child.ready.wait())
+        exited = asyncio.create_task(child.proc.wait())
+        await asyncio.wait({waiter, exited}, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        exited.cancel()
+
+    async def _read(self, child: _Child) -> None:
+        while True:
+            line = await child.reader.readline()
+            if not line:
+                break
+            text = line.decode().rstrip("\n")
+            if text.startswith('{"t":"window"'):
+                self._lines.append(text)
+            elif text.startswith('{"t":"ready"'):
+                child.ready.set()
+            elif text.startswith('{"t":"stopped"'):
+                child.stopped.set()
+            elif text.startswith('{"t":"error"'):
+                child.error = text
+                self._events.append(text)
+        child.stopped.set()
+
+    def _describe(self) -> dict[str, Any]:
+        return {
+            "processes": [c.process_id for c in self._children],
+            "pids": [c.proc.pid for c in self._children],
+            "node": ray.get_runtime_context().get_node_id(),
+        }
+
+    async def command(self, commands: dict[str, Command]) -> None:
+        """Send each process its own command (keyed by process id)."""
+        for child in self._children:
+            command = commands.get(child.process_id)
+            if command is None or child.proc.stdin is None or child.proc.returncode is not None:
+                continue
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                child.proc.stdin.write(encode_command(command))
+                await child.proc.stdin.drain()
+
+    async def drain(self) -> dict[str, Any]:
+        """Window lines received since the last call, plus process liveness."""
+        lines, self._lines = self._lines, []
+        events, self._events = self._events, []
+        dead = [c.process_id for c in self._children if c.proc.returncode is not None and not c.stopped.is_set()]
+        return {"windows": lines, "events": events, "dead": dead}
+
+    async def ping(self) -> float:
+        return time.time()
+
+    async def stop(self, grace: float = 5.0) -> dict[str, Any]:
+        """Stop every process: ask, wait ``grace`` seconds, then kill. Idempotent."""
+        for child in self._children:
+            if child.proc.returncode is None and child.proc.stdin is not None:
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError, RuntimeError):
+                    child.proc.stdin.write(encode_command(Command("stop")))
+                    await child.proc.stdin.drain()
+                    child.proc.stdin.close()
+        deadline = time.monotonic() + grace
+        for child in self._children:
+            try:
+                await asyncio.wait_for(child.proc.wait(), max(0.1, deadline - time.monotonic()))
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    child.proc.kill()
+                await child.proc.wait()
+            if child.task is not None:
+                with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                    await asyncio.wait_for(child.task, 2.0)
+        return await self.drain()
+
+
+class LoadGenerator:
+    """Public handle on one generator actor. Calls block with a timeout and raise LoadError."""
+
+    def __init__(self, spec: GeneratorSpec, options: dict[str, Any] | None = None) -> None:
+        self.spec = spec
+        actor_cls = ray.remote(_LoadGeneratorActor)
+        self._actor = actor_cls.options(num_cpus=0, max_concurrency=16, **(options or {})).remote()  # type: ignore[attr-defined]
+        self.info: dict[str, Any] = {}
+
+    def start(self, timeout: float = 60.0) -> dict[str, Any]:
+        self.info = self._get(self._actor.start.remote(self.spec, timeout), timeout + 10)
+        return self.info
+
+    @property
+    def process_ids(self) -> list[str]:
+        return list(self.info.get("processes", []))
+
+    def command_async(self, commands: dict[str, Command]) -> ray.ObjectRef:
+        return self._actor.command.remote(commands)
+
+    def drain_async(self) -> ray.ObjectRef:
+        return self._actor.drain.remote()
+
+    def stop(self, grace: float = 5.0) -> dict[str, Any]:
+        """Graceful stop with a grace period, then the actor is killed whatever happened."""
+        try:
+            return self._get(self._actor.stop.remote(grace), grace + 10)
+        except LoadError:
+            return {"windows": [], "events": [], "dead": []}
+        finally:
+            with contextlib.suppress(Exception):
+                ray.kill(self._actor)
+
+    def _get(self, ref: ray.ObjectRef, timeout: float) -> Any:
+        try:
+            return ray.get(ref, timeout=timeout)
+        except LoadError:
+            raise
+        except ray.exceptions.RayTaskError as exc:
+            cause = exc.as_instanceof_cause()
+            if isinstance(cause, LoadError):
+                raise LoadError(str(cause).splitlines()[-1]) from None
+            raise LoadError(f"generator {self.spec.generator_id}: {cause}") from None
+        except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError) as exc:
+            raise LoadError(f"generator {self.spec.generator_id}: {type(exc).__name__}") from None

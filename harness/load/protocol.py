@@ -1,0 +1,58 @@
+"""The line protocol between a LoadGenerator actor and its Locust subprocesses.
+
+Commands go to the subprocess's stdin, one JSON object per line:
+
+* ``{"cmd": "set_users", "users": N, "spawn_rate": R}`` -- closed model: reach N users at R/s
+* ``{"cmd": "set_rate", "rate": R, "users": N}`` -- open model: R task iterations/s served by up to N users
+* ``{"cmd": "stop"}`` -- stop all users, flush the last windows, exit 0
+
+Reports come back on a dedicated pipe (not stdout, which user code may print to), one JSON
+object per line with a type ``t``:
+
+* ``{"t": "ready", "p": ID}`` once the locustfile is imported and the runner waits for work
+* ``{"t": "window", ...}`` every second, see :class:`harness.metrics.WindowRecorder`
+* ``{"t": "stopped", "p": ID}`` after the final window
+* ``{"t": "error", "p": ID, "message": TEXT}`` on a fatal problem (the process then exits 1)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Command", "decode_command", "encode_command", "report"]
+
+
+@dataclass(frozen=True)
+class Command:
+    cmd: str
+    users: int = 0
+    spawn_rate: float = 0.0
+    rate: float = 0.0
+
+
+def encode_command(command: Command) -> bytes:
+    payload: dict[str, Any] = {"cmd": command.cmd}
+    if command.cmd == "set_users":
+        payload.update(users=command.users, spawn_rate=command.spawn_rate)
+    elif command.cmd == "set_rate":
+        payload.update(rate=command.rate, users=command.users)
+    return (json.dumps(payload) + "\n").encode()
+
+
+def decode_command(line: bytes | str) -> Command:
+    data = json.loads(line)
+    cmd = str(data["cmd"])
+    if cmd not in ("set_users", "set_rate", "stop"):
+        raise ValueError(f"unknown command {cmd!r}")
+    return Command(
+        cmd=cmd,
+        users=int(data.get("users", 0)),
+        spawn_rate=float(data.get("spawn_rate", 0.0)),
+        rate=float(data.get("rate", 0.0)),
+    )
+
+
+def report(kind: str, process: str, **fields: Any) -> str:
+    return json.dumps({"t": kind, "p": process, **fields}, separators=(",", ":"))

@@ -1,0 +1,272 @@
+"""A Locust load process: one per core, started and supervised by a LoadGenerator actor.
+
+Run as ``python -m harness.load.runner`` in a fresh interpreter, never imported by Ray
+processes: Locust needs gevent's monkey patching before anything else is imported, and
+``import locust`` inside a Ray worker hangs (see DESIGN.md). There is no Locust master; the
+actor tells each process how many users (or what arrival rate) it owns, and the process
+reports one window per second on the report pipe (see :mod:`harness.load.protocol`).
+
+The process stops by itself when its stdin closes: a process cut off from its actor
+(actor killed, node lost) must not go on sending load.
+"""
+
+from gevent import monkey
+
+monkey.patch_all()
+
+import argparse  # noqa: E402
+import ctypes  # noqa: E402
+import importlib.util  # noqa: E402
+import inspect  # noqa: E402
+import math  # noqa: E402
+import os  # noqa: E402
+import signal  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any, TextIO  # noqa: E402
+
+import gevent  # noqa: E402
+from gevent.fileobject import FileObjectPosix  # noqa: E402
+from locust import User  # noqa: E402
+from locust.env import Environment  # noqa: E402
+
+from harness.load.protocol import Command, decode_command, report  # noqa: E402
+from harness.metrics import WindowRecorder  # noqa: E402
+
+
+def _die_with_parent() -> None:
+    """Ask the kernel to SIGKILL us when the actor process that started us dies."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def load_user_classes(locustfile: Path, wanted: dict[str, int]) -> list[type[User]]:
+    """Import the locustfile and return the named User classes with their weights set."""
+    spec = importlib.util.spec_from_file_location("harness_locustfile", locustfile)
+    if spec is None or spec.loader is None:
+        raise RuntimeError(f"cannot import {locustfile}")
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(locustfile.parent))
+    spec.loader.exec_module(module)
+    classes = []
+    for name, weight in wanted.items():
+        cls = getattr(module, name, None)
+        if not (inspect.isclass(cls) and issubclass(cls, User)):
+            raise RuntimeError(f"{name} is not a Locust User class in {locustfile}")
+        if getattr(cls, "abstract", False):
+            raise RuntimeError(f"{name} is abstract and cannot be run")
+        cls.weight = weight
+        classes.append(cls)
+    return classes
+
+
+class Pacer:
+    """Open-model schedule: the k-th iteration of a rate stage is due at start + k / rate.
+
+    Users claim slots; a user that claims a slot in the past runs at once, and the request
+    is timed from the slot, not from when it was sent (coordinated-omission correction).
+    """
+
+    def __init__(self) -> None:
+        self.rate = 0.0
+        self._start = 0.0
+        self._issued = 0
+        self.intended: dict[Any, float] = {}
+
+    def set_rate(self, rate: float) -> None:
+        self._start = time.time()
+        self._issued = 0
+        self.rate = rate
+
+    def wait(self) -> float:
+        """Seconds the calling user should sleep before its next iteration."""
+        if self.rate <= 0:
+            return 0.5
+        slot = self._start + self._issued / self.rate
+        self._issued += 1
+        self.intended[gevent.getcurrent()] = slot
+        return max(0.0, slot - time.time())
+
+
+def _paced(cls: type[User], pacer: Pacer) -> type[User]:
+    """A subclass of ``cls`` whose iterations follow the pacer instead of its wait_time."""
+    original_on_start = cls.on_start
+
+    def on_start(self: User) -> None:
+        original_on_start(self)
+        gevent.sleep(pacer.wait())
+
+    def wait_time(self: User) -> float:
+        return pacer.wait()
+
+    return type(cls.__name__, (cls,), {"on_start": on_start, "wait_time": wait_time, "weight": cls.weight})
+
+
+def _failure_kind(exception: BaseException | None, response: Any) -> str | None:
+    if exception is None:
+        return None
+    status = getattr(response, "status_code", 0) or 0
+    if status >= 400 or (status and status < 200):
+        return f"http_{status}"
+    return type(exception).__name__
+
+
+class LoadProcess:
+    """One Locust environment driven by commands, reporting per-second windows."""
+
+    def __init__(
+        self,
+        process_id: str,
+        locustfile: Path,
+        classes: dict[str, int],
+        host: str,
+        out: int,
+        raw: TextIO | None,
+        open_model: bool,
+    ) -> None:
+        self.process_id = process_id
+        self.out = out
+        self.raw = raw
+        self.pacer = Pacer()
+        self.open_model = open_model
+        self.user_classes = load_user_classes(locustfile, classes)
+        if open_model:
+            self.user_classes = [_paced(cls, self.pacer) for cls in self.user_classes]
+        self.env = Environment(user_classes=self.user_classes, host=host)
+        self.runner = self.env.create_local_runner()
+        self.recorder = WindowRecorder(process_id, int(time.time()))
+        self.env.events.request.add_listener(self._on_request)
+        self._cpu = (time.monotonic(), _cpu_seconds())
+
+    def emit(self, line: str) -> None:
+        data = (line + "\n").encode()
+        while data:
+            written = os.write(self.out, data)
+            data = data[written:]
+
+    def _on_request(
+        self,
+        request_type: str,
+        name: str,
+        response_time: float,
+        response_length: int,
+        exception: BaseException | None = None,
+        response: Any = None,
+        **_: Any,
+    ) -> None:
+        now = time.time()
+        latency_us = int(response_time * 1000)
+        if self.open_model:
+            slot = self.pacer.intended.pop(gevent.getcurrent(), None)
+            if slot is not None:
+                latency_us = max(latency_us, int((now - slot) * 1e6))
+        failure = _failure_kind(exception, response)
+        self.recorder.record(int(now), request_type, name, latency_us, response_length or 0, failure)
+        if self.raw is not None:
+            self.raw.write(f"{int(now)} {request_type} {name} {latency_us}\n")
+
+    def health(self) -> dict[str, float]:
+        wall, cpu = time.monotonic(), _cpu_seconds()
+        last_wall, last_cpu = self._cpu
+        self._cpu = (wall, cpu)
+        share = (cpu - last_cpu) / (wall - last_wall) if wall > last_wall else 0.0
+        return {"cpu": round(share, 3), "u": self.runner.user_count, "r": self.pacer.rate if self.open_model else 0.0}
+
+    def tick_forever(self) -> None:
+        """Emit each second's window just after it ends; measure event-loop lag meanwhile."""
+        while True:
+            now = time.time()
+            due = math.floor(now) + 1.02
+            gevent.sleep(due - now)
+            woke = time.time()
+            health = self.health()
+            health["lag"] = round(max(0.0, woke - due) * 1000, 2)
+            for line in self.recorder.flush(int(woke), health):
+                self.emit(line)
+
+    def handle(self, command: Command) -> bool:
+        """Apply one command; False when the process should exit."""
+        if command.cmd == "set_users":
+            if command.users <= 0:
+                if self.runner.user_count:
+                    self.runner.stop()
+            else:
+                self.runner.start(command.users, command.spawn_rate or command.users)
+        elif command.cmd == "set_rate":
+            self.pacer.set_rate(command.rate)
+            if command.users > 0 and command.users != self.runner.user_count:
+                self.runner.start(command.users, max(command.users, 100))
+        elif command.cmd == "stop":
+            return False
+        return True
+
+    def finish(self) -> None:
+        if self.runner.user_count:
+            self.runner.stop()
+        self.runner.quit()
+        health = self.health()
+        health["lag"] = 0.0
+        for line in self.recorder.flush(int(time.time()) + 1, health):
+            self.emit(line)
+        if self.raw is not None:
+            self.raw.flush()
+        self.emit(report("stopped", self.process_id))
+
+
+def _cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+def _parse_classes(text: str) -> dict[str, int]:
+    out = {}
+    for item in text.split(","):
+        name, _, weight = item.partition(":")
+        out[name] = int(weight or 1)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--process-id", required=True)
+    parser.add_argument("--locustfile", required=True, type=Path)
+    parser.add_argument("--classes", required=True, help="Name:weight,Name:weight")
+    parser.add_argument("--host", required=True)
+    parser.add_argument("--report-fd", required=True, type=int)
+    parser.add_argument("--open-model", action="store_true", help="Pace iterations by arrival rate")
+    args = parser.parse_args(argv)
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the orchestrator's to handle
+
+    raw_dir = os.environ.get("HARNESS_RAW_LATENCY_DIR")
+    raw = open(Path(raw_dir) / f"raw-{args.process_id}.log", "w") if raw_dir else None  # noqa: SIM115
+    try:
+        process = LoadProcess(
+            args.process_id, args.locustfile, _parse_classes(args.classes), args.host, args.report_fd, raw, args.open_model
+        )
+    except Exception as exc:  # the actor shows this to the user
+        os.write(args.report_fd, (report("error", args.process_id, message=f"{type(exc).__name__}: {exc}") + "\n").encode())
+        return 1
+    ticker = gevent.spawn(process.tick_forever)
+    process.emit(report("ready", process.process_id))
+    commands: Callable[[], bytes] = FileObjectPosix(sys.stdin.fileno(), "rb").readline
+    try:
+        while True:
+            line = commands()
+            if not line:  # actor gone: stop sending load
+                break
+            if not process.handle(decode_command(line)):
+                break
+    finally:
+        ticker.kill()
+        process.finish()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

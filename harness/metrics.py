@@ -1,0 +1,288 @@
+"""Per-second windows of request statistics, and their exact merge across processes.
+
+Pure (hdrhistogram is the only third-party import). A Locust subprocess records every
+request into a window per (second, method, name): count, failures by kind, bytes and an
+HdrHistogram of latency in microseconds. Windows travel as JSON lines with the histogram
+encoded; the aggregator merges the histograms themselves, so every percentile it reports
+is computed from all samples of all processes and never averaged.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from hdrh.histogram import HdrHistogram
+
+__all__ = [
+    "PERCENTILES",
+    "Aggregator",
+    "ClosedSecond",
+    "EndpointStats",
+    "Endpoint",
+    "ProcessHealth",
+    "ProcessWindow",
+    "WindowRecorder",
+    "new_histogram",
+    "parse_window",
+]
+
+LOWEST_US = 1
+HIGHEST_US = 60_000_000
+SIGNIFICANT_DIGITS = 3
+PERCENTILES = {"p50": 50.0, "p75": 75.0, "p90": 90.0, "p95": 95.0, "p99": 99.0, "p999": 99.9}
+
+Endpoint = tuple[str, str]  # (method, name)
+
+
+def new_histogram() -> HdrHistogram:
+    return HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
+
+
+@dataclass
+class EndpointStats:
+    """Counts and latency distribution of one endpoint over some set of seconds."""
+
+    count: int = 0
+    failures: Counter[str] = field(default_factory=Counter)
+    bytes: int = 0
+    hist: HdrHistogram = field(default_factory=new_histogram)
+
+    @property
+    def failed(self) -> int:
+        return sum(self.failures.values())
+
+    @property
+    def error_rate(self) -> float:
+        return self.failed / self.count if self.count else 0.0
+
+    def record(self, latency_us: int, size: int, failure: str | None) -> None:
+        self.count += 1
+        self.bytes += size
+        if failure:
+            self.failures[failure] += 1
+        self.hist.record_value(min(max(latency_us, LOWEST_US), HIGHEST_US))
+
+    def merge(self, other: EndpointStats) -> None:
+        self.count += other.count
+        self.failures.update(other.failures)
+        self.bytes += other.bytes
+        if other.hist.get_total_count():
+            self.hist.add(other.hist)
+
+    def latency_ms(self) -> dict[str, float]:
+        """p50..p999, max and mean in milliseconds; NaN when there were no requests."""
+        if not self.hist.get_total_count():
+            return {key: math.nan for key in (*PERCENTILES, "max", "mean")}
+        values = self.hist.get_percentile_to_value_dict(list(PERCENTILES.values()))
+        out = {key: values[p] / 1000.0 for key, p in PERCENTILES.items()}
+        out["max"] = self.hist.get_max_value() / 1000.0
+        out["mean"] = self.hist.get_mean_value() / 1000.0
+        return out
+
+    def to_wire(self, method: str, name: str) -> dict[str, Any]:
+        return {
+            "m": method,
+            "n": name,
+            "c": self.count,
+            "f": dict(self.failures),
+            "b": self.bytes,
+            "h": self.hist.encode().decode("ascii") if self.hist.get_total_count() else "",
+        }
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> EndpointStats:
+        hist = HdrHistogram.decode(data["h"]) if data.get("h") else new_histogram()
+        return cls(count=int(data["c"]), failures=Counter(data.get("f") or {}), bytes=int(data["b"]), hist=hist)
+
+
+@dataclass(frozen=True)
+class ProcessHealth:
+    """How a generator process was doing in one second: CPU share (0..1), event-loop lag, users."""
+
+    process: str
+    cpu: float
+    lag_ms: float
+    users: int
+    target_rate: float
+
+
+@dataclass
+class ProcessWindow:
+    """One process's statistics for one epoch second."""
+
+    process: str
+    second: int
+    health: ProcessHealth
+    endpoints: dict[Endpoint, EndpointStats]
+
+
+def parse_window(line: str | bytes) -> ProcessWindow | None:
+    """Decode one report line; returns None for reports that are not windows."""
+    data = json.loads(line)
+    if data.get("t") != "window":
+        return None
+    process = str(data["p"])
+    health = ProcessHealth(
+        process=process,
+        cpu=float(data.get("cpu", 0.0)),
+        lag_ms=float(data.get("lag", 0.0)),
+        users=int(data.get("u", 0)),
+        target_rate=float(data.get("r", 0.0)),
+    )
+    endpoints = {(e["m"], e["n"]): EndpointStats.from_wire(e) for e in data.get("e", [])}
+    return ProcessWindow(process=process, second=int(data["s"]), health=health, endpoints=endpoints)
+
+
+class WindowRecorder:
+    """Process-side recorder: requests in, one JSON line per finished second out.
+
+    Requests are filed under the epoch second in which they completed, so a window is final
+    as soon as its second is over. ``flush(upto)`` emits every second before ``upto`` (and
+    an empty window for seconds without requests, so the aggregator knows the process was
+    alive and done with that second).
+    """
+
+    def __init__(self, process: str, first_second: int) -> None:
+        self.process = process
+        self._next = first_second
+        self._open: dict[int, dict[Endpoint, EndpointStats]] = {}
+
+    def record(self, second: int, method: str, name: str, latency_us: int, size: int, failure: str | None) -> None:
+        if second < self._next:  # a straggler for a second already sent: file it under the next one
+            second = self._next
+        bucket = self._open.get(second)
+        if bucket is None:
+            bucket = self._open[second] = {}
+        stats = bucket.get((method, name))
+        if stats is None:
+            stats = bucket[(method, name)] = EndpointStats()
+        stats.record(latency_us, size, failure)
+
+    def flush(self, upto: int, health: dict[str, float]) -> Iterator[str]:
+        while self._next < upto:
+            second = self._next
+            bucket = self._open.pop(second, {})
+            yield json.dumps(
+                {
+                    "t": "window",
+                    "p": self.process,
+                    "s": second,
+                    **health,
+                    "e": [stats.to_wire(m, n) for (m, n), stats in bucket.items()],
+                },
+                separators=(",", ":"),
+            )
+            self._next += 1
+
+
+@dataclass
+class ClosedSecond:
+    """All processes' statistics for one epoch second, merged."""
+
+    second: int
+    endpoints: dict[Endpoint, EndpointStats]
+    health: list[ProcessHealth]
+    late: bool = False
+
+    def total(self, endpoint: str | None = None) -> EndpointStats:
+        out = EndpointStats()
+        for key, stats in self.endpoints.items():
+            if endpoint is None or matches_endpoint(key, endpoint):
+                out.merge(stats)
+        return out
+
+    @property
+    def users(self) -> int:
+        return sum(h.users for h in self.health)
+
+    @property
+    def target_rate(self) -> float:
+        return sum(h.target_rate for h in self.health)
+
+
+def matches_endpoint(key: Endpoint, selector: str) -> bool:
+    """``selector`` is an endpoint name, or 'METHOD name'."""
+    method, name = key
+    return selector == name or selector == f"{method} {name}"
+
+
+class Aggregator:
+    """Merges windows from every process by second; a second closes when all have reported.
+
+    A second also closes ``grace`` seconds after it ended even if a process is silent
+    (marked late), so one stuck process cannot stall the live view. Windows arriving for
+    an already-closed second are merged into ``late_windows`` and counted, never lost.
+    """
+
+    def __init__(self, processes: Iterable[str], grace: float = 3.0) -> None:
+        self.processes = set(processes)
+        self.grace = grace
+        self._seconds: dict[int, ClosedSecond] = {}
+        self._reported: dict[int, set[str]] = {}
+        self._closed_upto: int | None = None
+        self.late_windows: list[ProcessWindow] = []
+
+    def add(self, window: ProcessWindow) -> None:
+        if self._closed_upto is not None and window.second <= self._closed_upto:
+            self.late_windows.append(window)
+            return
+        current = self._seconds.get(window.second)
+        if current is None:
+            current = self._seconds[window.second] = ClosedSecond(window.second, {}, [])
+        for key, stats in window.endpoints.items():
+            mine = current.endpoints.get(key)
+            if mine is None:
+                current.endpoints[key] = stats
+            else:
+                mine.merge(stats)
+        current.health.append(window.health)
+        self._reported.setdefault(window.second, set()).add(window.process)
+
+    def close_ready(self, now: float) -> list[ClosedSecond]:
+        """Seconds every process has finished, plus any older than ``grace``; in order."""
+        ready = []
+        for second in sorted(self._seconds):
+            complete = self._reported.get(second, set()) >= self.processes
+            if complete or now >= second + 1 + self.grace:
+                ready.append(self._close(second, late=not complete))
+            else:
+                break
+        return ready
+
+    def close_all(self) -> list[ClosedSecond]:
+        return [self._close(second, late=False) for second in sorted(self._seconds)]
+
+    def _close(self, second: int, late: bool) -> ClosedSecond:
+        closed = self._seconds.pop(second)
+        self._reported.pop(second, None)
+        closed.late = late
+        self._closed_upto = second if self._closed_upto is None else max(self._closed_upto, second)
+        return closed
+
+
+@dataclass
+class WindowTotals:
+    """Statistics merged over a chosen set of seconds (an SLO window, a phase, the run)."""
+
+    endpoints: dict[Endpoint, EndpointStats] = field(default_factory=dict)
+    seconds: int = 0
+
+    def add(self, closed: ClosedSecond) -> None:
+        self.seconds += 1
+        for key, stats in closed.endpoints.items():
+            mine = self.endpoints.get(key)
+            if mine is None:
+                mine = self.endpoints[key] = EndpointStats()
+            mine.merge(stats)
+
+    def total(self, endpoint: str | None = None) -> EndpointStats:
+        out = EndpointStats()
+        for key, stats in self.endpoints.items():
+            if endpoint is None or matches_endpoint(key, endpoint):
+                out.merge(stats)
+        return out

@@ -1,0 +1,96 @@
+"""The InfluxDB schema of DESIGN.md, as pure functions from run data to points.
+
+One place defines every measurement, tag and field, so Grafana dashboards, reports and
+tests can rely on it. ``run_id`` is a tag on every point.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+
+from harness.metrics import ClosedSecond, Endpoint, EndpointStats
+from harness.results.lineproto import Point
+from harness.slo import SloResult
+
+__all__ = [
+    "REQUESTS",
+    "event_point",
+    "load_point",
+    "request_points",
+    "run_point",
+    "slo_points",
+]
+
+REQUESTS = "harness_requests"
+LOAD = "harness_load"
+EVENTS = "harness_events"
+SLO = "harness_slo"
+RUNS = "harness_runs"
+
+_NS = 1_000_000_000
+
+
+def request_points(
+    run_id: str, scenario: str, closed: ClosedSecond, endpoints: Iterable[Endpoint]
+) -> Iterator[Point]:
+    """One row per endpoint per second; endpoints seen earlier in the run get a zero row."""
+    for method, name in endpoints:
+        stats = closed.endpoints.get((method, name)) or EndpointStats()
+        fields: dict[str, float | int] = {
+            "count": stats.count,
+            "failures": stats.failed,
+            "rps": float(stats.count),
+            "bytes": stats.bytes,
+        }
+        if stats.count:
+            fields.update({k: round(v, 3) for k, v in stats.latency_ms().items() if not math.isnan(v)})
+        yield Point(
+            REQUESTS,
+            {"run_id": run_id, "scenario": scenario, "method": method, "name": name},
+            fields,
+            closed.second * _NS,
+        )
+
+
+def load_point(run_id: str, scenario: str, closed: ClosedSecond, generators: int, saturated: bool) -> Point:
+    total = sum(s.count for s in closed.endpoints.values())
+    return Point(
+        LOAD,
+        {"run_id": run_id, "scenario": scenario},
+        {
+            "users": closed.users,
+            "target_rate": round(closed.target_rate, 3),
+            "achieved_rate": float(total),
+            "generators": generators,
+            "saturated": saturated,
+        },
+        closed.second * _NS,
+    )
+
+
+def event_point(run_id: str, kind: str, name: str, state: str, text: str, time_s: float) -> Point:
+    """A Grafana annotation: kind is run, phase, fault or abort; state is start or end."""
+    return Point(
+        EVENTS,
+        {"run_id": run_id, "kind": kind, "name": name},
+        {"text": text, "state": state},
+        int(time_s * _NS),
+    )
+
+
+def slo_points(run_id: str, results: Iterable[SloResult], time_s: float) -> Iterator[Point]:
+    for result in results:
+        fields: dict[str, float | bool] = {"threshold": result.threshold, "passed": result.passed}
+        if not math.isnan(result.measured):
+            fields["value"] = result.measured
+        yield Point(SLO, {"run_id": run_id, "slo": result.name}, fields, int(time_s * _NS))
+
+
+def run_point(run_id: str, scenario: str, verdict: str, started: float, ended: float, text: str) -> Point:
+    return Point(
+        RUNS,
+        {"run_id": run_id, "scenario": scenario, "verdict": verdict},
+        {"started": started, "ended": ended, "text": text},
+        int(started * _NS),
+    )

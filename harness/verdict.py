@@ -1,0 +1,124 @@
+"""The verdict of a run and the summary that CI pipelines and reviewers read.
+
+Pure. The orchestrator feeds every closed second to a :class:`RunLedger`, which keeps the
+totals per endpoint and per window (run, each phase, each fault window, steady); the
+verdict follows from the SLO results and how the run ended.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from harness.errors import (
+    EXIT_ABORTED,
+    EXIT_FAILED,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_INVALID,
+    EXIT_PASSED,
+)
+from harness.expressions import WindowKind, WindowRef
+from harness.metrics import ClosedSecond, EndpointStats, WindowTotals
+from harness.slo import SloResult
+from harness.timeline import Plan
+
+__all__ = ["RunLedger", "Verdict", "decide", "stats_dict"]
+
+
+class Verdict(str, Enum):
+    PASSED = "passed"
+    FAILED = "failed"
+    ABORTED = "aborted"
+    INVALID = "invalid"
+    INTERRUPTED = "interrupted"
+    ERROR = "error"
+
+    @property
+    def exit_code(self) -> int:
+        return {
+            Verdict.PASSED: EXIT_PASSED,
+            Verdict.FAILED: EXIT_FAILED,
+            Verdict.ABORTED: EXIT_ABORTED,
+            Verdict.INVALID: EXIT_INVALID,
+            Verdict.INTERRUPTED: EXIT_INTERRUPTED,
+            Verdict.ERROR: EXIT_INTERNAL,
+        }[self]
+
+
+def decide(
+    slos: list[SloResult],
+    *,
+    error: str = "",
+    interrupted: bool = False,
+    aborted: str = "",
+    invalid: str = "",
+) -> tuple[Verdict, str]:
+    """Verdict and its one-line reason. Precedence: error, interrupted, aborted, invalid, SLOs."""
+    if error:
+        return Verdict.ERROR, error
+    if interrupted:
+        return Verdict.INTERRUPTED, "interrupted by signal; faults reverted and load stopped"
+    if aborted:
+        return Verdict.ABORTED, aborted
+    if invalid:
+        return Verdict.INVALID, invalid
+    failed = [r for r in slos if not r.passed]
+    if failed:
+        return Verdict.FAILED, "SLO failed: " + ", ".join(r.name for r in failed)
+    return Verdict.PASSED, f"all {len(slos)} SLOs met" if slos else "no SLOs defined; run completed"
+
+
+def stats_dict(stats: EndpointStats, seconds: int) -> dict[str, Any]:
+    latency = stats.latency_ms()
+    return {
+        "requests": stats.count,
+        "failures": stats.failed,
+        "failure_kinds": dict(sorted(stats.failures.items())),
+        "error_rate": stats.error_rate,
+        "bytes": stats.bytes,
+        "rps": stats.count / seconds if seconds else 0.0,
+        "seconds": seconds,
+        **{f"{k}_ms": (None if math.isnan(v) else round(v, 3)) for k, v in latency.items()},
+    }
+
+
+@dataclass
+class RunLedger:
+    """Totals per endpoint for the run and for each named window of the plan."""
+
+    plan: Plan
+    start_epoch: float
+    windows: dict[str, WindowTotals] = field(default_factory=dict)
+    first_second: int | None = None
+    last_second: int | None = None
+
+    def __post_init__(self) -> None:
+        refs = [WindowRef(WindowKind.RUN), WindowRef(WindowKind.STEADY)]
+        refs += [WindowRef(WindowKind.PHASE, name) for name in self.plan.phases]
+        refs += [WindowRef(WindowKind.DURING, name) for name in self.plan.faults]
+        refs += [WindowRef(WindowKind.AFTER, name) for name in self.plan.faults]
+        self._refs = {str(ref): self.plan.spans(ref) for ref in refs}
+        self.windows = {name: WindowTotals() for name in self._refs}
+
+    def observe(self, closed: ClosedSecond) -> None:
+        offset = closed.second + 0.5 - self.start_epoch
+        if self.first_second is None:
+            self.first_second = closed.second
+        self.last_second = closed.second
+        for name, spans in self._refs.items():
+            # The run window takes every second, including a partial last one.
+            if name == "run" or any(span.contains(offset) for span in spans):
+                self.windows[name].add(closed)
+
+    def endpoint_table(self) -> list[dict[str, Any]]:
+        run = self.windows["run"]
+        rows = []
+        for (method, name), stats in sorted(run.endpoints.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+            rows.append({"method": method, "name": name, **stats_dict(stats, run.seconds)})
+        return rows
+
+    def window_table(self) -> dict[str, dict[str, Any]]:
+        return {name: stats_dict(totals.total(), totals.seconds) for name, totals in self.windows.items()}
