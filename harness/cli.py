@@ -150,7 +150,7 @@ def run(
 
     from harness.display import Progress, console, print_verdict
     from harness.orchestrator import Orchestrator, RunOptions, new_run_id
-    from harness.results import open_results
+    from harness.results.sink import open_results
 
     rid = run_id or new_run_id(loaded.name)
     directory = paths.run_dir(rid)

@@ -152,7 +152,8 @@ class WindowRecorder:
         self._next = first_second
         self._open: dict[int, dict[Endpoint, EndpointStats]] = {}
 
-    def record(self, second: int, method: str, name: str, latency_us: int, size: int, failure: str | None) -> None:
+    def record(self, second: int, method: str, name: str, latency_us: int, size: int, failure: str | None) -> int:
+        """File one request; returns the second it was filed under."""
         if second < self._next:  # a straggler for a second already sent: file it under the next one
             second = self._next
         bucket = self._open.get(second)
@@ -162,6 +163,7 @@ class WindowRecorder:
         if stats is None:
             stats = bucket[(method, name)] = EndpointStats()
         stats.record(latency_us, size, failure)
+        return second
 
     def flush(self, upto: int, health: dict[str, float]) -> Iterator[str]:
         while self._next < upto:

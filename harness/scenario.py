@@ -529,6 +529,8 @@ def _cross_checks(scenario: Scenario) -> Iterator[tuple[Path_, str]]:
                 ("faults", i, "at"),
                 f"fault window {fault.at:g}s..{fault.at + fault.duration:g}s ends after the run ({total:g}s)",
             )
+        if isinstance(fault, ProcessKillFault) and fault.params.signal in (signal.SIGSTOP, signal.SIGTSTP):
+            yield ("faults", i, "params", "signal"), "a stop signal cannot be reverted by a kill; use kind process.pause"
         if fault.kind == "process.pause" and fault.duration <= 0:
             yield ("faults", i, "duration"), "a pause needs a positive duration"
         targets = [t for t in (fault.target.pid_file, fault.target.pattern) if t]
@@ -615,7 +617,20 @@ def load_scenario(path: str | Path) -> Scenario:
     cross = [Problem(file, *positions.locate(p), _dotted(p), m) for p, m in _cross_checks(scenario)]
     if cross:
         raise ScenarioError(cross)
-    return scenario
+    return _absolute_paths(scenario)
+
+
+def _absolute_paths(scenario: Scenario) -> Scenario:
+    """Pid files are relative to the scenario file, like the locustfile; agents run elsewhere."""
+    base = Path(scenario.source).parent
+    faults = []
+    for fault in scenario.faults:
+        pid_file = fault.target.pid_file
+        if pid_file and not Path(pid_file).is_absolute():
+            target = fault.target.model_copy(update={"pid_file": str((base / pid_file).resolve())})
+            fault = fault.model_copy(update={"target": target})
+        faults.append(fault)
+    return scenario.model_copy(update={"faults": faults})
 
 
 def scenario_total_seconds(scenario: Scenario) -> float:

@@ -109,7 +109,12 @@ class _ChaosAgentActor:
             raise FaultError(f"fault '{fault_name}': revert failed: {type(exc).__name__}: {exc}") from exc
         return _summary(self._journal.latest(fault_name) or record, self._node_id)
 
-    def revert_all(self) -> list[Summary]:
+    def revert_all(self, retire: bool = False) -> list[Summary]:
+        """Revert this agent's outstanding faults; with ``retire``, also retire a fully reverted journal.
+
+        Retiring is left to :meth:`ChaosAgent.stop`: a retired journal no longer remembers
+        which faults ran, so a later inject of the same name would act again.
+        """
         out: list[Summary] = []
         with self._lock:
             current = self._journal.current()
@@ -123,6 +128,8 @@ class _ChaosAgentActor:
                     failed = _summary(record.advance(FaultState.REVERT_FAILED), self._node_id)
                     failed["error"] = str(exc)
                     out.append(failed)
+            if retire:
+                self._journal.retire()
         return out
 
     def active(self) -> list[str]:
@@ -146,6 +153,7 @@ class ChaosAgent:
     :meth:`stop`) and raises :class:`~harness.errors.FaultError` on any failure: the agent's
     own error (its message names the fault and the reason), a timeout, or a dead actor.
     Inject and revert are idempotent per fault name, so the orchestrator may retry them.
+    After :meth:`stop`, every call except ``stop`` raises ``FaultError``.
     """
 
     def __init__(self, handle: Any, run_id: str, node_id: str, name: str, call_timeout: float) -> None:
@@ -204,6 +212,14 @@ class ChaosAgent:
         log.debug("chaos agent %s up on node %s", name, actual_node)
         return cls(handle, run_id, actual_node, name, call_timeout)
 
+    def _call(self, method: str, *args: Any, what: str | None = None, timeout: float | None = None) -> Any:
+        """Call ``method`` on the actor and wait for it; every failure becomes a ``FaultError``."""
+        what = what or method
+        if self._stopped:
+            raise FaultError(f"chaos agent {self.name} was stopped ({what})")
+        ref = getattr(self._handle, method).remote(*args)
+        return self._get(what, ref, timeout)
+
     def _get(self, what: str, ref: Any, timeout: float | None = None) -> Any:
         timeout = self.call_timeout if timeout is None else timeout
         try:
@@ -226,12 +242,12 @@ class ChaosAgent:
         The fault is journaled on the node before it is applied. Injecting a fault name that
         this run already injected returns its record and signals nothing.
         """
-        result: Summary = self._get(f"inject {fault.name}", self._handle.inject.remote(fault))
+        result: Summary = self._call("inject", fault, what=f"inject {fault.name}")
         return result
 
     def revert(self, fault_name: str) -> Summary:
         """Undo one fault; idempotent. A name never injected returns ``state: not_injected``."""
-        result: Summary = self._get(f"revert {fault_name}", self._handle.revert.remote(fault_name))
+        result: Summary = self._call("revert", fault_name, what=f"revert {fault_name}")
         return result
 
     def revert_all(self) -> list[Summary]:
@@ -240,18 +256,18 @@ class ChaosAgent:
         Every fault is attempted; if any could not be reverted, ``FaultError`` is raised after
         the others were, naming the failures (they stay journaled for ``harness recover``).
         """
-        results: list[Summary] = self._get("revert_all", self._handle.revert_all.remote())
+        results: list[Summary] = self._call("revert_all")
         _raise_failures(self.name, results)
         return results
 
     def active(self) -> list[str]:
         """Names of faults this agent injected that are not reverted yet, in injection order."""
-        result: list[str] = self._get("active", self._handle.active.remote())
+        result: list[str] = self._call("active")
         return result
 
     def ping(self) -> float:
         """The agent's wall-clock time (``time.time()`` on its node): it is alive and answering."""
-        result: float = self._get("ping", self._handle.ping.remote())
+        result: float = self._call("ping")
         return result
 
     def stop(self, grace: float = 5.0) -> list[Summary]:
@@ -265,7 +281,7 @@ class ChaosAgent:
             return []
         self._stopped = True
         try:
-            results: list[Summary] = self._get("stop", self._handle.revert_all.remote(), timeout=grace)
+            results: list[Summary] = self._get("stop", self._handle.revert_all.remote(True), timeout=grace)
         except FaultError as exc:
             raise FaultError(
                 f"{exc}; faults may still be active on node {self.node_id}: run 'harness recover' there"

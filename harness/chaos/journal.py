@@ -152,6 +152,36 @@ class Journal:
 
     # ------------------------------------------------------------ writing
 
+    @contextlib.contextmanager
+    def _locked(self, create: bool) -> Iterator[int | None]:
+        """The live file, opened and exclusively ``flock``-ed; None if absent and not ``create``.
+
+        The lock is taken on the file, so a retire (rename) that happened while this call
+        waited for it is detected (the path no longer names the locked inode) and the open
+        is retried on the path's new file: no record is ever appended to a retired journal.
+        """
+        flags = (os.O_RDWR | os.O_APPEND | os.O_CREAT) if create else os.O_RDONLY
+        while True:
+            try:
+                fd = os.open(self.path, flags, 0o644)
+            except FileNotFoundError:
+                if create:
+                    raise
+                yield None
+                return
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                try:
+                    same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+                except FileNotFoundError:
+                    same = False
+                if not same:
+                    continue  # retired while we waited: the finally closes fd, then retry
+                yield fd
+                return
+            finally:
+                os.close(fd)  # closing releases the flock
+
     def append(self, record: FaultRecord) -> None:
         """Write one record durably (flushed and fsynced) before returning.
 
@@ -164,18 +194,12 @@ class Journal:
         with self._lock:
             self.directory.mkdir(parents=True, exist_ok=True)
             created = not self.path.exists()
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                try:
-                    if not created and not _ends_with_newline(self.path):
-                        line = b"\n" + line  # the last write was torn; start a fresh line
-                    _write_all(fd, line)
-                    os.fsync(fd)
-                finally:
-                    fcntl.flock(fd, fcntl.LOCK_UN)
-            finally:
-                os.close(fd)
+            with self._locked(create=True) as fd:
+                assert fd is not None
+                if not _ends_with_newline(fd):
+                    line = b"\n" + line  # the last write was torn; start a fresh line
+                _write_all(fd, line)
+                os.fsync(fd)
             if created:
                 _fsync_dir(self.directory)
 
@@ -183,10 +207,11 @@ class Journal:
         """Rename the file to ``<run_id>.jsonl.done`` if nothing in it is outstanding.
 
         Returns True when the journal was retired (or there was no file), False when a fault
-        is still outstanding and the journal must stay where ``recover`` finds it.
+        is still outstanding and the journal must stay where ``recover`` finds it. Holds the
+        file's lock throughout, so no append can slip in between the check and the rename.
         """
-        with self._lock:
-            if not self.path.exists():
+        with self._lock, self._locked(create=False) as fd:
+            if fd is None:
                 return True
             if self.outstanding():
                 return False
@@ -273,13 +298,10 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def _ends_with_newline(path: Path) -> bool:
-    with path.open("rb") as f:
-        f.seek(0, os.SEEK_END)
-        if f.tell() == 0:
-            return True
-        f.seek(-1, os.SEEK_END)
-        return f.read(1) == b"\n"
+def _ends_with_newline(fd: int) -> bool:
+    """True if the open file is empty or its last byte is a newline (read without moving appends)."""
+    size = os.fstat(fd).st_size
+    return size == 0 or os.pread(fd, 1, size - 1) == b"\n"
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -21,6 +21,7 @@ What callers may rely on:
 from __future__ import annotations
 
 import logging
+import os
 import re
 import signal
 from collections.abc import Iterable
@@ -54,15 +55,44 @@ KINDS = (KILL, PAUSE)
 
 # Start times are whole clock ticks (10 ms) plus the boot time; allow for float rounding only.
 _CREATE_TIME_TOLERANCE = 0.005
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 @dataclass(frozen=True)
 class ResolvedProcess:
-    """A process a fault will act on, identified by PID *and* start time."""
+    """A process a fault will act on, identified by PID *and* start time.
+
+    ``create_time`` is psutil's (seconds since the epoch). ``start_ticks`` is the kernel's
+    start time in clock ticks since boot (Linux), which a wall-clock step cannot change;
+    when both were recorded, ``start_ticks`` decides whether a PID is still the same process.
+    """
 
     pid: int
     cmdline: str
     create_time: float
+    start_ticks: int | None = None
+
+
+def _start_ticks(pid: int) -> int | None:
+    """Field 22 of ``/proc/PID/stat`` (start time in ticks since boot), or None where unreadable."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        return int(data[data.rindex(b")") + 2 :].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _ticks_of(pid: int, create_time: float) -> int | None:
+    """``_start_ticks`` if it belongs to the process psutil saw (guards a PID recycled in between)."""
+    ticks = _start_ticks(pid)
+    if ticks is None:
+        return None
+    try:
+        derived = ticks / _CLOCK_TICKS + psutil.boot_time()
+    except psutil.Error:
+        return None
+    return ticks if abs(derived - create_time) < 1.0 else None
 
 
 def protected_processes() -> list[tuple[int, float]]:
@@ -178,7 +208,7 @@ def _resolve_pid_file(pid_file: str, guarded: dict[int, float]) -> ResolvedProce
         raise FaultError(f"no permission to inspect process {pid} from {pid_file}") from None
     if _is_guarded(pid, create_time, guarded):
         raise FaultError(f"process {pid} from {pid_file} is harness itself or one of its parents; refusing")
-    return ResolvedProcess(pid, cmdline, create_time)
+    return ResolvedProcess(pid, cmdline, create_time, _ticks_of(pid, create_time))
 
 
 def _cmdline(proc: psutil.Process) -> str:
@@ -203,7 +233,7 @@ def _resolve_pattern(pattern: str, guarded: dict[int, float]) -> list[ResolvedPr
         cmdline = " ".join(argv)
         if not regex.search(cmdline) or _is_guarded(proc.pid, create_time, guarded):
             continue
-        found.append(ResolvedProcess(proc.pid, cmdline, float(create_time)))
+        found.append(ResolvedProcess(proc.pid, cmdline, float(create_time), _ticks_of(proc.pid, create_time)))
     if not found:
         raise FaultError(f"no running process matches /{pattern}/ (harness itself and its parents excluded)")
     return sorted(found, key=lambda p: p.pid)
@@ -234,6 +264,17 @@ class _Sent:
         return "; ".join(f"pid {pid}: {why}" for pid, why in self.errors.items())
 
 
+def _same_process(proc: psutil.Process, record: FaultRecord) -> bool:
+    """Is ``proc`` the process ``record`` resolved under its PID? Boot-relative ticks first."""
+    ticks = record.details.get(f"start_ticks.{proc.pid}")
+    if isinstance(ticks, int):
+        now = _start_ticks(proc.pid)
+        if now is not None:
+            return now == ticks
+    recorded = record.create_time(proc.pid)
+    return recorded is not None and abs(proc.create_time() - recorded) <= _CREATE_TIME_TOLERANCE
+
+
 def _send(record: FaultRecord, number: int, only: Iterable[int] | None = None) -> _Sent:
     """Send ``number`` to every recorded PID (or those in ``only``) that is still the recorded process.
 
@@ -242,10 +283,9 @@ def _send(record: FaultRecord, number: int, only: Iterable[int] | None = None) -
     """
     sent = _Sent()
     for pid in record.pids if only is None else list(only):
-        recorded = record.create_time(pid)
         try:
             proc = psutil.Process(pid)
-            if recorded is None or abs(proc.create_time() - recorded) > _CREATE_TIME_TOLERANCE:
+            if not _same_process(proc, record):
                 sent.reused.append(pid)
                 continue
             if proc.status() == psutil.STATUS_ZOMBIE:
@@ -309,6 +349,8 @@ def inject(
         }
         for proc in targets:
             details[f"create_time.{proc.pid}"] = repr(proc.create_time)
+            if proc.start_ticks is not None:
+                details[f"start_ticks.{proc.pid}"] = proc.start_ticks
         record = FaultRecord(
             run_id=run_id,
             fault_name=fault.name,

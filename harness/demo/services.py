@@ -759,7 +759,15 @@ def serve(service: str, port: int, app: App) -> int:
     """Serve until SIGTERM or SIGINT, then close keep-alive connections within a second."""
     from gevent.pywsgi import WSGIServer  # imports ssl: only after gevent is patched
 
-    server = WSGIServer((HOST, port), app, log=None, backlog=1024)
+    class NoDelayWSGIServer(WSGIServer):
+        """pywsgi sends the response head and body in two writes; without TCP_NODELAY the body
+        waits for the client's delayed ACK (40 ms on Linux) and a keep-alive service crawls."""
+
+        def handle(self, sock: gsocket.socket, address: tuple[str, int]) -> None:
+            sock.setsockopt(gsocket.IPPROTO_TCP, gsocket.TCP_NODELAY, 1)
+            super().handle(sock, address)
+
+    server = NoDelayWSGIServer((HOST, port), app, log=None, backlog=1024)
     for signum in (signal.SIGTERM, signal.SIGINT):
         gevent.signal_handler(signum, lambda: gevent.spawn(server.stop, timeout=1.0))
     try:

@@ -166,9 +166,9 @@ class LoadProcess:
             if slot is not None:
                 latency_us = max(latency_us, int((now - slot) * 1e6))
         failure = _failure_kind(exception, response)
-        self.recorder.record(int(now), request_type, name, latency_us, response_length or 0, failure)
+        second = self.recorder.record(int(now), request_type, name, latency_us, response_length or 0, failure)
         if self.raw is not None:
-            self.raw.write(f"{int(now)} {request_type} {name} {latency_us}\n")
+            self.raw.write(f"{second}\t{request_type}\t{name}\t{latency_us}\n")
 
     def health(self) -> dict[str, float]:
         wall, cpu = time.monotonic(), _cpu_seconds()

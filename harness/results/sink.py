@@ -1,0 +1,79 @@
+"""Choose where a run's results go, and tell the user where they went.
+
+Default local URL with nothing listening: start the embedded InfluxDB 1.x if Debian's
+influxd is installed, else keep the results only in ``runs/<run_id>/results.lp`` and say
+how to load that file later. Any other URL is used as given; if it is down, the writer
+spools and replays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness import paths
+from harness.results.embedded import DEFAULT_URL, EmbeddedInflux, ensure_local_influx, ping
+from harness.results.writer import ResultsWriter, open_writer
+from harness.scenario import Results
+
+__all__ = ["ResultsSink", "open_results"]
+
+Say = Callable[[str], Any]
+
+
+@dataclass
+class ResultsSink:
+    writer: ResultsWriter
+    url: str | None
+    api: str
+    database: str
+    lp_path: Path
+    embedded: EmbeddedInflux | None
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "api": self.api,
+            "database": self.database,
+            "line_protocol_file": str(self.lp_path),
+            "embedded_influxdb": bool(self.embedded and self.embedded.started),
+        }
+
+    def after_run(self, say: Say) -> None:
+        if self.url is None:
+            say(
+                f"results kept in {self.lp_path} (line protocol); load them into InfluxDB 1.x with:\n"
+                f"  curl -XPOST 'http://127.0.0.1:8086/query' --data-urlencode 'q=CREATE DATABASE {self.database}'\n"
+                f"  curl -XPOST 'http://127.0.0.1:8086/write?db={self.database}&precision=ns' --data-binary @{self.lp_path}"
+            )
+        else:
+            say(f"results in InfluxDB {self.url} ({self.api}, {self.database}) and {self.lp_path}")
+
+
+def open_results(results: Results, url: str, token: str | None, run_dir: Path, say: Say) -> ResultsSink:
+    """Open the writer for a run; starts the embedded InfluxDB when that is what the user gets by default."""
+    api = results.write_api()
+    lp_path = run_dir / "results.lp"
+    spool_path = run_dir / "spool.lp"
+    embedded = None
+    target: str | None = url
+    if api == "v1" and url.rstrip("/") == DEFAULT_URL and not ping(url):
+        embedded = ensure_local_influx(url, paths.data_dir())
+        if embedded is None:
+            say(f"no InfluxDB answers at {url} and influxd is not installed: results go to {lp_path} only")
+            target = None
+        elif embedded.started:
+            say(f"started the embedded InfluxDB 1.x at {url} (pid {embedded.pid}, data in {paths.data_dir() / 'influxdb'})")
+    writer = open_writer(
+        url=target,
+        api=api,
+        database=results.database,
+        bucket=results.bucket,
+        org=results.org,
+        token=token,
+        lp_path=lp_path,
+        spool_path=spool_path,
+    )
+    return ResultsSink(writer, target, api, results.database, lp_path, embedded)

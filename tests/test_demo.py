@@ -1,0 +1,263 @@
+"""End-to-end tests of the demo shop with its real processes: services, supervisor, control.
+
+Each demo runs in a temporary directory on free ports away from 8700, so a user's own
+``harness demo up`` is never touched, and every demo is stopped in a ``finally``.
+HTTP goes through urllib (no gevent in the pytest process) with proxies disabled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from harness.demo import control
+from harness.demo.control import DEMO_PROCESS_PATTERN, DemoInfo, process_pattern
+from harness.errors import ConfigError
+
+pytestmark = pytest.mark.timeout(180)
+
+RESTART_DELAY = 2.0
+_HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_base_port() -> int:
+    """A base port with its four ports free, well away from the default 8700."""
+    for base in range(18900, 19900, 10):
+        if all(_port_free(base + offset) for offset in range(4)):
+            return base
+    raise RuntimeError("no free block of 4 ports in 18900-19900")
+
+
+def call(method: str, url: str, body: dict[str, Any] | None = None, timeout: float = 10.0) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        url, data=data, method=method, headers={"Content-Type": "application/json"}
+    )
+    try:
+        with _HTTP.open(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, json.loads(exc.read())
+
+
+def checkout(base_url: str) -> tuple[int, Any, float]:
+    """Add an item to a fresh cart and check out: (status, body, seconds the checkout took)."""
+    session = f"t{uuid.uuid4().hex[:12]}"
+    status, _ = call("POST", f"{base_url}/api/cart/{session}/items", {"product_id": 7, "qty": 2})
+    assert status == 200
+    started = time.monotonic()
+    status, body = call("POST", f"{base_url}/api/checkout/{session}")
+    return status, body, time.monotonic() - started
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+    return True
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def pid_from_file(directory: Path, name: str) -> int | None:
+    try:
+        return int((directory / f"{name}.pid").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoInfo]:
+    directory = tmp_path_factory.mktemp("demo")
+    try:
+        yield control.up(directory, base_port=free_base_port(), restart_delay=RESTART_DELAY, timeout=30)
+    finally:
+        control.down(directory)
+
+
+# ---------------------------------------------------------------------------------------------
+# the shop
+# ---------------------------------------------------------------------------------------------
+
+
+def test_gateway_serves_the_shop(demo: DemoInfo) -> None:
+    base = demo.base_url
+    status, health = call("GET", f"{base}/health")
+    assert status == 200
+    assert health["downstreams"] == {"catalog": "ok", "cart": "ok", "payments": "ok"}
+
+    status, home = call("GET", f"{base}/")
+    assert status == 200 and len(home["featured"]) == 8
+
+    status, products = call("GET", f"{base}/api/products")
+    assert status == 200 and products["count"] == len(products["products"]) == 50
+
+    status, product = call("GET", f"{base}/api/products/12")
+    assert status == 200 and product["id"] == 12
+    assert call("GET", f"{base}/api/products/999")[0] == 404
+
+    status, found = call("GET", f"{base}/api/search?q=lamp")
+    assert status == 200 and found["count"] > 0
+    assert all("lamp" in hit["name"].lower() for hit in found["results"])
+
+
+def test_cart_and_checkout(demo: DemoInfo) -> None:
+    base, session = demo.base_url, "cart-test"
+    status, cart = call("POST", f"{base}/api/cart/{session}/items", {"product_id": 3, "qty": 2})
+    assert status == 200 and cart["count"] == 2 and cart["total"] > 0
+    status, cart = call("GET", f"{base}/api/cart/{session}")
+    assert status == 200 and cart["items"][0]["product_id"] == 3
+
+    status, order = call("POST", f"{base}/api/checkout/{session}")
+    assert status == 200, order
+    assert order["status"] == "confirmed" and order["charge_id"].startswith("ch_")
+    assert call("GET", f"{base}/api/cart/{session}")[1]["items"] == []
+    assert call("POST", f"{base}/api/checkout/{session}")[0] == 409  # nothing left to buy
+
+    assert call("POST", f"{base}/api/cart/{session}/items", {"product_id": 3})[0] == 400
+    assert call("POST", f"{base}/api/cart/{session}/items", {"product_id": 999, "qty": 1})[0] == 404
+
+
+def test_up_is_idempotent_and_status_matches(demo: DemoInfo) -> None:
+    again = control.up(demo.directory, base_port=int(demo.base_url.rsplit(":", 1)[1]))
+    assert again.supervisor_pid == demo.supervisor_pid
+    assert again.pids == control.up(demo.directory, base_port=int(demo.base_url.rsplit(":", 1)[1])).pids
+    current = control.status(demo.directory)
+    assert current["supervisor"] == demo.supervisor_pid
+    assert {name: current[name] for name in again.pids} == again.pids
+    with pytest.raises(ConfigError, match="already runs on base port"):
+        control.up(demo.directory, base_port=free_base_port())
+
+
+def test_process_patterns_match_the_service_command_lines(demo: DemoInfo) -> None:
+    base_port = int(demo.base_url.rsplit(":", 1)[1])
+    for name, pid in demo.pids.items():
+        cmdline = " ".join(psutil.Process(pid).cmdline())
+        assert re.search(DEMO_PROCESS_PATTERN[name], cmdline)
+        assert re.search(process_pattern(name, base_port), cmdline)
+        others = [other for other in DEMO_PROCESS_PATTERN if other != name]
+        assert not any(re.search(DEMO_PROCESS_PATTERN[other], cmdline) for other in others)
+
+
+# ---------------------------------------------------------------------------------------------
+# chaos: kill and pause payments
+# ---------------------------------------------------------------------------------------------
+
+
+def test_killed_payments_fails_checkout_then_is_restarted(demo: DemoInfo) -> None:
+    assert checkout(demo.base_url)[0] == 200
+    old_pid = pid_from_file(demo.directory, "payments")
+    assert old_pid is not None
+    os.kill(old_pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    assert wait_for(lambda: gone(old_pid), 2.0)
+
+    status, body, took = checkout(demo.base_url)
+    assert status == 503 and body == {"error": "payments unavailable"}
+    assert took < 2.0 and time.monotonic() - killed_at < 2.0
+
+    assert wait_for(lambda: checkout(demo.base_url)[0] == 200, RESTART_DELAY + 15, interval=0.2)
+    assert time.monotonic() - killed_at >= RESTART_DELAY - 0.2  # restarted after the delay, not at once
+    new_pid = pid_from_file(demo.directory, "payments")
+    assert new_pid is not None and new_pid != old_pid
+    assert control.status(demo.directory)["payments"] == new_pid
+
+
+def test_paused_payments_times_out_and_is_not_restarted(demo: DemoInfo) -> None:
+    pid = pid_from_file(demo.directory, "payments")
+    assert pid is not None and checkout(demo.base_url)[0] == 200
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        paused_at = time.monotonic()
+        status, body, took = checkout(demo.base_url)
+        assert status == 503 and body == {"error": "payments unavailable"}
+        assert 1.9 <= took < 6.0  # 1 s deadline, a short backoff, 1 s deadline again
+        time.sleep(max(0.0, paused_at + RESTART_DELAY + 1.0 - time.monotonic()))
+        assert psutil.Process(pid).status() == psutil.STATUS_STOPPED
+        assert pid_from_file(demo.directory, "payments") == pid  # not dead, so not restarted
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    status, body, took = checkout(demo.base_url)
+    assert status == 200, body
+    assert pid_from_file(demo.directory, "payments") == pid
+
+
+# ---------------------------------------------------------------------------------------------
+# start-up and shutdown
+# ---------------------------------------------------------------------------------------------
+
+
+def test_ports_taken_raise_config_error(tmp_path: Path) -> None:
+    base = free_base_port()
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", base + 3))
+        squatter.listen()
+        with pytest.raises(ConfigError, match=f"{base + 3} \\(payments\\)"):
+            control.up(tmp_path, base_port=base, timeout=10)
+    assert control.status(tmp_path) == dict.fromkeys(["supervisor", *DEMO_PROCESS_PATTERN])
+    assert not (tmp_path / "supervisor.pid").exists()
+
+
+def test_down_stops_everything_and_frees_the_ports(tmp_path: Path) -> None:
+    base = free_base_port()
+    try:
+        info = control.up(tmp_path, base_port=base, restart_delay=RESTART_DELAY, timeout=30)
+        pids = [info.supervisor_pid, *info.pids.values()]
+        os.kill(info.pids["payments"], signal.SIGSTOP)  # a paused service must not block shutdown
+        assert control.down(tmp_path) is True
+        assert wait_for(lambda: all(gone(pid) for pid in pids), 5.0)
+        assert all(_port_free(base + offset) for offset in range(4))
+        assert not list(tmp_path.glob("*.pid"))
+        assert control.status(tmp_path) == dict.fromkeys(["supervisor", *DEMO_PROCESS_PATTERN])
+        assert control.down(tmp_path) is False
+    finally:
+        control.down(tmp_path)
+
+
+def test_services_die_with_their_supervisor(tmp_path: Path) -> None:
+    base = free_base_port()
+    try:
+        info = control.up(tmp_path, base_port=base, restart_delay=RESTART_DELAY, timeout=30)
+        os.kill(info.supervisor_pid, signal.SIGKILL)
+        assert wait_for(lambda: all(gone(pid) for pid in info.pids.values()), 5.0)
+        assert control.status(tmp_path) == dict.fromkeys(["supervisor", *DEMO_PROCESS_PATTERN])
+        control.down(tmp_path)
+        assert not list(tmp_path.glob("*.pid"))
+    finally:
+        control.down(tmp_path)
