@@ -592,7 +592,8 @@ def load_scenario(path: str | Path) -> Scenario:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ScenarioError([Problem(file, 1, 1, "", f"not UTF-8 text (byte {exc.start})")]) from None
+        line, col = raw.count(b"\n", 0, exc.start) + 1, exc.start - raw.rfind(b"\n", 0, exc.start)
+        raise ScenarioError([Problem(file, line, col, "", f"not UTF-8 text (byte {exc.start})")]) from None
     if "\x00" in text:
         raise ScenarioError([Problem(file, 1, 1, "", "binary data is not a scenario")])
 

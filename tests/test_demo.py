@@ -226,6 +226,7 @@ def test_paused_payments_times_out_and_is_not_restarted(demo: DemoInfo) -> None:
 def test_ports_taken_raise_config_error(tmp_path: Path) -> None:
     base = free_base_port()
     with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT from earlier tests
         squatter.bind(("127.0.0.1", base + 3))
         squatter.listen()
         with pytest.raises(ConfigError, match=f"{base + 3} \\(payments\\)"):
@@ -261,3 +262,10 @@ def test_services_die_with_their_supervisor(tmp_path: Path) -> None:
         assert not list(tmp_path.glob("*.pid"))
     finally:
         control.down(tmp_path)
+
+
+def test_up_that_times_out_leaves_nothing_running(tmp_path: Path) -> None:
+    with pytest.raises(control.DemoError, match="not healthy within"):
+        control.up(tmp_path, base_port=free_base_port(), timeout=0.3)
+    assert control.status(tmp_path) == dict.fromkeys(["supervisor", *DEMO_PROCESS_PATTERN])
+    assert not list(tmp_path.glob("*.pid"))

@@ -109,6 +109,8 @@ def up(
         try:
             return _wait_until_ready(directory, base_port, supervisor, timeout, all_healthy=True)
         except BaseException:
+            if _alive(supervisor):  # ours, and maybe too young to have written its pid file
+                _terminate(supervisor, 10.0)
             _stop(directory, 10.0)
             raise
 

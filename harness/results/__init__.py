@@ -1,0 +1,67 @@
+"""Results: the only code that talks to InfluxDB.
+
+* :mod:`.lineproto` - :class:`Point` and :func:`encode` (pure line protocol).
+* :mod:`.writer` - :class:`ResultsWriter` (batched, non-blocking, spooling) and its transports;
+  :func:`open_writer` builds the one a run uses.
+* :mod:`.v2` - the InfluxDB v2 transport (``influxdb-client``), imported only when asked for.
+* :mod:`.query` - :class:`InfluxQuery`, a small InfluxQL client for reports and tests.
+* :mod:`.embedded` - the local influxd harness starts when the default URL has no server.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from harness.results.embedded import (
+    DEFAULT_URL,
+    EmbeddedInflux,
+    ensure_local_influx,
+    load_command,
+    ping,
+    stop_local_influx,
+)
+from harness.results.lineproto import Point, encode, encode_many
+from harness.results.query import InfluxQuery, Series
+from harness.results.writer import (
+    NullTransport,
+    ResultsWriter,
+    Transport,
+    TransportError,
+    V1Transport,
+    WriterStats,
+    open_writer,
+)
+
+if TYPE_CHECKING:
+    from harness.results.v2 import V2Transport
+
+__all__ = [
+    "DEFAULT_URL",
+    "EmbeddedInflux",
+    "InfluxQuery",
+    "NullTransport",
+    "Point",
+    "ResultsWriter",
+    "Series",
+    "Transport",
+    "TransportError",
+    "V1Transport",
+    "V2Transport",
+    "WriterStats",
+    "encode",
+    "encode_many",
+    "ensure_local_influx",
+    "load_command",
+    "open_writer",
+    "ping",
+    "stop_local_influx",
+]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the v2 transport (and with it influxdb-client) only when someone asks for it."""
+    if name == "V2Transport":
+        from harness.results.v2 import V2Transport
+
+        return V2Transport
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
