@@ -192,6 +192,7 @@ class V1Transport:
         if retention_policy:
             params["rp"] = retention_policy
         self._write_url = f"{self.url}/write?{urllib.parse.urlencode(params)}"
+        self._database_checked = False
 
     def __repr__(self) -> str:
         password = REDACTED if self._password else None
@@ -231,11 +232,32 @@ class V1Transport:
                 message = self._redact(f"{self.describe()}: create database: {result['error']}")
                 raise TransportError(message, permanent=True, status=status)
 
+    def _ensure_database_once(self, timeout: float | None) -> None:
+        """Create the database before the first write.
+
+        influxd answers a write to a missing database with 404 before reading the body and
+        closes the connection, so a large first batch fails with a broken pipe instead of a
+        clean 404; creating the database first avoids that.  A permanent refusal (a user
+        without admin rights, a server without CREATE DATABASE) is not fatal: the database
+        may exist already, and the write itself will say if it does not.
+        """
+        if self._database_checked:
+            return
+        try:
+            self.ensure_database(timeout)
+        except TransportError as err:
+            if not err.permanent:
+                raise
+            log.debug("could not create database %s: %s", self.database, err)
+        self._database_checked = True
+
     def send(self, lines: str, timeout: float | None = None) -> None:
+        self._ensure_database_once(timeout)
         body = lines.encode("utf-8")
         status, payload = self._post(self._write_url, body, timeout, "text/plain; charset=utf-8")
         if status == 404:
-            # "database not found": create it once and resend; a later 404 is retried with backoff.
+            # The database was dropped since: create it again and resend once; a later 404 is
+            # retried with backoff.
             self.ensure_database(timeout)
             status, payload = self._post(self._write_url, body, timeout, "text/plain; charset=utf-8")
         if 200 <= status < 300:
@@ -501,7 +523,7 @@ class ResultsWriter:
             self._closing = True
             self._close_deadline = time.monotonic() + timeout
             self._cond.notify_all()
-        self._thread.join(timeout + 0.5)
+        self._thread.join(timeout + 0.25)
         with self._commit_lock:
             stuck = self._thread.is_alive()
             inflight: list[str] = []
