@@ -137,7 +137,9 @@ def run(
         int | None, typer.Option(min=1, max=256, help="Locust processes per generator (default: the scenario's).")
     ] = None,
     results_url: Annotated[str | None, typer.Option(help="Override the scenario's results URL.")] = None,
-    run_id: Annotated[str | None, typer.Option(help="Run id (default: scenario name, time and a random suffix).")] = None,
+    run_id: Annotated[
+        str | None, typer.Option(help="Run id (default: scenario name, time and a random suffix).")
+    ] = None,
 ) -> None:
     """Run a scenario: live progress, then the verdict table. Exit code per the verdict."""
     invoked_at = time.time()
@@ -157,7 +159,9 @@ def run(
     _setup_logging()
     url = results_url or loaded.results.url
     sink = open_results(loaded.results, url, token, directory, console.print)
-    options = RunOptions(run_id=rid, run_dir=directory, ray_address=ray_address, processes=processes, invoked_at=invoked_at)
+    options = RunOptions(
+        run_id=rid, run_dir=directory, ray_address=ray_address, processes=processes, invoked_at=invoked_at
+    )
     console.print(f"run {rid}: {loaded.name}, {plan_.duration:g}s; outputs in {directory}", markup=False)
     with Progress(rid, plan_.duration) as progress:
         orchestrator = Orchestrator(plan_, options, sink.writer, on_status=progress.update, on_event=progress.event)
@@ -165,7 +169,9 @@ def run(
     began = time.time()
     stats = sink.writer.close(timeout=10.0)
     outcome.summary["results"] = {**sink.describe(), **stats.to_dict()}
-    outcome.summary["timings"]["verdict_s"] = round(time.time() - outcome.summary["timings"].pop("load_stopped_at", began), 3)
+    outcome.summary["timings"]["verdict_s"] = round(
+        time.time() - outcome.summary["timings"].pop("load_stopped_at", began), 3
+    )
     (directory / "summary.json").write_text(json.dumps(outcome.summary, indent=2, default=str) + "\n")
     (directory / "scenario.yaml").write_text(Path(scenario).read_text())
     print_verdict(rid, outcome.verdict.value, outcome.reason, outcome.slos, outcome.summary)
@@ -245,7 +251,9 @@ def influx_stop() -> None:
     """Stop the embedded InfluxDB if harness started it."""
     from harness.results.embedded import stop_local_influx
 
-    typer.echo("embedded InfluxDB stopped" if stop_local_influx(paths.data_dir()) else "embedded InfluxDB was not running")
+    typer.echo(
+        "embedded InfluxDB stopped" if stop_local_influx(paths.data_dir()) else "embedded InfluxDB was not running"
+    )
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 __all__ = [
     "LATENCY_METRICS",
@@ -171,7 +171,7 @@ def parse_condition(text: object) -> Condition:
     return Condition(breach=breach, for_seconds=seconds, text=text.strip())
 
 
-class WindowKind(str, Enum):
+class WindowKind(StrEnum):
     RUN = "run"
     STEADY = "steady"
     PHASE = "phase"

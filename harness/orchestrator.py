@@ -83,8 +83,6 @@ class RunOutcome:
     summary: dict[str, Any]
 
 
-
-
 class Orchestrator:
     """Runs one plan. Not reusable: create one per run."""
 
@@ -259,7 +257,9 @@ class Orchestrator:
             self.active_faults.pop(fault.name, None)
             raise
         pids = info.get("pids", [])
-        text = f"{fault.kind} on {len(pids)} process(es) {pids}" + (f": {fault.description}" if fault.description else "")
+        text = f"{fault.kind} on {len(pids)} process(es) {pids}" + (
+            f": {fault.description}" if fault.description else ""
+        )
         self._event("fault", fault.name, "start", text, time.time())
 
     def _revert(self, name: str) -> None:
@@ -408,7 +408,9 @@ class Orchestrator:
 
     def _event(self, kind: str, name: str, state: str, text: str, at: float) -> None:
         offset = at - self.start_epoch if self.start_epoch else 0.0
-        self.events.append({"time": at, "offset": round(offset, 3), "kind": kind, "name": name, "state": state, "text": text})
+        self.events.append(
+            {"time": at, "offset": round(offset, 3), "kind": kind, "name": name, "state": state, "text": text}
+        )
         self._write([event_point(self.run_id, kind, name, state, text, at)])
         if kind in ("fault", "abort"):
             self._note(f"[{format_duration(round(offset, 1))}] {text}")

@@ -31,9 +31,7 @@ RUNS = "harness_runs"
 _NS = 1_000_000_000
 
 
-def request_points(
-    run_id: str, scenario: str, closed: ClosedSecond, endpoints: Iterable[Endpoint]
-) -> Iterator[Point]:
+def request_points(run_id: str, scenario: str, closed: ClosedSecond, endpoints: Iterable[Endpoint]) -> Iterator[Point]:
     """One row per endpoint per second; endpoints seen earlier in the run get a zero row."""
     for method, name in endpoints:
         stats = closed.endpoints.get((method, name)) or EndpointStats()

@@ -29,6 +29,7 @@ from pydantic import (
     Field,
     Tag,
     ValidationError,
+    WithJsonSchema,
 )
 
 from harness.errors import Problem, ScenarioError
@@ -64,7 +65,12 @@ __all__ = [
 
 MAX_SCENARIO_BYTES = 1_000_000
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    WithJsonSchema({"anyOf": [{"type": "number", "minimum": 0}, {"type": "string"}]}),
+]
+AsText = WithJsonSchema({"type": "string"})  # parsed from a short string; editors should expect one
 Name = Annotated[str, Field(min_length=1, max_length=80, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
 
 
@@ -169,7 +175,7 @@ def _signal_number(value: Any) -> int:
 
 
 class KillParams(_Model):
-    signal: Annotated[int, BeforeValidator(_signal_number)] = Field(
+    signal: Annotated[int, BeforeValidator(_signal_number), WithJsonSchema({"type": ["integer", "string"]})] = Field(
         default=int(signal.SIGKILL), description="Signal to send, by name (SIGKILL, TERM) or number."
     )
 
@@ -214,11 +220,12 @@ class Slo(_Model):
     """An objective judged over a window of the run, for one endpoint or all."""
 
     name: Name = Field(description="SLO name, shown in the verdict and JUnit output.")
-    objective: Annotated[Objective, BeforeValidator(parse_objective)] = Field(
+    objective: Annotated[Objective, BeforeValidator(parse_objective), AsText] = Field(
         description="e.g. 'p99 < 250ms', 'error_rate < 1%', 'max < 2s', 'rps >= 100'."
     )
-    window: Annotated[WindowRef, BeforeValidator(parse_window)] = Field(
+    window: Annotated[WindowRef, BeforeValidator(parse_window), AsText] = Field(
         default=WindowRef(WindowKind.RUN),
+        json_schema_extra={"default": "run"},
         description="run, steady, phase:NAME, during:FAULT, after:FAULT[:30s] or last:30s.",
     )
     endpoint: str | None = Field(
@@ -230,7 +237,7 @@ class Guard(_Model):
     """An abort condition checked every second on the live aggregate."""
 
     name: Name = Field(description="Guard name, shown when it trips.")
-    condition: Annotated[Condition, BeforeValidator(parse_condition)] = Field(
+    condition: Annotated[Condition, BeforeValidator(parse_condition), AsText] = Field(
         description="e.g. 'error_rate > 50% for 5s' or 'p99 > 5s for 10s'."
     )
 
@@ -400,9 +407,7 @@ def _model_at(path: Path_, data: Any) -> type[BaseModel] | None:
             continue
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
             return None
-        field = model.model_fields.get(part) or next(
-            (f for f in model.model_fields.values() if f.alias == part), None
-        )
+        field = model.model_fields.get(part) or next((f for f in model.model_fields.values() if f.alias == part), None)
         if field is None:
             return None
         node = node.get(part) if isinstance(node, dict) else None
@@ -444,7 +449,9 @@ def _message(error: Any, path: Path_, data: Any) -> str:
         model = _model_at(path[:-1], data)
         allowed = sorted(f.alias or n for n, f in model.model_fields.items() if n != "source") if model else []
         close = difflib.get_close_matches(key, allowed, n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else (f"; allowed keys: {', '.join(allowed)}" if allowed else "")
+        hint = (
+            f"; did you mean '{close[0]}'?" if close else (f"; allowed keys: {', '.join(allowed)}" if allowed else "")
+        )
         return f"unknown key '{key}'{hint}"
     if kind == "missing":
         return "required key is missing"
@@ -493,10 +500,11 @@ def _cross_checks(scenario: Scenario) -> Iterator[tuple[Path_, str]]:
             )
         if stage.duration <= 0:
             yield ("load", "stages", i, "duration"), "duration must be positive"
-        if stage.name:
-            if stage.name in phase_names:
-                yield ("load", "stages", i, "name"), f"phase name '{stage.name}' is used twice"
-            phase_names.add(stage.name)
+        phase = stage.name or f"stage-{i + 1}"  # as timeline.phase_name names it
+        if phase in phase_names:
+            where = ("load", "stages", i, "name") if stage.name else ("load", "stages", i)
+            yield where, f"phase name '{phase}' is used twice (an unnamed stage N is called stage-N)"
+        phase_names.add(phase)
         end = max(end, start) + stage.duration
     total = end
 
@@ -530,7 +538,10 @@ def _cross_checks(scenario: Scenario) -> Iterator[tuple[Path_, str]]:
                 f"fault window {fault.at:g}s..{fault.at + fault.duration:g}s ends after the run ({total:g}s)",
             )
         if isinstance(fault, ProcessKillFault) and fault.params.signal in (signal.SIGSTOP, signal.SIGTSTP):
-            yield ("faults", i, "params", "signal"), "a stop signal cannot be reverted by a kill; use kind process.pause"
+            yield (
+                ("faults", i, "params", "signal"),
+                "a stop signal cannot be reverted by a kill; use kind process.pause",
+            )
         if fault.kind == "process.pause" and fault.duration <= 0:
             yield ("faults", i, "duration"), "a pause needs a positive duration"
         targets = [t for t in (fault.target.pid_file, fault.target.pattern) if t]

@@ -9,7 +9,7 @@ against (a second belongs to a span when its midpoint falls inside it).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 from harness.expressions import WindowKind, WindowRef, format_duration
 from harness.scenario import RateStage, Scenario, UsersStage, scenario_total_seconds
@@ -17,7 +17,7 @@ from harness.scenario import RateStage, Scenario, UsersStage, scenario_total_sec
 __all__ = ["Plan", "Span", "Step", "StepKind", "compile_plan"]
 
 
-class StepKind(str, Enum):
+class StepKind(StrEnum):
     RUN_START = "run start"
     PHASE_START = "phase start"
     STAGE = "load"
@@ -62,9 +62,11 @@ class Step:
     detail: str
     stage: UsersStage | RateStage | None = None
     fault_index: int | None = None
+    instant: bool = False  # the end of a zero-length fault: it follows its own start
 
-    def sort_key(self) -> tuple[float, int, str]:
-        return (self.offset, _ORDER[self.kind], self.name)
+    def sort_key(self) -> tuple[float, float, str]:
+        order = _ORDER[StepKind.FAULT_START] + 0.5 if self.instant else _ORDER[self.kind]
+        return (self.offset, order, self.name)
 
 
 @dataclass(frozen=True)
@@ -118,7 +120,8 @@ def _subtract(run: Span, holes: tuple[Span, ...]) -> tuple[Span, ...]:
 
 def _stage_detail(stage: UsersStage | RateStage) -> str:
     if isinstance(stage, RateStage):
-        return f"arrival rate {stage.arrival_rate:g}/s (up to {stage.max_users} users) for {format_duration(stage.duration)}"
+        users = f"up to {stage.max_users} users"
+        return f"arrival rate {stage.arrival_rate:g}/s ({users}) for {format_duration(stage.duration)}"
     return f"{stage.users} users at {stage.spawn_rate:g}/s for {format_duration(stage.duration)}"
 
 
@@ -130,7 +133,7 @@ def compile_plan(scenario: Scenario) -> Plan:
     for index, stage in enumerate(scenario.load.stages):
         start = end if stage.at is None else stage.at
         stop = start + stage.duration
-        name = stage.name or f"stage-{index + 1}"
+        name = phase_name(stage.name, index)
         phases[name] = Span(start, stop)
         steps.append(Step(start, StepKind.PHASE_START, name, ""))
         steps.append(Step(start, StepKind.STAGE, name, _stage_detail(stage), stage=stage))
@@ -145,7 +148,9 @@ def compile_plan(scenario: Scenario) -> Plan:
         faults[fault.name] = span
         excluded.append(Span(span.start, min(duration, span.end + fault.recovery)))
         steps.append(Step(span.start, StepKind.FAULT_START, fault.name, fault.kind, fault_index=index))
-        steps.append(Step(span.end, StepKind.FAULT_END, fault.name, fault.kind, fault_index=index))
+        steps.append(
+            Step(span.end, StepKind.FAULT_END, fault.name, fault.kind, fault_index=index, instant=span.length == 0)
+        )
     steps.append(Step(0.0, StepKind.RUN_START, scenario.name, f"{format_duration(duration)} in all"))
     steps.append(Step(duration, StepKind.RUN_END, scenario.name, ""))
 
@@ -159,6 +164,11 @@ def compile_plan(scenario: Scenario) -> Plan:
     )
     windows = {slo.name: plan.spans(slo.window) for slo in scenario.slos}
     return Plan(**{**plan.__dict__, "windows": windows})
+
+
+def phase_name(name: str | None, index: int) -> str:
+    """A stage's phase name: its own, or ``stage-N`` (1-based) when it has none."""
+    return name or f"stage-{index + 1}"
 
 
 def split_evenly(total: int, parts: int) -> list[int]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from harness.errors import (
@@ -28,7 +28,7 @@ from harness.timeline import Plan
 __all__ = ["RunLedger", "Verdict", "decide", "stats_dict"]
 
 
-class Verdict(str, Enum):
+class Verdict(StrEnum):
     PASSED = "passed"
     FAILED = "failed"
     ABORTED = "aborted"

@@ -92,9 +92,7 @@ class Shopper(ShopUser):
 
     def _add_item(self) -> bool:
         body = {"product_id": self.pick_product(), "qty": random.randint(1, 3)}
-        response = self.client.post(
-            f"/api/cart/{self.session}/items", json=body, name="/api/cart/[session]/items"
-        )
+        response = self.client.post(f"/api/cart/{self.session}/items", json=body, name="/api/cart/[session]/items")
         return bool(response.ok)
 
 

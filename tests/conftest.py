@@ -9,6 +9,7 @@ started and matches one of our command lines) and the module fails.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
@@ -21,7 +22,8 @@ import pytest
 pytest_plugins = ["tests.influx_fixtures"]
 
 OURS = re.compile(
-    r"harness\.load\.runner|harness\.demo\.|raylet|gcs_server|ray::|ray/dashboard|default_worker\.py|influxd -config|victoria-metrics|stress-ng"
+    r"harness\.load\.runner|harness\.demo\.|raylet|gcs_server|ray::|ray/dashboard|default_worker\.py"
+    r"|influxd -config|victoria-metrics|stress-ng"
 )
 
 
@@ -80,9 +82,7 @@ def nothing_left_behind() -> Iterator[None]:
     if leftovers:
         described = [f"{p.pid} {' '.join(p.cmdline())[:120]}" for p in leftovers if p.is_running()]
         for proc in leftovers:
-            try:
+            with contextlib.suppress(psutil.NoSuchProcess):
                 proc.kill()
-            except psutil.NoSuchProcess:
-                pass
         if described:
             pytest.fail("processes left behind: " + "; ".join(described))

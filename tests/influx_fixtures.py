@@ -130,9 +130,7 @@ class InfluxServer:
 
 
 @contextlib.contextmanager
-def running_influxd(
-    root: Path, port: int | None = None, rpc_port: int | None = None
-) -> Iterator[InfluxServer]:
+def running_influxd(root: Path, port: int | None = None, rpc_port: int | None = None) -> Iterator[InfluxServer]:
     """Start influxd with its own config under ``root``; stop it (and check) on the way out.
 
     The config is the embedded server's own (harness.results.embedded.render_config), so the
@@ -208,9 +206,7 @@ class VictoriaMetricsServer:
 @contextlib.contextmanager
 def running_victoria_metrics(root: Path) -> Iterator[VictoriaMetricsServer]:
     if not os.access(VICTORIA_METRICS, os.X_OK):
-        pytest.skip(
-            f"{VICTORIA_METRICS} is missing: apt-get install victoria-metrics (the v2 write test server)"
-        )
+        pytest.skip(f"{VICTORIA_METRICS} is missing: apt-get install victoria-metrics (the v2 write test server)")
     last_log = ""
     for _ in range(3):
         port = free_port()

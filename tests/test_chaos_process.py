@@ -206,9 +206,7 @@ def test_describe() -> None:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
-def test_kill_ends_the_process_and_records_the_signal(
-    child: Child, data_dir: Path, sig: signal.Signals
-) -> None:
+def test_kill_ends_the_process_and_records_the_signal(child: Child, data_dir: Path, sig: signal.Signals) -> None:
     journal = Journal(RUN)
     record = inject(kill_fault({"pattern": child.pattern}, sig=sig.name), RUN, journal)
     assert child.popen.wait(timeout=10) == -sig
@@ -416,9 +414,7 @@ def test_recover_handles_interrupted_inject_and_kill(child: Child, data_dir: Pat
     os.kill(child.pid, signal.SIGSTOP)
     _wait_status(child, psutil.STATUS_STOPPED)
     journal.append(
-        FaultRecord(
-            "run-crashed", "k", "process.kill", FaultState.INJECTED, [999_999], {"signal_name": "SIGKILL"}
-        )
+        FaultRecord("run-crashed", "k", "process.kill", FaultState.INJECTED, [999_999], {"signal_name": "SIGKILL"})
     )
 
     lines = recover()
@@ -432,9 +428,7 @@ def test_recover_does_not_signal_a_recycled_pid(child: Child, data_dir: Path) ->
     os.kill(child.pid, signal.SIGSTOP)
     _wait_status(child, psutil.STATUS_STOPPED)
     Journal(RUN).append(
-        FaultRecord(
-            RUN, "p", "process.pause", FaultState.INJECTED, [child.pid], {f"create_time.{child.pid}": "12.5"}
-        )
+        FaultRecord(RUN, "p", "process.pause", FaultState.INJECTED, [child.pid], {f"create_time.{child.pid}": "12.5"})
     )
     [line] = recover()
     assert "now belongs to another process" in line

@@ -58,9 +58,7 @@ def free_base_port() -> int:
 
 def call(method: str, url: str, body: dict[str, Any] | None = None, timeout: float = 10.0) -> tuple[int, Any]:
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(
-        url, data=data, method=method, headers={"Content-Type": "application/json"}
-    )
+    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
     try:
         with _HTTP.open(request, timeout=timeout) as response:
             return response.status, json.loads(response.read())

@@ -121,7 +121,7 @@ def _rows(influxd: Any, query: str) -> list[dict[str, Any]]:
 
 def test_one_row_per_second_per_endpoint_and_counts_match(main_run: dict[str, Any]) -> None:
     influxd, summary = main_run["influxd"], main_run["summary"]
-    rows = _rows(influxd, "SELECT \"count\", failures, method, \"name\" FROM harness_requests WHERE run_id = 'e2e-main'")
+    rows = _rows(influxd, 'SELECT "count", failures, method, "name" FROM harness_requests WHERE run_id = \'e2e-main\'')
     assert rows, "no harness_requests rows"
     per_endpoint: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
@@ -140,7 +140,10 @@ def test_one_row_per_second_per_endpoint_and_counts_match(main_run: dict[str, An
 
 def test_fault_events_on_time(main_run: dict[str, Any]) -> None:
     influxd, summary = main_run["influxd"], main_run["summary"]
-    rows = _rows(influxd, "SELECT state, \"text\", kind, \"name\" FROM harness_events WHERE run_id = 'e2e-main' AND kind = 'fault'")
+    rows = _rows(
+        influxd,
+        "SELECT state, \"text\", kind, \"name\" FROM harness_events WHERE run_id = 'e2e-main' AND kind = 'fault'",
+    )
     times = {r["state"]: int(r["time"]) / 1e9 for r in rows if r["name"] == "kill-payments"}
     assert set(times) == {"start", "end"}, rows
     assert abs(times["start"] - (summary["started"] + KILL_AT)) < 1.0
@@ -151,7 +154,8 @@ def test_failures_rise_during_kill_and_recover(main_run: dict[str, Any]) -> None
     influxd, summary = main_run["influxd"], main_run["summary"]
     rows = _rows(
         influxd,
-        "SELECT \"count\", failures FROM harness_requests WHERE run_id = 'e2e-main' AND \"name\" = '/api/checkout/[session]'",
+        "SELECT \"count\", failures FROM harness_requests "
+        "WHERE run_id = 'e2e-main' AND \"name\" = '/api/checkout/[session]'",
     )
     start = summary["started"]
     during = [r for r in rows if KILL_AT <= int(r["time"]) / 1e9 - start < KILL_AT + KILL_FOR]
@@ -203,9 +207,7 @@ def test_percentiles_equal_raw_latency_ground_truth(main_run: dict[str, Any]) ->
         assert _close(endpoint["max_ms"], max(values) / 1000.0)
 
 
-def test_breach_scenario_fails_and_names_the_slo(
-    tmp_path: Path, demo: DemoInfo, influxd: Any
-) -> None:
+def test_breach_scenario_fails_and_names_the_slo(tmp_path: Path, demo: DemoInfo, influxd: Any) -> None:
     influxd.create_database("e2e")
     body = f"""  stages:
     - {{name: steady, duration: 14s, users: 30, spawn_rate: 30}}

@@ -67,8 +67,7 @@ def assert_accounted(stats: WriterStats) -> None:
     """Every point handed to the writer is somewhere: server, spool, refused (and in results.lp)."""
     assert stats.points_dropped == 0
     assert (
-        stats.points_written + stats.points_rejected + stats.points_pending + stats.points_dropped
-        == stats.points_total
+        stats.points_written + stats.points_rejected + stats.points_pending + stats.points_dropped == stats.points_total
     ), stats
 
 
@@ -253,9 +252,7 @@ def test_v1_writer_writes_every_point_in_batches(influxd: InfluxServer, tmp_path
     assert stats.points_total == n and stats.points_written == n
     assert stats.points_spooled == 0 and stats.points_pending == 0 and stats.points_rejected == 0
     assert_accounted(stats)
-    rows = influxd.query(
-        'SELECT count("count"), sum("count"), count("saturated") FROM "harness_requests"', db
-    )
+    rows = influxd.query('SELECT count("count"), sum("count"), count("saturated") FROM "harness_requests"', db)
     assert rows[0]["count"] == n and rows[0]["sum"] == sum(range(n)) and rows[0]["count_1"] == n
     assert sorted(lp_lines(tmp_path / "results.lp")) == sorted(encode(p) for p in points)
     assert not (tmp_path / "spool.lp").exists()
@@ -270,9 +267,7 @@ def test_query_flattens_series_and_group_by_tags(influxd: InfluxServer, tmp_path
     assert all(row["time"] == 0 for row in rows)  # epoch=ns: integer times
     (first,) = q.query('SELECT * FROM "harness_requests" ORDER BY time LIMIT 1', epoch="")
     assert first["time"].endswith("Z") and first["run_id"] == "run-1"
-    two = q.query(
-        'SELECT count("count") FROM "harness_requests"; SELECT max("count") FROM "harness_requests"'
-    )
+    two = q.query('SELECT count("count") FROM "harness_requests"; SELECT max("count") FROM "harness_requests"')
     assert [two[0]["count"], two[1]["max"]] == [70, 69]
     with pytest.raises(ResultsError, match="error parsing query"):
         q.query("SELECT FROM nothing")
@@ -286,9 +281,7 @@ def test_server_refusal_is_reported_not_retried(influxd: InfluxServer, tmp_path:
     writer = ResultsWriter(V1Transport(influxd.url, db), tmp_path / "results.lp", tmp_path / "spool.lp")
     writer.write([Point("conflict", {}, {"v": 1}, BASE_NS)])  # v is an integer field now
     wait_for(lambda: writer.stats().points_written == 1, 10, "the first point")
-    writer.write(
-        [Point("conflict", {}, {"v": 1.5}, BASE_NS + 1), Point("conflict", {}, {"w": 2}, BASE_NS + 2)]
-    )
+    writer.write([Point("conflict", {}, {"v": 1.5}, BASE_NS + 1), Point("conflict", {}, {"w": 2}, BASE_NS + 2)])
     started = time.monotonic()
     stats = writer.close(timeout=5)
     assert time.monotonic() - started < 3
@@ -380,9 +373,7 @@ def test_spool_is_replayed_when_the_server_comes_up(tmp_path: Path) -> None:
         writer.close(timeout=1)
 
 
-def test_spool_left_by_an_earlier_writer_is_replayed(
-    influxd: InfluxServer, closed_port: int, tmp_path: Path
-) -> None:
+def test_spool_left_by_an_earlier_writer_is_replayed(influxd: InfluxServer, closed_port: int, tmp_path: Path) -> None:
     """A run that ended with the server down leaves spool.lp; the next writer on it replays it."""
     spool = tmp_path / "spool.lp"
     down = ResultsWriter(V1Transport(f"http://127.0.0.1:{closed_port}", "x"), tmp_path / "a.lp", spool)
@@ -397,6 +388,31 @@ def test_spool_left_by_an_earlier_writer_is_replayed(
     rows = influxd.query('SELECT count("count") FROM "harness_requests" GROUP BY "run_id"', db)
     assert {r["run_id"]: r["count"] for r in rows} == {"earlier": 1_200, "now": 10}
     assert not spool.exists()
+
+
+def test_torn_or_hand_written_spool_is_still_replayed(influxd: InfluxServer, tmp_path: Path) -> None:
+    """A crash can tear the last spool frame; a user can drop plain line protocol there."""
+    spool = tmp_path / "spool.lp"
+    whole = [encode(p) for p in make_points(3, run_id="whole")]
+    torn = [encode(p) for p in make_points(2, run_id="torn")]
+    whole_body = ("\n".join(whole) + "\n").encode()
+    torn_body = ("\n".join(torn) + "\n").encode()
+    spool.write_bytes(
+        f"# harness-spool points=3 bytes={len(whole_body)}\n".encode()
+        + whole_body
+        + f"# harness-spool points=5 bytes={len(torn_body) + 400}\n".encode()  # cut short
+        + torn_body
+    )
+    db = influxd.create_database("torn_spool")
+    stats = ResultsWriter(V1Transport(influxd.url, db), tmp_path / "a.lp", spool).close(timeout=5)
+    assert stats.points_replayed == 5 and stats.points_pending == 0
+    rows = influxd.query('SELECT count("count") FROM "harness_requests" GROUP BY "run_id"', db)
+    assert {r["run_id"]: r["count"] for r in rows} == {"whole": 3, "torn": 2}
+
+    spool.write_text("\n".join(encode(p) for p in make_points(4, run_id="by hand")) + "\n")
+    stats = ResultsWriter(V1Transport(influxd.url, db), tmp_path / "b.lp", spool).close(timeout=5)
+    assert stats.points_replayed == 4 and not spool.exists()
+    assert influxd.count(db, "harness_requests", "count") == 9
 
 
 def test_full_queue_goes_to_the_spool_not_memory(influxd: InfluxServer, tmp_path: Path) -> None:
@@ -566,7 +582,7 @@ def test_tokens_never_appear_in_reprs_or_errors(leaky_server: str, closed_port: 
     with pytest.raises(ResultsError) as query_error:
         query.query('DROP DATABASE "x"')
     errors.append(str(query_error.value))
-    assert "denied for ***" in errors[0] and "denied for ***" in errors[4]  # the server did echo it
+    assert "denied for Token ***" in errors[0] and "denied for Token ***" in errors[4]  # echoed back
     for text in errors:
         assert SECRET not in text and quoted not in text, text
     v2.close()

@@ -20,7 +20,7 @@ import jsonschema
 import pytest
 import yaml
 
-LOCUSTFILE = '''\
+LOCUSTFILE = """\
 from locust import FastHttpUser, task
 
 
@@ -28,7 +28,7 @@ class Shopper(FastHttpUser):
     @task
     def home(self):
         self.client.get("/")
-'''
+"""
 
 VALID = """\
 name: checkout-under-chaos
@@ -128,7 +128,11 @@ def _mistakes() -> list[Mistake]:
     text = edit("- class: Shopper", "- class: Shoper")
     cases.append(
         _mistake(
-            "unknown-user-class", text, "Shoper", "load.user_classes[0].class", "'Shoper' is not defined in locust.py"
+            "unknown-user-class",
+            text,
+            "Shoper",
+            "load.user_classes[0].class",
+            "'Shoper' is not defined in locust.py",
         )
     )
 
@@ -156,7 +160,9 @@ def _mistakes() -> list[Mistake]:
     cases.append(_mistake("duplicate-key", text, "at: 13s", "faults[0].at", "duplicate key"))
 
     text = edit("window: during:pause-payments", "window: during:kill-db")
-    cases.append(_mistake("window-unknown-fault", text, "during:kill-db", "slos[1].window", "no fault is named 'kill-db'"))
+    cases.append(
+        _mistake("window-unknown-fault", text, "during:kill-db", "slos[1].window", "no fault is named 'kill-db'")
+    )
 
     text = edit('"p99 < 250ms"', '"p42 < 250ms"')
     cases.append(_mistake("unknown-metric", text, "p42", "slos[0].objective", "unknown metric 'p42'"))
@@ -168,7 +174,15 @@ def _mistakes() -> list[Mistake]:
     )
 
     text = edit("      users: 10\n", "      arrival_rate: 100\n")
-    cases.append(_mistake("mixed-load-models", text, "- name: plateau", "load.stages[1]", "stages mix users and arrival_rate"))
+    cases.append(
+        _mistake(
+            "mixed-load-models",
+            text,
+            "- name: plateau",
+            "load.stages[1]",
+            "stages mix users and arrival_rate",
+        )
+    )
 
     text = edit("base_url: http://127.0.0.1:8700", "base_url: ftp://127.0.0.1:8700")
     cases.append(_mistake("bad-base-url", text, "ftp://", "target.base_url", "is not an http(s) URL"))
@@ -263,9 +277,7 @@ def assert_problem(outcome: Outcome, file: Path, line: int, path: str, fragment:
         for number, rest in problems
         if number == line and fragment in rest and (rest.startswith(f"{path}: ") if path else True)
     ]
-    assert matching, (
-        f"expected {file}:{line}: {path}: ...{fragment}...; stderr was:\n{outcome.stderr}"
-    )
+    assert matching, f"expected {file}:{line}: {path}: ...{fragment}...; stderr was:\n{outcome.stderr}"
 
 
 def test_valid_scenario_validates(workdir: Path) -> None:
@@ -298,7 +310,11 @@ def test_mistake_exits_2_located_and_starts_nothing(workdir: Path, mistake: Mist
 THREE_MISTAKES = edit(
     '"p99 < 250ms"',
     '"p99 < fast"',
-    edit("      users: 10\n", '      users: "many"\n', edit("    recovery: 3s\n", "    recovery: 3s\n    recovry: 1s\n")),
+    edit(
+        "      users: 10\n",
+        '      users: "many"\n',
+        edit("    recovery: 3s\n", "    recovery: 3s\n    recovry: 1s\n"),
+    ),
 )
 THREE_EXPECTED = [
     (line_of(THREE_MISTAKES, '"many"'), "load.stages[1].users", "valid integer"),
@@ -328,8 +344,11 @@ def test_validate_and_run_report_the_same_lines(workdir: Path) -> None:
     assert len(problems_for(via_validate, path)) == 3
 
 
-@pytest.mark.parametrize("mistake", [m for m in MISTAKES if m.id in {"unknown-key", "overlapping-stages", "not-utf8"}],
-                         ids=lambda m: m.id)
+@pytest.mark.parametrize(
+    "mistake",
+    [m for m in MISTAKES if m.id in {"unknown-key", "overlapping-stages", "not-utf8"}],
+    ids=lambda m: m.id,
+)
 def test_validate_locates_mistakes_too(workdir: Path, mistake: Mistake) -> None:
     path = write_scenario(workdir, mistake.content)
     outcome = harness(workdir, "validate", str(path))
@@ -347,12 +366,6 @@ def test_missing_scenario_file_exits_2(workdir: Path) -> None:
     assert_nothing_started(workdir, outcome)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG harness/scenario.py: the schema types durations as numbers and objective/window/condition "
-    "as objects, so it rejects every valid scenario (they are written as strings). Remove this marker "
-    "once fixed.",
-)
 def test_schema_is_draft_2020_12_and_accepts_the_valid_scenario(workdir: Path) -> None:
     outcome = harness(workdir, "schema")
     assert outcome.code == 0, outcome.stderr

@@ -8,11 +8,20 @@ from pathlib import Path
 
 import pytest
 
+from harness.errors import ScenarioError
 from harness.expressions import parse_window
 from harness.scenario import Scenario, load_scenario
 from harness.timeline import Plan, Span, StepKind, compile_plan, split_evenly
 
-LOCUSTFILE = "from locust import FastHttpUser, task\n\n\nclass Shopper(FastHttpUser):\n    @task\n    def t(self):\n        pass\n"
+LOCUSTFILE = """\
+from locust import FastHttpUser, task
+
+
+class Shopper(FastHttpUser):
+    @task
+    def t(self):
+        pass
+"""
 
 
 def scenario_from(tmp_path: Path, body: str) -> Scenario:
@@ -98,19 +107,23 @@ def test_unnamed_stages_get_phase_names(tmp_path: Path) -> None:
     assert plan.phases == {"stage-1": Span(0, 5), "main": Span(5, 10), "stage-3": Span(10, 15)}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG harness/timeline.py compile_plan: an explicit stage name equal to a default name "
-    "('stage-2') collides with the unnamed second stage; phases['stage-2'] is overwritten.",
-)
-def test_every_stage_is_a_phase_even_when_names_look_like_defaults(tmp_path: Path) -> None:
+def test_a_stage_name_that_collides_with_a_default_name_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ScenarioError, match=r"load\.stages\[1\]: phase name 'stage-2' is used twice"):
+        plan_from(
+            tmp_path,
+            "  stages:\n    - {name: stage-2, duration: 10s, users: 1}\n    - {duration: 10s, users: 2}\n"
+            "slos:\n  - {name: s, objective: 'p99 < 1s', window: 'phase:stage-2'}\n",
+        )
+
+
+def test_default_phase_names_are_usable_in_windows(tmp_path: Path) -> None:
     plan = plan_from(
         tmp_path,
-        "  stages:\n    - {name: stage-2, duration: 10s, users: 1}\n    - {duration: 10s, users: 2}\n"
+        "  stages:\n    - {duration: 10s, users: 1}\n    - {duration: 10s, users: 2}\n"
         "slos:\n  - {name: s, objective: 'p99 < 1s', window: 'phase:stage-2'}\n",
     )
     assert len(plan.phases) == 2
-    assert plan.windows["s"] == (Span(0, 10),)
+    assert plan.windows["s"] == (Span(10, 20),)
 
 
 FAULTS = """\
@@ -156,12 +169,6 @@ def test_at_one_offset_a_fault_ends_before_the_next_begins_and_load_changes_firs
     assert steps_at(plan, 60.0) == [(StepKind.PHASE_END, "hot"), (StepKind.RUN_END, "timeline-test")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG harness/timeline.py Step.sort_key: a zero-length fault (a kill with duration 0) gets its "
-    "FAULT_END sorted before its own FAULT_START, so the orchestrator 'reverts' it before injecting it and "
-    "then keeps it active until teardown.",
-)
 def test_a_zero_length_fault_starts_before_it_ends(tmp_path: Path) -> None:
     plan = plan_from(
         tmp_path,

@@ -205,9 +205,7 @@ class ChaosAgent:
         except (GetTimeoutError, RayError) as exc:
             _kill(handle)
             where = f"node {node_id}" if node_id else "any node"
-            reason = (
-                f"did not answer within {start_timeout:g}s" if isinstance(exc, GetTimeoutError) else str(exc)
-            )
+            reason = f"did not answer within {start_timeout:g}s" if isinstance(exc, GetTimeoutError) else str(exc)
             raise FaultError(f"chaos agent for run {run_id} on {where} could not start: {reason}") from None
         log.debug("chaos agent %s up on node %s", name, actual_node)
         return cls(handle, run_id, actual_node, name, call_timeout)

@@ -112,9 +112,7 @@ class FaultRecord:
             raise ValueError("a journal line must be a JSON object")
         pids = data.get("pids", [])
         details = data.get("details", {})
-        if not isinstance(pids, list) or not all(
-            isinstance(p, int) and not isinstance(p, bool) for p in pids
-        ):
+        if not isinstance(pids, list) or not all(isinstance(p, int) and not isinstance(p, bool) for p in pids):
             raise ValueError("pids must be a list of integers")
         if not isinstance(details, dict) or not all(
             isinstance(v, str | int) and not isinstance(v, bool) for v in details.values()

@@ -148,9 +148,7 @@ def describe(fault: ProcessFault) -> str:
 # ---------------------------------------------------------------- resolving targets
 
 
-def resolve_targets(
-    target: ProcessTarget, *, protected: Iterable[tuple[int, float]] = ()
-) -> list[ResolvedProcess]:
+def resolve_targets(target: ProcessTarget, *, protected: Iterable[tuple[int, float]] = ()) -> list[ResolvedProcess]:
     """The live processes ``target`` names, sorted by PID; raises ``FaultError`` if there are none.
 
     ``pid_file``: the file must hold one integer, and that process must be alive (not a
@@ -372,9 +370,7 @@ def inject(
         raise FaultError(f"fault '{fault.name}': every target exited before it could be signalled")
     done = record.advance(FaultState.INJECTED, **outcome)
     journal.append(done)
-    log.info(
-        "run %s: fault %s: sent %s to %s", run_id, fault.name, _signal_name(number), outcome["signalled"]
-    )
+    log.info("run %s: fault %s: sent %s to %s", run_id, fault.name, _signal_name(number), outcome["signalled"])
     if sent.errors:
         raise FaultError(f"fault '{fault.name}': could not signal {sent.error_text()}")
     return done

@@ -81,7 +81,5 @@ def _what_was_done(before: FaultRecord, after: FaultRecord) -> str:
         parts.append(f"pid {', '.join(gone)} had exited")
     reused = _pids(after.details.get("pid_reused"))
     if reused:
-        parts.append(
-            f"pid {', '.join(reused)} now belongs to another process (start time differs); not signalled"
-        )
+        parts.append(f"pid {', '.join(reused)} now belongs to another process (start time differs); not signalled")
     return "; ".join(parts) if parts else "no recorded process to resume"

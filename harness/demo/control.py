@@ -178,12 +178,9 @@ def _check_ports_free(base_port: int) -> None:
     if not busy:
         return
     detail = "; ".join(
-        f"port {service_port(n, base_port)} ({n}) is in use{_port_owner(service_port(n, base_port))}"
-        for n in busy
+        f"port {service_port(n, base_port)} ({n}) is in use{_port_owner(service_port(n, base_port))}" for n in busy
     )
-    raise ConfigError(
-        f"cannot start the demo on {HOST}: {detail}; stop that or choose another base port (--base-port)"
-    )
+    raise ConfigError(f"cannot start the demo on {HOST}: {detail}; stop that or choose another base port (--base-port)")
 
 
 def _port_free(port: int) -> bool:

@@ -439,9 +439,7 @@ class Downstream:
         self._idle: list[gsocket.socket] = []
         self._host_header = f"{host}:{port}"
 
-    def call(
-        self, method: str, path: str, payload: JSON | None = None, timeout: float | None = None
-    ) -> Reply:
+    def call(self, method: str, path: str, payload: JSON | None = None, timeout: float | None = None) -> Reply:
         body = b"" if payload is None else json.dumps(payload, separators=(",", ":")).encode()
         head = (
             f"{method} {path} HTTP/1.1\r\nHost: {self._host_header}\r\n"
@@ -683,9 +681,7 @@ class Gateway:
             return error_response(402, "payment declined", upstream_status=charge.status)
         cleared = self._clear_cart(session)
         result = {"status": "confirmed", "order_id": order_id, "charge_id": charge.json()["id"]}
-        return json_response(
-            {**result, "total": cart["total"], "items": cart["count"], "cart_cleared": cleared}
-        )
+        return json_response({**result, "total": cart["total"], "items": cart["count"], "cart_cleared": cleared})
 
     def _charge(self, session: str, amount: float, order_id: str) -> Reply:
         """POST /charge with the call deadline, and once more after a short backoff on failure."""
@@ -738,20 +734,14 @@ SERVICE_FACTORIES: dict[str, Callable[[argparse.Namespace], App]] = {
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m harness.demo.services", description="One demo shop service."
-    )
+    parser = argparse.ArgumentParser(prog="python -m harness.demo.services", description="One demo shop service.")
     parser.add_argument("service", choices=sorted(SERVICE_FACTORIES))
     parser.add_argument("--port", type=int, required=True, help="port to bind on 127.0.0.1")
     parser.add_argument("--catalog-port", type=int, help="gateway only; default port+1")
     parser.add_argument("--cart-port", type=int, help="gateway only; default port+2")
     parser.add_argument("--payments-port", type=int, help="gateway only; default port+3")
-    parser.add_argument(
-        "--timeout", type=float, default=1.0, help="gateway only: downstream call deadline (s)"
-    )
-    parser.add_argument(
-        "--retry-backoff", type=float, default=0.1, help="gateway only: before the payments retry"
-    )
+    parser.add_argument("--timeout", type=float, default=1.0, help="gateway only: downstream call deadline (s)")
+    parser.add_argument("--retry-backoff", type=float, default=0.1, help="gateway only: before the payments retry")
     return parser.parse_args(argv)
 
 

@@ -111,9 +111,8 @@ class _LoadGeneratorActor:
             os.close(write_fd)
             reader = asyncio.StreamReader(limit=16 * 1024 * 1024)
             loop = asyncio.get_running_loop()
-            await loop.connect_read_pipe(
-                lambda r=reader: asyncio.StreamReaderProtocol(r), os.fdopen(read_fd, "rb", buffering=0)
-            )
+            protocol = asyncio.StreamReaderProtocol(reader)
+            await loop.connect_read_pipe(lambda: protocol, os.fdopen(read_fd, "rb", buffering=0))
             child = _Child(process_id, proc, reader, asyncio.Event(), asyncio.Event())
             child.task = asyncio.create_task(self._read(child))
             self._children.append(child)
@@ -206,8 +205,9 @@ class LoadGenerator:
 
     def __init__(self, spec: GeneratorSpec, options: dict[str, Any] | None = None) -> None:
         self.spec = spec
-        actor_cls = ray.remote(_LoadGeneratorActor)
-        self._actor = actor_cls.options(num_cpus=0, max_concurrency=16, **(options or {})).remote()  # type: ignore[attr-defined]
+        actor_cls: Any = ray.remote(_LoadGeneratorActor)
+        # Ray's typed handles do not model async actor methods; the handle is used untyped.
+        self._actor: Any = actor_cls.options(num_cpus=0, max_concurrency=16, **(options or {})).remote()
         self.info: dict[str, Any] = {}
 
     def start(self, timeout: float = 60.0) -> dict[str, Any]:

@@ -247,10 +247,18 @@ def main(argv: list[str] | None = None) -> int:
     raw = open(Path(raw_dir) / f"raw-{args.process_id}.log", "w") if raw_dir else None  # noqa: SIM115
     try:
         process = LoadProcess(
-            args.process_id, args.locustfile, _parse_classes(args.classes), args.host, args.report_fd, raw, args.open_model
+            args.process_id,
+            args.locustfile,
+            _parse_classes(args.classes),
+            args.host,
+            args.report_fd,
+            raw,
+            args.open_model,
         )
     except Exception as exc:  # the actor shows this to the user
-        os.write(args.report_fd, (report("error", args.process_id, message=f"{type(exc).__name__}: {exc}") + "\n").encode())
+        os.write(
+            args.report_fd, (report("error", args.process_id, message=f"{type(exc).__name__}: {exc}") + "\n").encode()
+        )
         return 1
     ticker = gevent.spawn(process.tick_forever)
     process.emit(report("ready", process.process_id))

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import paths
-from harness.results.embedded import DEFAULT_URL, EmbeddedInflux, ensure_local_influx, ping
+from harness.results.embedded import DEFAULT_URL, EmbeddedInflux, ensure_local_influx, load_command, ping
 from harness.results.writer import ResultsWriter, open_writer
 from harness.scenario import Results
 
@@ -43,11 +43,8 @@ class ResultsSink:
 
     def after_run(self, say: Say) -> None:
         if self.url is None:
-            say(
-                f"results kept in {self.lp_path} (line protocol); load them into InfluxDB 1.x with:\n"
-                f"  curl -XPOST 'http://127.0.0.1:8086/query' --data-urlencode 'q=CREATE DATABASE {self.database}'\n"
-                f"  curl -XPOST 'http://127.0.0.1:8086/write?db={self.database}&precision=ns' --data-binary @{self.lp_path}"
-            )
+            command = load_command(self.lp_path, DEFAULT_URL, self.database)
+            say(f"results kept in {self.lp_path} (line protocol); load them into InfluxDB 1.x later with:\n  {command}")
         else:
             say(f"results in InfluxDB {self.url} ({self.api}, {self.database}) and {self.lp_path}")
 
@@ -65,7 +62,8 @@ def open_results(results: Results, url: str, token: str | None, run_dir: Path, s
             say(f"no InfluxDB answers at {url} and influxd is not installed: results go to {lp_path} only")
             target = None
         elif embedded.started:
-            say(f"started the embedded InfluxDB 1.x at {url} (pid {embedded.pid}, data in {paths.data_dir() / 'influxdb'})")
+            where = paths.data_dir() / "influxdb"
+            say(f"started the embedded InfluxDB 1.x at {url} (pid {embedded.pid}, data in {where})")
     writer = open_writer(
         url=target,
         api=api,

@@ -74,9 +74,7 @@ class V2Transport:
         # transport is used by one thread only, so setting it per call is safe.
         self._client.conf.timeout = int((timeout or self.timeout) * 1000)
         try:
-            self._write_api.write(
-                bucket=self.bucket, org=self.org, record=lines, write_precision=WritePrecision.NS
-            )
+            self._write_api.write(bucket=self.bucket, org=self.org, record=lines, write_precision=WritePrecision.NS)
         except ApiException as err:
             message = redact(f"{self.describe()}: {_api_error_text(err)}", self._secrets)
             raise classify_status(int(err.status or 0), message) from None

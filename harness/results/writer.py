@@ -446,6 +446,7 @@ class ResultsWriter:
         # on the thread; everything that changes the outcome of a batch happens under it.
         self._commit_lock = threading.Lock()
         self._inflight: list[str] | None = None
+        self._inflight_in_lp = False
         self._abandoned = False
 
         self._stats_lock = threading.Lock()
@@ -527,20 +528,21 @@ class ResultsWriter:
         with self._commit_lock:
             stuck = self._thread.is_alive()
             inflight: list[str] = []
+            inflight_in_lp = True
             if stuck:
                 # A send started before close() is still waiting for its socket timeout.
                 self._abandoned = True
                 inflight = self._inflight or []
+                inflight_in_lp = self._inflight_in_lp
                 self._inflight = None
         if stuck:
-            log.warning(
-                "results server did not answer within %.1fs; leaving the rest in %s", timeout, self.spool_path
-            )
+            log.warning("results server did not answer within %.1fs; leaving the rest in %s", timeout, self.spool_path)
             with self._cond:
                 queued = list(self._queue)
                 self._queue.clear()
-            if queued:
-                self._write_lp(queued)
+            unlogged = queued if inflight_in_lp else inflight + queued
+            if unlogged:
+                self._write_lp(unlogged)
             if inflight or queued:
                 self._spool_lines(inflight + queued)
             self._spool.compact()
@@ -570,15 +572,22 @@ class ResultsWriter:
                     if remaining <= 0:
                         break
                     self._cond.wait(remaining)
-                count = min(self.batch_size, len(self._queue))
-                batch = [self._queue.popleft() for _ in range(count)]
                 closing = self._closing
+                with self._commit_lock:
+                    if self._abandoned:
+                        return
+                    count = min(self.batch_size, len(self._queue))
+                    batch = [self._queue.popleft() for _ in range(count)]
+                    # From here until it is sent or spooled, the batch is "in flight".
+                    self._inflight = batch or None
+                    self._inflight_in_lp = False
                 more = bool(self._queue)
             if not more:
                 next_flush = time.monotonic() + self.flush_interval
             try:
                 if batch:
                     self._write_lp(batch)
+                    self._inflight_in_lp = True
                     self._deliver(batch)
                 elif not closing and not self._offline:
                     self._replay()
@@ -632,25 +641,26 @@ class ResultsWriter:
         """Append a batch to the spool; if even the disk fails, the points are counted dropped."""
         if self._offline or not lines:
             return
-        try:
-            self._spool.append(lines)
-        except OSError as err:
-            log.error("cannot append %d points to the spool %s: %s", len(lines), self.spool_path, err)
+        # Frames of at most one batch, so a replay never sends a body larger than a batch.
+        for start in range(0, len(lines), self.batch_size):
+            chunk = lines[start : start + self.batch_size]
+            try:
+                self._spool.append(chunk)
+            except OSError as err:
+                log.error("cannot append %d points to the spool %s: %s", len(chunk), self.spool_path, err)
+                with self._stats_lock:
+                    self._dropped += len(chunk)
+                    self._last_error = f"cannot append to the spool {self.spool_path}: {err}"
+                continue
             with self._stats_lock:
-                self._dropped += len(lines)
-                self._last_error = f"cannot append to the spool {self.spool_path}: {err}"
-            return
-        with self._stats_lock:
-            self._spooled += len(lines)
+                self._spooled += len(chunk)
 
     def _deliver(self, lines: list[str]) -> None:
         """Send a fresh batch, but only after the spool is empty, so batches arrive in order."""
         if self._offline:
+            with self._commit_lock:
+                self._inflight = None
             return
-        with self._commit_lock:
-            if self._abandoned:
-                return
-            self._inflight = lines
         outcome = _Outcome.FAILED
         if self._replay():
             outcome = self._try_send("\n".join(lines) + "\n", len(lines))
@@ -775,9 +785,7 @@ def open_writer(
     elif api == "v2":
         from harness.results.v2 import V2Transport
 
-        transport = V2Transport(
-            url, org=org or "-", bucket=bucket or database, token=token or "", timeout=timeout
-        )
+        transport = V2Transport(url, org=org or "-", bucket=bucket or database, token=token or "", timeout=timeout)
     else:
         raise ConfigError(f"unknown InfluxDB API {api!r}: use 'v1' or 'v2'")
     return ResultsWriter(
