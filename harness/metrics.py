@@ -43,6 +43,34 @@ def new_histogram() -> HdrHistogram:
     return HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
 
 
+def percentile_values(hist: HdrHistogram, percentiles: Iterable[float]) -> dict[float, int]:
+    """Nearest-rank percentiles in microseconds: the smallest recorded value (to HDR precision)
+    with at least ``p`` percent of all samples at or below it.
+
+    HdrHistogram's own lookup rounds the rank to the nearest integer instead of up, which
+    picks the sample one below the nearest rank for many counts; at a tail percentile of a
+    small window that can be a very different value, so the rank is computed here.
+    """
+    total = hist.get_total_count()
+    targets = sorted((max(1, math.ceil(p * total / 100.0 - 1e-9)), p) for p in percentiles)
+    result: dict[float, int] = {}
+    if not total:
+        return {p: 0 for _, p in targets}
+    running = 0
+    position = 0
+    for index in range(hist.counts_len):
+        count = hist.get_count_at_index(index)
+        if not count:
+            continue
+        running += count
+        while position < len(targets) and running >= targets[position][0]:
+            result[targets[position][1]] = hist.get_highest_equivalent_value(hist.get_value_from_index(index))
+            position += 1
+        if position == len(targets):
+            break
+    return result
+
+
 @dataclass
 class EndpointStats:
     """Counts and latency distribution of one endpoint over some set of seconds."""
@@ -78,7 +106,7 @@ class EndpointStats:
         """p50..p999, max and mean in milliseconds; NaN when there were no requests."""
         if not self.hist.get_total_count():
             return {key: math.nan for key in (*PERCENTILES, "max", "mean")}
-        values = self.hist.get_percentile_to_value_dict(list(PERCENTILES.values()))
+        values = percentile_values(self.hist, PERCENTILES.values())
         out = {key: values[p] / 1000.0 for key, p in PERCENTILES.items()}
         out["max"] = self.hist.get_max_value() / 1000.0
         out["mean"] = self.hist.get_mean_value() / 1000.0

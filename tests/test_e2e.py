@@ -154,7 +154,7 @@ def test_failures_rise_during_kill_and_recover(main_run: dict[str, Any]) -> None
     influxd, summary = main_run["influxd"], main_run["summary"]
     rows = _rows(
         influxd,
-        "SELECT \"count\", failures FROM harness_requests "
+        'SELECT "count", failures FROM harness_requests '
         "WHERE run_id = 'e2e-main' AND \"name\" = '/api/checkout/[session]'",
     )
     start = summary["started"]
@@ -239,3 +239,51 @@ slos:
 
     pid = int((Path(demo.directory) / "payments.pid").read_text())
     assert psutil.Process(pid).status() != psutil.STATUS_STOPPED
+
+
+def test_ctrl_c_reverts_the_fault_stops_load_and_exits_130(tmp_path: Path, demo: DemoInfo, influxd: Any) -> None:
+    import signal
+    import time
+
+    import psutil
+
+    influxd.create_database("e2e")
+    pid_file = Path(demo.directory) / "payments.pid"
+    body = f"""  stages:
+    - {{name: steady, duration: 40s, users: 10, spawn_rate: 10}}
+faults:
+  - name: pause-payments
+    kind: process.pause
+    at: 1s
+    duration: 30s
+    target: {{pid_file: {pid_file}}}
+"""
+    scenario = _scenario(tmp_path / "interrupt.yaml", demo, influxd.url, "e2e", body)
+    env = {**os.environ, "HARNESS_RUNS_DIR": str(tmp_path / "runs")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "run", str(scenario), "--run-id", "e2e-interrupt"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        payments = psutil.Process(int(pid_file.read_text()))
+        deadline = time.monotonic() + 60
+        while payments.status() != psutil.STATUS_STOPPED and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()[0][-3000:]
+            time.sleep(0.2)
+        assert payments.status() == psutil.STATUS_STOPPED, "the pause was never applied"
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, output[-3000:]
+    assert "Traceback" not in output
+    assert payments.status() != psutil.STATUS_STOPPED
+    summary = json.loads((tmp_path / "runs" / "e2e-interrupt" / "summary.json").read_text())
+    assert summary["verdict"] == "interrupted"
+    ends = [e for e in summary["events"] if e["kind"] == "fault" and e["state"] == "end"]
+    assert [e["name"] for e in ends] == ["pause-payments"]
