@@ -49,8 +49,8 @@ test-fast: setup
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: venv
-	$(VENV)/bin/ruff check harness tests locustfiles benchmarks
-	$(VENV)/bin/ruff format --check harness tests locustfiles benchmarks
+	$(VENV)/bin/ruff check harness tests locustfiles
+	$(VENV)/bin/ruff format --check harness tests locustfiles
 	$(VENV)/bin/mypy
 
 stop: venv

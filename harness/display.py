@@ -7,6 +7,7 @@ every second; elsewhere (CI logs) it is one plain line every few seconds.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from typing import Any
 
@@ -22,8 +23,9 @@ from harness.timeline import Plan
 
 __all__ = ["Progress", "console", "print_plan", "print_problems", "print_verdict"]
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+# CI logs are not terminals: give tables room instead of rich's 80-column default.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 132)
+err_console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 200)
 
 
 def print_problems(error: ScenarioError) -> None:
