@@ -13,6 +13,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from harness.errors import ScenarioError
@@ -37,7 +38,10 @@ def print_problems(error: ScenarioError) -> None:
 
 def print_plan(plan: Plan, targets: dict[str, str] | None = None) -> None:
     scenario = plan.scenario
-    console.print(f"[bold]{scenario.name}[/] — {format_duration(plan.duration)}, target {scenario.target.base_url}")
+    console.print(
+        f"[bold]{escape(scenario.name)}[/] — {format_duration(plan.duration)}, "
+        f"target {escape(scenario.target.base_url)}"
+    )
     if scenario.description:
         console.print(scenario.description.strip(), markup=False)
     table = Table(title="timeline")
@@ -47,7 +51,7 @@ def print_plan(plan: Plan, targets: dict[str, str] | None = None) -> None:
         detail = step.detail
         if step.fault_index is not None and targets and step.name in targets and step.kind.value == "fault start":
             detail = f"{detail}: {targets[step.name]}"
-        table.add_row(f"{step.offset:7.1f}s", step.kind.value, step.name, detail)
+        table.add_row(f"{step.offset:7.1f}s", step.kind.value, escape(step.name), escape(detail))
     console.print(table)
     if scenario.slos:
         slos = Table(title="SLO windows")
@@ -55,14 +59,14 @@ def print_plan(plan: Plan, targets: dict[str, str] | None = None) -> None:
             slos.add_column(column)
         for slo in scenario.slos:
             spans = ", ".join(f"{s.start:g}s..{s.end:g}s" for s in plan.windows[slo.name]) or "nothing"
-            slos.add_row(slo.name, slo.objective.text, str(slo.window), slo.endpoint or "all", spans)
+            slos.add_row(*map(escape, (slo.name, slo.objective.text, str(slo.window), slo.endpoint or "all", spans)))
         console.print(slos)
     if scenario.guards:
         guards = Table(title="guards (abort conditions)")
         guards.add_column("guard")
         guards.add_column("condition")
         for guard in scenario.guards:
-            guards.add_row(guard.name, guard.condition.text)
+            guards.add_row(escape(guard.name), escape(guard.condition.text))
         console.print(guards)
 
 
@@ -82,7 +86,7 @@ def print_verdict(run_id: str, verdict: str, reason: str, slos: list[SloResult],
             measured = "no data" if math.isnan(r.measured) else format_metric(r.metric, r.measured)
             threshold = f"{r.metric} {r.objective.split(maxsplit=2)[1]} {format_metric(r.metric, r.threshold)}"
             result = "[green]pass[/]" if r.passed else "[red]FAIL[/]"
-            table.add_row(r.name, r.window, r.endpoint, measured, threshold, result)
+            table.add_row(*map(escape, (r.name, r.window, r.endpoint, measured, threshold)), result)
         console.print(table)
     colour = {"passed": "green", "failed": "red", "aborted": "red", "invalid": "yellow"}.get(verdict, "magenta")
     console.print(f"[bold {colour}]{verdict.upper()}[/]: ", end="")
@@ -138,12 +142,12 @@ class Progress:
             table.add_row("status", "starting Ray and load generators…")
             return table
         table.add_row("elapsed", f"{format_duration(round(s.elapsed))} of {format_duration(self.total)}")
-        table.add_row("phase", s.phase)
+        table.add_row("phase", escape(s.phase))
         table.add_row("load", f"{s.target_rate:.0f}/s target" if s.target_rate else f"{s.users} users")
         table.add_row("achieved", f"{s.rps:.0f} req/s")
         table.add_row("p99 (last s)", "n/a" if math.isnan(s.p99_ms) else f"{s.p99_ms:.1f} ms")
         table.add_row("errors (last s)", f"{s.error_rate * 100:.2f}%")
-        table.add_row("active faults", ", ".join(s.active_faults) or "none")
+        table.add_row("active faults", escape(", ".join(s.active_faults) or "none"))
         if s.saturated:
             table.add_row("generators", "[yellow]saturated[/]")
         return table

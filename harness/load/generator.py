@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import os
 import signal
 import sys
@@ -111,8 +112,9 @@ class _LoadGeneratorActor:
             os.close(write_fd)
             reader = asyncio.StreamReader(limit=16 * 1024 * 1024)
             loop = asyncio.get_running_loop()
-            protocol = asyncio.StreamReaderProtocol(reader)
-            await loop.connect_read_pipe(lambda: protocol, os.fdopen(read_fd, "rb", buffering=0))
+            await loop.connect_read_pipe(
+                functools.partial(asyncio.StreamReaderProtocol, reader), os.fdopen(read_fd, "rb", buffering=0)
+            )
             child = _Child(process_id, proc, reader, asyncio.Event(), asyncio.Event())
             child.task = asyncio.create_task(self._read(child))
             self._children.append(child)
