@@ -156,7 +156,8 @@ class Orchestrator:
         if self.options.ray_address:
             ray.init(address=self.options.ray_address, **kwargs)
         else:
-            ray.init(num_cpus=os.cpu_count() or 1, **kwargs)
+            # "local": never join a cluster that `ray start` left recorded in /tmp/ray.
+            ray.init(address="local", num_cpus=os.cpu_count() or 1, **kwargs)
             self.started_ray = True
         self.timings["ray_init_s"] = round(time.monotonic() - began, 3)
 
