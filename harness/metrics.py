@@ -130,13 +130,18 @@ class EndpointStats:
 
 @dataclass(frozen=True)
 class ProcessHealth:
-    """How a generator process was doing in one second: CPU share (0..1), event-loop lag, users."""
+    """How a generator process was doing in one second: CPU share (0..1), event-loop lag, users.
+
+    ``started`` counts open-model iterations started in that second (0 in the closed model),
+    so the run can tell an arrival rate that was asked for from one that was delivered.
+    """
 
     process: str
     cpu: float
     lag_ms: float
     users: int
     target_rate: float
+    started: int = 0
 
 
 @dataclass
@@ -161,6 +166,7 @@ def parse_window(line: str | bytes) -> ProcessWindow | None:
         lag_ms=float(data.get("lag", 0.0)),
         users=int(data.get("u", 0)),
         target_rate=float(data.get("r", 0.0)),
+        started=int(data.get("a", 0)),
     )
     endpoints = {(e["m"], e["n"]): EndpointStats.from_wire(e) for e in data.get("e", [])}
     return ProcessWindow(process=process, second=int(data["s"]), health=health, endpoints=endpoints)
