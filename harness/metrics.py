@@ -73,12 +73,18 @@ def percentile_values(hist: HdrHistogram, percentiles: Iterable[float]) -> dict[
 
 @dataclass
 class EndpointStats:
-    """Counts and latency distribution of one endpoint over some set of seconds."""
+    """Counts and latency distribution of one endpoint over some set of seconds.
+
+    ``hist`` is the latency the SLOs judge. In the open model it is measured from each
+    iteration's intended start (coordinated-omission corrected) and ``service`` keeps the raw
+    service time beside it; in the closed model the two are the same and ``service`` is None.
+    """
 
     count: int = 0
     failures: Counter[str] = field(default_factory=Counter)
     bytes: int = 0
     hist: HdrHistogram = field(default_factory=new_histogram)
+    service: HdrHistogram | None = None
 
     @property
     def failed(self) -> int:
@@ -93,7 +99,7 @@ class EndpointStats:
         self.bytes += size
         if failure:
             self.failures[failure] += 1
-        self.hist.record_value(min(max(latency_us, LOWEST_US), HIGHEST_US))
+        self.hist.record_value(_clamp(latency_us))
 
     def merge(self, other: EndpointStats) -> None:
         self.count += other.count
@@ -101,19 +107,21 @@ class EndpointStats:
         self.bytes += other.bytes
         if other.hist.get_total_count():
             self.hist.add(other.hist)
+        if other.service is not None and other.service.get_total_count():
+            if self.service is None:
+                self.service = new_histogram()
+            self.service.add(other.service)
 
     def latency_ms(self) -> dict[str, float]:
         """p50..p999, max and mean in milliseconds; NaN when there were no requests."""
-        if not self.hist.get_total_count():
-            return {key: math.nan for key in (*PERCENTILES, "max", "mean")}
-        values = percentile_values(self.hist, PERCENTILES.values())
-        out = {key: values[p] / 1000.0 for key, p in PERCENTILES.items()}
-        out["max"] = self.hist.get_max_value() / 1000.0
-        out["mean"] = self.hist.get_mean_value() / 1000.0
-        return out
+        return _latency_ms(self.hist)
+
+    def service_ms(self) -> dict[str, float] | None:
+        """The same figures for the raw service time (open model only), else None."""
+        return None if self.service is None else _latency_ms(self.service)
 
     def to_wire(self, method: str, name: str) -> dict[str, Any]:
-        return {
+        data = {
             "m": method,
             "n": name,
             "c": self.count,
@@ -121,11 +129,35 @@ class EndpointStats:
             "b": self.bytes,
             "h": self.hist.encode().decode("ascii") if self.hist.get_total_count() else "",
         }
+        if self.service is not None and self.service.get_total_count():
+            data["hs"] = self.service.encode().decode("ascii")
+        return data
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> EndpointStats:
         hist = HdrHistogram.decode(data["h"]) if data.get("h") else new_histogram()
-        return cls(count=int(data["c"]), failures=Counter(data.get("f") or {}), bytes=int(data["b"]), hist=hist)
+        service = HdrHistogram.decode(data["hs"]) if data.get("hs") else None
+        return cls(
+            count=int(data["c"]),
+            failures=Counter(data.get("f") or {}),
+            bytes=int(data["b"]),
+            hist=hist,
+            service=service,
+        )
+
+
+def _clamp(latency_us: int) -> int:
+    return min(max(latency_us, LOWEST_US), HIGHEST_US)
+
+
+def _latency_ms(hist: HdrHistogram) -> dict[str, float]:
+    if not hist.get_total_count():
+        return {key: math.nan for key in (*PERCENTILES, "max", "mean")}
+    values = percentile_values(hist, PERCENTILES.values())
+    out = {key: values[p] / 1000.0 for key, p in PERCENTILES.items()}
+    out["max"] = hist.get_max_value() / 1000.0
+    out["mean"] = hist.get_mean_value() / 1000.0
+    return out
 
 
 @dataclass(frozen=True)
@@ -172,32 +204,93 @@ def parse_window(line: str | bytes) -> ProcessWindow | None:
     return ProcessWindow(process=process, second=int(data["s"]), health=health, endpoints=endpoints)
 
 
+class _Tally:
+    """One endpoint's requests in one second, as the process records them.
+
+    The hot path only counts: latencies go into a dict of exact microsecond values (a dict
+    increment costs a tenth of HdrHistogram's ``record_value`` in pure Python) and become a
+    histogram once per second when the window is sent. The histogram is the same either way.
+    """
+
+    __slots__ = ("bytes", "count", "failures", "latencies", "service")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.bytes = 0
+        self.failures: dict[str, int] = {}
+        self.latencies: dict[int, int] = {}
+        self.service: dict[int, int] | None = None
+
+    def stats(self) -> EndpointStats:
+        return EndpointStats(
+            count=self.count,
+            failures=Counter(self.failures),
+            bytes=self.bytes,
+            hist=_histogram(self.latencies),
+            service=None if self.service is None else _histogram(self.service),
+        )
+
+
+def _histogram(values: dict[int, int]) -> HdrHistogram:
+    hist = new_histogram()
+    for value, count in values.items():
+        hist.record_value(_clamp(value), count)
+    return hist
+
+
 class WindowRecorder:
     """Process-side recorder: requests in, one JSON line per finished second out.
 
     Requests are filed under the epoch second in which they completed, so a window is final
     as soon as its second is over. ``flush(upto)`` emits every second before ``upto`` (and
     an empty window for seconds without requests, so the aggregator knows the process was
-    alive and done with that second).
+    alive and done with that second). Open-model iteration starts are counted per second
+    too (``count_start``) and travel as the window's ``a``.
     """
 
     def __init__(self, process: str, first_second: int) -> None:
         self.process = process
         self._next = first_second
-        self._open: dict[int, dict[Endpoint, EndpointStats]] = {}
+        self._open: dict[int, dict[Endpoint, _Tally]] = {}
+        self._starts: dict[int, int] = {}
 
-    def record(self, second: int, method: str, name: str, latency_us: int, size: int, failure: str | None) -> int:
-        """File one request; returns the second it was filed under."""
+    def record(
+        self,
+        second: int,
+        method: str,
+        name: str,
+        latency_us: int,
+        size: int,
+        failure: str | None,
+        service_us: int | None = None,
+    ) -> int:
+        """File one request; returns the second it was filed under. Called once per request."""
         if second < self._next:  # a straggler for a second already sent: file it under the next one
             second = self._next
         bucket = self._open.get(second)
         if bucket is None:
             bucket = self._open[second] = {}
-        stats = bucket.get((method, name))
-        if stats is None:
-            stats = bucket[(method, name)] = EndpointStats()
-        stats.record(latency_us, size, failure)
+        tally = bucket.get((method, name))
+        if tally is None:
+            tally = bucket[(method, name)] = _Tally()
+        tally.count += 1
+        tally.bytes += size
+        if failure:
+            tally.failures[failure] = tally.failures.get(failure, 0) + 1
+        latencies = tally.latencies
+        latencies[latency_us] = latencies.get(latency_us, 0) + 1
+        if service_us is not None:
+            service = tally.service
+            if service is None:
+                service = tally.service = {}
+            service[service_us] = service.get(service_us, 0) + 1
         return second
+
+    def count_start(self, second: int) -> None:
+        """One open-model iteration started in ``second``."""
+        if second < self._next:
+            second = self._next
+        self._starts[second] = self._starts.get(second, 0) + 1
 
     def flush(self, upto: int, health: dict[str, float]) -> Iterator[str]:
         while self._next < upto:
@@ -209,7 +302,8 @@ class WindowRecorder:
                     "p": self.process,
                     "s": second,
                     **health,
-                    "e": [stats.to_wire(m, n) for (m, n), stats in bucket.items()],
+                    "a": self._starts.pop(second, 0),
+                    "e": [tally.stats().to_wire(m, n) for (m, n), tally in bucket.items()],
                 },
                 separators=(",", ":"),
             )

@@ -73,6 +73,8 @@ def decide(
 
 def stats_dict(stats: EndpointStats, seconds: int) -> dict[str, Any]:
     latency = stats.latency_ms()
+    service = stats.service_ms()
+    extra = {} if service is None else {f"service_{k}_ms": _ms(v) for k, v in service.items()}
     return {
         "requests": stats.count,
         "failures": stats.failed,
@@ -81,8 +83,13 @@ def stats_dict(stats: EndpointStats, seconds: int) -> dict[str, Any]:
         "bytes": stats.bytes,
         "rps": stats.count / seconds if seconds else 0.0,
         "seconds": seconds,
-        **{f"{k}_ms": (None if math.isnan(v) else round(v, 3)) for k, v in latency.items()},
+        **{f"{k}_ms": _ms(v) for k, v in latency.items()},
+        **extra,
     }
+
+
+def _ms(value: float) -> float | None:
+    return None if math.isnan(value) else round(value, 3)
 
 
 @dataclass

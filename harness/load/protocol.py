@@ -3,7 +3,10 @@
 Commands go to the subprocess's stdin, one JSON object per line:
 
 * ``{"cmd": "set_users", "users": N, "spawn_rate": R}`` -- closed model: reach N users at R/s
-* ``{"cmd": "set_rate", "rate": R, "users": N}`` -- open model: R task iterations/s served by up to N users
+* ``{"cmd": "set_rate", "rate": R, "users": N, "start": T, "phase": F}`` -- open model: this process
+  starts R task iterations/s, served by up to N users; its k-th iteration of the stage is due at
+  epoch ``T + (k + F) / R`` (T = 0: from when the command arrives). Giving each of n processes
+  the phase i/n interleaves their slots into one schedule of n*R arrivals/s.
 * ``{"cmd": "stop"}`` -- stop all users, flush the last windows, exit 0
 
 Reports come back on a dedicated pipe (not stdout, which user code may print to), one JSON
@@ -11,6 +14,7 @@ object per line with a type ``t``:
 
 * ``{"t": "ready", "p": ID}`` once the locustfile is imported and the runner waits for work
 * ``{"t": "window", ...}`` every second, see :class:`harness.metrics.WindowRecorder`
+* ``{"t": "applied", "p": ID, "cmd": CMD, "at": EPOCH}`` after each set_users/set_rate took effect
 * ``{"t": "stopped", "p": ID}`` after the final window
 * ``{"t": "error", "p": ID, "message": TEXT}`` on a fatal problem (the process then exits 1)
 """
@@ -30,6 +34,8 @@ class Command:
     users: int = 0
     spawn_rate: float = 0.0
     rate: float = 0.0
+    start: float = 0.0
+    phase: float = 0.0
 
 
 def encode_command(command: Command) -> bytes:
@@ -37,7 +43,7 @@ def encode_command(command: Command) -> bytes:
     if command.cmd == "set_users":
         payload.update(users=command.users, spawn_rate=command.spawn_rate)
     elif command.cmd == "set_rate":
-        payload.update(rate=command.rate, users=command.users)
+        payload.update(rate=command.rate, users=command.users, start=command.start, phase=command.phase)
     return (json.dumps(payload) + "\n").encode()
 
 
@@ -51,6 +57,8 @@ def decode_command(line: bytes | str) -> Command:
         users=int(data.get("users", 0)),
         spawn_rate=float(data.get("spawn_rate", 0.0)),
         rate=float(data.get("rate", 0.0)),
+        start=float(data.get("start", 0.0)),
+        phase=float(data.get("phase", 0.0)),
     )
 
 

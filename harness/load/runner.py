@@ -28,7 +28,9 @@ from pathlib import Path  # noqa: E402
 from typing import Any, TextIO  # noqa: E402
 
 import gevent  # noqa: E402
+from gevent.event import Event  # noqa: E402
 from gevent.fileobject import FileObjectPosix  # noqa: E402
+from gevent.queue import Queue  # noqa: E402
 from locust import User  # noqa: E402
 from locust.env import Environment  # noqa: E402
 
@@ -65,46 +67,82 @@ def load_user_classes(locustfile: Path, wanted: dict[str, int]) -> list[type[Use
     return classes
 
 
-class Pacer:
-    """Open-model schedule: the k-th iteration of a rate stage is due at start + k / rate.
+class ArrivalSchedule:
+    """Open-model arrivals: a scheduler greenlet releases each slot when it falls due.
 
-    Users claim slots; a user that claims a slot in the past runs at once, and the request
-    is timed from the slot, not from when it was sent (coordinated-omission correction).
+    The k-th slot of a stage is due at ``start + (k + phase) / rate``; the orchestrator gives
+    each of n processes the phase i/n, so together they follow one schedule of n*rate
+    arrivals/s. Users block in ``take()`` until a slot is due. When every user is busy (a
+    slow or stalled target), due slots queue up and the next free user takes the oldest one
+    at once: the iteration is late but still counted from its intended time (coordinated-
+    omission correction, as wrk2 does), so a stall shows in the latency instead of hiding in
+    a lower rate.
     """
 
     def __init__(self) -> None:
         self.rate = 0.0
         self._start = 0.0
-        self._issued = 0
-        self.intended: dict[Any, float] = {}
+        self._phase = 0.0
+        self._k = 0
+        self._due: Queue[float] = Queue()
+        self._changed = Event()
 
-    def set_rate(self, rate: float) -> None:
-        self._start = time.time()
-        self._issued = 0
-        self.rate = rate
+    def set_rate(self, rate: float, start: float = 0.0, phase: float = 0.0) -> None:
+        """Follow a new schedule from its own slot 0; slots already released stay due."""
+        self.rate = max(0.0, rate)
+        self._start = start or time.time()
+        self._phase = phase
+        self._k = 0
+        self._changed.set()
 
-    def wait(self) -> float:
-        """Seconds the calling user should sleep before its next iteration."""
-        if self.rate <= 0:
-            return 0.5
-        slot = self._start + self._issued / self.rate
-        self._issued += 1
-        self.intended[gevent.getcurrent()] = slot
-        return max(0.0, slot - time.time())
+    def run(self) -> None:
+        """The scheduler greenlet: release every slot that is due, then sleep to the next."""
+        while True:
+            self._changed.clear()
+            if self.rate <= 0:
+                self._changed.wait()
+                continue
+            now = time.time()
+            due = self._start + (self._k + self._phase) / self.rate
+            while due <= now:
+                self._due.put_nowait(due)
+                self._k += 1
+                due = self._start + (self._k + self._phase) / self.rate
+            self._changed.wait(due - now)
+
+    def take(self) -> float:
+        """Block until a slot is due; returns its intended epoch time."""
+        return self._due.get()
+
+    @property
+    def backlog(self) -> int:
+        """Slots due but not yet taken by a user."""
+        return self._due.qsize()
 
 
-def _paced(cls: type[User], pacer: Pacer) -> type[User]:
-    """A subclass of ``cls`` whose iterations follow the pacer instead of its wait_time."""
+def _paced(cls: type[User], schedule: ArrivalSchedule, started: Callable[[], None]) -> type[User]:
+    """A subclass of ``cls`` whose iterations start at the schedule's slots, not its wait_time.
+
+    The wait happens inside ``wait_time`` so that Locust sees the user as waiting (a stop
+    then ends it gracefully) and the iteration starts the moment ``wait_time`` returns.
+    """
     original_on_start = cls.on_start
+
+    def wait_time(self: User) -> float:
+        intended[gevent.getcurrent()] = schedule.take()
+        started()
+        return 0.0
 
     def on_start(self: User) -> None:
         original_on_start(self)
-        gevent.sleep(pacer.wait())
-
-    def wait_time(self: User) -> float:
-        return pacer.wait()
+        wait_time(self)
 
     return type(cls.__name__, (cls,), {"on_start": on_start, "wait_time": wait_time, "weight": cls.weight})
+
+
+# Each paced user's current iteration's intended start, by greenlet; consumed by the first
+# request of the iteration.
+intended: dict[Any, float] = {}
 
 
 def _failure_kind(exception: BaseException | None, response: Any) -> str | None:
@@ -132,22 +170,30 @@ class LoadProcess:
         self.process_id = process_id
         self.out = out
         self.raw = raw
-        self.pacer = Pacer()
+        self.schedule = ArrivalSchedule()
         self.open_model = open_model
+        self.recorder = WindowRecorder(process_id, int(time.time()))
         self.user_classes = load_user_classes(locustfile, classes)
         if open_model:
-            self.user_classes = [_paced(cls, self.pacer) for cls in self.user_classes]
+            count_start = self._count_start
+            self.user_classes = [_paced(cls, self.schedule, count_start) for cls in self.user_classes]
         self.env = Environment(user_classes=self.user_classes, host=host)
         self.runner = self.env.create_local_runner()
-        self.recorder = WindowRecorder(process_id, int(time.time()))
-        self.env.events.request.add_listener(self._on_request)
+        _drop_locust_stats(self.env)
+        listener = self._on_request_open if open_model else self._on_request
+        self.env.events.request.add_listener(self._with_raw_log(listener) if raw is not None else listener)
         self._cpu = (time.monotonic(), _cpu_seconds())
+
+    def _count_start(self) -> None:
+        self.recorder.count_start(int(time.time()))
 
     def emit(self, line: str) -> None:
         data = (line + "\n").encode()
         while data:
             written = os.write(self.out, data)
             data = data[written:]
+
+    # The request listeners run once per request: keep them to a few dict operations.
 
     def _on_request(
         self,
@@ -158,24 +204,50 @@ class LoadProcess:
         exception: BaseException | None = None,
         response: Any = None,
         **_: Any,
-    ) -> None:
+    ) -> int:
+        failure = None if exception is None else _failure_kind(exception, response)
+        return self.recorder.record(
+            int(time.time()), request_type, name, int(response_time * 1000), response_length or 0, failure
+        )
+
+    def _on_request_open(
+        self,
+        request_type: str,
+        name: str,
+        response_time: float,
+        response_length: int,
+        exception: BaseException | None = None,
+        response: Any = None,
+        **_: Any,
+    ) -> int:
         now = time.time()
-        latency_us = int(response_time * 1000)
-        if self.open_model:
-            slot = self.pacer.intended.pop(gevent.getcurrent(), None)
-            if slot is not None:
-                latency_us = max(latency_us, int((now - slot) * 1e6))
-        failure = _failure_kind(exception, response)
-        second = self.recorder.record(int(now), request_type, name, latency_us, response_length or 0, failure)
-        if self.raw is not None:
-            self.raw.write(f"{second}\t{request_type}\t{name}\t{latency_us}\n")
+        service_us = int(response_time * 1000)
+        slot = intended.pop(gevent.getcurrent(), None)
+        latency_us = service_us if slot is None else max(service_us, int((now - slot) * 1e6))
+        failure = None if exception is None else _failure_kind(exception, response)
+        return self.recorder.record(int(now), request_type, name, latency_us, response_length or 0, failure, service_us)
+
+    def _with_raw_log(self, listener: Callable[..., int]) -> Callable[..., None]:
+        """Also log every request's latency, for tests that check percentiles against ground truth."""
+        raw = self.raw
+        assert raw is not None
+
+        def logged(request_type: str, name: str, response_time: float, **kwargs: Any) -> None:
+            pending = intended.get(gevent.getcurrent())
+            now = time.time()
+            second = listener(request_type=request_type, name=name, response_time=response_time, **kwargs)
+            service_us = int(response_time * 1000)
+            latency_us = service_us if pending is None else max(service_us, int((now - pending) * 1e6))
+            raw.write(f"{second}\t{request_type}\t{name}\t{latency_us}\t{service_us}\n")
+
+        return logged
 
     def health(self) -> dict[str, float]:
         wall, cpu = time.monotonic(), _cpu_seconds()
         last_wall, last_cpu = self._cpu
         self._cpu = (wall, cpu)
         share = (cpu - last_cpu) / (wall - last_wall) if wall > last_wall else 0.0
-        return {"cpu": round(share, 3), "u": self.runner.user_count, "r": self.pacer.rate if self.open_model else 0.0}
+        return {"cpu": round(share, 3), "u": self.runner.user_count, "r": self.schedule.rate}
 
     def tick_forever(self) -> None:
         """Emit each second's window just after it ends; measure event-loop lag meanwhile."""
@@ -198,11 +270,12 @@ class LoadProcess:
             else:
                 self.runner.start(command.users, command.spawn_rate or command.users)
         elif command.cmd == "set_rate":
-            self.pacer.set_rate(command.rate)
+            self.schedule.set_rate(command.rate, command.start, command.phase)
             if command.users > 0 and command.users != self.runner.user_count:
                 self.runner.start(command.users, max(command.users, 100))
         elif command.cmd == "stop":
             return False
+        self.emit(report("applied", self.process_id, cmd=command.cmd, at=round(time.time(), 4)))
         return True
 
     def finish(self) -> None:
@@ -216,6 +289,20 @@ class LoadProcess:
         if self.raw is not None:
             self.raw.flush()
         self.emit(report("stopped", self.process_id))
+
+
+def _drop_locust_stats(env: Environment) -> None:
+    """Unhook Locust's own request statistics: harness's windows replace them.
+
+    Locust's runner logs every request into ``env.stats`` (rounded response-time buckets,
+    per-second counts, for its web UI and CSV files, neither of which runs here). That
+    bookkeeping costs more per request than the window recorder; with it gone the harness
+    path is leaner than plain Locust's. ``env.stats`` therefore stays empty under harness.
+    """
+    hook = env.events.request
+    for handler in list(hook._handlers):
+        if getattr(handler, "__module__", "") == "locust.runners":
+            hook.remove_listener(handler)
 
 
 def _cpu_seconds() -> float:
@@ -261,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     ticker = gevent.spawn(process.tick_forever)
+    scheduler = gevent.spawn(process.schedule.run)
     process.emit(report("ready", process.process_id))
     commands: Callable[[], bytes] = FileObjectPosix(sys.stdin.fileno(), "rb").readline
     try:
@@ -272,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
                 break
     finally:
         ticker.kill()
+        scheduler.kill()
         process.finish()
     return 0
 
