@@ -26,6 +26,7 @@ from harness.chaos.agent import ChaosAgent
 from harness.errors import FaultError, HarnessError, LoadError
 from harness.expressions import format_duration
 from harness.load.generator import GeneratorSpec, LoadGenerator
+from harness.load.placement import Placement, place_generators
 from harness.load.protocol import Command
 from harness.metrics import Aggregator, ClosedSecond, Endpoint, parse_window
 from harness.points import event_point, load_point, request_points, run_point, slo_points
@@ -102,6 +103,8 @@ class Orchestrator:
         self.on_event = on_event
         self.run_id = options.run_id
         self.generators: list[LoadGenerator] = []
+        self.placement: Placement | None = None
+        self.placement_report: list[dict[str, Any]] = []
         self.agent: ChaosAgent | None = None
         self.process_ids: list[str] = []
         self.aggregator: Aggregator | None = None
@@ -162,9 +165,16 @@ class Orchestrator:
         self.timings["ray_init_s"] = round(time.monotonic() - began, 3)
 
     def _start_generators(self) -> None:
+        """Place one generator per placement-group bundle (spread across nodes) and start them.
+
+        Where each generator landed is kept in ``self.placement_report`` for the summary.
+        """
         load = self.scenario.load
         processes = self.options.processes or (None if load.processes == "auto" else load.processes)
         env = {"HARNESS_RUN_ID": self.run_id, **self.options.extra_env}
+        began = time.monotonic()
+        self.placement = place_generators(load.generators, name=f"harness-{self.run_id}")
+        self.timings["placement_s"] = round(time.monotonic() - began, 3)
         for index in range(load.generators):
             spec = GeneratorSpec(
                 generator_id=f"g{index}",
@@ -176,13 +186,20 @@ class Orchestrator:
                 log_dir=str(self.options.run_dir / "logs"),
                 env=env,
             )
-            self.generators.append(LoadGenerator(spec, {"name": f"harness-{self.run_id}-{spec.generator_id}"}))
+            options = {"name": f"harness-{self.run_id}-{spec.generator_id}", **self.placement.actor_options(index)}
+            self.generators.append(LoadGenerator(spec, options))
         began = time.monotonic()
         for generator in self.generators:
-            generator.start()
+            info = generator.start()
             self.process_ids += generator.process_ids
+            self.placement_report.append(_placement_entry(generator.spec.generator_id, info))
         self.timings["generators_start_s"] = round(time.monotonic() - began, 3)
         self.aggregator = Aggregator(self.process_ids)
+
+    def _release_placement(self) -> None:
+        """Give the generators' placement group back to the cluster (after they are stopped)."""
+        if self.placement is not None:
+            self.placement.remove()
 
     def _start_agent(self) -> None:
         if self.scenario.faults:
@@ -356,6 +373,7 @@ class Orchestrator:
                     self.active_faults.pop(name)
                     self._event("fault", name, "end", f"fault {name} reverted at teardown", time.time())
         finals = [g.stop() for g in self.generators]
+        self._release_placement()
         if self.aggregator is not None and self.book is not None:
             with contextlib.suppress(HarnessError):
                 self._poll(final=finals)
@@ -392,6 +410,7 @@ class Orchestrator:
             "ended": ended,
             "planned_duration_s": self.plan.duration,
             "processes": self.process_ids,
+            "generators": self.placement_report,
             "dead_processes": sorted(self.dead_processes),
             "seconds": {"saturated": self.saturated_seconds, "late": self.late_seconds},
             "totals": self.ledger.window_table()["run"] if self.ledger else {},
@@ -426,6 +445,17 @@ class Orchestrator:
         if self.on_event is not None:
             with contextlib.suppress(Exception):
                 self.on_event(text)
+
+
+def _placement_entry(generator_id: str, info: dict[str, Any]) -> dict[str, Any]:
+    """One generator's line in summary.json's ``generators``: where it ran and what it ran."""
+    return {
+        "id": generator_id,
+        "node": info.get("node", ""),
+        "node_ip": info.get("node_ip", ""),
+        "hostname": info.get("hostname", ""),
+        "processes": info.get("processes", []),
+    }
 
 
 @contextlib.contextmanager

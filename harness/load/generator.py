@@ -17,6 +17,7 @@ import ctypes
 import functools
 import os
 import signal
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -162,10 +163,14 @@ class _LoadGeneratorActor:
         child.stopped.set()
 
     def _describe(self) -> dict[str, Any]:
+        """Where this generator runs: its processes, and the node that hosts them (for the summary)."""
         return {
             "processes": [c.process_id for c in self._children],
             "pids": [c.proc.pid for c in self._children],
             "node": ray.get_runtime_context().get_node_id(),
+            "node_ip": ray.util.get_node_ip_address(),
+            "hostname": socket.gethostname(),
+            "actor_pid": os.getpid(),
         }
 
     async def command(self, commands: dict[str, Command]) -> None:
@@ -216,8 +221,11 @@ class LoadGenerator:
     def __init__(self, spec: GeneratorSpec, options: dict[str, Any] | None = None) -> None:
         self.spec = spec
         actor_cls: Any = ray.remote(_LoadGeneratorActor)
+        # ``options`` may override the defaults, e.g. a placement group's scheduling strategy and
+        # the bundle's num_cpus (see harness.load.placement).
+        merged = {"num_cpus": 0, "max_concurrency": 16, **(options or {})}
         # Ray's typed handles do not model async actor methods; the handle is used untyped.
-        self._actor: Any = actor_cls.options(num_cpus=0, max_concurrency=16, **(options or {})).remote()
+        self._actor: Any = actor_cls.options(**merged).remote()
         self.info: dict[str, Any] = {}
 
     def start(self, timeout: float = 60.0) -> dict[str, Any]:
