@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Literal, Protocol, runtime_checkable
 
+from harness.cpu import thread_cpu_seconds
 from harness.errors import ConfigError, ResultsError
 from harness.results._http import REDACTED, http_request, redact, split_userinfo
 from harness.results.lineproto import Point, encode_many
@@ -292,6 +293,7 @@ class WriterStats:
     lp_path: str = ""
     spool_path: str = ""
     last_error: str | None = None
+    cpu_s: float = 0.0  # CPU seconds the writer thread used
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -462,6 +464,7 @@ class ResultsWriter:
         self._retry_at = 0.0
         self._server_down = False
         self._final: WriterStats | None = None
+        self._cpu_s = 0.0
         self._thread = threading.Thread(target=self._run, name="harness-results-writer", daemon=True)
         self._thread.start()
 
@@ -508,6 +511,7 @@ class ResultsWriter:
                 lp_path=str(self.lp_path),
                 spool_path=str(self.spool_path),
                 last_error=self._last_error,
+                cpu_s=round(self._cpu_s, 3),
             )
 
     def close(self, timeout: float = 5.0) -> WriterStats:
@@ -564,6 +568,12 @@ class ResultsWriter:
     # ---------------------------------------------------------------- writer thread
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            self._cpu_s = thread_cpu_seconds()
+
+    def _loop(self) -> None:
         next_flush = time.monotonic() + self.flush_interval
         while not self._abandoned:
             with self._cond:
