@@ -67,6 +67,10 @@ def load_user_classes(locustfile: Path, wanted: dict[str, int]) -> list[type[Use
     return classes
 
 
+# Due slots a process queues for its users at most; beyond it the schedule skips ahead.
+MAX_BACKLOG = 50_000
+
+
 class ArrivalSchedule:
     """Open-model arrivals: a scheduler greenlet releases each slot when it falls due.
 
@@ -86,6 +90,7 @@ class ArrivalSchedule:
         self._k = 0
         self._due: Queue[float] = Queue()
         self._changed = Event()
+        self.skipped = 0  # slots never queued because the backlog was full
 
     def set_rate(self, rate: float, start: float = 0.0, phase: float = 0.0) -> None:
         """Follow a new schedule from its own slot 0; slots already released stay due."""
@@ -105,10 +110,19 @@ class ArrivalSchedule:
             now = time.time()
             due = self._start + (self._k + self._phase) / self.rate
             while due <= now:
+                if self._due.qsize() >= MAX_BACKLOG:
+                    # The users cannot keep up (a rate far beyond this process): skip what is
+                    # due instead of queueing it without bound. The windows' started counts
+                    # show the shortfall, which makes the run invalid.
+                    behind = math.floor((now - self._start) * self.rate - self._phase) + 1 - self._k
+                    self.skipped += max(1, behind)
+                    self._k += max(1, behind)
+                    due = self._start + (self._k + self._phase) / self.rate
+                    break
                 self._due.put_nowait(due)
                 self._k += 1
                 due = self._start + (self._k + self._phase) / self.rate
-            self._changed.wait(due - now)
+            self._changed.wait(max(0.0, due - now))
 
     def take(self) -> float:
         """Block until a slot is due; returns its intended epoch time."""
