@@ -130,7 +130,10 @@ class Progress:
         faults = ",".join(s.active_faults) or "-"
         return (
             f"{s.elapsed:5.0f}s/{self.total:.0f}s phase={s.phase} {load} rps={s.rps:.0f} "
-            f"p99={p99} errors={s.error_rate * 100:.2f}% faults={faults}" + (" SATURATED" if s.saturated else "")
+            f"p99={p99} errors={s.error_rate * 100:.2f}% faults={faults}"
+            + (" SATURATED" if s.saturated else "")
+            + (" SHORT" if s.short else "")
+            + (f" LOST={','.join(s.lost)}" if s.lost else "")
         )
 
     def _render(self) -> Table:
@@ -148,6 +151,11 @@ class Progress:
         table.add_row("p99 (last s)", "n/a" if math.isnan(s.p99_ms) else f"{s.p99_ms:.1f} ms")
         table.add_row("errors (last s)", f"{s.error_rate * 100:.2f}%")
         table.add_row("active faults", escape(", ".join(s.active_faults) or "none"))
-        if s.saturated:
-            table.add_row("generators", "[yellow]saturated[/]")
+        problems = [
+            *(["saturated"] if s.saturated else []),
+            *(["arrival rate short"] if s.short else []),
+            *([f"lost: {', '.join(s.lost)}"] if s.lost else []),
+        ]
+        if problems:
+            table.add_row("generators", f"[yellow]{escape('; '.join(problems))}[/]")
         return table

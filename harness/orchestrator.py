@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import resource
 import secrets
+import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +26,7 @@ from typing import Any
 import ray
 
 from harness.chaos.agent import ChaosAgent
+from harness.delivery import SUSTAINED_SECONDS, DeliveryWatch
 from harness.errors import FaultError, HarnessError, LoadError
 from harness.expressions import format_duration
 from harness.load.generator import GeneratorSpec, LoadGenerator
@@ -31,8 +35,9 @@ from harness.load.protocol import Command
 from harness.metrics import Aggregator, ClosedSecond, Endpoint, parse_window
 from harness.points import event_point, load_point, request_points, run_point, slo_points
 from harness.results.lineproto import Point
-from harness.scenario import RateStage, UsersStage
+from harness.scenario import RateStage
 from harness.slo import GuardTrip, GuardWatch, SloBook, SloResult
+from harness.steptiming import StepLog, StepRecord, parse_applied
 from harness.timeline import Plan, Step, StepKind, split_evenly
 from harness.verdict import RunLedger, Verdict, decide
 
@@ -40,9 +45,15 @@ __all__ = ["LiveStatus", "Orchestrator", "RunOptions", "RunOutcome", "new_run_id
 
 log = logging.getLogger(__name__)
 
-POLL_INTERVAL = 0.25
-SATURATED_CPU = 0.9
-SATURATED_LAG_MS = 100.0
+POLL_INTERVAL = 0.25  # how often the poll thread takes in windows (s)
+CLOCK_CHECK = 0.1  # the clock thread looks at guards and poll failures at least this often (s)
+SWITCH_INTERVAL = 0.001  # GIL hand-over during a run (s): bounds how long a step waits for the poll thread
+STEP_MARGIN = 0.02  # the poll thread starts no work that may run into a step due within its cost + this (s)
+STEP_OVERDUE = 1.0  # ... unless that step is this overdue: the clock thread is busy with a slow step (s)
+POLL_JOIN_TIMEOUT = 10.0  # how long the end of a run waits for a poll in progress (s)
+LOST_AFTER = 3.0  # a generator whose drain is unanswered this long is lost (s)
+FINAL_DRAIN_TIMEOUT = 5.0  # at teardown, how long to wait for drains still in flight (s)
+STEP_KINDS_TIMED = (StepKind.STAGE.value, StepKind.FAULT_START.value, StepKind.FAULT_END.value)
 
 
 def new_run_id(scenario: str) -> str:
@@ -73,6 +84,18 @@ class LiveStatus:
     error_rate: float
     active_faults: tuple[str, ...]
     saturated: bool
+    short: bool = False  # open model: fewer iterations started than 90% of the target rate
+    lost: tuple[str, ...] = ()  # generators lost so far
+
+
+@dataclass(frozen=True)
+class _PendingCommand:
+    """A stage command sent to one generator whose answer has not been collected yet."""
+
+    ref: ray.ObjectRef
+    generator: int
+    stage: str
+    sent: float
 
 
 @dataclass
@@ -118,8 +141,25 @@ class Orchestrator:
         self.started_ray = False
         self.start_epoch = 0.0
         self.start_mono = 0.0
-        self.saturated_seconds = 0
         self.late_seconds = 0
+        self.steps: StepLog | None = None
+        self.delivery: DeliveryWatch | None = None
+        self.lost: dict[str, str] = {}  # generator id -> why it was declared lost
+        self.lost_report: list[dict[str, Any]] = []
+        self._drains: dict[int, tuple[ray.ObjectRef, float]] = {}  # generator index -> (ref, monotonic time sent)
+        self._commands: list[_PendingCommand] = []
+        self._stage_events: dict[int, tuple[StepRecord, dict[str, Any]]] = {}
+        self._late_fed = 0
+        # The clock thread and the poll thread share the step log, pending commands, stage
+        # events, the event list and the active faults; each holds this lock only briefly.
+        self._lock = threading.RLock()
+        self._poller: threading.Thread | None = None
+        self._stop_poll = threading.Event()
+        self._run_started = threading.Event()
+        self._poll_failure: BaseException | None = None
+        self._clock = threading.Condition()  # the clock thread announces its next step here
+        self._next_due = 0.0  # monotonic time of the next step
+        self._work_cost = 0.05  # recent worst duration of one piece of poll work (s)
         self.book: SloBook | None = None
         self.ledger: RunLedger | None = None
         self.guards = GuardWatch(list(self.scenario.guards))
@@ -208,29 +248,112 @@ class Orchestrator:
     # ------------------------------------------------------------------ the clock
 
     def _loop(self) -> None:
-        self.start_mono = time.monotonic()
-        self.start_epoch = time.time()
-        self.book = SloBook(self.plan, self.start_epoch)
-        self.ledger = RunLedger(self.plan, self.start_epoch)
-        self.timings["load_start_s"] = round(self.start_epoch - self.options.invoked_at, 3)
-        pending = list(self.plan.steps)
-        next_poll = self.start_mono
-        while pending:
-            now = time.monotonic()
-            elapsed = now - self.start_mono
-            while pending and pending[0].offset <= elapsed:
-                step = pending.pop(0)
-                self._execute(step)
-            if not pending or self.trip is not None:
-                break
-            if now >= next_poll:
+        """Walk the plan on one clock; steps start on time whatever the actors are doing.
+
+        Two threads. This one (the main thread, where Ctrl-C lands) only executes steps: it
+        sleeps until the next offset, acts, and never waits on a load generator (stage
+        commands are fire-and-forget). The poll thread (``_poll_forever``) takes in windows
+        and acknowledgements and does the per-second work (merging histograms, percentiles,
+        SLOs, guards, results), which can cost tens to hundreds of milliseconds a second;
+        done here it would make steps late. The poll thread starts no piece of work that
+        could run into the next step (``_before_work``), and the GIL is handed over every
+        ``SWITCH_INTERVAL`` should a piece overrun, so a step waits for nothing but the CPU.
+        """
+        # Starting a thread takes tens of milliseconds here: start it before the clock does.
+        self._poller = threading.Thread(target=self._poll_forever, name="harness-poll", daemon=True)
+        self._poller.start()
+        switch = sys.getswitchinterval()
+        sys.setswitchinterval(SWITCH_INTERVAL)
+        try:
+            self.start_mono = time.monotonic()
+            self.start_epoch = time.time()
+            self.book = SloBook(self.plan, self.start_epoch)
+            self.ledger = RunLedger(self.plan, self.start_epoch)
+            self.steps = StepLog(self.start_epoch)
+            self.delivery = DeliveryWatch(self.plan, self.start_epoch)
+            self.timings["load_start_s"] = round(self.start_epoch - self.options.invoked_at, 3)
+            pending = list(self.plan.steps)
+            self._announce(pending)
+            self._run_started.set()
+            while pending:
+                self._raise_poll_failure()
+                elapsed = time.monotonic() - self.start_mono
+                while pending and pending[0].offset <= elapsed:
+                    self._execute(pending.pop(0))
+                self._announce(pending)
+                if not pending or self.trip is not None:
+                    break
+                wait = self.start_mono + pending[0].offset - time.monotonic()
+                time.sleep(max(0.0, min(wait, CLOCK_CHECK)))
+        finally:
+            self._stop_polling()
+            sys.setswitchinterval(switch)
+        self._raise_poll_failure()
+
+    def _announce(self, pending: list[Step]) -> None:
+        """Tell the poll thread when the next step is due (it holds back work that would overlap)."""
+        with self._clock:
+            self._next_due = self.start_mono + pending[0].offset if pending else math.inf
+            self._clock.notify_all()
+
+    def _before_work(self) -> None:
+        """Poll thread, before one piece of work: let a step that falls due meanwhile go first.
+
+        The GIL alone would hand over within ``SWITCH_INTERVAL``, but on a saturated machine
+        the poll thread can be descheduled while it holds the GIL, and the step would wait
+        for the CPU scheduler; so work that may overlap a step waits until the step is done.
+        """
+        with self._clock:
+            while not self._stop_poll.is_set():
+                ahead = self._next_due - time.monotonic()
+                if ahead > self._work_cost + STEP_MARGIN or ahead < -STEP_OVERDUE:
+                    return
+                self._clock.wait(max(0.001, ahead + STEP_OVERDUE))
+
+    def _work(self, began: float) -> None:
+        """Poll thread, after one piece of work: keep the estimate of what one costs (decaying max)."""
+        spent = time.monotonic() - began
+        self._work_cost = max(spent, self._work_cost * 0.95, 0.005)
+        self.timings["max_poll_work_ms"] = round(max(self.timings.get("max_poll_work_ms", 0.0), spent * 1000), 1)
+
+    def _poll_forever(self) -> None:
+        """The poll thread: ``_poll`` every ``POLL_INTERVAL`` until told to stop.
+
+        A failure (a stage command the actor rejected, or a bug) is handed to the clock
+        thread, which raises it there; the run then ends the way it would have on the
+        main thread.
+        """
+        self._run_started.wait()
+        while not self._stop_poll.is_set():
+            began = time.monotonic()
+            try:
                 self._poll()
-                next_poll = now + POLL_INTERVAL
-            wake = min(self.start_mono + pending[0].offset, next_poll)
-            time.sleep(max(0.0, min(POLL_INTERVAL, wake - time.monotonic())))
+            except BaseException as exc:  # re-raised by the clock thread
+                self._poll_failure = exc
+                return
+            self._stop_poll.wait(max(0.0, POLL_INTERVAL - (time.monotonic() - began)))
+
+    def _stop_polling(self) -> None:
+        self._stop_poll.set()
+        self._run_started.set()
+        with self._clock:
+            self._clock.notify_all()
+        if self._poller is not None:
+            self._poller.join(POLL_JOIN_TIMEOUT)
+            if self._poller.is_alive():
+                log.warning("poll thread still busy after %.0f s", POLL_JOIN_TIMEOUT)
+            self._poller = None
+
+    def _raise_poll_failure(self) -> None:
+        failure, self._poll_failure = self._poll_failure, None
+        if failure is not None:
+            raise failure
 
     def _execute(self, step: Step) -> None:
+        assert self.steps is not None
         now = time.time()
+        with self._lock:
+            record = self.steps.executed(step.kind.value, step.name, step.offset, now)
         if step.kind is StepKind.RUN_START:
             self._event("run", self.scenario.name, "start", f"run {self.run_id} started", now)
         elif step.kind is StepKind.RUN_END:
@@ -241,89 +364,296 @@ class Orchestrator:
         elif step.kind is StepKind.PHASE_END:
             self._event("phase", step.name, "end", f"phase {step.name} ended", now)
         elif step.kind is StepKind.STAGE and step.stage is not None:
-            self._apply_stage(step.stage)
+            self._apply_stage(step, record)
         elif step.kind is StepKind.FAULT_START and step.fault_index is not None:
-            self._inject(step.fault_index)
+            self._inject(step.fault_index, record)
         elif step.kind is StepKind.FAULT_END:
-            self._revert(step.name)
+            self._revert(step.name, record)
 
-    def _apply_stage(self, stage: UsersStage | RateStage) -> None:
+    def _apply_stage(self, step: Step, record: StepRecord) -> None:
+        """Send every live process its share of the stage; do not wait for the answers.
+
+        Shares are computed over all processes the run started: the load of a lost
+        generator is not redistributed. The actors' answers are collected by ``_poll``
+        (an error there ends the run); the processes' ``applied`` reports complete the
+        step's timing and its ``stage`` event.
+        """
+        assert self.steps is not None
+        stage = step.stage
+        assert stage is not None
         commands: dict[str, Command] = {}
         count = len(self.process_ids)
         if isinstance(stage, RateStage):
+            # One schedule from the stage's planned start, interleaved across processes.
             users = split_evenly(stage.max_users, count)
-            for pid, share in zip(self.process_ids, users, strict=True):
-                commands[pid] = Command("set_rate", rate=stage.arrival_rate / count, users=max(1, share))
+            start = self.start_epoch + step.offset
+            for index, (pid, share) in enumerate(zip(self.process_ids, users, strict=True)):
+                commands[pid] = Command(
+                    "set_rate",
+                    rate=stage.arrival_rate / count,
+                    users=max(1, share),
+                    start=start,
+                    phase=index / count,
+                )
         else:
             users = split_evenly(stage.users, count)
             for pid, share in zip(self.process_ids, users, strict=True):
                 rate = stage.spawn_rate * share / stage.users if stage.users else stage.spawn_rate
                 commands[pid] = Command("set_users", users=share, spawn_rate=max(rate, 0.01))
-        refs = [g.command_async({p: commands[p] for p in g.process_ids}) for g in self.generators]
-        try:
-            ray.get(refs, timeout=10)
-        except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError) as exc:
-            raise LoadError(f"could not change load: {type(exc).__name__}") from None
+        executed = self.start_epoch + record.executed_s
+        event = self._event("stage", step.name, "start", f"stage {step.name}: {step.detail}", executed, step.offset)
+        # Every acknowledgement is expected before the first command goes out: the poll
+        # thread may file one as soon as a command is sent.
+        with self._lock:
+            targets = [i for i, g in enumerate(self.generators) if g.spec.generator_id not in self.lost]
+            for index in targets:
+                live = [p for p in self.generators[index].process_ids if p not in self.dead_processes]
+                self.steps.expect(record, live)
+            self._stage_events[id(record)] = (record, event)
+        for index in targets:
+            generator = self.generators[index]
+            ref = generator.command_async({p: commands[p] for p in generator.process_ids})
+            with self._lock:
+                self._commands.append(_PendingCommand(ref, index, step.name, time.monotonic()))
+        with self._lock:
+            if record.complete:  # no process to wait for
+                self._finish_stage_event(record)
 
-    def _inject(self, index: int) -> None:
+    def _inject(self, index: int, record: StepRecord | None = None) -> None:
         fault = self.scenario.faults[index]
         assert self.agent is not None
-        self.active_faults[fault.name] = time.time()
+        with self._lock:
+            self.active_faults[fault.name] = time.time()
         try:
             info = self.agent.inject(fault)
         except FaultError:
-            self.active_faults.pop(fault.name, None)
+            with self._lock:
+                self.active_faults.pop(fault.name, None)
             raise
         pids = info.get("pids", [])
         text = f"{fault.kind} on {len(pids)} process(es) {pids}" + (
             f": {fault.description}" if fault.description else ""
         )
-        self._event("fault", fault.name, "start", text, time.time())
+        done = float(info.get("time") or time.time())
+        planned = late = None
+        if record is not None and self.steps is not None:
+            with self._lock:
+                self.steps.done(record, done)
+            planned, late = record.planned_s, record.late_ms
+        self._event("fault", fault.name, "start", text, done, planned, late)
 
-    def _revert(self, name: str) -> None:
+    def _revert(self, name: str, record: StepRecord | None = None) -> None:
         if name not in self.active_faults or self.agent is None:
             return
-        self.agent.revert(name)
-        self.active_faults.pop(name, None)
-        self._event("fault", name, "end", f"fault {name} reverted", time.time())
+        info = self.agent.revert(name)
+        with self._lock:
+            self.active_faults.pop(name, None)
+        done = float(info.get("time") or time.time())
+        planned = late = None
+        if record is not None and self.steps is not None:
+            with self._lock:
+                self.steps.done(record, done)
+            planned, late = record.planned_s, record.late_ms
+        self._event("fault", name, "end", f"fault {name} reverted", done, planned, late)
+
+    def _finish_stage_event(self, record: StepRecord) -> None:
+        """Write a stage's event once every process acknowledged it (or at teardown).
+
+        Called with ``self._lock`` held.
+        """
+        entry = self._stage_events.pop(id(record), None)
+        if entry is None:
+            return
+        _, event = entry
+        expected = record.acknowledged + len(record.awaiting)
+        if record.done_s is None:
+            how = "no process acknowledged it"
+        elif record.awaiting:
+            how = f"applied by {record.acknowledged} of {expected} processes by +{record.done_s:.3f} s"
+        else:
+            how = f"applied by all {expected} processes by +{record.done_s:.3f} s"
+        event["text"] = (
+            f"{event['text']}; planned at +{record.planned_s:.3f} s, sent at +{record.executed_s:.3f} s, "
+            f"{how} ({record.late_ms:.0f} ms late)"
+        )
+        event["late_ms"] = round(record.late_ms, 1)
+        event["done_offset"] = None if record.done_s is None else round(record.done_s, 4)
+        self._write(
+            [
+                event_point(
+                    self.run_id,
+                    "stage",
+                    record.name,
+                    "start",
+                    event["text"],
+                    event["time"],
+                    planned_offset=record.planned_s,
+                    late_ms=record.late_ms,
+                )
+            ]
+        )
 
     # ------------------------------------------------------------------ windows
 
-    def _poll(self, final: list[dict[str, Any]] | None = None) -> None:
-        assert self.aggregator is not None
-        if final is None:
-            refs = [g.drain_async() for g in self.generators]
+    def _poll(self) -> None:
+        """Take in whatever the actors have answered by now; never waits for one."""
+        self._collect_commands()
+        for batch in self._collect_drains():
+            self._before_work()
+            began_batch = time.monotonic()
+            self._take(batch)
+            self._work(began_batch)
+        self._settle()
+
+    def _collect_commands(self) -> None:
+        """Answers of stage commands: an actor error ends the run, a dead actor is a lost generator."""
+        with self._lock:
+            commands = list(self._commands)
+        if not commands:
+            return
+        refs = [c.ref for c in commands]
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        done = set(ready)
+        for command in commands:
+            if command.ref not in done:
+                continue
+            generator = self.generators[command.generator]
             try:
-                batches = ray.get(refs, timeout=5)
-            except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError) as exc:
-                raise LoadError(f"lost contact with a load generator: {type(exc).__name__}") from None
-        else:
-            batches = final
-        for batch in batches:
-            for line in batch["windows"]:
-                window = parse_window(line)
-                if window is not None:
-                    self.aggregator.add(window)
-            for text in batch["events"]:
-                self._note(f"load process reported: {text}")
-            for process in batch["dead"]:
-                if process not in self.dead_processes:
+                ray.get(command.ref, timeout=0)
+            except ray.exceptions.RayActorError as exc:
+                self._lose(command.generator, f"its actor died ({type(exc).__name__})")
+            except ray.exceptions.RayTaskError as exc:
+                raise LoadError(
+                    f"could not change load to stage {command.stage} on generator "
+                    f"{generator.spec.generator_id}: {exc.as_instanceof_cause()}"
+                ) from None
+        lost = self._lost_indexes()
+        with self._lock:
+            self._commands = [c for c in self._commands if c.ref not in done and c.generator not in lost]
+
+    def _collect_drains(self) -> list[dict[str, Any]]:
+        """Batches from drains that came back; one drain in flight per generator at most.
+
+        A generator whose actor died, or whose drain has gone unanswered for
+        ``LOST_AFTER`` seconds, is declared lost (see ``_lose``).
+        """
+        now = time.monotonic()
+        for index, generator in enumerate(self.generators):
+            if index not in self._drains and generator.spec.generator_id not in self.lost:
+                self._drains[index] = (generator.drain_async(), now)
+        if not self._drains:
+            return []
+        refs = [ref for ref, _ in self._drains.values()]
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        done = set(ready)
+        batches = []
+        for index, (ref, issued) in list(self._drains.items()):
+            if ref in done:
+                del self._drains[index]
+                try:
+                    batches.append(ray.get(ref, timeout=0))
+                except ray.exceptions.RayActorError as exc:
+                    self._lose(index, f"its actor died ({type(exc).__name__})")
+                except ray.exceptions.RayError as exc:
+                    raise LoadError(f"generator {self.generators[index].spec.generator_id}: {exc}") from None
+            elif now - issued > LOST_AFTER:
+                self._lose(index, f"no answer from its actor for {LOST_AFTER:g} s")
+        return batches
+
+    def _lost_indexes(self) -> set[int]:
+        return {i for i, g in enumerate(self.generators) if g.spec.generator_id in self.lost}
+
+    def _lose(self, index: int, why: str) -> None:
+        """Declare a generator lost: record it, stop waiting for it, carry on without its load.
+
+        Its processes leave the aggregator (later seconds close without them), its stage
+        acknowledgements are no longer awaited, and its actor is killed so that a merely
+        unresponsive generator cannot keep sending load nobody counts (its Locust processes
+        die with the actor). The run goes on to its end and is judged invalid.
+        """
+        assert self.aggregator is not None and self.delivery is not None and self.steps is not None
+        generator = self.generators[index]
+        gid = generator.spec.generator_id
+        if gid in self.lost:
+            return
+        at = time.time()
+        processes = generator.process_ids
+        with self._lock:
+            self.lost[gid] = why
+            for record in self.steps.forget(processes):
+                self._finish_stage_event(record)
+        self._drains.pop(index, None)
+        self.aggregator.processes.difference_update(processes)
+        finding = self.delivery.lost(gid, at, why)
+        self.lost_report.append(
+            {
+                "id": gid,
+                "offset": round(finding.offset, 3),
+                "time": at,
+                "why": why,
+                "actor_pid": generator.info.get("actor_pid"),
+                "processes": processes,
+            }
+        )
+        text = (
+            f"generator {gid} lost: {why}; its processes ({', '.join(processes)}) are no longer waited for "
+            "and their load is not moved to other generators"
+        )
+        self._event("run", gid, "end", text, at)
+        self._note(f"[{format_duration(round(finding.offset, 1))}] {text}")
+        generator.kill()
+
+    def _take(self, batch: dict[str, Any]) -> None:
+        """File one drain's windows, acknowledgements, error reports and process deaths."""
+        assert self.aggregator is not None and self.steps is not None and self.delivery is not None
+        for line in batch.get("windows", []):
+            window = parse_window(line)
+            if window is not None:
+                self.aggregator.add(window)
+        for line in batch.get("applied", []):
+            ack = parse_applied(line)
+            if ack is not None:
+                with self._lock:
+                    record = self.steps.applied(ack)
+                    if record is not None:
+                        self._finish_stage_event(record)
+        for text in batch.get("events", []):
+            self._note(f"load process reported: {text}")
+        for process in batch.get("dead", []):
+            if process not in self.dead_processes:
+                at = time.time()
+                with self._lock:
                     self.dead_processes.add(process)
-                    self._event("run", process, "end", f"load process {process} died", time.time())
-                    self.aggregator.processes.discard(process)
-        closed = self.aggregator.close_all() if final is not None else self.aggregator.close_ready(time.time())
+                    for record in self.steps.forget([process]):
+                        self._finish_stage_event(record)
+                self.delivery.died(process, at)
+                self._event("run", process, "end", f"load process {process} died", at)
+                self.aggregator.processes.discard(process)
+
+    def _settle(self, final: bool = False) -> None:
+        """Close the seconds that are complete (all of them when ``final``) and act on each."""
+        assert self.aggregator is not None and self.delivery is not None
+        closed = self.aggregator.close_all() if final else self.aggregator.close_ready(time.time())
         for second in closed:
+            self._before_work()
+            began = time.monotonic()
             self._on_second(second)
+            self._work(began)
+        # Windows that came after their second closed still say how their process was doing.
+        late = self.aggregator.late_windows
+        for window in late[self._late_fed :]:
+            self.delivery.observe_health(window.second, window.health)
+        self._late_fed = len(late)
 
     def _on_second(self, closed: ClosedSecond) -> None:
-        assert self.book is not None and self.ledger is not None
+        assert self.book is not None and self.ledger is not None and self.delivery is not None
         for key in closed.endpoints:
             if key not in self.endpoints:
                 self.endpoints.append(key)
         if closed.late:
             self.late_seconds += 1
-        saturated = any(h.cpu > SATURATED_CPU or h.lag_ms > SATURATED_LAG_MS for h in closed.health)
-        self.saturated_seconds += saturated
+        saturated = self.delivery.observe(closed)
+        short = self.delivery.is_short(closed.second)
         self.book.observe(closed)
         self.ledger.observe(closed)
         total = closed.total()
@@ -340,6 +670,8 @@ class Orchestrator:
                 self._note(trip.message)
                 self._event("abort", trip.guard, "start", trip.message, time.time())
         if self.on_status is not None:
+            with self._lock:
+                faults = tuple(self.active_faults)
             latency = total.latency_ms()
             status = LiveStatus(
                 elapsed=time.monotonic() - self.start_mono,
@@ -350,8 +682,10 @@ class Orchestrator:
                 rps=float(total.count),
                 p99_ms=latency["p99"],
                 error_rate=total.error_rate,
-                active_faults=tuple(self.active_faults),
+                active_faults=faults,
                 saturated=saturated,
+                short=short,
+                lost=tuple(self.lost),
             )
             try:
                 self.on_status(status)
@@ -372,23 +706,52 @@ class Orchestrator:
                 for name in list(self.active_faults):
                     self.active_faults.pop(name)
                     self._event("fault", name, "end", f"fault {name} reverted at teardown", time.time())
-        finals = [g.stop() for g in self.generators]
+        finals = self._stop_generators()
         self._release_placement()
         if self.aggregator is not None and self.book is not None:
             with contextlib.suppress(HarnessError):
-                self._poll(final=finals)
+                for batch in finals:
+                    self._take(batch)
+                self._settle(final=True)
+            for record, _ in list(self._stage_events.values()):
+                self._finish_stage_event(record)
         self.timings["load_stopped_at"] = time.time()
         if self.started_ray:
             ray.shutdown()
 
+    def _stop_generators(self) -> list[dict[str, Any]]:
+        """Stop every generator and return what they still held, drains in flight included.
+
+        A drain in flight has already taken its windows out of the actor, so it is awaited
+        (up to ``FINAL_DRAIN_TIMEOUT``) before the actors are stopped; lost generators are
+        only killed.
+        """
+        batches: list[dict[str, Any]] = []
+        if self._drains:
+            refs = [ref for ref, _ in self._drains.values()]
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=FINAL_DRAIN_TIMEOUT)
+            for ref in ready:
+                with contextlib.suppress(ray.exceptions.RayError):
+                    batches.append(ray.get(ref, timeout=0))
+            self._drains.clear()
+        for generator in self.generators:
+            if generator.spec.generator_id in self.lost:
+                generator.kill()
+            else:
+                batches.append(generator.stop())
+        return batches
+
     def _judge(self, error: str, interrupted: bool) -> RunOutcome:
         ended = time.time()
         slos = self.book.results() if self.book is not None else []
-        invalid = ""
-        if self.dead_processes:
-            invalid = f"load not delivered: {len(self.dead_processes)} load process(es) died"
-        elif self.book is not None and not self.ledger.windows["run"].total().count:  # type: ignore[union-attr]
+        invalid = self.delivery.reason() if self.delivery is not None else ""
+        if not invalid and self.ledger is not None and not self.ledger.windows["run"].total().count:
             invalid = "no requests were completed: check the target and the locustfile"
+        if self.steps is not None:
+            self.timings["max_step_late_ms"] = self.steps.max_late_ms(STEP_KINDS_TIMED)
+            self.timings["max_step_exec_late_ms"] = round(
+                max((r.executed_s - r.planned_s for r in self.steps.records), default=0.0) * 1000, 1
+            )
         verdict, reason = decide(
             slos,
             error=error,
@@ -412,7 +775,17 @@ class Orchestrator:
             "processes": self.process_ids,
             "generators": self.placement_report,
             "dead_processes": sorted(self.dead_processes),
-            "seconds": {"saturated": self.saturated_seconds, "late": self.late_seconds},
+            "seconds": {
+                "saturated": self.delivery.saturated_seconds() if self.delivery else 0,
+                "short": self.delivery.short_seconds() if self.delivery else 0,
+                "late": self.late_seconds,
+            },
+            "lost_generators": self.lost_report,
+            "delivery": {
+                "sustained_seconds": SUSTAINED_SECONDS,
+                "findings": [f.to_dict() for f in self.delivery.findings()] if self.delivery else [],
+            },
+            "step_timing": self.steps.to_list() if self.steps else [],
             "totals": self.ledger.window_table()["run"] if self.ledger else {},
             "endpoints": self.ledger.endpoint_table() if self.ledger else [],
             "windows": self.ledger.window_table() if self.ledger else {},
@@ -426,14 +799,41 @@ class Orchestrator:
 
     # ------------------------------------------------------------------ helpers
 
-    def _event(self, kind: str, name: str, state: str, text: str, at: float) -> None:
+    def _event(
+        self,
+        kind: str,
+        name: str,
+        state: str,
+        text: str,
+        at: float,
+        planned: float | None = None,
+        late_ms: float | None = None,
+    ) -> dict[str, Any]:
+        """Record an event in the summary and write it as an annotation; returns the summary entry.
+
+        Stage events are written by ``_finish_stage_event`` once the processes acknowledged
+        the change, so that the annotation carries how late it took effect.
+        """
         offset = at - self.start_epoch if self.start_epoch else 0.0
-        self.events.append(
-            {"time": at, "offset": round(offset, 3), "kind": kind, "name": name, "state": state, "text": text}
-        )
-        self._write([event_point(self.run_id, kind, name, state, text, at)])
+        event: dict[str, Any] = {
+            "time": at,
+            "offset": round(offset, 3),
+            "kind": kind,
+            "name": name,
+            "state": state,
+            "text": text,
+        }
+        if planned is not None:
+            event["planned_offset"] = round(planned, 3)
+        if late_ms is not None:
+            event["late_ms"] = round(late_ms, 1)
+        with self._lock:
+            self.events.append(event)
+        if kind != "stage":
+            self._write([event_point(self.run_id, kind, name, state, text, at, planned, late_ms)])
         if kind in ("fault", "abort"):
             self._note(f"[{format_duration(round(offset, 1))}] {text}")
+        return event
 
     def _write(self, points: list[Point]) -> None:
         try:

@@ -43,6 +43,9 @@ def request_points(run_id: str, scenario: str, closed: ClosedSecond, endpoints: 
         }
         if stats.count:
             fields.update({k: round(v, 3) for k, v in stats.latency_ms().items() if not math.isnan(v)})
+            service = stats.service_ms()  # open model: raw service time beside the corrected latency
+            if service is not None:
+                fields.update({f"service_{k}": round(v, 3) for k, v in service.items() if not math.isnan(v)})
         yield Point(
             REQUESTS,
             {"run_id": run_id, "scenario": scenario, "method": method, "name": name},
@@ -67,14 +70,28 @@ def load_point(run_id: str, scenario: str, closed: ClosedSecond, generators: int
     )
 
 
-def event_point(run_id: str, kind: str, name: str, state: str, text: str, time_s: float) -> Point:
-    """A Grafana annotation: kind is run, phase, fault or abort; state is start or end."""
-    return Point(
-        EVENTS,
-        {"run_id": run_id, "kind": kind, "name": name},
-        {"text": text, "state": state},
-        int(time_s * _NS),
-    )
+def event_point(
+    run_id: str,
+    kind: str,
+    name: str,
+    state: str,
+    text: str,
+    time_s: float,
+    planned_offset: float | None = None,
+    late_ms: float | None = None,
+) -> Point:
+    """A Grafana annotation: kind is run, phase, stage, fault or abort; state is start or end.
+
+    Steps of the plan (stage changes, fault injections and reverts) also carry their planned
+    offset from the run start (s) and how late they took effect (ms), so step timing can be
+    checked from the events alone.
+    """
+    fields: dict[str, str | float] = {"text": text, "state": state}
+    if planned_offset is not None:
+        fields["planned_offset"] = round(planned_offset, 3)
+    if late_ms is not None:
+        fields["late_ms"] = round(late_ms, 1)
+    return Point(EVENTS, {"run_id": run_id, "kind": kind, "name": name}, fields, int(time_s * _NS))
 
 
 def slo_points(run_id: str, results: Iterable[SloResult], time_s: float) -> Iterator[Point]:

@@ -77,6 +77,10 @@ class _LoadGeneratorActor:
         self._children: list[_Child] = []
         self._lines: list[str] = []
         self._events: list[str] = []
+        self._applied: list[str] = []
+        # One command at a time: each process must receive commands in the order they were
+        # sent, because its ``applied`` acknowledgements are matched to them by order.
+        self._command_lock = asyncio.Lock()
         self._spec: GeneratorSpec | None = None
 
     async def start(self, spec: GeneratorSpec, timeout: float = 60.0) -> dict[str, Any]:
@@ -153,6 +157,8 @@ class _LoadGeneratorActor:
             text = line.decode().rstrip("\n")
             if text.startswith('{"t":"window"'):
                 self._lines.append(text)
+            elif text.startswith('{"t":"applied"'):
+                self._applied.append(text)
             elif text.startswith('{"t":"ready"'):
                 child.ready.set()
             elif text.startswith('{"t":"stopped"'):
@@ -174,21 +180,27 @@ class _LoadGeneratorActor:
         }
 
     async def command(self, commands: dict[str, Command]) -> None:
-        """Send each process its own command (keyed by process id)."""
-        for child in self._children:
-            command = commands.get(child.process_id)
-            if command is None or child.proc.stdin is None or child.proc.returncode is not None:
-                continue
-            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                child.proc.stdin.write(encode_command(command))
-                await child.proc.stdin.drain()
+        """Send each process its own command (keyed by process id), in call order."""
+        async with self._command_lock:
+            for child in self._children:
+                command = commands.get(child.process_id)
+                if command is None or child.proc.stdin is None or child.proc.returncode is not None:
+                    continue
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    child.proc.stdin.write(encode_command(command))
+                    await child.proc.stdin.drain()
 
     async def drain(self) -> dict[str, Any]:
-        """Window lines received since the last call, plus process liveness."""
+        """Report lines received since the last call, plus process liveness.
+
+        ``windows`` and ``applied`` are the processes' raw report lines (parsed by the driver,
+        which keeps the actor's per-line work to a prefix test); ``events`` are error reports.
+        """
         lines, self._lines = self._lines, []
         events, self._events = self._events, []
+        applied, self._applied = self._applied, []
         dead = [c.process_id for c in self._children if c.proc.returncode is not None and not c.stopped.is_set()]
-        return {"windows": lines, "events": events, "dead": dead}
+        return {"windows": lines, "events": events, "applied": applied, "dead": dead}
 
     async def ping(self) -> float:
         return time.time()
@@ -247,10 +259,14 @@ class LoadGenerator:
         try:
             return self._get(self._actor.stop.remote(grace), grace + 10)
         except LoadError:
-            return {"windows": [], "events": [], "dead": []}
+            return {"windows": [], "events": [], "applied": [], "dead": []}
         finally:
-            with contextlib.suppress(Exception):
-                ray.kill(self._actor)
+            self.kill()
+
+    def kill(self) -> None:
+        """Kill the actor without asking (a lost generator cannot be asked); its processes die with it."""
+        with contextlib.suppress(Exception):
+            ray.kill(self._actor)
 
     def _get(self, ref: ray.ObjectRef, timeout: float) -> Any:
         try:
