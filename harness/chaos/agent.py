@@ -25,6 +25,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from harness.chaos import process
 from harness.chaos.journal import FaultRecord, FaultState, Journal
 from harness.errors import FaultError
+from harness.priority import normal_priority
 from harness.scenario import ProcessKillFault, ProcessPauseFault
 
 __all__ = ["ChaosAgent"]
@@ -57,6 +58,7 @@ class _ChaosAgentActor:
     """
 
     def __init__(self, run_id: str, protected: list[tuple[int, float]]) -> None:
+        normal_priority()  # faults are on the run's clock: do not wait behind the load (nice 15)
         self._run_id = run_id
         self._journal = Journal(run_id)
         self._protected = [*protected, *process.protected_processes()]
@@ -65,6 +67,7 @@ class _ChaosAgentActor:
         self._node_id = ray.get_runtime_context().get_node_id()
 
     def node_id(self) -> str:
+        normal_priority()  # again: threads Ray started after __init__ (the call pool) are covered too
         return self._node_id
 
     def inject(self, fault: Any) -> Summary:

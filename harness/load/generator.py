@@ -28,6 +28,7 @@ import ray
 
 from harness.errors import LoadError
 from harness.load.protocol import Command, encode_command
+from harness.priority import normal_priority
 
 __all__ = ["GeneratorSpec", "LoadGenerator"]
 
@@ -74,6 +75,8 @@ class _LoadGeneratorActor:
     """Ray async actor; every method is safe to call twice."""
 
     def __init__(self) -> None:
+        # Stage commands and drains are on the run's clock: do not wait behind the load.
+        normal_priority()
         self._children: list[_Child] = []
         self._lines: list[str] = []
         self._events: list[str] = []
@@ -87,6 +90,7 @@ class _LoadGeneratorActor:
         """Start the processes and wait until each has imported the locustfile."""
         if self._children:
             return self._describe()
+        normal_priority()  # again: threads Ray started after __init__ are covered too
         self._spec = spec
         count = spec.processes or os.cpu_count() or 1
         Path(spec.log_dir).mkdir(parents=True, exist_ok=True)
