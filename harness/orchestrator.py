@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -229,8 +230,11 @@ class Orchestrator:
             options = {"name": f"harness-{self.run_id}-{spec.generator_id}", **self.placement.actor_options(index)}
             self.generators.append(LoadGenerator(spec, options))
         began = time.monotonic()
-        for generator in self.generators:
-            info = generator.start()
+        # Each start waits for its Locust processes to import the locustfile (seconds); on
+        # many nodes they do that in parallel, so start-up does not grow with the node count.
+        with ThreadPoolExecutor(max_workers=len(self.generators), thread_name_prefix="harness-start") as pool:
+            infos = list(pool.map(lambda generator: generator.start(), self.generators))
+        for generator, info in zip(self.generators, infos, strict=True):
             self.process_ids += generator.process_ids
             self.placement_report.append(_placement_entry(generator.spec.generator_id, info))
         self.timings["generators_start_s"] = round(time.monotonic() - began, 3)
