@@ -11,8 +11,9 @@ What is pinned:
   stage/fault events and their acknowledgements);
 * a run asking for far more than the machine can deliver is invalid (exit 5) and says why,
   with figures; a light run is not;
-* a generator whose actor is SIGKILLed mid-run is declared lost within ``DETECT_S``, its
-  Locust process dies with it, the run goes on to its end, and the verdict is invalid.
+* a generator whose actor is SIGKILLed (or SIGSTOPped: alive but silent) mid-run is declared
+  lost within ``DETECT_S``, its Locust process dies with it (at once for a kill, when the run
+  kills the silent actor for a stop), the run goes on to its end, and the verdict is invalid.
 """
 
 from __future__ import annotations
@@ -306,47 +307,64 @@ def _runner_of(run_id: str, process_id: str, timeout: float) -> psutil.Process:
     raise AssertionError(f"no Locust process {process_id} of run {run_id} appeared")
 
 
-def test_a_killed_generator_is_lost_detected_in_time_and_the_run_goes_on(
-    tmp_path: Path, nginx: Nginx, influxd: InfluxServer
+@pytest.mark.parametrize(
+    ("how", "why"),
+    [
+        (signal.SIGKILL, "its actor died (ActorDiedError)"),  # the actor's worker process is gone
+        (signal.SIGSTOP, "no answer from its actor for 3 s"),  # alive but answering nothing
+    ],
+    ids=["killed", "hung"],
+)
+def test_a_lost_generator_is_detected_in_time_and_the_run_goes_on(
+    tmp_path: Path, nginx: Nginx, influxd: InfluxServer, how: signal.Signals, why: str
 ) -> None:
+    run_id = f"cl-loss-{how.name.lower()}"
     load = """  user_classes: [{class: Idler}]
   generators: 2
   processes: 1
   stages:
     - {name: steady, duration: 20s, users: 20, spawn_rate: 20}"""
     scenario = _scenario(tmp_path, "loss", nginx.url, influxd, load)
-    proc = _start(scenario, tmp_path, "cl-loss")
+    proc = _start(scenario, tmp_path, run_id)
+    actor: psutil.Process | None = None
     try:
-        locust = _runner_of("cl-loss", "g1.0", timeout=60)
-        _runner_of("cl-loss", "g0.0", timeout=10)
+        locust = _runner_of(run_id, "g1.0", timeout=60)
+        _runner_of(run_id, "g0.0", timeout=10)
         actor = locust.parent()
         assert actor is not None and "harness.load.runner" not in " ".join(actor.cmdline())
         time.sleep(8)  # the run is under way (generators start, then the clock)
         assert proc.poll() is None
-        killed_at = time.time()
-        actor.send_signal(signal.SIGKILL)
-        # The Locust process dies with its actor (PR_SET_PDEATHSIG), not at the end of the run.
-        gone, _ = psutil.wait_procs([locust], timeout=2)
-        assert gone, f"Locust process {locust.pid} outlived its actor"
+        lost_at = time.time()
+        actor.send_signal(how)
+        if how == signal.SIGKILL:
+            # The Locust process dies with its actor (PR_SET_PDEATHSIG), not at the end of the run.
+            gone, _ = psutil.wait_procs([locust], timeout=2)
+            assert gone, f"Locust process {locust.pid} outlived its actor"
     finally:
         output = _finish(proc)
-    summary = json.loads((tmp_path / "runs" / "cl-loss" / "summary.json").read_text())
+        if actor is not None and actor.is_running() and actor.status() == psutil.STATUS_STOPPED:
+            actor.kill()  # the run should have killed it; never leave a stopped process behind
+    summary = json.loads((tmp_path / "runs" / run_id / "summary.json").read_text())
     assert proc.returncode == 5, output[-3000:]
     [lost] = summary["lost_generators"]
     assert lost["id"] == "g1" and lost["actor_pid"] == actor.pid and lost["processes"] == ["g1.0"]
-    detected = lost["time"] - killed_at
+    assert lost["why"] == why
+    detected = lost["time"] - lost_at
     assert 0 < detected < DETECT_S, detected
-    print(f"cl-loss: generator loss detected {detected:.2f} s after the SIGKILL")  # shown with -s
+    print(f"{run_id}: generator loss detected {detected:.2f} s after {how.name}")  # shown with -s
+    # The lost generator's processes are gone: with the actor, or killed with it at detection.
+    assert not locust.is_running() or locust.status() == psutil.STATUS_ZOMBIE
+    assert not actor.is_running() or actor.status() == psutil.STATUS_ZOMBIE
     events = [e for e in summary["events"] if e["kind"] == "run" and e["name"] == "g1"]
     assert len(events) == 1 and events[0]["state"] == "end" and "lost" in events[0]["text"], events
-    assert 0 < events[0]["time"] - killed_at < DETECT_S
+    assert 0 < events[0]["time"] - lost_at < DETECT_S
     reason = summary["reason"]
-    assert re.fullmatch(r"load not delivered: generator g1 lost at 00:(0\d|1\d) \(.+\)", reason), reason
+    assert re.fullmatch(rf"load not delivered: generator g1 lost at 00:(0\d|1\d) \({re.escape(why)}\)", reason), reason
     offset = int(reason.split(" at 00:")[1][:2])
-    assert abs(offset - (killed_at - summary["started"])) <= DETECT_S
+    assert abs(offset - (lost_at - summary["started"])) <= DETECT_S
     # The annotation is in InfluxDB too.
     rows = influxd.query(
-        "SELECT state, \"text\" FROM harness_events WHERE run_id = 'cl-loss' AND kind = 'run' AND \"name\" = 'g1'",
+        f"SELECT state, \"text\" FROM harness_events WHERE run_id = '{run_id}' AND kind = 'run' AND \"name\" = 'g1'",
         DATABASE,
     )
     assert [r["state"] for r in rows] == ["end"] and "lost" in rows[0]["text"]
@@ -354,7 +372,7 @@ def test_a_killed_generator_is_lost_detected_in_time_and_the_run_goes_on(
     ends = [e for e in summary["events"] if e["kind"] == "run" and e["name"] == "loss" and e["state"] == "end"]
     assert ends and abs(ends[0]["offset"] - 20.0) < 0.1
     after = influxd.query(
-        f"SELECT \"count\" FROM harness_requests WHERE run_id = 'cl-loss' AND time > {int((lost['time'] + 1) * 1e9)}",
+        f"SELECT \"count\" FROM harness_requests WHERE run_id = '{run_id}' AND time > {int((lost['time'] + 1) * 1e9)}",
         DATABASE,
     )
     assert sum(r["count"] for r in after) > 50
