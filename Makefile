@@ -8,7 +8,7 @@ APT_PACKAGES := python3 python3-venv python3-dev gcc influxdb nginx-light wrk st
 	victoria-metrics procps psmisc curl
 PYTEST_ARGS ?=
 
-.PHONY: setup apt venv demo test test-fast lint stop clean
+.PHONY: setup apt venv demo test test-fast lint bench soak stop clean
 
 setup: apt venv
 
@@ -47,6 +47,12 @@ test: setup
 
 test-fast: setup
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) benchmarks/throughput.py $(BENCH_ARGS)
+
+soak: setup
+	$(PY) benchmarks/soak.py $(SOAK_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check harness tests locustfiles

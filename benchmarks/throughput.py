@@ -51,6 +51,7 @@ GROUPS = (
     ("wrk", re.compile(r"^wrk\b|/wrk\b")),
     ("harness-locust", re.compile(r"harness\.load\.runner")),
     ("harness-driver", re.compile(r"harness(\.cli)? run|bin/harness run")),
+    ("harness-actors", re.compile(r"ray::_LoadGeneratorActor|ray::_ChaosAgentActor")),
     ("ray", re.compile(r"raylet|gcs_server|ray::|ray/dashboard|default_worker|ray/_private|ray\.util")),
     ("influxd", re.compile(r"influxd")),
     ("locust", re.compile(r"locust")),
