@@ -378,3 +378,31 @@ def test_a_lost_generator_is_detected_in_time_and_the_run_goes_on(
     assert sum(r["count"] for r in after) > 50
     # Seconds after the loss closed without waiting for the lost process.
     assert summary["seconds"]["late"] <= DETECT_S
+
+
+def test_a_guard_tripped_on_the_poll_thread_stops_the_run_early(
+    tmp_path: Path, nginx: Nginx, influxd: InfluxServer, sleepers: list[Path]
+) -> None:
+    """The guard is judged by the poll thread; the clock thread must stop the run and revert."""
+    load = """  user_classes: [{class: Idler}]
+  processes: 1
+  stages:
+    - {name: steady, duration: 40s, users: 10, spawn_rate: 10}"""
+    faults = f"""faults:
+  - {{name: pause-one, kind: process.pause, at: 1s, duration: 30s, target: {{pid_file: {sleepers[0]}}}}}
+guards:
+  - {{name: any-traffic, condition: rps > 1 for 3s}}"""
+    scenario = _scenario(tmp_path, "guard", nginx.url, influxd, load, faults)
+    began = time.monotonic()
+    code, output, summary = _run(scenario, tmp_path, "cl-guard")
+    assert code == 4, output[-3000:]
+    assert summary["verdict"] == "aborted"
+    assert summary["reason"].startswith("guard 'any-traffic' tripped: rps was "), summary["reason"]
+    [abort] = [e for e in summary["events"] if e["kind"] == "abort"]
+    assert 3 <= abort["offset"] < 10, abort
+    # the clock stopped within a moment of the trip: no later step ran, the pause was reverted
+    assert all(s["executed_s"] <= abort["offset"] + 0.5 for s in summary["step_timing"]), summary["step_timing"]
+    [revert] = [e for e in summary["events"] if e["kind"] == "fault" and e["state"] == "end"]
+    assert revert["offset"] - abort["offset"] < 1.0, revert
+    assert psutil.Process(int(sleepers[0].read_text())).status() != psutil.STATUS_STOPPED
+    assert time.monotonic() - began < 40  # not the 40 s the plan asked for, on top of start-up
