@@ -50,7 +50,7 @@ POLL_INTERVAL = 0.25  # how often the poll thread takes in windows (s)
 CLOCK_CHECK = 0.1  # the clock thread looks at guards and poll failures at least this often (s)
 SWITCH_INTERVAL = 0.001  # GIL hand-over during a run (s): bounds how long a step waits for the poll thread
 STEP_MARGIN = 0.05  # the poll thread starts no work that may run into a step due within 2 x its cost + this (s)
-STEP_GUARD_MAX = 1.0  # ... but never holds back for longer than this before a step (s)
+STEP_GUARD_MAX = 1.0  # ... but never holds a piece of work back for longer than this (s)
 CLOCK_NICE = -10  # the clock thread's niceness during a run, so that it wakes on time on a busy node
 STEP_OVERDUE = 1.0  # ... unless that step is this overdue: the clock thread is busy with a slow step (s)
 POLL_JOIN_TIMEOUT = 10.0  # how long the end of a run waits for a poll in progress (s)
@@ -312,12 +312,14 @@ class Orchestrator:
         for the CPU scheduler; so work that may overlap a step waits until the step is done.
         """
         guard = min(2 * self._work_cost + STEP_MARGIN, STEP_GUARD_MAX)
+        give_up = time.monotonic() + STEP_GUARD_MAX  # however dense the steps, the work gets done
         with self._clock:
             while not self._stop_poll.is_set():
-                ahead = self._next_due - time.monotonic()
-                if ahead > guard or ahead < -STEP_OVERDUE:
+                now = time.monotonic()
+                ahead = self._next_due - now
+                if ahead > guard or ahead < -STEP_OVERDUE or now >= give_up:
                     return
-                self._clock.wait(max(0.001, ahead + STEP_OVERDUE))
+                self._clock.wait(max(0.001, min(ahead + STEP_OVERDUE, give_up - now)))
 
     def _work(self, began: float) -> None:
         """Poll thread, after one piece of work: keep the estimate of what one costs (decaying max)."""
