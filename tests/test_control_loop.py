@@ -399,7 +399,8 @@ guards:
     assert summary["verdict"] == "aborted"
     assert summary["reason"].startswith("guard 'any-traffic' tripped: rps was "), summary["reason"]
     [abort] = [e for e in summary["events"] if e["kind"] == "abort"]
-    assert 3 <= abort["offset"] < 10, abort
+    # three whole epoch seconds with traffic; the first may begin before the run's start
+    assert 2 <= abort["offset"] < 10, abort
     # the clock stopped within a moment of the trip: no later step ran, the pause was reverted
     assert all(s["executed_s"] <= abort["offset"] + 0.5 for s in summary["step_timing"]), summary["step_timing"]
     [revert] = [e for e in summary["events"] if e["kind"] == "fault" and e["state"] == "end"]
