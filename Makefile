@@ -55,8 +55,8 @@ soak: setup
 	$(PY) benchmarks/soak.py $(SOAK_ARGS)
 
 lint: venv
-	$(VENV)/bin/ruff check harness tests locustfiles
-	$(VENV)/bin/ruff format --check harness tests locustfiles
+	$(VENV)/bin/ruff check harness tests locustfiles benchmarks
+	$(VENV)/bin/ruff format --check harness tests locustfiles benchmarks
 	$(VENV)/bin/mypy
 
 stop: venv

@@ -154,7 +154,9 @@ def cpu_snapshot() -> dict[int, tuple[str, float]]:
     return snapshot
 
 
-def cpu_split(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], seconds: float) -> dict[str, float]:
+def cpu_split(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], seconds: float
+) -> dict[str, float]:
     """Percent of one core used by each group between two snapshots (new processes count from 0)."""
     used: dict[str, float] = {}
     for pid, (group, total) in after.items():
@@ -296,8 +298,28 @@ results: {{url: "{influx_url}", database: bench}}
         "points_written": summary["results"]["points_written"],
         "points_dropped": summary["results"]["points_dropped"],
         "saturated_seconds": summary["seconds"]["saturated"],
+        "driver_cpu": driver_cpu(summary),
     }
     return Run("harness", round_, requests / seconds, requests, seconds, cpu, detail)
+
+
+def driver_cpu(summary: dict[str, Any]) -> dict[str, float]:
+    """What the driver's parts cost while the load ran, in percent of one core (from summary.json).
+
+    The driver process holds the clock thread, the poll thread (aggregator: window merges,
+    percentiles, SLOs and guards) and the results writer's thread.
+    """
+    timings = summary.get("timings", {})
+    window = timings.get("load_window_s") or 0.0
+    if not window:
+        return {}
+    parts = {
+        "driver_total": timings.get("driver_cpu_s", 0.0),
+        "clock": timings.get("clock_thread_cpu_s", 0.0),
+        "aggregator": timings.get("poll_thread_cpu_s", 0.0),
+        "writer": summary.get("results", {}).get("cpu_s", 0.0),
+    }
+    return {name: round(100 * seconds / window, 2) for name, seconds in parts.items()}
 
 
 # --------------------------------------------------------------------------- report
@@ -310,7 +332,9 @@ def _median(runs: list[Run]) -> float:
 def report(runs: list[Run], args: argparse.Namespace) -> dict[str, Any]:
     by_tool = {tool: [r for r in runs if r.tool == tool] for tool in ("wrk", "locust", "harness")}
     medians = {tool: _median(rs) for tool, rs in by_tool.items()}
-    table = Table(title=f"requests/s counted by nginx, {args.duration:g}s windows, {args.cores} cores, {args.users} users")
+    table = Table(
+        title=f"requests/s counted by nginx, {args.duration:g}s windows, {args.cores} cores, {args.users} users"
+    )
     for column in ("tool", "median", "range", "runs", "CPU % of one core by process group (median run)"):
         table.add_column(column)
     for tool, rs in by_tool.items():
@@ -321,11 +345,15 @@ def report(runs: list[Run], args: argparse.Namespace) -> dict[str, Any]:
         table.add_row(
             {"wrk": "A wrk", "locust": "B locust", "harness": "C harness"}[tool],
             f"{medians[tool]:,.0f}",
-            f"{min(r.rps for r in rs):,.0f}–{max(r.rps for r in rs):,.0f}",
+            f"{min(r.rps for r in rs):,.0f}-{max(r.rps for r in rs):,.0f}",
             str(len(rs)),
             cpu,
         )
     console.print(table)
+    for run in by_tool["harness"]:
+        if run.detail.get("driver_cpu"):
+            shares = ", ".join(f"{k} {v:g}" for k, v in run.detail["driver_cpu"].items())
+            console.print(f"round {run.round} harness driver, % of one core over the load window: {shares}")
     ratio_hl = medians["harness"] / medians["locust"] if medians["locust"] else None
     ratio_hw = medians["harness"] / medians["wrk"] if medians["wrk"] else None
     if ratio_hl is not None:

@@ -24,6 +24,7 @@ __all__ = [
     "ClosedSecond",
     "Endpoint",
     "EndpointStats",
+    "LateWindow",
     "ProcessHealth",
     "ProcessWindow",
     "WindowRecorder",
@@ -331,6 +332,9 @@ class ClosedSecond:
     endpoints: dict[Endpoint, EndpointStats]
     health: list[ProcessHealth]
     late: bool = False
+    # A late window's requests for a second that was already observed: totals take its
+    # requests but do not count the second again.
+    revision: bool = False
 
     def total(self, endpoint: str | None = None) -> EndpointStats:
         out = EndpointStats()
@@ -354,37 +358,62 @@ def matches_endpoint(key: Endpoint, selector: str) -> bool:
     return selector == name or selector == f"{method} {name}"
 
 
+@dataclass(frozen=True)
+class LateWindow:
+    """A window that arrived after its second was closed, as the orchestrator must apply it.
+
+    ``delta`` holds just this window's requests (a revision: feed it to the totals);
+    ``revised`` is the whole second with the window merged in, to be written again over
+    the second's earlier rows, or None when the second is older than the aggregator keeps.
+    """
+
+    delta: ClosedSecond
+    revised: ClosedSecond | None
+
+
 class Aggregator:
     """Merges windows from every process by second; a second closes when all have reported.
 
     A second also closes ``grace`` seconds after it ended even if a process is silent
-    (marked late), so one stuck process cannot stall the live view. Windows arriving for
-    an already-closed second are merged into ``late_windows`` and counted, never lost.
+    (marked late), so one stuck process cannot stall the live view. A window arriving for
+    an already-closed second is never lost: ``take_late()`` hands it out once, merged into
+    the closed second when that is one of the last ``keep`` closed seconds.
     """
 
-    def __init__(self, processes: Iterable[str], grace: float = 3.0) -> None:
+    def __init__(self, processes: Iterable[str], grace: float = 3.0, keep: int = 10) -> None:
         self.processes = set(processes)
         self.grace = grace
+        self.keep = keep
         self._seconds: dict[int, ClosedSecond] = {}
         self._reported: dict[int, set[str]] = {}
         self._closed_upto: int | None = None
-        self.late_windows: list[ProcessWindow] = []
+        self._recent: dict[int, ClosedSecond] = {}  # the last ``keep`` closed seconds, by second
+        self._late: list[ProcessWindow] = []
+        self.late_count = 0
 
     def add(self, window: ProcessWindow) -> None:
         if self._closed_upto is not None and window.second <= self._closed_upto:
-            self.late_windows.append(window)
+            self._late.append(window)
+            self.late_count += 1
             return
         current = self._seconds.get(window.second)
         if current is None:
             current = self._seconds[window.second] = ClosedSecond(window.second, {}, [])
-        for key, stats in window.endpoints.items():
-            mine = current.endpoints.get(key)
-            if mine is None:
-                current.endpoints[key] = stats
-            else:
-                mine.merge(stats)
-        current.health.append(window.health)
+        _merge_into(current, window)
         self._reported.setdefault(window.second, set()).add(window.process)
+
+    def take_late(self) -> list[LateWindow]:
+        """Late windows received since the last call, each merged into its kept second."""
+        out = []
+        for window in self._late:
+            delta = ClosedSecond(window.second, {}, [], late=True, revision=True)
+            _merge_into(delta, window)
+            revised = self._recent.get(window.second)
+            if revised is not None:
+                _merge_into(revised, window, own=False)
+            out.append(LateWindow(delta, revised))
+        self._late = []
+        return out
 
     def close_ready(self, now: float) -> list[ClosedSecond]:
         """Seconds every process has finished, plus any older than ``grace``; in order."""
@@ -405,7 +434,24 @@ class Aggregator:
         self._reported.pop(second, None)
         closed.late = late
         self._closed_upto = second if self._closed_upto is None else max(self._closed_upto, second)
+        self._recent[second] = closed
+        while len(self._recent) > self.keep:
+            del self._recent[min(self._recent)]
         return closed
+
+
+def _merge_into(closed: ClosedSecond, window: ProcessWindow, own: bool = True) -> None:
+    """Merge a window's statistics into a second; ``own``: the window is not used elsewhere,
+    so its statistics may become the second's own (no copy of the histogram)."""
+    for key, stats in window.endpoints.items():
+        mine = closed.endpoints.get(key)
+        if mine is None and own:
+            closed.endpoints[key] = stats
+            continue
+        if mine is None:
+            mine = closed.endpoints[key] = EndpointStats()
+        mine.merge(stats)
+    closed.health.append(window.health)
 
 
 @dataclass
@@ -416,7 +462,8 @@ class WindowTotals:
     seconds: int = 0
 
     def add(self, closed: ClosedSecond) -> None:
-        self.seconds += 1
+        if not closed.revision:
+            self.seconds += 1
         for key, stats in closed.endpoints.items():
             mine = self.endpoints.get(key)
             if mine is None:

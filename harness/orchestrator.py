@@ -33,7 +33,7 @@ from harness.expressions import format_duration
 from harness.load.generator import GeneratorSpec, LoadGenerator
 from harness.load.placement import Placement, place_generators
 from harness.load.protocol import Command
-from harness.metrics import Aggregator, ClosedSecond, Endpoint, parse_window
+from harness.metrics import Aggregator, ClosedSecond, Endpoint, LateWindow, parse_window
 from harness.points import event_point, load_point, request_points, run_point, slo_points
 from harness.results.lineproto import Point
 from harness.scenario import RateStage
@@ -152,7 +152,7 @@ class Orchestrator:
         self._drains: dict[int, tuple[ray.ObjectRef, float]] = {}  # generator index -> (ref, monotonic time sent)
         self._commands: list[_PendingCommand] = []
         self._stage_events: dict[int, tuple[StepRecord, dict[str, Any]]] = {}
-        self._late_fed = 0
+        self.late_requests_unwritten = 0
         # The clock thread and the poll thread share the step log, pending commands, stage
         # events, the event list and the active faults; each holds this lock only briefly.
         self._lock = threading.RLock()
@@ -271,6 +271,7 @@ class Orchestrator:
         switch = sys.getswitchinterval()
         sys.setswitchinterval(SWITCH_INTERVAL)
         niceness = _set_thread_niceness(CLOCK_NICE)
+        clock_cpu, process_cpu = time.thread_time(), time.process_time()
         try:
             self.start_mono = time.monotonic()
             self.start_epoch = time.time()
@@ -296,6 +297,10 @@ class Orchestrator:
             _set_thread_niceness(niceness)
             self._stop_polling()
             sys.setswitchinterval(switch)
+            # What the harness cost while the load ran (the writer's own share is in "results").
+            self.timings["clock_thread_cpu_s"] = round(time.thread_time() - clock_cpu, 3)
+            self.timings["driver_cpu_s"] = round(time.process_time() - process_cpu, 3)
+            self.timings["load_window_s"] = round(time.monotonic() - self.start_mono, 3)
         self._raise_poll_failure()
 
     def _announce(self, pending: list[Step]) -> None:
@@ -657,11 +662,28 @@ class Orchestrator:
             began = time.monotonic()
             self._on_second(second)
             self._work(began)
-        # Windows that came after their second closed still say how their process was doing.
-        late = self.aggregator.late_windows
-        for window in late[self._late_fed :]:
-            self.delivery.observe_health(window.second, window.health)
-        self._late_fed = len(late)
+        for late in self.aggregator.take_late():
+            self._on_late(late)
+
+    def _on_late(self, late: LateWindow) -> None:
+        """A window that came after its second closed: nothing of it is lost.
+
+        Its requests join the run's totals and SLO windows (without counting the second
+        twice) and its health the delivery rules. When the aggregator still keeps that
+        second, the second's rows are written again, merged, over the earlier ones (same
+        series and time: InfluxDB keeps the last), so InfluxDB and summary.json agree;
+        otherwise its requests are counted in ``late_requests_unwritten``.
+        """
+        assert self.book is not None and self.ledger is not None and self.delivery is not None
+        delta = late.delta
+        for health in delta.health:
+            self.delivery.observe_health(delta.second, health)
+        self.book.observe(delta)
+        self.ledger.observe(delta)
+        if late.revised is not None:
+            self._write(list(request_points(self.run_id, self.scenario.name, late.revised, self.endpoints)))
+        else:
+            self.late_requests_unwritten += delta.total().count
 
     def _on_second(self, closed: ClosedSecond) -> None:
         assert self.book is not None and self.ledger is not None and self.delivery is not None
@@ -798,6 +820,8 @@ class Orchestrator:
                 "short": self.delivery.short_seconds() if self.delivery else 0,
                 "late": self.late_seconds,
             },
+            "late_windows": self.aggregator.late_count if self.aggregator else 0,
+            "late_requests_unwritten": self.late_requests_unwritten,
             "lost_generators": self.lost_report,
             "delivery": {
                 "sustained_seconds": SUSTAINED_SECONDS,

@@ -112,9 +112,10 @@ class RunLedger:
 
     def observe(self, closed: ClosedSecond) -> None:
         offset = closed.second + 0.5 - self.start_epoch
-        if self.first_second is None:
-            self.first_second = closed.second
-        self.last_second = closed.second
+        if not closed.revision:
+            if self.first_second is None:
+                self.first_second = closed.second
+            self.last_second = closed.second
         for name, spans in self._refs.items():
             # The run window takes every second, including a partial last one.
             if name == "run" or any(span.contains(offset) for span in spans):

@@ -205,23 +205,43 @@ def test_after_the_grace_the_late_second_and_the_complete_ones_behind_it_close_t
 
 
 def test_late_windows_for_closed_seconds_are_kept_not_lost() -> None:
-    aggregator = Aggregator(["a", "b"], grace=1.0)
+    aggregator = Aggregator(["a", "b"], grace=1.0, keep=2)
+    aggregator.add(window("a", 299, [1000] * 3))
+    aggregator.add(window("b", 299, [1000]))
     aggregator.add(window("a", 300, [1000] * 4))
     aggregator.add(window("a", 301, [1000]))
     aggregator.add(window("b", 301, [1000]))
     closed = aggregator.close_ready(now=302.0)
-    assert [(c.second, c.late) for c in closed] == [(300, True), (301, False)]
+    assert [(c.second, c.late) for c in closed] == [(299, False), (300, True), (301, False)]
+    assert aggregator.take_late() == []
+    totals = WindowTotals()
+    for second in closed:
+        totals.add(second)
 
-    straggler = window("b", 300, [7000] * 6, failure="timeout")
-    aggregator.add(straggler)
-    older = window("a", 299, [1000] * 2)
-    aggregator.add(older)
-    assert aggregator.late_windows == [straggler, older]
-    kept = aggregator.late_windows[0].endpoints[("GET", "/item")]
-    assert kept.count == 6
-    assert kept.failures == Counter({"timeout": 6})
-    assert kept.latency_ms()["max"] == pytest.approx(7.0, rel=1e-3)
-    # The closed second is not reopened or emitted again.
+    aggregator.add(window("b", 300, [7000] * 6, failure="timeout"))
+    aggregator.add(window("a", 299, [1000] * 2))  # older than the two seconds kept
+    assert aggregator.late_count == 2
+    straggler, older = aggregator.take_late()
+    assert aggregator.take_late() == []
+    # The straggler's own requests, to be added to the totals without counting the second twice.
+    delta = straggler.delta.endpoints[("GET", "/item")]
+    assert (straggler.delta.second, straggler.delta.revision) == (300, True)
+    assert delta.count == 6
+    assert delta.failures == Counter({"timeout": 6})
+    assert delta.latency_ms()["max"] == pytest.approx(7.0, rel=1e-3)
+    # The whole second, revised, to be written again over its earlier rows.
+    assert straggler.revised is closed[1]
+    revised = straggler.revised.endpoints[("GET", "/item")]
+    assert (revised.count, revised.failed) == (10, 6)
+    assert revised.latency_ms()["p50"] == pytest.approx(7.0, rel=1e-3)
+    assert [h.process for h in straggler.revised.health] == ["a", "b"]
+    # Too old to revise: its requests still reach the totals.
+    assert older.revised is None
+    assert older.delta.total().count == 2
+    totals.add(straggler.delta)
+    totals.add(older.delta)
+    assert (totals.seconds, totals.total().count) == (3, 4 + 4 + 2 + 6 + 2)
+    # No closed second is reopened or emitted again.
     assert aggregator.close_ready(now=400.0) == []
     assert aggregator.close_all() == []
 
