@@ -48,6 +48,7 @@ from throughput import (
     cpu_snapshot,
     cpu_split,
     free_port,
+    full_rate_scenario,
     handled,
     nginx,
     stop,
@@ -107,32 +108,11 @@ def _slope_mb_per_min(samples: list[Sample], value: Any) -> float:
     return sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / denominator if denominator else 0.0
 
 
-def _scenario(path: Path, url: str, influx_url: str, args: argparse.Namespace, seconds: float) -> None:
-    path.write_text(
-        f"""
-name: soak
-target: {{base_url: "{url}"}}
-load:
-  locustfile: {HERE / "locustfile.py"}
-  user_classes: [{{class: Hammer}}]
-  processes: {args.processes}
-  stages:
-    - {{name: full, duration: {seconds:.0f}s, users: {args.users}, spawn_rate: {args.users}}}
-slos:
-  - {{name: latency, objective: "p99 < 1s", window: run}}
-  - {{name: errors, objective: "error_rate < 1%", window: steady}}
-guards:
-  - {{name: meltdown, condition: "error_rate > 50% for 5s"}}
-results: {{url: "{influx_url}", database: soak}}
-""".lstrip()
-    )
-
-
 def soak(args: argparse.Namespace, workdir: Path, url: str, influx: EmbeddedInflux) -> dict[str, Any]:
     """Run harness once for warm-up + duration and sample every interval; return the record."""
     seconds = args.warmup + args.duration + 5
     scenario = workdir / "soak.yaml"
-    _scenario(scenario, url, influx.url, args, seconds)
+    scenario.write_text(full_rate_scenario("soak", url, influx.url, args.processes, args.users, seconds))
     influxd = psutil.Process(influx.pid) if influx.pid else None
     run_id = f"soak-{int(time.time())}"
     env = {**os.environ, "HARNESS_RUNS_DIR": str(workdir / "runs"), "HARNESS_DATA_DIR": str(workdir / "data")}

@@ -253,27 +253,31 @@ def run_locust(url: str, args: argparse.Namespace, round_: int, workdir: Path) -
     return Run("locust", round_, requests / seconds, requests, seconds, cpu)
 
 
-def run_harness(url: str, args: argparse.Namespace, round_: int, workdir: Path, influx_url: str) -> Run:
-    total = args.warmup + args.duration + 8
-    scenario = workdir / f"bench-{round_}.yaml"
-    scenario.write_text(
-        f"""
-name: bench
+def full_rate_scenario(name: str, url: str, influx_url: str, processes: int, users: int, seconds: float) -> str:
+    """The harness scenario equivalent to plain Locust with the same users: Hammer, no think
+    time, with the SLOs, guard and InfluxDB writes a real run has (so their cost is counted)."""
+    return f"""
+name: {name}
 target: {{base_url: "{url}"}}
 load:
   locustfile: {HERE / "locustfile.py"}
   user_classes: [{{class: Hammer}}]
-  processes: {args.cores}
+  processes: {processes}
   stages:
-    - {{name: full, duration: {total:.0f}s, users: {args.users}, spawn_rate: {args.users}}}
+    - {{name: full, duration: {seconds:.0f}s, users: {users}, spawn_rate: {users}}}
 slos:
   - {{name: latency, objective: "p99 < 1s", window: run}}
   - {{name: errors, objective: "error_rate < 1%", window: steady}}
 guards:
   - {{name: meltdown, condition: "error_rate > 50% for 5s"}}
-results: {{url: "{influx_url}", database: bench}}
-"""
-    )
+results: {{url: "{influx_url}", database: {name}}}
+""".lstrip()
+
+
+def run_harness(url: str, args: argparse.Namespace, round_: int, workdir: Path, influx_url: str) -> Run:
+    total = args.warmup + args.duration + 8
+    scenario = workdir / f"bench-{round_}.yaml"
+    scenario.write_text(full_rate_scenario("bench", url, influx_url, args.cores, args.users, total))
     env = {**os.environ, "HARNESS_RUNS_DIR": str(workdir / "runs"), "HARNESS_DATA_DIR": str(workdir / "data")}
     run_id = f"bench-{round_}-{int(time.time())}"
     log = open(workdir / f"harness-{round_}.log", "w")  # noqa: SIM115

@@ -9,7 +9,6 @@ every raw latency.
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from typing import Any
 import pytest
 
 from harness.demo.control import DemoInfo, down, up
+from tests.ground_truth import hdr_close, nearest_rank
 
 pytestmark = pytest.mark.slow
 
@@ -167,16 +167,6 @@ def test_failures_rise_during_kill_and_recover(main_run: dict[str, Any]) -> None
     assert sum(r["failures"] for r in after) == 0, after
 
 
-def _nearest_rank(values: list[int], percentile: float) -> float:
-    ordered = sorted(values)
-    rank = max(1, math.ceil(percentile / 100 * len(ordered)))
-    return ordered[rank - 1] / 1000.0
-
-
-def _close(hdr_ms: float, truth_ms: float) -> bool:
-    return abs(hdr_ms - truth_ms) <= truth_ms * 0.002 + 0.002
-
-
 def test_percentiles_equal_raw_latency_ground_truth(main_run: dict[str, Any]) -> None:
     influxd, summary, raw = main_run["influxd"], main_run["summary"], main_run["raw"]
     files = list(raw.glob("raw-*.log"))
@@ -196,15 +186,15 @@ def test_percentiles_equal_raw_latency_ground_truth(main_run: dict[str, Any]) ->
         values = per_second[key]
         assert len(values) == row["count"], key
         for field, pct in (("p50", 50), ("p90", 90), ("p99", 99), ("p999", 99.9), ("max", 100)):
-            assert _close(row[field], _nearest_rank(values, pct)), (key, field, row[field], _nearest_rank(values, pct))
+            assert hdr_close(row[field], nearest_rank(values, pct)), (key, field, row[field], nearest_rank(values, pct))
         checked += 1
     assert checked > 20
     for endpoint in summary["endpoints"]:
         values = per_endpoint[(endpoint["method"], endpoint["name"])]
         assert len(values) == endpoint["requests"]
         for field, pct in (("p50_ms", 50), ("p90_ms", 90), ("p99_ms", 99), ("p999_ms", 99.9)):
-            assert _close(endpoint[field], _nearest_rank(values, pct)), (endpoint["name"], field)
-        assert _close(endpoint["max_ms"], max(values) / 1000.0)
+            assert hdr_close(endpoint[field], nearest_rank(values, pct)), (endpoint["name"], field)
+        assert hdr_close(endpoint["max_ms"], max(values) / 1000.0)
 
 
 def test_breach_scenario_fails_and_names_the_slo(tmp_path: Path, demo: DemoInfo, influxd: Any) -> None:

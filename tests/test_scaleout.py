@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -37,6 +36,7 @@ import psutil
 import pytest
 
 from harness.demo.control import DemoInfo, down, up
+from tests.ground_truth import PERCENTILES, hdr_close, nearest_rank
 
 pytestmark = pytest.mark.slow
 
@@ -222,19 +222,6 @@ def _summary(tmp: Path, run_id: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------- ground truth
 
 
-def _nearest_rank(values: list[int], percentile: float) -> float:
-    ordered = sorted(values)
-    rank = max(1, math.ceil(percentile / 100 * len(ordered)))
-    return ordered[rank - 1] / 1000.0
-
-
-def _close(hdr_ms: float, truth_ms: float) -> bool:
-    """HDR with 3 significant digits: a value's bucket is within 1/1024 of it (plus 1 us of rounding)."""
-    return abs(hdr_ms - truth_ms) <= truth_ms * 0.002 + 0.002
-
-
-PERCENTILES = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p999", 99.9))
-
 SPREAD_LOAD = """  processes: 2
   stages:
     - {name: ramp, duration: 3s, users: 40, spawn_rate: 40}
@@ -293,9 +280,9 @@ def test_generators_spread_across_nodes_and_merge_is_exact(
         values = per_second[key]
         assert len(values) == row["count"], key
         for field, pct in PERCENTILES:
-            truth = _nearest_rank(values, pct)
-            assert _close(row[field], truth), (key, field, row[field], truth)
-        assert _close(row["max"], max(values) / 1000.0), (key, "max", row["max"], max(values))
+            truth = nearest_rank(values, pct)
+            assert hdr_close(row[field], truth), (key, field, row[field], truth)
+        assert hdr_close(row["max"], max(values) / 1000.0), (key, "max", row["max"], max(values))
         checked += 1
     assert checked >= 20, checked
     assert {(e["method"], e["name"]) for e in summary["endpoints"]} == set(per_endpoint)
@@ -303,9 +290,9 @@ def test_generators_spread_across_nodes_and_merge_is_exact(
         values = per_endpoint[(endpoint["method"], endpoint["name"])]
         assert len(values) == endpoint["requests"]
         for field, pct in PERCENTILES:
-            truth = _nearest_rank(values, pct)
-            assert _close(endpoint[f"{field}_ms"], truth), (endpoint["name"], field, endpoint[f"{field}_ms"], truth)
-        assert _close(endpoint["max_ms"], max(values) / 1000.0), (endpoint["name"], "max")
+            truth = nearest_rank(values, pct)
+            assert hdr_close(endpoint[f"{field}_ms"], truth), (endpoint["name"], field, endpoint[f"{field}_ms"], truth)
+        assert hdr_close(endpoint["max_ms"], max(values) / 1000.0), (endpoint["name"], "max")
 
 
 def test_placement_that_cannot_be_satisfied_fails_fast_with_what_the_cluster_has(cluster: Any) -> None:
