@@ -19,6 +19,20 @@ its last line. The rules every writer follows, and what a reader may therefore r
 Appends take an exclusive ``flock`` on the file and write each line with a single
 ``write(2)`` on an ``O_APPEND`` descriptor, so an agent's threads, a watchdog and
 ``harness recover`` may append to the same journal at once.
+
+**Leases.** A fault injected by a chaos agent carries ``lease_until`` (epoch seconds, this
+node's clock) on its records, written with ``injecting``. The orchestrator's heartbeat then
+extends the lease of the whole run by rewriting a side file, ``<run_id>.lease``, atomically
+(write a temporary file, ``rename(2)`` it over the old one). A fault's lease is the later of
+its records' ``lease_until`` and the side file's; once that is in the past, the node's
+watchdog (:mod:`harness.chaos.watchdog`) reverts the fault. Renewals live in the side file,
+not the journal, so that the journal stays a short history of state changes, each fsynced
+line meaning something, instead of growing by a line a second per run; and a lost or torn
+side file can only make a lease *shorter* (the reader falls back to the journal's own
+``lease_until``), so its loss errs towards reverting, never towards leaving a fault behind.
+The side file is not fsynced: after a machine crash every paused process is gone anyway.
+A fault without ``lease_until`` (journaled by ``inject`` called directly, not by an agent)
+has no lease; the watchdog leaves it to ``harness recover``.
 """
 
 from __future__ import annotations
@@ -39,12 +53,13 @@ from typing import Any
 
 from harness import paths
 
-__all__ = ["DONE_SUFFIX", "FaultRecord", "FaultState", "Journal", "all_outstanding", "journals"]
+__all__ = ["DONE_SUFFIX", "LEASE_SUFFIX", "FaultRecord", "FaultState", "Journal", "all_outstanding", "journals"]
 
 log = logging.getLogger(__name__)
 
 SUFFIX = ".jsonl"
 DONE_SUFFIX = ".jsonl.done"
+LEASE_SUFFIX = ".lease"
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
 
 
@@ -74,6 +89,8 @@ class FaultRecord:
     pids: list[int] = field(default_factory=list)
     details: dict[str, str | int] = field(default_factory=dict)
     time: float = field(default_factory=time.time)
+    #: Epoch seconds until which the fault's lease runs without renewal; None: not leased.
+    lease_until: float | None = None
 
     @property
     def outstanding(self) -> bool:
@@ -102,6 +119,8 @@ class FaultRecord:
             "details": dict(self.details),
             "time": self.time,
         }
+        if self.lease_until is not None:
+            data["lease_until"] = self.lease_until
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     @classmethod
@@ -111,6 +130,9 @@ class FaultRecord:
         if not isinstance(data, dict):
             raise ValueError("a journal line must be a JSON object")
         pids = data.get("pids", [])
+        lease = data.get("lease_until")
+        if lease is not None and (not isinstance(lease, int | float) or isinstance(lease, bool)):
+            raise ValueError("lease_until must be a number")
         details = data.get("details", {})
         if not isinstance(pids, list) or not all(isinstance(p, int) and not isinstance(p, bool) for p in pids):
             raise ValueError("pids must be a list of integers")
@@ -126,6 +148,7 @@ class FaultRecord:
             pids=pids,
             details={str(k): v for k, v in details.items()},
             time=float(data["time"]),
+            lease_until=float(lease) if lease is not None else None,
         )
 
 
@@ -143,6 +166,7 @@ class Journal:
         self.run_id = run_id
         self.directory = Path(directory) if directory is not None else paths.journal_dir()
         self.path = self.directory / f"{run_id}{SUFFIX}"
+        self.lease_path = self.directory / f"{run_id}{LEASE_SUFFIX}"
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -222,8 +246,45 @@ class Journal:
                 self.path.unlink()
             else:
                 os.replace(self.path, done)
+            with contextlib.suppress(FileNotFoundError):
+                self.lease_path.unlink()  # nothing is outstanding: no lease to keep
             _fsync_dir(self.directory)
             return True
+
+    def renew(self, until: float) -> None:
+        """Extend the lease of every fault of this run to ``until`` (epoch seconds); idempotent.
+
+        Rewrites ``<run_id>.lease`` atomically, so a reader sees the old or the new expiry,
+        never a torn one. Never shortens a lease a fault's records already carry: the reader
+        takes the later of the two. Cheap enough to call every second (no fsync).
+        """
+        self.directory.mkdir(parents=True, exist_ok=True)
+        temporary = self.directory / f".{self.run_id}{LEASE_SUFFIX}.{os.getpid()}.{threading.get_ident()}"
+        temporary.write_text(json.dumps({"run_id": self.run_id, "lease_until": until}), encoding="utf-8")
+        os.replace(temporary, self.lease_path)
+
+    def renewed_until(self) -> float | None:
+        """The run's lease from its side file, or None if there is none (or it is unreadable)."""
+        try:
+            data: Any = json.loads(self.lease_path.read_text(encoding="utf-8"))
+            value = data["lease_until"]
+            return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("%s: unreadable lease file, ignored (%s)", self.lease_path, exc)
+            return None
+
+    def lease_expiry(self, record: FaultRecord) -> float | None:
+        """When ``record``'s fault lease lapses (epoch seconds); None when the fault is not leased.
+
+        The later of the fault's own ``lease_until`` and the run's renewal; a renewal alone
+        does not lease a fault that was journaled without one.
+        """
+        if record.lease_until is None:
+            return None
+        renewed = self.renewed_until()
+        return record.lease_until if renewed is None else max(record.lease_until, renewed)
 
     # ------------------------------------------------------------ reading
 

@@ -309,7 +309,12 @@ def _signal_for(fault: ProcessFault) -> int:
 
 
 def inject(
-    fault: ProcessFault, run_id: str, journal: Journal, *, protected: Iterable[tuple[int, float]] = ()
+    fault: ProcessFault,
+    run_id: str,
+    journal: Journal,
+    *,
+    protected: Iterable[tuple[int, float]] = (),
+    lease_until: float | None = None,
 ) -> FaultRecord:
     """Apply ``fault`` now and return its ``injected`` record.
 
@@ -323,6 +328,10 @@ def inject(
     If some target cannot be signalled, a pause is undone on the ones already stopped and
     journaled as reverted; a kill (which cannot be undone) is journaled as injected with the
     errors in its details. Either way ``FaultError`` is raised naming the fault and reason.
+
+    ``lease_until`` (epoch seconds) leases the fault: it is written with ``injecting``, and
+    the node's watchdog reverts the fault once the lease (renewed through
+    :meth:`Journal.renew`) lapses. Without it the fault is not leased.
     """
     if run_id != journal.run_id:
         raise ValueError(f"journal of run {journal.run_id!r} given for run {run_id!r}")
@@ -356,6 +365,7 @@ def inject(
             state=FaultState.INJECTING,
             pids=[p.pid for p in targets],
             details=details,
+            lease_until=lease_until,
         )
         journal.append(record)
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.chaos.journal import FaultRecord, FaultState, journals
+from harness.chaos.journal import FaultRecord, FaultState, Journal, journals
 from harness.chaos.process import KILL, PAUSE, revert
 from harness.errors import FaultError
 
-__all__ = ["RecoverFailed", "recover"]
+__all__ = ["RecoverFailed", "recover", "revert_outstanding"]
 
 
 class RecoverFailed(FaultError):
@@ -43,17 +43,25 @@ def recover(journal_dir: str | Path | None = None) -> list[str]:
     for journal in journals(journal_dir):
         for record in journal.outstanding():
             try:
-                revert(record, journal)
+                lines.append(revert_outstanding(record, journal))
             except FaultError as exc:
                 failed = True
                 lines.append(f"{_name(record)}: FAILED to revert: {exc}")
-                continue
-            final = journal.latest(record.fault_name) or record
-            lines.append(f"{_name(record)}: {_what_was_done(record, final)}")
         journal.retire()
     if failed:
         raise RecoverFailed(lines)
     return lines
+
+
+def revert_outstanding(record: FaultRecord, journal: Journal) -> str:
+    """Revert one outstanding fault, journal it, and say what was done in one line.
+
+    The one revert path of ``harness recover`` and the watchdog. Raises ``FaultError`` when
+    the fault could not be reverted (it is then journaled as ``revert_failed``).
+    """
+    revert(record, journal)
+    final = journal.latest(record.fault_name) or record
+    return f"{_name(record)}: {_what_was_done(record, final)}"
 
 
 def _name(record: FaultRecord) -> str:
