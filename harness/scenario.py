@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import re
 import signal
 import typing
 from collections.abc import Iterator
@@ -46,14 +47,20 @@ from harness.expressions import (
 
 __all__ = [
     "MAX_SCENARIO_BYTES",
+    "DeploymentTarget",
     "Fault",
     "Guard",
+    "KubernetesPodKillFault",
+    "KubernetesScaleFault",
     "Load",
+    "PodKillParams",
+    "PodTarget",
     "ProcessKillFault",
     "ProcessPauseFault",
     "ProcessTarget",
     "RateStage",
     "Results",
+    "Safety",
     "Scenario",
     "Slo",
     "Target",
@@ -191,7 +198,6 @@ class _FaultBase(_Model):
     recovery: Duration = Field(
         default=0.0, description="Seconds after the fault window that are excluded from the steady window."
     )
-    target: ProcessTarget = Field(description="What the fault acts on.")
     description: str = Field(default="", description="Free text shown in plans and Grafana annotations.")
 
 
@@ -199,6 +205,7 @@ class ProcessKillFault(_FaultBase):
     """Send a signal (SIGKILL by default) to the target process(es) at ``at``."""
 
     kind: Literal["process.kill"] = Field(description="Fault kind.")
+    target: ProcessTarget = Field(description="Which process(es) the fault acts on.")
     params: KillParams = Field(default_factory=KillParams, description="Kill parameters.")
 
 
@@ -206,14 +213,158 @@ class ProcessPauseFault(_FaultBase):
     """SIGSTOP the target at ``at``, SIGCONT it at ``at + duration``."""
 
     kind: Literal["process.pause"] = Field(description="Fault kind.")
+    target: ProcessTarget = Field(description="Which process(es) the fault acts on.")
     params: PauseParams = Field(default_factory=PauseParams, description="No parameters.")
 
 
-FAULT_KINDS: dict[str, type[_FaultBase]] = {"process.kill": ProcessKillFault, "process.pause": ProcessPauseFault}
+# ---------------------------------------------------------------- Kubernetes faults
+
+# Kubernetes object names: a namespace is a DNS-1123 label, a deployment a DNS-1123 subdomain.
+KubeNamespace = Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")]
+KubeObjectName = Annotated[
+    str,
+    Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"),
+]
+
+_LABEL_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+_LABEL_KEY = rf"([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?{_LABEL_NAME}"
+_LABEL_VALUE = rf"({_LABEL_NAME})?"
+_EXISTS = re.compile(rf"^!?\s*{_LABEL_KEY}$")
+_EQUALITY = re.compile(rf"^{_LABEL_KEY}\s*(==|=|!=)\s*{_LABEL_VALUE}$")
+_SET = re.compile(rf"^{_LABEL_KEY}\s+(in|notin)\s*\((?P<values>[^()]*)\)$")
+_VALUE = re.compile(rf"^{_LABEL_VALUE}$")
+
+
+def split_label_selector(selector: str) -> list[str]:
+    """The requirements of a label selector: split on commas outside parentheses, stripped."""
+    parts: list[str] = []
+    depth, start = 0, 0
+    for i, char in enumerate(selector):
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == "," and depth == 0:
+            parts.append(selector[start:i].strip())
+            start = i + 1
+    parts.append(selector[start:].strip())
+    return parts
+
+
+def _label_selector(value: str) -> str:
+    """Check a label selector in the syntax the API server takes; the string is passed on as written.
+
+    Supported requirements, comma-separated (all must hold): ``key=value`` (or ``==``),
+    ``key!=value``, ``key in (a,b)``, ``key notin (a,b)``, ``key`` (exists), ``!key``.
+    Checked here so a typo is a located scenario error, not a 400 from the cluster mid-run.
+    An empty selector (every pod in the namespace) is refused on purpose.
+    """
+    if not value.strip():
+        raise ValueError("an empty selector would match every pod in the namespace; name at least one label")
+    if value.count("(") != value.count(")"):
+        raise ValueError(f"unbalanced parentheses in selector '{value}'")
+    for requirement in split_label_selector(value):
+        if not requirement:
+            raise ValueError(f"empty requirement in selector '{value}' (two commas, or a trailing comma)")
+        if _EXISTS.match(requirement) or _EQUALITY.match(requirement):
+            continue
+        match = _SET.match(requirement)
+        if match is None:
+            raise ValueError(
+                f"'{requirement}' is not a label requirement; use key=value, key!=value, "
+                "key in (a,b), key notin (a,b), key or !key"
+            )
+        values = [v.strip() for v in match["values"].split(",")]
+        if not values or not all(v and _VALUE.match(v) for v in values):
+            raise ValueError(f"'{requirement}': the set needs one or more valid label values")
+    return value
+
+
+class PodTarget(_Model):
+    """The pods a ``kubernetes.pod_kill`` chooses from: a label selector in one namespace."""
+
+    namespace: KubeNamespace = Field(
+        description="Namespace of the pods; it must carry the opt-in label harness.io/chaos=enabled."
+    )
+    selector: Annotated[str, AfterValidator(_label_selector)] = Field(
+        description="Label selector as the API takes it, e.g. 'app=payments,tier in (web,api)'; not empty."
+    )
+
+
+class DeploymentTarget(_Model):
+    """The deployment a ``kubernetes.scale`` fault scales to zero and back."""
+
+    namespace: KubeNamespace = Field(
+        description="Namespace of the deployment; it must carry the opt-in label harness.io/chaos=enabled."
+    )
+    deployment: KubeObjectName = Field(description="Name of the Deployment.")
+
+
+class PodKillParams(_Model):
+    """How many of the matching pods are deleted (with gracePeriodSeconds=0)."""
+
+    mode: Literal["one", "all", "fixed", "percent"] = Field(
+        default="one",
+        description="one pod, all pods, a fixed count (params.count) or a percent of them (params.percent).",
+    )
+    count: int | None = Field(
+        default=None, ge=1, le=100_000, description="Pods to delete with mode fixed (all of them if fewer match)."
+    )
+    percent: float | None = Field(
+        default=None,
+        gt=0,
+        le=100,
+        description="Share of matching pods to delete with mode percent, rounded up: 50% of 3 pods is 2.",
+    )
+    seed: str | None = Field(
+        default=None,
+        max_length=200,
+        description="Seed of the pod choice (the same seed and pods give the same choice); default: the fault name.",
+    )
+
+
+class ScaleParams(_Model):
+    pass
+
+
+class KubernetesPodKillFault(_FaultBase):
+    """Delete the selected pods with gracePeriodSeconds=0 at ``at``; their controller recreates them."""
+
+    kind: Literal["kubernetes.pod_kill"] = Field(description="Fault kind.")
+    target: PodTarget = Field(description="Namespace and label selector of the pods.")
+    params: PodKillParams = Field(default_factory=PodKillParams, description="Which of the matching pods.")
+
+
+class KubernetesScaleFault(_FaultBase):
+    """Scale a deployment to 0 replicas at ``at``, back to the recorded count at ``at + duration``."""
+
+    kind: Literal["kubernetes.scale"] = Field(description="Fault kind.")
+    target: DeploymentTarget = Field(description="Namespace and name of the deployment.")
+    params: ScaleParams = Field(default_factory=ScaleParams, description="No parameters.")
+
+
+FAULT_KINDS: dict[str, type[_FaultBase]] = {
+    "process.kill": ProcessKillFault,
+    "process.pause": ProcessPauseFault,
+    "kubernetes.pod_kill": KubernetesPodKillFault,
+    "kubernetes.scale": KubernetesScaleFault,
+}
 Fault = Annotated[
-    Annotated[ProcessKillFault, Tag("process.kill")] | Annotated[ProcessPauseFault, Tag("process.pause")],
+    Annotated[ProcessKillFault, Tag("process.kill")]
+    | Annotated[ProcessPauseFault, Tag("process.pause")]
+    | Annotated[KubernetesPodKillFault, Tag("kubernetes.pod_kill")]
+    | Annotated[KubernetesScaleFault, Tag("kubernetes.scale")],
     Field(discriminator="kind"),
 ]
+
+
+class Safety(_Model):
+    """What faults may act on, beyond the target hosts. The kubeconfig itself comes from $KUBECONFIG."""
+
+    allowed_contexts: list[Annotated[str, Field(min_length=1, max_length=253)]] = Field(
+        default_factory=list,
+        description="Kube contexts (names in the kubeconfig) Kubernetes faults may act in; required for them.",
+    )
 
 
 class Slo(_Model):
@@ -277,6 +428,7 @@ class Scenario(_Model):
     slos: list[Slo] = Field(default_factory=list, description="Objectives that decide the verdict.")
     guards: list[Guard] = Field(default_factory=list, description="Abort conditions evaluated every second.")
     results: Results = Field(default_factory=Results, description="Results destination.")
+    safety: Safety = Field(default_factory=Safety, description="Allow-lists for faults (kube contexts).")
 
     # Filled in by load_scenario; excluded from the schema and from equality.
     source: str = Field(default="", exclude=True, description="Path of the file this came from.")
@@ -544,9 +696,20 @@ def _cross_checks(scenario: Scenario) -> Iterator[tuple[Path_, str]]:
             )
         if fault.kind == "process.pause" and fault.duration <= 0:
             yield ("faults", i, "duration"), "a pause needs a positive duration"
-        targets = [t for t in (fault.target.pid_file, fault.target.pattern) if t]
-        if len(targets) != 1:
-            yield ("faults", i, "target"), "give exactly one of pid_file or pattern"
+        if isinstance(fault, ProcessKillFault | ProcessPauseFault):
+            targets = [t for t in (fault.target.pid_file, fault.target.pattern) if t]
+            if len(targets) != 1:
+                yield ("faults", i, "target"), "give exactly one of pid_file or pattern"
+        if isinstance(fault, KubernetesPodKillFault):
+            yield from _pod_kill_checks(i, fault.params)
+        if isinstance(fault, KubernetesScaleFault) and fault.duration <= 0:
+            yield ("faults", i, "duration"), "a scale to zero needs a positive duration (it is scaled back after it)"
+    kube = [i for i, f in enumerate(scenario.faults) if f.kind.startswith("kubernetes.")]
+    if kube and not scenario.safety.allowed_contexts:
+        yield (
+            ("faults", kube[0], "kind"),
+            "kubernetes faults need safety.allowed_contexts: the kube contexts this scenario may act in",
+        )
 
     names: set[str] = set()
     for i, slo in enumerate(scenario.slos):
@@ -564,6 +727,18 @@ def _cross_checks(scenario: Scenario) -> Iterator[tuple[Path_, str]]:
         if guard.name in names:
             yield ("guards", i, "name"), f"name '{guard.name}' is already used by an SLO or guard"
         names.add(guard.name)
+
+
+def _pod_kill_checks(i: int, params: PodKillParams) -> Iterator[tuple[Path_, str]]:
+    where: Path_ = ("faults", i, "params")
+    if params.mode == "fixed" and params.count is None:
+        yield (*where, "mode"), "mode 'fixed' needs params.count"
+    if params.mode == "percent" and params.percent is None:
+        yield (*where, "mode"), "mode 'percent' needs params.percent"
+    if params.count is not None and params.mode != "fixed":
+        yield (*where, "count"), f"count is only used with mode 'fixed' (mode is '{params.mode}')"
+    if params.percent is not None and params.mode != "percent":
+        yield (*where, "percent"), f"percent is only used with mode 'percent' (mode is '{params.mode}')"
 
 
 def _locust_classes(path: Path) -> set[str] | None:
@@ -637,7 +812,7 @@ def _absolute_paths(scenario: Scenario) -> Scenario:
     base = Path(scenario.source).parent
     faults = []
     for fault in scenario.faults:
-        pid_file = fault.target.pid_file
+        pid_file = fault.target.pid_file if isinstance(fault, ProcessKillFault | ProcessPauseFault) else None
         if pid_file and not Path(pid_file).is_absolute():
             target = fault.target.model_copy(update={"pid_file": str((base / pid_file).resolve())})
             fault = fault.model_copy(update={"target": target})

@@ -1,0 +1,500 @@
+"""Kubernetes faults: ``kubernetes.pod_kill`` and ``kubernetes.scale``, through the official client.
+
+The only module that imports ``kubernetes``. Pure of Ray and of the journal: the chaos agent
+(or ``harness recover``) keeps the :class:`KubeRecord` that :func:`inject` returns, in the
+journal as :meth:`KubeRecord.details`, and hands it back to :func:`revert`.
+
+What callers may rely on:
+
+* **Two locks on every change.** Before any request that changes anything, the kube context
+  the :class:`KubeApi` was built for must be in the scenario's ``safety.allowed_contexts``
+  (checked locally, before any request at all), and the target namespace must carry the
+  opt-in label ``harness.io/chaos=enabled`` (read from the Namespace object). The label is
+  fixed, not chosen by the scenario: a scenario that could name its own opt-in label could
+  name one every namespace already has (``kubernetes.io/metadata.name``), which is no opt-in.
+  A refusal is a :class:`~harness.errors.ConfigError` naming the context or the namespace and
+  the missing label.
+* **Kubeconfig from the environment.** ``$KUBECONFIG`` (a path, or several joined by ``:``),
+  else ``~/.kube/config``; never from the scenario file, so a scenario cannot point harness
+  at credentials.
+* **Deterministic choice of pods.** The candidates are the pods matching the selector that
+  are not already terminating, sorted by name. ``all`` takes every one; otherwise the sorted
+  list is shuffled with ``random.Random(seed)`` (``params.seed``, default the fault name, so
+  ``harness plan`` and the run choose alike while the pods stay the same) and the first
+  ``k`` are taken, where ``k`` is 1 for ``one``, ``min(count, n)`` for ``fixed`` and
+  ``ceil(n * percent / 100)`` for ``percent`` (rounded up, so any percent above 0 of a
+  non-empty set kills at least one pod: 50% of 3 is 2, 10% of 3 is 1, 100% is all).
+* **Idempotent.** :func:`inject` given the ``previous`` record of the same fault (the
+  journal's) deletes nothing more for a pod kill, and for a scale re-asserts 0 replicas but
+  keeps the replica count recorded the first time, so inject twice + revert once restores
+  the original. :func:`revert` may be called any number of times: a pod kill has nothing to
+  undo (the pods' controller recreates them), a scale is patched back to the recorded count.
+* **Kills only what it resolved.** Each DELETE carries ``gracePeriodSeconds=0`` and a UID
+  precondition, so a pod recreated under the same name (StatefulSets) since the selection is
+  not deleted; a pod already gone counts as ``gone``, not as an error.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import urllib3
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+
+from harness.errors import ConfigError, FaultError
+from harness.scenario import KubernetesPodKillFault, KubernetesScaleFault, PodKillParams
+
+__all__ = [
+    "OPT_IN_LABEL",
+    "OPT_IN_VALUE",
+    "KubeApi",
+    "KubeFault",
+    "KubeFaultError",
+    "KubeRecord",
+    "Resolution",
+    "ResolvedPod",
+    "connect",
+    "describe",
+    "inject",
+    "kubeconfig_path",
+    "resolve",
+    "revert",
+    "select_pods",
+]
+
+KubeFault = KubernetesPodKillFault | KubernetesScaleFault
+
+POD_KILL = "kubernetes.pod_kill"
+SCALE = "kubernetes.scale"
+KINDS = (POD_KILL, SCALE)
+
+OPT_IN_LABEL = "harness.io/chaos"
+OPT_IN_VALUE = "enabled"
+
+# Connection problems should fail a fault in seconds, not after urllib3's default retries.
+_TIMEOUT_S = 10.0
+
+T = TypeVar("T")
+
+
+# ---------------------------------------------------------------- connecting
+
+
+def kubeconfig_path() -> str:
+    """``$KUBECONFIG`` if set (read now, not at import as the client does), else ``~/.kube/config``."""
+    return os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+
+
+@dataclass(frozen=True)
+class KubeApi:
+    """A client for one cluster, with the context it was built for and the contexts allowed.
+
+    Built by :func:`connect`; tests may build one around any ``ApiClient``. Carrying the
+    allow-list here means no function of this module can be called without one.
+    """
+
+    context: str
+    allowed_contexts: tuple[str, ...]
+    client: k8s.ApiClient
+
+    @property
+    def core(self) -> k8s.CoreV1Api:
+        return k8s.CoreV1Api(self.client)
+
+    @property
+    def apps(self) -> k8s.AppsV1Api:
+        return k8s.AppsV1Api(self.client)
+
+
+def connect(allowed_contexts: Iterable[str], *, context: str | None = None) -> KubeApi:
+    """A :class:`KubeApi` for ``context`` (default: the kubeconfig's current context).
+
+    Reads the kubeconfig at :func:`kubeconfig_path` and sends no request. Raises
+    ``ConfigError`` when the kubeconfig is missing or invalid or names no such context; a
+    context outside ``allowed_contexts`` is *not* refused here but before every request,
+    so ``harness plan`` can say which context it would have used.
+    """
+    path = kubeconfig_path()
+    try:
+        contexts, current = k8s_config.list_kube_config_contexts(config_file=path)
+        names = [c["name"] for c in contexts]
+        name = context or (current or {}).get("name")
+        if not name:
+            raise ConfigError(f"kubeconfig {path} has no current-context; name one")
+        if name not in names:
+            raise ConfigError(f"kubeconfig {path} has no context '{name}' (it has: {', '.join(names) or 'none'})")
+        api_client = k8s_config.new_client_from_config(config_file=path, context=name, persist_config=False)
+    except ConfigException as exc:
+        raise ConfigError(f"kubeconfig {path}: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read kubeconfig {path}: {exc.strerror or exc}") from None
+    return KubeApi(context=name, allowed_contexts=tuple(allowed_contexts), client=api_client)
+
+
+# ---------------------------------------------------------------- what a fault acts on
+
+
+@dataclass(frozen=True)
+class ResolvedPod:
+    """A pod a kill will delete: the UID pins it against a namesake created later."""
+
+    name: str
+    uid: str
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """What a fault would act on now, for ``harness plan``. Resolving changes nothing."""
+
+    kind: str
+    context: str
+    namespace: str
+    pods: tuple[ResolvedPod, ...] = ()  # pod kill: the chosen pods, sorted by name
+    matching: int = 0  # pod kill: how many pods matched the selector (not terminating)
+    deployment: str | None = None  # scale
+    replicas: int | None = None  # scale: the current spec.replicas
+
+    def describe(self) -> str:
+        where = f"context {self.context}, namespace {self.namespace}"
+        if self.kind == POD_KILL:
+            names = ", ".join(p.name for p in self.pods)
+            return f"{len(self.pods)} of {self.matching} matching pods ({where}): {names}"
+        return f"deployment {self.deployment} ({where}) now at {self.replicas} replicas"
+
+
+@dataclass(frozen=True)
+class KubeRecord:
+    """What :func:`inject` did, enough for :func:`revert` and for the journal.
+
+    ``replicas`` is the scale's ``spec.replicas`` before the first injection: what revert
+    restores. ``deleted``/``gone`` are pod names (a pod kill is not reverted).
+    """
+
+    fault_name: str
+    kind: str
+    context: str
+    namespace: str
+    deployment: str | None = None
+    replicas: int | None = None
+    deleted: tuple[str, ...] = ()
+    gone: tuple[str, ...] = ()
+    errors: dict[str, str] = field(default_factory=dict)
+
+    def details(self) -> dict[str, str | int]:
+        """Flat details for a journal record (strings and ints only)."""
+        out: dict[str, str | int] = {"context": self.context, "namespace": self.namespace}
+        if self.kind == SCALE:
+            out["deployment"] = self.deployment or ""
+            out["replicas"] = self.replicas if self.replicas is not None else -1
+        else:
+            out["deleted"] = ",".join(self.deleted)
+            out["gone"] = ",".join(self.gone)
+            out["errors"] = "; ".join(f"{k}: {v}" for k, v in self.errors.items())
+        return out
+
+    @classmethod
+    def from_details(cls, fault_name: str, kind: str, details: dict[str, str | int]) -> KubeRecord:
+        """The inverse of :meth:`details`, for ``harness recover`` and the watchdog."""
+        if kind not in KINDS:
+            raise FaultError(f"fault '{fault_name}': {kind} is not a kubernetes fault kind")
+
+        def text(key: str) -> str:
+            return str(details.get(key, ""))
+
+        if kind == SCALE:
+            replicas = int(details.get("replicas", -1))
+            return cls(
+                fault_name,
+                kind,
+                text("context"),
+                text("namespace"),
+                deployment=text("deployment") or None,
+                replicas=replicas if replicas >= 0 else None,
+            )
+
+        def names(key: str) -> tuple[str, ...]:
+            return tuple(n for n in text(key).split(",") if n)
+
+        return cls(fault_name, kind, text("context"), text("namespace"), deleted=names("deleted"), gone=names("gone"))
+
+
+class KubeFaultError(FaultError):
+    """Some selected pods could not be deleted; ``record`` says which were (for the journal)."""
+
+    def __init__(self, message: str, record: KubeRecord) -> None:
+        super().__init__(message)
+        self.record = record
+
+
+# ---------------------------------------------------------------- describing and choosing
+
+
+def describe(fault: KubeFault) -> str:
+    """What the fault will do, in one line, for ``harness plan``. Sends no request."""
+    if isinstance(fault, KubernetesPodKillFault):
+        target, params = fault.target, fault.params
+        how = {
+            "one": "one pod",
+            "all": "all pods",
+            "fixed": f"{params.count} pods",
+            "percent": f"{params.percent:g}% of the pods (rounded up)",
+        }[params.mode]
+        return f"delete {how} matching '{target.selector}' in namespace {target.namespace} (gracePeriodSeconds=0)"
+    return (
+        f"scale deployment {fault.target.namespace}/{fault.target.deployment} to 0 replicas, "
+        f"back to its recorded count after {fault.duration:g}s"
+    )
+
+
+def _how_many(params: PodKillParams, n: int) -> int:
+    if params.mode == "all":
+        return n
+    if params.mode == "one":
+        return min(1, n)
+    if params.mode == "fixed":
+        return min(params.count or 0, n)
+    # A small epsilon keeps 3 * 100 / 100 from rounding up past 3 through float error.
+    return min(n, math.ceil(n * (params.percent or 0.0) / 100 - 1e-9))
+
+
+def select_pods(pods: Iterable[ResolvedPod], params: PodKillParams, seed: str) -> tuple[ResolvedPod, ...]:
+    """The pods a kill with ``params`` deletes out of ``pods``, sorted by name (see the module docstring)."""
+    candidates = sorted(pods, key=lambda p: p.name)
+    k = _how_many(params, len(candidates))
+    if k >= len(candidates):
+        return tuple(candidates)
+    order = list(candidates)
+    random.Random(seed).shuffle(order)
+    return tuple(sorted(order[:k], key=lambda p: p.name))
+
+
+# ---------------------------------------------------------------- safety checks
+
+
+def _check_context(api: KubeApi, fault_name: str) -> None:
+    """Refuse, before any request, a context the scenario does not allow."""
+    if api.context not in api.allowed_contexts:
+        allowed = ", ".join(api.allowed_contexts) or "none"
+        raise ConfigError(
+            f"fault '{fault_name}': kube context '{api.context}' is not in safety.allowed_contexts "
+            f"({allowed}); refusing to act"
+        )
+
+
+def _call(what: str, fault_name: str, request: Callable[[], T]) -> T:
+    """One API request; transport failures become ``FaultError`` (ApiException passes through)."""
+    try:
+        return request()
+    except ApiException:
+        raise
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        raise FaultError(f"fault '{fault_name}': {what}: cannot reach the API server: {exc}") from None
+
+
+def _api_error(fault_name: str, what: str, exc: ApiException) -> FaultError:
+    return FaultError(f"fault '{fault_name}': {what}: HTTP {exc.status} {exc.reason}")
+
+
+def _check_namespace(api: KubeApi, namespace: str, fault_name: str) -> None:
+    """Read the Namespace and refuse unless it carries ``harness.io/chaos=enabled``."""
+    try:
+        ns = _call(
+            f"reading namespace {namespace}",
+            fault_name,
+            lambda: api.core.read_namespace(namespace, _request_timeout=_TIMEOUT_S),
+        )
+    except ApiException as exc:
+        if exc.status == 404:
+            raise FaultError(
+                f"fault '{fault_name}': namespace '{namespace}' does not exist in context '{api.context}'"
+            ) from None
+        raise _api_error(fault_name, f"reading namespace {namespace}", exc) from None
+    labels = (ns.metadata.labels if ns.metadata else None) or {}
+    if labels.get(OPT_IN_LABEL) != OPT_IN_VALUE:
+        found = f" (it has {OPT_IN_LABEL}={labels[OPT_IN_LABEL]})" if OPT_IN_LABEL in labels else ""
+        raise ConfigError(
+            f"fault '{fault_name}': namespace '{namespace}' does not carry the opt-in label "
+            f"{OPT_IN_LABEL}={OPT_IN_VALUE}{found}; refusing to act on it "
+            f"(kubectl label namespace {namespace} {OPT_IN_LABEL}={OPT_IN_VALUE} to allow it)"
+        )
+
+
+def _guard(fault: KubeFault, api: KubeApi) -> None:
+    _check_context(api, fault.name)
+    _check_namespace(api, fault.target.namespace, fault.name)
+
+
+# ---------------------------------------------------------------- resolve, inject, revert
+
+
+def _list_pods(fault: KubernetesPodKillFault, api: KubeApi) -> list[ResolvedPod]:
+    target = fault.target
+    what = f"listing pods '{target.selector}' in {target.namespace}"
+    try:
+        pods = _call(
+            what,
+            fault.name,
+            lambda: api.core.list_namespaced_pod(
+                target.namespace, label_selector=target.selector, _request_timeout=_TIMEOUT_S
+            ),
+        )
+    except ApiException as exc:
+        raise _api_error(fault.name, what, exc) from None
+    out = []
+    for pod in pods.items:
+        meta = pod.metadata
+        if meta is None or not meta.name or meta.deletion_timestamp is not None:
+            continue  # already terminating: deleting it again would kill nothing
+        out.append(ResolvedPod(meta.name, meta.uid or ""))
+    return out
+
+
+def _read_replicas(fault: KubernetesScaleFault, api: KubeApi) -> int:
+    target = fault.target
+    what = f"reading the scale of deployment {target.namespace}/{target.deployment}"
+    try:
+        scale = _call(
+            what,
+            fault.name,
+            lambda: api.apps.read_namespaced_deployment_scale(
+                target.deployment, target.namespace, _request_timeout=_TIMEOUT_S
+            ),
+        )
+    except ApiException as exc:
+        if exc.status == 404:
+            raise FaultError(
+                f"fault '{fault.name}': deployment {target.deployment} not found in namespace {target.namespace}"
+            ) from None
+        raise _api_error(fault.name, what, exc) from None
+    return int((scale.spec.replicas if scale.spec else None) or 0)
+
+
+def resolve(fault: KubeFault, api: KubeApi) -> Resolution:
+    """Which pods / which deployment ``fault`` would act on now. Sends only GET requests.
+
+    Applies the same context and opt-in checks as :func:`inject` (so a plan shows a refusal
+    before a run meets it). Raises ``FaultError`` when no pod matches or the deployment
+    does not exist.
+    """
+    _guard(fault, api)
+    namespace = fault.target.namespace
+    if isinstance(fault, KubernetesPodKillFault):
+        pods = _list_pods(fault, api)
+        if not pods:
+            raise FaultError(
+                f"fault '{fault.name}': no running pod matches '{fault.target.selector}' in namespace {namespace}"
+            )
+        chosen = select_pods(pods, fault.params, fault.params.seed or fault.name)
+        return Resolution(POD_KILL, api.context, namespace, pods=chosen, matching=len(pods))
+    replicas = _read_replicas(fault, api)
+    return Resolution(SCALE, api.context, namespace, deployment=fault.target.deployment, replicas=replicas)
+
+
+def inject(fault: KubeFault, api: KubeApi, *, previous: KubeRecord | None = None) -> KubeRecord:
+    """Apply ``fault`` now and return what was done.
+
+    Pod kill: resolve (context and opt-in checks first), then DELETE each chosen pod with
+    ``gracePeriodSeconds=0`` and its UID as precondition. Pods already gone (404) or
+    replaced (409) are listed as ``gone``; any other failure raises :class:`KubeFaultError`
+    carrying the record of what was deleted. Scale: read the scale subresource, record
+    ``spec.replicas``, patch it to 0.
+
+    ``previous``, the record of this fault from the journal, makes inject idempotent: a pod
+    kill returns it unchanged; a scale patches to 0 again and keeps its recorded replicas.
+    """
+    if previous is not None and (previous.fault_name != fault.name or previous.kind != fault.kind):
+        raise FaultError(f"fault '{fault.name}': previous record is of {previous.kind} '{previous.fault_name}'")
+    if isinstance(fault, KubernetesPodKillFault):
+        if previous is not None:
+            return previous
+        return _kill_pods(fault, api)
+    return _scale_to_zero(fault, api, previous)
+
+
+def _deleter(api: KubeApi, namespace: str, pod: ResolvedPod) -> Callable[[], object]:
+    """A DELETE of ``pod`` with gracePeriodSeconds=0 (query and DeleteOptions body) and its UID as precondition."""
+    options = k8s.V1DeleteOptions(
+        grace_period_seconds=0, preconditions=k8s.V1Preconditions(uid=pod.uid) if pod.uid else None
+    )
+    return lambda: api.core.delete_namespaced_pod(
+        pod.name, namespace, grace_period_seconds=0, body=options, _request_timeout=_TIMEOUT_S
+    )
+
+
+def _kill_pods(fault: KubernetesPodKillFault, api: KubeApi) -> KubeRecord:
+    chosen = resolve(fault, api).pods
+    namespace = fault.target.namespace
+    deleted: list[str] = []
+    gone: list[str] = []
+    errors: dict[str, str] = {}
+    for pod in chosen:
+        try:
+            _call(f"deleting pod {namespace}/{pod.name}", fault.name, _deleter(api, namespace, pod))
+            deleted.append(pod.name)
+        except ApiException as exc:
+            if exc.status in (404, 409):  # gone, or a namesake with another UID: not ours to kill
+                gone.append(pod.name)
+            else:
+                errors[pod.name] = f"HTTP {exc.status} {exc.reason}"
+        except FaultError as exc:
+            errors[pod.name] = str(exc)
+    record = KubeRecord(
+        fault.name, POD_KILL, api.context, namespace, deleted=tuple(deleted), gone=tuple(gone), errors=errors
+    )
+    if errors:
+        failed = "; ".join(f"{name}: {why}" for name, why in errors.items())
+        raise KubeFaultError(f"fault '{fault.name}': could not delete {failed}", record)
+    return record
+
+
+def _patch_replicas(api: KubeApi, fault_name: str, namespace: str, deployment: str, replicas: int) -> None:
+    what = f"scaling deployment {namespace}/{deployment} to {replicas}"
+    body: dict[str, Any] = {"spec": {"replicas": replicas}}
+    try:
+        _call(
+            what,
+            fault_name,
+            lambda: api.apps.patch_namespaced_deployment_scale(
+                deployment, namespace, body, _request_timeout=_TIMEOUT_S
+            ),
+        )
+    except ApiException as exc:
+        raise _api_error(fault_name, what, exc) from None
+
+
+def _scale_to_zero(fault: KubernetesScaleFault, api: KubeApi, previous: KubeRecord | None) -> KubeRecord:
+    current = resolve(fault, api).replicas
+    namespace, deployment = fault.target.namespace, fault.target.deployment
+    recorded = previous.replicas if previous is not None and previous.replicas is not None else current
+    record = KubeRecord(fault.name, SCALE, api.context, namespace, deployment=deployment, replicas=recorded)
+    _patch_replicas(api, fault.name, namespace, deployment, 0)
+    return record
+
+
+def revert(record: KubeRecord, api: KubeApi) -> None:
+    """Undo what ``record`` says was done. Safe to call any number of times.
+
+    A pod kill sends nothing: the pods' controller has recreated them. A scale is patched
+    back to ``record.replicas``. The context must be allowed *and* be the one the fault was
+    injected in (a revert must not land on another cluster). The opt-in label is not checked
+    again: it gates new chaos, and a label removed mid-run must not leave a deployment at 0.
+    """
+    _check_context(api, record.fault_name)
+    if api.context != record.context:
+        raise ConfigError(
+            f"fault '{record.fault_name}': injected in kube context '{record.context}', "
+            f"not '{api.context}'; refusing to revert it there"
+        )
+    if record.kind == POD_KILL:
+        return
+    if record.kind != SCALE or record.deployment is None or record.replicas is None:
+        raise FaultError(f"fault '{record.fault_name}': record of {record.kind} has nothing to revert with")
+    _patch_replicas(api, record.fault_name, record.namespace, record.deployment, record.replicas)
