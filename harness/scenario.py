@@ -598,6 +598,11 @@ def _message(error: Any, path: Path_, data: Any) -> str:
                 f"'{key}' must not be written in a scenario file; put the secret in an environment "
                 "variable and name the variable in results.token_env"
             )
+        if key.lower() in ("kubeconfig", "kube_config", "kubeconfig_path"):
+            return (
+                f"'{key}' must not be written in a scenario file; harness reads the kubeconfig named by "
+                "$KUBECONFIG (default ~/.kube/config) and acts only in safety.allowed_contexts"
+            )
         model = _model_at(path[:-1], data)
         allowed = sorted(f.alias or n for n, f in model.model_fields.items() if n != "source") if model else []
         close = difflib.get_close_matches(key, allowed, n=1)

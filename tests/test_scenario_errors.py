@@ -78,6 +78,29 @@ def edit(old: str, new: str, text: str = VALID) -> str:
     return text.replace(old, new)
 
 
+# The same scenario with Kubernetes faults instead of the process pause, and the kube contexts allowed.
+KUBE_VALID = edit(
+    """    target:
+      pattern: "payments"
+""",
+    """    target:
+      namespace: shop
+      deployment: payments
+  - name: kill-payments-pods
+    kind: kubernetes.pod_kill
+    at: 20s
+    duration: 0s
+    target:
+      namespace: shop
+      selector: "app=payments,tier in (web,api)"
+    params:
+      mode: percent
+      percent: 50
+""",
+    edit("kind: process.pause", "kind: kubernetes.scale", VALID + "safety:\n  allowed_contexts: [kind-shop]\n"),
+)
+
+
 def line_of(text: str, needle: str, occurrence: int = 1) -> int:
     """1-based number of the line holding the ``occurrence``-th line that contains ``needle``."""
     hits = [i for i, line in enumerate(text.splitlines(), start=1) if needle in line]
@@ -196,6 +219,43 @@ def _mistakes() -> list[Mistake]:
     assert b"caf\xe9" in raw
     cases.append(Mistake("not-utf8", raw, line_of(VALID, "description:"), "", "not UTF-8"))
 
+    text = edit('"app=payments,tier in (web,api)"', '"app=payments,tier in web"', KUBE_VALID)
+    cases.append(
+        _mistake("bad-label-selector", text, "tier in web", "faults[1].target.selector", "is not a label requirement")
+    )
+
+    text = edit("      percent: 50\n", "", KUBE_VALID)
+    cases.append(
+        _mistake("percent-mode-without-percent", text, "mode: percent", "faults[1].params.mode", "needs params.percent")
+    )
+
+    text = edit("      percent: 50\n", "      percent: 150\n", KUBE_VALID)
+    cases.append(
+        _mistake("percent-over-100", text, "percent: 150", "faults[1].params.percent", "less than or equal to 100")
+    )
+
+    text = edit("      mode: percent\n", "      mode: some\n", KUBE_VALID)
+    cases.append(_mistake("unknown-pod-kill-mode", text, "mode: some", "faults[1].params.mode", "'fixed'"))
+
+    text = edit("      namespace: shop\n      deployment", "      namespace: Shop_NS\n      deployment", KUBE_VALID)
+    cases.append(_mistake("bad-namespace", text, "Shop_NS", "faults[0].target.namespace", "should match pattern"))
+
+    text = edit("safety:\n  allowed_contexts: [kind-shop]\n", "", KUBE_VALID)
+    cases.append(
+        _mistake("kube-without-allowed-contexts", text, "kubernetes.scale", "faults[0].kind", "safety.allowed_contexts")
+    )
+
+    text = edit("safety:\n  allowed_contexts: [kind-shop]\n", "safety:\n  kubeconfig: /root/.kube/config\n", KUBE_VALID)
+    cases.append(
+        _mistake(
+            "kubeconfig-in-file",
+            text,
+            "kubeconfig:",
+            "safety.kubeconfig",
+            "harness reads the kubeconfig named by $KUBECONFIG",
+        )
+    )
+
     padding = "# " + "x" * 1_100_000 + "\n"
     cases.append(Mistake("larger-than-1mb", VALID + padding, 1, "", "larger than"))
     return cases
@@ -289,6 +349,14 @@ def test_valid_scenario_validates(workdir: Path) -> None:
     assert_nothing_started(workdir, outcome)
 
 
+def test_valid_kubernetes_scenario_validates(workdir: Path) -> None:
+    path = write_scenario(workdir, KUBE_VALID)
+    outcome = harness(workdir, "validate", str(path))
+    assert outcome.code == 0, outcome.stderr
+    assert "valid: 2 stages, 2 faults, 2 SLOs, 1 guards, 30s" in outcome.stdout
+    assert_nothing_started(workdir, outcome)
+
+
 def test_there_are_at_least_twelve_distinct_mistakes() -> None:
     assert len({m.id for m in MISTAKES}) == len(MISTAKES) >= 12
     assert len({(m.path, m.fragment) for m in MISTAKES}) == len(MISTAKES)
@@ -372,8 +440,9 @@ def test_schema_is_draft_2020_12_and_accepts_the_valid_scenario(workdir: Path) -
     schema = json.loads(outcome.stdout)
     jsonschema.Draft202012Validator.check_schema(schema)
     validator = jsonschema.Draft202012Validator(schema)
-    errors = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(yaml.safe_load(VALID))]
-    assert errors == []
+    for text in (VALID, KUBE_VALID):
+        errors = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(yaml.safe_load(text))]
+        assert errors == []
 
 
 def test_schema_rejects_unknown_keys(workdir: Path) -> None:
