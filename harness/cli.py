@@ -202,6 +202,24 @@ def recover() -> None:
         typer.echo("nothing to recover: no fault is outstanding in the journal")
 
 
+@app.command()
+def watchdog(
+    journal_dir: Annotated[
+        Path | None, typer.Option(help="Journal directory to watch (default: this node's journal).")
+    ] = None,
+    idle_exit: Annotated[
+        float | None, typer.Option(help="Exit after this many seconds with no leased fault (default 30).")
+    ] = None,
+) -> None:
+    """Revert faults whose lease lapsed (normally started by the chaos agent, detached)."""
+    from harness.chaos.watchdog import main as watchdog_main
+
+    args = (["--idle-exit", str(idle_exit)] if idle_exit is not None else []) + (
+        ["--journal-dir", str(journal_dir)] if journal_dir else []
+    )
+    raise typer.Exit(code=watchdog_main(args))
+
+
 @demo_app.command("up")
 @_errors_to_exit_codes
 def demo_up(

@@ -26,7 +26,7 @@ from typing import Any
 
 import ray
 
-from harness.chaos.agent import ChaosAgent
+from harness.chaos.agent import RENEW_INTERVAL, ChaosAgent
 from harness.delivery import SUSTAINED_SECONDS, DeliveryWatch
 from harness.errors import FaultError, HarnessError, LoadError
 from harness.expressions import format_duration
@@ -157,6 +157,8 @@ class Orchestrator:
         # events, the event list and the active faults; each holds this lock only briefly.
         self._lock = threading.RLock()
         self._poller: threading.Thread | None = None
+        self._heartbeat: threading.Thread | None = None
+        self._stop_heartbeat = threading.Event()
         self._stop_poll = threading.Event()
         self._run_started = threading.Event()
         self._poll_failure: BaseException | None = None
@@ -250,6 +252,31 @@ class Orchestrator:
     def _start_agent(self) -> None:
         if self.scenario.faults:
             self.agent = ChaosAgent.start(self.run_id)
+            self._heartbeat = threading.Thread(target=self._renew_leases, name="harness-lease", daemon=True)
+            self._heartbeat.start()
+
+    def _renew_leases(self) -> None:
+        """The heartbeat thread: renew the run's fault leases every ``RENEW_INTERVAL`` seconds.
+
+        Its own thread, so neither the clock thread nor the poll thread ever waits on the
+        agent for it. A failed renewal is logged and the run goes on: if renewals keep
+        failing, the node's watchdog reverts the faults when their lease lapses, which is
+        the point of a lease.
+        """
+        agent = self.agent
+        assert agent is not None
+        while not self._stop_heartbeat.wait(RENEW_INTERVAL):
+            try:
+                agent.renew(timeout=RENEW_INTERVAL)
+            except FaultError as exc:
+                if not self._stop_heartbeat.is_set():  # not the agent being stopped at teardown
+                    log.warning("lease renewal failed: %s", exc)
+
+    def _stop_renewing(self) -> None:
+        self._stop_heartbeat.set()
+        if self._heartbeat is not None:
+            self._heartbeat.join(RENEW_INTERVAL * 3)
+            self._heartbeat = None
 
     # ------------------------------------------------------------------ the clock
 
@@ -742,7 +769,10 @@ class Orchestrator:
             except HarnessError as exc:
                 self._note(f"revert failed, reverting all: {exc}")
             finally:
-                self.agent.stop()
+                try:
+                    self.agent.stop()
+                finally:
+                    self._stop_renewing()
                 for name in list(self.active_faults):
                     self.active_faults.pop(name)
                     self._event("fault", name, "end", f"fault {name} reverted at teardown", time.time())

@@ -3,7 +3,8 @@
 Every test session gets its own HARNESS_DATA_DIR and HARNESS_RUNS_DIR, so the journal,
 the demo system's pid files and run outputs never touch a user's real ones. After each
 test module, no Locust subprocess, demo service, Ray process or influxd started during the
-module may still be alive; a leftover is killed (it is ours: it was born after the module
+module may still be alive (a fault watchdog included: it exits by itself 3 s after its
+last fault in tests); a leftover is killed (it is ours: it was born after the module
 started and matches one of our command lines) and the module fails.
 """
 
@@ -30,9 +31,11 @@ OURS = re.compile(
 @pytest.fixture(scope="session", autouse=True)
 def isolated_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     base = tmp_path_factory.mktemp("harness-state")
-    saved = {k: os.environ.get(k) for k in ("HARNESS_DATA_DIR", "HARNESS_RUNS_DIR")}
+    saved = {k: os.environ.get(k) for k in ("HARNESS_DATA_DIR", "HARNESS_RUNS_DIR", "HARNESS_WATCHDOG_IDLE_EXIT")}
     os.environ["HARNESS_DATA_DIR"] = str(base / "data")
     os.environ["HARNESS_RUNS_DIR"] = str(base / "runs")
+    # A fault watchdog leaves a few seconds after its last fault, well inside the check below.
+    os.environ["HARNESS_WATCHDOG_IDLE_EXIT"] = "3"
     yield base
     for key, value in saved.items():
         if value is None:

@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -189,3 +190,102 @@ def test_idle_watchdog_exits_by_itself(journal_dir: Path) -> None:
     finally:
         _stop_pid(proc.pid)
         proc.wait(5)
+
+
+# ---------------------------------------------------------------- end to end, with Ray
+
+
+@pytest.mark.slow
+def test_sigkilled_driver_leaves_no_paused_process(tmp_path: Path, sleeper: Sleeper, influxd: Any) -> None:
+    """SIGKILL ``harness run`` mid-pause: the watchdog resumes the sleeper within TTL + 2 s."""
+    from tests.influx_fixtures import free_port
+
+    influxd.create_database("lease")
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(tmp_path)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    scenario = tmp_path / "lease.yaml"
+    scenario.write_text(
+        f"""
+name: lease-e2e
+target:
+  base_url: http://127.0.0.1:{port}
+load:
+  locustfile: {ROOT / "tests" / "locustfiles" / "ping.py"}
+  user_classes:
+    - class: Idler
+  processes: 1
+  stages:
+    - {{name: steady, duration: 90s, users: 2, spawn_rate: 2}}
+faults:
+  - name: pause-sleeper
+    kind: process.pause
+    at: 1s
+    duration: 80s
+    target: {{pid_file: {sleeper.pid_file}}}
+results:
+  url: {influxd.url}
+  database: lease
+""".lstrip()
+    )
+    env = {**os.environ, "HARNESS_RUNS_DIR": str(tmp_path / "runs")}
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "run", str(scenario), "--run-id", "lease-e2e"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=open(tmp_path / "driver.log", "wb"),  # noqa: SIM115 - closed with the process
+        stderr=subprocess.STDOUT,
+    )
+    tree: list[psutil.Process] = []
+    journal_dir = Path(os.environ["HARNESS_DATA_DIR"]) / "journal"
+    watchdog_pid: int | None = None
+    try:
+        assert _wait_for(
+            lambda: sleeper.status() == psutil.STATUS_STOPPED or driver.poll() is not None, 90, step=0.1
+        ), "the pause was never applied"
+        assert driver.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
+        time.sleep(2 * TTL)  # a few renewals: the lease is being kept alive
+        assert sleeper.status() == psutil.STATUS_STOPPED, "the watchdog reverted a renewed fault"
+        watchdog_pid = watchdog.running_pid(journal_dir)
+        assert watchdog_pid is not None, "the chaos agent started no watchdog"
+        # Everything the driver started (Ray, its workers, Locust), to clean up by PID later.
+        tree = [p for p in psutil.Process(driver.pid).children(recursive=True) if p.pid != watchdog_pid]
+        journal = Journal("lease-e2e", journal_dir)
+        record = journal.latest("pause-sleeper")
+        assert record is not None and record.lease_until is not None
+        lease = journal.lease_expiry(record)
+        assert lease is not None and lease > time.time()
+
+        driver.send_signal(signal.SIGKILL)
+        killed_at = time.time()
+        driver.wait(10)
+        from harness.chaos.agent import LEASE_TTL
+
+        resumed = _wait_for(lambda: sleeper.status() != psutil.STATUS_STOPPED, LEASE_TTL + 2.0, step=0.01)
+        revert_s = time.time() - killed_at
+        print(f"sleeper resumed {revert_s:.2f}s after SIGKILL of the driver (lease TTL {LEASE_TTL:g}s)")
+        assert resumed, f"still stopped {revert_s:.1f}s after the driver was killed"
+        assert revert_s <= LEASE_TTL + 2.0
+
+        recovered = subprocess.run(
+            [sys.executable, "-m", "harness.cli", "recover"], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+        assert "nothing to recover" in recovered.stdout, recovered.stdout
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait(10)
+        # Ray goes away with its driver; whatever has not within 15 s is killed by PID.
+        _gone, alive = psutil.wait_procs(tree, timeout=15)
+        for proc in alive:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.kill()
+        psutil.wait_procs(alive, timeout=10)
+        _stop_pid(watchdog_pid)
+        server.terminate()
+        server.wait(10)

@@ -7,6 +7,12 @@ before the actor goes away. The actor does the work with :mod:`harness.chaos.pro
 journals every fault on its node's disk first, so if the actor, its node or the driver dies
 mid-run, ``harness recover`` on that node can still undo it.
 
+Every fault is also a **lease**: it is journaled with ``lease_until`` = now + ``lease_ttl``
+(node clock), the orchestrator's heartbeat calls :meth:`ChaosAgent.renew` about every
+:data:`RENEW_INTERVAL` seconds, and the node's watchdog (:mod:`harness.chaos.watchdog`,
+started by the agent on its first inject) reverts any fault whose lease lapsed: the
+orchestrator, Ray or this actor died, or the network to the node was cut.
+
 This is the only module of :mod:`harness.chaos` that imports Ray.
 """
 
@@ -22,17 +28,24 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from harness.chaos import process
+from harness.chaos import process, watchdog
 from harness.chaos.journal import FaultRecord, FaultState, Journal
 from harness.errors import FaultError
 from harness.priority import normal_priority
 from harness.scenario import ProcessKillFault, ProcessPauseFault
 
-__all__ = ["ChaosAgent"]
+__all__ = ["LEASE_TTL", "RENEW_INTERVAL", "ChaosAgent"]
 
 log = logging.getLogger(__name__)
 
 Summary = dict[str, Any]
+
+#: Seconds a fault stays applied without a renewal before the watchdog reverts it. Long
+#: enough for a few missed heartbeats (a GC pause, a busy driver), short enough that a
+#: crash leaves a paused service stopped for seconds, not minutes.
+LEASE_TTL = 5.0
+#: Seconds between the orchestrator's renewals: several renewals fit in one TTL.
+RENEW_INTERVAL = 1.0
 
 
 def _summary(record: FaultRecord, node_id: str) -> Summary:
@@ -57,10 +70,11 @@ class _ChaosAgentActor:
     Signalling is fast (milliseconds), so holding the lock keeps calls prompt.
     """
 
-    def __init__(self, run_id: str, protected: list[tuple[int, float]]) -> None:
+    def __init__(self, run_id: str, protected: list[tuple[int, float]], lease_ttl: float = LEASE_TTL) -> None:
         normal_priority()  # faults are on the run's clock: do not wait behind the load (nice 15)
         self._run_id = run_id
         self._journal = Journal(run_id)
+        self._lease_ttl = lease_ttl
         self._protected = [*protected, *process.protected_processes()]
         self._mine: dict[str, None] = {}  # faults this agent was asked to inject, in order
         self._lock = threading.Lock()
@@ -78,13 +92,38 @@ class _ChaosAgentActor:
         with self._lock:
             self._mine[fault.name] = None
             try:
-                record = process.inject(fault, self._run_id, self._journal, protected=self._protected)
+                self._ensure_watchdog()  # before: it is up by the time the lease could lapse
+                lease_until = time.time() + self._lease_ttl
+                record = process.inject(
+                    fault, self._run_id, self._journal, protected=self._protected, lease_until=lease_until
+                )
             except FaultError:
                 raise
             except Exception as exc:  # a bug or an I/O error: still a FaultError to the caller
                 log.exception("fault %s: inject failed", fault.name)
                 raise FaultError(f"fault '{fault.name}': {type(exc).__name__}: {exc}") from exc
+            finally:
+                # After: the fault is journaled now, so a watchdog that was leaving sees it,
+                # or this check finds none and starts one (watchdog module docstring).
+                self._ensure_watchdog()
             return _summary(record, self._node_id)
+
+    def _ensure_watchdog(self) -> None:
+        try:
+            watchdog.ensure_running(self._journal.directory)
+        except Exception as exc:  # the fault is still journaled: harness recover can undo it
+            log.error("could not start the watchdog for %s: %s", self._journal.directory, exc)
+
+    def renew(self, ttl: float) -> float:
+        """Extend the lease of every fault of this run to now + ``ttl``; returns the new expiry.
+
+        Takes no lock: the lease file is replaced atomically, so a renewal never waits
+        behind an inject or revert. Writes nothing before the first fault is journaled.
+        """
+        until = time.time() + ttl
+        if self._mine and self._journal.path.exists():
+            self._journal.renew(until)
+        return until
 
     def revert(self, fault_name: str) -> Summary:
         with self._lock:
@@ -168,6 +207,8 @@ class ChaosAgent:
         #: The actor's name in the job's namespace.
         self.name = name
         self.call_timeout = call_timeout
+        #: Seconds each fault's lease runs without a renewal.
+        self.lease_ttl = LEASE_TTL
 
     def __repr__(self) -> str:
         return f"ChaosAgent({self.name!r}, node_id={self.node_id!r})"
@@ -180,6 +221,7 @@ class ChaosAgent:
         *,
         call_timeout: float = 30.0,
         start_timeout: float = 60.0,
+        lease_ttl: float = LEASE_TTL,
     ) -> ChaosAgent:
         """Start (or join) the agent of ``run_id`` on ``node_id`` and wait until it answers.
 
@@ -190,6 +232,7 @@ class ChaosAgent:
         the same run and node returns a handle on the same actor. The driver passes itself
         and its ancestors as protected, so no pattern can match the harness process.
         Raises ``FaultError`` if the actor does not answer within ``start_timeout`` seconds.
+        Faults are leased for ``lease_ttl`` seconds; keep them applied with :meth:`renew`.
         """
         name = _actor_name(run_id, node_id)
         options: dict[str, Any] = {
@@ -202,7 +245,7 @@ class ChaosAgent:
         if node_id:
             options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id, soft=False)
         actor_class: Any = ray.remote(_ChaosAgentActor)
-        handle = actor_class.options(**options).remote(run_id, process.protected_processes())
+        handle = actor_class.options(**options).remote(run_id, process.protected_processes(), lease_ttl)
         try:
             actual_node: str = ray.get(handle.node_id.remote(), timeout=start_timeout)
         except (GetTimeoutError, RayError) as exc:
@@ -211,7 +254,9 @@ class ChaosAgent:
             reason = f"did not answer within {start_timeout:g}s" if isinstance(exc, GetTimeoutError) else str(exc)
             raise FaultError(f"chaos agent for run {run_id} on {where} could not start: {reason}") from None
         log.debug("chaos agent %s up on node %s", name, actual_node)
-        return cls(handle, run_id, actual_node, name, call_timeout)
+        agent = cls(handle, run_id, actual_node, name, call_timeout)
+        agent.lease_ttl = lease_ttl
+        return agent
 
     def _call(self, method: str, *args: Any, what: str | None = None, timeout: float | None = None) -> Any:
         """Call ``method`` on the actor and wait for it; every failure becomes a ``FaultError``."""
@@ -244,6 +289,16 @@ class ChaosAgent:
         this run already injected returns its record and signals nothing.
         """
         result: Summary = self._call("inject", fault, what=f"inject {fault.name}")
+        return result
+
+    def renew(self, ttl: float | None = None, timeout: float = 2.0) -> float:
+        """Extend every fault lease of this run to now + ``ttl`` (default ``lease_ttl``) on the node.
+
+        Idempotent; call it every :data:`RENEW_INTERVAL` seconds while faults may be
+        active. Returns the new expiry (the node's epoch seconds); raises ``FaultError``
+        after ``timeout`` seconds or if the actor is gone, so a caller can log and go on.
+        """
+        result: float = self._call("renew", self.lease_ttl if ttl is None else ttl, what="renew", timeout=timeout)
         return result
 
     def revert(self, fault_name: str) -> Summary:

@@ -13,7 +13,8 @@ reads every live journal in the directory; each outstanding fault whose lease
 revert is journaled there. A journal whose run no longer renews its lease and that has
 nothing outstanding is retired. A fault whose lease is still valid is never touched, and a
 fault without a lease is left to ``harness recover``. With nothing leased outstanding for
-``idle_exit`` seconds the watchdog exits, so no daemon lingers.
+``idle_exit`` seconds (``HARNESS_WATCHDOG_IDLE_EXIT``, default 30) the watchdog exits, so
+no daemon lingers; the agent starts a new one with the next fault.
 
 One watchdog per directory: it holds an exclusive ``flock`` on ``DIR/watchdog.pid`` (which
 holds its PID) for its whole life; a second one exits at once. The agent checks that lock
@@ -34,6 +35,8 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
+
+import psutil
 
 from harness import paths
 from harness.chaos.journal import Journal, journals
@@ -87,40 +90,56 @@ def running_pid(journal_dir: str | Path) -> int | None:
         return None
 
 
-_spawned: list[subprocess.Popen[bytes]] = []
+_started: list[int] = []  # watchdogs this process started, newest last
+
+
+def _alive_watchdog(pid: int) -> bool:
+    try:
+        proc = psutil.Process(pid)
+        return proc.status() != psutil.STATUS_ZOMBIE and MODULE in " ".join(proc.cmdline())
+    except psutil.Error:
+        return False
 
 
 def ensure_running(journal_dir: str | Path | None = None) -> int | None:
     """Start a watchdog for ``journal_dir`` unless one is running; returns the started PID, or None.
 
-    Detached: own session, stdin from /dev/null, stdout and stderr appended to
-    ``DIR/watchdog.log``, so it survives its starter (a Ray worker) and the starter's
-    session. Cheap when one runs (one non-blocking flock). Two callers racing may both
-    start one; the second exits at once because it cannot take the lock.
+    Detached twice over: it is started through a shell that backgrounds it and exits, so it
+    is nobody's child (Ray kills a worker's child processes when the worker exits), in its
+    own session, stdin from /dev/null, stdout and stderr appended to ``DIR/watchdog.log``.
+    Cheap when one runs (one non-blocking flock). One this process started moments ago and
+    that has not taken the lock yet counts as running; two processes racing may still both
+    start one, and the second exits at once because it cannot take the lock.
     """
     directory = Path(journal_dir) if journal_dir is not None else paths.journal_dir()
-    for done in [p for p in _spawned if p.poll() is not None]:
-        _spawned.remove(done)  # reap watchdogs that exited, so no zombie stays with the starter
     fd = _try_lock(directory / PID_NAME)
     if fd is None:
         return None
     os.close(fd)
+    if _started and _alive_watchdog(_started[-1]):
+        return None  # still starting up (or leaving, after its last look at the journals)
     root = str(Path(__file__).resolve().parents[2])  # importable whatever the starter's cwd
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-    with open(directory / LOG_NAME, "ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", MODULE, "--journal-dir", str(directory)],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            close_fds=True,
-            env=env,
-            cwd=str(directory),
-        )
-    _spawned.append(proc)
-    log.info("started watchdog %d for %s", proc.pid, directory)
-    return proc.pid
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
+        "HARNESS_WATCHDOG_LOG": str(directory / LOG_NAME),
+    }
+    command = [sys.executable, "-m", MODULE, "--journal-dir", str(directory)]
+    shell = subprocess.run(
+        ["/bin/sh", "-c", '"$@" >>"$HARNESS_WATCHDOG_LOG" 2>&1 </dev/null & echo $!', "sh", *command],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        start_new_session=True,
+        env=env,
+        cwd=str(directory),
+        timeout=10,
+        check=True,
+    )
+    pid = int(shell.stdout.strip())
+    _started.append(pid)
+    log.info("started watchdog %d for %s", pid, directory)
+    return pid
 
 
 class Watchdog:
@@ -180,6 +199,8 @@ class Watchdog:
             return 0
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
+        with contextlib.suppress(OSError):  # own session whoever started us (EPERM: already a leader)
+            os.setsid()
         log.info("watchdog %d watching %s (scan every %gs)", os.getpid(), self.directory, self.interval)
         try:
             os.ftruncate(fd, 0)
@@ -223,7 +244,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--journal-dir", type=Path, default=None, help="journal directory (default: this node's)")
     parser.add_argument("--interval", type=float, default=DEFAULT_INTERVAL, help="seconds between scans")
     parser.add_argument(
-        "--idle-exit", type=float, default=DEFAULT_IDLE_EXIT, help="exit after this many seconds with nothing leased"
+        "--idle-exit",
+        type=float,
+        default=float(os.environ.get("HARNESS_WATCHDOG_IDLE_EXIT") or DEFAULT_IDLE_EXIT),
+        help="exit after this many seconds with nothing leased (default: $HARNESS_WATCHDOG_IDLE_EXIT or 30)",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s watchdog[%(process)d] %(levelname)s %(message)s")
