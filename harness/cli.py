@@ -101,14 +101,13 @@ def validate(scenario: ScenarioArg) -> None:
 @_errors_to_exit_codes
 def plan(scenario: ScenarioArg) -> None:
     """Print the compiled timeline with resolved fault targets; applies nothing."""
-    from harness.chaos.process import describe
+    from harness.chaos.preflight import targets
     from harness.display import print_plan
     from harness.scenario import load_scenario
     from harness.timeline import compile_plan
 
     loaded = load_scenario(scenario)
-    targets = {fault.name: describe(fault) for fault in loaded.faults}
-    print_plan(compile_plan(loaded), targets)
+    print_plan(compile_plan(loaded), targets(loaded))
 
 
 @app.command()
@@ -149,6 +148,9 @@ def run(
     loaded = load_scenario(scenario)
     plan_ = compile_plan(loaded)
     token = _token(loaded.results.token_env)
+    from harness.chaos.preflight import check
+
+    check(loaded)  # a fault that could never be applied stops the run here (exit 2)
 
     from harness.display import Progress, console, print_verdict
     from harness.orchestrator import Orchestrator, RunOptions, new_run_id

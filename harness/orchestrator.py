@@ -251,7 +251,7 @@ class Orchestrator:
 
     def _start_agent(self) -> None:
         if self.scenario.faults:
-            self.agent = ChaosAgent.start(self.run_id)
+            self.agent = ChaosAgent.start(self.run_id, allowed_contexts=tuple(self.scenario.safety.allowed_contexts))
             self._heartbeat = threading.Thread(target=self._renew_leases, name="harness-lease", daemon=True)
             self._heartbeat.start()
 

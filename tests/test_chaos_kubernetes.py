@@ -325,3 +325,142 @@ def test_the_double_matches_selectors_like_the_api_server() -> None:
     assert selector_matches("tier notin (db),!canary,app", labels)
     assert not selector_matches("app!=payments", labels)
     assert selector_matches("zone notin (eu)", labels)  # notin holds when the key is absent
+
+
+# ---------------------------------------------------------------- on the journal: agent, recover, watchdog
+
+
+def test_journaled_scale_is_recorded_before_it_acts_and_recover_restores_it(
+    server: FakeApiServer, kubeconfig: Path, tmp_path: Path
+) -> None:
+    from harness.chaos import kube_journal
+    from harness.chaos.journal import FaultState, Journal
+    from harness.chaos.recover import recover
+
+    journal = Journal("kube-run", tmp_path / "journal")
+    record = kube_journal.inject(scale(), "kube-run", journal, allowed_contexts=[ALLOWED], lease_until=None)
+    assert server.cluster.replicas[("shop", "payments")] == 0
+    states = [r.state for r in journal.records()]
+    assert states == [FaultState.INJECTING, FaultState.INJECTED]
+    first = journal.records()[0]
+    assert (first.details["replicas"], first.details["context"], first.details["namespace"]) == (3, ALLOWED, "shop")
+    # Injecting again (the agent retried) changes nothing and keeps the recorded count.
+    assert kube_journal.inject(scale(), "kube-run", journal, allowed_contexts=[ALLOWED]) == record
+    assert len(server.mutating()) == 1
+
+    # The driver died: recover (and the watchdog, which uses the same path) restores the count.
+    lines = recover(tmp_path / "journal")
+    assert lines == [
+        "run kube-run: kubernetes.scale 'scale-payments': scaled deployment shop/payments back to 3 replicas"
+    ]
+    assert server.cluster.replicas[("shop", "payments")] == 3
+    assert recover(tmp_path / "journal") == []
+
+
+def test_journaled_scale_interrupted_mid_way_is_restored_to_the_count_recorded_first(
+    server: FakeApiServer, kubeconfig: Path, tmp_path: Path
+) -> None:
+    from harness.chaos import kube_journal
+    from harness.chaos.journal import FaultRecord, FaultState, Journal
+    from harness.chaos.recover import recover
+
+    journal = Journal("kube-run", tmp_path / "journal")
+    # A crash right after the patch, before "injected" was written: the record says 3.
+    journal.append(
+        FaultRecord(
+            run_id="kube-run",
+            fault_name="scale-payments",
+            kind="kubernetes.scale",
+            state=FaultState.INJECTING,
+            details={"context": ALLOWED, "namespace": "shop", "deployment": "payments", "replicas": 3},
+        )
+    )
+    server.cluster.replicas[("shop", "payments")] = 0
+    kube_journal.inject(scale(), "kube-run", journal, allowed_contexts=[ALLOWED])
+    assert journal.latest("scale-payments").details["replicas"] == 3  # type: ignore[union-attr]
+    recover(tmp_path / "journal")
+    assert server.cluster.replicas[("shop", "payments")] == 3
+
+
+def test_journaled_pod_kill_has_nothing_to_revert(server: FakeApiServer, kubeconfig: Path, tmp_path: Path) -> None:
+    from harness.chaos import kube_journal
+    from harness.chaos.journal import Journal
+    from harness.chaos.recover import recover
+
+    journal = Journal("kube-run", tmp_path / "journal")
+    record = kube_journal.inject(pod_kill(mode="fixed", count=2), "kube-run", journal, allowed_contexts=[ALLOWED])
+    assert sorted(str(record.details["deleted"]).split(",")) == sorted(deleted_names(server))
+    assert len(server.deletes()) == 2
+    assert recover(tmp_path / "journal") == ["run kube-run: kubernetes.pod_kill 'kill-payments': marked reverted"]
+    assert len(server.mutating()) == 2  # recover sent nothing
+
+
+def test_journaled_inject_in_a_namespace_without_opt_in_journals_nothing(
+    server: FakeApiServer, kubeconfig: Path, tmp_path: Path
+) -> None:
+    from harness.chaos import kube_journal
+    from harness.chaos.journal import Journal
+
+    journal = Journal("kube-run", tmp_path / "journal")
+    with pytest.raises(ConfigError, match="harness.io/chaos"):
+        kube_journal.inject(scale(namespace="prod"), "kube-run", journal, allowed_contexts=[ALLOWED])
+    assert journal.records() == []
+    assert server.mutating() == []
+
+
+# ---------------------------------------------------------------- the CLI: plan shows, run refuses first
+
+
+def _scenario_file(tmp_path: Path, namespace: str) -> Path:
+    path = tmp_path / "kube.yaml"
+    path.write_text(
+        f"""
+name: kube
+target: {{base_url: "http://127.0.0.1:9"}}
+load:
+  locustfile: {Path(__file__).resolve().parents[1] / "locustfiles" / "shop.py"}
+  user_classes: [{{class: Shopper}}]
+  stages: [{{duration: 10s, users: 1}}]
+faults:
+  - name: scale-payments
+    kind: kubernetes.scale
+    at: 2s
+    duration: 5s
+    target: {{namespace: {namespace}, deployment: payments}}
+safety: {{allowed_contexts: [{ALLOWED}]}}
+"""
+    )
+    return path
+
+
+def _cli(*args: str, kubeconfig: Path, tmp_path: Path) -> Any:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "HARNESS_RUNS_DIR": str(tmp_path / "runs")}
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", *args], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_plan_resolves_kubernetes_targets_and_changes_nothing(
+    server: FakeApiServer, kubeconfig: Path, tmp_path: Path
+) -> None:
+    result = _cli("plan", str(_scenario_file(tmp_path, "shop")), kubeconfig=kubeconfig, tmp_path=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    flat = " ".join(result.stdout.replace("│", " ").split())  # the plan table wraps long cells
+    assert "scale deployment shop/payments to 0 replicas" in flat
+    assert f"now: deployment payments (context {ALLOWED}, namespace shop) now at 3 replicas" in flat
+    assert server.mutating() == []
+
+
+def test_run_refuses_a_namespace_without_opt_in_before_anything_starts(
+    server: FakeApiServer, kubeconfig: Path, tmp_path: Path
+) -> None:
+    result = _cli("run", str(_scenario_file(tmp_path, "prod")), kubeconfig=kubeconfig, tmp_path=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "prod" in result.stderr + result.stdout and "harness.io/chaos" in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr + result.stdout
+    assert server.mutating() == []
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())  # no run was started

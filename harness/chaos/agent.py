@@ -30,9 +30,16 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from harness.chaos import process, watchdog
 from harness.chaos.journal import FaultRecord, FaultState, Journal
-from harness.errors import FaultError
+from harness.chaos.recover import revert_record
+from harness.errors import FaultError, HarnessError
 from harness.priority import normal_priority
-from harness.scenario import ProcessKillFault, ProcessPauseFault
+from harness.scenario import (
+    Fault,
+    KubernetesPodKillFault,
+    KubernetesScaleFault,
+    ProcessKillFault,
+    ProcessPauseFault,
+)
 
 __all__ = ["LEASE_TTL", "RENEW_INTERVAL", "ChaosAgent"]
 
@@ -70,9 +77,16 @@ class _ChaosAgentActor:
     Signalling is fast (milliseconds), so holding the lock keeps calls prompt.
     """
 
-    def __init__(self, run_id: str, protected: list[tuple[int, float]], lease_ttl: float = LEASE_TTL) -> None:
+    def __init__(
+        self,
+        run_id: str,
+        protected: list[tuple[int, float]],
+        lease_ttl: float = LEASE_TTL,
+        allowed_contexts: tuple[str, ...] = (),
+    ) -> None:
         normal_priority()  # faults are on the run's clock: do not wait behind the load (nice 15)
         self._run_id = run_id
+        self._allowed_contexts = allowed_contexts
         self._journal = Journal(run_id)
         self._lease_ttl = lease_ttl
         self._protected = [*protected, *process.protected_processes()]
@@ -85,7 +99,7 @@ class _ChaosAgentActor:
         return self._node_id
 
     def inject(self, fault: Any) -> Summary:
-        if not isinstance(fault, ProcessKillFault | ProcessPauseFault):
+        if not isinstance(fault, ProcessKillFault | ProcessPauseFault | KubernetesPodKillFault | KubernetesScaleFault):
             kind = getattr(fault, "kind", type(fault).__name__)
             name = getattr(fault, "name", "?")
             raise FaultError(f"fault '{name}': kind {kind} is not supported by the chaos agent")
@@ -94,11 +108,24 @@ class _ChaosAgentActor:
             try:
                 self._ensure_watchdog()  # before: it is up by the time the lease could lapse
                 lease_until = time.time() + self._lease_ttl
-                record = process.inject(
-                    fault, self._run_id, self._journal, protected=self._protected, lease_until=lease_until
-                )
-            except FaultError:
-                raise
+                if isinstance(fault, KubernetesPodKillFault | KubernetesScaleFault):
+                    from harness.chaos import kube_journal  # imports the kubernetes client
+
+                    record = kube_journal.inject(
+                        fault,
+                        self._run_id,
+                        self._journal,
+                        allowed_contexts=self._allowed_contexts,
+                        lease_until=lease_until,
+                    )
+                else:
+                    record = process.inject(
+                        fault, self._run_id, self._journal, protected=self._protected, lease_until=lease_until
+                    )
+            except HarnessError as exc:  # a refused context or namespace is a FaultError to the run
+                if isinstance(exc, FaultError):
+                    raise
+                raise FaultError(f"fault '{fault.name}': {exc}") from None
             except Exception as exc:  # a bug or an I/O error: still a FaultError to the caller
                 log.exception("fault %s: inject failed", fault.name)
                 raise FaultError(f"fault '{fault.name}': {type(exc).__name__}: {exc}") from exc
@@ -143,7 +170,7 @@ class _ChaosAgentActor:
                 "details": {},
             }
         try:
-            process.revert(record, self._journal)
+            revert_record(record, self._journal)
         except FaultError:
             raise
         except Exception as exc:
@@ -222,6 +249,7 @@ class ChaosAgent:
         call_timeout: float = 30.0,
         start_timeout: float = 60.0,
         lease_ttl: float = LEASE_TTL,
+        allowed_contexts: tuple[str, ...] = (),
     ) -> ChaosAgent:
         """Start (or join) the agent of ``run_id`` on ``node_id`` and wait until it answers.
 
@@ -233,6 +261,7 @@ class ChaosAgent:
         and its ancestors as protected, so no pattern can match the harness process.
         Raises ``FaultError`` if the actor does not answer within ``start_timeout`` seconds.
         Faults are leased for ``lease_ttl`` seconds; keep them applied with :meth:`renew`.
+        Kubernetes faults act only in ``allowed_contexts`` (the scenario's safety block).
         """
         name = _actor_name(run_id, node_id)
         options: dict[str, Any] = {
@@ -245,7 +274,9 @@ class ChaosAgent:
         if node_id:
             options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id, soft=False)
         actor_class: Any = ray.remote(_ChaosAgentActor)
-        handle = actor_class.options(**options).remote(run_id, process.protected_processes(), lease_ttl)
+        handle = actor_class.options(**options).remote(
+            run_id, process.protected_processes(), lease_ttl, tuple(allowed_contexts)
+        )
         try:
             actual_node: str = ray.get(handle.node_id.remote(), timeout=start_timeout)
         except (GetTimeoutError, RayError) as exc:
@@ -282,7 +313,7 @@ class ChaosAgent:
         except RayError as exc:
             raise FaultError(f"chaos agent {self.name}: {what} failed: {exc}") from None
 
-    def inject(self, fault: ProcessKillFault | ProcessPauseFault) -> Summary:
+    def inject(self, fault: Fault) -> Summary:
         """Inject ``fault`` on the agent's node; returns ``{fault, kind, state, pids, time, node_id, ...}``.
 
         The fault is journaled on the node before it is applied. Injecting a fault name that

@@ -241,12 +241,12 @@ def describe(fault: KubeFault) -> str:
     """What the fault will do, in one line, for ``harness plan``. Sends no request."""
     if isinstance(fault, KubernetesPodKillFault):
         target, params = fault.target, fault.params
-        how = {
-            "one": "one pod",
-            "all": "all pods",
-            "fixed": f"{params.count} pods",
-            "percent": f"{params.percent:g}% of the pods (rounded up)",
-        }[params.mode]
+        if params.mode == "fixed":
+            how = f"{params.count} pods"
+        elif params.mode == "percent":
+            how = f"{params.percent:g}% of the pods (rounded up)"
+        else:
+            how = {"one": "one pod", "all": "all pods"}[params.mode]
         return f"delete {how} matching '{target.selector}' in namespace {target.namespace} (gracePeriodSeconds=0)"
     return (
         f"scale deployment {fault.target.namespace}/{fault.target.deployment} to 0 replicas, "

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness.chaos import process
 from harness.chaos.journal import FaultRecord, FaultState, Journal, journals
-from harness.chaos.process import KILL, PAUSE, revert
+from harness.chaos.process import KILL, PAUSE
 from harness.errors import FaultError
 
-__all__ = ["RecoverFailed", "recover", "revert_outstanding"]
+__all__ = ["RecoverFailed", "recover", "revert_outstanding", "revert_record"]
+
+KUBE_PREFIX = "kubernetes."
 
 
 class RecoverFailed(FaultError):
@@ -59,9 +62,20 @@ def revert_outstanding(record: FaultRecord, journal: Journal) -> str:
     The one revert path of ``harness recover`` and the watchdog. Raises ``FaultError`` when
     the fault could not be reverted (it is then journaled as ``revert_failed``).
     """
-    revert(record, journal)
+    revert_record(record, journal)
     final = journal.latest(record.fault_name) or record
     return f"{_name(record)}: {_what_was_done(record, final)}"
+
+
+def revert_record(record: FaultRecord, journal: Journal) -> None:
+    """Revert one journaled fault with its family's code: the agent, recover and the watchdog all
+    come through here. Kubernetes is imported only when a Kubernetes fault is journaled."""
+    if record.kind.startswith(KUBE_PREFIX):
+        from harness.chaos import kube_journal
+
+        kube_journal.revert(record, journal)
+    else:
+        process.revert(record, journal)
 
 
 def _name(record: FaultRecord) -> str:
@@ -78,6 +92,9 @@ def _what_was_done(before: FaultRecord, after: FaultRecord) -> str:
         signal_name = after.details.get("signal_name", "signal")
         pids = ", ".join(str(p) for p in before.pids) or "no process"
         return f"{signal_name} sent to {pids} cannot be undone; marked reverted"
+    if before.kind.startswith(KUBE_PREFIX) and "restored" in after.details:
+        where = f"{after.details.get('namespace', '')}/{after.details.get('deployment', '')}"
+        return f"scaled deployment {where} back to {after.details['restored']} replicas"
     if before.kind != PAUSE:
         return f"marked {after.state.value}"
     parts: list[str] = []

@@ -1,0 +1,56 @@
+"""Before anything starts: what each fault will act on, and the refusals a run would meet.
+
+``harness plan`` prints :func:`targets`; ``harness run`` calls :func:`check` before it
+starts Ray, so a fault that could never be applied (no kubeconfig, a kube context the
+scenario does not allow, a namespace without the opt-in label, an API server that does not
+answer) stops the run with exit 2 and the reason, with no load sent and nothing applied.
+Process faults are resolved when they fire (the target may start after the run does), so
+they have nothing to check here.
+"""
+
+from __future__ import annotations
+
+from harness.chaos import process
+from harness.errors import ConfigError, HarnessError
+from harness.scenario import KubernetesPodKillFault, KubernetesScaleFault, Scenario
+
+__all__ = ["check", "targets"]
+
+
+def targets(scenario: Scenario) -> dict[str, str]:
+    """One line per fault: what it will do, and for Kubernetes faults what it resolves to now.
+
+    Sends only GET requests; a Kubernetes fault that cannot be resolved says why instead.
+    """
+    out: dict[str, str] = {}
+    for fault in scenario.faults:
+        if isinstance(fault, KubernetesPodKillFault | KubernetesScaleFault):
+            from harness.chaos import kubernetes as kube  # imports the kubernetes client
+
+            line = kube.describe(fault)
+            try:
+                api = kube.connect(scenario.safety.allowed_contexts)
+                line += f"; now: {kube.resolve(fault, api).describe()}"
+            except HarnessError as exc:
+                line += f"; not resolved: {exc}"
+            out[fault.name] = line
+        else:
+            out[fault.name] = process.describe(fault)
+    return out
+
+
+def check(scenario: Scenario) -> None:
+    """Raise ``ConfigError`` (exit 2) naming the fault when one could not be applied at all."""
+    kube_faults = [f for f in scenario.faults if isinstance(f, KubernetesPodKillFault | KubernetesScaleFault)]
+    if not kube_faults:
+        return
+    from harness.chaos import kubernetes as kube
+
+    api = kube.connect(scenario.safety.allowed_contexts)
+    for fault in kube_faults:
+        try:
+            kube.resolve(fault, api)
+        except ConfigError:
+            raise
+        except HarnessError as exc:
+            raise ConfigError(f"fault '{fault.name}' cannot be applied: {exc}") from None
