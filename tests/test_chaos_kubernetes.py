@@ -402,7 +402,7 @@ def test_journaled_inject_in_a_namespace_without_opt_in_journals_nothing(
     from harness.chaos.journal import Journal
 
     journal = Journal("kube-run", tmp_path / "journal")
-    with pytest.raises(ConfigError, match="harness.io/chaos"):
+    with pytest.raises(ConfigError, match=r"harness\.io/chaos"):
         kube_journal.inject(scale(namespace="prod"), "kube-run", journal, allowed_contexts=[ALLOWED])
     assert journal.records() == []
     assert server.mutating() == []
