@@ -1,0 +1,386 @@
+"""Network faults without netem: ``network.partition``, ``network.loss`` (nftables) and
+``network.bandwidth`` (a tbf qdisc through pyroute2 netlink).
+
+The host kernel of our machines has no netem (see TESTBED.md), so loss is done the way the
+design names as the fallback: an nftables rule ``numgen random mod 100 < N drop``. Partition
+is an nftables ``drop`` of the peers' traffic in both directions. Bandwidth is tbf, set with
+netlink (no ``tc`` binary involved).
+
+How nftables is driven, and why: ``nft -f -`` fed a generated ruleset on stdin, run through
+``ip netns exec NS`` when the target is a namespace. The generated file is applied by nft as
+one atomic transaction (all of a fault's chains and rules appear together or not at all);
+pyroute2's nftables support does not cover ``numgen`` or anonymous sets as a stable API, and
+Debian's ``python3-nftables`` binding serves only the system interpreter, not our venv.
+``ip netns exec`` is what an operator would type to inspect the same objects, so the journal
+and a human see the same thing. Reads use ``nft -j`` (JSON).
+
+Objects, all findable by a sweep and all recorded in the journal before they are created:
+
+* one nftables table per run, ``inet harness_<run id>`` (run id sanitised to nft's identifier
+  characters; a hash suffix keeps two different ids from colliding), holding for each fault
+  its own base chains ``f_<fault>_out`` (hook output) and ``f_<fault>_in`` (hook input);
+  revert deletes exactly the fault's chains and then the table once no chain is left in it;
+* one tbf qdisc at the root of the target interface, handle ``4852:`` (the recorded
+  :data:`TBF_HANDLE`); revert deletes the root qdisc only if it still has that handle and is
+  a tbf, so someone else's shaping is never removed. Inject refuses an interface whose root
+  qdisc is somebody else's (a non-zero handle that is not ours) instead of replacing it.
+
+Both inject and revert are idempotent: nft chains are flushed and refilled (``add`` of an
+existing table or chain is a no-op), the qdisc is ``replace``d when ours is already there,
+and revert of objects already gone (or of a namespace that no longer exists, which took its
+objects with it) just journals ``reverted``. So inject twice + revert once leaves nothing.
+
+Partition and loss act on traffic the target itself sends and receives (output and input
+hooks), not on traffic it forwards as a router.
+
+This is the only module of harness that imports pyroute2.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from pyroute2 import IPRoute
+
+from harness.chaos.journal import FaultRecord, FaultState, Journal
+from harness.errors import ConfigError, FaultError
+from harness.scenario import NetworkBandwidthFault, NetworkLossFault, NetworkPartitionFault
+
+__all__ = [
+    "BANDWIDTH",
+    "KINDS",
+    "LOSS",
+    "PARTITION",
+    "TBF_HANDLE",
+    "NetworkFault",
+    "check",
+    "describe",
+    "inject",
+    "is_network_kind",
+    "revert",
+    "table_name",
+]
+
+NetworkFault = NetworkPartitionFault | NetworkLossFault | NetworkBandwidthFault
+
+PARTITION = "network.partition"
+LOSS = "network.loss"
+BANDWIDTH = "network.bandwidth"
+KINDS = frozenset({PARTITION, LOSS, BANDWIDTH})
+
+#: Root handle of every tbf harness adds ("4852:" — "HR"); recorded in the journal too.
+TBF_HANDLE = 0x48520000
+_TC_H_ROOT = 0xFFFFFFFF
+#: Priority of our filter chains: before the usual filter chains (0), after conntrack (-200).
+CHAIN_PRIORITY = -50
+#: Seconds any one ``nft`` call may take; it is a local netlink transaction.
+NFT_TIMEOUT = 10.0
+NETNS_DIR = Path("/run/netns")
+
+
+def is_network_kind(kind: str) -> bool:
+    return kind in KINDS
+
+
+# ---------------------------------------------------------------- names
+
+
+def _ident(text: str, limit: int) -> str:
+    """``text`` in nft identifier characters; a short hash is added when anything was changed or cut."""
+    clean = re.sub(r"[^A-Za-z0-9_]", "_", text)
+    if clean == text and len(clean) <= limit:
+        return clean
+    digest = hashlib.sha1(text.encode()).hexdigest()[:8]
+    return f"{clean[: limit - 9]}_{digest}"
+
+
+def table_name(run_id: str) -> str:
+    """``harness_<run id>``: the one nftables table (family inet) of a run."""
+    return f"harness_{_ident(run_id, 64)}"
+
+
+def _chain_names(fault_name: str) -> tuple[str, str]:
+    base = f"f_{_ident(fault_name, 48)}"
+    return f"{base}_out", f"{base}_in"
+
+
+# ---------------------------------------------------------------- describe and check
+
+
+def _where(netns: str | None, interface: str | None) -> str:
+    ns = f"netns {netns}" if netns else "the host netns"
+    return f"{ns}, interface {interface}" if interface else ns
+
+
+def describe(fault: NetworkFault) -> str:
+    """One line for ``harness plan``: what the fault will do, and where. Touches nothing."""
+    where = _where(fault.target.netns, fault.target.interface)
+    if isinstance(fault, NetworkBandwidthFault):
+        p = fault.params
+        return (
+            f"tbf rate {p.rate / 1e6:g}mbit burst {_burst(fault)}B latency {p.latency * 1000:g}ms "
+            f"on egress of {where} for {fault.duration:g}s"
+        )
+    peers = ", ".join(fault.params.peers)
+    if isinstance(fault, NetworkPartitionFault):
+        ports = f" ports {','.join(str(p) for p in fault.params.ports)}" if fault.params.ports else ""
+        return f"drop traffic with {peers}{ports}, both directions, in {where} for {fault.duration:g}s (nftables)"
+    return (
+        f"drop {fault.params.percent}% of {fault.params.direction} packets with {peers} "
+        f"in {where} for {fault.duration:g}s (nftables numgen)"
+    )
+
+
+def check(fault: NetworkFault) -> None:
+    """Raise ``ConfigError`` when the fault could never apply on this host: no ``nft``, no such
+    namespace, no such interface. Called before a run starts; changes nothing."""
+    netns = fault.target.netns
+    if netns is not None and not (NETNS_DIR / netns).exists():
+        raise ConfigError(f"fault '{fault.name}': network namespace '{netns}' does not exist (ip netns list)")
+    if isinstance(fault, NetworkBandwidthFault):
+        with _ipr(netns) as ipr:
+            if not ipr.link_lookup(ifname=fault.target.interface):
+                raise ConfigError(
+                    f"fault '{fault.name}': no interface '{fault.target.interface}' in {_where(netns, None)}"
+                )
+    elif shutil.which("nft") is None:
+        raise ConfigError(f"fault '{fault.name}': the nft command is missing (Debian package nftables)")
+
+
+# ---------------------------------------------------------------- nftables
+
+
+def _nft(netns: str, args: list[str], stdin: str | None = None) -> str:
+    """Run ``nft ARGS`` in ``netns`` ('' = the host's); stdout, or ``FaultError`` with nft's message."""
+    cmd = (["ip", "netns", "exec", netns] if netns else []) + ["nft", *args]
+    try:
+        done = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=NFT_TIMEOUT, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise FaultError(f"{' '.join(cmd)}: {exc}") from None
+    if done.returncode != 0:
+        raise FaultError(f"{' '.join(cmd)}: {done.stderr.strip() or f'exit {done.returncode}'}")
+    return done.stdout
+
+
+def _chains_in_table(netns: str, table: str) -> list[str] | None:
+    """Names of the chains of ``inet table`` in ``netns``, or None when the table does not exist."""
+    data: Any = json.loads(_nft(netns, ["-j", "list", "tables"]) or "{}")
+    tables = [
+        item["table"]["name"]
+        for item in data.get("nftables", [])
+        if "table" in item and item["table"].get("family") == "inet"
+    ]
+    if table not in tables:
+        return None
+    data = json.loads(_nft(netns, ["-j", "list", "table", "inet", table]) or "{}")
+    return [item["chain"]["name"] for item in data.get("nftables", []) if "chain" in item]
+
+
+def _rules(fault: NetworkPartitionFault | NetworkLossFault) -> tuple[list[str], list[str]]:
+    """The rule bodies of the output and input chains."""
+    out_if = f'oifname "{fault.target.interface}" ' if fault.target.interface else ""
+    in_if = f'iifname "{fault.target.interface}" ' if fault.target.interface else ""
+    by_family: dict[str, list[str]] = {"ip": [], "ip6": []}
+    for peer in fault.params.peers:
+        net = ipaddress.ip_network(peer)
+        by_family["ip" if net.version == 4 else "ip6"].append(str(net))
+    out_rules: list[str] = []
+    in_rules: list[str] = []
+    for family, nets in by_family.items():
+        if not nets:
+            continue
+        peers = "{ " + ", ".join(nets) + " }"
+        if isinstance(fault, NetworkPartitionFault):
+            if fault.params.ports:
+                ports_set = "{ " + ", ".join(str(p) for p in fault.params.ports) + " }"
+                out_rules.append(
+                    f"{out_if}{family} daddr {peers} meta l4proto {{ tcp, udp }} th dport {ports_set} drop"
+                )
+                in_rules.append(f"{in_if}{family} saddr {peers} meta l4proto {{ tcp, udp }} th sport {ports_set} drop")
+            else:
+                out_rules.append(f"{out_if}{family} daddr {peers} drop")
+                in_rules.append(f"{in_if}{family} saddr {peers} drop")
+        else:
+            n = fault.params.percent
+            verdict = "drop" if n >= 100 else f"numgen random mod 100 < {n} drop"
+            if fault.params.direction in ("egress", "both"):
+                out_rules.append(f"{out_if}{family} daddr {peers} {verdict}")
+            if fault.params.direction in ("ingress", "both"):
+                in_rules.append(f"{in_if}{family} saddr {peers} {verdict}")
+    return out_rules, in_rules
+
+
+def _chain_spec(hook: str) -> str:
+    return f"{{ type filter hook {hook} priority {CHAIN_PRIORITY}; policy accept; }}"
+
+
+def _nft_inject(fault: NetworkPartitionFault | NetworkLossFault, netns: str, table: str) -> None:
+    """One atomic nft transaction: table, the fault's two chains (flushed), their rules."""
+    out_chain, in_chain = _chain_names(fault.name)
+    out_rules, in_rules = _rules(fault)
+    lines = [f"add table inet {table}"]
+    for chain, hook, rules in ((out_chain, "output", out_rules), (in_chain, "input", in_rules)):
+        lines.append(f"add chain inet {table} {chain} {_chain_spec(hook)}")
+        lines.append(f"flush chain inet {table} {chain}")
+        lines.extend(f"add rule inet {table} {chain} {rule}" for rule in rules)
+    _nft(netns, ["-f", "-"], "\n".join(lines) + "\n")
+
+
+def _nft_revert(netns: str, table: str, chains: list[str]) -> str:
+    """Delete ``chains`` of ``table`` that still exist, then the table if it is empty; says what it did."""
+    present = _chains_in_table(netns, table)
+    if present is None:
+        return "table already gone"
+    mine = [c for c in chains if c in present]
+    lines: list[str] = []
+    for chain in mine:
+        lines += [f"flush chain inet {table} {chain}", f"delete chain inet {table} {chain}"]
+    left = [c for c in present if c not in mine]
+    if not left:
+        lines.append(f"delete table inet {table}")
+    if lines:
+        _nft(netns, ["-f", "-"], "\n".join(lines) + "\n")
+    return f"deleted chains {','.join(mine) or '(none left)'}" + ("" if left else f" and table {table}")
+
+
+# ---------------------------------------------------------------- tbf
+
+
+def _ipr(netns: str | None) -> IPRoute:
+    return IPRoute(netns=netns) if netns else IPRoute()
+
+
+def _burst(fault: NetworkBandwidthFault) -> int:
+    """The bucket: as asked, else 10 ms at the rate but at least 5000 B (three full frames)."""
+    return fault.params.burst or max(5000, fault.params.rate // 8 // 100)
+
+
+def _root_qdisc(ipr: IPRoute, index: int) -> tuple[str, int] | None:
+    """(kind, handle) of the root qdisc of link ``index``, or None when it has none listed."""
+    for msg in ipr.get_qdiscs(index=index):
+        if msg.get("parent") == _TC_H_ROOT:
+            return str(msg.get_attr("TCA_KIND")), int(msg.get("handle"))
+    return None
+
+
+def _tbf_inject(fault: NetworkBandwidthFault, netns: str) -> int:
+    """Set (or reset) our tbf at the root of the interface; returns the interface index."""
+    interface = fault.target.interface
+    with _ipr(netns or None) as ipr:
+        found = ipr.link_lookup(ifname=interface)
+        if not found:
+            raise FaultError(f"fault '{fault.name}': no interface '{interface}' in {_where(netns or None, None)}")
+        index = int(found[0])
+        root = _root_qdisc(ipr, index)
+        if root is not None and root[1] not in (0, TBF_HANDLE):
+            raise FaultError(
+                f"fault '{fault.name}': {interface} already has root qdisc {root[0]} handle {root[1] >> 16:x}:, "
+                "not harness's; refusing to replace it"
+            )
+        command = "replace" if root is not None and root[1] == TBF_HANDLE else "add"
+        ipr.tc(
+            command,
+            "tbf",
+            index=index,
+            handle=TBF_HANDLE,
+            rate=f"{fault.params.rate}bit",
+            burst=_burst(fault),
+            latency=f"{max(1, round(fault.params.latency * 1000))}ms",
+        )
+        return index
+
+
+def _tbf_revert(netns: str, interface: str, handle: int) -> str:
+    if netns and not (NETNS_DIR / netns).exists():
+        return f"netns {netns} is gone (its qdiscs with it)"
+    with _ipr(netns or None) as ipr:
+        found = ipr.link_lookup(ifname=interface)
+        if not found:
+            return f"interface {interface} is gone"
+        index = int(found[0])
+        root = _root_qdisc(ipr, index)
+        if root is None or root[0] != "tbf" or root[1] != handle:
+            return f"no harness tbf on {interface}"
+        ipr.tc("del", index=index, handle=handle, parent=_TC_H_ROOT)
+        return f"deleted tbf {handle >> 16:x}: on {interface}"
+
+
+# ---------------------------------------------------------------- journaled inject and revert
+
+
+def inject(fault: NetworkFault, run_id: str, journal: Journal, *, lease_until: float | None = None) -> FaultRecord:
+    """Apply ``fault`` and return its ``injected`` record; idempotent per fault name.
+
+    ``injecting`` is journaled (fsynced) with every object a revert needs before anything is
+    changed. A fault already injected or reverted in this run is not applied again; one left
+    ``injecting`` by a crash is applied again (the operations are idempotent) and completed.
+    """
+    if run_id != journal.run_id:
+        raise ValueError(f"journal of run {journal.run_id!r} given for run {run_id!r}")
+    previous = journal.latest(fault.name)
+    if previous is not None and previous.state is not FaultState.INJECTING:
+        if previous.kind != fault.kind:
+            raise FaultError(f"fault '{fault.name}': already journaled in run {run_id} as {previous.kind}")
+        return previous
+    netns = fault.target.netns or ""
+    if netns and not (NETNS_DIR / netns).exists():
+        raise FaultError(f"fault '{fault.name}': network namespace '{netns}' does not exist")
+    details: dict[str, str | int] = {"target": describe(fault), "netns": netns}
+    if isinstance(fault, NetworkBandwidthFault):
+        details.update(interface=fault.target.interface, handle=TBF_HANDLE)
+    else:
+        details.update(table=table_name(run_id), chains=",".join(_chain_names(fault.name)))
+    record = previous or FaultRecord(
+        run_id=run_id,
+        fault_name=fault.name,
+        kind=fault.kind,
+        state=FaultState.INJECTING,
+        details=details,
+        lease_until=lease_until,
+    )
+    if previous is None:
+        journal.append(record)
+    if isinstance(fault, NetworkBandwidthFault):
+        index = _tbf_inject(fault, netns)
+        injected = record.advance(FaultState.INJECTED, ifindex=index)
+    else:
+        _nft_inject(fault, netns, str(record.details["table"]))
+        injected = record.advance(FaultState.INJECTED)
+    journal.append(injected)
+    return injected
+
+
+def revert(record: FaultRecord, journal: Journal) -> None:
+    """Delete exactly the objects the journal recorded for this fault; journal the outcome.
+
+    Safe to call any number of times, with no scenario at hand (``harness recover``, the
+    watchdog). Raises ``FaultError`` after journaling ``revert_failed`` when an object could
+    not be deleted, so the next recover retries.
+    """
+    latest = journal.latest(record.fault_name) or record
+    if latest.state is FaultState.REVERTED:
+        return
+    d = latest.details
+    netns = str(d.get("netns", ""))
+    try:
+        if latest.kind == BANDWIDTH:
+            what = _tbf_revert(netns, str(d["interface"]), int(d.get("handle", TBF_HANDLE)))
+        elif netns and not (NETNS_DIR / netns).exists():
+            what = f"netns {netns} is gone (its nft tables with it)"
+        else:
+            chains = [c for c in str(d.get("chains", "")).split(",") if c]
+            what = _nft_revert(netns, str(d["table"]), chains)
+    except (FaultError, OSError, KeyError, ValueError) as exc:
+        journal.append(latest.advance(FaultState.REVERT_FAILED, error=str(exc)))
+        raise FaultError(f"fault '{latest.fault_name}': revert failed: {exc}") from None
+    except Exception as exc:  # a netlink error from pyroute2
+        journal.append(latest.advance(FaultState.REVERT_FAILED, error=f"{type(exc).__name__}: {exc}"))
+        raise FaultError(f"fault '{latest.fault_name}': revert failed: {type(exc).__name__}: {exc}") from None
+    journal.append(latest.advance(FaultState.REVERTED, reverted=what))
