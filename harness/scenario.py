@@ -63,6 +63,10 @@ __all__ = [
     "Safety",
     "Scenario",
     "Slo",
+    "StressCpuFault",
+    "StressDiskFillFault",
+    "StressIoFault",
+    "StressMemoryFault",
     "Target",
     "UserClass",
     "UsersStage",
@@ -343,17 +347,227 @@ class KubernetesScaleFault(_FaultBase):
     params: ScaleParams = Field(default_factory=ScaleParams, description="No parameters.")
 
 
+# ---------------------------------------------------------------- stress faults (stress-ng)
+
+_BYTE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": 1024**2, "mb": 1000**2, "mib": 1024**2}
+_BYTE_UNITS |= {"g": 1024**3, "gb": 1000**3, "gib": 1024**3, "t": 1024**4, "tb": 1000**4, "tib": 1024**4}
+_BYTES = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
+
+
+def _parse_bytes(value: Any) -> int:
+    """``256M``/``256MiB`` (binary), ``256MB`` (decimal) or a plain integer of bytes."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size such as 256M or a number of bytes")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        match = _BYTES.match(value)
+        if match and match[2].lower() in _BYTE_UNITS:
+            return int(float(match[1]) * _BYTE_UNITS[match[2].lower()])
+    raise ValueError(f"'{value}' is not a size; use e.g. 256M, 1GiB, 500MB or a number of bytes")
+
+
+Bytes = Annotated[int, BeforeValidator(_parse_bytes), WithJsonSchema({"type": ["integer", "string"]})]
+
+
+class StressCpuParams(_Model):
+    workers: int = Field(default=1, ge=1, le=1024, description="stress-ng CPU workers (each loads at most one core).")
+    load: int = Field(default=100, ge=1, le=100, description="Percent of one core each worker keeps busy.")
+
+
+class StressMemoryParams(_Model):
+    bytes: Bytes = Field(gt=0, description="Memory to allocate and touch, e.g. 512M (resident, not just mapped).")
+    hold: bool = Field(
+        default=True,
+        description="true: allocate once and hold it idle; false: keep rewriting it (costs a core too).",
+    )
+
+
+class StressIoParams(_Model):
+    workers: int = Field(default=1, ge=1, le=256, description="stress-ng hdd workers writing and reading files.")
+    path: str = Field(default="/tmp", description="Directory the workers write in (a private subdirectory).")
+
+
+class StressDiskFillParams(_Model):
+    path: str = Field(description="Directory on the file system to fill; a file harness-fill-<run>-<fault> is made.")
+    bytes: Bytes = Field(gt=0, description="Size of the file (allocated blocks), e.g. 2G.")
+
+
+class _StressFault(_FaultBase):
+    target: ProcessTarget | None = Field(
+        default=None,
+        description="Process whose cgroups the stress-ng processes join; none: they stay in the agent's cgroups.",
+    )
+
+
+class StressCpuFault(_StressFault):
+    """CPU load with stress-ng at ``load`` percent per worker for ``duration``."""
+
+    kind: Literal["stress.cpu"] = Field(description="Fault kind.")
+    params: StressCpuParams = Field(default_factory=StressCpuParams, description="Workers and load.")
+
+
+class StressMemoryFault(_StressFault):
+    """Allocate and hold ``bytes`` of memory with stress-ng for ``duration``."""
+
+    kind: Literal["stress.memory"] = Field(description="Fault kind.")
+    params: StressMemoryParams = Field(description="Bytes and hold.")
+
+
+class StressIoFault(_StressFault):
+    """File IO with stress-ng hdd workers for ``duration``."""
+
+    kind: Literal["stress.io"] = Field(description="Fault kind.")
+    params: StressIoParams = Field(default_factory=StressIoParams, description="Workers and directory.")
+
+
+class StressDiskFillFault(_StressFault):
+    """Fill a file system with one allocated file of ``bytes``; removed on revert."""
+
+    kind: Literal["stress.disk_fill"] = Field(description="Fault kind.")
+    params: StressDiskFillParams = Field(description="Directory and size.")
+
+
+# ---------------------------------------------------------------- network faults
+
+#: A network namespace name as ``ip netns`` makes them (a file under /run/netns).
+NetnsName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+#: A Linux interface name (IFNAMSIZ is 16 with the terminating NUL).
+IfName = Annotated[str, Field(min_length=1, max_length=15, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$")]
+
+
+def _cidr(value: str) -> str:
+    """A peer network in CIDR notation (a bare address is a /32 or /128), normalised."""
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_network(value.strip(), strict=False))
+    except ValueError:
+        raise ValueError(f"'{value}' is not an IPv4/IPv6 address or CIDR such as 10.0.0.0/24") from None
+
+
+Cidr = Annotated[str, AfterValidator(_cidr)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(bit|kbit|mbit|gbit|bps|kbps|mbps|gbps)?\s*$", re.IGNORECASE)
+_RATE_UNITS = {"bit": 1, "kbit": 1e3, "mbit": 1e6, "gbit": 1e9, "bps": 8, "kbps": 8e3, "mbps": 8e6, "gbps": 8e9}
+
+
+def _rate_bits(value: Any) -> int:
+    """Bits per second from ``1mbit``, ``500kbit``, ``2mbps`` (bytes/s, as tc spells it) or a number of bit/s."""
+    if isinstance(value, bool):
+        raise ValueError("expected a rate such as 1mbit")
+    if isinstance(value, int | float):
+        bits = float(value)
+    else:
+        match = _RATE.match(str(value))
+        if match is None:
+            raise ValueError(f"'{value}' is not a rate; use e.g. 1mbit, 500kbit, 10mbps (bytes/s) or bits/s")
+        bits = float(match[1]) * _RATE_UNITS[(match[2] or "bit").lower()]
+    if not 8_000 <= bits <= 32e9:
+        raise ValueError("rate must be between 8kbit and 32gbit")
+    return int(bits)
+
+
+class NetworkTarget(_Model):
+    """Where a network fault acts: a network namespace (default: the host's) and an interface."""
+
+    netns: NetnsName | None = Field(default=None, description="Network namespace name (ip netns); default the host.")
+    interface: IfName | None = Field(
+        default=None, description="Interface; required by network.bandwidth, narrows partition and loss."
+    )
+
+
+class InterfaceTarget(_Model):
+    """A network namespace (default: the host's) and an interface in it, which must be named."""
+
+    netns: NetnsName | None = Field(default=None, description="Network namespace name (ip netns); default the host.")
+    interface: IfName = Field(description="Interface whose egress the fault shapes.")
+
+
+class PartitionParams(_Model):
+    """Traffic between the target and these peers is dropped, both directions."""
+
+    peers: list[Cidr] = Field(min_length=1, max_length=256, description="Peer networks (CIDR) cut off from the target.")
+    ports: list[Port] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Only TCP/UDP traffic to these peer ports (and its replies) is dropped; default all traffic.",
+    )
+
+
+class LossParams(_Model):
+    """A random share of the packets between the target and the peers is dropped (nftables numgen)."""
+
+    percent: int = Field(ge=1, le=100, description="Percent of packets dropped, per direction it applies to.")
+    peers: list[Cidr] = Field(min_length=1, max_length=256, description="Peer networks (CIDR) whose traffic is hit.")
+    direction: Literal["egress", "ingress", "both"] = Field(
+        default="egress",
+        description="Packets leaving the target, arriving at it, or both (a round trip then loses 1-(1-p)^2).",
+    )
+
+
+class BandwidthParams(_Model):
+    """A tbf qdisc at the root of the target interface's egress."""
+
+    rate: Annotated[int, BeforeValidator(_rate_bits), WithJsonSchema({"type": ["integer", "string"]})] = Field(
+        description="Rate: 1mbit, 500kbit (bits/s), 2mbps (bytes/s, as tc spells it) or a number of bits/s."
+    )
+    burst: int | None = Field(
+        default=None, ge=1600, le=64 * 1024 * 1024, description="Bucket size in bytes; default 10 ms of rate, >= 5000."
+    )
+    latency: Duration = Field(default=0.05, description="Longest a packet may wait in the queue before tbf drops it.")
+
+
+class NetworkPartitionFault(_FaultBase):
+    """Drop all traffic (or given ports) between the target and the peers, both directions (nftables)."""
+
+    kind: Literal["network.partition"] = Field(description="Fault kind.")
+    target: NetworkTarget = Field(default_factory=NetworkTarget, description="Namespace and interface.")
+    params: PartitionParams = Field(description="Peers and optional ports.")
+
+
+class NetworkLossFault(_FaultBase):
+    """Drop a random percent of packets to/from the peers (nftables numgen; the fallback where netem is missing)."""
+
+    kind: Literal["network.loss"] = Field(description="Fault kind.")
+    target: NetworkTarget = Field(default_factory=NetworkTarget, description="Namespace and interface.")
+    params: LossParams = Field(description="Percent, peers, direction.")
+
+
+class NetworkBandwidthFault(_FaultBase):
+    """Limit the egress rate of an interface with a tbf qdisc (pyroute2 netlink)."""
+
+    kind: Literal["network.bandwidth"] = Field(description="Fault kind.")
+    target: InterfaceTarget = Field(description="Namespace and the interface whose egress is limited.")
+    params: BandwidthParams = Field(description="Rate, burst and latency.")
+
+
 FAULT_KINDS: dict[str, type[_FaultBase]] = {
+    "network.partition": NetworkPartitionFault,
+    "network.loss": NetworkLossFault,
+    "network.bandwidth": NetworkBandwidthFault,
     "process.kill": ProcessKillFault,
     "process.pause": ProcessPauseFault,
     "kubernetes.pod_kill": KubernetesPodKillFault,
     "kubernetes.scale": KubernetesScaleFault,
+    "stress.cpu": StressCpuFault,
+    "stress.memory": StressMemoryFault,
+    "stress.io": StressIoFault,
+    "stress.disk_fill": StressDiskFillFault,
 }
 Fault = Annotated[
-    Annotated[ProcessKillFault, Tag("process.kill")]
+    Annotated[NetworkPartitionFault, Tag("network.partition")]
+    | Annotated[NetworkLossFault, Tag("network.loss")]
+    | Annotated[NetworkBandwidthFault, Tag("network.bandwidth")]
+    | Annotated[ProcessKillFault, Tag("process.kill")]
     | Annotated[ProcessPauseFault, Tag("process.pause")]
     | Annotated[KubernetesPodKillFault, Tag("kubernetes.pod_kill")]
-    | Annotated[KubernetesScaleFault, Tag("kubernetes.scale")],
+    | Annotated[KubernetesScaleFault, Tag("kubernetes.scale")]
+    | Annotated[StressCpuFault, Tag("stress.cpu")]
+    | Annotated[StressMemoryFault, Tag("stress.memory")]
+    | Annotated[StressIoFault, Tag("stress.io")]
+    | Annotated[StressDiskFillFault, Tag("stress.disk_fill")],
     Field(discriminator="kind"),
 ]
 
@@ -817,9 +1031,12 @@ def _absolute_paths(scenario: Scenario) -> Scenario:
     base = Path(scenario.source).parent
     faults = []
     for fault in scenario.faults:
-        pid_file = fault.target.pid_file if isinstance(fault, ProcessKillFault | ProcessPauseFault) else None
-        if pid_file and not Path(pid_file).is_absolute():
-            target = fault.target.model_copy(update={"pid_file": str((base / pid_file).resolve())})
+        process_target = (
+            fault.target if isinstance(fault, ProcessKillFault | ProcessPauseFault | _StressFault) else None
+        )
+        pid_file = process_target.pid_file if process_target is not None else None
+        if process_target is not None and pid_file and not Path(pid_file).is_absolute():
+            target = process_target.model_copy(update={"pid_file": str((base / pid_file).resolve())})
             fault = fault.model_copy(update={"target": target})
         faults.append(fault)
     return scenario.model_copy(update={"faults": faults})

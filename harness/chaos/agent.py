@@ -28,17 +28,19 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from harness.chaos import process, watchdog
+from harness.chaos import process, stress, watchdog
 from harness.chaos.journal import FaultRecord, FaultState, Journal
 from harness.chaos.recover import revert_record
 from harness.errors import FaultError, HarnessError
 from harness.priority import normal_priority
 from harness.scenario import (
+    FAULT_KINDS,
     Fault,
     KubernetesPodKillFault,
     KubernetesScaleFault,
-    ProcessKillFault,
-    ProcessPauseFault,
+    NetworkBandwidthFault,
+    NetworkLossFault,
+    NetworkPartitionFault,
 )
 
 __all__ = ["LEASE_TTL", "RENEW_INTERVAL", "ChaosAgent"]
@@ -67,6 +69,11 @@ def _summary(record: FaultRecord, node_id: str) -> Summary:
         "node_id": node_id,
         "details": dict(record.details),
     }
+
+
+def _is_network(fault: Any) -> bool:
+    """A network.* fault (harness.chaos.network); checked by kind so pyroute2 loads only when needed."""
+    return isinstance(fault, NetworkPartitionFault | NetworkLossFault | NetworkBandwidthFault)
 
 
 class _ChaosAgentActor:
@@ -99,7 +106,9 @@ class _ChaosAgentActor:
         return self._node_id
 
     def inject(self, fault: Any) -> Summary:
-        if not isinstance(fault, ProcessKillFault | ProcessPauseFault | KubernetesPodKillFault | KubernetesScaleFault):
+        model = FAULT_KINDS.get(getattr(fault, "kind", ""))
+        supported = model is not None and isinstance(fault, model)  # (a bool: ``fault`` stays untyped)
+        if not supported:
             kind = getattr(fault, "kind", type(fault).__name__)
             name = getattr(fault, "name", "?")
             raise FaultError(f"fault '{name}': kind {kind} is not supported by the chaos agent")
@@ -117,6 +126,14 @@ class _ChaosAgentActor:
                         self._journal,
                         allowed_contexts=self._allowed_contexts,
                         lease_until=lease_until,
+                    )
+                elif _is_network(fault):
+                    from harness.chaos import network  # imports pyroute2
+
+                    record = network.inject(fault, self._run_id, self._journal, lease_until=lease_until)
+                elif stress.is_stress_kind(fault.kind):
+                    record = stress.inject(
+                        fault, self._run_id, self._journal, protected=self._protected, lease_until=lease_until
                     )
                 else:
                     record = process.inject(

@@ -10,9 +10,22 @@ they have nothing to check here.
 
 from __future__ import annotations
 
-from harness.chaos import process
+import shutil
+
+from harness.chaos import process, stress
 from harness.errors import ConfigError, HarnessError
-from harness.scenario import KubernetesPodKillFault, KubernetesScaleFault, Scenario
+from harness.scenario import (
+    KubernetesPodKillFault,
+    KubernetesScaleFault,
+    NetworkBandwidthFault,
+    NetworkLossFault,
+    NetworkPartitionFault,
+    Scenario,
+    StressCpuFault,
+    StressDiskFillFault,
+    StressIoFault,
+    StressMemoryFault,
+)
 
 __all__ = ["check", "targets"]
 
@@ -34,6 +47,12 @@ def targets(scenario: Scenario) -> dict[str, str]:
             except HarnessError as exc:
                 line += f"; not resolved: {exc}"
             out[fault.name] = line
+        elif isinstance(fault, StressCpuFault | StressMemoryFault | StressIoFault | StressDiskFillFault):
+            out[fault.name] = stress.describe(fault)
+        elif isinstance(fault, NetworkPartitionFault | NetworkLossFault | NetworkBandwidthFault):
+            from harness.chaos import network  # imports pyroute2
+
+            out[fault.name] = network.describe(fault)
         else:
             out[fault.name] = process.describe(fault)
     return out
@@ -41,6 +60,19 @@ def targets(scenario: Scenario) -> dict[str, str]:
 
 def check(scenario: Scenario) -> None:
     """Raise ``ConfigError`` (exit 2) naming the fault when one could not be applied at all."""
+    stress_ng = [f.name for f in scenario.faults if f.kind in (stress.CPU, stress.MEMORY, stress.IO)]
+    if stress_ng and shutil.which("stress-ng") is None:  # the agent would fail at the fault, mid-run
+        raise ConfigError(
+            f"fault '{stress_ng[0]}' needs stress-ng, which is not installed here (Debian: apt-get install stress-ng)"
+        )
+    network_faults = [
+        f for f in scenario.faults if isinstance(f, NetworkPartitionFault | NetworkLossFault | NetworkBandwidthFault)
+    ]
+    if network_faults:  # no nft, no such namespace or interface: refused before anything starts
+        from harness.chaos import network
+
+        for net_fault in network_faults:
+            network.check(net_fault)
     kube_faults = [f for f in scenario.faults if isinstance(f, KubernetesPodKillFault | KubernetesScaleFault)]
     if not kube_faults:
         return

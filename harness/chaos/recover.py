@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.chaos import process
+from harness.chaos import process, stress
 from harness.chaos.journal import FaultRecord, FaultState, Journal, journals
 from harness.chaos.process import KILL, PAUSE
 from harness.errors import FaultError
@@ -21,6 +21,7 @@ from harness.errors import FaultError
 __all__ = ["RecoverFailed", "recover", "revert_outstanding", "revert_record"]
 
 KUBE_PREFIX = "kubernetes."
+NETWORK_PREFIX = "network."
 
 
 class RecoverFailed(FaultError):
@@ -74,6 +75,12 @@ def revert_record(record: FaultRecord, journal: Journal) -> None:
         from harness.chaos import kube_journal
 
         kube_journal.revert(record, journal)
+    elif stress.is_stress_kind(record.kind):
+        stress.revert(record, journal)
+    elif record.kind.startswith(NETWORK_PREFIX):
+        from harness.chaos import network  # imports pyroute2
+
+        network.revert(record, journal)
     else:
         process.revert(record, journal)
 
