@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import paths
+from harness.errors import FaultError
 
 __all__ = ["DONE_SUFFIX", "LEASE_SUFFIX", "FaultRecord", "FaultState", "Journal", "all_outstanding", "journals"]
 
@@ -311,6 +312,25 @@ class Journal:
             if record.fault_name == fault_name:
                 found = record
         return found
+
+    def previous_inject(self, run_id: str, fault_name: str, kind: str) -> tuple[FaultRecord | None, bool]:
+        """What an inject of ``fault_name`` finds in this journal: ``(record, settled)``.
+
+        Every fault family's inject starts here, which is what makes inject idempotent:
+        ``settled`` means the fault was already injected (or reverted) in this run, so the
+        caller returns ``record`` and changes nothing; otherwise ``record`` is an
+        ``injecting`` line left by an attempt that died mid-way (to be completed from what
+        it recorded), or None. Raises ``FaultError`` when the name was journaled as another
+        kind, and ``ValueError`` when this is another run's journal.
+        """
+        if run_id != self.run_id:
+            raise ValueError(f"journal of run {self.run_id!r} given for run {run_id!r}")
+        previous = self.latest(fault_name)
+        if previous is None or previous.state is FaultState.INJECTING:
+            return previous, False
+        if previous.kind != kind:
+            raise FaultError(f"fault '{fault_name}': already journaled in run {run_id} as {previous.kind}")
+        return previous, True
 
     def current(self) -> dict[str, FaultRecord]:
         """The last record of every fault of this run, by fault name, in first-journaled order."""

@@ -44,12 +44,9 @@ def inject(
     as ``injecting`` (an earlier attempt died mid-way) is completed from its record: a scale
     keeps the replica count recorded the first time, a pod kill deletes nothing more.
     """
-    if run_id != journal.run_id:
-        raise ValueError(f"journal of run {journal.run_id!r} given for run {run_id!r}")
-    previous = journal.latest(fault.name)
-    if previous is not None and previous.state is not FaultState.INJECTING:
-        if previous.kind != fault.kind:
-            raise FaultError(f"fault '{fault.name}': already journaled in run {run_id} as {previous.kind}")
+    previous, settled = journal.previous_inject(run_id, fault.name, fault.kind)
+    if settled:
+        assert previous is not None
         return previous
     api = kube.connect(allowed_contexts)
     if previous is not None:

@@ -322,12 +322,9 @@ def inject(fault: NetworkFault, run_id: str, journal: Journal, *, lease_until: f
     changed. A fault already injected or reverted in this run is not applied again; one left
     ``injecting`` by a crash is applied again (the operations are idempotent) and completed.
     """
-    if run_id != journal.run_id:
-        raise ValueError(f"journal of run {journal.run_id!r} given for run {run_id!r}")
-    previous = journal.latest(fault.name)
-    if previous is not None and previous.state is not FaultState.INJECTING:
-        if previous.kind != fault.kind:
-            raise FaultError(f"fault '{fault.name}': already journaled in run {run_id} as {previous.kind}")
+    previous, settled = journal.previous_inject(run_id, fault.name, fault.kind)
+    if settled:
+        assert previous is not None
         return previous
     netns = fault.target.netns or ""
     if netns and not (NETNS_DIR / netns).exists():

@@ -333,12 +333,9 @@ def inject(
     the node's watchdog reverts the fault once the lease (renewed through
     :meth:`Journal.renew`) lapses. Without it the fault is not leased.
     """
-    if run_id != journal.run_id:
-        raise ValueError(f"journal of run {journal.run_id!r} given for run {run_id!r}")
-    previous = journal.latest(fault.name)
-    if previous is not None and previous.state is not FaultState.INJECTING:
-        if previous.kind != fault.kind:
-            raise FaultError(f"fault '{fault.name}': already journaled in run {run_id} as {previous.kind}")
+    previous, settled = journal.previous_inject(run_id, fault.name, fault.kind)
+    if settled:
+        assert previous is not None
         return previous
 
     number = _signal_for(fault)

@@ -275,13 +275,10 @@ def inject(
     the target cannot be resolved, stress-ng cannot be placed or started, or the disk
     cannot be filled.
     """
-    if run_id != journal.run_id:
-        raise ValueError(f"journal of run {journal.run_id!r} given for run {run_id!r}")
     _reap()
-    previous = journal.latest(fault.name)
-    if previous is not None and previous.state is not FaultState.INJECTING:
-        if previous.kind != fault.kind:
-            raise FaultError(f"fault '{fault.name}': already journaled in run {run_id} as {previous.kind}")
+    previous, settled = journal.previous_inject(run_id, fault.name, fault.kind)
+    if settled:
+        assert previous is not None
         return previous
     cgroup_files: list[str] = []
     target_desc = "the agent's own cgroups"
