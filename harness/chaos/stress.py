@@ -223,8 +223,10 @@ def _tagged(tag: str) -> list[psutil.Process]:
 def _kill(record: FaultRecord) -> list[int]:
     """SIGKILL the fault's stress-ng processes (recorded group if its leader matches, plus tagged); wait."""
     killed: list[int] = []
+    members: list[psutil.Process] = []
     pid, ticks = record.details.get("stress_pid"), record.details.get("stress_start_ticks")
     if isinstance(pid, int) and isinstance(ticks, int) and pid > 0 and _start_ticks(pid) == ticks:
+        members = _group(pid)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)  # the leader started the session: the group is ours
             killed.append(pid)
@@ -237,13 +239,35 @@ def _kill(record: FaultRecord) -> list[int]:
     if isinstance(pid, int) and pid in _CHILDREN:
         with contextlib.suppress(subprocess.TimeoutExpired):
             _CHILDREN.pop(pid).wait(timeout=5)
+    # Wait until every process is really gone: a worker freeing a large allocation stays
+    # "running" for a moment after SIGKILL, and its environment (the tag) is unreadable then,
+    # so the group members found before the kill are waited for as well.
     deadline = time.monotonic() + 5.0
-    while tag and time.monotonic() < deadline and _tagged(tag):
+    while time.monotonic() < deadline and (_alive(members + victims) or (tag and _tagged(tag))):
         time.sleep(0.05)
     _reap()
-    if tag and _tagged(tag):
-        raise FaultError(f"stress-ng processes of {tag} still alive after SIGKILL")
+    if _alive(members + victims) or (tag and _tagged(tag)):
+        raise FaultError(f"stress-ng processes of {tag or pid} still alive after SIGKILL")
     return sorted(set(killed))
+
+
+def _group(pgid: int) -> list[psutil.Process]:
+    """The live members of process group ``pgid``."""
+    members = []
+    for proc in psutil.process_iter():
+        with contextlib.suppress(ProcessLookupError, psutil.Error):
+            if os.getpgid(proc.pid) == pgid:
+                members.append(proc)
+    return members
+
+
+def _alive(processes: list[psutil.Process]) -> bool:
+    """True while one of ``processes`` still runs (a zombie has released everything: it counts as gone)."""
+    for proc in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                return True
+    return False
 
 
 def _fill(path: str, size: int) -> None:
