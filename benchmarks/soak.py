@@ -47,15 +47,14 @@ from throughput import (
     console,
     cpu_snapshot,
     cpu_split,
-    free_port,
     full_rate_scenario,
     handled,
-    nginx,
     stop,
+    target_and_influx,
     wait_for_traffic,
 )
 
-from harness.results.embedded import EmbeddedInflux, ensure_local_influx, stop_local_influx
+from harness.results.embedded import EmbeddedInflux
 
 MB = 1024 * 1024
 TARGET_GROWTH_MB = 50.0
@@ -256,17 +255,8 @@ def main() -> int:
     parser.add_argument("--processes", type=int, default=os.cpu_count() or 1, help="Locust processes")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="harness-soak-") as tmp:
-        workdir = Path(tmp)
-        influx_dir = workdir / "influx"
-        influx = ensure_local_influx(f"http://127.0.0.1:{free_port()}", influx_dir, rpc_port=free_port())
-        if influx is None:
-            sys.exit("influxd is not installed: run 'make setup'")
-        try:
-            with nginx(free_port(), workdir) as url:
-                record = soak(args, workdir, url, influx)
-        finally:
-            stop_local_influx(influx_dir)
+    with tempfile.TemporaryDirectory(prefix="harness-soak-") as tmp, target_and_influx(Path(tmp)) as (url, influx):
+        record = soak(args, Path(tmp), url, influx)
     result = report(args, record)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"soak-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"

@@ -39,7 +39,7 @@ import psutil
 from rich.console import Console
 from rich.table import Table
 
-from harness.results.embedded import ensure_local_influx, stop_local_influx
+from harness.results.embedded import EmbeddedInflux, ensure_local_influx, stop_local_influx
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -128,6 +128,20 @@ def handled(url: str) -> int:
     with urllib.request.urlopen(f"{url}/nginx_status", timeout=5) as response:
         text = response.read().decode()
     return int(text.splitlines()[2].split()[2])
+
+
+@contextmanager
+def target_and_influx(workdir: Path) -> Iterator[tuple[str, EmbeddedInflux]]:
+    """nginx on a free loopback port (the target and referee) and a private influxd for harness's results."""
+    influx_dir = workdir / "influx"
+    influx = ensure_local_influx(f"http://127.0.0.1:{free_port()}", influx_dir, rpc_port=free_port())
+    if influx is None:
+        sys.exit("influxd is not installed: run 'make setup'")
+    try:
+        with nginx(free_port(), workdir) as url:
+            yield url, influx
+    finally:
+        stop_local_influx(influx_dir)
 
 
 # --------------------------------------------------------------------------- CPU by process group
@@ -397,27 +411,20 @@ def main() -> int:
     runs: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="harness-bench-") as tmp:
         workdir = Path(tmp)
-        influx_dir = workdir / "influx"
-        influx = ensure_local_influx(f"http://127.0.0.1:{free_port()}", influx_dir, rpc_port=free_port())
-        if influx is None:
-            sys.exit("influxd is not installed: run 'make setup'")
-        try:
-            with nginx(free_port(), workdir) as url:
-                for round_ in range(1, args.rounds + 1):
-                    for tool in ("A", "B", "C"):
-                        if tool not in only:
-                            continue
-                        if tool == "A":
-                            run = run_wrk(url, args, round_)
-                        elif tool == "B":
-                            run = run_locust(url, args, round_, workdir)
-                        else:
-                            run = run_harness(url, args, round_, workdir, influx.url)
-                        console.print(f"round {round_} {run.tool}: {run.rps:,.0f} req/s  {run.detail or ''}")
-                        runs.append(run)
-                        time.sleep(2)
-        finally:
-            stop_local_influx(influx_dir)
+        with target_and_influx(workdir) as (url, influx):
+            for round_ in range(1, args.rounds + 1):
+                for tool in ("A", "B", "C"):
+                    if tool not in only:
+                        continue
+                    if tool == "A":
+                        run = run_wrk(url, args, round_)
+                    elif tool == "B":
+                        run = run_locust(url, args, round_, workdir)
+                    else:
+                        run = run_harness(url, args, round_, workdir, influx.url)
+                    console.print(f"round {round_} {run.tool}: {run.rps:,.0f} req/s  {run.detail or ''}")
+                    runs.append(run)
+                    time.sleep(2)
     result = report(runs, args)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"throughput-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
