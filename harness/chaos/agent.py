@@ -32,7 +32,7 @@ from harness.chaos import process, stress, watchdog
 from harness.chaos.journal import FaultRecord, FaultState, Journal
 from harness.chaos.recover import revert_record
 from harness.errors import FaultError, HarnessError
-from harness.priority import normal_priority
+from harness.priority import AGENT_NICE, normal_priority
 from harness.scenario import (
     FAULT_KINDS,
     Fault,
@@ -91,7 +91,7 @@ class _ChaosAgentActor:
         lease_ttl: float = LEASE_TTL,
         allowed_contexts: tuple[str, ...] = (),
     ) -> None:
-        normal_priority()  # faults are on the run's clock: do not wait behind the load (nice 15)
+        normal_priority(AGENT_NICE)  # faults are on the run's clock: never wait behind the load
         self._run_id = run_id
         self._allowed_contexts = allowed_contexts
         self._journal = Journal(run_id)
@@ -102,7 +102,7 @@ class _ChaosAgentActor:
         self._node_id = ray.get_runtime_context().get_node_id()
 
     def node_id(self) -> str:
-        normal_priority()  # again: threads Ray started after __init__ (the call pool) are covered too
+        normal_priority(AGENT_NICE)  # again: threads Ray started after __init__ (the call pool) too
         return self._node_id
 
     def inject(self, fault: Any) -> Summary:

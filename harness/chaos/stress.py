@@ -183,7 +183,14 @@ def _start(argv: list[str], cgroup_files: list[str], tag: str, workdir: str) -> 
     cmd = ["sh", "-c", _PLACE_AND_EXEC, "harness-stress", str(len(cgroup_files)), *cgroup_files, *argv]
     with open(stderr_path, "ab") as stderr:
         child = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr, env=env, start_new_session=True
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            env=env,
+            start_new_session=True,
+            # The stress competes like an ordinary process, not at the agent's raised priority.
+            preexec_fn=_normal_niceness,
         )
     _CHILDREN[child.pid] = child
     deadline = time.monotonic() + 5.0
@@ -203,6 +210,12 @@ def _start(argv: list[str], cgroup_files: list[str], tag: str, workdir: str) -> 
     if ticks is None:
         raise FaultError("stress-ng vanished right after it started")
     return child.pid, ticks
+
+
+def _normal_niceness() -> None:
+    """In the stress-ng child before exec: nice 0, whatever the agent that starts it runs at."""
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, 0, 0)
 
 
 def _tagged(tag: str) -> list[psutil.Process]:
