@@ -50,14 +50,23 @@ __all__ = [
     "DeploymentTarget",
     "Fault",
     "Guard",
+    "HostPort",
     "KubernetesPodKillFault",
     "KubernetesScaleFault",
     "Load",
+    "NetemParams",
+    "NetworkLinkDownFault",
+    "NetworkNetemFault",
     "PodKillParams",
     "PodTarget",
     "ProcessKillFault",
     "ProcessPauseFault",
     "ProcessTarget",
+    "ProxyAbortFault",
+    "ProxyBandwidthFault",
+    "ProxyLatencyFault",
+    "ProxyResetFault",
+    "ProxyTarget",
     "RateStage",
     "Results",
     "Safety",
@@ -160,11 +169,16 @@ class Load(_Model):
 
 
 class ProcessTarget(_Model):
-    """Which process a process fault acts on: exactly one of pid_file or pattern."""
+    """Which process a process fault acts on: exactly one of pid_file, pattern or systemd_unit."""
 
     pid_file: str | None = Field(default=None, description="File holding the target's PID.")
     pattern: str | None = Field(
         default=None, description="Regular expression matched against each process's full command line."
+    )
+    systemd_unit: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9:_.@\\-]+$",
+        description="A systemd unit (e.g. nginx.service): every process in its control group.",
     )
 
 
@@ -189,6 +203,15 @@ class KillParams(_Model):
     signal: Annotated[int, BeforeValidator(_signal_number), WithJsonSchema({"type": ["integer", "string"]})] = Field(
         default=int(signal.SIGKILL), description="Signal to send, by name (SIGKILL, TERM) or number."
     )
+    restart: list[Annotated[str, Field(min_length=1)]] | None = Field(
+        default=None,
+        min_length=1,
+        description=(
+            "Command (argv list, no shell) that starts the target again at the end of the fault window; "
+            "default: none, or `systemctl start UNIT` for a systemd_unit target."
+        ),
+    )
+    restart_cwd: str | None = Field(default=None, description="Working directory of the restart command.")
 
 
 class PauseParams(_Model):
@@ -494,6 +517,10 @@ class PartitionParams(_Model):
         max_length=64,
         description="Only TCP/UDP traffic to these peer ports (and its replies) is dropped; default all traffic.",
     )
+    method: Literal["nftables", "blackhole"] = Field(
+        default="nftables",
+        description="nftables drop (both directions, ports allowed) or blackhole routes to the peers (no ports).",
+    )
 
 
 class LossParams(_Model):
@@ -504,6 +531,13 @@ class LossParams(_Model):
     direction: Literal["egress", "ingress", "both"] = Field(
         default="egress",
         description="Packets leaving the target, arriving at it, or both (a round trip then loses 1-(1-p)^2).",
+    )
+    method: Literal["auto", "netem", "nftables"] = Field(
+        default="auto",
+        description=(
+            "netem (needs the interface and a kernel with sch_netem), nftables numgen drop, "
+            "or auto: netem where the kernel has it and an interface is named, else nftables."
+        ),
     )
 
 
@@ -517,6 +551,57 @@ class BandwidthParams(_Model):
         default=None, ge=1600, le=64 * 1024 * 1024, description="Bucket size in bytes; default 10 ms of rate, >= 5000."
     )
     latency: Duration = Field(default=0.05, description="Longest a packet may wait in the queue before tbf drops it.")
+
+
+class NetemParams(_Model):
+    """A netem qdisc on the target interface: delay with jitter and correlation, loss, duplicate, corrupt, reorder.
+
+    Percentages are of packets, per direction the qdisc is on. At least one effect must be set.
+    """
+
+    delay: Duration = Field(default=0.0, description="Added one-way delay per packet, e.g. 100ms.")
+    jitter: Duration = Field(default=0.0, description="Random variation of the delay (+/-), e.g. 10ms.")
+    correlation: float = Field(
+        default=0.0, ge=0, le=100, description="Percent by which each random value depends on the previous one."
+    )
+    distribution: Literal["uniform", "normal", "pareto", "paretonormal"] = Field(
+        default="uniform", description="Jitter distribution (normal/pareto tables are the kernel's, as in tc)."
+    )
+    loss: float = Field(default=0.0, ge=0, le=100, description="Percent of packets dropped.")
+    duplicate: float = Field(default=0.0, ge=0, le=100, description="Percent of packets sent twice.")
+    corrupt: float = Field(default=0.0, ge=0, le=100, description="Percent of packets with one bit flipped.")
+    reorder: float = Field(
+        default=0.0, ge=0, le=100, description="Percent of packets sent at once, ahead of delayed ones (needs delay)."
+    )
+    limit: int = Field(default=10_000, ge=1, le=10_000_000, description="Packets the netem queue holds.")
+    direction: Literal["egress", "ingress", "both"] = Field(
+        default="egress", description="Egress of the interface, its ingress (through an ifb device), or both."
+    )
+    peers: list[Cidr] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Only packets to (egress) or from (ingress) these networks; default every packet.",
+    )
+
+
+class LinkParams(_Model):
+    pass
+
+
+class NetworkNetemFault(_FaultBase):
+    """Shape an interface's traffic with a netem qdisc (pyroute2 netlink); needs a kernel with sch_netem."""
+
+    kind: Literal["network.netem"] = Field(description="Fault kind.")
+    target: InterfaceTarget = Field(description="Namespace and the interface whose traffic is shaped.")
+    params: NetemParams = Field(description="Delay, jitter, loss, duplicate, corrupt, reorder; direction; peers.")
+
+
+class NetworkLinkDownFault(_FaultBase):
+    """Set an interface down for the fault window, up again on revert."""
+
+    kind: Literal["network.link_down"] = Field(description="Fault kind.")
+    target: InterfaceTarget = Field(description="Namespace and the interface set down.")
+    params: LinkParams = Field(default_factory=LinkParams, description="No parameters.")
 
 
 class NetworkPartitionFault(_FaultBase):
@@ -543,10 +628,108 @@ class NetworkBandwidthFault(_FaultBase):
     params: BandwidthParams = Field(description="Rate, burst and latency.")
 
 
+# ---------------------------------------------------------------- proxy faults (harness.chaos.proxy)
+
+
+def _host_port(value: Any) -> str:
+    """``host:port`` (IPv6 as ``[::1]:port``), checked and normalised."""
+    import ipaddress
+
+    text = str(value).strip()
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"'{value}' is not host:port, e.g. 127.0.0.1:8700")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"'{value}': the host must be an IP address, e.g. 127.0.0.1:8700") from None
+    return f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}"
+
+
+HostPort = Annotated[str, BeforeValidator(_host_port), AsText]
+
+
+class ProxyTarget(_Model):
+    """Which fault proxy acts: a running ``harness proxy`` (by its control address) or a transparent one.
+
+    Exactly one of ``control`` or ``service``. With ``service`` the agent starts a proxy for the
+    fault window and redirects the service's port to it with an nftables rule (nat, marked
+    upstream connections are exempt), so clients need no change; the rule and the proxy are
+    removed on revert.
+    """
+
+    control: HostPort | None = Field(
+        default=None, description="Control address of a running `harness proxy` already in the traffic's path."
+    )
+    service: HostPort | None = Field(
+        default=None, description="Service address whose port is redirected through a proxy during the fault."
+    )
+    netns: NetnsName | None = Field(default=None, description="Network namespace of the service (transparent mode).")
+
+
+class ProxyLatencyParams(_Model):
+    latency: Duration = Field(description="Delay added to each response, e.g. 50ms.")
+    jitter: Duration = Field(default=0.0, description="Uniform random variation (+/-) of the delay.")
+
+
+class ProxyBandwidthParams(_Model):
+    rate: Annotated[int, BeforeValidator(_rate_bits), WithJsonSchema({"type": ["integer", "string"]})] = Field(
+        description="Rate per connection and direction: 1mbit, 500kbit, 2mbps (bytes/s) or bits/s."
+    )
+
+
+class ProxyResetParams(_Model):
+    percent: float = Field(default=100.0, gt=0, le=100, description="Percent of requests answered by a TCP reset.")
+
+
+class ProxyAbortParams(_Model):
+    status: int = Field(ge=100, le=599, description="HTTP status returned instead of forwarding, e.g. 503.")
+    percent: float = Field(gt=0, le=100, description="Percent of requests aborted.")
+
+
+class _ProxyFault(_FaultBase):
+    target: ProxyTarget = Field(description="The proxy: its control address, or the service to intercept.")
+
+
+class ProxyLatencyFault(_ProxyFault):
+    """Delay every response through the proxy."""
+
+    kind: Literal["proxy.latency"] = Field(description="Fault kind.")
+    params: ProxyLatencyParams = Field(description="Latency and jitter.")
+
+
+class ProxyBandwidthFault(_ProxyFault):
+    """Limit the bytes per second each proxied connection carries, each way."""
+
+    kind: Literal["proxy.bandwidth"] = Field(description="Fault kind.")
+    params: ProxyBandwidthParams = Field(description="Rate.")
+
+
+class ProxyResetFault(_ProxyFault):
+    """Close a share of connections with a TCP reset when a request arrives."""
+
+    kind: Literal["proxy.reset"] = Field(description="Fault kind.")
+    params: ProxyResetParams = Field(default_factory=ProxyResetParams, description="Percent of requests.")
+
+
+class ProxyAbortFault(_ProxyFault):
+    """Answer a share of HTTP requests with a chosen status instead of forwarding them."""
+
+    kind: Literal["proxy.abort"] = Field(description="Fault kind.")
+    params: ProxyAbortParams = Field(description="Status and percent.")
+
+
 FAULT_KINDS: dict[str, type[_FaultBase]] = {
     "network.partition": NetworkPartitionFault,
     "network.loss": NetworkLossFault,
     "network.bandwidth": NetworkBandwidthFault,
+    "network.netem": NetworkNetemFault,
+    "network.link_down": NetworkLinkDownFault,
+    "proxy.latency": ProxyLatencyFault,
+    "proxy.bandwidth": ProxyBandwidthFault,
+    "proxy.reset": ProxyResetFault,
+    "proxy.abort": ProxyAbortFault,
     "process.kill": ProcessKillFault,
     "process.pause": ProcessPauseFault,
     "kubernetes.pod_kill": KubernetesPodKillFault,
@@ -560,6 +743,12 @@ Fault = Annotated[
     Annotated[NetworkPartitionFault, Tag("network.partition")]
     | Annotated[NetworkLossFault, Tag("network.loss")]
     | Annotated[NetworkBandwidthFault, Tag("network.bandwidth")]
+    | Annotated[NetworkNetemFault, Tag("network.netem")]
+    | Annotated[NetworkLinkDownFault, Tag("network.link_down")]
+    | Annotated[ProxyLatencyFault, Tag("proxy.latency")]
+    | Annotated[ProxyBandwidthFault, Tag("proxy.bandwidth")]
+    | Annotated[ProxyResetFault, Tag("proxy.reset")]
+    | Annotated[ProxyAbortFault, Tag("proxy.abort")]
     | Annotated[ProcessKillFault, Tag("process.kill")]
     | Annotated[ProcessPauseFault, Tag("process.pause")]
     | Annotated[KubernetesPodKillFault, Tag("kubernetes.pod_kill")]
@@ -916,9 +1105,21 @@ def _cross_checks(scenario: Scenario) -> Iterator[tuple[Path_, str]]:
         if fault.kind == "process.pause" and fault.duration <= 0:
             yield ("faults", i, "duration"), "a pause needs a positive duration"
         if isinstance(fault, ProcessKillFault | ProcessPauseFault):
-            targets = [t for t in (fault.target.pid_file, fault.target.pattern) if t]
+            targets = [t for t in (fault.target.pid_file, fault.target.pattern, fault.target.systemd_unit) if t]
             if len(targets) != 1:
-                yield ("faults", i, "target"), "give exactly one of pid_file or pattern"
+                yield ("faults", i, "target"), "give exactly one of pid_file, pattern or systemd_unit"
+        if isinstance(fault, ProcessKillFault) and fault.params.restart_cwd and not fault.params.restart:
+            yield ("faults", i, "params", "restart_cwd"), "restart_cwd needs params.restart"
+        if isinstance(fault, NetworkNetemFault):
+            yield from _netem_checks(i, fault.params)
+        if isinstance(fault, NetworkPartitionFault) and fault.params.method == "blackhole" and fault.params.ports:
+            yield ("faults", i, "params", "ports"), "a blackhole route cannot match ports; use method nftables"
+        if isinstance(fault, NetworkLossFault) and fault.params.method == "netem" and not fault.target.interface:
+            yield ("faults", i, "target", "interface"), "method netem needs the interface to put the qdisc on"
+        if isinstance(fault, _ProxyFault) and (fault.target.control is None) == (fault.target.service is None):
+            yield ("faults", i, "target"), "give exactly one of control (a running proxy) or service (transparent)"
+        if isinstance(fault, _ProxyFault) and fault.target.control and fault.target.netns:
+            yield ("faults", i, "target", "netns"), "netns is only used with service (transparent mode)"
         if isinstance(fault, KubernetesPodKillFault):
             yield from _pod_kill_checks(i, fault.params)
         if isinstance(fault, KubernetesScaleFault) and fault.duration <= 0:
@@ -946,6 +1147,18 @@ def _cross_checks(scenario: Scenario) -> Iterator[tuple[Path_, str]]:
         if guard.name in names:
             yield ("guards", i, "name"), f"name '{guard.name}' is already used by an SLO or guard"
         names.add(guard.name)
+
+
+def _netem_checks(i: int, params: NetemParams) -> Iterator[tuple[Path_, str]]:
+    where: Path_ = ("faults", i, "params")
+    if not (params.delay or params.loss or params.duplicate or params.corrupt or params.reorder):
+        yield where, "netem needs at least one of delay, loss, duplicate, corrupt or reorder"
+    if params.reorder and not params.delay:
+        yield (*where, "reorder"), "reorder needs a delay (the packets not reordered are the delayed ones)"
+    if params.jitter and not params.delay:
+        yield (*where, "jitter"), "jitter needs a delay"
+    if params.distribution != "uniform" and not params.jitter:
+        yield (*where, "distribution"), "a distribution shapes the jitter; set jitter too"
 
 
 def _pod_kill_checks(i: int, params: PodKillParams) -> Iterator[tuple[Path_, str]]:
