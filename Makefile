@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 HARNESS := $(VENV)/bin/harness
-APT_PACKAGES := python3 python3-venv python3-dev gcc influxdb nginx-light wrk stress-ng nftables iproute2 \
+APT_PACKAGES := python3 python3-venv python3-dev gcc influxdb nginx-light wrk stress-ng nftables iproute2 user-mode-linux kmod \
 	victoria-metrics procps psmisc curl
 PYTEST_ARGS ?=
 
