@@ -216,6 +216,58 @@ def test_partition_cuts_connections_and_revert_restores_within_2s(journal: Journ
     assert not [t for t in _nft_tables(NS_A) if t.startswith("harness_")]
 
 
+def _routes(ns: str) -> list[str]:
+    out = subprocess.run(["ip", "-n", ns, "route", "show", "type", "blackhole"], capture_output=True, text=True)
+    return [line.strip() for line in out.stdout.splitlines() if line.strip()]
+
+
+def test_blackhole_partition_cuts_and_revert_removes_only_our_route(journal: Journal) -> None:
+    """The operator's own blackhole to another network (same type, no metric) survives the revert."""
+    _sh("ip", "-n", NS_A, "route", "add", "blackhole", "192.0.2.0/24")
+    try:
+        fault = _fault("network.partition", {"peers": [f"{ADDR_B}/32"], "method": "blackhole"})
+        network.inject(fault, journal.run_id, journal)
+        network.inject(fault, journal.run_id, journal)  # idempotent
+        routes = _routes(NS_A)
+        assert any(r.startswith(f"blackhole {ADDR_B}") and "metric 4852" in r for r in routes), routes
+        assert [_connects(0.3) for _ in range(3)] == [False, False, False]
+        revert_record(journal.latest(fault.name), journal)  # type: ignore[arg-type]
+        start = time.monotonic()
+        while not _connects(0.3):
+            assert time.monotonic() - start < 2.0, "no connection within 2 s after revert"
+        assert _routes(NS_A) == ["blackhole 192.0.2.0/24"]
+        revert_record(journal.latest(fault.name), journal)  # type: ignore[arg-type]  # twice: no error
+    finally:
+        subprocess.run(["ip", "-n", NS_A, "route", "del", "blackhole", "192.0.2.0/24"], capture_output=True)
+
+
+def test_link_down_cuts_and_revert_sets_it_up(journal: Journal) -> None:
+    fault = _fault("network.link_down", {}, interface=VETH_A)
+    record = network.inject(fault, journal.run_id, journal)
+    assert record.details["was_up"] == 1
+    assert not _connects(0.3)
+    revert_record(journal.latest(fault.name), journal)  # type: ignore[arg-type]
+    start = time.monotonic()
+    while not _connects(0.3):  # veth carrier and neighbour discovery come back within a second or two
+        assert time.monotonic() - start < 5.0, "no connection within 5 s after the link came up"
+    print(f"connected {time.monotonic() - start:.2f} s after link up")
+
+
+def test_link_down_of_a_link_already_down_leaves_it_down(journal: Journal) -> None:
+    _sh("ip", "-n", NS_A, "link", "set", "lo", "down")
+    try:
+        fault = _fault("network.link_down", {}, interface="lo")
+        record = network.inject(fault, journal.run_id, journal)
+        assert record.details["was_up"] == 0
+        network.revert(journal.latest(fault.name), journal)  # type: ignore[arg-type]
+        reverted = journal.latest(fault.name)
+        assert reverted is not None and "left down" in str(reverted.details["reverted"])
+        out = subprocess.run(["ip", "-n", NS_A, "-j", "link", "show", "lo"], capture_output=True, text=True)
+        assert "UP" not in json.loads(out.stdout)[0]["flags"]
+    finally:
+        _sh("ip", "-n", NS_A, "link", "set", "lo", "up")
+
+
 def test_partition_with_ports_drops_only_those(journal: Journal) -> None:
     fault = _fault("network.partition", {"peers": [ADDR_B], "ports": [TCP_PORT]})
     network.inject(fault, journal.run_id, journal)

@@ -51,7 +51,13 @@ from pyroute2 import IPRoute
 
 from harness.chaos.journal import FaultRecord, FaultState, Journal
 from harness.errors import ConfigError, FaultError
-from harness.scenario import NetworkBandwidthFault, NetworkLossFault, NetworkPartitionFault
+from harness.scenario import (
+    NetworkBandwidthFault,
+    NetworkLinkDownFault,
+    NetworkLossFault,
+    NetworkNetemFault,
+    NetworkPartitionFault,
+)
 
 __all__ = [
     "BANDWIDTH",
@@ -68,16 +74,23 @@ __all__ = [
     "table_name",
 ]
 
-NetworkFault = NetworkPartitionFault | NetworkLossFault | NetworkBandwidthFault
+NetworkFault = (
+    NetworkPartitionFault | NetworkLossFault | NetworkBandwidthFault | NetworkNetemFault | NetworkLinkDownFault
+)
 
 PARTITION = "network.partition"
 LOSS = "network.loss"
 BANDWIDTH = "network.bandwidth"
-KINDS = frozenset({PARTITION, LOSS, BANDWIDTH})
+NETEM = "network.netem"
+LINK_DOWN = "network.link_down"
+KINDS = frozenset({PARTITION, LOSS, BANDWIDTH, NETEM, LINK_DOWN})
 
 #: Root handle of every tbf harness adds ("4852:" — "HR"); recorded in the journal too.
 TBF_HANDLE = 0x48520000
 _TC_H_ROOT = 0xFFFFFFFF
+#: Metric of every blackhole route harness adds: with the destination and the type it names
+#: exactly our route, so revert never deletes an operator's blackhole to the same network.
+BLACKHOLE_METRIC = 4852
 #: Priority of our filter chains: before the usual filter chains (0), after conntrack (-200).
 CHAIN_PRIORITY = -50
 #: Seconds any one ``nft`` call may take; it is a local netlink transaction.
@@ -119,9 +132,37 @@ def _where(netns: str | None, interface: str | None) -> str:
     return f"{ns}, interface {interface}" if interface else ns
 
 
+def uses_netem(fault: NetworkFault, netem_ok: bool | None = None) -> bool:
+    """Whether ``fault`` is applied by :mod:`harness.chaos.netem`: a netem fault, or a loss whose
+    method is netem, or auto where this kernel has netem and an interface is named.
+
+    ``netem_ok`` is the probe's answer when the caller already has it; otherwise the kernel is
+    probed (only for ``auto``), so the choice is made on the node that applies the fault.
+    """
+    if isinstance(fault, NetworkNetemFault):
+        return True
+    if not isinstance(fault, NetworkLossFault) or fault.params.method == "nftables":
+        return False
+    if fault.params.method == "netem":
+        return True
+    if not fault.target.interface:
+        return False
+    if netem_ok is None:
+        from harness.chaos import netem
+
+        netem_ok = netem.available(fault.target.netns)[0]
+    return netem_ok
+
+
 def describe(fault: NetworkFault) -> str:
     """One line for ``harness plan``: what the fault will do, and where. Touches nothing."""
     where = _where(fault.target.netns, fault.target.interface)
+    if isinstance(fault, NetworkNetemFault) or (isinstance(fault, NetworkLossFault) and fault.params.method == "netem"):
+        from harness.chaos import netem
+
+        return netem.describe(fault)
+    if isinstance(fault, NetworkLinkDownFault):
+        return f"set {where} down for {fault.duration:g}s, up again after"
     if isinstance(fault, NetworkBandwidthFault):
         p = fault.params
         return (
@@ -130,11 +171,15 @@ def describe(fault: NetworkFault) -> str:
         )
     peers = ", ".join(fault.params.peers)
     if isinstance(fault, NetworkPartitionFault):
+        if fault.params.method == "blackhole":
+            ns = _where(fault.target.netns, None)
+            return f"blackhole routes to {peers} in {ns} for {fault.duration:g}s (metric {BLACKHOLE_METRIC})"
         ports = f" ports {','.join(str(p) for p in fault.params.ports)}" if fault.params.ports else ""
         return f"drop traffic with {peers}{ports}, both directions, in {where} for {fault.duration:g}s (nftables)"
+    how = "netem where the kernel has it, else nftables numgen" if fault.params.method == "auto" else "nftables numgen"
     return (
         f"drop {fault.params.percent}% of {fault.params.direction} packets with {peers} "
-        f"in {where} for {fault.duration:g}s (nftables numgen)"
+        f"in {where} for {fault.duration:g}s ({how})"
     )
 
 
@@ -144,17 +189,27 @@ def check(fault: NetworkFault) -> None:
     netns = fault.target.netns
     if netns is not None and not (NETNS_DIR / netns).exists():
         raise ConfigError(f"fault '{fault.name}': network namespace '{netns}' does not exist (ip netns list)")
-    if isinstance(fault, NetworkBandwidthFault):
+    if fault.target.interface:
         with _ipr(netns) as ipr:
             if not ipr.link_lookup(ifname=fault.target.interface):
                 raise ConfigError(
                     f"fault '{fault.name}': no interface '{fault.target.interface}' in {_where(netns, None)}"
                 )
-    elif shutil.which("nft") is None:
+    if isinstance(fault, NetworkNetemFault) or (isinstance(fault, NetworkLossFault) and fault.params.method == "netem"):
+        from harness.chaos import netem
+
+        netem.check(fault)
+    elif _needs_nft(fault) and shutil.which("nft") is None:
         raise ConfigError(f"fault '{fault.name}': the nft command is missing (Debian package nftables)")
 
 
 # ---------------------------------------------------------------- nftables
+
+
+def _needs_nft(fault: NetworkFault) -> bool:
+    if isinstance(fault, NetworkPartitionFault):
+        return fault.params.method == "nftables"
+    return isinstance(fault, NetworkLossFault)
 
 
 def _nft(netns: str, args: list[str], stdin: str | None = None) -> str:
@@ -312,6 +367,91 @@ def _tbf_revert(netns: str, interface: str, handle: int) -> str:
         return f"deleted tbf {handle >> 16:x}: on {interface}"
 
 
+# ---------------------------------------------------------------- blackhole routes and link down
+
+
+def _blackhole_inject(fault: NetworkPartitionFault, netns: str) -> None:
+    """Add (or keep) one blackhole route per peer, tagged by :data:`BLACKHOLE_METRIC`."""
+    with _ipr(netns or None) as ipr:
+        for peer in fault.params.peers:
+            net = ipaddress.ip_network(peer)
+            ipr.route("replace", dst=str(net), type="blackhole", priority=BLACKHOLE_METRIC, family=_family(net))
+
+
+def _family(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> int:
+    import socket
+
+    return socket.AF_INET if net.version == 4 else socket.AF_INET6
+
+
+def _blackhole_revert(netns: str, peers: list[str]) -> str:
+    """Delete our blackhole route to each peer that is still there; says how many went."""
+    if netns and not (NETNS_DIR / netns).exists():
+        return f"netns {netns} is gone (its routes with it)"
+    deleted = 0
+    with _ipr(netns or None) as ipr:
+        for peer in peers:
+            net = ipaddress.ip_network(peer)
+            family = _family(net)
+            # A dump filtered here: a "route get" for a blackhole destination is EINVAL.
+            ours = [
+                r
+                for r in ipr.get_routes(family=family)
+                if r.get("type") == 6  # RTN_BLACKHOLE
+                and r.get_attr("RTA_PRIORITY") == BLACKHOLE_METRIC
+                and r.get("dst_len") == net.prefixlen
+                and r.get_attr("RTA_DST") == str(net.network_address)
+            ]
+            if ours:
+                ipr.route("del", dst=str(net), type="blackhole", priority=BLACKHOLE_METRIC, family=family)
+                deleted += 1
+    return f"deleted {deleted} blackhole route(s)"
+
+
+def _link_state(ipr: IPRoute, interface: str) -> tuple[int, bool] | None:
+    found = ipr.link_lookup(ifname=interface)
+    if not found:
+        return None
+    link = ipr.get_links(found[0])[0]
+    return int(found[0]), bool(link["flags"] & 1)  # IFF_UP
+
+
+def _link_was_up(fault: NetworkLinkDownFault, netns: str) -> bool:
+    """Whether the interface is up now; only a link that was up is set up again on revert."""
+    with _ipr(netns or None) as ipr:
+        state = _link_state(ipr, fault.target.interface)
+    if state is None:
+        raise FaultError(
+            f"fault '{fault.name}': no interface '{fault.target.interface}' in {_where(netns or None, None)}"
+        )
+    return state[1]
+
+
+def _link_down_inject(fault: NetworkLinkDownFault, netns: str) -> int:
+    """Set the interface down; returns its index."""
+    with _ipr(netns or None) as ipr:
+        state = _link_state(ipr, fault.target.interface)
+        if state is None:
+            raise FaultError(
+                f"fault '{fault.name}': no interface '{fault.target.interface}' in {_where(netns or None, None)}"
+            )
+        ipr.link("set", index=state[0], state="down")
+        return state[0]
+
+
+def _link_up_revert(netns: str, interface: str, was_up: bool) -> str:
+    if not was_up:
+        return f"{interface} was down before the fault; left down"
+    if netns and not (NETNS_DIR / netns).exists():
+        return f"netns {netns} is gone (its links with it)"
+    with _ipr(netns or None) as ipr:
+        state = _link_state(ipr, interface)
+        if state is None:
+            return f"interface {interface} is gone"
+        ipr.link("set", index=state[0], state="up")
+    return f"set {interface} up"
+
+
 # ---------------------------------------------------------------- journaled inject and revert
 
 
@@ -322,6 +462,10 @@ def inject(fault: NetworkFault, run_id: str, journal: Journal, *, lease_until: f
     changed. A fault already injected or reverted in this run is not applied again; one left
     ``injecting`` by a crash is applied again (the operations are idempotent) and completed.
     """
+    if isinstance(fault, NetworkNetemFault | NetworkLossFault) and uses_netem(fault):
+        from harness.chaos import netem  # the same journal discipline, for netem qdiscs
+
+        return netem.inject(fault, run_id, journal, lease_until=lease_until)
     previous, settled = journal.previous_inject(run_id, fault.name, fault.kind)
     if settled:
         assert previous is not None
@@ -332,6 +476,11 @@ def inject(fault: NetworkFault, run_id: str, journal: Journal, *, lease_until: f
     details: dict[str, str | int] = {"target": describe(fault), "netns": netns}
     if isinstance(fault, NetworkBandwidthFault):
         details.update(interface=fault.target.interface, handle=TBF_HANDLE)
+    elif isinstance(fault, NetworkLinkDownFault):
+        # Read before anything changes, so the record says whether to set the link up again.
+        details.update(interface=fault.target.interface, was_up=int(_link_was_up(fault, netns)))
+    elif isinstance(fault, NetworkPartitionFault) and fault.params.method == "blackhole":
+        details.update(method="blackhole", routes=",".join(fault.params.peers), metric=BLACKHOLE_METRIC)
     else:
         details.update(table=table_name(run_id), chains=",".join(_chain_names(fault.name)))
     record = previous or FaultRecord(
@@ -347,9 +496,17 @@ def inject(fault: NetworkFault, run_id: str, journal: Journal, *, lease_until: f
     if isinstance(fault, NetworkBandwidthFault):
         index = _tbf_inject(fault, netns)
         injected = record.advance(FaultState.INJECTED, ifindex=index)
-    else:
+    elif isinstance(fault, NetworkLinkDownFault):
+        index = _link_down_inject(fault, netns)
+        injected = record.advance(FaultState.INJECTED, ifindex=index)
+    elif isinstance(fault, NetworkPartitionFault) and fault.params.method == "blackhole":
+        _blackhole_inject(fault, netns)
+        injected = record.advance(FaultState.INJECTED)
+    elif isinstance(fault, NetworkPartitionFault | NetworkLossFault):
         _nft_inject(fault, netns, str(record.details["table"]))
         injected = record.advance(FaultState.INJECTED)
+    else:  # a netem fault returned above; anything else is a bug here
+        raise FaultError(f"fault '{fault.name}': kind {fault.kind} is not a network fault this module applies")
     journal.append(injected)
     return injected
 
@@ -365,10 +522,19 @@ def revert(record: FaultRecord, journal: Journal) -> None:
     if latest.state is FaultState.REVERTED:
         return
     d = latest.details
+    if latest.kind == NETEM or d.get("method") == "netem":
+        from harness.chaos import netem
+
+        netem.revert(latest, journal)
+        return
     netns = str(d.get("netns", ""))
     try:
         if latest.kind == BANDWIDTH:
             what = _tbf_revert(netns, str(d["interface"]), int(d.get("handle", TBF_HANDLE)))
+        elif latest.kind == LINK_DOWN:
+            what = _link_up_revert(netns, str(d["interface"]), bool(int(d.get("was_up", 1))))
+        elif d.get("method") == "blackhole":
+            what = _blackhole_revert(netns, [p for p in str(d.get("routes", "")).split(",") if p])
         elif netns and not (NETNS_DIR / netns).exists():
             what = f"netns {netns} is gone (its nft tables with it)"
         else:
