@@ -39,8 +39,14 @@ from harness.scenario import (
     KubernetesPodKillFault,
     KubernetesScaleFault,
     NetworkBandwidthFault,
+    NetworkLinkDownFault,
     NetworkLossFault,
+    NetworkNetemFault,
     NetworkPartitionFault,
+    ProxyAbortFault,
+    ProxyBandwidthFault,
+    ProxyLatencyFault,
+    ProxyResetFault,
 )
 
 __all__ = ["LEASE_TTL", "RENEW_INTERVAL", "ChaosAgent"]
@@ -73,7 +79,14 @@ def _summary(record: FaultRecord, node_id: str) -> Summary:
 
 def _is_network(fault: Any) -> bool:
     """A network.* fault (harness.chaos.network); checked by kind so pyroute2 loads only when needed."""
-    return isinstance(fault, NetworkPartitionFault | NetworkLossFault | NetworkBandwidthFault)
+    return isinstance(
+        fault,
+        NetworkPartitionFault | NetworkLossFault | NetworkBandwidthFault | NetworkNetemFault | NetworkLinkDownFault,
+    )
+
+
+def _is_proxy(fault: Any) -> bool:
+    return isinstance(fault, ProxyLatencyFault | ProxyBandwidthFault | ProxyResetFault | ProxyAbortFault)
 
 
 class _ChaosAgentActor:
@@ -131,6 +144,10 @@ class _ChaosAgentActor:
                     from harness.chaos import network  # imports pyroute2
 
                     record = network.inject(fault, self._run_id, self._journal, lease_until=lease_until)
+                elif _is_proxy(fault):
+                    from harness.chaos import proxy
+
+                    record = proxy.inject(fault, self._run_id, self._journal, lease_until=lease_until)
                 elif stress.is_stress_kind(fault.kind):
                     record = stress.inject(
                         fault, self._run_id, self._journal, protected=self._protected, lease_until=lease_until

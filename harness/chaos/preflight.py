@@ -18,8 +18,14 @@ from harness.scenario import (
     KubernetesPodKillFault,
     KubernetesScaleFault,
     NetworkBandwidthFault,
+    NetworkLinkDownFault,
     NetworkLossFault,
+    NetworkNetemFault,
     NetworkPartitionFault,
+    ProxyAbortFault,
+    ProxyBandwidthFault,
+    ProxyLatencyFault,
+    ProxyResetFault,
     Scenario,
     StressCpuFault,
     StressDiskFillFault,
@@ -28,6 +34,9 @@ from harness.scenario import (
 )
 
 __all__ = ["check", "targets"]
+
+_NETWORK = (NetworkPartitionFault, NetworkLossFault, NetworkBandwidthFault, NetworkNetemFault, NetworkLinkDownFault)
+_PROXY = (ProxyLatencyFault, ProxyBandwidthFault, ProxyResetFault, ProxyAbortFault)
 
 
 def targets(scenario: Scenario) -> dict[str, str]:
@@ -49,10 +58,14 @@ def targets(scenario: Scenario) -> dict[str, str]:
             out[fault.name] = line
         elif isinstance(fault, StressCpuFault | StressMemoryFault | StressIoFault | StressDiskFillFault):
             out[fault.name] = stress.describe(fault)
-        elif isinstance(fault, NetworkPartitionFault | NetworkLossFault | NetworkBandwidthFault):
+        elif isinstance(fault, _NETWORK):
             from harness.chaos import network  # imports pyroute2
 
             out[fault.name] = network.describe(fault)
+        elif isinstance(fault, _PROXY):
+            from harness.chaos import proxy
+
+            out[fault.name] = proxy.describe(fault)
         else:
             out[fault.name] = process.describe(fault)
     return out
@@ -65,14 +78,18 @@ def check(scenario: Scenario) -> None:
         raise ConfigError(
             f"fault '{stress_ng[0]}' needs stress-ng, which is not installed here (Debian: apt-get install stress-ng)"
         )
-    network_faults = [
-        f for f in scenario.faults if isinstance(f, NetworkPartitionFault | NetworkLossFault | NetworkBandwidthFault)
-    ]
-    if network_faults:  # no nft, no such namespace or interface: refused before anything starts
+    network_faults = [f for f in scenario.faults if isinstance(f, _NETWORK)]
+    if network_faults:  # no nft, no netem, no such namespace or interface: refused before anything starts
         from harness.chaos import network
 
         for net_fault in network_faults:
             network.check(net_fault)
+    proxy_faults = [f for f in scenario.faults if isinstance(f, _PROXY)]
+    if proxy_faults:  # a control address that does not answer, no nft for a transparent proxy
+        from harness.chaos import proxy
+
+        for proxy_fault in proxy_faults:
+            proxy.check(proxy_fault)
     kube_faults = [f for f in scenario.faults if isinstance(f, KubernetesPodKillFault | KubernetesScaleFault)]
     if not kube_faults:
         return

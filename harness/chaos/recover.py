@@ -22,6 +22,7 @@ __all__ = ["RecoverFailed", "recover", "revert_outstanding", "revert_record"]
 
 KUBE_PREFIX = "kubernetes."
 NETWORK_PREFIX = "network."
+PROXY_PREFIX = "proxy."
 
 
 class RecoverFailed(FaultError):
@@ -81,6 +82,10 @@ def revert_record(record: FaultRecord, journal: Journal) -> None:
         from harness.chaos import network  # imports pyroute2
 
         network.revert(record, journal)
+    elif record.kind.startswith(PROXY_PREFIX):
+        from harness.chaos import proxy  # the fault proxy's control API and nftables redirect
+
+        proxy.revert(record, journal)
     else:
         process.revert(record, journal)
 
