@@ -8,7 +8,8 @@ and dead processes; :meth:`DeliveryWatch.findings` says what went wrong, with fi
 
 The rules (seconds are epoch seconds, offsets are from the run start):
 
-* A generator process is **saturated** in a second when its CPU share is above
+* A generator process is **saturated** in a second when its CPU demand (the share of a
+  core it used plus the share it spent runnable, waiting for one) is above
   ``SATURATED_CPU`` or its event-loop lag above ``SATURATED_LAG_MS``. A process saturated for
   ``SUSTAINED_SECONDS`` consecutive seconds makes the run invalid. A second without a
   window from that process breaks the streak (nothing is known about it).
@@ -64,8 +65,8 @@ _ORDER = {Condition.LOST: 0, Condition.DIED: 1, Condition.SATURATED: 2, Conditio
 
 
 def is_saturated(health: ProcessHealth) -> bool:
-    """The per-second rule: CPU above 90% or event-loop lag above 100 ms."""
-    return health.cpu > SATURATED_CPU or health.lag_ms > SATURATED_LAG_MS
+    """The per-second rule: CPU demand above 90% of a core or event-loop lag above 100 ms."""
+    return health.demand > SATURATED_CPU or health.lag_ms > SATURATED_LAG_MS
 
 
 def format_clock(offset: float) -> str:
@@ -115,8 +116,8 @@ class DeliveryWatch:
     plan: Plan
     start_epoch: float
     sustained: int = SUSTAINED_SECONDS
-    # process -> second -> (cpu, lag_ms) for saturated seconds only
-    _hot: dict[str, dict[int, tuple[float, float]]] = field(default_factory=lambda: defaultdict(dict))
+    # process -> second -> (cpu, wait, lag_ms) for saturated seconds only
+    _hot: dict[str, dict[int, tuple[float, float, float]]] = field(default_factory=lambda: defaultdict(dict))
     _started: dict[int, int] = field(default_factory=lambda: defaultdict(int))
     _first: int | None = None
     _last: int | None = None
@@ -146,7 +147,7 @@ class DeliveryWatch:
         self._seen(second)
         self._started[second] += health.started
         if is_saturated(health):
-            self._hot[health.process][second] = (health.cpu, health.lag_ms)
+            self._hot[health.process][second] = (health.cpu, health.wait, health.lag_ms)
             return True
         return False
 
@@ -217,7 +218,7 @@ class DeliveryWatch:
         """Judged seconds in which the open-model arrival rate was short."""
         return sum(1 for second, _, _ in self._judged() if self.is_short(second))
 
-    def _saturation(self, process: str, seconds: dict[int, tuple[float, float]]) -> Finding | None:
+    def _saturation(self, process: str, seconds: dict[int, tuple[float, float, float]]) -> Finding | None:
         best: list[int] = []
         for run in _consecutive(sorted(seconds)):
             if len(run) > len(best):
@@ -225,10 +226,12 @@ class DeliveryWatch:
         if len(best) < self.sustained:
             return None
         cpus = [seconds[s][0] for s in best]
-        lags = [seconds[s][1] for s in best]
+        waits = [seconds[s][1] for s in best]
+        lags = [seconds[s][2] for s in best]
         figures = []
-        if any(c > SATURATED_CPU for c in cpus):
-            figures.append(f"CPU {sum(cpus) / len(cpus) * 100:.0f}%")
+        if any(c + w > SATURATED_CPU for c, w in zip(cpus, waits, strict=True)):
+            cpu, wait = sum(cpus) / len(cpus) * 100, sum(waits) / len(waits) * 100
+            figures.append(f"CPU {cpu:.0f}%" + (f" + {wait:.0f}% waiting for a core" if round(wait) >= 1 else ""))
         if any(lag > SATURATED_LAG_MS for lag in lags):
             figures.append(f"event-loop lag up to {max(lags):.0f} ms")
         offset = best[0] - self.start_epoch

@@ -188,6 +188,12 @@ class ProcessHealth:
     users: int
     target_rate: float
     started: int = 0
+    wait: float = 0.0  # share of the second the event loop was runnable but waiting for a core
+
+    @property
+    def demand(self) -> float:
+        """CPU the process wanted: what it used plus what it waited for (1.0 = a whole core)."""
+        return self.cpu + self.wait
 
 
 @dataclass
@@ -213,6 +219,7 @@ def parse_window(line: str | bytes) -> ProcessWindow | None:
         users=int(data.get("u", 0)),
         target_rate=float(data.get("r", 0.0)),
         started=int(data.get("a", 0)),
+        wait=float(data.get("w", 0.0)),
     )
     endpoints = {(e["m"], e["n"]): EndpointStats.from_wire(e) for e in data.get("e", [])}
     return ProcessWindow(process=process, second=int(data["s"]), health=health, endpoints=endpoints)

@@ -65,6 +65,9 @@ def load_point(run_id: str, scenario: str, closed: ClosedSecond, generators: int
             "achieved_rate": float(total),
             "generators": generators,
             "saturated": saturated,
+            # the busiest process: what a "generator health" panel plots beside the saturated flag
+            "generator_cpu": round(max((h.demand for h in closed.health), default=0.0) * 100, 1),
+            "generator_lag_ms": round(max((h.lag_ms for h in closed.health), default=0.0), 1),
         },
         closed.second * _NS,
     )

@@ -268,7 +268,9 @@ def test_asking_far_too_much_is_invalid_and_steps_stay_on_time(
     _assert_on_time(summary, influxd, "cl-flood")
 
 
-SATURATED = re.compile(r"^generator saturated: process g0\.0 CPU (\d+)% for (\d+) s \(from 00:0(\d)\)$")
+SATURATED = re.compile(
+    r"^generator saturated: process g0\.0 CPU (\d+)%(?: \+ (\d+)% waiting for a core)? for (\d+) s \(from 00:0(\d)\)$"
+)
 
 
 def test_a_flat_out_generator_process_is_invalid_with_its_figures(
@@ -284,8 +286,10 @@ def test_a_flat_out_generator_process_is_invalid_with_its_figures(
     assert code == 5, output[-3000:]
     match = SATURATED.match(summary["reason"])
     assert match is not None, summary["reason"]
-    cpu, seconds = int(match.group(1)), int(match.group(2))
-    assert cpu > 90 and 5 <= seconds <= 13
+    # Flat out: the process used or waited for a whole core (beside the rest of the suite it
+    # may get only part of one; the rest of the second it was runnable, waiting).
+    cpu, waited, seconds = int(match.group(1)), int(match.group(2) or 0), int(match.group(3))
+    assert cpu + waited > 90 and 5 <= seconds <= 13
     # the per-second flag users see in Grafana agrees
     rows = influxd.query("SELECT saturated FROM harness_load WHERE run_id = 'cl-cpu'", DATABASE)
     assert sum(1 for r in rows if r["saturated"]) >= seconds

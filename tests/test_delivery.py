@@ -83,6 +83,17 @@ def test_thresholds_are_strictly_above() -> None:
     assert is_saturated(health("p", lag=SATURATED_LAG_MS + 0.1))
 
 
+def test_a_starved_process_that_waits_for_a_core_is_saturated(closed_plan: Plan) -> None:
+    """60% of a core used and 35% spent runnable but waiting: flat out beside a busy neighbour."""
+    starved = ProcessHealth("g0.0", cpu=0.6, lag_ms=20.0, users=10, target_rate=0.0, wait=0.35)
+    assert is_saturated(starved)
+    assert not is_saturated(ProcessHealth("g0.0", cpu=0.6, lag_ms=20.0, users=10, target_rate=0.0, wait=0.2))
+    watch = DeliveryWatch(closed_plan, START)
+    for s in range(S0, S0 + 6):
+        watch.observe(second(s, starved))
+    assert watch.reason() == "generator saturated: process g0.0 CPU 60% + 35% waiting for a core for 6 s (from 00:00)"
+
+
 def test_a_process_saturated_for_the_sustained_count_makes_the_run_invalid(closed_plan: Plan) -> None:
     watch = DeliveryWatch(closed_plan, START)
     for s in range(S0 + 13, S0 + 13 + 12):

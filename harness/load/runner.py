@@ -196,7 +196,7 @@ class LoadProcess:
         _drop_locust_stats(self.env)
         listener = self._on_request_open if open_model else self._on_request
         self.env.events.request.add_listener(self._with_raw_log(listener) if raw is not None else listener)
-        self._cpu = (time.monotonic(), _cpu_seconds())
+        self._cpu = (time.monotonic(), _cpu_seconds(), _runqueue_wait_seconds())
 
     def _count_start(self) -> None:
         self.recorder.count_start(int(time.time()))
@@ -257,11 +257,13 @@ class LoadProcess:
         return logged
 
     def health(self) -> dict[str, float]:
-        wall, cpu = time.monotonic(), _cpu_seconds()
-        last_wall, last_cpu = self._cpu
-        self._cpu = (wall, cpu)
-        share = (cpu - last_cpu) / (wall - last_wall) if wall > last_wall else 0.0
-        return {"cpu": round(share, 3), "u": self.runner.user_count, "r": self.schedule.rate}
+        wall, cpu, wait = time.monotonic(), _cpu_seconds(), _runqueue_wait_seconds()
+        last_wall, last_cpu, last_wait = self._cpu
+        self._cpu = (wall, cpu, wait)
+        span = wall - last_wall
+        share = (cpu - last_cpu) / span if span > 0 else 0.0
+        waited = (wait - last_wait) / span if span > 0 else 0.0
+        return {"cpu": round(share, 3), "w": round(waited, 3), "u": self.runner.user_count, "r": self.schedule.rate}
 
     def tick_forever(self) -> None:
         """Emit each second's window just after it ends; measure event-loop lag meanwhile."""
@@ -322,6 +324,20 @@ def _drop_locust_stats(env: Environment) -> None:
 def _cpu_seconds() -> float:
     times = os.times()
     return times.user + times.system
+
+
+def _runqueue_wait_seconds() -> float:
+    """Seconds the main (event-loop) thread was runnable but waiting for a core (``/proc/self/schedstat``).
+
+    CPU used is not enough to tell a generator that is flat out: beside a busy neighbour it
+    gets, say, 60% of a core and waits for the other 40%, just as unable to send more. 0 where
+    the kernel has no schedstat.
+    """
+    try:
+        with open("/proc/self/schedstat", "rb") as f:  # the main thread, where gevent's loop runs
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 def _parse_classes(text: str) -> dict[str, int]:
