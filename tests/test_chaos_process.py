@@ -6,9 +6,15 @@ its argv); each child is resumed, killed and reaped in a ``finally``.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import http.client
+import json
 import os
 import re
+import shlex
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -23,8 +29,8 @@ import pytest
 
 from harness.chaos import journal as journal_mod
 from harness.chaos.journal import FaultRecord, FaultState, Journal, all_outstanding
-from harness.chaos.process import describe, inject, resolve_targets, revert
-from harness.chaos.recover import recover
+from harness.chaos.process import cgroup_pids, describe, inject, resolve_targets, revert
+from harness.chaos.recover import RecoverFailed, recover, revert_outstanding
 from harness.errors import FaultError
 from harness.scenario import ProcessKillFault, ProcessPauseFault, ProcessTarget
 
@@ -542,3 +548,509 @@ def test_agent_killed_mid_pause_leaves_a_journal_that_recover_fixes(ray_cluster:
         _wait_status(child, psutil.STATUS_SLEEPING, psutil.STATUS_RUNNING)
     finally:
         agent.stop(grace=2.0)
+
+
+# ---------------------------------------------------------------- kill with a restart command
+
+# A tiny HTTP server that answers every GET with its own PID, so a test can tell the original
+# from the restarted one. Its argv carries a unique token (after the port) for pattern targets.
+HTTP_SERVER = """\
+import http.server, os, sys
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = str(os.getpid()).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _http_pid(port: int) -> int | None:
+    """The PID the server on ``port`` answers with, or None when nothing answers (a real GET)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1.0)
+    try:
+        conn.request("GET", "/")
+        response = conn.getresponse()
+        return int(response.read()) if response.status == 200 else None
+    except (OSError, http.client.HTTPException, ValueError):
+        return None
+    finally:
+        conn.close()
+
+
+def _wait_answering(port: int, timeout: float = 10.0) -> tuple[int, float]:
+    """(PID that answered, seconds it took) once the server on ``port`` answers."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        pid = _http_pid(port)
+        if pid is not None:
+            return pid, time.monotonic() - start
+        time.sleep(0.02)
+    raise AssertionError(f"nothing answered on 127.0.0.1:{port} within {timeout}s")
+
+
+def _end_pid(pid: int) -> None:
+    """SIGKILL one process this test (or the code under test, on its behalf) started, and wait
+    until it is gone or a zombie (its parent reaps it: the restart code's reaper thread)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGCONT)
+        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # ours when we are its parent or subreaper
+    _wait_for(lambda: _gone(pid), what=f"pid {pid} to end")
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _with_token(token: str) -> list[int]:
+    """Live processes whose argv carries ``token``: ones this test started, directly or not."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        if token in (proc.info.get("cmdline") or []) and proc.info.get("status") != psutil.STATUS_ZOMBIE:
+            found.append(proc.pid)
+    return found
+
+
+class HttpService:
+    """A real HTTP server on a free loopback port, its restart argv, and cleanup of every
+    instance of it (original and restarted, found by their unique token) by PID."""
+
+    def __init__(self, workdir: Path, start: bool = True) -> None:
+        self.token = f"harness-http-test-{uuid.uuid4().hex}"
+        self.port = _free_port()
+        self.workdir = workdir
+        script = workdir / "server.py"
+        script.write_text(HTTP_SERVER)
+        self.argv = [sys.executable, str(script), str(self.port), self.token]
+        self.popen: subprocess.Popen[bytes] | None = None
+        self.pid = 0
+        if start:
+            self.popen = subprocess.Popen(self.argv, cwd=workdir, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+            self.pid, _ = _wait_answering(self.port)
+            assert self.pid == self.popen.pid
+
+    def wait_killed(self) -> int:
+        assert self.popen is not None
+        return self.popen.wait(timeout=10)
+
+    def kill_fault(self, name: str = "kill-http", sig: str = "SIGKILL", restart: list[str] | None = None) -> Any:
+        return ProcessKillFault.model_validate(
+            {
+                "name": name,
+                "kind": "process.kill",
+                "at": 1,
+                "duration": 2,
+                "target": {"pattern": re.escape(self.token)},
+                "params": {"signal": sig, "restart": restart or self.argv, "restart_cwd": str(self.workdir)},
+            }
+        )
+
+    def cleanup(self) -> None:
+        if self.popen is not None:
+            if self.popen.poll() is None:
+                self.popen.kill()
+            self.popen.wait(timeout=10)
+        for pid in _with_token(self.token):
+            _end_pid(pid)
+
+
+@pytest.fixture
+def http_service(tmp_path: Path) -> Iterator[HttpService]:
+    service = HttpService(tmp_path)
+    try:
+        yield service
+    finally:
+        service.cleanup()
+
+
+def _restart_log(journal: Journal, name: str) -> Path:
+    record = journal.latest(name)
+    assert record is not None
+    return Path(str(record.details["restart_log"]))
+
+
+def test_kill_with_restart_brings_the_http_server_back(http_service: HttpService, data_dir: Path) -> None:
+    journal = Journal(RUN)
+    fault = http_service.kill_fault()
+    record = inject(fault, RUN, journal)
+    assert http_service.wait_killed() == -signal.SIGKILL
+    assert record.details["restart"] == json.dumps(http_service.argv)
+    assert record.details["restart_cwd"] == str(http_service.workdir)
+    assert Path(str(record.details["restart_log"])).parent == journal.directory  # beside the journal
+
+    # During the fault window the target does not answer, however often a client asks.
+    tries = [_http_pid(http_service.port) for _ in range(10)]
+    assert tries == [None] * 10
+
+    started = time.monotonic()
+    revert(record, journal)
+    new_pid, waited = _wait_answering(http_service.port)
+    print(f"restarted server answered {time.monotonic() - started:.3f}s after revert (polled {waited:.3f}s)")
+    latest = journal.latest("kill-http")
+    assert latest is not None and latest.state is FaultState.REVERTED
+    assert latest.details["restarted_pid"] == new_pid != http_service.pid
+    assert latest.details["restart_command"] == shlex.join(http_service.argv)
+    assert psutil.Process(new_pid).cwd() == str(http_service.workdir)
+    assert os.getsid(new_pid) == new_pid  # detached: its own session
+    log_text = _restart_log(journal, "kill-http").read_text()
+    assert f"running {shlex.join(http_service.argv)} in {http_service.workdir}" in log_text
+    assert states(journal, "kill-http") == [FaultState.INJECTING, FaultState.INJECTED, FaultState.REVERTED]
+
+
+def test_restart_runs_once_however_often_revert_is_called(http_service: HttpService, data_dir: Path) -> None:
+    journal = Journal(RUN)
+    record = inject(http_service.kill_fault(), RUN, journal)
+    http_service.wait_killed()
+
+    # Four reverters at once (agent, watchdog, recover...), each with its own Journal and the
+    # stale "injected" record: the O_EXCL claim on the log lets exactly one start the command.
+    barrier = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def revert_now() -> None:
+        try:
+            barrier.wait()
+            revert(record, Journal(RUN))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=revert_now) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    revert(record, journal)  # and once more afterwards, sequentially
+    new_pid, _ = _wait_answering(http_service.port)
+    time.sleep(0.5)  # a second server would have started by now; it would fail to bind, then exit
+    assert _with_token(http_service.token) == [new_pid]
+    log_text = _restart_log(journal, "kill-http").read_text()
+    assert log_text.count("harness: ") == 1  # one "running ..." header: one start
+    restarted = [r.details.get("restarted_pid") for r in journal.records() if r.details.get("restarted_pid")]
+    assert restarted == [new_pid]
+    assert journal.outstanding() == []
+
+
+def test_restart_from_the_journal_alone(http_service: HttpService, data_dir: Path) -> None:
+    """What the watchdog and ``harness recover`` have after the agent died: only the file."""
+    inject(http_service.kill_fault(), RUN, Journal(RUN))
+    http_service.wait_killed()
+    assert _http_pid(http_service.port) is None
+
+    [from_disk] = Journal(RUN).outstanding()  # a fresh reader: nothing in memory
+    assert from_disk.state is FaultState.INJECTED
+    line = revert_outstanding(from_disk, Journal(RUN))  # the watchdog's revert path
+    new_pid, _ = _wait_answering(http_service.port)
+    assert f"restarted with `{shlex.join(http_service.argv)}` (pid {new_pid}, log " in line
+    assert "SIGKILL sent to" in line
+    assert recover() == []  # reverted: a later recover restarts nothing
+    assert _with_token(http_service.token) == [new_pid]
+
+
+def test_restart_that_cannot_start_is_revert_failed_and_retried(http_service: HttpService, data_dir: Path) -> None:
+    journal = Journal(RUN)
+    missing = str(http_service.workdir / "no-such-binary")
+    record = inject(http_service.kill_fault(restart=[missing]), RUN, journal)
+    http_service.wait_killed()
+    with pytest.raises(FaultError, match="could not start"):
+        revert(record, journal)
+    latest = journal.latest("kill-http")
+    assert latest is not None and latest.state is FaultState.REVERT_FAILED
+    assert "no-such-binary" in str(latest.details["restart_error"])
+    assert not _restart_log(journal, "kill-http").exists()  # nothing ran: the claim is freed
+    with pytest.raises(RecoverFailed, match="could not start"):  # recover retries, and says so
+        recover()
+    assert [r.fault_name for r in journal.outstanding()] == ["kill-http"]
+
+
+def test_no_restart_while_the_target_survived_the_signal(http_service: HttpService, data_dir: Path) -> None:
+    journal = Journal(RUN)
+    record = inject(http_service.kill_fault(sig="SIGWINCH"), RUN, journal)  # ignored by default
+    revert(record, journal)
+    latest = journal.latest("kill-http")
+    assert latest is not None and latest.state is FaultState.REVERTED
+    assert "still running" in str(latest.details["note"]) and "restarted_pid" not in latest.details
+    assert _with_token(http_service.token) == [http_service.pid]
+    assert _http_pid(http_service.port) == http_service.pid
+
+
+def test_describe_restart() -> None:
+    fault = ProcessKillFault.model_validate(
+        {
+            "name": "k",
+            "kind": "process.kill",
+            "at": 1,
+            "duration": 5,
+            "target": {"pattern": "api"},
+            "params": {"restart": ["/usr/bin/api", "--port", "8080"]},
+        }
+    )
+    assert describe(fault) == "SIGKILL processes matching /api/, run `/usr/bin/api --port 8080` after 5s"
+    unit = kill_fault({"systemd_unit": "nginx.service"})
+    assert describe(unit) == (
+        "SIGKILL the processes of systemd unit nginx.service (its control group), "
+        "run `systemctl start nginx.service` after 0s"
+    )
+    assert describe(pause_fault({"systemd_unit": "nginx.service"}, duration=3)) == (
+        "SIGSTOP the processes of systemd unit nginx.service (its control group), SIGCONT them after 3s"
+    )
+
+
+# ---------------------------------------------------------------- systemd_unit targets
+
+# No systemd can run on these machines (PID 1 is not systemd; see TESTBED.md), so systemd is
+# simulated: the test puts a stand-in ``systemctl`` first on PATH that answers
+# ``show --property=P --value UNIT`` and ``start UNIT`` the way systemctl does, from a state
+# file the test writes. The control group is REAL: the test creates it in the cgroup2
+# hierarchy and the processes really live in it, so resolving and signalling go through the
+# kernel's cgroup.procs exactly as on a systemd host.
+FAKE_SYSTEMCTL = """\
+import json, os, subprocess, sys
+
+here = os.path.dirname(os.path.abspath(__file__))
+with open(os.path.join(here, "units.json")) as f:
+    units = json.load(f)
+
+def procs(directory):
+    out = []
+    for root, _dirs, _files in os.walk(directory):
+        with open(os.path.join(root, "cgroup.procs")) as f:
+            out += [int(p) for p in f.read().split()]
+    return out
+
+def main_pid(unit):
+    try:
+        pid = int(open(os.path.join(here, unit + ".main")).read())
+        state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+        return pid if state != "Z" else 0
+    except (OSError, ValueError):
+        return 0
+
+args = sys.argv[1:]
+verb, rest = args[0], args[1:]
+names = [a for a in rest if not a.startswith("-")]
+if verb == "show":
+    props = [a.split("=", 1)[1] for a in rest if a.startswith("--property=")]
+    unit = units.get(names[0])
+    for prop in props:
+        if unit is None:
+            value = {"LoadState": "not-found", "MainPID": "0"}.get(prop, "")
+        else:
+            active = bool(procs(unit["cgroup_dir"]))
+            value = {
+                "LoadState": "loaded",
+                "ControlGroup": unit["control_group"] if active else "",
+                "MainPID": str(main_pid(names[0])),
+            }.get(prop, "")
+        print(value if "--value" in rest else f"{prop}={value}")
+elif verb == "start":
+    unit = units.get(names[0])
+    if unit is None:
+        print(f"Failed to start {names[0]}: Unit {names[0]} not found.", file=sys.stderr)
+        sys.exit(5)
+    if not procs(unit["cgroup_dir"]):
+        def place():  # like systemd: the service is born in its unit's control group
+            with open(os.path.join(unit["cgroup_dir"], "cgroup.procs"), "w") as f:
+                f.write(str(os.getpid()))
+        child = subprocess.Popen(unit["start"], start_new_session=True, preexec_fn=place,
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+        with open(os.path.join(here, names[0] + ".main"), "w") as f:
+            f.write(str(child.pid))
+else:
+    print(f"stand-in systemctl: unsupported verb {verb}", file=sys.stderr)
+    sys.exit(1)
+"""
+
+CGROUP2 = Path("/sys/fs/cgroup/unified")
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def _subreaper(on: bool) -> None:
+    """Services the stand-in starts are orphaned when it exits; as their subreaper this test
+    process can reap them after killing them (PID 1 here does not reap orphans)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1 if on else 0, 0, 0, 0)
+
+
+class FakeSystemd:
+    """A stand-in systemctl on PATH plus one unit whose control group is a real cgroup."""
+
+    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, service: HttpService) -> None:
+        self.tag = uuid.uuid4().hex[:10]
+        self.unit = f"harness-test-{self.tag}.service"
+        self.control_group = f"/harness-test-{self.tag}.slice/{self.unit}"
+        self.cgroup = CGROUP2 / self.control_group.lstrip("/")
+        self.worker_cgroup = self.cgroup / "worker"  # a sub-group: still the unit's processes
+        self.slice = self.cgroup.parent
+        self.service = service
+        self.bin = tmp_path / "fake-systemd"
+        self.bin.mkdir()
+        self.started: list[int] = []
+        for directory in (self.slice, self.cgroup, self.worker_cgroup):
+            directory.mkdir()
+        units = {
+            self.unit: {"control_group": self.control_group, "cgroup_dir": str(self.cgroup), "start": service.argv}
+        }
+        (self.bin / "units.json").write_text(json.dumps(units))
+        systemctl = self.bin / "systemctl"
+        systemctl.write_text(f"#!{sys.executable}\n{FAKE_SYSTEMCTL}")
+        systemctl.chmod(0o755)
+        monkeypatch.setenv("PATH", f"{self.bin}{os.pathsep}{os.environ['PATH']}")
+
+    def systemctl(self, *args: str) -> str:
+        done = subprocess.run(["systemctl", *args], capture_output=True, text=True, timeout=10, check=True)
+        return done.stdout.strip()
+
+    def pids(self) -> list[int]:
+        return sorted(p for p in cgroup_pids(str(self.cgroup)) if not _gone(p))
+
+    def start_sleeper(self, cgroup: Path | None) -> int:
+        """A sleeper carrying the service's token, born in ``cgroup`` (None: outside the unit)."""
+
+        def place() -> None:
+            if cgroup is not None:
+                (cgroup / "cgroup.procs").write_text(str(os.getpid()))
+
+        argv = [sys.executable, "-c", "import time; time.sleep(60)", self.service.token]
+        popen = subprocess.Popen(argv, preexec_fn=place, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        self.started.append(popen.pid)
+        _wait_for(lambda: self.service.token in _cmdline(popen.pid), what="sleeper to exec")
+        return popen.pid
+
+    def cleanup(self) -> None:
+        for directory in (self.worker_cgroup, self.cgroup, self.slice):
+            if directory.exists():
+                for pid in cgroup_pids(str(directory)):
+                    _end_pid(pid)  # only our processes live in a cgroup this test created
+        for pid in self.started:
+            _end_pid(pid)
+        for directory in (self.worker_cgroup, self.cgroup, self.slice):
+            if directory.exists():
+                directory.rmdir()
+
+
+@pytest.fixture
+def fake_systemd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSystemd]:
+    if not (CGROUP2 / "cgroup.procs").is_file():
+        pytest.skip(f"no cgroup2 hierarchy at {CGROUP2}")
+    _subreaper(True)
+    service_dir = tmp_path / "service"
+    service_dir.mkdir()
+    fake: FakeSystemd | None = None
+    service = HttpService(service_dir, start=False)  # the unit's start command starts it
+    try:
+        fake = FakeSystemd(tmp_path, monkeypatch, service)
+        yield fake
+    finally:
+        try:
+            if fake is not None:
+                fake.cleanup()
+            service.cleanup()
+        finally:
+            _subreaper(False)
+
+
+def test_systemd_unit_kill_acts_on_its_cgroup_and_systemctl_start_brings_it_back(
+    fake_systemd: FakeSystemd, data_dir: Path
+) -> None:
+    """systemd is simulated (none can run here): a stand-in systemctl, a real cgroup."""
+    fake = fake_systemd
+    fake.systemctl("start", fake.unit)
+    server_pid, _ = _wait_answering(fake.service.port)
+    worker = fake.start_sleeper(fake.worker_cgroup)
+    outsider = fake.start_sleeper(None)  # same token, same command line, not in the unit
+    assert fake.pids() == sorted([server_pid, worker])
+
+    [main] = [p for p in fake.systemctl("show", "--property=MainPID", "--value", fake.unit).split()]
+    assert int(main) == server_pid
+    resolved = resolve_targets(ProcessTarget(systemd_unit=fake.unit))
+    assert [p.pid for p in resolved] == sorted([server_pid, worker])
+
+    journal = Journal(RUN)
+    record = inject(kill_fault({"systemd_unit": fake.unit}, name="kill-unit"), RUN, journal)
+    assert record.pids == sorted([server_pid, worker])
+    assert json.loads(str(record.details["restart"])) == ["systemctl", "start", fake.unit]
+    _wait_for(lambda: _gone(server_pid) and _gone(worker), what="the unit's processes to die")
+    assert _http_pid(fake.service.port) is None
+    assert not _gone(outsider)  # exactly the cgroup's processes: the look-alike outside lives
+    _end_pid(server_pid)  # reap (we are their subreaper) so the cgroup reads empty
+    _end_pid(worker)
+    assert fake.pids() == []
+
+    revert(record, journal)
+    new_pid, _ = _wait_answering(fake.service.port)
+    assert new_pid != server_pid and fake.pids() == [new_pid]  # born in the unit's cgroup again
+    latest = journal.latest("kill-unit")
+    assert latest is not None and latest.state is FaultState.REVERTED
+    assert latest.details["restart_command"] == f"systemctl start {fake.unit}"
+    assert isinstance(latest.details["restarted_pid"], int)  # the systemctl process
+
+
+def test_systemd_unit_pause_stops_exactly_its_cgroup(fake_systemd: FakeSystemd, data_dir: Path) -> None:
+    """systemd is simulated (none can run here): a stand-in systemctl, a real cgroup."""
+    fake = fake_systemd
+    fake.systemctl("start", fake.unit)
+    server_pid, _ = _wait_answering(fake.service.port)
+    worker = fake.start_sleeper(fake.worker_cgroup)
+    outsider = fake.start_sleeper(None)
+
+    journal = Journal(RUN)
+    record = inject(pause_fault({"systemd_unit": fake.unit}, name="pause-unit"), RUN, journal)
+    for pid in (server_pid, worker):
+        _wait_for(lambda pid=pid: psutil.Process(pid).status() == psutil.STATUS_STOPPED, what="stopped")
+    assert psutil.Process(outsider).status() != psutil.STATUS_STOPPED
+    assert _http_pid(fake.service.port) is None  # a stopped server times out
+
+    revert(record, journal)
+    assert _wait_answering(fake.service.port)[0] == server_pid  # the same process, resumed
+    assert psutil.Process(worker).status() != psutil.STATUS_STOPPED
+
+
+def test_systemd_unit_errors(fake_systemd: FakeSystemd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = fake_systemd
+    with pytest.raises(FaultError, match=r"systemd unit nope-\w+\.service not found"):
+        resolve_targets(ProcessTarget(systemd_unit=f"nope-{fake.tag}.service"))
+    with pytest.raises(FaultError, match="it is not running"):  # loaded, but nothing in its cgroup
+        resolve_targets(ProcessTarget(systemd_unit=fake.unit))
+
+    # A control group holding a protected process (harness, as the agent passes it) is refused.
+    fake.systemctl("start", fake.unit)
+    server_pid, _ = _wait_answering(fake.service.port)
+    guarded = [(server_pid, psutil.Process(server_pid).create_time())]
+    with pytest.raises(FaultError, match="holds harness itself"):
+        resolve_targets(ProcessTarget(systemd_unit=fake.unit), protected=guarded)
+
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    with pytest.raises(FaultError, match="systemctl is not installed"):
+        resolve_targets(ProcessTarget(systemd_unit=fake.unit))
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/bin/systemctl"), reason="no systemctl binary")
+def test_real_systemctl_without_systemd_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    if psutil.Process(1).name() == "systemd":
+        pytest.skip("systemd runs here")
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    with pytest.raises(FaultError, match="systemctl show failed: System has not been booted with systemd"):
+        resolve_targets(ProcessTarget(systemd_unit="nginx.service"))

@@ -1,4 +1,5 @@
-"""Process faults: ``process.kill`` (any signal) and ``process.pause`` (SIGSTOP, then SIGCONT).
+"""Process faults: ``process.kill`` (any signal, optionally restarted by a command) and
+``process.pause`` (SIGSTOP, then SIGCONT).
 
 Pure of Ray: the chaos agent calls these functions inside its actor, ``harness recover`` calls
 :func:`revert` directly, and tests call them on processes they started.
@@ -16,14 +17,39 @@ What callers may rely on:
   already reverted does nothing. Reverting a kill is a no-op that is journaled as reverted.
 * **No recycled PIDs.** A PID is signalled only while its start time matches the one
   recorded at resolution, so a PID the kernel gave to a new process is never touched.
+* **systemd units are their control group.** A ``systemd_unit`` target is every process in
+  the unit's control group (sub-groups included), found the way systemd publishes it:
+  ``systemctl show --property=ControlGroup --value UNIT``, then ``cgroup.procs`` under the
+  mounted hierarchies (cgroup2 first, then v1 ``name=systemd``, then any v1 hierarchy).
+  Killing the cgroup, not only ``MainPID``, is what ``systemctl kill`` does by default; a
+  worker left alive would keep the port and make the restart fail.
+* **A restart runs at most once.** A kill with a restart command (``params.restart``, or
+  ``systemctl start UNIT`` for a unit) starts it when the fault is reverted: detached in its
+  own session, at normal priority, output to a log file beside the journal, no shell. The
+  command, its working directory and the log path are journaled with the kill, so the
+  watchdog or ``harness recover`` can restart from the journal alone. The log file is
+  created with ``O_EXCL`` before the command is started, and that claim is what makes the
+  restart happen once even when the agent, the watchdog and ``recover`` revert at the same
+  moment: whoever creates the file starts the command; a later revert finds the file, or the
+  ``reverted`` record, and starts nothing. If a recorded target is still running at revert
+  time (the signal did not end it), nothing is restarted: a second instance would only
+  collide with the first.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import re
+import shlex
+import shutil
 import signal
+import subprocess
+import threading
+import time
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,11 +63,13 @@ from harness.scenario import ProcessKillFault, ProcessPauseFault, ProcessTarget
 __all__ = [
     "ProcessFault",
     "ResolvedProcess",
+    "cgroup_pids",
     "describe",
     "describe_target",
     "inject",
     "protected_processes",
     "resolve_targets",
+    "restart_command",
     "revert",
 ]
 
@@ -56,6 +84,8 @@ KINDS = (KILL, PAUSE)
 # Start times are whole clock ticks (10 ms) plus the boot time; allow for float rounding only.
 _CREATE_TIME_TOLERANCE = 0.005
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+#: Seconds one ``systemctl show`` may take; it asks the local systemd over its bus.
+SYSTEMCTL_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)
@@ -124,24 +154,41 @@ def _signal_name(number: int) -> str:
 
 
 def describe_target(target: ProcessTarget) -> str:
-    """``processes matching /re/`` or ``the process whose PID is in FILE``."""
+    """``processes matching /re/``, ``the process whose PID is in FILE`` or
+    ``the processes of systemd unit U (its control group)``."""
     if target.pattern is not None:
         return f"processes matching /{target.pattern}/"
     if target.pid_file is not None:
         return f"the process whose PID is in {target.pid_file}"
-    return "no process (the target names neither pid_file nor pattern)"
+    if target.systemd_unit is not None:
+        return f"the processes of systemd unit {target.systemd_unit} (its control group)"
+    return "no process (the target names none of pid_file, pattern, systemd_unit)"
+
+
+def restart_command(fault: ProcessKillFault) -> list[str] | None:
+    """The argv a revert of ``fault`` runs: ``params.restart``, else ``systemctl start UNIT`` for a
+    unit target, else None (the kill is not undone)."""
+    if fault.params.restart:
+        return list(fault.params.restart)
+    if fault.target.systemd_unit is not None:
+        return ["systemctl", "start", fault.target.systemd_unit]
+    return None
 
 
 def describe(fault: ProcessFault) -> str:
     """What the fault will do, in one line, for ``harness plan`` and dry runs. Touches nothing.
 
-    e.g. ``SIGKILL processes matching /harness\\.demo\\.services payments/`` or
+    e.g. ``SIGKILL processes matching /harness\\.demo\\.services payments/``,
+    ``SIGKILL the processes of systemd unit x.service (its control group), run
+    `systemctl start x.service` after 5s`` or
     ``SIGSTOP the process whose PID is in /run/x.pid, SIGCONT it after 10s``.
     """
     what = describe_target(fault.target)
     if isinstance(fault, ProcessKillFault):
-        return f"{_signal_name(fault.params.signal)} {what}"
-    it = "them" if fault.target.pattern is not None else "it"
+        restart = restart_command(fault)
+        again = f", run `{shlex.join(restart)}` after {fault.duration:g}s" if restart else ""
+        return f"{_signal_name(fault.params.signal)} {what}{again}"
+    it = "it" if fault.target.pid_file is not None else "them"
     return f"SIGSTOP {what}, SIGCONT {it} after {fault.duration:g}s"
 
 
@@ -155,16 +202,23 @@ def resolve_targets(target: ProcessTarget, *, protected: Iterable[tuple[int, flo
     zombie). ``pattern``: ``re.search`` over each process's command line joined with spaces;
     processes whose command line cannot be read (kernel threads, other users' processes
     without permission) are skipped. Either way, the current process, its ancestors and
-    ``protected`` ``(pid, create_time)`` pairs are never returned.
+    ``protected`` ``(pid, create_time)`` pairs are never returned. ``systemd_unit``: every
+    live process in the unit's control group and its sub-groups; a unit that is not loaded,
+    has no control group or has no process in it is a ``FaultError``, and so is a control
+    group that holds harness itself or a ``protected`` process (refused, not skipped:
+    killing the rest of harness's own unit would still take harness down).
     """
     guarded = _guarded(protected)
-    if target.pid_file is not None and target.pattern is not None:
-        raise FaultError("give exactly one of pid_file or pattern, not both")
+    given = [t for t in (target.pid_file, target.pattern, target.systemd_unit) if t is not None]
+    if len(given) > 1:
+        raise FaultError("give exactly one of pid_file, pattern or systemd_unit")
     if target.pid_file is not None:
         return [_resolve_pid_file(target.pid_file, guarded)]
     if target.pattern is not None:
         return _resolve_pattern(target.pattern, guarded)
-    raise FaultError("the target names neither pid_file nor pattern")
+    if target.systemd_unit is not None:
+        return _resolve_unit(target.systemd_unit, guarded)
+    raise FaultError("the target names none of pid_file, pattern or systemd_unit")
 
 
 def _guarded(protected: Iterable[tuple[int, float]]) -> dict[int, float]:
@@ -235,6 +289,110 @@ def _resolve_pattern(pattern: str, guarded: dict[int, float]) -> list[ResolvedPr
     if not found:
         raise FaultError(f"no running process matches /{pattern}/ (harness itself and its parents excluded)")
     return sorted(found, key=lambda p: p.pid)
+
+
+def _systemctl_show(unit: str, prop: str) -> str:
+    """One property of ``unit`` as ``systemctl show --property=P --value UNIT`` prints it."""
+    systemctl = shutil.which("systemctl")
+    if systemctl is None:
+        raise FaultError(f"systemd unit {unit}: systemctl is not installed here (a systemd_unit target needs systemd)")
+    try:
+        done = subprocess.run(
+            [systemctl, "show", f"--property={prop}", "--value", unit],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=SYSTEMCTL_TIMEOUT,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise FaultError(f"systemd unit {unit}: systemctl show did not answer in {SYSTEMCTL_TIMEOUT:g}s") from None
+    except OSError as exc:
+        raise FaultError(f"systemd unit {unit}: cannot run systemctl: {exc.strerror or exc}") from None
+    if done.returncode != 0:
+        why = " ".join(done.stderr.split()) or f"exit status {done.returncode}"
+        raise FaultError(f"systemd unit {unit}: systemctl show failed: {why}")
+    return done.stdout.strip()
+
+
+def _cgroup_dirs(control_group: str) -> list[str]:
+    """Where ``control_group`` (a path as systemd names it) is in each mounted hierarchy, most
+    likely first: cgroup2, then v1 ``name=systemd`` (the hierarchy systemd tracks units in),
+    then every other v1 hierarchy. Only existing directories are returned."""
+    # stress.py imports this module, so its mount table reader is imported when needed.
+    from harness.chaos.stress import _cgroup_mounts
+
+    v1, v2 = _cgroup_mounts()
+    mounts = [m for m in (v2, v1.get("name=systemd")) if m is not None]
+    mounts += [m for m in v1.values() if m not in mounts]
+    found: list[str] = []
+    for root, point in mounts:
+        path = control_group
+        if root != "/":
+            if not (path == root or path.startswith(root + "/")):
+                continue
+            path = path[len(root) :] or "/"
+        directory = os.path.join(point, path.lstrip("/"))
+        if os.path.isfile(os.path.join(directory, "cgroup.procs")) and directory not in found:
+            found.append(directory)
+    return found
+
+
+def cgroup_pids(directory: str) -> set[int]:
+    """Every PID in the cgroup at ``directory`` and its sub-groups (a unit's processes may sit
+    in sub-groups: delegated units, ``user@.service``)."""
+    pids: set[int] = set()
+    for here, _dirs, _files in os.walk(directory):
+        with contextlib.suppress(OSError):  # a sub-group removed while we walk
+            text = Path(here, "cgroup.procs").read_text(encoding="ascii")
+            pids.update(int(line) for line in text.split() if line.isdigit())
+    return pids
+
+
+def _resolve_unit(unit: str, guarded: dict[int, float]) -> list[ResolvedProcess]:
+    control_group = _systemctl_show(unit, "ControlGroup")
+    main_text = _systemctl_show(unit, "MainPID")
+    main_pid = int(main_text) if main_text.isdigit() else 0
+    if not control_group:
+        load_state = _systemctl_show(unit, "LoadState")
+        if load_state in ("not-found", ""):
+            raise FaultError(f"systemd unit {unit} not found (systemctl show reports LoadState={load_state or '?'})")
+        raise FaultError(f"systemd unit {unit} has no control group: it is not running (systemctl start {unit})")
+    directories = _cgroup_dirs(control_group)
+    pids: set[int] = set()
+    for directory in directories:  # the first hierarchy that holds processes is the unit's
+        pids = cgroup_pids(directory)
+        if pids:
+            break
+    if not directories:
+        if main_pid <= 0:
+            raise FaultError(
+                f"systemd unit {unit}: its control group {control_group} is under no mounted cgroup hierarchy"
+            )
+        log.warning("unit %s: control group %s not mounted here; acting on MainPID %d", unit, control_group, main_pid)
+        pids = {main_pid}
+    found: list[ResolvedProcess] = []
+    for pid in sorted(pids):
+        try:
+            proc = psutil.Process(pid)
+            with proc.oneshot():
+                if proc.status() == psutil.STATUS_ZOMBIE:
+                    continue
+                create_time = proc.create_time()
+                cmdline = _cmdline(proc)
+        except psutil.NoSuchProcess:
+            continue
+        except psutil.AccessDenied:
+            raise FaultError(f"no permission to inspect process {pid} of systemd unit {unit}") from None
+        if _is_guarded(pid, create_time, guarded):
+            raise FaultError(
+                f"systemd unit {unit}: its control group {control_group} holds harness itself "
+                f"or one of its parents (pid {pid}); refusing"
+            )
+        found.append(ResolvedProcess(pid, cmdline, create_time, _ticks_of(pid, create_time)))
+    if not found:
+        raise FaultError(f"systemd unit {unit} has no running process (control group {control_group} is empty)")
+    return found
 
 
 # ---------------------------------------------------------------- signalling
@@ -329,6 +487,10 @@ def inject(
     journaled as reverted; a kill (which cannot be undone) is journaled as injected with the
     errors in its details. Either way ``FaultError`` is raised naming the fault and reason.
 
+    A kill with a restart command journals the command (JSON argv), its working directory
+    (``restart_cwd`` made absolute, or the current directory of the injecting process, so a
+    later ``recover`` elsewhere runs it in the same place) and the log file it will write.
+
     ``lease_until`` (epoch seconds) leases the fault: it is written with ``injecting``, and
     the node's watchdog reverts the fault once the lease (renewed through
     :meth:`Journal.renew`) lapses. Without it the fault is not leased.
@@ -351,6 +513,8 @@ def inject(
             "signal_name": _signal_name(number),
             "target": describe_target(fault.target),
         }
+        if isinstance(fault, ProcessKillFault):
+            details.update(_restart_details(fault, run_id, journal))
         for proc in targets:
             details[f"create_time.{proc.pid}"] = repr(proc.create_time)
             if proc.start_ticks is not None:
@@ -383,12 +547,129 @@ def inject(
     return done
 
 
+def _restart_details(fault: ProcessKillFault, run_id: str, journal: Journal) -> dict[str, str | int]:
+    argv = restart_command(fault)
+    if argv is None:
+        return {}
+    cwd = os.path.abspath(fault.params.restart_cwd or os.getcwd())
+    # A fresh name per inject: a run id reused after its journal was retired must not find
+    # the old log and take it for a restart already done.
+    log_path = journal.directory / f"{run_id}.{fault.name}.{uuid.uuid4().hex[:8]}.restart.log"
+    return {"restart": json.dumps(argv), "restart_cwd": cwd, "restart_log": str(log_path)}
+
+
+def _restart_argv(record: FaultRecord) -> list[str] | None:
+    raw = record.details.get("restart")
+    if not isinstance(raw, str) or not raw:
+        return None
+    try:
+        argv = json.loads(raw)
+    except ValueError:
+        argv = None
+    if not isinstance(argv, list) or not argv or not all(isinstance(a, str) and a for a in argv):
+        raise FaultError(f"fault '{record.fault_name}': journaled restart command is malformed: {raw[:200]}")
+    return argv
+
+
+def _normal_niceness() -> None:
+    """In the restarted child before exec: nice 0, not the agent's raised priority."""
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, 0, 0)
+
+
+def _note_exit(child: subprocess.Popen[bytes], log_fd: int) -> None:
+    """Reap the restart command when it ends (no zombie under a long-lived agent) and say how
+    it ended in its log, where an operator reading why a service did not come back looks."""
+    try:
+        status = child.wait()
+        os.write(log_fd, f"harness: restart command pid {child.pid} exited with status {status}\n".encode())
+    except OSError:
+        pass
+    finally:
+        os.close(log_fd)
+
+
+def _still_running(record: FaultRecord) -> list[int]:
+    """Recorded targets that are still the recorded process and alive: the kill did not end them."""
+    alive: list[int] = []
+    for pid in record.pids:
+        try:
+            proc = psutil.Process(pid)
+            if _same_process(proc, record) and proc.status() != psutil.STATUS_ZOMBIE:
+                alive.append(pid)
+        except psutil.Error:
+            continue
+    return alive
+
+
+def _revert_kill(latest: FaultRecord, journal: Journal) -> None:
+    """Run the journaled restart command at most once (see the module docstring), or just mark
+    a kill without one reverted."""
+    argv = _restart_argv(latest)
+    if argv is None:
+        journal.append(latest.advance(FaultState.REVERTED, note="a kill cannot be undone; nothing to revert"))
+        return
+    command = shlex.join(argv)
+    alive = _still_running(latest)
+    if alive:
+        note = f"pid {_pid_list(alive)} still running (the signal did not end it); `{command}` not run"
+        journal.append(latest.advance(FaultState.REVERTED, restart_command=command, note=note))
+        log.warning("run %s: fault %s: %s", latest.run_id, latest.fault_name, note)
+        return
+    log_path = str(latest.details.get("restart_log") or "")
+    cwd = str(latest.details.get("restart_cwd") or "/")
+    try:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o644)
+    except FileExistsError:  # claimed by an earlier (or concurrent) revert: never a second restart
+        note = f"the restart was already started by an earlier revert (log {log_path}); not run again"
+        journal.append(latest.advance(FaultState.REVERTED, restart_command=command, note=note))
+        return
+    except OSError as exc:
+        why = f"cannot create the restart log {log_path}: {exc.strerror or exc}"
+        journal.append(latest.advance(FaultState.REVERT_FAILED, restart_command=command, restart_error=why))
+        raise FaultError(f"fault '{latest.fault_name}': {why}") from None
+    header = f"harness: {time.strftime('%Y-%m-%dT%H:%M:%S%z')} run {latest.run_id} fault {latest.fault_name}: "
+    os.write(log_fd, f"{header}running {command} in {cwd}\n".encode())
+    try:
+        child = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=log_fd,
+            stderr=log_fd,
+            start_new_session=True,  # outlives the agent, the watchdog or recover that started it
+            preexec_fn=_normal_niceness,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        why = f"could not start `{command}` in {cwd}: {getattr(exc, 'strerror', None) or exc}"
+        os.write(log_fd, f"harness: {why}\n".encode())
+        os.close(log_fd)
+        os.unlink(log_path)  # nothing ran: free the claim so recover may try again
+        journal.append(latest.advance(FaultState.REVERT_FAILED, restart_command=command, restart_error=why))
+        raise FaultError(f"fault '{latest.fault_name}': {why}") from None
+    threading.Thread(target=_note_exit, args=(child, log_fd), name=f"restart-{child.pid}", daemon=True).start()
+    journal.append(
+        latest.advance(
+            FaultState.REVERTED,
+            restart_command=command,
+            restarted_pid=child.pid,
+            restarted_at=repr(time.time()),
+            restart_error="",
+        )
+    )
+    log.info("run %s: fault %s: restarted with %s (pid %d)", latest.run_id, latest.fault_name, command, child.pid)
+
+
 def revert(record: FaultRecord, journal: Journal) -> None:
     """Undo the fault ``record`` describes, and journal the outcome. Safe to call any number of times.
 
     The fault's latest state is read from ``journal`` first: already reverted means nothing
-    to do. A kill cannot be undone, so it is journaled as reverted and nothing is sent. A
-    pause gets SIGCONT, but only on recorded PIDs whose start time still matches the record:
+    to do. A kill cannot be undone: without a restart command it is journaled as reverted and
+    nothing is sent; with one, the command is started (at most once, detached, no shell) and
+    its PID journaled as ``restarted_pid``, unless a recorded target is still running. A
+    restart that cannot be started journals ``revert_failed`` and raises ``FaultError`` so
+    ``recover`` retries it. A pause gets SIGCONT, but only on recorded PIDs whose start time still matches the record:
     a process that exited, or whose PID now belongs to another process, is left alone (and
     listed under ``gone`` in the reverted record's details). If SIGCONT fails for a live
     target, ``revert_failed`` is journaled and ``FaultError`` raised, so ``recover`` retries.
@@ -397,7 +678,7 @@ def revert(record: FaultRecord, journal: Journal) -> None:
     if latest.state is FaultState.REVERTED:
         return
     if latest.kind == KILL:
-        journal.append(latest.advance(FaultState.REVERTED, note="a kill cannot be undone; nothing to revert"))
+        _revert_kill(latest, journal)
         return
     if latest.kind != PAUSE:
         raise FaultError(f"fault '{latest.fault_name}': cannot revert unknown kind {latest.kind}")

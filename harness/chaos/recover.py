@@ -103,6 +103,13 @@ def _what_was_done(before: FaultRecord, after: FaultRecord) -> str:
     if before.kind == KILL:
         signal_name = after.details.get("signal_name", "signal")
         pids = ", ".join(str(p) for p in before.pids) or "no process"
+        command = after.details.get("restart_command")
+        if command and after.details.get("restarted_pid"):
+            restarted = after.details["restarted_pid"]
+            log_path = after.details.get("restart_log", "")
+            return f"{signal_name} sent to {pids}; restarted with `{command}` (pid {restarted}, log {log_path})"
+        if command:
+            return f"{signal_name} sent to {pids}; {after.details.get('note', 'restart not run')}"
         return f"{signal_name} sent to {pids} cannot be undone; marked reverted"
     if before.kind.startswith(KUBE_PREFIX) and "restored" in after.details:
         where = f"{after.details.get('namespace', '')}/{after.details.get('deployment', '')}"
