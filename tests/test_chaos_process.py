@@ -1016,8 +1016,10 @@ def test_systemd_unit_pause_stops_exactly_its_cgroup(fake_systemd: FakeSystemd, 
 
     journal = Journal(RUN)
     record = inject(pause_fault({"systemd_unit": fake.unit}, name="pause-unit"), RUN, journal)
-    for pid in (server_pid, worker):
-        _wait_for(lambda pid=pid: psutil.Process(pid).status() == psutil.STATUS_STOPPED, what="stopped")
+    _wait_for(
+        lambda: all(psutil.Process(p).status() == psutil.STATUS_STOPPED for p in (server_pid, worker)),
+        what="the unit's processes to stop",
+    )
     assert psutil.Process(outsider).status() != psutil.STATUS_STOPPED
     assert _http_pid(fake.service.port) is None  # a stopped server times out
 

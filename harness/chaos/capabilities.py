@@ -1,0 +1,485 @@
+"""What this host can do for faults, found by trying it: the data behind ``harness doctor``.
+
+A fault that cannot work on a node fails mid-run, with load already sent. Each probe here
+does the smallest real thing a fault family does (create an nftables table, a qdisc, a
+namespace, a cgroup; run a binary) instead of reading config files or module lists, since
+those lie in both directions: a kernel config can list a module that will not load, and a
+built-in qdisc appears in no module list. Every probe:
+
+* is bounded: each external command gets :data:`PROBE_TIMEOUT` seconds, and netlink calls
+  answer in milliseconds;
+* works in a throwaway network namespace (``harness-probe-<pid>-<hex>``) or a throwaway
+  cgroup (``harness-probe-<hex>``) and deletes it in a ``finally``, so nothing is left
+  behind even when the kernel refuses half-way;
+* never raises: an unexpected error becomes ``ok=False`` with the error as the reason.
+
+:func:`requirements` names what each fault kind needs and :func:`missing` turns a scenario
+plus probe results into one message per fault that cannot work here. pyroute2 and the
+kubernetes client are imported inside the probes that use them: a doctor must still answer
+on a host where one of them is broken.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from harness.scenario import (
+    KubernetesPodKillFault,
+    KubernetesScaleFault,
+    NetworkBandwidthFault,
+    NetworkLinkDownFault,
+    NetworkLossFault,
+    NetworkNetemFault,
+    NetworkPartitionFault,
+    ProcessKillFault,
+    ProcessPauseFault,
+    ProxyAbortFault,
+    ProxyBandwidthFault,
+    ProxyLatencyFault,
+    ProxyResetFault,
+    Scenario,
+    StressCpuFault,
+    StressDiskFillFault,
+    StressIoFault,
+    StressMemoryFault,
+)
+
+__all__ = [
+    "CGROUPS",
+    "IFB",
+    "IPROUTE",
+    "KUBE_CONTEXTS",
+    "NETEM",
+    "NETNS",
+    "NFTABLES",
+    "NGINX",
+    "PROBES",
+    "PROBE_TIMEOUT",
+    "STRESS_NG",
+    "SYSTEMD",
+    "TBF",
+    "UML",
+    "WRK",
+    "Capability",
+    "missing",
+    "probe",
+    "render",
+    "requirements",
+]
+
+#: Seconds any one command of a probe may take.
+PROBE_TIMEOUT = 2.0
+
+NFTABLES = "nftables"
+NETEM = "netem"
+TBF = "tbf"
+IFB = "ifb"
+NETNS = "netns"
+IPROUTE = "iproute"
+CGROUPS = "cgroups"
+STRESS_NG = "stress-ng"
+UML = "uml"
+NGINX = "nginx"
+WRK = "wrk"
+KUBE_CONTEXTS = "kube-contexts"
+SYSTEMD = "systemd"
+
+_UML_MODULES = "/usr/lib/uml/modules"
+
+
+@dataclass(frozen=True)
+class Capability:
+    """One thing a fault may need, and whether this host has it.
+
+    ``detail`` says what worked (with versions) when ``ok``, else why not and how to fix it.
+    ``optional`` marks tools no fault needs (nginx and wrk serve the demo and benchmarks).
+    """
+
+    name: str
+    ok: bool
+    detail: str
+    optional: bool = False
+
+
+class _Missing(Exception):
+    """A probe's reason for ``ok=False``: the message is the detail shown to the user."""
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _which(binary: str, package: str) -> str:
+    found = shutil.which(binary)
+    if found is None:
+        raise _Missing(f"{binary} is not installed (apt-get install {package})")
+    return found
+
+
+def _run(argv: list[str]) -> str:
+    """Run ``argv`` (bounded by :data:`PROBE_TIMEOUT`); its stdout+stderr, or ``_Missing`` on failure."""
+    try:
+        done = subprocess.run(
+            argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=PROBE_TIMEOUT, check=False
+        )
+    except subprocess.TimeoutExpired:
+        raise _Missing(f"`{' '.join(argv)}` did not finish in {PROBE_TIMEOUT:g}s") from None
+    except OSError as exc:
+        raise _Missing(f"cannot run {argv[0]}: {exc.strerror or exc}") from None
+    output = (done.stdout + done.stderr).strip()
+    if done.returncode != 0:
+        raise _Missing(f"`{' '.join(argv)}` failed: {' '.join(output.split())[:300] or f'exit {done.returncode}'}")
+    return output
+
+
+def _first_line(text: str) -> str:
+    return text.splitlines()[0].strip() if text else ""
+
+
+@contextlib.contextmanager
+def _throwaway_netns() -> Iterator[str]:
+    """A new, empty named network namespace, deleted on the way out whatever happened inside."""
+    ip = _which("ip", "iproute2")
+    name = f"harness-probe-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    _run([ip, "netns", "add", name])
+    try:
+        yield name
+    finally:
+        with contextlib.suppress(_Missing):
+            _run([ip, "netns", "delete", name])
+
+
+def _netlink_error(exc: Exception) -> str:
+    return str(exc) or type(exc).__name__
+
+
+def _qdisc_probe(kind: str, **options: Any) -> None:
+    """Create a ``kind`` qdisc at the root of ``lo`` in a throwaway netns with pyroute2, as the
+    fault code does; raises ``_Missing`` with the kernel's answer when refused."""
+    from pyroute2 import IPRoute
+
+    with _throwaway_netns() as netns, IPRoute(netns=netns) as ipr:
+        index = int(ipr.link_lookup(ifname="lo")[0])
+        ipr.link("set", index=index, state="up")
+        try:
+            ipr.tc("add", kind, index=index, handle=0x10000, **options)
+        except Exception as exc:  # pyroute2's NetlinkError carries the kernel's errno and text
+            raise _Missing(f"the kernel refused a {kind} qdisc: {_netlink_error(exc)}") from None
+
+
+# ---------------------------------------------------------------- probes
+
+
+def _probe_nftables() -> str:
+    nft = _which("nft", "nftables")
+    ip = _which("ip", "iproute2")
+    version = _first_line(_run([nft, "--version"]))
+    with _throwaway_netns() as netns:
+        _run([ip, "netns", "exec", netns, nft, "add", "table", "inet", "harness_probe"])
+        _run([ip, "netns", "exec", netns, nft, "delete", "table", "inet", "harness_probe"])
+    return f"{version}: created and deleted a table in a throwaway netns"
+
+
+def _probe_netem() -> str:
+    uml_hint = "netem faults need a kernel with sch_netem (modprobe sch_netem); here, run them inside UML (see uml)"
+    try:
+        from harness.chaos import netem as netem_module
+
+        available: Callable[[], tuple[bool, str]] | None = getattr(netem_module, "available", None)
+    except Exception:  # the netem module is optional here: probe directly instead
+        available = None
+    if available is not None:
+        ok, why = available()
+        if not ok:
+            raise _Missing(f"{why}; {uml_hint}")
+        return why
+    try:
+        _qdisc_probe("netem", delay=1000)
+    except _Missing as exc:
+        raise _Missing(f"{exc}; {uml_hint}") from None
+    return "created a netem qdisc on lo in a throwaway netns"
+
+
+def _probe_tbf() -> str:
+    _qdisc_probe("tbf", rate="1mbit", burst=5000, latency="50ms")
+    return "created a tbf qdisc on lo in a throwaway netns"
+
+
+def _probe_ifb() -> str:
+    from pyroute2 import IPRoute
+
+    with _throwaway_netns() as netns, IPRoute(netns=netns) as ipr:
+        try:
+            ipr.link("add", ifname="hprobe-ifb", kind="ifb")
+        except Exception as exc:
+            raise _Missing(f"the kernel refused an ifb link: {_netlink_error(exc)} (modprobe ifb)") from None
+    return "created an ifb link in a throwaway netns"
+
+
+def _probe_netns() -> str:
+    ip = _which("ip", "iproute2")
+    version = _first_line(_run([ip, "-V"]))
+    with _throwaway_netns() as netns:
+        if netns not in _run([ip, "netns", "list"]).split():
+            raise _Missing(f"ip netns add {netns} succeeded but ip netns list does not show it")
+        _run([ip, "netns", "exec", netns, ip, "link", "show", "lo"])
+    return f"{version}: ip netns add, exec and delete work"
+
+
+def _probe_iproute() -> str:
+    import pyroute2
+    from pyroute2 import IPRoute
+
+    with _throwaway_netns() as netns, IPRoute(netns=netns) as ipr:
+        index = int(ipr.link_lookup(ifname="lo")[0])
+        ipr.link("set", index=index, state="up")
+        ipr.link("set", index=index, state="down")
+        state = ipr.get_links(index)[0].get("state")
+        if state != "down":
+            raise _Missing(f"set lo down with pyroute2 but the kernel reports it {state}")
+    version = getattr(pyroute2, "__version__", "?")
+    return f"pyroute2 {version}: set a link up and down in a throwaway netns"
+
+
+def _probe_cgroups() -> str:
+    # The stress module reads the mount table the same way when it places stress-ng.
+    from harness.chaos.stress import _cgroup_mounts
+
+    v1, v2 = _cgroup_mounts()
+    parts: list[str] = []
+    writable_v1 = [c for c in ("cpu", "memory") if c in v1 and _can_make_cgroup(v1[c][1])]
+    controllers = sorted(c for c in v1 if not c.startswith("name=") and c not in ("rw", "ro"))
+    if v1:
+        parts.append(f"v1 {', '.join(controllers)} (cpu, memory writable: {', '.join(writable_v1) or 'none'})")
+    v2_ok = False
+    if v2 is not None:
+        point = v2[1]
+        try:
+            v2_controllers = Path(point, "cgroup.controllers").read_text().split()
+        except OSError:
+            v2_controllers = []
+        writable = _can_make_cgroup(point)
+        v2_ok = writable and {"cpu", "memory"} <= set(v2_controllers)
+        state = "writable" if writable else "not writable"
+        parts.append(f"cgroup2 at {point} ({state}, controllers: {', '.join(v2_controllers) or 'none'})")
+    if not parts:
+        raise _Missing("no cgroup hierarchy is mounted (mount -t cgroup2 none /sys/fs/cgroup)")
+    if len(writable_v1) < 2 and not v2_ok:
+        raise _Missing("; ".join(parts) + ": stress in a target's cgroup needs writable cpu and memory (run as root)")
+    return "; ".join(parts)
+
+
+def _can_make_cgroup(mount_point: str) -> bool:
+    """Create and remove an empty child cgroup: the write a placement needs."""
+    path = Path(mount_point, f"harness-probe-{uuid.uuid4().hex[:8]}")
+    try:
+        path.mkdir()
+    except OSError:
+        return False
+    with contextlib.suppress(OSError):
+        path.rmdir()
+    return True
+
+
+def _probe_stress_ng() -> str:
+    stress_ng = _which("stress-ng", "stress-ng")
+    version = _first_line(_run([stress_ng, "--version"]))
+    return f"{version.encode('ascii', 'ignore').decode().strip()} at {stress_ng}"
+
+
+def _probe_uml() -> str:
+    hint = "apt-get install user-mode-linux kmod"
+    uml = _which("linux.uml", "user-mode-linux kmod")
+    modules = sorted(glob.glob(f"{_UML_MODULES}/*/kernel/net/sched/sch_netem.ko*"))
+    if not modules:
+        raise _Missing(f"{uml} is there but no sch_netem.ko under {_UML_MODULES} ({hint})")
+    release = Path(modules[-1]).relative_to(_UML_MODULES).parts[0]
+    return f"{uml} (Linux {release}) with {modules[-1]}: real netem in a UML guest"
+
+
+def _probe_nginx() -> str:
+    nginx = _which("nginx", "nginx")
+    return f"{_first_line(_run([nginx, '-v']))} (the demo's target)"
+
+
+def _probe_wrk() -> str:
+    wrk = _which("wrk", "wrk")
+    try:  # wrk prints its version with its usage and exits 1
+        done = subprocess.run([wrk, "-v"], capture_output=True, text=True, timeout=PROBE_TIMEOUT, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise _Missing(f"cannot run {wrk}: {exc}") from None
+    return f"{_first_line(done.stdout + done.stderr)} (benchmark ceiling)"
+
+
+def _probe_kube_contexts() -> str:
+    from harness.chaos.kubernetes import kubeconfig_path
+
+    path = kubeconfig_path()
+    files = [p for p in path.split(os.pathsep) if p]
+    if not any(os.path.isfile(p) for p in files):
+        raise _Missing(
+            f"no kubeconfig: {path} does not exist (set KUBECONFIG or write ~/.kube/config; kubernetes faults need one)"
+        )
+    from kubernetes import config as k8s_config
+    from kubernetes.config.config_exception import ConfigException
+
+    try:
+        contexts, current = k8s_config.list_kube_config_contexts(config_file=path)
+    except ConfigException as exc:
+        raise _Missing(f"kubeconfig {path} cannot be read: {exc}") from None
+    except Exception as exc:  # YAML syntax and shape errors surface as many exception types
+        raise _Missing(f"kubeconfig {path} cannot be read: {type(exc).__name__}: {_first_line(str(exc))}") from None
+    names = [str(c.get("name", "?")) for c in contexts]
+    if not names:
+        raise _Missing(f"kubeconfig {path} has no contexts")
+    current_name = (current or {}).get("name", "none")
+    return f"{path}: contexts {', '.join(names)} (current: {current_name})"
+
+
+def _probe_systemd() -> str:
+    try:
+        init = psutil.Process(1).name()
+    except psutil.Error as exc:
+        raise _Missing(f"cannot inspect PID 1: {exc}") from None
+    if init != "systemd" and not os.path.isdir("/run/systemd/system"):
+        raise _Missing(
+            f"PID 1 is {init}, not systemd: systemd_unit targets cannot be resolved here "
+            "(use a pid_file or pattern target)"
+        )
+    systemctl = _which("systemctl", "systemd")
+    return f"PID 1 is {init}; {systemctl} can resolve units"
+
+
+_OPTIONAL = frozenset({NGINX, WRK})
+
+#: Every probe by capability name, in the order ``harness doctor`` prints them.
+PROBES: dict[str, Callable[[], str]] = {
+    NFTABLES: _probe_nftables,
+    NETEM: _probe_netem,
+    TBF: _probe_tbf,
+    IFB: _probe_ifb,
+    NETNS: _probe_netns,
+    IPROUTE: _probe_iproute,
+    CGROUPS: _probe_cgroups,
+    STRESS_NG: _probe_stress_ng,
+    UML: _probe_uml,
+    KUBE_CONTEXTS: _probe_kube_contexts,
+    SYSTEMD: _probe_systemd,
+    NGINX: _probe_nginx,
+    WRK: _probe_wrk,
+}
+
+
+def probe(names: Iterable[str] | None = None) -> list[Capability]:
+    """Run the probes named (default: all, in :data:`PROBES` order) and say what works.
+
+    Never raises for a probe: a failure is that capability's ``ok=False`` and reason.
+    Raises ``KeyError`` for a name that is not a probe.
+    """
+    wanted = list(PROBES) if names is None else list(names)
+    out: list[Capability] = []
+    for name in wanted:
+        run = PROBES[name]
+        try:
+            out.append(Capability(name, True, run(), optional=name in _OPTIONAL))
+        except _Missing as exc:
+            out.append(Capability(name, False, str(exc), optional=name in _OPTIONAL))
+        except Exception as exc:  # a probe's own bug or an odd host: still an answer, not a crash
+            out.append(Capability(name, False, f"probe failed: {type(exc).__name__}: {exc}", name in _OPTIONAL))
+    return out
+
+
+# ---------------------------------------------------------------- what faults need
+
+
+def requirements(fault: Any) -> list[str]:
+    """The capabilities ``fault`` (a scenario fault model) needs on the node that applies it.
+
+    ``network.loss`` with method ``auto`` needs only nftables: it falls back to nftables
+    where netem is missing. Faults that need nothing beyond Python (disk fill, a proxy
+    already running, process faults by pid file or pattern) need none.
+    """
+    needs: list[str] = []
+    netns = getattr(getattr(fault, "target", None), "netns", None)
+    if isinstance(fault, NetworkPartitionFault):
+        needs.append(NFTABLES if fault.params.method == "nftables" else IPROUTE)
+    elif isinstance(fault, NetworkLossFault):
+        needs.append(NETEM if fault.params.method == "netem" else NFTABLES)
+    elif isinstance(fault, NetworkNetemFault):
+        needs.append(NETEM)
+    elif isinstance(fault, NetworkBandwidthFault):
+        needs.append(TBF)
+    elif isinstance(fault, NetworkLinkDownFault):
+        needs.append(IPROUTE)
+    elif isinstance(fault, ProxyLatencyFault | ProxyBandwidthFault | ProxyResetFault | ProxyAbortFault):
+        if fault.target.service is not None:  # transparent: an nftables redirect to the proxy
+            needs.append(NFTABLES)
+        else:
+            netns = None  # a running proxy is reached by its control address
+    elif isinstance(fault, StressCpuFault | StressMemoryFault | StressIoFault):
+        needs.append(STRESS_NG)
+        if fault.target is not None:
+            needs.append(CGROUPS)
+    elif isinstance(fault, StressDiskFillFault):
+        pass
+    elif isinstance(fault, KubernetesPodKillFault | KubernetesScaleFault):
+        needs.append(KUBE_CONTEXTS)
+    elif isinstance(fault, ProcessKillFault | ProcessPauseFault) and fault.target.systemd_unit is not None:
+        needs.append(SYSTEMD)
+    if netns and needs:
+        needs.append(NETNS)
+    return needs
+
+
+def missing(scenario: Scenario, probed: Iterable[Capability]) -> list[str]:
+    """One message per fault of ``scenario`` that needs a capability ``probed`` says is missing.
+
+    e.g. ``fault 'slow-db' (network.netem) needs netem: <why not>``; a fault missing
+    several says each, joined by ``; ``. A needed capability absent from ``probed`` counts as
+    missing ("not probed"), so a partial probe never passes a scenario by omission.
+    """
+    by_name = {c.name: c for c in probed}
+    out: list[str] = []
+    for fault in scenario.faults:
+        gaps = []
+        for need in requirements(fault):
+            cap = by_name.get(need)
+            if cap is None:
+                gaps.append(f"needs {need}: not probed")
+            elif not cap.ok:
+                gaps.append(f"needs {need}: {cap.detail}")
+        if gaps:
+            out.append(f"fault '{fault.name}' ({fault.kind}) " + "; ".join(gaps))
+    return out
+
+
+def render(probed: Iterable[Capability]) -> list[str]:
+    """The lines ``harness doctor`` prints: one per capability, then a count.
+
+    ``ok`` / ``NO`` / ``--`` (an optional tool that is missing), the name, and the detail.
+    """
+    caps = list(probed)
+    width = max((len(c.name) for c in caps), default=0)
+    lines = []
+    for cap in caps:
+        mark = "ok" if cap.ok else ("--" if cap.optional else "NO")
+        lines.append(f"{mark:<4}{cap.name:<{width}}  {cap.detail}")
+    required = [c for c in caps if not c.optional]
+    working = sum(c.ok for c in required)
+    lines.append(f"{working} of {len(required)} capabilities available" + _optional_note(caps))
+    return lines
+
+
+def _optional_note(caps: list[Capability]) -> str:
+    absent = [c.name for c in caps if c.optional and not c.ok]
+    return f"; optional tools missing: {', '.join(absent)}" if absent else ""
