@@ -14,7 +14,8 @@ What callers may rely on:
   and their start times, fsynced, before sending any signal; ``injected`` follows.
 * **Idempotent.** Injecting a fault whose name is already journaled as injected or reverted
   in this run signals nothing and returns the existing record; reverting a fault that is
-  already reverted does nothing. Reverting a kill is a no-op that is journaled as reverted.
+  already reverted does nothing. Reverting a kill without a restart command sends
+  nothing and is journaled as reverted.
 * **No recycled PIDs.** A PID is signalled only while its start time matches the one
   recorded at resolution, so a PID the kernel gave to a new process is never touched.
 * **systemd units are their control group.** A ``systemd_unit`` target is every process in
