@@ -2,7 +2,8 @@
 
 Run it after a crash, a lost Ray node or a killed orchestrator. It reads every live journal
 file, reverts each outstanding fault (a pause gets SIGCONT, but only on recorded PIDs whose
-start time still matches; a kill has nothing to undo and is just marked reverted), and
+start time still matches; a kill is restarted by its recorded command, or, without one, has
+nothing to undo and is just marked reverted; kernel objects are deleted), and
 retires each journal whose faults are all reverted. It is safe to run any number of times,
 and safe to run when nothing is outstanding. It does not ask whether a run is still going:
 recovering during a live run reverts that run's faults early, which is what an operator
@@ -114,8 +115,8 @@ def _what_was_done(before: FaultRecord, after: FaultRecord) -> str:
     if before.kind.startswith(KUBE_PREFIX) and "restored" in after.details:
         where = f"{after.details.get('namespace', '')}/{after.details.get('deployment', '')}"
         return f"scaled deployment {where} back to {after.details['restored']} replicas"
-    if before.kind != PAUSE:
-        return f"marked {after.state.value}"
+    if before.kind != PAUSE:  # network and proxy reverts say what they deleted
+        return str(after.details.get("reverted") or f"marked {after.state.value}")
     parts: list[str] = []
     resumed = _pids(after.details.get("resumed"))
     if resumed:
