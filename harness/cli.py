@@ -205,6 +205,44 @@ def recover() -> None:
 
 
 @app.command()
+@_errors_to_exit_codes
+def doctor(
+    scenario: Annotated[
+        Path | None, typer.Argument(help="Also say which of this scenario's faults cannot work here.")
+    ] = None,
+) -> None:
+    """Print what this host can do for faults (netem, nftables, tbf, cgroups, stress-ng, UML, kube), and why not.
+
+    With a scenario: exit 2 when one of its faults needs something missing, naming it.
+    """
+    from harness.chaos.capabilities import missing, probe, render
+    from harness.errors import ConfigError
+    from harness.scenario import load_scenario
+
+    loaded = load_scenario(scenario) if scenario else None
+    probed = probe()
+    for line in render(probed):
+        typer.echo(line)
+    if loaded is not None:
+        gaps = missing(loaded, probed)
+        if gaps:
+            raise ConfigError(f"{scenario}: cannot run here:\n  " + "\n  ".join(gaps))
+        typer.echo(f"{scenario}: every fault can be applied on this host")
+
+
+@app.command()
+def proxy(
+    listen: Annotated[str, typer.Option(help="host:port clients connect to.")],
+    upstream: Annotated[str, typer.Option(help="host:port of the service behind the proxy.")],
+    control: Annotated[str, typer.Option(help="host:port of the control API that proxy.* faults use.")],
+) -> None:
+    """Run a fault proxy in front of a service; proxy.* faults with target.control act on it."""
+    from harness.chaos.proxy_server import serve
+
+    serve(listen, upstream, control)
+
+
+@app.command()
 def watchdog(
     journal_dir: Annotated[
         Path | None, typer.Option(help="Journal directory to watch (default: this node's journal).")

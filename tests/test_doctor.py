@@ -207,3 +207,50 @@ def test_render() -> None:
         "--  nginx     nginx is not installed (apt-get install nginx)",
         "1 of 2 capabilities available; optional tools missing: nginx",
     ]
+
+
+NETEM_SCENARIO = """
+name: needs-netem
+target: {base_url: "http://127.0.0.1:9"}
+load:
+  locustfile: LOCUSTFILE
+  user_classes: [{class: Ping}]
+  stages: [{name: s, duration: 5s, users: 1}]
+faults:
+  - name: slow-lo
+    kind: network.netem
+    at: 1s
+    duration: 2s
+    target: {interface: lo}
+    params: {delay: 100ms}
+"""
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    import os
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, timeout=120, env=dict(os.environ)
+    )
+
+
+def test_doctor_and_run_refuse_a_scenario_that_needs_netem_here(tmp_path: Path, no_netns_left: object) -> None:
+    """The CLI as users call it: doctor lists the gap and exits 2; run refuses before anything starts."""
+    locustfile = Path(__file__).parent / "locustfiles" / "ping.py"
+    path = tmp_path / "netem.yaml"
+    path.write_text(NETEM_SCENARIO.replace("LOCUSTFILE", str(locustfile)))
+    doctor = _cli("doctor", str(path))
+    print(doctor.stdout, doctor.stderr)
+    assert doctor.returncode == 2, doctor.stdout + doctor.stderr
+    assert "NO  netem" in doctor.stdout
+    assert "fault 'slow-lo' (network.netem) needs netem:" in doctor.stderr + doctor.stdout
+    assert "Traceback" not in doctor.stderr
+    started = time.monotonic()
+    run = _cli("run", str(path), "--run-id", "doctor-refused")
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert "needs netem" in run.stdout + run.stderr and "Traceback" not in run.stderr
+    assert time.monotonic() - started < 30  # refused at once: no Ray, no load, nothing applied
+    import os
+
+    assert not (Path(os.environ["HARNESS_RUNS_DIR"]) / "doctor-refused").exists()  # no run was started

@@ -73,6 +73,13 @@ def targets(scenario: Scenario) -> dict[str, str]:
 
 def check(scenario: Scenario) -> None:
     """Raise ``ConfigError`` (exit 2) naming the fault when one could not be applied at all."""
+    from harness.chaos import capabilities
+
+    needed = sorted({need for fault in scenario.faults for need in capabilities.requirements(fault)})
+    if needed:  # probed on this host, which is where a single-node run applies its faults
+        gaps = capabilities.missing(scenario, capabilities.probe(needed))
+        if gaps:
+            raise ConfigError("cannot run here (harness doctor says more):\n  " + "\n  ".join(gaps))
     stress_ng = [f.name for f in scenario.faults if f.kind in (stress.CPU, stress.MEMORY, stress.IO)]
     if stress_ng and shutil.which("stress-ng") is None:  # the agent would fail at the fault, mid-run
         raise ConfigError(
