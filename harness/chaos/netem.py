@@ -257,7 +257,8 @@ def attempt(name, action):
         action()
         found[name] = ""
     except Exception as exc:
-        found[name] = str(exc) or type(exc).__name__
+        code = getattr(exc, "code", None)
+        found[name] = os.strerror(code) if isinstance(code, int) else (str(exc) or type(exc).__name__)
 with IPRoute() as ipr:
     ipr.link("set", index=1, state="up")
     attempt("netem", lambda: ipr.tc("add", "netem", index=1, handle=0x10000, delay=1000))
@@ -327,7 +328,8 @@ def available(netns: str | None = None) -> tuple[bool, str]:
     if "probe" in found:
         return False, found["probe"]
     if found.get("netem"):
-        return False, f"no netem qdisc: the kernel answered '{found['netem']}' ({_kernel_hint('sch_netem')})"
+        # ENOENT is how the kernel says "unknown qdisc kind" (tc prints exactly that)
+        return False, f"no netem qdisc: creating one failed with '{found['netem']}' ({_kernel_hint('sch_netem')})"
     return True, "netem qdisc created in a probe namespace"
 
 
