@@ -528,6 +528,11 @@ class LossParams(_Model):
 
     percent: int = Field(ge=1, le=100, description="Percent of packets dropped, per direction it applies to.")
     peers: list[Cidr] = Field(min_length=1, max_length=256, description="Peer networks (CIDR) whose traffic is hit.")
+    ports: list[Port] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Only TCP/UDP traffic to these peer ports (and its replies); nftables only; default all traffic.",
+    )
     direction: Literal["egress", "ingress", "both"] = Field(
         default="egress",
         description="Packets leaving the target, arriving at it, or both (a round trip then loses 1-(1-p)^2).",
@@ -1116,6 +1121,8 @@ def _cross_checks(scenario: Scenario) -> Iterator[tuple[Path_, str]]:
             yield ("faults", i, "params", "ports"), "a blackhole route cannot match ports; use method nftables"
         if isinstance(fault, NetworkLossFault) and fault.params.method == "netem" and not fault.target.interface:
             yield ("faults", i, "target", "interface"), "method netem needs the interface to put the qdisc on"
+        if isinstance(fault, NetworkLossFault) and fault.params.method == "netem" and fault.params.ports:
+            yield ("faults", i, "params", "ports"), "netem cannot match ports; use method nftables"
         if isinstance(fault, _ProxyFault) and (fault.target.control is None) == (fault.target.service is None):
             yield ("faults", i, "target"), "give exactly one of control (a running proxy) or service (transparent)"
         if isinstance(fault, _ProxyFault) and fault.target.control and fault.target.netns:

@@ -296,6 +296,15 @@ def test_loss_30_percent_measured(journal: Journal) -> None:
     assert _client("udp", ADDR_B, "100")["received"] == 100
 
 
+def test_loss_limited_to_ports_spares_other_traffic(journal: Journal) -> None:
+    fault = _fault("network.loss", {"percent": 100, "peers": [ADDR_B], "ports": [UDP_PORT]})
+    network.inject(fault, journal.run_id, journal)
+    assert _client("udp", ADDR_B, "50")["received"] == 0
+    assert _connects()  # TCP_PORT is not hit
+    network.revert(journal.latest(fault.name), journal)  # type: ignore[arg-type]
+    assert _client("udp", ADDR_B, "50")["received"] == 50
+
+
 def test_bandwidth_1mbit_measured_within_20_percent(journal: Journal) -> None:
     fault = _fault("network.bandwidth", {"rate": "1mbit"}, interface=VETH_A)
     network.inject(fault, journal.run_id, journal)

@@ -142,7 +142,7 @@ def uses_netem(fault: NetworkFault, netem_ok: bool | None = None) -> bool:
     """
     if isinstance(fault, NetworkNetemFault):
         return True
-    if not isinstance(fault, NetworkLossFault) or fault.params.method == "nftables":
+    if not isinstance(fault, NetworkLossFault) or fault.params.method == "nftables" or fault.params.ports:
         return False
     if fault.params.method == "netem":
         return True
@@ -179,7 +179,9 @@ def describe(fault: NetworkFault) -> str:
         return f"drop traffic with {peers}{ports}, both directions, in {where} for {fault.duration:g}s (nftables)"
     how = "netem where the kernel has it, else nftables numgen" if fault.params.method == "auto" else "nftables numgen"
     return (
-        f"drop {fault.params.percent}% of {fault.params.direction} packets with {peers} "
+        f"drop {fault.params.percent}% of {fault.params.direction} packets with {peers}"
+        + (f" ports {','.join(str(p) for p in fault.params.ports)}" if fault.params.ports else "")
+        + " "
         f"in {where} for {fault.duration:g}s ({how})"
     )
 
@@ -266,10 +268,15 @@ def _rules(fault: NetworkPartitionFault | NetworkLossFault) -> tuple[list[str], 
         else:
             n = fault.params.percent
             verdict = "drop" if n >= 100 else f"numgen random mod 100 < {n} drop"
+            out_ports = in_ports = ""
+            if fault.params.ports:
+                ports_set = "{ " + ", ".join(str(p) for p in fault.params.ports) + " }"
+                out_ports = f" meta l4proto {{ tcp, udp }} th dport {ports_set}"
+                in_ports = f" meta l4proto {{ tcp, udp }} th sport {ports_set}"
             if fault.params.direction in ("egress", "both"):
-                out_rules.append(f"{out_if}{family} daddr {peers} {verdict}")
+                out_rules.append(f"{out_if}{family} daddr {peers}{out_ports} {verdict}")
             if fault.params.direction in ("ingress", "both"):
-                in_rules.append(f"{in_if}{family} saddr {peers} {verdict}")
+                in_rules.append(f"{in_if}{family} saddr {peers}{in_ports} {verdict}")
     return out_rules, in_rules
 
 
