@@ -371,8 +371,10 @@ def check(fault: NetemFault) -> None:
 
 
 def _ipr(netns: str | None) -> IPRoute:
-    # flags=0: never create the namespace (pyroute2's default O_CREAT would)
-    return IPRoute(netns=netns, flags=0) if netns else IPRoute()
+    """network's socket maker: no fork (the chaos agent is a threaded Ray worker), no netns created."""
+    from harness.chaos.network import _ipr as ipr_in
+
+    return ipr_in(netns)
 
 
 def _link_index(ipr: IPRoute, name: str) -> int | None:

@@ -33,7 +33,8 @@ objects with it) just journals ``reverted``. So inject twice + revert once leave
 Partition and loss act on traffic the target itself sends and receives (output and input
 hooks), not on traffic it forwards as a router.
 
-This is the only module of harness that imports pyroute2.
+This module and :mod:`harness.chaos.netem` (which opens its sockets with :func:`_ipr` here) import
+pyroute2; :mod:`harness.chaos.capabilities` does too, inside its probes.
 """
 
 from __future__ import annotations
