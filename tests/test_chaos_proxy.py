@@ -245,6 +245,29 @@ def test_forwards_plain_tcp_and_http_bodies(running_proxy: tuple[str, str]) -> N
         client.close()
 
 
+def test_non_http_bytes_are_forwarded_as_plain_tcp(running_proxy: tuple[str, str]) -> None:
+    """Not a request line: forwarded untouched (the service's own 400 page comes back); a reset still acts."""
+    listen, control = running_proxy
+    host, port = listen.rsplit(":", 1)
+
+    def exchange() -> bytes:
+        with socket.create_connection((host, int(port)), timeout=5) as sock:
+            sock.sendall(b"\x16\x03\x01 not http at all\r\n\r\n")
+            sock.shutdown(socket.SHUT_WR)
+            chunks = []
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+            return b"".join(chunks)
+
+    assert b"Error code explanation: 400" in exchange()  # the stdlib answers a non-request HTTP/0.9-style
+    assert _control(control, "PUT", "/faults/r", {"kind": "reset"})[0] == 201
+    try:
+        with pytest.raises(ConnectionResetError):
+            exchange()
+    finally:
+        _control(control, "DELETE", "/faults/r")
+
+
 # ---------------------------------------------------------------- explicit mode, measured
 
 

@@ -36,6 +36,11 @@ it holds no chain. nft is driven as :mod:`harness.chaos.network` drives it (``nf
 one atomic transaction; reads with ``nft -j``); the few helpers are repeated here so that
 this module does not import pyroute2.
 
+The transparent proxy listens on every address of its namespace (``0.0.0.0``/``::``, a free
+port): a redirect from prerouting delivers to the address of the interface the connection
+came in on, so a loopback-only listener would miss clients from elsewhere. It forwards only
+to the service, which those clients could reach anyway.
+
 What the transparent mode cannot do: nat acts on new connections, so a connection opened
 before inject keeps going straight to the service, and one opened through the proxy is
 closed when the proxy stops at revert (clients reconnect, directly). Two transparent faults
@@ -361,6 +366,9 @@ def _start_proxy(d: dict[str, str | int]) -> tuple[int, int, int]:
     workdir, control, netns = str(d["workdir"]), str(d["control"]), str(d["netns"])
     listen = "[::]:0" if d["family"] == "ip6" else "0.0.0.0:0"
     cmd = [sys.executable, "-m", "harness.chaos.proxy_server", "--listen", listen]
+    # The package this module came from, whatever the caller's working directory (a Ray worker's is not ours).
+    source = str(Path(__file__).resolve().parents[2])
+    path = os.pathsep.join(p for p in (source, os.environ.get("PYTHONPATH", "")) if p)
     cmd += ["--upstream", str(d["service"]), "--control", control, "--mark", str(d["mark"])]
     if netns:
         cmd = ["ip", "netns", "exec", netns, *cmd]  # ip execs the command: the PID is the proxy's
@@ -371,7 +379,7 @@ def _start_proxy(d: dict[str, str | int]) -> tuple[int, int, int]:
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=out,
-            env={**os.environ, TAG: str(d["tag"])},
+            env={**os.environ, "PYTHONPATH": path, TAG: str(d["tag"])},
             start_new_session=True,
             preexec_fn=_normal_niceness,
         )
