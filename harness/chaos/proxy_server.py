@@ -26,7 +26,8 @@ What each fault does (several may be active; they compose):
 * ``proxy.reset``: a share of requests is answered by closing the client connection with
   ``SO_LINGER`` 0, which sends a TCP RST; the upstream connection is closed too.
 * ``proxy.abort``: a share of HTTP requests is answered by the proxy with ``status`` and a
-  short body, the request (and its body) is never forwarded, the connection stays usable.
+  short body at once (a latency fault does not delay it), the request (and its body) is
+  never forwarded, and the connection stays usable.
 
 With no fault active, a chunk read from one side is written to the other as it is, after
 one ``find`` for the end of the head and one regular expression for ``Content-Length``:
