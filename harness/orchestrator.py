@@ -56,6 +56,10 @@ STEP_OVERDUE = 1.0  # ... unless that step is this overdue: the clock thread is 
 POLL_JOIN_TIMEOUT = 10.0  # how long the end of a run waits for a poll in progress (s)
 LOST_AFTER = 3.0  # a generator whose drain is unanswered this long is lost (s)
 FINAL_DRAIN_TIMEOUT = 5.0  # at teardown, how long to wait for drains still in flight (s)
+#: Open-model stages are sent this long before their planned offset (s): each process keeps
+#: the new schedule until its start, so the change lands on time in intended time even when a
+#: saturated process reads its commands a few hundred ms late.
+RATE_STAGE_LEAD = 0.5
 STEP_KINDS_TIMED = (StepKind.STAGE.value, StepKind.FAULT_START.value, StepKind.FAULT_END.value)
 
 
@@ -252,6 +256,7 @@ class Orchestrator:
     def _start_agent(self) -> None:
         if self.scenario.faults:
             self.agent = ChaosAgent.start(self.run_id, allowed_contexts=tuple(self.scenario.safety.allowed_contexts))
+            self.agent.warm_up(sorted({f.kind for f in self.scenario.faults}))
             self._heartbeat = threading.Thread(target=self._renew_leases, name="harness-lease", daemon=True)
             self._heartbeat.start()
 
@@ -313,12 +318,17 @@ class Orchestrator:
             while pending:
                 self._raise_poll_failure()
                 elapsed = time.monotonic() - self.start_mono
-                while pending and pending[0].offset <= elapsed:
+                while pending and _send_at(pending[0]) <= elapsed:
                     self._execute(pending.pop(0))
+                # An open-model stage is sent ahead, possibly before steps planned earlier
+                # than itself; their order within the plan is unchanged otherwise.
+                for step in [s for s in pending if _send_at(s) <= elapsed]:
+                    pending.remove(step)
+                    self._execute(step)
                 self._announce(pending)
                 if not pending or self.trip is not None:
                     break
-                wait = self.start_mono + pending[0].offset - time.monotonic()
+                wait = self.start_mono + min(_send_at(s) for s in pending) - time.monotonic()
                 time.sleep(max(0.0, min(wait, CLOCK_CHECK)))
         finally:
             _set_thread_niceness(niceness)
@@ -333,7 +343,7 @@ class Orchestrator:
     def _announce(self, pending: list[Step]) -> None:
         """Tell the poll thread when the next step is due (it holds back work that would overlap)."""
         with self._clock:
-            self._next_due = self.start_mono + pending[0].offset if pending else math.inf
+            self._next_due = self.start_mono + min(_send_at(s) for s in pending) if pending else math.inf
             self._clock.notify_all()
 
     def _before_work(self) -> None:
@@ -404,6 +414,7 @@ class Orchestrator:
         now = time.time()
         with self._lock:
             record = self.steps.executed(step.kind.value, step.name, step.offset, now)
+            record.lead_s = step.offset - _send_at(step)
         if step.kind is StepKind.RUN_START:
             self._event("run", self.scenario.name, "start", f"run {self.run_id} started", now)
         elif step.kind is StepKind.RUN_END:
@@ -451,7 +462,9 @@ class Orchestrator:
                 rate = stage.spawn_rate * share / stage.users if stage.users else stage.spawn_rate
                 commands[pid] = Command("set_users", users=share, spawn_rate=max(rate, 0.01))
         executed = self.start_epoch + record.executed_s
-        event = self._event("stage", step.name, "start", f"stage {step.name}: {step.detail}", executed, step.offset)
+        # A stage sent ahead starts at its planned instant: that is where its annotation goes.
+        when = max(executed, self.start_epoch + step.offset)
+        event = self._event("stage", step.name, "start", f"stage {step.name}: {step.detail}", when, step.offset)
         # Every acknowledgement is expected before the first command goes out: the poll
         # thread may file one as soon as a command is sent.
         with self._lock:
@@ -481,9 +494,11 @@ class Orchestrator:
                 self.active_faults.pop(fault.name, None)
             raise
         pids = info.get("pids", [])
-        text = f"{fault.kind} on {len(pids)} process(es) {pids}" + (
-            f": {fault.description}" if fault.description else ""
-        )
+        if fault.kind.startswith("process."):
+            what = f"on {len(pids)} process(es) {pids}"
+        else:  # network, proxy, stress, kubernetes: the journal's one-line description
+            what = str(info.get("details", {}).get("target") or "applied")
+        text = f"{fault.kind} {what}" + (f": {fault.description}" if fault.description else "")
         done = float(info.get("time") or time.time())
         planned = late = None
         if record is not None and self.steps is not None:
@@ -820,7 +835,7 @@ class Orchestrator:
         if self.steps is not None:
             self.timings["max_step_late_ms"] = self.steps.max_late_ms(STEP_KINDS_TIMED)
             self.timings["max_step_exec_late_ms"] = round(
-                max((r.executed_s - r.planned_s for r in self.steps.records), default=0.0) * 1000, 1
+                max((r.exec_late_ms for r in self.steps.records), default=0.0), 1
             )
         verdict, reason = decide(
             slos,
@@ -928,6 +943,13 @@ def _placement_entry(generator_id: str, info: dict[str, Any]) -> dict[str, Any]:
         "hostname": info.get("hostname", ""),
         "processes": info.get("processes", []),
     }
+
+
+def _send_at(step: Step) -> float:
+    """When the clock thread acts on ``step`` (offset in s): open-model stages a little early."""
+    if step.kind is StepKind.STAGE and isinstance(step.stage, RateStage) and step.offset >= RATE_STAGE_LEAD:
+        return step.offset - RATE_STAGE_LEAD
+    return step.offset
 
 
 def _set_thread_niceness(value: int) -> int:

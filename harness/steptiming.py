@@ -58,6 +58,12 @@ class StepRecord:
     done_s: float | None = None
     awaiting: set[str] = field(default_factory=set)  # processes whose acknowledgement is due
     acknowledged: int = 0
+    lead_s: float = 0.0  # sent this long before planned_s on purpose (open-model stages)
+
+    @property
+    def exec_late_ms(self) -> float:
+        """How late the driver acted, against when it meant to act (planned_s - lead_s)."""
+        return (self.executed_s + self.lead_s - self.planned_s) * 1000.0
 
     @property
     def complete(self) -> bool:
@@ -77,6 +83,8 @@ class StepRecord:
             "done_s": None if self.done_s is None else round(self.done_s, 4),
             "late_ms": round(self.late_ms, 1),
         }
+        if self.lead_s:
+            out["lead_s"] = round(self.lead_s, 3)
         if self.acknowledged or self.awaiting:
             out["acknowledged"] = self.acknowledged
             out["unacknowledged"] = sorted(self.awaiting)

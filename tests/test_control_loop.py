@@ -187,7 +187,7 @@ def _assert_on_time(summary: dict[str, Any], influxd: InfluxServer, run_id: str)
     timed = [s for s in summary["step_timing"] if s["step"] in TIMED]
     assert timed, summary["step_timing"]
     for step in summary["step_timing"]:
-        driver_late = (step["executed_s"] - step["planned_s"]) * 1000
+        driver_late = (step["executed_s"] + step.get("lead_s", 0.0) - step["planned_s"]) * 1000
         assert 0 <= driver_late < DRIVER_ON_TIME_MS, step
     for step in timed:
         assert step["done_s"] is not None, step  # acknowledged by a process, or injected/reverted

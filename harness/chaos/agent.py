@@ -128,7 +128,6 @@ class _ChaosAgentActor:
         with self._lock:
             self._mine[fault.name] = None
             try:
-                self._ensure_watchdog()  # before: it is up by the time the lease could lapse
                 lease_until = time.time() + self._lease_ttl
                 if isinstance(fault, KubernetesPodKillFault | KubernetesScaleFault):
                     from harness.chaos import kube_journal  # imports the kubernetes client
@@ -165,15 +164,35 @@ class _ChaosAgentActor:
                 raise FaultError(f"fault '{fault.name}': {type(exc).__name__}: {exc}") from exc
             finally:
                 # After: the fault is journaled now, so a watchdog that was leaving sees it,
-                # or this check finds none and starts one (watchdog module docstring).
-                self._ensure_watchdog()
+                # or this check finds none and starts one (watchdog module docstring). Off the
+                # inject's path: forking this big process cost a first inject ~80 ms, and the
+                # watchdog has the whole lease TTL to come up.
+                self._ensure_watchdog_soon()
             return _summary(record, self._node_id)
+
+    def warm_up(self, kinds: list[str]) -> None:
+        """Import the fault families of ``kinds`` and start the watchdog, before the run starts.
+
+        Both cost tens of ms the first time (pyroute2, the kubernetes client, a fork of this
+        process); paid here, they do not make the run's first fault late.
+        """
+        normal_priority(AGENT_NICE)
+        if any(k.startswith("network.") for k in kinds):
+            from harness.chaos import netem, network  # noqa: F401 - imported for its cost only
+        if any(k.startswith("kubernetes.") for k in kinds):
+            from harness.chaos import kube_journal  # noqa: F401
+        if any(k.startswith("proxy.") for k in kinds):
+            from harness.chaos import proxy  # noqa: F401
+        self._ensure_watchdog()
 
     def _ensure_watchdog(self) -> None:
         try:
             watchdog.ensure_running(self._journal.directory)
         except Exception as exc:  # the fault is still journaled: harness recover can undo it
             log.error("could not start the watchdog for %s: %s", self._journal.directory, exc)
+
+    def _ensure_watchdog_soon(self) -> None:
+        threading.Thread(target=self._ensure_watchdog, name="harness-watchdog-start", daemon=True).start()
 
     def renew(self, ttl: float) -> float:
         """Extend the lease of every fault of this run to now + ``ttl``; returns the new expiry.
@@ -355,6 +374,10 @@ class ChaosAgent:
         """
         result: Summary = self._call("inject", fault, what=f"inject {fault.name}")
         return result
+
+    def warm_up(self, kinds: list[str], timeout: float = 30.0) -> None:
+        """Load what faults of ``kinds`` need and start the node's watchdog; call before the run starts."""
+        self._call("warm_up", kinds, what="warm up", timeout=timeout)
 
     def renew(self, ttl: float | None = None, timeout: float = 2.0) -> float:
         """Extend every fault lease of this run to now + ``ttl`` (default ``lease_ttl``) on the node.

@@ -15,6 +15,7 @@ from gevent import monkey
 monkey.patch_all()
 
 import argparse  # noqa: E402
+import bisect  # noqa: E402
 import ctypes  # noqa: E402
 import importlib.util  # noqa: E402
 import inspect  # noqa: E402
@@ -88,33 +89,45 @@ class ArrivalSchedule:
         self._start = 0.0
         self._phase = 0.0
         self._k = 0
+        self._pending: list[tuple[float, float, float]] = []  # (start, rate, phase), sent ahead
         self._due: Queue[float] = Queue()
         self._changed = Event()
         self.skipped = 0  # slots never queued because the backlog was full
 
-    def set_rate(self, rate: float, start: float = 0.0, phase: float = 0.0) -> None:
-        """Follow a new schedule from its own slot 0; slots already released stay due."""
-        self.rate = max(0.0, rate)
-        self._start = start or time.time()
-        self._phase = phase
-        self._k = 0
+    def set_rate(self, rate: float, start: float = 0.0, phase: float = 0.0) -> float:
+        """Follow a new schedule from its own slot 0 at ``start``; returns when it takes over.
+
+        A ``start`` in the future (the orchestrator sends open-model stages ahead) is kept
+        until then while the current schedule runs on, so the change lands on its planned
+        instant in intended time however late this busy process gets to run. Slots already
+        released stay due.
+        """
+        now = time.time()
+        start = start or now
+        if start > now:
+            bisect.insort(self._pending, (start, max(0.0, rate), phase))
+            self._changed.set()
+            return start
+        self._switch(start, max(0.0, rate), phase)
+        return now
+
+    def _switch(self, start: float, rate: float, phase: float) -> None:
+        self.rate, self._start, self._phase, self._k = rate, start, phase, 0
         self._changed.set()
 
     def run(self) -> None:
         """The scheduler greenlet: release every slot that is due, then sleep to the next."""
         while True:
             self._changed.clear()
-            if self.rate <= 0:
-                self._changed.wait()
-                continue
             now = time.time()
-            due = self._start + (self._k + self._phase) / self.rate
-            while due <= now:
+            switch_at = self._pending[0][0] if self._pending else math.inf
+            due = self._start + (self._k + self._phase) / self.rate if self.rate > 0 else math.inf
+            while due <= now and due < switch_at:
                 if self._due.qsize() >= MAX_BACKLOG:
                     # The users cannot keep up (a rate far beyond this process): skip what is
                     # due instead of queueing it without bound. The windows' started counts
                     # show the shortfall, which makes the run invalid.
-                    behind = math.floor((now - self._start) * self.rate - self._phase) + 1 - self._k
+                    behind = math.floor((min(now, switch_at) - self._start) * self.rate - self._phase) + 1 - self._k
                     self.skipped += max(1, behind)
                     self._k += max(1, behind)
                     due = self._start + (self._k + self._phase) / self.rate
@@ -122,7 +135,11 @@ class ArrivalSchedule:
                 self._due.put_nowait(due)
                 self._k += 1
                 due = self._start + (self._k + self._phase) / self.rate
-            self._changed.wait(max(0.0, due - now))
+            if switch_at <= now and not (due <= now and due < switch_at):
+                self._switch(*self._pending.pop(0))  # every slot of the old schedule before it is out
+                continue
+            wake = min(due, switch_at)
+            self._changed.wait(None if wake == math.inf else max(0.0, wake - now))
 
     def take(self) -> float:
         """Block until a slot is due; returns its intended epoch time."""
@@ -286,13 +303,24 @@ class LoadProcess:
             else:
                 self.runner.start(command.users, command.spawn_rate or command.users)
         elif command.cmd == "set_rate":
-            self.schedule.set_rate(command.rate, command.start, command.phase)
-            if command.users > 0 and command.users != self.runner.user_count:
-                self.runner.start(command.users, max(command.users, 100))
+            effective = self.schedule.set_rate(command.rate, command.start, command.phase)
+            if command.users > 0:
+                ahead = effective - time.time()
+                if ahead > 0:  # the pool changes with the schedule, not when the command came
+                    gevent.spawn_later(ahead, self._resize, command.users)
+                else:
+                    self._resize(command.users)
+            # Sent ahead, the stage takes effect at its start, in the schedule's intended time.
+            self.emit(report("applied", self.process_id, cmd=command.cmd, at=round(effective, 4)))
+            return True
         elif command.cmd == "stop":
             return False
         self.emit(report("applied", self.process_id, cmd=command.cmd, at=round(time.time(), 4)))
         return True
+
+    def _resize(self, users: int) -> None:
+        if users != self.runner.user_count:
+            self.runner.start(users, max(users, 100))
 
     def finish(self) -> None:
         if self.runner.user_count:
