@@ -672,6 +672,13 @@ class ProxyTarget(_Model):
         default=None, description="Service address whose port is redirected through a proxy during the fault."
     )
     netns: NetnsName | None = Field(default=None, description="Network namespace of the service (transparent mode).")
+    reset_established: bool = Field(
+        default=True,
+        description=(
+            "Transparent mode: abort clients' established connections to the service at inject, so pooled "
+            "keep-alive connections reconnect through the proxy (nat redirects new connections only)."
+        ),
+    )
 
 
 class ProxyLatencyParams(_Model):

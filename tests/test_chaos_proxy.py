@@ -649,3 +649,27 @@ def test_transparent_crash_before_the_pid_was_journaled(
     revert_record(left, ns_journal)
     assert _proxies_of(ns_journal.run_id) == [] and _ns_tables() == []
     assert ns_journal.outstanding() == []
+
+
+@ROOT_ONLY
+def test_transparent_fault_reaches_a_kept_alive_connection(service_ns: str, ns_journal: Journal) -> None:
+    """A pooled connection opened before inject is aborted once and comes back through the proxy."""
+    client = Client(service_ns, timeout=5)
+    try:
+        assert client.get()[0] == 200  # connection established, kept alive
+        fault = _fault("proxy.abort", {"status": 503, "percent": 100}, service=service_ns, netns=NS)
+        record = proxy.inject(fault, ns_journal.run_id, ns_journal)
+        assert int(record.details["aborted_connections"]) >= 1
+        with pytest.raises(OSError):  # the old connection was aborted under the client
+            client.get()
+        assert [client.get()[0] for _ in range(3)] == [503] * 3  # reconnected: through the proxy
+        proxy.revert(record, ns_journal)
+        statuses = []
+        for _ in range(3):  # the proxied connection closed with the proxy: reconnect, directly
+            try:
+                statuses.append(client.get()[0])
+            except OSError:
+                statuses.append(0)
+        assert statuses[-2:] == [200, 200], statuses
+    finally:
+        client.close()

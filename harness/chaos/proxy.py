@@ -41,9 +41,18 @@ port): a redirect from prerouting delivers to the address of the interface the c
 came in on, so a loopback-only listener would miss clients from elsewhere. It forwards only
 to the service, which those clients could reach anyway.
 
-What the transparent mode cannot do: nat acts on new connections, so a connection opened
-before inject keeps going straight to the service, and one opened through the proxy is
-closed when the proxy stops at revert (clients reconnect, directly). Two transparent faults
+nat acts on new connections only, so a connection opened before inject would keep going
+straight to the service: clients with a keep-alive pool (Locust's FastHttpUser, the demo
+gateway) would never see the fault. With ``target.reset_established`` (the default), inject
+therefore aborts, after the redirect is in place, every established TCP connection to the
+service from clients in the service's namespace and in the agent's own (``ss -K``, sock
+destroy; the proxy's marked upstream connections are spared); their next request fails
+once with a connection abort and reconnects, through the proxy. Clients elsewhere keep
+their connections until they reconnect. (Without it, what happens to an established
+connection depends on conntrack: one it already tracks keeps going direct; one it first sees
+mid-stream, in a namespace where the nat table just turned conntrack on, is redirected and
+reset by the proxy's side.) A connection opened through the proxy is closed
+when the proxy stops at revert (clients reconnect, directly). Two transparent faults
 on the same service at once do not stack: a connection is redirected once, to one of the
 two proxies; to combine faults, use one explicit proxy and put several faults in it.
 
@@ -323,6 +332,29 @@ def _nft_inject(d: dict[str, str | int], proxy_port: int) -> None:
     _nft(netns, ["-f", "-"], "\n".join(lines) + "\n")
 
 
+def _abort_established(d: dict[str, str | int]) -> int:
+    """Abort established client connections to the service that bypass the proxy; how many went.
+
+    Looked for in the service's namespace and in ours (``ss -K`` with a filter; the proxy's
+    upstream connections carry :data:`MARK` and are spared). A kernel without sock destroy
+    answers with an error, which leaves those connections alone: a warning, not a failure.
+    """
+    host, port = _split(str(d["service"]))
+    expression = f"dst {host} and dport = :{port} and fwmark != {int(d['mark']):#x}"
+    aborted = 0
+    for netns in dict.fromkeys([str(d["netns"]), ""]):
+        cmd = (["ip", "netns", "exec", netns] if netns else []) + ["ss", "-K", "-H", "-tn", expression]
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=NFT_TIMEOUT, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            log.warning("could not abort established connections to %s: %s", d["service"], exc)
+            continue
+        if done.returncode != 0:
+            log.warning("could not abort established connections to %s: %s", d["service"], done.stderr.strip())
+        aborted += sum(1 for line in done.stdout.splitlines() if line.strip())
+    return aborted
+
+
 def _nft_revert(d: dict[str, str | int]) -> str:
     """Delete the fault's chains that still exist, then the table if it is empty; says what it did."""
     family, table, netns = str(d["family"]), str(d["table"]), str(d["netns"])
@@ -544,7 +576,8 @@ def inject(fault: ProxyFault, run_id: str, journal: Journal, *, lease_until: flo
             journal.append(record)
             _put(str(d["control"]), str(d["proxy_fault"]), spec)
             _nft_inject(record.details, port)
-            injected = record.advance(FaultState.INJECTED)
+            aborted = _abort_established(record.details) if fault.target.reset_established else 0
+            injected = record.advance(FaultState.INJECTED, aborted_connections=aborted)
     except (FaultError, OSError) as exc:
         with contextlib.suppress(FaultError):
             revert(record, journal)
