@@ -21,8 +21,9 @@ What each fault does (several may be active; they compose):
   unpaced, so a large response is delayed once, not per chunk. Latencies of several faults
   add up.
 * ``proxy.bandwidth``: every write in either direction is paced to ``rate`` bits/s per
-  connection (a virtual-clock token bucket, 20 ms of data per write, no credit saved while
-  idle). The lowest rate wins.
+  connection, as a link of that rate would carry it: each chunk (20 ms of data at most) is
+  sent after its own transmission time once the link is free, so a lone small response is
+  slowed too; no credit is saved while idle. The lowest rate wins.
 * ``proxy.reset``: a share of requests is answered by closing the client connection with
   ``SO_LINGER`` 0, which sends a TCP RST; the upstream connection is closed too.
 * ``proxy.abort``: a share of HTTP requests is answered by the proxy with ``status`` and a
@@ -363,13 +364,13 @@ class _Proxy:
         for start in range(0, len(view), step):
             chunk = view[start : start + step]
             now = time.monotonic()
-            free = conn.up_free if upward else conn.down_free
-            if free < now:
-                free = now  # idle time earns no credit
-            elif free > now:
+            # A chunk is delivered when a link of this rate would have carried it: its own
+            # transmission time after the link is free (idle time earns no credit), so a
+            # lone small response is slowed too, not only a stream of them.
+            free = max(conn.up_free if upward else conn.down_free, now) + len(chunk) / rate
+            if free > now:
                 gevent.sleep(free - now)
             sock.sendall(chunk)
-            free += len(chunk) / rate
             if upward:
                 conn.up_free = free
             else:

@@ -28,6 +28,8 @@ from harness.errors import ConfigError, HarnessError
 from harness.paths import data_dir
 
 from .supervisor import (
+    CONTROL_OFFSET,
+    PORTS_USED,
     SERVICE_NAMES,
     SUPERVISOR,
     SUPERVISOR_MODULE,
@@ -157,8 +159,8 @@ def _locked(directory: Path) -> Iterator[None]:
 
 
 def _check_base_port(base_port: int) -> None:
-    if not 1 <= base_port <= 65535 - len(SERVICE_NAMES) + 1:
-        raise ConfigError(f"demo base port {base_port} is out of range (the demo uses 4 consecutive ports)")
+    if not 1 <= base_port <= 65535 - PORTS_USED + 1:
+        raise ConfigError(f"demo base port {base_port} is out of range (the demo uses {PORTS_USED} consecutive ports)")
 
 
 def _adopt(directory: Path, supervisor_pid: int, base_port: int, timeout: float) -> DemoInfo:
@@ -174,12 +176,11 @@ def _adopt(directory: Path, supervisor_pid: int, base_port: int, timeout: float)
 
 
 def _check_ports_free(base_port: int) -> None:
-    busy = [name for name in SERVICE_NAMES if not _port_free(service_port(name, base_port))]
+    ports = {**{service_port(n, base_port): n for n in SERVICE_NAMES}, base_port + CONTROL_OFFSET: "proxy control"}
+    busy = [(port, name) for port, name in ports.items() if not _port_free(port)]
     if not busy:
         return
-    detail = "; ".join(
-        f"port {service_port(n, base_port)} ({n}) is in use{_port_owner(service_port(n, base_port))}" for n in busy
-    )
+    detail = "; ".join(f"port {port} ({name}) is in use{_port_owner(port)}" for port, name in busy)
     raise ConfigError(f"cannot start the demo on {HOST}: {detail}; stop that or choose another base port (--base-port)")
 
 

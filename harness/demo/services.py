@@ -735,11 +735,13 @@ SERVICE_FACTORIES: dict[str, Callable[[argparse.Namespace], App]] = {
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m harness.demo.services", description="One demo shop service.")
-    parser.add_argument("service", choices=sorted(SERVICE_FACTORIES))
+    parser.add_argument("service", choices=sorted([*SERVICE_FACTORIES, "proxy"]))
     parser.add_argument("--port", type=int, required=True, help="port to bind on 127.0.0.1")
     parser.add_argument("--catalog-port", type=int, help="gateway only; default port+1")
     parser.add_argument("--cart-port", type=int, help="gateway only; default port+2")
     parser.add_argument("--payments-port", type=int, help="gateway only; default port+3")
+    parser.add_argument("--upstream-port", type=int, help="proxy only: the service behind it")
+    parser.add_argument("--control-port", type=int, help="proxy only: its control API (proxy.* faults)")
     parser.add_argument("--timeout", type=float, default=1.0, help="gateway only: downstream call deadline (s)")
     parser.add_argument("--retry-backoff", type=float, default=0.1, help="gateway only: before the payments retry")
     return parser.parse_args(argv)
@@ -777,8 +779,32 @@ def main(argv: list[str] | None = None) -> int:
 
     monkey.patch_all()
     args = parse_args(argv)
+    if args.service == "proxy":
+        return _serve_proxy(args)
     app = SERVICE_FACTORIES[args.service](args)
     return serve(args.service, args.port, app)
+
+
+def _serve_proxy(args: argparse.Namespace) -> int:
+    """The fault proxy in front of payments: the demo's target for proxy.* faults."""
+    from harness.chaos.proxy_server import serve as serve_proxy
+
+    if args.upstream_port is None or args.control_port is None:
+        _log("proxy", "needs --upstream-port and --control-port")
+        return 2
+    control = f"{HOST}:{args.control_port}"
+    try:
+        serve_proxy(
+            f"{HOST}:{args.port}",
+            f"{HOST}:{args.upstream_port}",
+            control,
+            on_ready=lambda listen, _control: _log("proxy", f"listening on {listen}, control API on {control}"),
+        )
+    except OSError as exc:
+        _log("proxy", f"cannot listen: {exc.strerror or exc}")
+        return 1
+    _log("proxy", "stopped")
+    return 0
 
 
 if __name__ == "__main__":

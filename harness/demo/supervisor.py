@@ -34,6 +34,8 @@ from types import FrameType
 import psutil
 
 __all__ = [
+    "CONTROL_OFFSET",
+    "PORTS_USED",
     "PORT_OFFSETS",
     "SERVICES_MODULE",
     "SERVICE_NAMES",
@@ -48,8 +50,12 @@ __all__ = [
     "service_port",
 ]
 
-SERVICE_NAMES = ("catalog", "cart", "payments", "gateway")  # start order: the gateway last
-PORT_OFFSETS = {"gateway": 0, "catalog": 1, "cart": 2, "payments": 3}
+SERVICE_NAMES = ("catalog", "cart", "payments", "proxy", "gateway")  # start order: the gateway last
+# The gateway reaches payments through a fault proxy (harness.chaos.proxy_server), whose
+# control API on base + CONTROL_OFFSET takes proxy.* faults (target.control).
+PORT_OFFSETS = {"gateway": 0, "catalog": 1, "cart": 2, "payments": 3, "proxy": 4}
+CONTROL_OFFSET = 5
+PORTS_USED = CONTROL_OFFSET + 1
 SUPERVISOR_MODULE = "harness.demo.supervisor"
 SERVICES_MODULE = "harness.demo.services"
 SUPERVISOR = "supervisor"
@@ -145,8 +151,12 @@ def child_environment() -> dict[str, str]:
 def service_command(name: str, base_port: int) -> list[str]:
     command = [sys.executable, "-m", SERVICES_MODULE, name, "--port", str(service_port(name, base_port))]
     if name == "gateway":
-        for downstream in ("catalog", "cart", "payments"):
+        for downstream in ("catalog", "cart"):
             command += [f"--{downstream}-port", str(service_port(downstream, base_port))]
+        command += ["--payments-port", str(service_port("proxy", base_port))]  # through the fault proxy
+    elif name == "proxy":
+        command += ["--upstream-port", str(service_port("payments", base_port))]
+        command += ["--control-port", str(base_port + CONTROL_OFFSET)]
     return command
 
 
