@@ -270,6 +270,15 @@ def demo_up(
 
     info = up(base_port=base_port)
     typer.echo(f"demo shop up at {info.base_url} (supervisor pid {info.supervisor_pid}, state in {info.directory})")
+    typer.echo(f"fault proxy in front of payments: 127.0.0.1:{base_port + 4}, control API 127.0.0.1:{base_port + 5}")
+    net = info.payments_netns
+    if net is not None:
+        typer.echo(
+            f"payments in network namespace {net.netns} at {net.payments_address}:{base_port + 3} "
+            f"(veth {net.host_interface} <-> {net.netns_interface})"
+        )
+    elif info.note:
+        typer.echo(info.note)
 
 
 @demo_app.command("down")

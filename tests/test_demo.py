@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -173,6 +174,24 @@ def test_process_patterns_match_the_service_command_lines(demo: DemoInfo) -> Non
         assert not any(re.search(DEMO_PROCESS_PATTERN[other], cmdline) for other in others)
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="the payments namespace needs root")
+def test_payments_runs_in_its_own_namespace_behind_the_proxy(demo: DemoInfo) -> None:
+    """Only gateway -> proxy -> payments crosses the veth: a fault on it singles payments out."""
+    net = demo.payments_netns
+    assert net is not None, demo.note
+    assert net.netns in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    payments = psutil.Process(demo.pids["payments"])
+    assert os.readlink(f"/proc/{payments.pid}/ns/net") != os.readlink("/proc/self/ns/net")
+    listening = subprocess.run(["ip", "netns", "exec", net.netns, "ss", "-Hltn"], capture_output=True, text=True)
+    assert f"{net.payments_address}:{int(demo.base_url.rsplit(':', 1)[1]) + 3} " in listening.stdout
+    # the proxy forwards there: a checkout goes through
+    base = demo.base_url
+    assert call("POST", f"{base}/api/cart/ns-check/items", {"product_id": 3, "qty": 1})[0] in (200, 201)
+    assert call("POST", f"{base}/api/checkout/ns-check")[0] == 200
+    proxy_health = call("GET", f"http://127.0.0.1:{int(base.rsplit(':', 1)[1]) + 5}/health")[1]
+    assert proxy_health["requests"] >= 1
+
+
 # ---------------------------------------------------------------------------------------------
 # chaos: kill and pause payments
 # ---------------------------------------------------------------------------------------------
@@ -241,8 +260,10 @@ def test_down_stops_everything_and_frees_the_ports(tmp_path: Path) -> None:
         os.kill(info.pids["payments"], signal.SIGSTOP)  # a paused service must not block shutdown
         assert control.down(tmp_path) is True
         assert wait_for(lambda: all(gone(pid) for pid in pids), 5.0)
-        assert all(_port_free(base + offset) for offset in range(4))
+        assert all(_port_free(base + offset) for offset in range(6))
         assert not list(tmp_path.glob("*.pid"))
+        namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        assert f"hdemo-{base}" not in namespaces  # payments' namespace went with it
         assert control.status(tmp_path) == dict.fromkeys(["supervisor", *DEMO_PROCESS_PATTERN])
         assert control.down(tmp_path) is False
     finally:

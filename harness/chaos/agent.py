@@ -179,6 +179,9 @@ class _ChaosAgentActor:
         normal_priority(AGENT_NICE)
         if any(k.startswith("network.") for k in kinds):
             from harness.chaos import netem, network  # noqa: F401 - imported for its cost only
+
+            if "network.loss" in kinds or "network.netem" in kinds:
+                netem.available()  # loss with method auto picks netem or nftables at inject: probe now
         if any(k.startswith("kubernetes.") for k in kinds):
             from harness.chaos import kube_journal  # noqa: F401
         if any(k.startswith("proxy.") for k in kinds):

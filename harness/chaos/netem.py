@@ -52,6 +52,7 @@ import ipaddress
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -278,16 +279,24 @@ print(json.dumps(found))
 """
 
 _probed: dict[str, str] | None = None
+_refused: tuple[float, dict[str, str]] | None = None  # (monotonic time, answer) of the last refusal
+#: Seconds a refused probe stands before the kernel is asked again.
+REFUSAL_TTL = 600.0
 
 
 def _probe() -> dict[str, str]:
     """What the kernel answered when asked for each object a netem fault may need ('' = created).
 
-    Cached for the process once it succeeded: modules do not vanish from a running kernel.
+    Cached for the process once it succeeded: modules do not vanish from a running kernel. A
+    refusal is cached for :data:`REFUSAL_TTL` seconds only (someone may load the module), long
+    enough that the chaos agent's warm-up probe serves a run's ``network.loss`` faults, which
+    choose between netem and nftables when they are injected.
     """
-    global _probed
+    global _probed, _refused
     if _probed is not None:
         return _probed
+    if _refused is not None and time.monotonic() - _refused[0] < REFUSAL_TTL:
+        return _refused[1]
     try:
         done = subprocess.run(
             [sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=PROBE_TIMEOUT, check=False
@@ -301,6 +310,8 @@ def _probe() -> dict[str, str]:
         return {"probe": f"cannot create a network namespace to probe in ({found['unshare']}); needs root"}
     if not found.get("netem"):
         _probed = found
+    else:
+        _refused = (time.monotonic(), found)
     return found
 
 

@@ -10,6 +10,7 @@ process found by name, so a stale pid file can never make it kill something else
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import signal
@@ -27,6 +28,7 @@ import psutil
 from harness.errors import ConfigError, HarnessError
 from harness.paths import data_dir
 
+from . import network
 from .supervisor import (
     CONTROL_OFFSET,
     PORTS_USED,
@@ -81,6 +83,8 @@ class DemoInfo:
     base_url: str
     pids: dict[str, int]
     supervisor_pid: int
+    payments_netns: network.DemoNet | None = None  # None: payments is on loopback
+    note: str = ""  # why payments is on loopback, when it is
 
 
 def default_directory() -> Path:
@@ -107,14 +111,34 @@ def up(
             return _adopt(directory, running, base_port, timeout)
         _remove_pid_files(directory)  # stale ones from a crash
         _check_ports_free(base_port)
-        supervisor = _spawn_supervisor(directory, base_port, restart_delay)
+        net, note = _payments_network(directory, base_port)
+        supervisor = _spawn_supervisor(directory, base_port, restart_delay, net is not None)
         try:
-            return _wait_until_ready(directory, base_port, supervisor, timeout, all_healthy=True)
+            info = _wait_until_ready(directory, base_port, supervisor, timeout, all_healthy=True)
         except BaseException:
             if _alive(supervisor):  # ours, and maybe too young to have written its pid file
                 _terminate(supervisor, 10.0)
             _stop(directory, 10.0)
             raise
+        return dataclasses.replace(info, payments_netns=net, note=note)
+
+
+NETNS_FILE = "payments.netns"  # the base port whose namespace this demo made, for down
+
+
+def _payments_network(directory: Path, base_port: int) -> tuple[network.DemoNet | None, str]:
+    """Make payments' namespace when this host allows it; else (None, why not)."""
+    reason = network.unavailable_reason()
+    if reason is not None:
+        return None, f"payments runs on loopback ({reason}): network faults cannot single it out"
+    net = network.for_base_port(base_port)
+    try:
+        network.ensure(net)
+    except (OSError, subprocess.SubprocessError) as exc:
+        detail = getattr(exc, "stderr", "") or str(exc)
+        return None, f"payments runs on loopback (its namespace could not be made: {str(detail).strip()})"
+    (directory / NETNS_FILE).write_text(f"{base_port}\n")
+    return net, ""
 
 
 def down(directory: Path | None = None, timeout: float = 10.0) -> bool:
@@ -172,7 +196,10 @@ def _adopt(directory: Path, supervisor_pid: int, base_port: int, timeout: float)
             f"the demo in {directory} already runs on base port {running}, not {base_port}; "
             "run `harness demo down` first or use that port"
         )
-    return _wait_until_ready(directory, base_port, supervisor_pid, timeout, all_healthy=False)
+    info = _wait_until_ready(directory, base_port, supervisor_pid, timeout, all_healthy=False)
+    made = directory / NETNS_FILE
+    net = network.for_base_port(base_port) if made.exists() else None
+    return dataclasses.replace(info, payments_netns=net)
 
 
 def _check_ports_free(base_port: int) -> None:
@@ -206,7 +233,7 @@ def _port_owner(port: int) -> str:
     return ""
 
 
-def _spawn_supervisor(directory: Path, base_port: int, restart_delay: float) -> int:
+def _spawn_supervisor(directory: Path, base_port: int, restart_delay: float, payments_netns: bool) -> int:
     """Start the supervisor in its own session: the caller's Ctrl-C or exit must not reach it."""
     command = [
         sys.executable,
@@ -218,6 +245,7 @@ def _spawn_supervisor(directory: Path, base_port: int, restart_delay: float) -> 
         str(base_port),
         "--restart-delay",
         repr(float(restart_delay)),
+        *(["--payments-netns"] if payments_netns else []),
     ]
     with open(directory / "supervisor.out", "ab") as out:
         process = subprocess.Popen(
@@ -292,6 +320,12 @@ def _stop(directory: Path, timeout: float) -> bool:
             stopped = True
     _reap_spawned()
     _remove_pid_files(directory)
+    made = directory / NETNS_FILE
+    if made.exists():  # after the services: payments' namespace goes last
+        text = made.read_text().strip()
+        if text.isdigit():
+            network.remove(network.for_base_port(int(text)))
+        made.unlink(missing_ok=True)
     return stopped
 
 

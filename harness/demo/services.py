@@ -740,14 +740,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--catalog-port", type=int, help="gateway only; default port+1")
     parser.add_argument("--cart-port", type=int, help="gateway only; default port+2")
     parser.add_argument("--payments-port", type=int, help="gateway only; default port+3")
+    parser.add_argument("--host", default=HOST, help="address to bind (payments runs in a namespace of its own)")
     parser.add_argument("--upstream-port", type=int, help="proxy only: the service behind it")
+    parser.add_argument("--upstream-host", default=HOST, help="proxy only: the service's address")
     parser.add_argument("--control-port", type=int, help="proxy only: its control API (proxy.* faults)")
     parser.add_argument("--timeout", type=float, default=1.0, help="gateway only: downstream call deadline (s)")
     parser.add_argument("--retry-backoff", type=float, default=0.1, help="gateway only: before the payments retry")
     return parser.parse_args(argv)
 
 
-def serve(service: str, port: int, app: App) -> int:
+def serve(service: str, port: int, app: App, host: str = HOST) -> int:
     """Serve until SIGTERM or SIGINT, then close keep-alive connections within a second."""
     from gevent.pywsgi import WSGIServer  # imports ssl: only after gevent is patched
 
@@ -759,15 +761,15 @@ def serve(service: str, port: int, app: App) -> int:
             sock.setsockopt(gsocket.IPPROTO_TCP, gsocket.TCP_NODELAY, 1)
             super().handle(sock, address)
 
-    server = NoDelayWSGIServer((HOST, port), app, log=None, backlog=1024)
+    server = NoDelayWSGIServer((host, port), app, log=None, backlog=1024)
     for signum in (signal.SIGTERM, signal.SIGINT):
         gevent.signal_handler(signum, lambda: gevent.spawn(server.stop, timeout=1.0))
     try:
         server.start()
     except OSError as exc:
-        _log(service, f"cannot listen on {HOST}:{port}: {exc.strerror or exc}")
+        _log(service, f"cannot listen on {host}:{port}: {exc.strerror or exc}")
         return 1
-    _log(service, f"listening on http://{HOST}:{port}")
+    _log(service, f"listening on http://{host}:{port}")
     server.serve_forever()
     _log(service, "stopped")
     return 0
@@ -782,7 +784,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.service == "proxy":
         return _serve_proxy(args)
     app = SERVICE_FACTORIES[args.service](args)
-    return serve(args.service, args.port, app)
+    return serve(args.service, args.port, app, args.host)
 
 
 def _serve_proxy(args: argparse.Namespace) -> int:
@@ -796,7 +798,7 @@ def _serve_proxy(args: argparse.Namespace) -> int:
     try:
         serve_proxy(
             f"{HOST}:{args.port}",
-            f"{HOST}:{args.upstream_port}",
+            f"{args.upstream_host}:{args.upstream_port}",
             control,
             on_ready=lambda listen, _control: _log("proxy", f"listening on {listen}, control API on {control}"),
         )

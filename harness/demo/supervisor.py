@@ -33,6 +33,8 @@ from types import FrameType
 
 import psutil
 
+from .network import for_base_port
+
 __all__ = [
     "CONTROL_OFFSET",
     "PORTS_USED",
@@ -148,14 +150,21 @@ def child_environment() -> dict[str, str]:
     return env
 
 
-def service_command(name: str, base_port: int) -> list[str]:
+def service_command(name: str, base_port: int, payments_netns: bool = False) -> list[str]:
+    """How the supervisor starts service ``name``; with ``payments_netns`` payments runs in the
+    demo's namespace (:mod:`harness.demo.network`) and the proxy forwards there."""
+    net = for_base_port(base_port)
     command = [sys.executable, "-m", SERVICES_MODULE, name, "--port", str(service_port(name, base_port))]
+    if name == "payments" and payments_netns:
+        command = ["ip", "netns", "exec", net.netns, *command, "--host", net.payments_address]
     if name == "gateway":
         for downstream in ("catalog", "cart"):
             command += [f"--{downstream}-port", str(service_port(downstream, base_port))]
         command += ["--payments-port", str(service_port("proxy", base_port))]  # through the fault proxy
     elif name == "proxy":
         command += ["--upstream-port", str(service_port("payments", base_port))]
+        if payments_netns:
+            command += ["--upstream-host", net.payments_address]
         command += ["--control-port", str(base_port + CONTROL_OFFSET)]
     return command
 
@@ -205,12 +214,19 @@ class Child:
 class Supervisor:
     """Keeps the four services running until told to stop by SIGTERM or SIGINT."""
 
-    def __init__(self, directory: Path, base_port: int, restart_delay: float, log: logging.Logger) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        base_port: int,
+        restart_delay: float,
+        log: logging.Logger,
+        payments_netns: bool = False,
+    ) -> None:
         self.directory = directory
         self.base_port = base_port
         self.restart_delay = restart_delay
         self.log = log
-        self.children = [Child(name, service_command(name, base_port)) for name in SERVICE_NAMES]
+        self.children = [Child(name, service_command(name, base_port, payments_netns)) for name in SERVICE_NAMES]
         self._stop_signal: int | None = None
         self._env = child_environment()
         self._preexec = die_with_parent()
@@ -330,6 +346,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dir", type=Path, required=True, help="pid files and logs go here")
     parser.add_argument("--base-port", type=int, default=8700, help="gateway port; others follow")
     parser.add_argument("--restart-delay", type=float, default=3.0, help="seconds before a restart")
+    parser.add_argument(
+        "--payments-netns", action="store_true", help="payments runs in the demo's network namespace (made by up)"
+    )
     return parser.parse_args(argv)
 
 
@@ -337,7 +356,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     directory = args.dir.resolve()
     directory.mkdir(parents=True, exist_ok=True)
-    return Supervisor(directory, args.base_port, args.restart_delay, _logger(directory)).run()
+    log = _logger(directory)
+    return Supervisor(directory, args.base_port, args.restart_delay, log, args.payments_netns).run()
 
 
 if __name__ == "__main__":
