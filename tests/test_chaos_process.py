@@ -1056,3 +1056,29 @@ def test_real_systemctl_without_systemd_is_a_clear_error(monkeypatch: pytest.Mon
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
     with pytest.raises(FaultError, match="systemctl show failed: System has not been booted with systemd"):
         resolve_targets(ProcessTarget(systemd_unit="nginx.service"))
+
+
+def test_plan_shows_what_a_process_target_matches_now(child: Child, tmp_path: Path) -> None:
+    """``harness plan`` resolves process targets without touching them."""
+    from harness.chaos.preflight import targets
+    from harness.scenario import load_scenario
+
+    locustfile = Path(__file__).parent / "locustfiles" / "ping.py"
+    scenario = tmp_path / "plan.yaml"
+    scenario.write_text(
+        f"""
+name: plan-now
+target: {{base_url: "http://127.0.0.1:9"}}
+load:
+  locustfile: {locustfile}
+  user_classes: [{{class: Ping}}]
+  stages: [{{name: s, duration: 10s, users: 1}}]
+faults:
+  - {{name: found, kind: process.pause, at: 1s, duration: 2s, target: {{pattern: '{child.pattern}'}}}}
+  - {{name: missing, kind: process.kill, at: 1s, duration: 2s, target: {{pattern: 'no-such-process-{child.token}x'}}}}
+"""
+    )
+    lines = targets(load_scenario(scenario))
+    assert f"now: pid {child.pid} (" in lines["found"]
+    assert "now: nothing (" in lines["missing"]
+    assert psutil.Process(child.pid).status() != psutil.STATUS_STOPPED  # nothing was applied

@@ -5,7 +5,7 @@ starts Ray, so a fault that could never be applied (no kubeconfig, a kube contex
 scenario does not allow, a namespace without the opt-in label, an API server that does not
 answer) stops the run with exit 2 and the reason, with no load sent and nothing applied.
 Process faults are resolved when they fire (the target may start after the run does), so
-they have nothing to check here.
+they have nothing to check here; the plan shows what they would match now.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from harness.scenario import (
     NetworkLossFault,
     NetworkNetemFault,
     NetworkPartitionFault,
+    ProcessTarget,
     ProxyAbortFault,
     ProxyBandwidthFault,
     ProxyLatencyFault,
@@ -57,7 +58,7 @@ def targets(scenario: Scenario) -> dict[str, str]:
                 line += f"; not resolved: {exc}"
             out[fault.name] = line
         elif isinstance(fault, StressCpuFault | StressMemoryFault | StressIoFault | StressDiskFillFault):
-            out[fault.name] = stress.describe(fault)
+            out[fault.name] = stress.describe(fault) + (_now(fault.target) if fault.target is not None else "")
         elif isinstance(fault, _NETWORK):
             from harness.chaos import network  # imports pyroute2
 
@@ -67,8 +68,20 @@ def targets(scenario: Scenario) -> dict[str, str]:
 
             out[fault.name] = proxy.describe(fault)
         else:
-            out[fault.name] = process.describe(fault)
+            out[fault.name] = process.describe(fault) + _now(fault.target)
     return out
+
+
+def _now(target: ProcessTarget) -> str:
+    """``; now: pid 12 (cmd), ...`` or why nothing matches now: a process target is resolved
+    again when the fault fires (it may start, or restart, after the plan was printed)."""
+    try:
+        found = process.resolve_targets(target, protected=process.protected_processes())
+    except HarnessError as exc:
+        return f"; now: nothing ({exc})"
+    shown = ", ".join(f"pid {p.pid} ({p.cmdline[:60]})" for p in found[:5])
+    more = f" and {len(found) - 5} more" if len(found) > 5 else ""
+    return f"; now: {shown}{more}"
 
 
 def check(scenario: Scenario) -> None:
