@@ -193,15 +193,35 @@ def _token(env_name: str | None) -> str | None:
 
 @app.command()
 @_errors_to_exit_codes
-def recover() -> None:
+def recover(
+    sweep: Annotated[
+        bool,
+        typer.Option(
+            "--sweep",
+            help="Then remove every harness-tagged object left on this node that no journal knows "
+            "(nft tables, qdiscs, ifb links, routes, stress and proxy processes), in every netns.",
+        ),
+    ] = False,
+) -> None:
     """Revert every fault still recorded in this node's journal (after a crash)."""
     from harness.chaos.recover import recover as do_recover
+    from harness.errors import FaultError
 
     lines = do_recover()
     for line in lines:
         typer.echo(line)
     if not lines:
         typer.echo("nothing to recover: no fault is outstanding in the journal")
+    if sweep:
+        from harness.chaos.sweep import sweep as do_sweep
+
+        removed, failed = do_sweep()
+        for line in [*removed, *failed]:
+            typer.echo(line)
+        if not removed and not failed:
+            typer.echo("sweep: no harness object left on this node")
+        if failed:
+            raise FaultError(f"sweep: {len(failed)} object(s) could not be removed")
 
 
 @app.command()

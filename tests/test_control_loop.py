@@ -289,7 +289,9 @@ def test_a_flat_out_generator_process_is_invalid_with_its_figures(
     # Flat out: the process used or waited for a whole core (beside the rest of the suite it
     # may get only part of one; the rest of the second it was runnable, waiting).
     cpu, waited, seconds = int(match.group(1)), int(match.group(2) or 0), int(match.group(3))
-    assert cpu + waited > 90 and 5 <= seconds <= 13
+    # a 12 s stage touches up to 13 epoch seconds, and the process is still flat out in the
+    # second it is told to stop
+    assert cpu + waited > 90 and 5 <= seconds <= 14
     # the per-second flag users see in Grafana agrees
     rows = influxd.query("SELECT saturated FROM harness_load WHERE run_id = 'cl-cpu'", DATABASE)
     assert sum(1 for r in rows if r["saturated"]) >= seconds
