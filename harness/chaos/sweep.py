@@ -39,6 +39,7 @@ __all__ = ["Leftover", "find", "sweep"]
 
 _TC_H_ROOT = 0xFFFFFFFF
 _TC_H_INGRESS = 0xFFFFFFF1
+_INGRESS_FILTERS = 0xFFFF0000  # "ffff:", the ingress qdisc's handle: its filters' parent
 _QDISC_HANDLES = {network.TBF_HANDLE: "tbf", netem.ROOT_HANDLE: "netem"}
 _FILTER_PREFS = (netem.FILTER_PREF, netem.FILTER_PREF + 1)
 _RTN_BLACKHOLE = 6
@@ -150,8 +151,10 @@ def _remove(leftover: Leftover) -> None:
                 index, handle = leftover.key
                 ipr.tc("del", index=index, handle=handle, parent=_TC_H_ROOT)
             elif leftover.kind == "filter":
-                index, pref, protocol = leftover.key
-                ipr.tc("del-filter", index=index, parent=_TC_H_INGRESS, prio=pref, protocol=protocol)
+                index, pref, _protocol = leftover.key
+                # by priority alone (``info``), as netem's revert does: pyroute2 drops a ``prio``
+                # keyword for a delete, and the kernel then deletes every filter on the parent
+                ipr.tc("del-filter", index=index, parent=_INGRESS_FILTERS, info=pref << 16)
             elif leftover.kind == "route":
                 family, dst = leftover.key
                 ipr.route("del", dst=dst, type="blackhole", priority=network.BLACKHOLE_METRIC, family=family)
