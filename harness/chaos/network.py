@@ -6,13 +6,8 @@ design names as the fallback: an nftables rule ``numgen random mod 100 < N drop`
 is an nftables ``drop`` of the peers' traffic in both directions. Bandwidth is tbf, set with
 netlink (no ``tc`` binary involved).
 
-How nftables is driven, and why: ``nft -f -`` fed a generated ruleset on stdin, run through
-``ip netns exec NS`` when the target is a namespace. The generated file is applied by nft as
-one atomic transaction (all of a fault's chains and rules appear together or not at all);
-pyroute2's nftables support does not cover ``numgen`` or anonymous sets as a stable API, and
-Debian's ``python3-nftables`` binding serves only the system interpreter, not our venv.
-``ip netns exec`` is what an operator would type to inspect the same objects, so the journal
-and a human see the same thing. Reads use ``nft -j`` (JSON).
+nftables is driven through :mod:`harness.chaos.nft` (``nft -f -`` in the target namespace,
+one atomic transaction per fault; why not a binding is said there).
 
 Objects, all findable by a sweep and all recorded in the journal before they are created:
 
@@ -39,17 +34,12 @@ pyroute2; :mod:`harness.chaos.capabilities` does too, inside its probes.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
-import json
-import re
 import shutil
-import subprocess
-from pathlib import Path
-from typing import Any
 
 from pyroute2 import IPRoute
 
+from harness.chaos import nft
 from harness.chaos.journal import FaultRecord, FaultState, Journal
 from harness.errors import ConfigError, FaultError
 from harness.scenario import (
@@ -95,9 +85,7 @@ _TC_H_ROOT = 0xFFFFFFFF
 BLACKHOLE_METRIC = 4852
 #: Priority of our filter chains: before the usual filter chains (0), after conntrack (-200).
 CHAIN_PRIORITY = -50
-#: Seconds any one ``nft`` call may take; it is a local netlink transaction.
-NFT_TIMEOUT = 10.0
-NETNS_DIR = Path("/run/netns")
+NETNS_DIR = nft.NETNS_DIR
 
 
 def is_network_kind(kind: str) -> bool:
@@ -107,22 +95,13 @@ def is_network_kind(kind: str) -> bool:
 # ---------------------------------------------------------------- names
 
 
-def _ident(text: str, limit: int) -> str:
-    """``text`` in nft identifier characters; a short hash is added when anything was changed or cut."""
-    clean = re.sub(r"[^A-Za-z0-9_]", "_", text)
-    if clean == text and len(clean) <= limit:
-        return clean
-    digest = hashlib.sha1(text.encode()).hexdigest()[:8]
-    return f"{clean[: limit - 9]}_{digest}"
-
-
 def table_name(run_id: str) -> str:
     """``harness_<run id>``: the one nftables table (family inet) of a run."""
-    return f"harness_{_ident(run_id, 64)}"
+    return f"harness_{nft.ident(run_id, 64)}"
 
 
 def _chain_names(fault_name: str) -> tuple[str, str]:
-    base = f"f_{_ident(fault_name, 48)}"
+    base = f"f_{nft.ident(fault_name, 48)}"
     return f"{base}_out", f"{base}_in"
 
 
@@ -216,32 +195,6 @@ def _needs_nft(fault: NetworkFault) -> bool:
     return isinstance(fault, NetworkLossFault)
 
 
-def _nft(netns: str, args: list[str], stdin: str | None = None) -> str:
-    """Run ``nft ARGS`` in ``netns`` ('' = the host's); stdout, or ``FaultError`` with nft's message."""
-    cmd = (["ip", "netns", "exec", netns] if netns else []) + ["nft", *args]
-    try:
-        done = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=NFT_TIMEOUT, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise FaultError(f"{' '.join(cmd)}: {exc}") from None
-    if done.returncode != 0:
-        raise FaultError(f"{' '.join(cmd)}: {done.stderr.strip() or f'exit {done.returncode}'}")
-    return done.stdout
-
-
-def _chains_in_table(netns: str, table: str) -> list[str] | None:
-    """Names of the chains of ``inet table`` in ``netns``, or None when the table does not exist."""
-    data: Any = json.loads(_nft(netns, ["-j", "list", "tables"]) or "{}")
-    tables = [
-        item["table"]["name"]
-        for item in data.get("nftables", [])
-        if "table" in item and item["table"].get("family") == "inet"
-    ]
-    if table not in tables:
-        return None
-    data = json.loads(_nft(netns, ["-j", "list", "table", "inet", table]) or "{}")
-    return [item["chain"]["name"] for item in data.get("nftables", []) if "chain" in item]
-
-
 def _rules(fault: NetworkPartitionFault | NetworkLossFault) -> tuple[list[str], list[str]]:
     """The rule bodies of the output and input chains."""
     out_if = f'oifname "{fault.target.interface}" ' if fault.target.interface else ""
@@ -294,24 +247,7 @@ def _nft_inject(fault: NetworkPartitionFault | NetworkLossFault, netns: str, tab
         lines.append(f"add chain inet {table} {chain} {_chain_spec(hook)}")
         lines.append(f"flush chain inet {table} {chain}")
         lines.extend(f"add rule inet {table} {chain} {rule}" for rule in rules)
-    _nft(netns, ["-f", "-"], "\n".join(lines) + "\n")
-
-
-def _nft_revert(netns: str, table: str, chains: list[str]) -> str:
-    """Delete ``chains`` of ``table`` that still exist, then the table if it is empty; says what it did."""
-    present = _chains_in_table(netns, table)
-    if present is None:
-        return "table already gone"
-    mine = [c for c in chains if c in present]
-    lines: list[str] = []
-    for chain in mine:
-        lines += [f"flush chain inet {table} {chain}", f"delete chain inet {table} {chain}"]
-    left = [c for c in present if c not in mine]
-    if not left:
-        lines.append(f"delete table inet {table}")
-    if lines:
-        _nft(netns, ["-f", "-"], "\n".join(lines) + "\n")
-    return f"deleted chains {','.join(mine) or '(none left)'}" + ("" if left else f" and table {table}")
+    nft.run(netns, ["-f", "-"], "\n".join(lines) + "\n")
 
 
 # ---------------------------------------------------------------- tbf
@@ -595,7 +531,7 @@ def revert(record: FaultRecord, journal: Journal) -> None:
             what = f"netns {netns} is gone (its nft tables with it)"
         else:
             chains = [c for c in str(d.get("chains", "")).split(",") if c]
-            what = _nft_revert(netns, str(d["table"]), chains)
+            what = nft.remove_chains(netns, "inet", str(d["table"]), chains)
     except (FaultError, OSError, KeyError, ValueError) as exc:
         journal.append(latest.advance(FaultState.REVERT_FAILED, error=str(exc)))
         raise FaultError(f"fault '{latest.fault_name}': revert failed: {exc}") from None

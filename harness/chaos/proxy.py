@@ -32,9 +32,7 @@ service), holding for each fault two nat base chains ``p_<fault>_out`` (hook out
 on the service's own host or namespace) and ``p_<fault>_pre`` (hook prerouting: clients
 elsewhere), each with the one rule ``ip daddr <service ip> tcp dport <port> meta mark !=
 <MARK> redirect to :<proxy port>``. Revert deletes the fault's chains, then the table once
-it holds no chain. nft is driven as :mod:`harness.chaos.network` drives it (``nft -f -``,
-one atomic transaction; reads with ``nft -j``); the few helpers are repeated here so that
-this module does not import pyroute2.
+it holds no chain. nft is driven through :mod:`harness.chaos.nft`, as for network faults.
 
 The transparent proxy listens on every address of its namespace (``0.0.0.0``/``::``, a free
 port): a redirect from prerouting delivers to the address of the interface the connection
@@ -68,7 +66,6 @@ import ipaddress
 import json
 import logging
 import os
-import re
 import shutil
 import signal
 import socket
@@ -81,6 +78,7 @@ from typing import Any
 
 import psutil
 
+from harness.chaos import nft
 from harness.chaos.journal import FaultRecord, FaultState, Journal
 from harness.chaos.process import _start_ticks
 from harness.errors import ConfigError, FaultError
@@ -113,12 +111,10 @@ GRACE = 5.0
 START_TIMEOUT = 15.0
 #: Seconds any one control API call may take (it is a local, in-memory change).
 CONTROL_TIMEOUT = 5.0
-#: Seconds any one ``nft`` call may take; it is a local netlink transaction.
-NFT_TIMEOUT = 10.0
 #: nat base chain priority: where the kernel's own dstnat sits.
 NAT_PRIORITY = -100
 TAG = "HARNESS_PROXY_FAULT"
-NETNS_DIR = Path("/run/netns")
+NETNS_DIR = nft.NETNS_DIR
 EXPLICIT, TRANSPARENT = "explicit", "transparent"
 
 # Proxies started by this process, so they are reaped (no zombies in a long-lived agent).
@@ -132,22 +128,13 @@ def is_proxy_kind(kind: str) -> bool:
 # ---------------------------------------------------------------- names
 
 
-def _ident(text: str, limit: int) -> str:
-    """``text`` in nft identifier characters; a short hash is added when anything was changed or cut."""
-    clean = re.sub(r"[^A-Za-z0-9_]", "_", text)
-    if clean == text and len(clean) <= limit:
-        return clean
-    digest = hashlib.sha1(text.encode()).hexdigest()[:8]
-    return f"{clean[: limit - 9]}_{digest}"
-
-
 def table_name(run_id: str) -> str:
     """``harness_proxy_<run id>``: the one nftables table (family ip or ip6) of a run's redirects."""
-    return f"harness_proxy_{_ident(run_id, 64)}"
+    return f"harness_proxy_{nft.ident(run_id, 64)}"
 
 
 def _chain_names(fault_name: str) -> tuple[str, str]:
-    base = f"p_{_ident(fault_name, 48)}"
+    base = f"p_{nft.ident(fault_name, 48)}"
     return f"{base}_out", f"{base}_pre"
 
 
@@ -304,18 +291,6 @@ def _delete(control: str, name: str) -> str:
 # ---------------------------------------------------------------- nftables
 
 
-def _nft(netns: str, args: list[str], stdin: str | None = None) -> str:
-    """Run ``nft ARGS`` in ``netns`` ('' = the host's); stdout, or ``FaultError`` with nft's message."""
-    cmd = (["ip", "netns", "exec", netns] if netns else []) + ["nft", *args]
-    try:
-        done = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=NFT_TIMEOUT, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise FaultError(f"{' '.join(cmd)}: {exc}") from None
-    if done.returncode != 0:
-        raise FaultError(f"{' '.join(cmd)}: {done.stderr.strip() or f'exit {done.returncode}'}")
-    return done.stdout
-
-
 def _nft_inject(d: dict[str, str | int], proxy_port: int) -> None:
     """One atomic transaction: the table, the fault's two nat chains (flushed), one redirect rule each."""
     family, table, netns = str(d["family"]), str(d["table"]), str(d["netns"])
@@ -329,7 +304,7 @@ def _nft_inject(d: dict[str, str | int], proxy_port: int) -> None:
             f"flush chain {family} {table} {chain}",
             f"add rule {family} {table} {chain} {rule}",
         ]
-    _nft(netns, ["-f", "-"], "\n".join(lines) + "\n")
+    nft.run(netns, ["-f", "-"], "\n".join(lines) + "\n")
 
 
 def _abort_established(d: dict[str, str | int]) -> int:
@@ -345,7 +320,7 @@ def _abort_established(d: dict[str, str | int]) -> int:
     for netns in dict.fromkeys([str(d["netns"]), ""]):
         cmd = (["ip", "netns", "exec", netns] if netns else []) + ["ss", "-K", "-H", "-tn", expression]
         try:
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=NFT_TIMEOUT, check=False)
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=nft.NFT_TIMEOUT, check=False)
         except (OSError, subprocess.TimeoutExpired) as exc:
             log.warning("could not abort established connections to %s: %s", d["service"], exc)
             continue
@@ -360,22 +335,7 @@ def _nft_revert(d: dict[str, str | int]) -> str:
     family, table, netns = str(d["family"]), str(d["table"]), str(d["netns"])
     if netns and not (NETNS_DIR / netns).exists():
         return f"netns {netns} is gone (its nft tables with it)"
-    data: Any = json.loads(_nft(netns, ["-j", "list", "tables", family]) or "{}")
-    names = [item["table"]["name"] for item in data.get("nftables", []) if "table" in item]
-    if table not in names:
-        return "table already gone"
-    data = json.loads(_nft(netns, ["-j", "list", "table", family, table]) or "{}")
-    present = [item["chain"]["name"] for item in data.get("nftables", []) if "chain" in item]
-    mine = [c for c in str(d["chains"]).split(",") if c in present]
-    lines: list[str] = []
-    for chain in mine:
-        lines += [f"flush chain {family} {table} {chain}", f"delete chain {family} {table} {chain}"]
-    left = [c for c in present if c not in mine]
-    if not left:
-        lines.append(f"delete table {family} {table}")
-    if lines:
-        _nft(netns, ["-f", "-"], "\n".join(lines) + "\n")
-    return f"deleted chains {','.join(mine) or '(none left)'}" + ("" if left else f" and table {family} {table}")
+    return nft.remove_chains(netns, family, table, str(d["chains"]).split(","))
 
 
 # ---------------------------------------------------------------- the transparent proxy process

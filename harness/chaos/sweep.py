@@ -24,7 +24,6 @@ faults too, which is what an operator pulling the emergency brake wants, and not
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from typing import Any
 
 import psutil
 
-from harness.chaos import netem, network, proxy, stress
+from harness.chaos import netem, network, nft, proxy, stress
 from harness.errors import FaultError
 
 __all__ = ["Leftover", "find", "sweep"]
@@ -68,14 +67,11 @@ def _namespaces() -> list[str]:
 
 
 def _nft_tables(netns: str) -> list[Leftover]:
-    data: Any = json.loads(network._nft(netns, ["-j", "list", "tables"]) or "{}")
-    out = []
-    for item in data.get("nftables", []):
-        table = item.get("table")
-        if table and str(table.get("name", "")).startswith("harness_"):
-            family, name = str(table["family"]), str(table["name"])
-            out.append(Leftover(netns, "nft table", f"{family} {name}", (family, name)))
-    return out
+    return [
+        Leftover(netns, "nft table", f"{family} {name}", (family, name))
+        for family, name in nft.tables(netns)
+        if name.startswith("harness_")
+    ]
 
 
 def _netlink_objects(netns: str) -> list[Leftover]:
@@ -136,7 +132,7 @@ def _remove(leftover: Leftover) -> None:
     netns = leftover.netns
     if leftover.kind == "nft table":
         family, name = leftover.key
-        network._nft(netns, ["delete", "table", family, name])
+        nft.run(netns, ["delete", "table", family, name])
     elif leftover.kind == "process":
         pid, created = leftover.key
         proc = psutil.Process(pid)
