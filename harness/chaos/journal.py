@@ -332,6 +332,28 @@ class Journal:
             raise FaultError(f"fault '{fault_name}': already journaled in run {run_id} as {previous.kind}")
         return previous, True
 
+    def begin(
+        self,
+        fault_name: str,
+        kind: str,
+        details: dict[str, str | int],
+        lease_until: float | None,
+        pids: list[int] | None = None,
+    ) -> FaultRecord:
+        """Journal (fsynced) that ``fault_name`` is being injected, with everything its revert
+        needs, and return that record: every fault family calls this before it changes anything."""
+        record = FaultRecord(
+            run_id=self.run_id,
+            fault_name=fault_name,
+            kind=kind,
+            state=FaultState.INJECTING,
+            pids=list(pids or []),
+            details=details,
+            lease_until=lease_until,
+        )
+        self.append(record)
+        return record
+
     def current(self) -> dict[str, FaultRecord]:
         """The last record of every fault of this run, by fault name, in first-journaled order."""
         out: dict[str, FaultRecord] = {}

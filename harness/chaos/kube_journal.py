@@ -65,15 +65,7 @@ def inject(
             prior = kube.KubeRecord.from_details(fault.name, fault.kind, details)
         else:
             details["selected"] = ",".join(p.name for p in resolution.pods)
-        record = FaultRecord(
-            run_id=run_id,
-            fault_name=fault.name,
-            kind=fault.kind,
-            state=FaultState.INJECTING,
-            details=details,
-            lease_until=lease_until,
-        )
-        journal.append(record)
+        record = journal.begin(fault.name, fault.kind, details, lease_until)
     try:
         done = kube.inject(fault, api, previous=prior)
     except kube.KubeFaultError as exc:  # some pods deleted, some not: the deleted ones are done

@@ -606,15 +606,7 @@ def inject(fault: NetemFault, run_id: str, journal: Journal, *, lease_until: flo
             "ingress": ingress,
             "filter_prefs": f"{FILTER_PREF},{FILTER_PREF + 1}" if (s.peers or s.ingress) else "",
         }
-        record = FaultRecord(
-            run_id=run_id,
-            fault_name=fault.name,
-            kind=fault.kind,
-            state=FaultState.INJECTING,
-            details=details,
-            lease_until=lease_until,
-        )
-        journal.append(record)
+        record = journal.begin(fault.name, fault.kind, details, lease_until)
     try:
         index = _apply(fault, record.details, resumed=previous is not None)
     except _Refused as exc:

@@ -475,16 +475,7 @@ def inject(fault: NetworkFault, run_id: str, journal: Journal, *, lease_until: f
         details.update(method="blackhole", routes=",".join(fault.params.peers), metric=BLACKHOLE_METRIC)
     else:
         details.update(table=table_name(run_id), chains=",".join(_chain_names(fault.name)))
-    record = previous or FaultRecord(
-        run_id=run_id,
-        fault_name=fault.name,
-        kind=fault.kind,
-        state=FaultState.INJECTING,
-        details=details,
-        lease_until=lease_until,
-    )
-    if previous is None:
-        journal.append(record)
+    record = previous or journal.begin(fault.name, fault.kind, details, lease_until)
     if isinstance(fault, NetworkBandwidthFault):
         index = _tbf_inject(fault, netns)
         injected = record.advance(FaultState.INJECTED, ifindex=index)

@@ -520,16 +520,7 @@ def inject(
             details[f"create_time.{proc.pid}"] = repr(proc.create_time)
             if proc.start_ticks is not None:
                 details[f"start_ticks.{proc.pid}"] = proc.start_ticks
-        record = FaultRecord(
-            run_id=run_id,
-            fault_name=fault.name,
-            kind=fault.kind,
-            state=FaultState.INJECTING,
-            pids=[p.pid for p in targets],
-            details=details,
-            lease_until=lease_until,
-        )
-        journal.append(record)
+        record = journal.begin(fault.name, fault.kind, details, lease_until, pids=[p.pid for p in targets])
 
     sent = _send(record, number)
     outcome = sent.details("signalled")

@@ -507,16 +507,7 @@ def inject(fault: ProxyFault, run_id: str, journal: Journal, *, lease_until: flo
     netns = str(details.get("netns", ""))
     if netns and not (NETNS_DIR / netns).exists():
         raise FaultError(f"fault '{fault.name}': network namespace '{netns}' does not exist")
-    record = previous or FaultRecord(
-        run_id=run_id,
-        fault_name=fault.name,
-        kind=fault.kind,
-        state=FaultState.INJECTING,
-        details=details,
-        lease_until=lease_until,
-    )
-    if previous is None:
-        journal.append(record)
+    record = previous or journal.begin(fault.name, fault.kind, details, lease_until)
     d = record.details
     spec = json.loads(str(d["spec"]))
     try:

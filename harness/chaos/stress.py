@@ -337,15 +337,7 @@ def inject(
         _kill(previous)
         record = previous
     else:
-        record = FaultRecord(
-            run_id=run_id,
-            fault_name=fault.name,
-            kind=fault.kind,
-            state=FaultState.INJECTING,
-            details=details,
-            lease_until=lease_until,
-        )
-        journal.append(record)
+        record = journal.begin(fault.name, fault.kind, details, lease_until)
     try:
         if isinstance(fault, StressDiskFillFault):
             _fill(str(record.details["file"]), fault.params.bytes)
