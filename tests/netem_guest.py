@@ -123,6 +123,56 @@ def latency_ms(host: str, n: int = 25) -> dict[str, Any]:
     }
 
 
+def runner_latency_ms(host: str, seconds: float = 5.0) -> dict[str, Any]:
+    """Median latency as harness's own load path measures it: a real ``harness.load.runner``
+    Locust process (FastHttpUser ``Ping``, one user, no think time) in this namespace, its
+    per-second windows merged; the first window (connection set-up) is left out."""
+    import select
+
+    from harness.load.protocol import Command, encode_command
+    from harness.metrics import new_histogram, parse_window
+
+    locustfile = Path(__file__).resolve().parent / "locustfiles" / "ping.py"
+    read_fd, write_fd = os.pipe()
+    argv = [sys.executable, "-m", "harness.load.runner", "--process-id", "g0.0", "--locustfile", str(locustfile)]
+    argv += ["--classes", "Ping", "--host", f"http://{host}:{HTTP_PORT}", "--report-fd", str(write_fd)]
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, pass_fds=(write_fd,))
+    os.close(write_fd)
+    windows = []
+    buffer = b""
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write(encode_command(Command("set_users", users=1, spawn_rate=1)))
+        proc.stdin.flush()
+        deadline = time.monotonic() + seconds + 15.0  # Locust's import is slow in the guest
+        while time.monotonic() < deadline and len(windows) < seconds + 1:
+            ready, _, _ = select.select([read_fd], [], [], 1.0)
+            if not ready:
+                continue
+            chunk = os.read(read_fd, 1 << 20)
+            if not chunk:
+                break
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                window = parse_window(line) if line.strip() else None
+                if window is not None and window.endpoints:
+                    windows.append(window)
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+        os.close(read_fd)
+    merged = new_histogram()
+    count = 0
+    for window in windows[1:]:
+        for stats in window.endpoints.values():
+            merged.add(stats.hist)
+            count += stats.count - stats.failed
+    if not count:
+        raise RuntimeError(f"the runner reported no successful request in {len(windows)} windows")
+    return {"median": merged.get_value_at_percentile(50) / 1000.0, "n": count, "windows": len(windows)}
+
+
 def udp_probe(host: str, n: int, batch: int = 50) -> dict[str, int]:
     """Send ``n`` numbered datagrams in batches, each batch answered (or given up on) before the next.
 
@@ -264,6 +314,15 @@ class Scenarios:
         fault = _fault("network.netem", "delay-egress", {"delay": "100ms"})
         out = self._with_fault(fault, lambda: {"latency": latency_ms(SERVER_ADDR)})
         out["latency_after"] = latency_ms(SERVER_ADDR)
+        return out
+
+    def runner_delay(self) -> dict[str, Any]:
+        """The same delays as harness's load generator measures them (its own HTTP client)."""
+        out: dict[str, Any] = {"baseline": runner_latency_ms(SERVER_ADDR)}
+        egress = _fault("network.netem", "runner-egress", {"delay": "100ms"})
+        out["egress"] = self._with_fault(egress, lambda: runner_latency_ms(SERVER_ADDR))
+        both = _fault("network.netem", "runner-both", {"delay": "100ms", "direction": "both"})
+        out["both"] = self._with_fault(both, lambda: runner_latency_ms(SERVER_ADDR))
         return out
 
     def delay_ingress(self) -> dict[str, Any]:
@@ -417,6 +476,7 @@ def measure(out_dir: Path) -> None:
                 "delay_egress",
                 "delay_ingress",
                 "delay_both",
+                "runner_delay",
                 "peers",
                 "loss",
                 "duplicate",

@@ -101,6 +101,21 @@ def test_delay_100ms_egress_adds_100ms_to_the_round_trip_and_revert_restores_it(
 
 
 @pytest.mark.slow
+def test_delay_as_measured_by_the_harness_load_generator(guest: dict[str, Any]) -> None:
+    """The acceptance figure, through harness's own client: a real Locust runner process."""
+    data = _scenario(guest, "runner_delay")
+    base = float(data["baseline"]["median"])
+    egress = float(data["egress"]["median"]) - base
+    both = float(data["both"]["median"]) - base
+    print(
+        f"harness runner: baseline p50 {base:.2f} ms; netem 100ms egress +{egress:.2f} ms "
+        f"({data['egress']['n']} requests); both directions +{both:.2f} ms ({data['both']['n']} requests)"
+    )
+    assert 90.0 <= egress <= 110.0
+    assert 180.0 <= both <= 220.0  # 100 ms per direction
+    assert data["egress"]["after_clean"] and data["both"]["after_clean"]
+
+
 def test_delay_100ms_ingress_goes_through_an_ifb(guest: dict[str, Any]) -> None:
     base = _baseline(guest)
     data = _scenario(guest, "delay_ingress")
