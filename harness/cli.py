@@ -136,6 +136,9 @@ def run(
         int | None, typer.Option(min=1, max=256, help="Locust processes per generator (default: the scenario's).")
     ] = None,
     results_url: Annotated[str | None, typer.Option(help="Override the scenario's results URL.")] = None,
+    junit: Annotated[
+        Path | None, typer.Option("--junit", help="Also write the SLO and guard results as JUnit XML here.")
+    ] = None,
     run_id: Annotated[
         str | None, typer.Option(help="Run id (default: scenario name, time and a random suffix).")
     ] = None,
@@ -175,6 +178,12 @@ def run(
         time.time() - outcome.summary["timings"].pop("load_stopped_at", began), 3
     )
     (directory / "summary.json").write_text(json.dumps(outcome.summary, indent=2, default=str) + "\n")
+    if junit is not None:
+        from harness.junit import junit_xml
+
+        guards = [(g.name, g.condition.text) for g in loaded.guards]
+        junit.write_text(junit_xml(outcome.summary, guards))
+        console.print(f"junit: {junit}", markup=False)
     (directory / "scenario.yaml").write_text(Path(scenario).read_text())
     print_verdict(rid, outcome.verdict.value, outcome.reason, outcome.slos, outcome.summary)
     console.print(f"summary: {directory / 'summary.json'}", markup=False)

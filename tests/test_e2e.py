@@ -58,13 +58,15 @@ results:
     return path
 
 
-def _run(scenario: Path, tmp: Path, run_id: str, raw: Path | None = None) -> subprocess.CompletedProcess[str]:
+def _run(
+    scenario: Path, tmp: Path, run_id: str, raw: Path | None = None, extra: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "HARNESS_RUNS_DIR": str(tmp / "runs")}
     if raw is not None:
         raw.mkdir()
         env["HARNESS_RAW_LATENCY_DIR"] = str(raw)
     return subprocess.run(
-        [sys.executable, "-m", "harness.cli", "run", str(scenario), "--run-id", run_id],
+        [sys.executable, "-m", "harness.cli", "run", str(scenario), "--run-id", run_id, *extra],
         env=env,
         capture_output=True,
         text=True,
@@ -216,8 +218,17 @@ slos:
     objective: error_rate < 50%
 """
     scenario = _scenario(tmp_path / "breach.yaml", demo, influxd.url, "e2e", body)
-    result = _run(scenario, tmp_path, "e2e-breach")
+    junit = tmp_path / "junit.xml"
+    result = _run(scenario, tmp_path, "e2e-breach", extra=("--junit", str(junit)))
     assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
+    # The JUnit file a CI report shows: read by a real JUnit consumer library.
+    from junitparser import Failure, JUnitXml
+
+    cases = {case.name: case for suite in JUnitXml.fromfile(str(junit)) for case in suite}
+    assert set(cases) == {"checkout-latency-during-pause", "run-errors"}
+    [failure] = [r for r in cases["checkout-latency-during-pause"].result if isinstance(r, Failure)]
+    assert "p99 < 200ms not met: measured" in (failure.message or "")
+    assert cases["run-errors"].is_passed
     assert "checkout-latency-during-pause" in result.stdout
     assert "FAILED" in result.stdout
     summary = json.loads((tmp_path / "runs" / "e2e-breach" / "summary.json").read_text())
