@@ -166,9 +166,9 @@ def _netlink_error(exc: Exception) -> str:
 def _qdisc_probe(kind: str, **options: Any) -> None:
     """Create a ``kind`` qdisc at the root of ``lo`` in a throwaway netns with pyroute2, as the
     fault code does; raises ``_Missing`` with the kernel's answer when refused."""
-    from pyroute2 import IPRoute
+    from harness.chaos.network import _ipr  # opens the socket without pyroute2's fork
 
-    with _throwaway_netns() as netns, IPRoute(netns=netns) as ipr:
+    with _throwaway_netns() as netns, _ipr(netns) as ipr:
         index = int(ipr.link_lookup(ifname="lo")[0])
         ipr.link("set", index=index, state="up")
         try:
@@ -216,9 +216,9 @@ def _probe_tbf() -> str:
 
 
 def _probe_ifb() -> str:
-    from pyroute2 import IPRoute
+    from harness.chaos.network import _ipr  # opens the socket without pyroute2's fork
 
-    with _throwaway_netns() as netns, IPRoute(netns=netns) as ipr:
+    with _throwaway_netns() as netns, _ipr(netns) as ipr:
         try:
             ipr.link("add", ifname="hprobe-ifb", kind="ifb")
         except Exception as exc:
@@ -238,9 +238,10 @@ def _probe_netns() -> str:
 
 def _probe_iproute() -> str:
     import pyroute2
-    from pyroute2 import IPRoute
 
-    with _throwaway_netns() as netns, IPRoute(netns=netns) as ipr:
+    from harness.chaos.network import _ipr  # opens the socket without pyroute2's fork
+
+    with _throwaway_netns() as netns, _ipr(netns) as ipr:
         index = int(ipr.link_lookup(ifname="lo")[0])
         ipr.link("set", index=index, state="up")
         ipr.link("set", index=index, state="down")
