@@ -1,7 +1,9 @@
 """The small readable grammars used inside scenario files.
 
 * durations: ``90``, ``90s``, ``1m30s``, ``500ms``, ``2h`` -> seconds (float)
-* objectives: ``p99 < 250ms``, ``error_rate < 1%``, ``rps >= 100`` -> :class:`Objective`
+* objectives: ``p99 < 250ms``, ``error_rate < 1%``, ``rps >= 100``, ``recovery_time < 20s``,
+  ``budget_burn < 5%``, ``burn_rate < 2`` -> :class:`Objective`
+* percentages: ``99.9%`` or a fraction ``0.999`` -> fraction
 * guard conditions: ``error_rate > 50% for 5s`` -> :class:`Condition`
 * SLO windows: ``run``, ``steady``, ``phase:NAME``, ``during:FAULT``, ``after:FAULT[:30s]``,
   ``last:30s`` -> :class:`WindowRef`
@@ -27,15 +29,20 @@ __all__ = [
     "parse_condition",
     "parse_duration",
     "parse_objective",
+    "parse_percent",
     "parse_window",
 ]
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|us|h|m|s)")
-_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|us|d|h|m|s)")
+_UNIT_SECONDS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6}
+WEEK = 7 * 86400.0
 
 
-def parse_duration(value: object) -> float:
-    """Seconds from a number (seconds) or a string like ``1m30s``; never negative."""
+def parse_duration(value: object, limit: float = WEEK) -> float:
+    """Seconds from a number (seconds) or a string like ``1m30s`` or ``30d``; never negative.
+
+    ``limit`` keeps timeline durations sane (a week); an error-budget period may be longer.
+    """
     if isinstance(value, bool):
         raise ValueError("expected a duration such as 30s, 1m30s or 500ms")
     if isinstance(value, int | float):
@@ -58,16 +65,39 @@ def parse_duration(value: object) -> float:
         raise ValueError("duration must be finite")
     if seconds < 0:
         raise ValueError(f"duration must not be negative (got {value})")
-    if seconds > 7 * 86400:
-        raise ValueError("duration longer than 7 days")
+    if seconds > limit:
+        raise ValueError(f"duration longer than {limit / 86400:g} days")
     return seconds
+
+
+def parse_percent(value: object) -> float:
+    """A share as a fraction, from ``99.9%`` or a plain fraction such as ``0.999``."""
+    if isinstance(value, bool):
+        raise ValueError("expected a percentage such as 99.9% or a fraction such as 0.999")
+    if isinstance(value, int | float):
+        share = float(value)
+        if share > 1:
+            raise ValueError(f"{value} is not a fraction; write a percentage with '%' (e.g. {value}%)")
+    elif isinstance(value, str) and re.fullmatch(r"\s*\d+(?:\.\d+)?\s*%\s*", value):
+        share = float(value.strip().rstrip("%")) / 100.0
+    elif isinstance(value, str) and re.fullmatch(r"\s*\d+(?:\.\d+)?\s*", value):
+        return parse_percent(float(value))
+    else:
+        raise ValueError(f"'{value}' is not a percentage; write e.g. 99.9% or 0.999")
+    if not 0 <= share <= 1:
+        raise ValueError("a percentage must lie between 0% and 100%")
+    return share
 
 
 def format_duration(seconds: float) -> str:
     """Short human form used in plans and verdicts (``1m30s``, ``250ms``)."""
     if seconds < 1 and seconds != 0:
         return f"{seconds * 1000:g}ms"
+    if seconds >= 86400 and seconds % 86400 == 0:
+        return f"{int(seconds // 86400)}d"
     minutes, secs = divmod(seconds, 60)
+    if minutes >= 60 and secs == 0 and minutes % 60 == 0:
+        return f"{int(minutes // 60)}h"
     if minutes:
         return f"{int(minutes)}m{secs:g}s" if secs else f"{int(minutes)}m"
     return f"{secs:g}s"
@@ -75,7 +105,11 @@ def format_duration(seconds: float) -> str:
 
 LATENCY_METRICS = ("p50", "p75", "p90", "p95", "p99", "p999", "max", "mean")
 _METRIC_ALIASES = {"p99.9": "p999", "median": "p50", "avg": "mean"}
-_ALL_METRICS = (*LATENCY_METRICS, "error_rate", "rps")
+# recovery_time: seconds from a fault's end until the client side is steady again.
+# burn_rate: error rate over the error budget (1 - availability); budget_burn: the share of the
+# budget period's errors the window used (burn_rate x window / period).
+_ALL_METRICS = (*LATENCY_METRICS, "error_rate", "rps", "recovery_time", "burn_rate", "budget_burn")
+_SHARE_METRICS = ("error_rate", "budget_burn")
 _OPS = ("<=", ">=", "<", ">")
 _OBJECTIVE = re.compile(r"^\s*([a-z_][a-z0-9_.]*)\s*(<=|>=|<|>)\s*([-+]?\d+(?:\.\d+)?)\s*([a-z%/]*)\s*$")
 _LATENCY_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
@@ -108,10 +142,14 @@ def format_metric(metric: str, value: float) -> str:
     """A measured or threshold value in the unit users write it in."""
     if math.isnan(value):
         return "n/a"
-    if metric == "error_rate":
+    if metric in _SHARE_METRICS:
         return f"{value * 100:.3g}%"
     if metric == "rps":
         return f"{value:.1f}/s"
+    if metric == "recovery_time":
+        return format_duration(round(value, 1)) if value < 3600 else f"{value:.0f}s"
+    if metric == "burn_rate":
+        return f"{value:.3g}x"
     return f"{value:.1f}ms" if value < 10_000 else f"{value / 1000:.2f}s"
 
 
@@ -134,13 +172,19 @@ def parse_objective(text: object) -> Objective:
         if unit not in _LATENCY_UNITS:
             raise ValueError(f"latency threshold '{text}' needs a unit: ms, s or us (e.g. '{metric} < 250ms')")
         value *= _LATENCY_UNITS[unit]
-    elif metric == "error_rate":
+    elif metric in _SHARE_METRICS:
         if unit == "%":
             value /= 100.0
         elif unit:
-            raise ValueError(f"error_rate threshold takes a percentage or a fraction, not '{unit}'")
+            raise ValueError(f"{metric} threshold takes a percentage or a fraction, not '{unit}'")
         if not 0 <= value <= 1:
-            raise ValueError("error_rate threshold must lie between 0% and 100%")
+            raise ValueError(f"{metric} threshold must lie between 0% and 100%")
+    elif metric == "recovery_time":
+        if unit not in ("ms", "s", "m"):
+            raise ValueError(f"recovery_time threshold '{text}' needs a unit: s, ms or m (e.g. 'recovery_time < 20s')")
+        value *= {"ms": 1e-3, "s": 1.0, "m": 60.0}[unit]
+    elif metric == "burn_rate" and unit not in ("", "x"):
+        raise ValueError(f"burn_rate threshold takes a plain factor or 'x' (e.g. 'burn_rate < 2x'), not '{unit}'")
     elif metric == "rps" and unit not in ("", "/s"):
         raise ValueError(f"rps threshold takes a plain number or '/s', not '{unit}'")
     if value < 0:

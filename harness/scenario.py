@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import math
 import re
 import signal
 import typing
@@ -42,12 +43,15 @@ from harness.expressions import (
     parse_condition,
     parse_duration,
     parse_objective,
+    parse_percent,
     parse_window,
 )
 
 __all__ = [
     "MAX_SCENARIO_BYTES",
+    "Baseline",
     "DeploymentTarget",
+    "ErrorBudget",
     "Fault",
     "Guard",
     "HostPort",
@@ -68,6 +72,7 @@ __all__ = [
     "ProxyResetFault",
     "ProxyTarget",
     "RateStage",
+    "RecoveryRule",
     "Results",
     "Safety",
     "Scenario",
@@ -81,6 +86,7 @@ __all__ = [
     "UsersStage",
     "load_scenario",
     "scenario_json_schema",
+    "steady_thresholds",
 ]
 
 MAX_SCENARIO_BYTES = 1_000_000
@@ -89,6 +95,11 @@ Duration = Annotated[
     float,
     BeforeValidator(parse_duration),
     WithJsonSchema({"anyOf": [{"type": "number", "minimum": 0}, {"type": "string"}]}),
+]
+Percent = Annotated[
+    float,
+    BeforeValidator(parse_percent),
+    WithJsonSchema({"anyOf": [{"type": "number", "minimum": 0, "maximum": 1}, {"type": "string"}]}),
 ]
 AsText = WithJsonSchema({"type": "string"})  # parsed from a short string; editors should expect one
 Name = Annotated[str, Field(min_length=1, max_length=80, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
@@ -783,6 +794,64 @@ class Safety(_Model):
     )
 
 
+_ERROR_KIND = re.compile(r"^(?:[1-5]xx|[1-5][0-9][0-9]|http_[1-5][0-9][0-9]|[A-Za-z_][A-Za-z0-9_.]*)$")
+
+
+def _error_kind(value: str) -> str:
+    if not _ERROR_KIND.match(value):
+        raise ValueError(
+            f"'{value}' is not an error kind; use a status (503), a status class (5xx), "
+            "a recorded kind (http_503) or an exception name (ConnectionError)"
+        )
+    return value
+
+
+ErrorKind = Annotated[
+    str,
+    BeforeValidator(lambda v: str(v) if isinstance(v, int) and not isinstance(v, bool) else v),
+    AfterValidator(_error_kind),
+]
+
+
+def _latency_ms(value: Any) -> float:
+    return parse_objective(f"p99 < {value}" if not isinstance(value, str) else f"p99 < {value.strip()}").value
+
+
+class RecoveryRule(_Model):
+    """When a second counts as recovered, for a recovery_time SLO (client side, per second)."""
+
+    p99: Annotated[float, BeforeValidator(_latency_ms), AsText] | None = Field(
+        default=None,
+        description="A second is good when its p99 is at or under this (e.g. 500ms). "
+        "Default: the threshold of the scenario's steady p99 SLO.",
+    )
+    error_rate: Percent | None = Field(
+        default=None,
+        description="...and its error rate at or under this (e.g. 1%). "
+        "Default: the threshold of the scenario's steady error_rate SLO.",
+    )
+    stable_for: Annotated[int, BeforeValidator(lambda v: math.ceil(parse_duration(v)))] = Field(
+        default=3,
+        ge=1,
+        le=600,
+        description="Recovered once this many consecutive seconds are good (e.g. 5s); the recovery time "
+        "runs from the fault's end to the start of the first such streak.",
+    )
+
+
+class ErrorBudget(_Model):
+    """The availability objective an error budget comes from, for burn_rate and budget_burn SLOs."""
+
+    availability: Percent = Field(
+        description="Share of requests that must succeed over the period, e.g. 99.9%; the budget is the rest."
+    )
+    period: Annotated[float, BeforeValidator(lambda v: parse_duration(v, limit=366 * 86400.0))] = Field(
+        default=30 * 86400.0,
+        gt=0,
+        description="The budget period, e.g. 30d or 7d; budget_burn is the share of its budget the window used.",
+    )
+
+
 class Slo(_Model):
     """An objective judged over a window of the run, for one endpoint or all."""
 
@@ -797,6 +866,39 @@ class Slo(_Model):
     )
     endpoint: str | None = Field(
         default=None, description="Limit to one endpoint: its name, or 'METHOD name'. All endpoints if omitted."
+    )
+    errors: list[ErrorKind] = Field(
+        default_factory=list,
+        max_length=64,
+        description="error_rate only: count just these failures: a status (503), a class (5xx), a recorded "
+        "kind (http_503) or an exception name (ConnectionError). All failures if omitted.",
+    )
+    recovery: RecoveryRule | None = Field(
+        default=None, description="recovery_time only: what a recovered second is; defaults from the steady SLOs."
+    )
+    budget: ErrorBudget | None = Field(
+        default=None, description="burn_rate and budget_burn only (required there): the availability objective."
+    )
+
+
+class Baseline(_Model):
+    """How much worse than a baseline run (``--baseline``) this run may be, per phase and endpoint.
+
+    A change fails only when it is both larger than its tolerance and statistically significant
+    over the per-second samples (one-sided Mann-Whitney U at ``confidence``), so two runs of the
+    same build do not fail each other on noise.
+    """
+
+    p99: Percent = Field(default=0.10, description="Relative rise allowed in median per-second p99, e.g. 10%.")
+    error_rate: Percent = Field(
+        default=0.01, description="Rise allowed in the error rate, in percentage points, e.g. 1% (0.5% -> 1.5%)."
+    )
+    rps: Percent = Field(default=0.10, description="Relative drop allowed in median requests per second, e.g. 10%.")
+    confidence: Percent = Field(
+        default=0.99, ge=0.5, lt=1, description="Confidence a change must reach to count, e.g. 99%."
+    )
+    min_seconds: int = Field(
+        default=5, ge=3, le=3600, description="Phases with fewer seconds of samples on either side are not compared."
     )
 
 
@@ -843,6 +945,9 @@ class Scenario(_Model):
     faults: list[Fault] = Field(default_factory=list, description="Faults overlaid on the load timeline.")
     slos: list[Slo] = Field(default_factory=list, description="Objectives that decide the verdict.")
     guards: list[Guard] = Field(default_factory=list, description="Abort conditions evaluated every second.")
+    baseline: Baseline = Field(
+        default_factory=Baseline, description="Tolerances when the run is compared with a baseline run."
+    )
     results: Results = Field(default_factory=Results, description="Results destination.")
     safety: Safety = Field(default_factory=Safety, description="Allow-lists for faults (kube contexts).")
 
@@ -1158,10 +1263,47 @@ def _cross_checks(scenario: Scenario) -> Iterator[tuple[Path_, str]]:
             yield ("slos", i, "window"), f"no fault is named '{window.ref}'"
         if window.kind is WindowKind.LAST and window.seconds > total:
             yield ("slos", i, "window"), f"last {window.seconds:g}s is longer than the run ({total:g}s)"
+        yield from _slo_metric_checks(i, slo, scenario.slos)
     for i, guard in enumerate(scenario.guards):
         if guard.name in names:
             yield ("guards", i, "name"), f"name '{guard.name}' is already used by an SLO or guard"
         names.add(guard.name)
+
+
+def steady_thresholds(slos: list[Slo]) -> tuple[float | None, float | None]:
+    """The p99 (ms) and error rate the scenario holds its steady window to, over all endpoints."""
+    p99 = error_rate = None
+    for slo in slos:
+        if slo.window.kind is WindowKind.STEADY and slo.endpoint is None and slo.objective.op in ("<", "<="):
+            if slo.objective.metric == "p99":
+                p99 = slo.objective.value
+            elif slo.objective.metric == "error_rate" and not slo.errors:
+                error_rate = slo.objective.value
+    return p99, error_rate
+
+
+def _slo_metric_checks(i: int, slo: Slo, slos: list[Slo]) -> Iterator[tuple[Path_, str]]:
+    metric = slo.objective.metric
+    if slo.errors and metric != "error_rate":
+        yield ("slos", i, "errors"), f"errors filters an error_rate SLO, not {metric}"
+    if slo.recovery is not None and metric != "recovery_time":
+        yield ("slos", i, "recovery"), f"recovery applies to a recovery_time SLO, not {metric}"
+    if slo.budget is not None and metric not in ("burn_rate", "budget_burn"):
+        yield ("slos", i, "budget"), f"budget applies to burn_rate and budget_burn SLOs, not {metric}"
+    if metric in ("burn_rate", "budget_burn") and slo.budget is None:
+        yield ("slos", i, "objective"), f"{metric} needs budget: {{availability: 99.9%, period: 30d}}"
+    if metric == "recovery_time":
+        if slo.window.kind is not WindowKind.AFTER:
+            yield ("slos", i, "window"), "recovery_time is measured from a fault's end: use window after:FAULT"
+        rule = slo.recovery or RecoveryRule()
+        p99, error_rate = steady_thresholds(slos)
+        if rule.p99 is None and p99 is None:
+            yield ("slos", i, "recovery"), "recovery_time needs recovery.p99 or a steady 'p99 <' SLO to compare with"
+        if rule.error_rate is None and error_rate is None:
+            yield (
+                ("slos", i, "recovery"),
+                "recovery_time needs recovery.error_rate or a steady 'error_rate <' SLO to compare with",
+            )
 
 
 def _netem_checks(i: int, params: NetemParams) -> Iterator[tuple[Path_, str]]:
