@@ -70,6 +70,14 @@ def print_plan(plan: Plan, targets: dict[str, str] | None = None) -> None:
         console.print(guards)
 
 
+def _shown(result: SloResult) -> str:
+    if math.isnan(result.measured):
+        return "no data"
+    if math.isinf(result.measured):
+        return "never"  # a recovery that never came
+    return format_metric(result.metric, result.measured)
+
+
 def print_verdict(run_id: str, verdict: str, reason: str, slos: list[SloResult], summary: dict[str, Any]) -> None:
     totals = summary.get("totals") or {}
     if totals:
@@ -83,7 +91,7 @@ def print_verdict(run_id: str, verdict: str, reason: str, slos: list[SloResult],
         for column in ("SLO", "window", "endpoint", "measured", "threshold", "result"):
             table.add_column(column)
         for r in slos:
-            measured = "no data" if math.isnan(r.measured) else format_metric(r.metric, r.measured)
+            measured = _shown(r)
             threshold = f"{r.metric} {r.objective.split(maxsplit=2)[1]} {format_metric(r.metric, r.threshold)}"
             result = "[green]pass[/]" if r.passed else "[red]FAIL[/]"
             table.add_row(*map(escape, (r.name, r.window, r.endpoint, measured, threshold)), result)

@@ -100,7 +100,7 @@ def event_point(
 def slo_points(run_id: str, results: Iterable[SloResult], time_s: float) -> Iterator[Point]:
     for result in results:
         fields: dict[str, float | bool] = {"threshold": result.threshold, "passed": result.passed}
-        if not math.isnan(result.measured):
+        if math.isfinite(result.measured):
             fields["value"] = result.measured
         yield Point(SLO, {"run_id": run_id, "slo": result.name}, fields, int(time_s * _NS))
 
