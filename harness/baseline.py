@@ -6,10 +6,13 @@ judges p99, error rate and rps of every (phase, endpoint) present in both.
 
 A change counts as a regression only when it is both larger than the scenario's tolerance
 (``Scenario.baseline``) and statistically significant: a one-sided Mann-Whitney U test over the
-per-second samples at the scenario's confidence.  The tolerance alone would fail identical
+per-second samples at the scenario's confidence, Holm-adjusted over all comparisons of the
+report because a run pair yields dozens of them.  The tolerance alone would fail identical
 runs on noise in short phases; the test alone would fail long runs on changes too small to
 matter.  The test assumes independent seconds; real per-second latencies drift, which makes it
-somewhat too eager, and the tolerance is what absorbs that.
+somewhat too eager, and the tolerance is what absorbs that.  The price of the adjustment: with
+a few dozen comparisons, a phase needs 8 whole seconds on each side before any change in it
+can be significant (min_seconds is a floor, not enough).
 
 Pure apart from reading files and the query object it is given: no server client is imported
 here, so the CLI can pass any object with ``.query(str) -> list[dict]`` (an ``InfluxQuery``).
@@ -440,8 +443,10 @@ class Comparison:
 
     ``change`` is relative for p99 and rps (0.25 = +25%) and absolute for error_rate
     (0.02 = +2 percentage points); ``tolerance`` is in the same unit and signed in the
-    direction that hurts.  ``p_value`` is the one-sided Mann-Whitney U p-value (1.0 when
-    the samples cannot differ, e.g. no failures on either side).
+    direction that hurts (rps: -0.10).  ``baseline``/``current`` are medians of per-second
+    values for p99 (ms) and rps, and the phase's failures / requests for error_rate.
+    ``p_value`` is the one-sided Mann-Whitney U p-value, Holm-adjusted over the report
+    (1.0 when the samples cannot differ, e.g. no failures on either side; never NaN).
     """
 
     phase: str
@@ -538,7 +543,9 @@ def _value_text(metric: Metric, value: float) -> str:
 
 
 def _p_text(p: float) -> str:
-    return f"{p:.3g}" if p >= 0.001 else f"{p:.1e}"
+    if p < 1e-99:  # scipy's normal approximation underflows to 0 for huge effects
+        return "p<1e-99"
+    return f"p={p:.3g}" if p >= 0.001 else f"p={p:.1e}"
 
 
 def _mann_whitney(current: Sequence[float], baseline: Sequence[float], alternative: str) -> float:
@@ -626,12 +633,12 @@ def _judged(comparison: Comparison, p: float, alpha: float) -> Comparison:
     where = f"{c.metric.value} of {_endpoint_text(c.endpoint)} in phase {c.phase}"
     tolerance = _change_text(c.metric, c.tolerance)
     if c.current == c.baseline:
-        text = f"{where} unchanged at {_value_text(c.metric, c.current)} (tolerance {tolerance}, p={_p_text(p)})"
+        text = f"{where} unchanged at {_value_text(c.metric, c.current)} (tolerance {tolerance}, {_p_text(p)})"
     else:
         verb = "rose" if c.current > c.baseline else "fell"
         text = (
             f"{where} {verb} {_value_text(c.metric, c.baseline)} -> {_value_text(c.metric, c.current)}"
-            f" ({_change_text(c.metric, c.change)}, tolerance {tolerance}, p={_p_text(p)})"
+            f" ({_change_text(c.metric, c.change)}, tolerance {tolerance}, {_p_text(p)})"
         )
     return replace(c, p_value=p, regressed=beyond and p < alpha, message=text)
 

@@ -429,3 +429,18 @@ def test_influx_queries_against_a_real_influxd(tmp_path: Path, influxd: Any) -> 
     assert samples_from_influx(query, "q1") == samples_from_run_dir(folders[0])
     found = find_baseline(LAST_PASS, "shop", tmp_path / "none", "q9", query)
     assert found is not None and found[0] == "q2"
+
+
+def test_a_phase_left_open_by_an_aborted_run_ends_at_the_last_second(tmp_path: Path) -> None:
+    folder = tmp_path / "aborted"
+    folder.mkdir()
+    points = [
+        p
+        for p in _run_points("aborted", "shop")
+        if not (p.measurement == "harness_events" and p.fields.get("state") == "end" and p.tags["name"] != ODD_PHASE)
+    ]
+    (folder / "results.lp").write_text("\n".join(encode_many(points)) + "\n", encoding="utf-8")
+    samples = samples_from_run_dir(folder)
+    assert samples.run_id == "aborted"  # no summary.json: the folder name
+    # Request rows run to T0+21 (one second past the planned end): all of them count.
+    assert [s.second - T0 for s in samples.series[("steady", f"GET {ODD}")]] == list(range(11, 22))
