@@ -39,6 +39,7 @@ __all__ = [
     "ALL_ENDPOINTS",
     "LAST_PASS",
     "BaselineReport",
+    "BaselineRun",
     "Comparison",
     "Metric",
     "Query",
@@ -48,6 +49,7 @@ __all__ = [
     "find_baseline",
     "parse_lineproto",
     "samples_from_influx",
+    "samples_from_records",
     "samples_from_run_dir",
 ]
 
@@ -295,6 +297,57 @@ def samples_from_run_dir(run_dir: Path) -> RunSamples:
     if run_end is None and rows:
         run_end = (max(r.second for r in rows) + 1) * _NS
     return _build(run_id, scenario, rows, _phase_spans(events, run_end), str(path))
+
+
+class _PointLike(Protocol):
+    @property
+    def measurement(self) -> str: ...
+    @property
+    def tags(self) -> Mapping[str, str]: ...
+    @property
+    def fields(self) -> Mapping[str, FieldValue]: ...
+    @property
+    def time_ns(self) -> int: ...
+
+
+def samples_from_records(run_id: str, scenario: str, records: Iterable[_PointLike]) -> RunSamples:
+    """A run's samples from its points as written (``lineproto.Point``): how a run judges itself
+    before its results.lp is complete on disk."""
+    rows: list[_Row] = []
+    events: list[tuple[int, str, str]] = []
+    run_end: int | None = None
+    for point in records:
+        if point.measurement == _REQUESTS:
+            rows.append(_request_row(point.tags, point.fields, point.time_ns))
+        elif point.measurement == _EVENTS and point.tags.get("kind") == "phase":
+            events.append((point.time_ns, point.tags.get("name", ""), str(point.fields.get("state", ""))))
+        elif point.measurement == _EVENTS and point.tags.get("kind") == "run" and point.fields.get("state") == "end":
+            run_end = point.time_ns
+    if run_end is None and rows:
+        run_end = (max(r.second for r in rows) + 1) * _NS
+    return _build(run_id, scenario, rows, _phase_spans(events, run_end), f"run {run_id}")
+
+
+@dataclass(frozen=True)
+class BaselineRun:
+    """A baseline resolved before the run starts (``--baseline REF``), and how the run is judged against it."""
+
+    ref: str
+    run_id: str
+    samples: RunSamples
+    tolerances: Baseline
+
+    @staticmethod
+    def wants(measurement: str, tags: Mapping[str, str]) -> bool:
+        """The points :meth:`judge` needs: per-second requests and the phase and run events."""
+        return measurement == _REQUESTS or (measurement == _EVENTS and tags.get("kind") in ("phase", "run"))
+
+    def judge(self, run_id: str, scenario: str, records: Iterable[_PointLike]) -> BaselineReport:
+        return compare(samples_from_records(run_id, scenario, records), self.samples, self.tolerances)
+
+    def describe(self, report: BaselineReport) -> dict[str, Any]:
+        """summary.json's ``baseline``: the ref as given, the baseline run id and every comparison."""
+        return {**report.to_dict(), "ref": self.ref, "run_id": self.run_id}
 
 
 def _read_summary(run_dir: Path) -> dict[str, Any]:

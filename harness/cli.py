@@ -125,31 +125,103 @@ def schema(
         typer.echo(text)
 
 
+RayAddress = Annotated[str | None, typer.Option(help="Join this Ray cluster instead of starting a local one.")]
+Processes = Annotated[
+    int | None, typer.Option(min=1, max=256, help="Locust processes per generator (default: the scenario's).")
+]
+ResultsUrl = Annotated[str | None, typer.Option(help="Override the scenario's results URL.")]
+RunId = Annotated[str | None, typer.Option(help="Run id (default: scenario name, time and a random suffix).")]
+
+
 @app.command()
 @_errors_to_exit_codes
 def run(
     scenario: ScenarioArg,
-    ray_address: Annotated[
-        str | None, typer.Option(help="Join this Ray cluster instead of starting a local one.")
-    ] = None,
-    processes: Annotated[
-        int | None, typer.Option(min=1, max=256, help="Locust processes per generator (default: the scenario's).")
-    ] = None,
-    results_url: Annotated[str | None, typer.Option(help="Override the scenario's results URL.")] = None,
+    ray_address: RayAddress = None,
+    processes: Processes = None,
+    results_url: ResultsUrl = None,
     junit: Annotated[
         Path | None, typer.Option("--junit", help="Also write the SLO and guard results as JUnit XML here.")
     ] = None,
-    run_id: Annotated[
-        str | None, typer.Option(help="Run id (default: scenario name, time and a random suffix).")
+    baseline: Annotated[
+        str | None,
+        typer.Option(
+            help="Compare per phase and endpoint with this run id, or 'last-pass' (the newest passing run "
+            "of the same scenario); a significant regression beyond the scenario's tolerances fails the run."
+        ),
     ] = None,
+    run_id: RunId = None,
 ) -> None:
     """Run a scenario: live progress, then the verdict table. Exit code per the verdict."""
+    _run_scenario(
+        scenario,
+        ray_address=ray_address,
+        processes=processes,
+        results_url=results_url,
+        junit=junit,
+        baseline=baseline,
+        run_id=run_id,
+        gate=False,
+    )
+
+
+@app.command()
+@_errors_to_exit_codes
+def gate(
+    scenario: ScenarioArg,
+    junit: Annotated[
+        Path | None, typer.Option("--junit", help="JUnit XML file to write (default: runs/<run_id>/junit.xml).")
+    ] = None,
+    baseline: Annotated[
+        str,
+        typer.Option(
+            help="Run id or 'last-pass' to compare with; with 'last-pass' and no passing run yet, the "
+            "comparison is skipped (this run may become the baseline)."
+        ),
+    ] = "last-pass",
+    no_baseline: Annotated[bool, typer.Option("--no-baseline", help="Do not compare with any baseline.")] = False,
+    ray_address: RayAddress = None,
+    processes: Processes = None,
+    results_url: ResultsUrl = None,
+    run_id: RunId = None,
+) -> None:
+    """A pre-promotion gate: run with strict settings for CI (exit 0 only when everything held).
+
+    Strict: the scenario must have SLOs; an SLO without data fails; JUnit XML is always
+    written; the run is compared with the last passing run unless --no-baseline; a run that
+    could not deliver its load is invalid (exit 5).
+    """
+    _run_scenario(
+        scenario,
+        ray_address=ray_address,
+        processes=processes,
+        results_url=results_url,
+        junit=junit,
+        baseline=None if no_baseline else baseline,
+        run_id=run_id,
+        gate=True,
+    )
+
+
+def _run_scenario(
+    scenario: Path,
+    *,
+    ray_address: str | None,
+    processes: int | None,
+    results_url: str | None,
+    junit: Path | None,
+    baseline: str | None,
+    run_id: str | None,
+    gate: bool,
+) -> None:
     invoked_at = time.time()
     from harness.scenario import load_scenario
     from harness.timeline import compile_plan
 
     loaded = load_scenario(scenario)
     plan_ = compile_plan(loaded)
+    if gate and not loaded.slos:
+        raise ConfigError(f"{scenario}: a gate needs at least one SLO under 'slos:' to decide on")
     token = _token(loaded.results.token_env)
     from harness.chaos.preflight import check
 
@@ -160,12 +232,18 @@ def run(
     from harness.results.sink import open_results
 
     rid = run_id or new_run_id(loaded.name)
+    url = results_url or loaded.results.url
+    against = _load_baseline(baseline, loaded, rid, url, token, console.print) if baseline else None
     directory = paths.run_dir(rid)
     _setup_logging()
-    url = results_url or loaded.results.url
     sink = open_results(loaded.results, url, token, directory, console.print)
     options = RunOptions(
-        run_id=rid, run_dir=directory, ray_address=ray_address, processes=processes, invoked_at=invoked_at
+        run_id=rid,
+        run_dir=directory,
+        ray_address=ray_address,
+        processes=processes,
+        invoked_at=invoked_at,
+        baseline=against,
     )
     console.print(f"run {rid}: {loaded.name}, {plan_.duration:g}s; outputs in {directory}", markup=False)
     with Progress(rid, plan_.duration) as progress:
@@ -178,6 +256,8 @@ def run(
         time.time() - outcome.summary["timings"].pop("load_stopped_at", began), 3
     )
     (directory / "summary.json").write_text(json.dumps(outcome.summary, indent=2, default=str) + "\n")
+    if gate and junit is None:
+        junit = directory / "junit.xml"
     if junit is not None:
         from harness.junit import junit_xml
 
@@ -189,6 +269,42 @@ def run(
     console.print(f"summary: {directory / 'summary.json'}", markup=False)
     sink.after_run(console.print)
     raise typer.Exit(outcome.verdict.exit_code)
+
+
+class _Unreachable:
+    """An InfluxDB that cannot be asked (not running yet, say) has no baseline to offer: no rows."""
+
+    def __init__(self, query: Any) -> None:
+        self._query = query
+
+    def query(self, q: str) -> list[dict[str, Any]]:
+        from harness.errors import ResultsError
+
+        try:
+            rows: list[dict[str, Any]] = self._query.query(q)
+            return rows
+        except ResultsError as exc:
+            log.info("baseline lookup in InfluxDB failed: %s", exc)
+            return []
+
+
+def _load_baseline(
+    ref: str, scenario: Any, run_id: str, url: str, token: str | None, say: Callable[[str], None]
+) -> Any:
+    """The baseline run's samples, loaded before anything starts (an unknown run id is exit 2)."""
+    from harness.baseline import BaselineRun, find_baseline
+    from harness.results.query import InfluxQuery
+
+    query = None
+    if scenario.results.write_api() == "v1":
+        query = _Unreachable(InfluxQuery(url, scenario.results.database, token=token, timeout=5.0))
+    found = find_baseline(ref, scenario.name, paths.runs_dir(), run_id, query=query)
+    if found is None:
+        say(f"baseline {ref}: no passing run of {scenario.name} yet; comparison skipped")
+        return None
+    baseline_id, samples = found
+    say(f"baseline: run {baseline_id}")
+    return BaselineRun(ref=ref, run_id=baseline_id, samples=samples, tolerances=scenario.baseline)
 
 
 def _token(env_name: str | None) -> str | None:
@@ -293,11 +409,19 @@ def watchdog(
 @_errors_to_exit_codes
 def demo_up(
     base_port: Annotated[int, typer.Option(help="Gateway port; catalog, cart, payments follow.")] = 8700,
+    restart_delay: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=600.0,
+            help="Seconds the supervisor waits before restarting a dead service (a demo already up keeps its own).",
+        ),
+    ] = 3.0,
 ) -> None:
     """Start the demo shop (idempotent)."""
     from harness.demo.control import up
 
-    info = up(base_port=base_port)
+    info = up(base_port=base_port, restart_delay=restart_delay)
     typer.echo(f"demo shop up at {info.base_url} (supervisor pid {info.supervisor_pid}, state in {info.directory})")
     typer.echo(f"fault proxy in front of payments: 127.0.0.1:{base_port + 4}, control API 127.0.0.1:{base_port + 5}")
     net = info.payments_netns

@@ -26,6 +26,7 @@ from typing import Any
 
 import ray
 
+from harness.baseline import BaselineRun
 from harness.chaos.agent import RENEW_INTERVAL, ChaosAgent
 from harness.delivery import SUSTAINED_SECONDS, DeliveryWatch
 from harness.errors import FaultError, HarnessError, LoadError
@@ -75,6 +76,7 @@ class RunOptions:
     processes: int | None = None  # overrides the scenario's per-generator process count
     extra_env: dict[str, str] = field(default_factory=dict)
     invoked_at: float = field(default_factory=time.time)
+    baseline: BaselineRun | None = None  # compare with this run before the verdict (--baseline)
 
 
 @dataclass(frozen=True)
@@ -139,6 +141,7 @@ class Orchestrator:
         self.process_ids: list[str] = []
         self.aggregator: Aggregator | None = None
         self.endpoints: list[Endpoint] = []
+        self._kept_points: list[Point] = []  # for --baseline: request and phase points as written
         self.active_faults: dict[str, float] = {}
         self.events: list[dict[str, Any]] = []
         self.timings: dict[str, float] = {}
@@ -837,12 +840,14 @@ class Orchestrator:
             self.timings["max_step_exec_late_ms"] = round(
                 max((r.exec_late_ms for r in self.steps.records), default=0.0), 1
             )
+        baseline = self._compare_with_baseline() if not error else None
         verdict, reason = decide(
             slos,
             error=error,
             interrupted=interrupted,
             aborted=self.trip.message if self.trip else "",
             invalid=invalid,
+            regression="" if baseline is None or baseline["passed"] else baseline["summary_line"],
         )
         started = self.start_epoch or self.options.invoked_at
         self._write(list(slo_points(self.run_id, slos, ended)))
@@ -878,11 +883,21 @@ class Orchestrator:
             "windows": self.ledger.window_table() if self.ledger else {},
             "slos": [r.to_dict() for r in slos],
             "guard": None if self.trip is None else self.trip.__dict__,
+            "baseline": baseline,
             "events": self.events,
             "timings": self.timings,
             "driver_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         }
         return RunOutcome(self.run_id, verdict, reason, slos, summary)
+
+    def _compare_with_baseline(self) -> dict[str, Any] | None:
+        """This run against ``--baseline``, from the points it wrote (results.lp may lag)."""
+        against = self.options.baseline
+        if against is None:
+            return None
+        report = against.judge(self.run_id, self.scenario.name, self._kept_points)
+        self._note(report.summary_line())
+        return {**against.describe(report), "summary_line": report.summary_line()}
 
     # ------------------------------------------------------------------ helpers
 
@@ -923,6 +938,9 @@ class Orchestrator:
         return event
 
     def _write(self, points: list[Point]) -> None:
+        if self.options.baseline is not None:
+            # What the baseline comparison reads back: the same points results.lp receives.
+            self._kept_points.extend(p for p in points if self.options.baseline.wants(p.measurement, p.tags))
         try:
             self.writer.write(points)
         except Exception:  # results problems are counted by the writer; never break the run

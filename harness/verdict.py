@@ -55,8 +55,10 @@ def decide(
     interrupted: bool = False,
     aborted: str = "",
     invalid: str = "",
+    regression: str = "",
 ) -> tuple[Verdict, str]:
-    """Verdict and its one-line reason. Precedence: error, interrupted, aborted, invalid, SLOs."""
+    """Verdict and its one-line reason. Precedence: error, interrupted, aborted, invalid, then
+    SLOs and a baseline ``regression`` (the summary line of what regressed), which both fail."""
     if error:
         return Verdict.ERROR, error
     if interrupted:
@@ -66,8 +68,10 @@ def decide(
     if invalid:
         return Verdict.INVALID, invalid
     failed = [r for r in slos if not r.passed]
-    if failed:
-        return Verdict.FAILED, "SLO failed: " + ", ".join(r.name for r in failed)
+    reasons = ["SLO failed: " + ", ".join(r.name for r in failed)] if failed else []
+    reasons += [regression] if regression else []
+    if reasons:
+        return Verdict.FAILED, "; ".join(reasons)
     return Verdict.PASSED, f"all {len(slos)} SLOs met" if slos else "no SLOs defined; run completed"
 
 

@@ -242,3 +242,15 @@ def test_bad_slo_kinds_name_the_key(tmp_path: Path, slo: str, where: str, messag
     text = str(info.value)
     assert f"s.yaml:{len(HEAD.splitlines()) + 2}:" in text
     assert f"{where}: " in text and message in text, text
+
+
+def test_a_baseline_regression_fails_the_verdict_after_run_problems() -> None:
+    from harness.verdict import Verdict, decide
+
+    failed = SloResult("slow", "p99 < 1ms", "run", "all", "p99", 5.0, 1.0, False, 10, 1, "", SloStatus.BREACHED)
+    regression = "baseline b1: 1 regression: p99 of POST /checkout in phase steady (+120%)"
+    assert decide([], regression=regression) == (Verdict.FAILED, regression)
+    assert decide([failed], regression=regression) == (Verdict.FAILED, f"SLO failed: slow; {regression}")
+    # An aborted or invalid run is that first: its comparison says little.
+    assert decide([], aborted="guard x tripped", regression=regression)[0] is Verdict.ABORTED
+    assert decide([], invalid="load not delivered", regression=regression)[0] is Verdict.INVALID
