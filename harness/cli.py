@@ -307,6 +307,52 @@ def _load_baseline(
     return BaselineRun(ref=ref, run_id=baseline_id, samples=samples, tolerances=scenario.baseline)
 
 
+@app.command("runs")
+@_errors_to_exit_codes
+def runs_(
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="Show at most this many runs.")] = 20,
+) -> None:
+    """List recent runs under runs/ (id, scenario, start, duration, verdict), newest first.
+
+    A run without a verdict (its driver was killed) shows as 'unfinished'.
+    """
+    from harness.display import print_runs
+    from harness.runlist import list_runs
+
+    print_runs(list_runs(paths.runs_dir(), limit))
+
+
+@app.command()
+@_errors_to_exit_codes
+def compare(
+    before: Annotated[str, typer.Argument(help="Run id of the reference run (under runs/).", show_default=False)],
+    after: Annotated[str, typer.Argument(help="Run id of the run to judge against it.", show_default=False)],
+    scenario: Annotated[
+        Path | None,
+        typer.Option(help="Take the tolerances from this scenario's baseline: block (default: the defaults)."),
+    ] = None,
+) -> None:
+    """Per-phase and per-endpoint differences of AFTER against BEFORE, with the gate's statistics.
+
+    Exit 1 when AFTER regressed beyond the tolerances, else 0.
+    """
+    from harness.baseline import compare as judge
+    from harness.baseline import samples_from_run_dir
+    from harness.display import print_comparison
+    from harness.scenario import Baseline, load_scenario
+
+    tolerances = load_scenario(scenario).baseline if scenario is not None else Baseline()
+    samples = []
+    for run in (before, after):
+        directory = paths.runs_dir() / run
+        if not (directory / "results.lp").is_file():
+            raise ConfigError(f"run {run}: no {directory / 'results.lp'}")
+        samples.append(samples_from_run_dir(directory))
+    report = judge(samples[1], samples[0], tolerances)
+    print_comparison(report, before, after)
+    raise typer.Exit(0 if report.passed else 1)
+
+
 def _token(env_name: str | None) -> str | None:
     if not env_name:
         return None

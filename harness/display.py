@@ -16,13 +16,23 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
+from harness.baseline import BaselineReport
 from harness.errors import ScenarioError
 from harness.expressions import format_duration, format_metric
 from harness.orchestrator import LiveStatus
+from harness.runlist import RunInfo
 from harness.slo import SloResult
 from harness.timeline import Plan
 
-__all__ = ["Progress", "console", "print_plan", "print_problems", "print_verdict"]
+__all__ = [
+    "Progress",
+    "console",
+    "print_comparison",
+    "print_plan",
+    "print_problems",
+    "print_runs",
+    "print_verdict",
+]
 
 # CI logs are not terminals: give tables room instead of rich's 80-column default.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 132)
@@ -99,6 +109,51 @@ def print_verdict(run_id: str, verdict: str, reason: str, slos: list[SloResult],
     colour = {"passed": "green", "failed": "red", "aborted": "red", "invalid": "yellow"}.get(verdict, "magenta")
     console.print(f"[bold {colour}]{verdict.upper()}[/]: ", end="")
     console.print(reason, markup=False)
+
+
+def print_runs(runs: list[RunInfo]) -> None:
+    table = Table(title="runs, newest first")
+    for column in ("run id", "scenario", "started (UTC)", "duration", "verdict", "reason"):
+        table.add_column(column)
+    for run in runs:
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(run.started)) if run.started else "?"
+        duration = format_duration(round(run.duration_s)) if run.duration_s is not None else "-"
+        colour = {"passed": "green", "failed": "red", "aborted": "red", "invalid": "yellow"}.get(run.verdict, "magenta")
+        table.add_row(
+            *map(escape, (run.run_id, run.scenario, started, duration)),
+            f"[{colour}]{escape(run.verdict)}[/]",
+            escape(run.reason[:100]),
+        )
+    console.print(table)
+
+
+def print_comparison(report: BaselineReport, before: str, after: str) -> None:
+    """Every comparison of ``after`` against ``before``, regressions first, then a one-line verdict."""
+    table = Table(title=f"{after} against {before}")
+    for column in ("phase", "endpoint", "metric", before, after, "change", "tolerance", "p", "result"):
+        table.add_column(column)
+    ordered = sorted(report.comparisons, key=lambda c: (not c.regressed, c.phase, c.endpoint, c.metric.value))
+    for c in ordered:
+        unit = "error_rate" if c.metric.value == "error_rate" else "rps" if c.metric.value == "rps" else "p99"
+        relative = c.metric.value != "error_rate"
+        change = "n/a" if not math.isfinite(c.change) else f"{c.change * 100:+.1f}{'%' if relative else ' pts'}"
+        tolerance = f"{c.tolerance * 100:+g}{'%' if relative else ' pts'}"
+        result = "[red]REGRESSED[/]" if c.regressed else "ok"
+        cells = (
+            c.phase,
+            c.endpoint,
+            c.metric.value,
+            format_metric(unit, c.baseline),
+            format_metric(unit, c.current),
+            change,
+            tolerance,
+            f"{c.p_value:.2g}",
+        )
+        table.add_row(*map(escape, cells), result)
+    console.print(table)
+    for line in report.skipped:
+        console.print(f"not compared: {line}", markup=False)
+    console.print(report.summary_line(), markup=False)
 
 
 class Progress:
