@@ -1,0 +1,1 @@
+"""Grafana: dashboards as code, pushing them to a Grafana server, links to a run."""

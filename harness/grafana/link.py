@@ -1,0 +1,92 @@
+"""``harness grafana link``: the URL of the run dashboard, opened on one run and its time range.
+
+``run_dashboard_url`` is pure. ``run_times`` finds a run's start and end: in
+``runs/<run_id>/summary.json`` first, else in InfluxDB's ``harness_runs`` (written at the end
+of every run, so a run still going or killed before its verdict is in neither).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import urllib.parse
+from pathlib import Path
+from typing import Any, Protocol
+
+from harness.errors import ConfigError, ResultsError
+
+__all__ = ["DEFAULT_URL", "MARGIN_S", "RUN_DASHBOARD_SLUG", "RUN_DASHBOARD_UID", "run_dashboard_url", "run_times"]
+
+DEFAULT_URL = "http://127.0.0.1:3000"
+RUN_DASHBOARD_UID = "harness-run"
+RUN_DASHBOARD_SLUG = "harness-run"
+MARGIN_S = 10.0  # shown on each side of the run, so its first and last seconds are not at the edge
+
+
+class Query(Protocol):
+    """What the InfluxDB lookup needs: ``InfluxQuery.query`` (InfluxQL in, rows as dicts out)."""
+
+    def query(self, q: str) -> list[dict[str, Any]]: ...
+
+
+def run_dashboard_url(base_url: str, run_id: str, started: float, ended: float) -> str:
+    """``<base_url>/d/harness-run/harness-run?var-run_id=<id>&from=<ms>&to=<ms>``.
+
+    ``started`` and ``ended`` are epoch seconds; the range is widened by MARGIN_S on each side
+    and rounded outwards to whole milliseconds. The run id is percent-encoded (``+``, ``&``,
+    ``#`` and spaces included), so Grafana receives it unchanged.
+    """
+    start_ms = math.floor((started - MARGIN_S) * 1000)
+    end_ms = math.ceil((ended + MARGIN_S) * 1000)
+    query = urllib.parse.urlencode(
+        {"var-run_id": run_id, "from": start_ms, "to": end_ms}, quote_via=urllib.parse.quote, safe=""
+    )
+    return f"{base_url.rstrip('/')}/d/{RUN_DASHBOARD_UID}/{RUN_DASHBOARD_SLUG}?{query}"
+
+
+def run_times(run_id: str, runs_dir: Path, query: Query | None) -> tuple[float, float]:
+    """(started, ended) in epoch seconds of ``run_id``.
+
+    Looks in ``runs_dir/<run_id>/summary.json``, then (when ``query`` is given) in InfluxDB's
+    ``harness_runs``. Raises ConfigError (exit 2) naming the run when neither knows it,
+    including when InfluxDB could not be asked.
+    """
+    if not run_id or "/" in run_id or run_id in (".", ".."):
+        raise ConfigError(f"run {run_id!r}: not a run id")
+    summary = runs_dir / run_id / "summary.json"
+    if summary.is_file():
+        return _from_summary(run_id, summary)
+    if query is None:
+        raise ConfigError(f"run {run_id}: unknown (no {summary})")
+    try:
+        rows = query.query(f'SELECT "started", "ended" FROM harness_runs WHERE "run_id" = {_quote(run_id)}')
+    except ResultsError as exc:
+        raise ConfigError(f"run {run_id}: unknown (no {summary}, and InfluxDB could not be asked: {exc})") from None
+    for row in rows:
+        started, ended = _number(row.get("started")), _number(row.get("ended"))
+        if started is not None and ended is not None:
+            return started, ended
+    raise ConfigError(f"run {run_id}: unknown (no {summary}, and not in InfluxDB's harness_runs)")
+
+
+def _from_summary(run_id: str, path: Path) -> tuple[float, float]:
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"run {run_id}: {path} is not readable JSON: {exc}") from None
+    started = _number(document.get("started")) if isinstance(document, dict) else None
+    ended = _number(document.get("ended")) if isinstance(document, dict) else None
+    if started is None or ended is None:
+        raise ConfigError(f"run {run_id}: {path} has no numeric 'started' and 'ended'")
+    return started, ended
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _quote(value: str) -> str:
+    """An InfluxQL string literal."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
