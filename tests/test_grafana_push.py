@@ -142,7 +142,7 @@ def test_push_creates_datasource_folder_and_dashboards_in_order(grafana: Grafana
     assert ds["jsonData"] == {
         "version": "InfluxQL",
         "dbName": "harness",
-        "httpMode": "GET",
+        "httpMode": "POST",
         "httpHeaderName1": "Authorization",
     }
     assert ds["secureJsonData"] == {"httpHeaderValue1": f"Token {INFLUX_TOKEN}"}

@@ -98,7 +98,8 @@ def datasource_body(settings: PushSettings) -> dict[str, Any]:
     The InfluxDB token, when given, is sent as a custom HTTP header that Grafana's proxy adds
     to every query: ``httpHeaderName1`` in jsonData, its value in secureJsonData.
     """
-    json_data: dict[str, Any] = {"version": "InfluxQL", "dbName": settings.database, "httpMode": "GET"}
+    # POST is Grafana's default for InfluxQL: long dashboard queries do not hit URL length limits.
+    json_data: dict[str, Any] = {"version": "InfluxQL", "dbName": settings.database, "httpMode": "POST"}
     body: dict[str, Any] = {
         "uid": DATASOURCE_UID,
         "name": DATASOURCE_NAME,
