@@ -1,0 +1,527 @@
+"""Load what a run's HTML report shows: from ``runs/<run_id>/`` or from InfluxDB.
+
+Both paths read the same points (the schema of :mod:`harness.points`): ``harness_requests``
+per endpoint per second, ``harness_load``, ``harness_events``, ``harness_slo`` and
+``harness_runs``. From a run directory, ``summary.json`` adds what InfluxDB does not hold:
+exact whole-run percentiles per endpoint (from the merged histograms), SLO objectives and
+windows, the guard that tripped and the baseline comparisons; ``scenario.yaml`` is the
+scenario as run. From InfluxDB the endpoint table and totals are estimated from per-second
+rows (``ReportData.estimated``), and SLO objectives come from the scenario file when the
+caller has it.
+
+Per-second latency over all endpoints is the percentile of the request-count-weighted
+mixture of the endpoints' per-second distributions (:func:`mixture_quantiles`); the plot
+caption in :mod:`harness.report` says so.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import pairwise
+from pathlib import Path
+from typing import Any, Protocol
+
+import yaml
+
+from harness.baseline import parse_lineproto
+from harness.errors import ConfigError, ResultsError
+from harness.expressions import parse_objective
+from harness.report import (
+    Comparison,
+    EndpointRow,
+    Event,
+    GuardRow,
+    ReportData,
+    Second,
+    SloRow,
+    Totals,
+    render,
+)
+from harness.runlist import UNFINISHED
+
+__all__ = ["RunNotFound", "from_influx", "from_run_dir", "mixture_quantiles", "write_report"]
+
+_NS = 1_000_000_000
+_REQUESTS = "harness_requests"
+_LOAD = "harness_load"
+_EVENTS = "harness_events"
+_SLO = "harness_slo"
+_RUNS = "harness_runs"
+# The per-second percentiles harness writes, with the share of requests at or under each.
+_KNOTS = (("p50", 0.5), ("p75", 0.75), ("p90", 0.9), ("p95", 0.95), ("p99", 0.99), ("p999", 0.999), ("max", 1.0))
+_REPORTED = (0.5, 0.95, 0.99)
+_KIND_ORDER = {"run": 0, "phase": 1, "stage": 2, "fault": 3, "abort": 4}  # for events at the same instant
+_NO_VERDICT = "no verdict was written: the run was killed or its machine lost"
+
+
+class RunNotFound(ConfigError):
+    """The run is not where it was looked for (exit 2)."""
+
+
+class Query(Protocol):
+    def query(self, q: str) -> list[dict[str, Any]]: ...
+
+
+# ---------------------------------------------------------------- percentiles of a mixture
+
+
+def _cdf(fields: Mapping[str, Any]) -> list[tuple[float, float]]:
+    """(latency ms, share of requests at or under it) through the row's percentiles, from (0, 0).
+
+    Below p50 nothing is known; the straight line from zero is the assumption.
+    """
+    points = [(0.0, 0.0)]
+    for key, share in _KNOTS:
+        value = _number(fields.get(key))
+        if value is not None and math.isfinite(value):
+            points.append((max(value, points[-1][0]), share))
+    return points if len(points) > 1 else []
+
+
+def mixture_quantiles(
+    parts: Iterable[tuple[float, Sequence[tuple[float, float]]]], quantiles: Sequence[float]
+) -> list[float | None]:
+    """Quantiles of a mixture of piecewise-linear distributions, each weighted (request counts).
+
+    ``parts`` are (weight, [(value, cumulative share), ...]) with shares rising to 1. The mixed
+    CDF is piecewise linear too, so its quantiles are found exactly by one sweep over every
+    part's breakpoints: O(n log n) in the breakpoints. A quantile lies between the lowest and
+    highest of the parts' own quantiles and equals a part's own when it is the only one.
+    Returns None for each quantile when no part has weight.
+    """
+    changes: list[tuple[float, float, float]] = []  # (value, slope change, jump)
+    total = 0.0
+    for weight, points in parts:
+        if weight <= 0 or len(points) < 2:
+            continue
+        total += weight
+        for (x0, f0), (x1, f1) in pairwise(points):
+            mass = (f1 - f0) * weight
+            if mass <= 0:
+                continue
+            if x1 <= x0:
+                changes.append((x0, 0.0, mass))
+            else:
+                slope = mass / (x1 - x0)
+                changes.append((x0, slope, 0.0))
+                changes.append((x1, -slope, 0.0))
+        tail = (1.0 - points[-1][1]) * weight  # a row without max: its rest sits at its last value
+        if tail > 0:
+            changes.append((points[-1][0], 0.0, tail))
+    if total <= 0:
+        return [None] * len(quantiles)
+    changes.sort()
+    order = sorted(range(len(quantiles)), key=lambda i: quantiles[i])
+    found: list[float | None] = [None] * len(quantiles)
+    pending = [(quantiles[i] * total, i) for i in order]
+    eps = total * 1e-9
+    mass, slope, previous = 0.0, 0.0, changes[0][0]
+    for x, slope_change, jump in changes:
+        reached = mass + slope * (x - previous)
+        while pending and pending[0][0] <= reached + eps:
+            target, index = pending.pop(0)
+            value = previous + (target - mass) / slope if slope > 0 and target > mass else previous
+            found[index] = min(max(value, previous), x)
+        mass = reached + jump
+        while pending and pending[0][0] <= mass + eps:
+            found[pending.pop(0)[1]] = x
+        slope = max(slope + slope_change, 0.0)
+        previous = x
+    for _, index in pending:  # rounding left a hair of mass short: the largest value
+        found[index] = previous
+    return [None if v is None else round(v, 3) for v in found]
+
+
+# ---------------------------------------------------------------- points of one run
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+@dataclass
+class _Points:
+    """A run's points as read, keyed as InfluxDB keys them (the last write of a series and time wins)."""
+
+    requests: dict[tuple[str, str, int], Mapping[str, Any]] = field(default_factory=dict)
+    load: dict[int, Mapping[str, Any]] = field(default_factory=dict)
+    events: list[Event] = field(default_factory=list)
+    slos: dict[str, Mapping[str, Any]] = field(default_factory=dict)
+    run: Mapping[str, Any] | None = None
+    scenario: str = ""
+
+    def add(self, measurement: str, tags: Mapping[str, Any], fields: Mapping[str, Any], time_ns: int) -> None:
+        if measurement == _REQUESTS:
+            key = (str(tags.get("method", "")), str(tags.get("name", "")), time_ns // _NS)
+            self.requests[key] = fields
+            self.scenario = self.scenario or str(tags.get("scenario") or "")
+        elif measurement == _LOAD:
+            self.load[time_ns // _NS] = fields
+        elif measurement == _EVENTS:
+            self.events.append(
+                Event(
+                    time_ns / _NS,
+                    str(tags.get("kind", "")),
+                    str(tags.get("name", "")),
+                    str(fields.get("state", "")),
+                    str(fields.get("text") or ""),
+                )
+            )
+        elif measurement == _SLO:
+            self.slos[str(tags.get("slo", ""))] = fields
+        elif measurement == _RUNS:
+            self.run = {**tags, **fields}
+
+    def empty(self) -> bool:
+        return not (self.requests or self.events or self.run)
+
+    def seconds(self) -> tuple[Second, ...]:
+        rows: dict[int, list[Mapping[str, Any]]] = defaultdict(list)
+        for (_, _, second), fields in self.requests.items():
+            rows[second].append(fields)
+        out = []
+        for second in sorted(rows):
+            fields_list = rows[second]
+            counts = [int(_number(f.get("count")) or 0) for f in fields_list]
+            p50, p95, p99 = mixture_quantiles(
+                ((c, _cdf(f)) for c, f in zip(counts, fields_list, strict=True) if c), _REPORTED
+            )
+            target = _number(self.load.get(second, {}).get("target_rate"))
+            out.append(
+                Second(
+                    second,
+                    sum(counts),
+                    sum(int(_number(f.get("failures")) or 0) for f in fields_list),
+                    p50,
+                    p95,
+                    p99,
+                    target,
+                )
+            )
+        return tuple(out)
+
+    def endpoints(self) -> tuple[EndpointRow, ...]:
+        """Per-endpoint rows estimated from the per-second rows (no histogram of the whole run here)."""
+        groups: dict[tuple[str, str], list[Mapping[str, Any]]] = defaultdict(list)
+        for (method, name, _), fields in self.requests.items():
+            groups[(method, name)].append(fields)
+        seconds = max(len({second for _, _, second in self.requests}), 1)
+        rows = []
+        for (method, name), fields_list in sorted(groups.items(), key=lambda item: (item[0][1], item[0][0])):
+            requests, failures, p50, p95, p99, top = _aggregate(fields_list)
+            rows.append(EndpointRow(method, name, requests, failures, requests / seconds, p50, p95, p99, top))
+        return tuple(rows)
+
+    def totals(self) -> Totals | None:
+        if not self.requests:
+            return None
+        seconds = max(len({second for _, _, second in self.requests}), 1)
+        requests, failures, p50, p95, p99, top = _aggregate(list(self.requests.values()))
+        return Totals(requests, failures, requests / seconds, p50, p95, p99, top)
+
+
+def _aggregate(
+    fields_list: Sequence[Mapping[str, Any]],
+) -> tuple[int, int, float | None, float | None, float | None, float | None]:
+    counts = [int(_number(f.get("count")) or 0) for f in fields_list]
+    p50, p95, p99 = mixture_quantiles(((c, _cdf(f)) for c, f in zip(counts, fields_list, strict=True) if c), _REPORTED)
+    maxima = [v for f, c in zip(fields_list, counts, strict=True) if c and (v := _number(f.get("max"))) is not None]
+    failures = sum(int(_number(f.get("failures")) or 0) for f in fields_list)
+    return sum(counts), failures, p50, p95, p99, max(maxima) if maxima else None
+
+
+# ---------------------------------------------------------------- summary.json and scenario.yaml
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+
+
+def _scenario_blocks(scenario_yaml: str | None) -> tuple[dict[str, dict[str, Any]], list[tuple[str, str]]]:
+    """SLOs by name and guards (name, condition) from the scenario file; empty when it cannot be read."""
+    try:
+        document = yaml.safe_load(scenario_yaml) if scenario_yaml else None
+    except yaml.YAMLError:
+        return {}, []
+    if not isinstance(document, dict):
+        return {}, []
+    slos = {
+        str(s.get("name")): s for s in document.get("slos") or [] if isinstance(s, dict) and s.get("name") is not None
+    }
+    guards = [
+        (str(g.get("name")), str(g.get("condition", "")))
+        for g in document.get("guards") or []
+        if isinstance(g, dict) and g.get("name") is not None
+    ]
+    return slos, guards
+
+
+def _metric(objective: str) -> str:
+    try:
+        return parse_objective(objective).metric
+    except ValueError:
+        return ""
+
+
+def _slo_rows_from_summary(slos: Iterable[Any]) -> tuple[SloRow, ...]:
+    rows = []
+    for s in slos:
+        if not isinstance(s, dict):
+            continue
+        rows.append(
+            SloRow(
+                name=str(s.get("name", "")),
+                objective=str(s.get("objective", "")),
+                window=str(s.get("window", "")),
+                endpoint=str(s.get("endpoint", "")),
+                metric=str(s.get("metric", "")),
+                measured=_number(s.get("measured")),
+                threshold=_number(s.get("threshold")),
+                passed=bool(s.get("passed")),
+                status=str(s.get("status") or ""),
+                message=str(s.get("message") or ""),
+            )
+        )
+    return tuple(rows)
+
+
+def _slo_rows_from_points(points: _Points, declared: Mapping[str, Mapping[str, Any]]) -> tuple[SloRow, ...]:
+    rows = []
+    for name, fields in points.slos.items():
+        spec = declared.get(name, {})
+        objective = str(spec.get("objective", ""))
+        measured = _number(fields.get("value"))
+        passed = fields.get("passed") is True
+        rows.append(
+            SloRow(
+                name=name,
+                objective=objective,
+                window=str(spec.get("window", "run")) if spec else "",
+                endpoint=str(spec.get("endpoint", "all")) if spec else "",
+                metric=_metric(objective),
+                measured=measured,
+                threshold=_number(fields.get("threshold")),
+                passed=passed,
+                status="met" if passed else "no_data" if measured is None else "breached",
+            )
+        )
+    order = list(declared)
+    rows.sort(key=lambda r: order.index(r.name) if r.name in order else len(order))
+    return tuple(rows)
+
+
+def _guard_rows(
+    guards: list[tuple[str, str]], trip: Mapping[str, Any] | None, events: Sequence[Event]
+) -> tuple[GuardRow, ...]:
+    """Every guard of the scenario, held or tripped; a tripped guard the scenario file lacks is added."""
+    if trip is None:  # InfluxDB has the abort event, not summary.json's guard
+        abort = next((e for e in events if e.kind == "abort"), None)
+        trip = {"guard": abort.name, "message": abort.text} if abort is not None else None
+    tripped = str(trip.get("guard", "")) if trip else None
+    message = str(trip.get("message", "")) if trip else ""
+    rows = [
+        GuardRow(name, condition, name == tripped, message if name == tripped else "") for name, condition in guards
+    ]
+    if trip and tripped not in {name for name, _ in guards}:
+        rows.append(GuardRow(tripped or "?", str(trip.get("condition", "")), True, message))
+    return tuple(rows)
+
+
+def _totals_from_summary(totals: Mapping[str, Any]) -> Totals:
+    return Totals(
+        requests=int(_number(totals.get("requests")) or 0),
+        failures=int(_number(totals.get("failures")) or 0),
+        rps=_number(totals.get("rps")) or 0.0,
+        p50_ms=_number(totals.get("p50_ms")),
+        p95_ms=_number(totals.get("p95_ms")),
+        p99_ms=_number(totals.get("p99_ms")),
+        max_ms=_number(totals.get("max_ms")),
+    )
+
+
+def _endpoints_from_summary(endpoints: Iterable[Any]) -> tuple[EndpointRow, ...]:
+    return tuple(
+        EndpointRow(
+            method=str(e.get("method", "")),
+            name=str(e.get("name", "")),
+            requests=int(_number(e.get("requests")) or 0),
+            failures=int(_number(e.get("failures")) or 0),
+            rps=_number(e.get("rps")) or 0.0,
+            p50_ms=_number(e.get("p50_ms")),
+            p95_ms=_number(e.get("p95_ms")),
+            p99_ms=_number(e.get("p99_ms")),
+            max_ms=_number(e.get("max_ms")),
+        )
+        for e in endpoints
+        if isinstance(e, dict)
+    )
+
+
+def _events_from_summary(events: Iterable[Any]) -> list[Event]:
+    return [
+        Event(
+            float(_number(e.get("time")) or 0.0),
+            str(e.get("kind", "")),
+            str(e.get("name", "")),
+            str(e.get("state", "")),
+            str(e.get("text") or ""),
+        )
+        for e in events
+        if isinstance(e, dict)
+    ]
+
+
+def _assemble(
+    run_id: str, points: _Points, summary: Mapping[str, Any], scenario_yaml: str | None, source: str
+) -> ReportData:
+    """One ReportData from the points, with summary.json's exact figures wherever it has them."""
+    declared, guards = _scenario_blocks(scenario_yaml)
+    run = points.run or {}
+    events = points.events or _events_from_summary(summary.get("events") or [])
+    events.sort(key=lambda e: (e.time, _KIND_ORDER.get(e.kind, len(_KIND_ORDER)), e.name, e.state))
+    seconds = points.seconds()
+    starts = [e.time for e in events if e.kind == "run" and e.state == "start"]
+    ends = [e.time for e in events if e.kind == "run" and e.state == "end"]
+    started = _number(summary.get("started")) or _number(run.get("started")) or (min(starts) if starts else None)
+    ended = _number(summary.get("ended")) or _number(run.get("ended")) or (max(ends) if ends else None)
+    if started is None and seconds:
+        started = float(seconds[0].second)
+    if ended is None and seconds:
+        ended = float(seconds[-1].second + 1)
+    verdict = str(summary.get("verdict") or run.get("verdict") or UNFINISHED)
+    reason = str(summary.get("reason") or run.get("text") or (_NO_VERDICT if verdict == UNFINISHED else ""))
+    from_summary = bool(summary.get("endpoints")) or bool(summary.get("totals"))
+    baseline = summary.get("baseline") if isinstance(summary.get("baseline"), dict) else None
+    comparisons = tuple(
+        Comparison(
+            str(c.get("phase", "")),
+            str(c.get("endpoint", "")),
+            str(c.get("metric", "")),
+            bool(c.get("regressed")),
+            str(c.get("message", "")),
+        )
+        for c in (baseline or {}).get("comparisons") or []
+        if isinstance(c, dict)
+    )
+    trip = summary.get("guard") if isinstance(summary.get("guard"), dict) else None
+    return ReportData(
+        run_id=run_id,
+        scenario=str(summary.get("scenario") or run.get("scenario") or points.scenario),
+        verdict=verdict,
+        reason=reason,
+        started=started,
+        ended=ended,
+        planned_duration_s=_number(summary.get("planned_duration_s")),
+        totals=_totals_from_summary(summary["totals"]) if summary.get("totals") else points.totals(),
+        slos=_slo_rows_from_summary(summary["slos"])
+        if isinstance(summary.get("slos"), list)
+        else _slo_rows_from_points(points, declared),
+        guards=_guard_rows(guards, trip, events),
+        baseline_ref=str(baseline.get("ref")) if baseline and baseline.get("ref") else None,
+        baseline_run=str(baseline.get("run_id")) if baseline and baseline.get("run_id") else None,
+        comparisons=comparisons,
+        endpoints=_endpoints_from_summary(summary["endpoints"]) if summary.get("endpoints") else points.endpoints(),
+        seconds=seconds,
+        events=tuple(events),
+        scenario_yaml=scenario_yaml,
+        source=source,
+        estimated=not from_summary and bool(points.requests),
+    )
+
+
+# ---------------------------------------------------------------- the two sources
+
+
+def from_run_dir(run_dir: Path) -> ReportData:
+    """A run's report data from its directory: summary.json, results.lp and scenario.yaml.
+
+    Any of them may be missing (a run killed before its verdict has no summary.json), but not
+    both summary.json and results.lp: that is RunNotFound. A results.lp cut mid-write is read
+    up to the broken line, which the report names. Reads only; raises nothing else.
+    """
+    summary_path, lp_path = run_dir / "summary.json", run_dir / "results.lp"
+    if not summary_path.is_file() and not lp_path.is_file():
+        raise RunNotFound(f"run {run_dir.name}: no summary.json or results.lp in {run_dir}")
+    summary = _read_json(summary_path)
+    points = _Points()
+    notes: list[str] = []
+    text = _read_text(lp_path)
+    if text is not None:
+        try:
+            for measurement, tags, fields, time_ns in parse_lineproto(text):
+                points.add(measurement, tags, fields, time_ns)
+        except ValueError as err:
+            notes.append(f"{lp_path}: read up to a broken record: {err}")
+    data = _assemble(
+        str(summary.get("run_id") or run_dir.name),
+        points,
+        summary,
+        _read_text(run_dir / "scenario.yaml"),
+        f"{run_dir}/ (summary.json, results.lp, scenario.yaml)",
+    )
+    return data if not notes else _with_notes(data, notes)
+
+
+def _with_notes(data: ReportData, notes: list[str]) -> ReportData:
+    from dataclasses import replace
+
+    return replace(data, notes=(*data.notes, *notes))
+
+
+def _quote(text: str) -> str:
+    """An InfluxQL string literal."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def from_influx(query: Query, run_id: str, scenario_yaml: str | None = None) -> ReportData:
+    """A run's report data from InfluxDB (InfluxQL): every point tagged ``run_id``.
+
+    ``scenario_yaml`` (the scenario as run, when the caller has it) is shown and gives the
+    SLOs' objectives and windows, which InfluxDB does not hold. Raises RunNotFound when
+    InfluxDB has no point of the run, ResultsError when it cannot be asked.
+    """
+    where = f"WHERE run_id = {_quote(run_id)}"
+    points = _Points()
+    for measurement in (_RUNS, _EVENTS, _REQUESTS, _LOAD, _SLO):
+        for row in query.query(f"SELECT * FROM {measurement} {where}"):
+            try:
+                time_ns = int(row["time"])
+            except (KeyError, TypeError, ValueError):
+                raise ResultsError(f"InfluxDB: {measurement} row without an integer time: {row!r}") from None
+            points.add(measurement, row, row, time_ns)
+        if measurement == _EVENTS and points.empty():
+            break  # neither a verdict nor an event: InfluxDB does not know this run
+    if points.empty():
+        raise RunNotFound(f"run {run_id}: InfluxDB has no points with run_id {run_id!r}")
+    url, database = getattr(query, "url", "?"), getattr(query, "database", "?")
+    return _assemble(run_id, points, {}, scenario_yaml, f"InfluxDB {url}, database {database}")
+
+
+def write_report(run_dir: Path, output: Path | None = None, data: ReportData | None = None) -> Path:
+    """Render the run's report to ``output`` (default ``run_dir/report.html``); returns the path.
+
+    The file is replaced atomically: a reader never sees half a report.
+    """
+    target = output or run_dir / "report.html"
+    page = render(data if data is not None else from_run_dir(run_dir))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    partial.write_text(page, encoding="utf-8")
+    os.replace(partial, target)
+    return target
