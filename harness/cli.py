@@ -265,6 +265,13 @@ def _run_scenario(
         junit.write_text(junit_xml(outcome.summary, guards))
         console.print(f"junit: {junit}", markup=False)
     (directory / "scenario.yaml").write_text(Path(scenario).read_text())
+    try:  # the report is for reading the run later: it never changes the run's exit code
+        from harness.report_data import write_report
+
+        console.print(f"report: {write_report(directory)}", markup=False)
+    except Exception as exc:
+        log.warning("report.html for run %s not written", rid, exc_info=True)
+        console.print(f"warning: report.html not written: {type(exc).__name__}: {exc}", markup=False)
     print_verdict(rid, outcome.verdict.value, outcome.reason, outcome.slos, outcome.summary)
     console.print(f"summary: {directory / 'summary.json'}", markup=False)
     sink.after_run(console.print)
@@ -351,6 +358,50 @@ def compare(
     report = judge(samples[1], samples[0], tolerances)
     print_comparison(report, before, after)
     raise typer.Exit(0 if report.passed else 1)
+
+
+@app.command()
+@_errors_to_exit_codes
+def report(
+    run_id: Annotated[str, typer.Argument(help="Run id (in InfluxDB, else under runs/).", show_default=False)],
+    results_url: Annotated[str, typer.Option(help="InfluxDB to read the run from.")] = "http://127.0.0.1:8086",
+    database: Annotated[str, typer.Option(help="InfluxDB database (InfluxQL).")] = "harness",
+    results_token_env: Annotated[
+        str | None, typer.Option(help="Environment variable holding the InfluxDB token, if it needs one.")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here (default: runs/<run_id>/report.html).")
+    ] = None,
+) -> None:
+    """Write a run's self-contained HTML report (summary, verdict, plots, endpoints, scenario) and print its path.
+
+    Read from InfluxDB; from runs/<run_id>/ when InfluxDB is not reachable or has no such run.
+    Exit 2 when the run is in neither.
+    """
+    from harness.errors import ResultsError
+    from harness.report_data import RunNotFound, from_influx, from_run_dir, write_report
+    from harness.results.query import InfluxQuery
+
+    if not run_id or run_id in (".", "..") or "/" in run_id or "\\" in run_id:
+        raise ConfigError(f"run {run_id!r}: not a run id")
+    directory = paths.runs_dir() / run_id
+    query = InfluxQuery(results_url, database, token=_token(results_token_env), timeout=5.0)
+    try:
+        scenario_yaml = (directory / "scenario.yaml").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        scenario_yaml = None
+    try:
+        data = from_influx(query, run_id, scenario_yaml)
+    except (ResultsError, RunNotFound) as exc:
+        log.info("report %s: not from InfluxDB: %s", run_id, exc)
+        try:
+            data = from_run_dir(directory)
+        except RunNotFound:
+            raise RunNotFound(
+                f"run {run_id}: not found in InfluxDB {query.url} (database {database}) nor under {paths.runs_dir()}/"
+            ) from None
+        typer.echo(f"InfluxDB: {exc}; read {directory}/ instead", err=True)
+    typer.echo(str(write_report(directory, output, data)))
 
 
 def _token(env_name: str | None) -> str | None:
@@ -520,6 +571,76 @@ def influx_stop() -> None:
     typer.echo(
         "embedded InfluxDB stopped" if stop_local_influx(paths.data_dir()) else "embedded InfluxDB was not running"
     )
+
+
+grafana_app = typer.Typer(help="Push the datasource and dashboards to a Grafana server; link to a run's dashboard.")
+app.add_typer(grafana_app, name="grafana")
+
+
+@grafana_app.command("push")
+@_errors_to_exit_codes
+def grafana_push(
+    url: Annotated[str, typer.Option(help="Grafana's base URL, e.g. http://127.0.0.1:3000.", show_default=False)],
+    token_env: Annotated[
+        str, typer.Option(help="Environment variable holding a Grafana service account token (Bearer).")
+    ] = "GRAFANA_TOKEN",
+    influx_url: Annotated[
+        str, typer.Option(help="InfluxDB URL as Grafana's server reaches it (stored in the datasource).")
+    ] = "http://127.0.0.1:8086",
+    database: Annotated[str, typer.Option(help="InfluxDB database the dashboards query.")] = "harness",
+    influx_token_env: Annotated[
+        str | None,
+        typer.Option(help="Environment variable holding an InfluxDB token; stored encrypted in the datasource."),
+    ] = None,
+    folder: Annotated[str, typer.Option(help="Grafana folder for the dashboards (created if missing).")] = "harness",
+) -> None:
+    """Create or update the InfluxDB datasource (uid harness-influxdb), the folder and every dashboard.
+
+    Idempotent: a second push updates the same objects. Exit 3 when Grafana refuses or is unreachable.
+    """
+    from harness.grafana.push import PushSettings, check_url, push, token_from_env
+
+    settings = PushSettings(
+        url=check_url(url, "--url"),
+        token=token_from_env(token_env, "--token-env", "a Grafana service account token"),
+        influx_url=check_url(influx_url, "--influx-url"),
+        database=database,
+        influx_token=(
+            token_from_env(influx_token_env, "--influx-token-env", "the InfluxDB token") if influx_token_env else None
+        ),
+        folder=folder,
+    )
+    from harness.grafana.dashboards import build_all
+
+    push(settings, build_all(), typer.echo)
+
+
+@grafana_app.command("link")
+@_errors_to_exit_codes
+def grafana_link(
+    run_id: Annotated[str, typer.Argument(help="Run id (under runs/, else in InfluxDB).", show_default=False)],
+    url: Annotated[str, typer.Option(envvar="HARNESS_GRAFANA_URL", help="Grafana's base URL.")] = (
+        "http://127.0.0.1:3000"
+    ),
+    results_url: Annotated[
+        str, typer.Option(help="InfluxDB asked for the run's times when runs/<run_id>/summary.json is missing.")
+    ] = "http://127.0.0.1:8086",
+    database: Annotated[str, typer.Option(help="InfluxDB database with harness_runs.")] = "harness",
+    results_token_env: Annotated[
+        str | None, typer.Option(help="Environment variable holding the InfluxDB token, if it needs one.")
+    ] = None,
+) -> None:
+    """Print the run dashboard's URL for RUN_ID, over the run's time range plus 10 s each side."""
+    from harness.grafana.link import run_dashboard_url, run_times
+    from harness.grafana.push import token_from_env
+    from harness.results.query import InfluxQuery
+
+    token = (
+        token_from_env(results_token_env, "--results-token-env", "the InfluxDB token") if results_token_env else None
+    )
+    query = InfluxQuery(results_url, database, token=token, timeout=5.0)
+    started, ended = run_times(run_id, paths.runs_dir(), query)
+    typer.echo(run_dashboard_url(url, run_id, started, ended))
 
 
 def main() -> None:
