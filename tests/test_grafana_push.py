@@ -143,6 +143,7 @@ def test_push_creates_datasource_folder_and_dashboards_in_order(grafana: Grafana
         "version": "InfluxQL",
         "dbName": "harness",
         "httpMode": "POST",
+        "timeInterval": "1s",
         "httpHeaderName1": "Authorization",
     }
     assert ds["secureJsonData"] == {"httpHeaderValue1": f"Token {INFLUX_TOKEN}"}

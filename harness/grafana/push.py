@@ -98,8 +98,14 @@ def datasource_body(settings: PushSettings) -> dict[str, Any]:
     The InfluxDB token, when given, is sent as a custom HTTP header that Grafana's proxy adds
     to every query: ``httpHeaderName1`` in jsonData, its value in secureJsonData.
     """
-    # POST is Grafana's default for InfluxQL: long dashboard queries do not hit URL length limits.
-    json_data: dict[str, Any] = {"version": "InfluxQL", "dbName": settings.database, "httpMode": "POST"}
+    # As grafana/provisioning/datasources: POST (Grafana's default for InfluxQL, no URL length
+    # limit for long queries) and a 1 s minimum interval, the resolution harness writes at.
+    json_data: dict[str, Any] = {
+        "version": "InfluxQL",
+        "dbName": settings.database,
+        "httpMode": "POST",
+        "timeInterval": "1s",
+    }
     body: dict[str, Any] = {
         "uid": DATASOURCE_UID,
         "name": DATASOURCE_NAME,
