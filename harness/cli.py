@@ -385,7 +385,7 @@ def report(
     if not run_id or run_id in (".", "..") or "/" in run_id or "\\" in run_id:
         raise ConfigError(f"run {run_id!r}: not a run id")
     directory = paths.runs_dir() / run_id
-    query = InfluxQuery(results_url, database, token=_token(results_token_env), timeout=5.0)
+    query = InfluxQuery(results_url, database, token=_token(results_token_env, "--results-token-env"), timeout=5.0)
     try:
         scenario_yaml = (directory / "scenario.yaml").read_text(encoding="utf-8", errors="replace")
     except OSError:
@@ -404,12 +404,13 @@ def report(
     typer.echo(str(write_report(directory, output, data)))
 
 
-def _token(env_name: str | None) -> str | None:
+def _token(env_name: str | None, named_by: str = "results.token_env") -> str | None:
+    """The secret in the environment variable ``env_name`` (named by the scenario key or option ``named_by``)."""
     if not env_name:
         return None
     value = os.environ.get(env_name)
     if not value:
-        raise ConfigError(f"results.token_env names {env_name}, but that environment variable is not set")
+        raise ConfigError(f"{named_by} names {env_name}, but that environment variable is not set")
     return value
 
 

@@ -71,7 +71,10 @@ def list_runs(runs_dir: Path, limit: int | None = None) -> list[RunInfo]:
     for child in children:
         summary = _summary(child)
         if summary is None:
-            runs.append(_unfinished(child))
+            # A directory with neither summary.json nor results.lp holds no run, e.g. only the
+            # report.html that `harness report` wrote for a run kept in InfluxDB alone.
+            if (child / "results.lp").exists():
+                runs.append(_unfinished(child))
             continue
         started, ended = _number(summary.get("started")), _number(summary.get("ended"))
         runs.append(

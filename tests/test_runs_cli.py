@@ -52,3 +52,10 @@ def test_compare_passes_alike_runs_and_names_what_regressed(tmp_path: Path) -> N
     missing = _cli(tmp_path, "compare", "a", "nope")
     assert missing.returncode == 2 and "run nope: no " in missing.stderr + missing.stdout
     assert "Traceback" not in missing.stderr + missing.stdout
+
+
+def test_a_directory_without_a_run_is_not_listed(tmp_path: Path) -> None:
+    write_run(tmp_path, "real")
+    (tmp_path / "report-only").mkdir()
+    (tmp_path / "report-only" / "report.html").write_text("<html></html>")
+    assert [r.run_id for r in list_runs(tmp_path)] == ["real"]
