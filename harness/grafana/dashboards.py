@@ -51,11 +51,11 @@ RUNS_QUERY = 'SELECT "run_id", "started" FROM "harness_runs" ORDER BY time DESC'
 
 def _start_ms(run_var: str) -> str:
     """A run's start (epoch ms, from harness_runs.started) as a variable query: one number."""
-    return f'SELECT "started" * 1000 AS "start_ms" FROM "harness_runs" WHERE "run_id" = \'${run_var}\''
+    return f'SELECT floor("started" * 1000) AS "start_ms" FROM "harness_runs" WHERE "run_id" = \'${run_var}\''
 
 
 def _end_ms(run_var: str) -> str:
-    return f'SELECT "ended" * 1000 AS "end_ms" FROM "harness_runs" WHERE "run_id" = \'${run_var}\''
+    return f'SELECT ceil("ended" * 1000) AS "end_ms" FROM "harness_runs" WHERE "run_id" = \'${run_var}\''
 
 
 # --------------------------------------------------------------------------- SDK edges

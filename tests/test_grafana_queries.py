@@ -1,0 +1,254 @@
+"""Every query of the generated dashboards, run against a real influxd after a real run.
+
+Two short demo runs (the first kills payments for a few seconds) write to their own database;
+then every panel target, variable query and annotation query of build_all() (found by walking
+the JSON, so new panels are covered) is interpolated the way Grafana's InfluxDB datasource
+does and must return rows with the columns the panel uses. ``pytest -s`` prints each query
+and its row count.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.demo.control import DemoInfo, down, up
+from harness.grafana.dashboards import build_all
+from harness.results.query import InfluxQuery
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE_PORT = 19300
+DATABASE = "grafana_queries"
+RUNS = ("gq-fault", "gq-plain")
+
+SCENARIO = """
+name: grafana-queries
+target:
+  base_url: {base_url}
+load:
+  locustfile: {locustfile}
+  user_classes:
+    - class: Shopper
+  processes: 1
+  stages:
+    - {{name: ramp, duration: 3s, users: 20, spawn_rate: 10}}
+    - {{name: steady, duration: 14s, users: 20}}
+faults:
+  - name: kill-payments
+    kind: process.kill
+    at: 6s
+    duration: 4s
+    recovery: 3s
+    target: {{pid_file: {pid_file}}}
+slos:
+  - name: steady-p99
+    objective: p99 < 2s
+    window: steady
+results:
+  url: {url}
+  database: {database}
+"""
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoInfo]:
+    directory = tmp_path_factory.mktemp("demo")
+    try:
+        yield up(directory=directory, base_port=BASE_PORT, restart_delay=1.0)
+    finally:
+        down(directory=directory)
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory, demo: DemoInfo, influxd: Any) -> InfluxQuery:
+    tmp = tmp_path_factory.mktemp("grafana-queries")
+    influxd.create_database(DATABASE)
+    scenario = tmp / "scenario.yaml"
+    scenario.write_text(
+        SCENARIO.format(
+            base_url=demo.base_url,
+            locustfile=ROOT / "locustfiles" / "shop.py",
+            pid_file=Path(demo.directory) / "payments.pid",
+            url=influxd.url,
+            database=DATABASE,
+        ).lstrip()
+    )
+    env = {**os.environ, "HARNESS_RUNS_DIR": str(tmp / "runs")}
+    for run_id in RUNS:
+        result = subprocess.run(
+            [sys.executable, "-m", "harness.cli", "run", str(scenario), "--run-id", run_id],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+        assert "Traceback" not in result.stdout + result.stderr, result.stderr[-3000:]
+        assert result.returncode in (0, 1), result.stdout[-3000:] + result.stderr[-3000:]
+    return InfluxQuery(influxd.url, DATABASE)
+
+
+# --------------------------------------------------------------------------- Grafana's interpolation
+
+
+def _regex_escape(value: str) -> str:
+    """@grafana/data escapeRegex: what a multi-value variable (or one used in /.../) becomes."""
+    return re.sub(r"[\\^$*+?.()|\[\]{}/]", r"\\\g<0>", value)
+
+
+def interpolate(query: str, variables: dict[str, str], time_from_ms: int, time_to_ms: int, interval_s: int) -> str:
+    """Substitute as Grafana's InfluxDB datasource does for raw InfluxQL.
+
+    $timeFilter -> ``time >= <from>ms and time <= <to>ms``; $__interval -> e.g. ``1s`` and
+    $__interval_ms -> ``1000``; a single-value variable ($name, ${name}, [[name]]) is inserted
+    raw, unless it sits inside a /regex/, where it is regex-escaped (interpolateQueryExpr).
+    """
+    query = query.replace("$timeFilter", f"time >= {time_from_ms}ms and time <= {time_to_ms}ms")
+    query = query.replace("$__interval_ms", str(interval_s * 1000)).replace("${__interval_ms}", str(interval_s * 1000))
+    query = query.replace("$__interval", f"{interval_s}s").replace("${__interval}", f"{interval_s}s")
+
+    def value(name: str, whole: str, at: int) -> str:
+        if name not in variables:
+            raise AssertionError(f"unknown variable {whole!r} in {query!r}")
+        in_regex = query.rfind("/", 0, at) > query.rfind("~", 0, at) > -1
+        return _regex_escape(variables[name]) if in_regex else variables[name]
+
+    pattern = re.compile(r"\$\{(\w+)\}|\[\[(\w+)\]\]|\$(\w+)")
+    return pattern.sub(lambda m: value(m.group(1) or m.group(2) or m.group(3), m.group(0), m.start()), query)
+
+
+def metric_find_value(series: list[Any]) -> list[str]:
+    """A variable's options: the first string column of the rows, else the first non-time one
+    (Grafana's toMetricFindValue); the browser path takes the column after time, the same here."""
+    values: list[str] = []
+    for item in series:
+        for row in item.values:
+            cells = dict(zip(item.columns, row, strict=False))
+            strings = [c for c in item.columns if c != "time" and isinstance(cells[c], str)]
+            column = strings[0] if strings else next(c for c in item.columns if c != "time")
+            text = _number_text(cells[column])
+            if text not in values:
+                values.append(text)
+    return values
+
+
+def _number_text(value: Any) -> str:
+    """JavaScript's String(number): 1700000000250.0 is "1700000000250"."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+# --------------------------------------------------------------------------- walking the dashboards
+
+
+def _queries(model: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """(kind, where, query object) for every variable, annotation and panel target."""
+    for variable in model.get("templating", {}).get("list", []):
+        if variable.get("type") == "query":
+            yield "variable", variable["name"], {"query": variable["query"], "resultFormat": "variable"}
+    for annotation in model.get("annotations", {}).get("list", []):
+        if annotation.get("datasource", {}).get("type") == "influxdb":
+            yield "annotation", annotation["name"], annotation["target"]
+    stack = list(model.get("panels", []))
+    while stack:
+        panel = stack.pop(0)
+        stack.extend(panel.get("panels", []))
+        for target in panel.get("targets", []):
+            yield "panel", f"{panel['title']} [{target['refId']}]", {**target, "panel": panel}
+
+
+def _columns_used(kind: str, target: dict[str, Any]) -> set[str]:
+    """Columns the panel or annotation reads: its aliases, and the mapped annotation columns."""
+    if kind == "annotation":
+        mapped = {target["textColumn"], target["timeEndColumn"], *target["tagsColumn"].split(",")}
+        return {"time", *(c for c in mapped if c)}
+    aliases = set(re.findall(r'AS "([^"]+)"', target["query"].split(" FROM (")[0].split(" FROM ")[0]))
+    columns = {"time", *aliases}
+    x_field = target["panel"].get("options", {}).get("xField")
+    if x_field:
+        columns.add(x_field)
+    return columns
+
+
+def test_every_dashboard_query_returns_rows_with_its_columns(client: InfluxQuery) -> None:
+    runs = {r["run_id"]: r for r in client.query('SELECT * FROM "harness_runs"', epoch="ms")}
+    assert set(RUNS) <= set(runs), runs
+    start = min(r["started"] for r in runs.values())
+    end = max(r["ended"] for r in runs.values())
+    time_from, time_to = int(start * 1000) - 1000, int(end * 1000) + 1000  # the range `harness grafana link` opens
+    failures: list[str] = []
+    for name, model in build_all().items():
+        # The user picks the run with the fault as run_id / run A and the other as run B.
+        chosen = {"run_id": RUNS[0], "run_a": RUNS[0], "run_b": RUNS[1]}
+        variables: dict[str, str] = {}
+        for kind, where, target in _queries(model):
+            query = interpolate(target["query"], variables, time_from, time_to, 1)
+            series = client.query_series(query, epoch="ms")
+            rows = sum(len(s.values) for s in series)
+            print(f"{name} {kind} {where}: {rows} rows\n    {query}")
+            if kind == "variable":
+                options = metric_find_value(series)
+                if not options:
+                    failures.append(f"{name} variable {where}: no options")
+                    continue
+                if where in chosen:
+                    assert options[0] == RUNS[-1], f"{where}: newest run first, got {options}"
+                    assert chosen[where] in options, options
+                    variables[where] = chosen[where]
+                else:
+                    variables[where] = options[0]
+                    assert float(options[0]) > 1e12, f"{where} is not epoch ms: {options}"
+                continue
+            if not rows and not (kind == "annotation" and where == "Aborts" and not _aborts(client)):
+                failures.append(f"{name} {kind} {where}: no rows\n    {query}")
+                continue
+            if not rows:
+                continue
+            have = {c for s in series for c in (*s.columns, *s.tags)}
+            missing = _columns_used(kind, target) - have
+            if missing:
+                failures.append(f"{name} {kind} {where}: no column {sorted(missing)} in {sorted(have)}")
+            if kind == "annotation" and target["timeEndColumn"]:
+                _check_fault_region(client, series, failures)
+            if target.get("panel", {}).get("type") == "trend":
+                _check_elapsed(series, failures, where)
+    assert not failures, "\n".join(failures)
+
+
+def _aborts(client: InfluxQuery) -> int:
+    """Neither run trips a guard, so the abort markers have nothing to show (the query still runs)."""
+    return len(client.query('SELECT "text" FROM "harness_events" WHERE kind = \'abort\''))
+
+
+def _check_fault_region(client: InfluxQuery, series: list[Any], failures: list[str]) -> None:
+    """The region spans the kill: from its start event to its end event, to the millisecond."""
+    events = client.query(
+        f"SELECT \"state\" FROM \"harness_events\" WHERE run_id = '{RUNS[0]}' AND kind = 'fault'", epoch="ms"
+    )
+    times = {e["state"]: e["time"] for e in events}
+    rows = [dict(zip(s.columns, v, strict=False)) for s in series for v in s.values]
+    region = [r for r in rows if r.get("fault") == "kill-payments"]
+    if len(region) != 1 or not region[0]["text"]:
+        failures.append(f"fault region: expected one kill-payments row with text, got {rows}")
+        return
+    start_ok = abs(region[0]["time"] - times["start"]) <= 1
+    end_ok = region[0]["timeEnd"] is not None and abs(region[0]["timeEnd"] - times["end"]) <= 2
+    if not (start_ok and end_ok):
+        failures.append(f"fault region {region[0]} does not match the events {times}")
+
+
+def _check_elapsed(series: list[Any], failures: list[str], where: str) -> None:
+    """elapsed_s counts the run's seconds from 0, one per row, as the trend panel's x axis."""
+    for item in series:
+        elapsed = [row[item.columns.index("elapsed_s")] for row in item.values]
+        if elapsed[0] != 0 or elapsed != list(range(len(elapsed))) or len(elapsed) < 10:
+            failures.append(f"{where}: elapsed_s is {elapsed}")
