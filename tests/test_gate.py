@@ -60,7 +60,7 @@ def _for_this_demo(name: str, demo: DemoInfo, directory: Path, extra_fault: str 
     """The shipped scenario, aimed at this module's demo (ports, payments by its pid file)."""
     text = (SCENARIOS / name).read_text()
     text = text.replace("http://127.0.0.1:8700", demo.base_url)
-    text = text.replace("pattern: 'harness\\.demo\\.services payments\\b'", f"pid_file: {demo.directory}/payments.pid")
+    text = re.sub(r"pattern: '[^']*payments[^']*'", f"pid_file: {demo.directory}/payments.pid", text)
     text = text.replace("locustfile: ../locustfiles/shop.py", f"locustfile: {ROOT / 'locustfiles' / 'shop.py'}")
     if extra_fault:
         text = text.replace("\nslos:\n", f"\n{extra_fault}slos:\n", 1)
