@@ -57,6 +57,10 @@ DEFAULT_TIMEOUT = 5.0
 DEFAULT_FLUSH_INTERVAL = 1.0
 DEFAULT_BATCH_SIZE = 5000
 DEFAULT_MAX_QUEUE_POINTS = 200_000
+DEFAULT_BACKOFF_INITIAL = 0.5
+# A server that answers again gets its spool back within this many seconds (plus one send); a
+# server that stays down costs one refused connection, or one socket timeout, per period.
+DEFAULT_BACKOFF_MAX = 5.0
 
 # 4xx answers that say "try again later" rather than "this data is wrong".
 _RETRYABLE_4XX = frozenset({404, 408, 425, 429})
@@ -275,11 +279,28 @@ class WriterStats:
 
     * ``points_total``: points handed to :meth:`ResultsWriter.write` (all are in results.lp).
     * ``points_written``: accepted by the server, directly or after a replay.
-    * ``points_spooled``: went through the spool file at some point (server down, queue full).
-    * ``points_replayed``: of those, accepted by the server later (included in written).
+    * ``points_spooled``: written to the spool file (server down, a send timed out, queue full);
+      a point is spooled at most once.
+    * ``points_replayed``: read back from the spool and accepted by the server (included in
+      written).
     * ``points_rejected``: refused by the server for good (4xx); still in results.lp.
     * ``points_dropped``: in neither the server nor the spool (only when a disk write failed).
     * ``points_pending``: still in the spool file at close; replay by loading results.lp.
+    * ``points_inherited``: already in the spool file when the writer opened it (an earlier
+      run's leftovers; always 0 for a run, whose spool file is its own).
+    * ``queue_peak_points`` / ``queue_max_points``: the most points ever held in memory, and
+      the bound beyond which they go to the spool file instead.
+
+    Exact after close, whatever happened to the server meanwhile:
+
+    * ``points_total + points_inherited == points_written + points_rejected + points_pending
+      + points_dropped``
+    * ``points_spooled + points_inherited == points_replayed + points_pending + (spooled points
+      refused for good, which are part of points_rejected)``
+
+    So a run during which the server went away and came back, and refused nothing, ends with
+    ``points_written == points_total``, ``points_replayed == points_spooled`` and
+    ``points_pending == points_dropped == 0``.
     """
 
     points_total: int = 0
@@ -289,11 +310,15 @@ class WriterStats:
     points_rejected: int = 0
     points_dropped: int = 0
     points_pending: int = 0
+    points_inherited: int = 0
+    queue_peak_points: int = 0
+    queue_max_points: int = 0
     transport: str = ""
     lp_path: str = ""
     spool_path: str = ""
     last_error: str | None = None
     cpu_s: float = 0.0  # CPU seconds the writer thread used
+    close_s: float = 0.0  # how long close() took (bounded by its timeout, plus a quarter second)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -402,12 +427,11 @@ class _Outcome(enum.Enum):
 class ResultsWriter:
     """Batched, non-blocking, spooling writer of result points (see the module docstring).
 
-    Accounting invariant after :meth:`close`: ``points_total == points_written +
-    points_rejected + points_pending + points_dropped``.  It holds even when close() gives up
-    on a send that is still waiting for a black-holed server: close() then spools that batch
-    itself and the writer thread, when its socket finally times out, changes nothing (if the
-    late send did succeed, replaying the spool later rewrites identical points, which InfluxDB
-    treats as the same points).
+    The accounting invariants of :class:`WriterStats` hold after :meth:`close`, even when
+    close() gives up on a send that is still waiting for a black-holed server: close() then
+    spools that batch itself and the writer thread, when its socket finally times out, changes
+    nothing (if the late send did succeed, replaying the spool later rewrites identical points,
+    which InfluxDB treats as the same points).
     """
 
     def __init__(
@@ -419,8 +443,8 @@ class ResultsWriter:
         flush_interval: float = DEFAULT_FLUSH_INTERVAL,
         batch_size: int = DEFAULT_BATCH_SIZE,
         max_queue_points: int = DEFAULT_MAX_QUEUE_POINTS,
-        backoff_initial: float = 0.5,
-        backoff_max: float = 30.0,
+        backoff_initial: float = DEFAULT_BACKOFF_INITIAL,
+        backoff_max: float = DEFAULT_BACKOFF_MAX,
     ) -> None:
         if batch_size < 1 or max_queue_points < batch_size:
             raise ValueError("need 1 <= batch_size <= max_queue_points")
@@ -438,9 +462,11 @@ class ResultsWriter:
         self._lp: IO[str] | None = open(self.lp_path, "a", encoding="utf-8", newline="")  # noqa: SIM115
         self._lp_lock = threading.Lock()
         self._spool = _Spool(self.spool_path)
+        self._inherited = self._spool.pending_points
 
         self._cond = threading.Condition()
         self._queue: collections.deque[str] = collections.deque()
+        self._queue_peak = 0
         self._closing = False
         self._close_deadline: float | None = None
 
@@ -465,6 +491,7 @@ class ResultsWriter:
         self._server_down = False
         self._final: WriterStats | None = None
         self._cpu_s = 0.0
+        self._close_s = 0.0
         self._thread = threading.Thread(target=self._run, name="harness-results-writer", daemon=True)
         self._thread.start()
 
@@ -490,6 +517,7 @@ class ResultsWriter:
                 self._total += len(lines)
             if len(self._queue) + len(lines) <= self.max_queue_points:
                 self._queue.extend(lines)
+                self._queue_peak = max(self._queue_peak, len(self._queue))
                 if len(self._queue) >= self.batch_size:
                     self._cond.notify_all()
                 return
@@ -507,11 +535,15 @@ class ResultsWriter:
                 points_rejected=self._rejected,
                 points_dropped=self._dropped,
                 points_pending=self._spool.pending_points,
+                points_inherited=self._inherited,
+                queue_peak_points=self._queue_peak,
+                queue_max_points=self.max_queue_points,
                 transport=self.transport.describe(),
                 lp_path=str(self.lp_path),
                 spool_path=str(self.spool_path),
                 last_error=self._last_error,
                 cpu_s=round(self._cpu_s, 3),
+                close_s=round(self._close_s, 3),
             )
 
     def close(self, timeout: float = 5.0) -> WriterStats:
@@ -523,6 +555,7 @@ class ResultsWriter:
         """
         if self._final is not None:
             return self._final
+        began = time.monotonic()
         timeout = max(0.0, timeout)
         with self._cond:
             self._closing = True
@@ -556,6 +589,7 @@ class ResultsWriter:
             except Exception as err:  # closing connections must not hide the run's stats
                 self._note_error(f"closing {self.transport.describe()}: {type(err).__name__}")
         self._close_lp()
+        self._close_s = time.monotonic() - began
         self._final = self.stats()
         return self._final
 
@@ -693,16 +727,9 @@ class ResultsWriter:
             return False
         while (item := self._spool.peek()) is not None:
             points, body, next_offset = item
-            outcome = self._try_send(body.decode("utf-8", "replace"), points)
+            outcome = self._try_send(body.decode("utf-8", "replace"), points, spool_offset=next_offset)
             if outcome in (_Outcome.FAILED, _Outcome.ABANDONED):
                 return False
-            with self._commit_lock:
-                if self._abandoned:
-                    return False
-                self._spool.consume(next_offset, points)
-                if outcome is _Outcome.SENT:
-                    with self._stats_lock:
-                        self._replayed += points
         return self._spool.pending_points <= 0
 
     def _send_timeout(self) -> float | None:
@@ -716,7 +743,14 @@ class ResultsWriter:
             return None
         return min(timeout, remaining)
 
-    def _try_send(self, body: str, points: int) -> _Outcome:
+    def _try_send(self, body: str, points: int, spool_offset: int | None = None) -> _Outcome:
+        """Send one batch and account for it in one step under the commit lock.
+
+        ``spool_offset``: the batch is the oldest spool frame, which ends there.  Once the
+        server has taken it (or refused it for good) the frame is consumed and its accepted
+        points are counted as replayed together with written, so close() giving up on the
+        thread in between can neither count them twice nor leave them counted but pending.
+        """
         timeout = self._send_timeout()
         if timeout is None:  # closing and out of time: leave it for the spool
             return _Outcome.FAILED
@@ -732,9 +766,17 @@ class ResultsWriter:
             if self._abandoned:
                 return _Outcome.ABANDONED
             if error is not None:
-                return self._failed(error, points)
-            with self._stats_lock:
-                self._written += points
+                outcome, accepted = self._failed(error, points)
+            else:
+                outcome, accepted = _Outcome.SENT, points
+                with self._stats_lock:
+                    self._written += points
+            if spool_offset is not None and outcome is not _Outcome.FAILED:
+                self._spool.consume(spool_offset, points)
+                with self._stats_lock:
+                    self._replayed += accepted
+        if outcome is not _Outcome.SENT:
+            return outcome
         if self._server_down:
             log.info("results server %s answers again", self.transport.describe())
         self._server_down = False
@@ -742,7 +784,8 @@ class ResultsWriter:
         self._retry_at = 0.0
         return _Outcome.SENT
 
-    def _failed(self, err: TransportError, points: int) -> _Outcome:
+    def _failed(self, err: TransportError, points: int) -> tuple[_Outcome, int]:
+        """Account for a batch the server did not take; returns the outcome and the points it kept."""
         message = str(err)
         if err.permanent:
             rejected = points if err.rejected is None else min(points, err.rejected)
@@ -751,14 +794,14 @@ class ResultsWriter:
                 self._rejected += rejected
                 self._written += points - rejected
                 self._last_error = message
-            return _Outcome.REJECTED
+            return _Outcome.REJECTED, points - rejected
         if not self._server_down:
             log.warning("results server unavailable (%s); spooling to %s", message, self.spool_path)
         self._server_down = True
         self._retry_at = time.monotonic() + self._backoff
         self._backoff = min(self._backoff * 2, self._backoff_max)
         self._note_error(message)
-        return _Outcome.FAILED
+        return _Outcome.FAILED, 0
 
 
 def _secrets_of(transport: Transport) -> tuple[str, ...]:
