@@ -262,7 +262,7 @@ def test_influxdb_slow_then_stopped_30s_then_started_loses_nothing(tmp_path: Pat
                 marks["drained"] = _wait(lambda: _spool_bytes(spool) == 0, 30, "the spool to be replayed", proc)
                 output, summary = _finish(proc, tmp_path, run_a, timeout=90)
         writes = proxy.records()
-        _, summary_b = _finish(proc_b, tmp_path, run_b, timeout=0)
+        output_b, summary_b = _finish(proc_b, tmp_path, run_b, timeout=0)
 
         results, results_b = summary["results"], summary_b["results"]
         timings = summary["timings"]
@@ -331,6 +331,7 @@ def test_influxdb_slow_then_stopped_30s_then_started_loses_nothing(tmp_path: Pat
         # Run B: closing the writer with the server gone took no time (not the client's 5 minutes),
         # and every point is in InfluxDB or in the spool it left.
         assert summary_b["verdict"] == "passed"
+        assert f"{results_b['points_pending']} points did not reach InfluxDB" in output_b, output_b[-2000:]
         assert results_b["close_s"] < 1 and summary_b["timings"]["verdict_s"] < 5, summary_b["timings"]
         assert_accounted(results_b)
         assert results_b["points_written"] == 0 and results_b["points_replayed"] == 0

@@ -42,11 +42,19 @@ class ResultsSink:
         }
 
     def after_run(self, say: Say) -> None:
+        """Tell the user where the results went; after the writer's close, also what did not arrive."""
         if self.url is None:
             command = load_command(self.lp_path, DEFAULT_URL, self.database)
             say(f"results kept in {self.lp_path} (line protocol); load them into InfluxDB 1.x later with:\n  {command}")
-        else:
-            say(f"results in InfluxDB {self.url} ({self.api}, {self.database}) and {self.lp_path}")
+            return
+        say(f"results in InfluxDB {self.url} ({self.api}, {self.database}) and {self.lp_path}")
+        stats = self.writer.stats()
+        if stats.points_pending > 0:
+            spool = Path(stats.spool_path)
+            text = f"{stats.points_pending} points did not reach InfluxDB (unreachable at the end); they are in {spool}"
+            if self.api == "v1":
+                text += f"; load them when it is back with:\n  {load_command(spool, self.url, self.database)}"
+            say(text)
 
 
 def open_results(results: Results, url: str, token: str | None, run_dir: Path, say: Say) -> ResultsSink:
