@@ -168,6 +168,8 @@ def parse_objective(text: object) -> Objective:
     if metric not in _ALL_METRICS:
         raise ValueError(f"unknown metric '{metric}'; use one of {', '.join(_ALL_METRICS)}")
     value = float(number)
+    if not math.isfinite(value):  # 400 digits are still digits
+        raise ValueError(f"threshold in '{text}' is too large")
     if metric in LATENCY_METRICS:
         if unit not in _LATENCY_UNITS:
             raise ValueError(f"latency threshold '{text}' needs a unit: ms, s or us (e.g. '{metric} < 250ms')")

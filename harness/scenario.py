@@ -179,11 +179,20 @@ class Load(_Model):
     )
 
 
+def _regex(value: str) -> str:
+    """A pattern that compiles; checked here so a typo is not a fault that fails mid-run."""
+    try:
+        re.compile(value)
+    except (re.error, RecursionError, OverflowError) as exc:
+        raise ValueError(f"not a valid regular expression: {exc}") from None
+    return value
+
+
 class ProcessTarget(_Model):
     """Which process a process fault acts on: exactly one of pid_file, pattern or systemd_unit."""
 
     pid_file: str | None = Field(default=None, description="File holding the target's PID.")
-    pattern: str | None = Field(
+    pattern: Annotated[str, AfterValidator(_regex)] | None = Field(
         default=None, description="Regular expression matched against each process's full command line."
     )
     systemd_unit: str | None = Field(
@@ -397,7 +406,10 @@ def _parse_bytes(value: Any) -> int:
     if isinstance(value, str):
         match = _BYTES.match(value)
         if match and match[2].lower() in _BYTE_UNITS:
-            return int(float(match[1]) * _BYTE_UNITS[match[2].lower()])
+            size = float(match[1]) * _BYTE_UNITS[match[2].lower()]
+            if not size < 2**63:  # inf too: int() of it would raise OverflowError
+                raise ValueError(f"'{value}' is larger than any file system or memory")
+            return int(size)
     raise ValueError(f"'{value}' is not a size; use e.g. 256M, 1GiB, 500MB or a number of bytes")
 
 
@@ -492,13 +504,13 @@ def _rate_bits(value: Any) -> int:
     if isinstance(value, bool):
         raise ValueError("expected a rate such as 1mbit")
     if isinstance(value, int | float):
-        bits = float(value)
+        bits = float(value) if abs(value) < 1e300 else math.inf  # a huge int does not fit a float
     else:
         match = _RATE.match(str(value))
         if match is None:
             raise ValueError(f"'{value}' is not a rate; use e.g. 1mbit, 500kbit, 10mbps (bytes/s) or bits/s")
         bits = float(match[1]) * _RATE_UNITS[(match[2] or "bit").lower()]
-    if not 8_000 <= bits <= 32e9:
+    if not 8_000 <= bits <= 32e9:  # NaN too
         raise ValueError("rate must be between 8kbit and 32gbit")
     return int(bits)
 
@@ -654,7 +666,7 @@ def _host_port(value: Any) -> str:
 
     text = str(value).strip()
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
+    if not sep or not port.isdigit() or len(port) > 5 or not 1 <= int(port) <= 65535:
         raise ValueError(f"'{value}' is not host:port, e.g. 127.0.0.1:8700")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     try:
@@ -981,46 +993,168 @@ class _Positions:
 
     def __init__(self) -> None:
         self.at: dict[Path_, tuple[int, int]] = {}
+        self.written: dict[tuple[int, int], Path_] = {}  # where each node starts -> its key path
 
     def locate(self, path: Path_) -> tuple[int, int]:
         while path not in self.at and path:
             path = path[:-1]
         return self.at.get(path, (1, 1))
 
+    def path_at(self, line: int, column: int) -> Path_:
+        """The key path of the node written at ``line:column``, or ``()``: locates a constructor's error."""
+        return self.written.get((line, column), ())
+
+
+#: Deepest nesting of mappings and lists a scenario may have (a real one needs about 6).
+MAX_DEPTH = 50
+#: Most nodes a document may expand to, aliases followed: a "billion laughs" alias bomb is
+#: a few lines of YAML that expand to 10^9 nodes; a real scenario has a few hundred.
+MAX_NODES = 20_000
+#: Integers beyond 64 bits are no count, duration or port a scenario needs, and converting
+#: them (to float, or from thousands of digits) raises where nobody expects it.
+_INT_LIMIT = 2**63
+
+
+class _TooComplex(Exception):
+    """The document is nested too deeply, expands to too many nodes, or refers to itself."""
+
+    def __init__(self, message: str, mark: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.mark = mark
+
 
 class _Loader(yaml.SafeLoader):
-    pass
+    """The safe loader, bounded: nesting depth while composing, integer size while constructing."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._nodes = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        self._depth += 1
+        self._nodes += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise _TooComplex(f"nested more than {MAX_DEPTH} levels deep", self.peek_event().start_mark)
+            if self._nodes > MAX_NODES:  # stop parsing early: PyYAML reads about 20,000 values a second
+                raise _TooComplex(f"more than {MAX_NODES} values in one document", self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, TypeError, AttributeError, OverflowError) as exc:
+            # An explicit tag on a value it cannot describe (``!!int name``, ``!!timestamp x``)
+            # makes PyYAML's constructors raise these instead of a located YAML error.
+            tag = str(node.tag).replace("tag:yaml.org,2002:", "!!")
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read this value as {tag} ({type(exc).__name__})", node.start_mark
+            ) from None
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        digits = str(node.value).lstrip("+-").replace("_", "")
+        if len(digits) > 30:  # also keeps int() away from Python's 4300-digit conversion limit
+            raise yaml.constructor.ConstructorError(None, None, "number too large", node.start_mark)
+        value = int(super().construct_yaml_int(node))
+        if abs(value) >= _INT_LIMIT:
+            raise yaml.constructor.ConstructorError(None, None, "number too large (over 64 bits)", node.start_mark)
+        return value
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
 
 
 def _read_yaml(text: str, file: str) -> tuple[Any, _Positions, list[Problem]]:
     positions = _Positions()
     problems: list[Problem] = []
-    loader = _Loader(text)
+    loader: _Loader | None = None
     try:
+        loader = _Loader(text)  # the reader refuses control characters here already
         node = loader.get_single_node()
         if node is None:
             return None, positions, [Problem(file, 1, 1, "", "file is empty; a scenario needs name, target and load")]
-        _walk(loader, node, (), positions, problems, file)
+        _walk(node, (), positions, problems, file, _Budget())
+        if problems:
+            return None, positions, problems
         data = loader.construct_document(node)
+    except _TooComplex as exc:
+        line, col = (exc.mark.line + 1, exc.mark.column + 1) if exc.mark else (1, 1)
+        return None, positions, [Problem(file, line, col, "", exc.message)]
+    except yaml.reader.ReaderError as exc:
+        line, col = _line_col(text, exc.position)
+        char = f"#x{exc.character:04x}" if isinstance(exc.character, int) else repr(exc.character)
+        return None, positions, [Problem(file, line, col, "", f"character {char} is not allowed in YAML")]
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         message = f"{exc.problem or 'invalid YAML'}"
         if "python/" in message or "could not determine a constructor" in message:
             message += " (only plain YAML is allowed: no language-specific tags)"
-        return None, positions, [Problem(file, line, col, "", message)]
+        where = positions.path_at(line, col) if isinstance(exc, yaml.constructor.ConstructorError) else ()
+        return None, positions, [Problem(file, line, col, _dotted(where), message)]
     except yaml.YAMLError as exc:
         return None, positions, [Problem(file, 1, 1, "", f"invalid YAML: {exc}")]
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return data, positions, problems
 
 
+def _line_col(text: str, offset: int) -> tuple[int, int]:
+    return text.count("\n", 0, offset) + 1, offset - text.rfind("\n", 0, offset)
+
+
+def _scalar_problem(value: str) -> str:
+    """What no value may hold, whatever its key: it would fail far from here (a path, a terminal)."""
+    if "\x00" in value:
+        return "NUL character in a value"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "not valid Unicode (a lone surrogate escape such as \\ud800)"
+    return ""
+
+
+class _Budget:
+    """Nodes visited so far by :func:`_walk`, aliases followed (each visit counts)."""
+
+    def __init__(self) -> None:
+        self.nodes = 0
+
+
 def _walk(
-    loader: _Loader, node: yaml.Node, path: Path_, positions: _Positions, problems: list[Problem], file: str
+    node: yaml.Node,
+    path: Path_,
+    positions: _Positions,
+    problems: list[Problem],
+    file: str,
+    budget: _Budget,
+    stack: tuple[int, ...] = (),
 ) -> None:
-    positions.at.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
-    if isinstance(node, yaml.MappingNode):
+    """Record where each key path was written, and refuse what must never reach validation.
+
+    Aliases are followed, so a key path inside an aliased block is located too; that is also
+    why the walk is bounded: an alias that contains itself is refused, and so is a document
+    that expands to more than ``MAX_NODES`` nodes.
+    """
+    mark = node.start_mark
+    budget.nodes += 1
+    if budget.nodes > MAX_NODES:
+        raise _TooComplex(f"the document expands to more than {MAX_NODES} values (an alias bomb?)", mark)
+    if id(node) in stack:
+        raise _TooComplex("an alias refers to a block that contains it (a recursive structure)", mark)
+    if len(stack) >= MAX_DEPTH:  # aliases can nest blocks deeper than the text does
+        raise _TooComplex(f"nested more than {MAX_DEPTH} levels deep (aliases included)", mark)
+    positions.at.setdefault(path, (mark.line + 1, mark.column + 1))
+    positions.written.setdefault((mark.line + 1, mark.column + 1), path)
+    inner = (*stack, id(node))
+    if isinstance(node, yaml.ScalarNode) and (problem := _scalar_problem(str(node.value))):
+        problems.append(Problem(file, mark.line + 1, mark.column + 1, _dotted(path), problem))
+    elif isinstance(node, yaml.MappingNode):
         seen: set[Any] = set()
         for key_node, value_node in node.value:
             key = key_node.value if isinstance(key_node, yaml.ScalarNode) else repr(key_node)
@@ -1030,16 +1164,18 @@ def _walk(
                 problems.append(Problem(file, *where, _dotted(child), "duplicate key"))
             seen.add(key)
             positions.at[child] = where
-            _walk(loader, value_node, child, positions, problems, file)
+            _walk(key_node, child, positions, problems, file, budget, inner)
+            _walk(value_node, child, positions, problems, file, budget, inner)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _walk(loader, item, (*path, index), positions, problems, file)
+            _walk(item, (*path, index), positions, problems, file, budget, inner)
 
 
 def _dotted(path: Path_) -> str:
     out = ""
     for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        text = str(part) if part != "" else "''"  # an empty key still has a place in the path
+        out += f"[{part}]" if isinstance(part, int) else (f".{text}" if out else text)
     return out
 
 
@@ -1054,12 +1190,10 @@ def _data_path(loc: tuple[Any, ...], data: Any) -> Path_:
     out: list[str | int] = []
     node = data
     for part in loc:
-        if isinstance(part, str) and part in _TAGS and not (isinstance(node, dict) and part in node):
-            continue
-        if isinstance(part, str) and part.startswith("function-"):
-            continue
-        if isinstance(part, str) and "[" in part:  # e.g. 'function-after[...]'
-            continue
+        written = isinstance(node, dict) and part in node  # a key of the document, whatever it looks like
+        if isinstance(part, str) and not written and (part in _TAGS or part.startswith("function-") or "[" in part):
+            continue  # a union tag or a validator's name, e.g. 'function-after[...]'
+
         out.append(part)
         if isinstance(node, dict):
             node = node.get(part)
@@ -1100,7 +1234,7 @@ def _unwrap(annotation: Any, node: Any) -> Any:
         models = [m for m in options if isinstance(m, type) and issubclass(m, BaseModel)]
         if isinstance(node, dict):
             kind = node.get("kind")
-            if kind in FAULT_KINDS:
+            if isinstance(kind, str) and kind in FAULT_KINDS:  # a list is no kind (and no dict key)
                 return FAULT_KINDS[kind]
             if "arrival_rate" in node and RateStage in models:
                 return RateStage
@@ -1157,11 +1291,22 @@ def _validation_problems(exc: ValidationError, data: Any, positions: _Positions,
 
 def _cross_checks(scenario: Scenario) -> Iterator[tuple[Path_, str]]:
     target = scenario.target
-    parts = urlsplit(target.base_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        yield ("target", "base_url"), f"'{target.base_url}' is not an http(s) URL with a host"
-    elif target.allowed_hosts and parts.hostname not in target.allowed_hosts:
-        yield ("target", "base_url"), f"host '{parts.hostname}' is not in target.allowed_hosts"
+    try:
+        parts = urlsplit(target.base_url)
+        port_error = ""
+        try:
+            parts.port  # noqa: B018 -- urlsplit checks the port only when asked
+        except ValueError as exc:
+            port_error = str(exc)
+    except ValueError as exc:  # e.g. an unclosed IPv6 bracket
+        yield ("target", "base_url"), f"'{target.base_url}' is not a valid URL: {exc}"
+    else:
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            yield ("target", "base_url"), f"'{target.base_url}' is not an http(s) URL with a host"
+        elif port_error:
+            yield ("target", "base_url"), f"'{target.base_url}': {port_error}"
+        elif target.allowed_hosts and parts.hostname not in target.allowed_hosts:
+            yield ("target", "base_url"), f"host '{parts.hostname}' is not in target.allowed_hosts"
 
     stages = scenario.load.stages
     if len({type(s) for s in stages}) > 1:
@@ -1189,10 +1334,16 @@ def _cross_checks(scenario: Scenario) -> Iterator[tuple[Path_, str]]:
     if scenario.load.processes != "auto" and not 1 <= scenario.load.processes <= 256:
         yield ("load", "processes"), "processes must be 'auto' or between 1 and 256"
 
-    locustfile = scenario.locustfile_path
-    if not locustfile.is_file():
-        yield ("load", "locustfile"), f"locustfile not found: {locustfile}"
+    locustfile, found = Path(), False
+    try:
+        locustfile = scenario.locustfile_path
+        found = locustfile.is_file()
+    except (OSError, ValueError) as exc:  # a name too long for the file system, say
+        yield ("load", "locustfile"), f"not a usable path: {getattr(exc, 'strerror', None) or exc}"
     else:
+        if not found:
+            yield ("load", "locustfile"), f"locustfile not found: {locustfile}"
+    if found:
         defined = _locust_classes(locustfile)
         if defined is None:
             yield ("load", "locustfile"), f"{locustfile} is not valid Python"
@@ -1352,16 +1503,22 @@ def load_scenario(path: str | Path) -> Scenario:
     """
     file = str(path)
     source = Path(path)
+    too_large = ScenarioError([Problem(file, 1, 1, "", f"file is larger than {MAX_SCENARIO_BYTES} bytes")])
     try:
         if source.stat().st_size > MAX_SCENARIO_BYTES:
-            raise ScenarioError([Problem(file, 1, 1, "", f"file is larger than {MAX_SCENARIO_BYTES} bytes")])
-        raw = source.read_bytes()
+            raise too_large
+        with source.open("rb") as stream:  # bounded: a pipe or a device has no size to check first
+            raw = stream.read(MAX_SCENARIO_BYTES + 1)
+        if len(raw) > MAX_SCENARIO_BYTES:
+            raise too_large
     except FileNotFoundError:
         raise ScenarioError([Problem(file, 1, 1, "", "file not found")]) from None
     except IsADirectoryError:
         raise ScenarioError([Problem(file, 1, 1, "", "is a directory, not a scenario file")]) from None
     except OSError as exc:
         raise ScenarioError([Problem(file, 1, 1, "", f"cannot read: {exc.strerror}")]) from None
+    except ValueError:  # a NUL in the path
+        raise ScenarioError([Problem(file, 1, 1, "", "not a usable file name")]) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
