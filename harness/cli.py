@@ -7,6 +7,7 @@ the debug log (``$HARNESS_DATA_DIR/harness.log``), never to the terminal.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -215,6 +216,7 @@ def _run_scenario(
     gate: bool,
 ) -> None:
     invoked_at = time.time()
+    _terminate_as_interrupt()
     from harness.scenario import load_scenario
     from harness.timeline import compile_plan
 
@@ -237,6 +239,9 @@ def _run_scenario(
     directory = paths.run_dir(rid)
     _setup_logging()
     sink = open_results(loaded.results, url, token, directory, console.print)
+    from harness.runlist import note_driver_exit, write_driver_record
+
+    write_driver_record(directory, loaded.name)  # `harness runs`: running while we live, aborted if we die
     options = RunOptions(
         run_id=rid,
         run_dir=directory,
@@ -246,9 +251,13 @@ def _run_scenario(
         baseline=against,
     )
     console.print(f"run {rid}: {loaded.name}, {plan_.duration:g}s; outputs in {directory}", markup=False)
-    with Progress(rid, plan_.duration) as progress:
-        orchestrator = Orchestrator(plan_, options, sink.writer, on_status=progress.update, on_event=progress.event)
-        outcome = orchestrator.run()
+    try:
+        with Progress(rid, plan_.duration) as progress:
+            orchestrator = Orchestrator(plan_, options, sink.writer, on_status=progress.update, on_event=progress.event)
+            outcome = orchestrator.run()
+    except BaseException as exc:  # no verdict will be written: say why in the driver's record
+        note_driver_exit(directory, f"the driver stopped on {type(exc).__name__}", faults_left=False)
+        raise
     began = time.time()
     stats = sink.writer.close(timeout=10.0)
     outcome.summary["results"] = {**sink.describe(), **stats.to_dict()}
@@ -276,6 +285,18 @@ def _run_scenario(
     console.print(f"summary: {directory / 'summary.json'}", markup=False)
     sink.after_run(console.print)
     raise typer.Exit(outcome.verdict.exit_code)
+
+
+def _terminate_as_interrupt() -> None:
+    """SIGTERM ends a run the way Ctrl-C does: faults reverted, load stopped, results flushed, exit 130.
+
+    Both raise KeyboardInterrupt in the main thread; during the run's teardown a second one
+    of either exits at once (see ``Orchestrator.run``).
+    """
+    import signal
+
+    with contextlib.suppress(ValueError):  # not the main thread: leave SIGTERM alone
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 class _Unreachable:
@@ -321,7 +342,8 @@ def runs_(
 ) -> None:
     """List recent runs under runs/ (id, scenario, start, duration, verdict), newest first.
 
-    A run without a verdict (its driver was killed) shows as 'unfinished'.
+    A run without a verdict shows as 'running' while its driver process lives and 'aborted'
+    once it is gone (killed, crashed, interrupted twice); 'unfinished' when that cannot be told.
     """
     from harness.display import print_runs
     from harness.runlist import list_runs

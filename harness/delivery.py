@@ -18,8 +18,13 @@ The rules (seconds are epoch seconds, offsets are from the run start):
   last second of each stage and seconds whose target is 0 are not judged (a rate change
   takes effect within a second). ``SUSTAINED_SECONDS`` consecutive short seconds make the run
   invalid; a second that is not judged breaks the streak.
-* A **lost generator** or a **dead load process** makes the run invalid at once: the load it
-  carried was not redistributed.
+* A **lost generator** or a **dead load process** makes the run invalid at once. Its share
+  is moved to the live processes (the orchestrator's redistribution policy), but the run
+  cannot be judged exactly: the requests of the windows it had not handed over yet (up to
+  a second of a process, more for a hung generator) are missing from the results, and its
+  share was missing from the load until the move took effect. The finding for a dead
+  process says how it ended and when its share ran again (:meth:`DeliveryWatch.moved`), or
+  that no process was left to take it.
 """
 
 from __future__ import annotations
@@ -123,6 +128,7 @@ class DeliveryWatch:
     _last: int | None = None
     _losses: list[Finding] = field(default_factory=list)
     _deaths: list[Finding] = field(default_factory=list)
+    _moved: dict[str, str] = field(default_factory=dict)  # dead process -> where its share went, in words
 
     def __post_init__(self) -> None:
         self._spans: list[_RateSpan] = []
@@ -164,18 +170,35 @@ class DeliveryWatch:
         self._losses.append(finding)
         return finding
 
-    def died(self, process: str, at: float) -> Finding:
-        """A load process exited during the run without being asked to."""
+    def died(self, process: str, at: float, how: str = "") -> Finding:
+        """A load process exited during the run without being asked to (``how``: e.g. "killed by SIGKILL")."""
         offset = at - self.start_epoch
         finding = Finding(
             Condition.DIED,
             process,
             offset,
             0,
-            f"load not delivered: load process {process} died at {format_clock(offset)}",
+            f"load not delivered: load process {process} died at {format_clock(offset)}" + (f" ({how})" if how else ""),
         )
         self._deaths.append(finding)
         return finding
+
+    def moved(self, subject: str, after_s: float, processes: int) -> None:
+        """The share of ``subject`` (a dead process) ran again on ``processes`` others ``after_s`` after the loss."""
+        others = "1 other process" if processes == 1 else f"{processes} other processes"
+        self._moved[subject] = f"its share ran on {others} {after_s:.2f} s later"
+
+    def not_moved(self, subject: str) -> None:
+        """No live process was left to take the share of ``subject``."""
+        self._moved[subject] = "no process was left to take its share"
+
+    def _with_move(self, finding: Finding) -> Finding:
+        """A death's finding, with where its share went when that is known."""
+        moved = self._moved.get(finding.subject)
+        if not moved:
+            return finding
+        text = finding.text[:-1] + f"; {moved})" if finding.text.endswith(")") else f"{finding.text} ({moved})"
+        return Finding(finding.condition, finding.subject, finding.offset, finding.seconds, text)
 
     def _seen(self, second: int) -> None:
         self._first = second if self._first is None else min(self._first, second)
@@ -194,7 +217,7 @@ class DeliveryWatch:
 
     def findings(self) -> list[Finding]:
         """Every reason the load was not delivered, worst first within each condition."""
-        out = [*self._losses, *self._deaths]
+        out = [*self._losses, *(self._with_move(f) for f in self._deaths)]
         saturated = [self._saturation(process, seconds) for process, seconds in sorted(self._hot.items())]
         worst = sorted((f for f in saturated if f is not None), key=lambda f: (-f.seconds, f.offset, f.subject))
         out += worst

@@ -14,6 +14,7 @@ import math
 import os
 import resource
 import secrets
+import signal
 import sys
 import threading
 import time
@@ -27,7 +28,7 @@ from typing import Any
 import ray
 
 from harness.baseline import BaselineRun
-from harness.chaos.agent import RENEW_INTERVAL, ChaosAgent
+from harness.chaos.agent import LEASE_TTL, RENEW_INTERVAL, ChaosAgent
 from harness.delivery import SUSTAINED_SECONDS, DeliveryWatch
 from harness.errors import FaultError, HarnessError, LoadError
 from harness.expressions import format_duration
@@ -56,6 +57,9 @@ CLOCK_NICE = -10  # the clock thread's niceness during a run, so that it wakes o
 STEP_OVERDUE = 1.0  # ... unless that step is this overdue: the clock thread is busy with a slow step (s)
 POLL_JOIN_TIMEOUT = 10.0  # how long the end of a run waits for a poll in progress (s)
 LOST_AFTER = 3.0  # a generator whose drain is unanswered this long is lost (s)
+#: A share moved to the surviving processes in the open model starts this long after the
+#: loss was noticed, on one common instant for all of them (their slots stay interleaved).
+REDISTRIBUTE_LEAD = 0.25
 FINAL_DRAIN_TIMEOUT = 5.0  # at teardown, how long to wait for drains still in flight (s)
 #: Open-model stages are sent this long before their planned offset (s): each process keeps
 #: the new schedule until its start, so the change lands on time in intended time even when a
@@ -156,6 +160,13 @@ class Orchestrator:
         self.delivery: DeliveryWatch | None = None
         self.lost: dict[str, str] = {}  # generator id -> why it was declared lost
         self.lost_report: list[dict[str, Any]] = []
+        # One entry per loss (a process died, a generator was lost): when, and when and where
+        # its share of the load was running again (the redistribution policy, see ``_redistribute``).
+        self.load_gaps: list[dict[str, Any]] = []
+        self._gap_records: dict[int, dict[str, Any]] = {}  # id(redistribution StepRecord) -> its gap
+        self._current_stage: Step | None = None  # the stage whose shares the processes run now
+        # generator index -> epoch time its last answered drain was sent: its windows are in up to then
+        self._last_answer: dict[int, float] = {}
         self._drains: dict[int, tuple[ray.ObjectRef, float]] = {}  # generator index -> (ref, monotonic time sent)
         self._commands: list[_PendingCommand] = []
         self._stage_events: dict[int, tuple[StepRecord, dict[str, Any]]] = {}
@@ -183,19 +194,42 @@ class Orchestrator:
         interrupted = False
         try:
             self._start_ray()
+            _terminate_as_interrupt()  # again: ray.init installs its own SIGTERM handler in the driver
             self._start_generators()
             self._start_agent()
             self._loop()
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (the CLI raises the same for it)
             interrupted = True
-            self._note("interrupted: reverting faults and stopping load")
+            self._note("interrupted: reverting faults and stopping load (interrupt again to exit at once)")
         except HarnessError as exc:
             error = f"{type(exc).__name__}: {exc}"
             self._note(f"error: {exc}")
         finally:
-            with _deferred_interrupts():
+            with _deferred_interrupts(interrupted, self._exit_at_once, self._note):
                 self._teardown()
         return self._judge(error=error, interrupted=interrupted)
+
+    def _exit_at_once(self) -> None:
+        """A second interrupt: leave now, without reverting or stopping anything.
+
+        What the driver leaves is covered the same way as when it is killed: every fault is
+        a lease that lapses within ``LEASE_TTL`` and the node's watchdog reverts it; the
+        generators stop their load when the driver is gone (Ray ends with a driver that
+        started it; an actor cut off from its driver stops its processes); the run is
+        listed as aborted by ``harness runs``.
+        """
+        from harness.runlist import note_driver_exit
+
+        faults = ", ".join(self.active_faults) or "none"
+        note_driver_exit(self.options.run_dir, "interrupted twice: the driver exited at once")
+        with contextlib.suppress(Exception):
+            sys.stderr.write(
+                f"\ninterrupted twice: exiting now; active faults ({faults}) are reverted by the fault "
+                f"watchdog when their lease lapses (within {LEASE_TTL:g} s); `harness recover` says whether "
+                "anything is left\n"
+            )
+            sys.stderr.flush()
+        os._exit(130)
 
     def _start_ray(self) -> None:
         began = time.monotonic()
@@ -209,10 +243,32 @@ class Orchestrator:
             "configure_logging": False,
         }
         if self.options.ray_address:
+            from harness.chaos.preflight import check_ray_address
+
+            check_ray_address(self.options.ray_address)  # never connect without a token (docs/security.md)
+            os.environ.setdefault("RAY_AUTH_MODE", "token")  # Ray sends no token to an explicit address otherwise
             ray.init(address=self.options.ray_address, **kwargs)
         else:
-            # "local": never join a cluster that `ray start` left recorded in /tmp/ray.
-            ray.init(address="local", num_cpus=os.cpu_count() or 1, **kwargs)
+            # "local": never join a cluster that `ray start` left recorded in /tmp/ray. Token
+            # authentication stays on (Ray's default for a new local cluster unless RAY_AUTH_MODE
+            # says otherwise), and every port binds to 127.0.0.1: Ray binds its servers to the node
+            # IP, and turns 127.0.0.1 into this host's LAN address unless clusters are disabled,
+            # which is what RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 does (read at import, hence both).
+            from ray._private import ray_constants
+
+            if os.environ.get("RAY_AUTH_MODE", "token").lower() != "token":
+                os.environ.pop("RAY_AUTH_MODE")
+            saved = (ray_constants.ENABLE_RAY_CLUSTER, os.environ.get(ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR))
+            ray_constants.ENABLE_RAY_CLUSTER = False
+            os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"  # for the processes ray.init starts
+            try:
+                ray.init(address="local", num_cpus=os.cpu_count() or 1, _node_ip_address="127.0.0.1", **kwargs)
+            finally:
+                ray_constants.ENABLE_RAY_CLUSTER = saved[0]
+                if saved[1] is None:
+                    os.environ.pop(ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR, None)
+                else:
+                    os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = saved[1]
             self.started_ray = True
         self.timings["ray_init_s"] = round(time.monotonic() - began, 3)
 
@@ -437,21 +493,55 @@ class Orchestrator:
     def _apply_stage(self, step: Step, record: StepRecord) -> None:
         """Send every live process its share of the stage; do not wait for the answers.
 
-        Shares are computed over all processes the run started: the load of a lost
-        generator is not redistributed. The actors' answers are collected by ``_poll``
-        (an error there ends the run); the processes' ``applied`` reports complete the
-        step's timing and its ``stage`` event.
+        Shares are computed over the processes still alive (a dead process's or a lost
+        generator's share is carried by the others, see ``_redistribute``). The actors'
+        answers are collected by ``_poll`` (an error there ends the run); the processes'
+        ``applied`` reports complete the step's timing and its ``stage`` event.
         """
         assert self.steps is not None
+        executed = self.start_epoch + record.executed_s
+        # A stage sent ahead starts at its planned instant: that is where its annotation goes.
+        when = max(executed, self.start_epoch + step.offset)
+        event = self._event("stage", step.name, "start", f"stage {step.name}: {step.detail}", when, step.offset)
+        # Computed and sent under the lock, so that a redistribution by the poll thread can
+        # never reach a process after (and so undo) the next stage's command.
+        with self._lock:
+            self._current_stage = step
+            live = self._live_processes()
+            # Every acknowledgement is expected before the first command goes out: the poll
+            # thread may file one as soon as a command is sent.
+            self.steps.expect(record, live)
+            self._stage_events[id(record)] = (record, event)
+            self._send_shares(step, live, self.start_epoch + step.offset, step.name)
+            if record.complete:  # no process to wait for
+                self._finish_stage_event(record)
+
+    def _live_processes(self) -> list[str]:
+        """Processes that carry load now: not dead, and not of a lost generator (in run order)."""
+        return [
+            p
+            for g in self.generators
+            if g.spec.generator_id not in self.lost
+            for p in g.process_ids
+            if p not in self.dead_processes
+        ]
+
+    def _send_shares(self, step: Step, live: list[str], start: float, label: str) -> None:
+        """Split ``step``'s stage evenly over ``live`` and send each generator its processes' shares.
+
+        Open model: one schedule of the stage's arrival rate starting at epoch ``start``,
+        interleaved across the processes. Closed model: users (and spawn rate) split evenly.
+        Called with ``self._lock`` held; never waits for an answer.
+        """
         stage = step.stage
         assert stage is not None
+        count = len(live)
+        if not count:
+            return
         commands: dict[str, Command] = {}
-        count = len(self.process_ids)
         if isinstance(stage, RateStage):
-            # One schedule from the stage's planned start, interleaved across processes.
             users = split_evenly(stage.max_users, count)
-            start = self.start_epoch + step.offset
-            for index, (pid, share) in enumerate(zip(self.process_ids, users, strict=True)):
+            for index, (pid, share) in enumerate(zip(live, users, strict=True)):
                 commands[pid] = Command(
                     "set_rate",
                     rate=stage.arrival_rate / count,
@@ -461,29 +551,14 @@ class Orchestrator:
                 )
         else:
             users = split_evenly(stage.users, count)
-            for pid, share in zip(self.process_ids, users, strict=True):
+            for pid, share in zip(live, users, strict=True):
                 rate = stage.spawn_rate * share / stage.users if stage.users else stage.spawn_rate
                 commands[pid] = Command("set_users", users=share, spawn_rate=max(rate, 0.01))
-        executed = self.start_epoch + record.executed_s
-        # A stage sent ahead starts at its planned instant: that is where its annotation goes.
-        when = max(executed, self.start_epoch + step.offset)
-        event = self._event("stage", step.name, "start", f"stage {step.name}: {step.detail}", when, step.offset)
-        # Every acknowledgement is expected before the first command goes out: the poll
-        # thread may file one as soon as a command is sent.
-        with self._lock:
-            targets = [i for i, g in enumerate(self.generators) if g.spec.generator_id not in self.lost]
-            for index in targets:
-                live = [p for p in self.generators[index].process_ids if p not in self.dead_processes]
-                self.steps.expect(record, live)
-            self._stage_events[id(record)] = (record, event)
-        for index in targets:
-            generator = self.generators[index]
-            ref = generator.command_async({p: commands[p] for p in generator.process_ids})
-            with self._lock:
-                self._commands.append(_PendingCommand(ref, index, step.name, time.monotonic()))
-        with self._lock:
-            if record.complete:  # no process to wait for
-                self._finish_stage_event(record)
+        for index, generator in enumerate(self.generators):
+            mine = {p: commands[p] for p in generator.process_ids if p in commands}
+            if mine:
+                ref = generator.command_async(mine)
+                self._commands.append(_PendingCommand(ref, index, label, time.monotonic()))
 
     def _inject(self, index: int, record: StepRecord | None = None) -> None:
         fault = self.scenario.faults[index]
@@ -529,6 +604,10 @@ class Orchestrator:
 
         Called with ``self._lock`` held.
         """
+        gap = self._gap_records.pop(id(record), None)
+        if gap is not None:
+            self._restored(record, gap)
+            return
         entry = self._stage_events.pop(id(record), None)
         if entry is None:
             return
@@ -619,11 +698,18 @@ class Orchestrator:
             if ref in done:
                 del self._drains[index]
                 try:
-                    batches.append(ray.get(ref, timeout=0))
+                    batch = ray.get(ref, timeout=0)
                 except ray.exceptions.RayActorError as exc:
                     self._lose(index, f"its actor died ({type(exc).__name__})")
+                    continue
                 except ray.exceptions.RayError as exc:
                     raise LoadError(f"generator {self.generators[index].spec.generator_id}: {exc}") from None
+                self._last_answer[index] = time.time() - (time.monotonic() - issued)
+                batches.append(batch)
+                cut_off = batch.get("cut_off")
+                if cut_off:  # it stopped its own load: the driver was silent too long (or it failed)
+                    why = cut_off.get("error") or f"no drain from the driver for {cut_off.get('silent_s', 0):.1f} s"
+                    self._lose(index, f"it stopped its load itself ({why})")
             elif now - issued > LOST_AFTER:
                 self._lose(index, f"no answer from its actor for {LOST_AFTER:g} s")
         return batches
@@ -632,12 +718,15 @@ class Orchestrator:
         return {i for i, g in enumerate(self.generators) if g.spec.generator_id in self.lost}
 
     def _lose(self, index: int, why: str) -> None:
-        """Declare a generator lost: record it, stop waiting for it, carry on without its load.
+        """Declare a generator lost: record it, stop waiting for it, move its load to the others.
 
-        Its processes leave the aggregator (later seconds close without them), its stage
-        acknowledgements are no longer awaited, and its actor is killed so that a merely
-        unresponsive generator cannot keep sending load nobody counts (its Locust processes
-        die with the actor). The run goes on to its end and is judged invalid.
+        Its actor is killed first, so that a merely unresponsive generator cannot keep
+        sending load nobody counts (its Locust processes die with the actor, and stop by
+        themselves once they hear nothing from it). Its processes leave the aggregator
+        (later seconds close without them), its stage acknowledgements are no longer
+        awaited, and its share goes to the live processes of the other generators
+        (``_redistribute``). The run goes on to its end and is judged invalid: the windows
+        it had not yet handed over are missing from the results.
         """
         assert self.aggregator is not None and self.delivery is not None and self.steps is not None
         generator = self.generators[index]
@@ -645,6 +734,7 @@ class Orchestrator:
         if gid in self.lost:
             return
         at = time.time()
+        generator.kill()
         processes = generator.process_ids
         with self._lock:
             self.lost[gid] = why
@@ -663,13 +753,16 @@ class Orchestrator:
                 "processes": processes,
             }
         )
-        text = (
-            f"generator {gid} lost: {why}; its processes ({', '.join(processes)}) are no longer waited for "
-            "and their load is not moved to other generators"
-        )
+        text = f"generator {gid} lost: {why}; its processes ({', '.join(processes)}) are no longer waited for"
         self._event("run", gid, "end", text, at)
-        self._note(f"[{format_duration(round(finding.offset, 1))}] {text}")
-        generator.kill()
+        # Its windows were taken in up to its last answered drain (sent then): the gap starts there.
+        last = self._last_answer.get(index, at)
+        live = [p for p in processes if p not in self.dead_processes]
+        moved = self._redistribute(gid, live, min(last, at), at, f"generator {gid} lost ({why})")
+        self.lost_report[-1]["load"] = moved
+        gtext = f"generator {gid} lost ({why}), last heard from {max(0.0, at - last):.2f} s before; {moved}"
+        self._event("generator", gid, "end", gtext, at)
+        self._note(f"[{format_duration(round(finding.offset, 1))}] {gtext}")
 
     def _take(self, batch: dict[str, Any]) -> None:
         """File one drain's windows, acknowledgements, error reports and process deaths."""
@@ -687,16 +780,102 @@ class Orchestrator:
                         self._finish_stage_event(record)
         for text in batch.get("events", []):
             self._note(f"load process reported: {text}")
+        died = batch.get("died") or {}
         for process in batch.get("dead", []):
             if process not in self.dead_processes:
-                at = time.time()
-                with self._lock:
-                    self.dead_processes.add(process)
-                    for record in self.steps.forget([process]):
-                        self._finish_stage_event(record)
-                self.delivery.died(process, at)
-                self._event("run", process, "end", f"load process {process} died", at)
-                self.aggregator.processes.discard(process)
+                self._process_died(process, died.get(process) or {})
+
+    def _process_died(self, process: str, info: dict[str, Any]) -> None:
+        """A Locust process exited without being asked to: record it and move its share.
+
+        ``info`` is what its actor saw: ``at`` (epoch time of the exit) and ``code`` (exit
+        code; negative: killed by that signal).
+        """
+        assert self.aggregator is not None and self.delivery is not None and self.steps is not None
+        detected = time.time()
+        exited = float(info.get("at") or detected)
+        how = _exit_text(info.get("code"))
+        with self._lock:
+            self.dead_processes.add(process)
+            for record in self.steps.forget([process]):
+                self._finish_stage_event(record)
+        self.aggregator.processes.discard(process)
+        self.delivery.died(process, exited, how)
+        moved = self._redistribute(process, [process], exited, detected, f"load process {process} died ({how})")
+        text = f"load process {process} died ({how}), noticed {max(0.0, detected - exited):.2f} s later; {moved}"
+        self._event("generator", process, "end", text, detected)
+        self._note(f"[{format_duration(round(detected - self.start_epoch, 1))}] {text}")
+
+    def _redistribute(self, subject: str, gone: list[str], lost_at: float, detected: float, cause: str) -> str:
+        """The loss policy: move the share of ``gone`` processes to every live process of the run.
+
+        Not restarted: a new process would need seconds to import the locustfile (the gap
+        would last that long), and what killed it may kill it again. The current stage is
+        split again, evenly, over the processes still alive on every generator (the most
+        even spread, so the fewest extra users or arrivals per process); later stages are
+        split over them too. In the open model the new schedule starts on one instant
+        ``REDISTRIBUTE_LEAD`` after the loss was noticed. The gap (from ``lost_at`` until
+        the last live process applied its new share) is kept in ``load_gaps`` and closed by
+        a ``generator`` event (state ``start``) when the last acknowledgement arrives.
+        Returns what was done, in words, for the loss event.
+        """
+        assert self.steps is not None and self.delivery is not None
+        gap: dict[str, Any] = {
+            "subject": subject,
+            "processes": list(gone),
+            "cause": cause,
+            "lost_at": lost_at,
+            "lost_offset": round(lost_at - self.start_epoch, 3),
+            "detected_at": detected,
+            "detected_after_s": round(max(0.0, detected - lost_at), 3),
+            "moved_to": [],
+            "restored_at": None,
+            "gap_s": None,
+        }
+        with self._lock:
+            self.load_gaps.append(gap)
+            step = self._current_stage
+            live = self._live_processes()
+            if self._stop_poll.is_set():
+                gap["note"] = "lost after the load ended: nothing to move"
+                return "the load had already ended"
+            if not live:
+                gap["note"] = "no load process left to take its share"
+                self.delivery.not_moved(subject)
+                return "no load process is left to take its share"
+            gap["moved_to"] = live
+            if step is None or step.stage is None:
+                gap["note"] = "lost before the first stage: every stage is split over the live processes"
+                return f"every stage is split over the live {_processes(len(live))}"
+            now = time.time()
+            record = self.steps.executed("redistribute", step.name, now - self.start_epoch, now)
+            self.steps.expect(record, live)
+            self._gap_records[id(record)] = gap
+            start = max(now + REDISTRIBUTE_LEAD, self.start_epoch + step.offset + 0.001)
+            self._send_shares(step, live, start, f"{step.name} (redistributed)")
+        return f"its share of stage {step.name} moves to {_processes(len(live))} ({', '.join(live)})"
+
+    def _restored(self, record: StepRecord, gap: dict[str, Any]) -> None:
+        """Every live process applied its new share (or teardown came first): close the gap.
+
+        Called with ``self._lock`` held.
+        """
+        assert self.delivery is not None
+        subject = gap["subject"]
+        if record.done_s is None or record.awaiting:
+            gap["note"] = f"the new shares were not all acknowledged ({len(record.awaiting)} missing)"
+            return
+        restored = self.start_epoch + record.done_s
+        gap["restored_at"] = restored
+        gap["gap_s"] = round(max(0.0, restored - gap["lost_at"]), 3)
+        self.delivery.moved(subject, gap["gap_s"], len(gap["moved_to"]))
+        text = (
+            f"load of {subject} running again on {_processes(len(gap['moved_to']))} "
+            f"({', '.join(gap['moved_to'])}): applied by all by +{record.done_s:.3f} s, "
+            f"{gap['gap_s']:.2f} s after it was lost"
+        )
+        self._event("generator", subject, "start", text, restored)
+        self._note(f"[{format_duration(round(record.done_s, 1))}] {text}")
 
     def _settle(self, final: bool = False) -> None:
         """Close the seconds that are complete (all of them when ``final``) and act on each."""
@@ -746,7 +925,8 @@ class Orchestrator:
             # Upper bound: the first request completed before the end of its window.
             self.timings["first_request_by_s"] = round(closed.second + 1 - self.options.invoked_at, 3)
         points = list(request_points(self.run_id, self.scenario.name, closed, self.endpoints))
-        points.append(load_point(self.run_id, self.scenario.name, closed, len(self.generators), saturated))
+        live = len(self.generators) - len(self.lost)  # generators carrying load in this second
+        points.append(load_point(self.run_id, self.scenario.name, closed, live, saturated))
         self._write(points)
         if self.trip is None and self.guards.guards:
             trip = self.guards.observe(closed)
@@ -796,13 +976,16 @@ class Orchestrator:
                     self._event("fault", name, "end", f"fault {name} reverted at teardown", time.time())
         finals = self._stop_generators()
         self._release_placement()
-        if self.aggregator is not None and self.book is not None:
+        if self.aggregator is not None and self.book is not None and self.steps is not None:
             with contextlib.suppress(HarnessError):
                 for batch in finals:
                     self._take(batch)
                 self._settle(final=True)
-            for record, _ in list(self._stage_events.values()):
-                self._finish_stage_event(record)
+            with self._lock:
+                for record, _ in list(self._stage_events.values()):
+                    self._finish_stage_event(record)
+                for record in [r for r in self.steps.records if id(r) in self._gap_records]:
+                    self._finish_stage_event(record)
         self.timings["load_stopped_at"] = time.time()
         if self.started_ray:
             ray.shutdown()
@@ -873,6 +1056,7 @@ class Orchestrator:
             "late_windows": self.aggregator.late_count if self.aggregator else 0,
             "late_requests_unwritten": self.late_requests_unwritten,
             "lost_generators": self.lost_report,
+            "load_gaps": self.load_gaps,
             "delivery": {
                 "sustained_seconds": SUSTAINED_SECONDS,
                 "findings": [f.to_dict() for f in self.delivery.findings()] if self.delivery else [],
@@ -963,6 +1147,21 @@ def _placement_entry(generator_id: str, info: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _processes(count: int) -> str:
+    return f"{count} process" if count == 1 else f"{count} processes"
+
+
+def _exit_text(code: Any) -> str:
+    """How a process ended, from its exit code (negative: the signal that killed it)."""
+    if not isinstance(code, int):
+        return "exit status unknown"
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-code).name}"
+        return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
 def _send_at(step: Step) -> float:
     """When the clock thread acts on ``step`` (offset in s): open-model stages a little early."""
     if step.kind is StepKind.STAGE and isinstance(step.stage, RateStage) and step.offset >= RATE_STAGE_LEAD:
@@ -984,19 +1183,38 @@ def _set_thread_niceness(value: int) -> int:
     return previous
 
 
-@contextlib.contextmanager
-def _deferred_interrupts() -> Any:
-    """Let teardown finish when a second Ctrl-C arrives; the watchdog covers a SIGKILL."""
-    import signal
+def _terminate_as_interrupt() -> None:
+    """SIGTERM raises KeyboardInterrupt in the main thread, as Ctrl-C does (no-op elsewhere)."""
+    with contextlib.suppress(ValueError):  # not the main thread
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
 
-    received: list[int] = []
-    previous = signal.getsignal(signal.SIGINT)
+
+@contextlib.contextmanager
+def _deferred_interrupts(interrupted: bool, exit_now: Callable[[], None], note: Callable[[str], None]) -> Any:
+    """Teardown under a first interrupt; a second one (SIGINT or SIGTERM) calls ``exit_now``.
+
+    ``interrupted``: the run was already interrupted once (that was the first). When it was
+    not, the first signal during teardown is only noted and teardown goes on, so that a
+    user's one Ctrl-C never leaves faults to the watchdog; the next one exits.
+    """
+    received: list[int] = [1] if interrupted else []
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if received:
+            exit_now()
+        received.append(signum)
+        note("interrupted: still reverting faults and stopping load (interrupt again to exit at once)")
+
+    watched = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.getsignal(signum) for signum in watched}
     try:
-        signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+        for signum in watched:
+            signal.signal(signum, on_signal)
     except ValueError:  # not the main thread
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

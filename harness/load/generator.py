@@ -5,6 +5,15 @@ The actor never imports Locust (that hangs inside Ray workers); it starts one
 report lines from a pipe. It stays responsive to pings while load runs, and its
 subprocesses die with it (PR_SET_PDEATHSIG) and stop when their stdin closes.
 
+Cut off from the driver, a generator stops its load by itself. The driver drains every
+generator several times a second; once the first drain came, an actor that hears nothing
+from the driver (no drain, command or ping) for ``CUT_OFF_AFTER`` seconds asks its processes
+to stop (their last windows are kept for a drain that may still come) and reports that in
+its next drain. The actor also sends each process a keepalive every second while it hears
+from the driver; a process that reads nothing for ``ACTOR_SILENCE`` seconds stops by itself,
+which covers an actor that hangs. ``CUT_OFF_AFTER`` is longer than the driver's own
+``LOST_AFTER``, so a live driver declares a silent generator lost before it stops itself.
+
 ``LoadGenerator`` is the public wrapper the orchestrator uses; ``_LoadGeneratorActor`` is
 the actor itself.
 """
@@ -27,10 +36,14 @@ from typing import Any
 import ray
 
 from harness.errors import LoadError
-from harness.load.protocol import Command, encode_command
+from harness.load.protocol import KEEPALIVE_INTERVAL, Command, encode_command
 from harness.priority import normal_priority
 
-__all__ = ["GeneratorSpec", "LoadGenerator"]
+__all__ = ["CUT_OFF_AFTER", "GeneratorSpec", "LoadGenerator"]
+
+CUT_OFF_AFTER = 5.0  # an actor that hears nothing from the driver this long stops its load (s)
+STOP_GRACE = 2.0  # a process asked to stop this long ago is killed (s)
+WATCH_TICK = 0.25  # how often the actor checks when it last heard from the driver (s)
 
 
 @dataclass(frozen=True)
@@ -66,9 +79,15 @@ class _Child:
     proc: asyncio.subprocess.Process
     reader: asyncio.StreamReader
     ready: asyncio.Event
-    stopped: asyncio.Event
+    stopped: asyncio.Event  # its report pipe is closed: it exited, or is about to
     error: str = ""
     task: asyncio.Task[None] | None = None
+    asked_to_stop: bool = False  # by ``stop`` or by the cut-off; any other exit is a death
+    exited_at: float | None = None  # epoch time the actor saw it exit
+
+    def died(self) -> bool:
+        """Exited without being asked to (killed, crashed, or stopped by its own silence rule)."""
+        return self.exited_at is not None and not self.asked_to_stop
 
 
 class _LoadGeneratorActor:
@@ -85,6 +104,11 @@ class _LoadGeneratorActor:
         # sent, because its ``applied`` acknowledgements are matched to them by order.
         self._command_lock = asyncio.Lock()
         self._spec: GeneratorSpec | None = None
+        self._contact = time.monotonic()  # the driver's last drain, command or ping
+        self._armed = False  # the cut-off applies once the driver drained once (the run began)
+        self._stopping = False
+        self._cut_off: dict[str, Any] | None = None
+        self._watch: asyncio.Task[None] | None = None
 
     async def start(self, spec: GeneratorSpec, timeout: float = 60.0) -> dict[str, Any]:
         """Start the processes and wait until each has imported the locustfile."""
@@ -135,6 +159,9 @@ class _LoadGeneratorActor:
             child = _Child(process_id, proc, reader, asyncio.Event(), asyncio.Event())
             child.task = asyncio.create_task(self._read(child))
             self._children.append(child)
+        # Keepalives start before the processes are ready: a process that is ready early must
+        # not time out while its siblings still import the locustfile.
+        self._watch = asyncio.create_task(self._watch_driver())
         deadline = time.monotonic() + timeout
         for child in self._children:
             remaining = max(0.1, deadline - time.monotonic())
@@ -171,6 +198,35 @@ class _LoadGeneratorActor:
                 child.error = text
                 self._events.append(text)
         child.stopped.set()
+        await child.proc.wait()
+        child.exited_at = time.time()
+
+    async def _watch_driver(self) -> None:
+        """Forward keepalives while the driver is heard from; stop the load when it is not.
+
+        Runs until ``stop``. Never raises: a failure here must not leave the load running
+        unsupervised, so any error stops the processes too.
+        """
+        sent = 0.0
+        try:
+            while not self._stopping:
+                await asyncio.sleep(WATCH_TICK)
+                silent = time.monotonic() - self._contact
+                if self._stopping:
+                    return
+                if self._armed and silent > CUT_OFF_AFTER:
+                    self._cut_off = {"at": time.time(), "silent_s": round(silent, 3)}
+                    break
+                if time.monotonic() - sent < KEEPALIVE_INTERVAL:
+                    continue
+                sent = time.monotonic()
+                for child in self._children:
+                    if child.proc.returncode is None and not child.asked_to_stop:
+                        await self._send(child, Command("keepalive"))
+        except Exception as exc:  # stop the load below, whatever went wrong, and say so
+            self._cut_off = {"at": time.time(), "silent_s": 0.0, "error": f"{type(exc).__name__}: {exc}"}
+        if not self._stopping:
+            await self._stop_children(grace=STOP_GRACE)
 
     def _describe(self) -> dict[str, Any]:
         """Where this generator runs: its processes, and the node that hosts them (for the summary)."""
@@ -183,40 +239,70 @@ class _LoadGeneratorActor:
             "actor_pid": os.getpid(),
         }
 
+    async def _send(self, child: _Child, command: Command) -> None:
+        if child.proc.stdin is None or child.proc.returncode is not None:
+            return
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError, RuntimeError):
+            child.proc.stdin.write(encode_command(command))
+            await child.proc.stdin.drain()
+
     async def command(self, commands: dict[str, Command]) -> None:
         """Send each process its own command (keyed by process id), in call order."""
+        self._contact = time.monotonic()
         async with self._command_lock:
             for child in self._children:
                 command = commands.get(child.process_id)
-                if command is None or child.proc.stdin is None or child.proc.returncode is not None:
-                    continue
-                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                    child.proc.stdin.write(encode_command(command))
-                    await child.proc.stdin.drain()
+                if command is not None and not child.asked_to_stop:
+                    await self._send(child, command)
 
     async def drain(self) -> dict[str, Any]:
         """Report lines received since the last call, plus process liveness.
 
         ``windows`` and ``applied`` are the processes' raw report lines (parsed by the driver,
         which keeps the actor's per-line work to a prefix test); ``events`` are error reports.
+        ``dead`` lists the processes that exited without being asked to, and ``died`` when
+        (epoch time) and how (exit code; negative: the signal); ``cut_off`` is set once the
+        actor stopped its load because the driver went silent. Each call is a sign of life
+        from the driver.
         """
+        self._contact = time.monotonic()
+        self._armed = True
         lines, self._lines = self._lines, []
         events, self._events = self._events, []
         applied, self._applied = self._applied, []
-        dead = [c.process_id for c in self._children if c.proc.returncode is not None and not c.stopped.is_set()]
-        return {"windows": lines, "events": events, "applied": applied, "dead": dead}
+        gone = [c for c in self._children if c.died()]
+        return {
+            "windows": lines,
+            "events": events,
+            "applied": applied,
+            "dead": [c.process_id for c in gone],
+            "died": {c.process_id: {"at": c.exited_at, "code": c.proc.returncode} for c in gone},
+            "cut_off": self._cut_off,
+        }
 
     async def ping(self) -> float:
+        self._contact = time.monotonic()
         return time.time()
 
     async def stop(self, grace: float = 5.0) -> dict[str, Any]:
         """Stop every process: ask, wait ``grace`` seconds, then kill. Idempotent."""
+        self._stopping = True
+        await self._stop_children(grace)
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._watch
+        return await self.drain()
+
+    async def _stop_children(self, grace: float) -> None:
         for child in self._children:
-            if child.proc.returncode is None and child.proc.stdin is not None:
+            child.asked_to_stop = True
+            stdin = child.proc.stdin
+            if child.proc.returncode is None and stdin is not None and not stdin.is_closing():
                 with contextlib.suppress(BrokenPipeError, ConnectionResetError, RuntimeError):
-                    child.proc.stdin.write(encode_command(Command("stop")))
-                    await child.proc.stdin.drain()
-                    child.proc.stdin.close()
+                    stdin.write(encode_command(Command("stop")))
+                    await stdin.drain()
+                    stdin.close()
         deadline = time.monotonic() + grace
         for child in self._children:
             try:
@@ -228,7 +314,6 @@ class _LoadGeneratorActor:
             if child.task is not None:
                 with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                     await asyncio.wait_for(child.task, 2.0)
-        return await self.drain()
 
 
 class LoadGenerator:
@@ -263,7 +348,7 @@ class LoadGenerator:
         try:
             return self._get(self._actor.stop.remote(grace), grace + 10)
         except LoadError:
-            return {"windows": [], "events": [], "applied": [], "dead": []}
+            return {"windows": [], "events": [], "applied": [], "dead": [], "died": {}, "cut_off": None}
         finally:
             self.kill()
 

@@ -8,6 +8,10 @@ Commands go to the subprocess's stdin, one JSON object per line:
   epoch ``T + (k + F) / R`` (T = 0: from when the command arrives). Giving each of n processes
   the phase i/n interleaves their slots into one schedule of n*R arrivals/s.
 * ``{"cmd": "stop"}`` -- stop all users, flush the last windows, exit 0
+* ``{"cmd": "keepalive"}`` -- the actor is there and hears from the driver; sent every
+  ``KEEPALIVE_INTERVAL`` seconds. A process that reads no line at all for ``ACTOR_SILENCE``
+  seconds (its actor hangs, or stopped forwarding keepalives because the driver went
+  silent) stops its users and exits: a process cut off from the run sends no load.
 
 Reports come back on a dedicated pipe (not stdout, which user code may print to), one JSON
 object per line with a type ``t``:
@@ -25,7 +29,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Command", "decode_command", "encode_command", "report"]
+__all__ = ["ACTOR_SILENCE", "KEEPALIVE_INTERVAL", "Command", "decode_command", "encode_command", "report"]
+
+KEEPALIVE_INTERVAL = 1.0  # the actor sends each process a keepalive this often (s)
+ACTOR_SILENCE = 5.0  # a process that reads nothing from its actor this long stops (s)
 
 
 @dataclass(frozen=True)
@@ -50,7 +57,7 @@ def encode_command(command: Command) -> bytes:
 def decode_command(line: bytes | str) -> Command:
     data = json.loads(line)
     cmd = str(data["cmd"])
-    if cmd not in ("set_users", "set_rate", "stop"):
+    if cmd not in ("set_users", "set_rate", "stop", "keepalive"):
         raise ValueError(f"unknown command {cmd!r}")
     return Command(
         cmd=cmd,

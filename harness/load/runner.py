@@ -6,8 +6,10 @@ processes: Locust needs gevent's monkey patching before anything else is importe
 actor tells each process how many users (or what arrival rate) it owns, and the process
 reports one window per second on the report pipe (see :mod:`harness.load.protocol`).
 
-The process stops by itself when its stdin closes: a process cut off from its actor
-(actor killed, node lost) must not go on sending load.
+The process stops by itself when its stdin closes (actor killed, node lost) and when it
+reads nothing from its actor for ``ACTOR_SILENCE`` seconds (the actor hangs, or stopped
+forwarding keepalives because the driver went silent): a process cut off from the run must
+not go on sending load.
 """
 
 from gevent import monkey
@@ -35,7 +37,7 @@ from gevent.queue import Queue  # noqa: E402
 from locust import User  # noqa: E402
 from locust.env import Environment  # noqa: E402
 
-from harness.load.protocol import Command, decode_command, report  # noqa: E402
+from harness.load.protocol import ACTOR_SILENCE, Command, decode_command, report  # noqa: E402
 from harness.metrics import WindowRecorder  # noqa: E402
 
 
@@ -315,6 +317,8 @@ class LoadProcess:
             return True
         elif command.cmd == "stop":
             return False
+        elif command.cmd == "keepalive":
+            return True  # nothing to apply, nothing to acknowledge
         self.emit(report("applied", self.process_id, cmd=command.cmd, at=round(time.time(), 4)))
         return True
 
@@ -411,7 +415,13 @@ def main(argv: list[str] | None = None) -> int:
     commands: Callable[[], bytes] = FileObjectPosix(sys.stdin.fileno(), "rb").readline
     try:
         while True:
-            line = commands()
+            line: bytes | None = None
+            with gevent.Timeout(ACTOR_SILENCE, False):  # False: the block just ends on timeout
+                line = commands()
+            if line is None:  # a hung actor, or one cut off from the driver: stop sending load
+                message = f"no word from its generator actor for {ACTOR_SILENCE:g} s: stopped its users and exited"
+                process.emit(report("error", process.process_id, message=message))
+                break
             if not line:  # actor gone: stop sending load
                 break
             if not process.handle(decode_command(line)):
