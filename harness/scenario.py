@@ -929,10 +929,26 @@ def _env_name(value: str) -> str:
     return value
 
 
+def _no_credentials(value: str) -> str:
+    """A results URL without ``user:password@``: secrets come from the environment, never from a scenario."""
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        raise ValueError("not a valid URL") from None
+    if parts.username is not None or parts.password is not None:  # the message must not repeat them
+        raise ValueError(
+            "credentials must not be written in a scenario file: remove 'user:password@' from the URL and "
+            "name the environment variable holding the token in results.token_env"
+        )
+    return value
+
+
 class Results(_Model):
     """Where per-second results go. The token is read from the environment, never from this file."""
 
-    url: str = Field(default="http://127.0.0.1:8086", description="InfluxDB base URL.")
+    url: Annotated[str, AfterValidator(_no_credentials)] = Field(
+        default="http://127.0.0.1:8086", description="InfluxDB base URL (no credentials: see token_env)."
+    )
     api: Literal["v1", "v2"] | None = Field(
         default=None, description="Write API: v1 (/write) or v2 (influxdb-client). Default: v2 when bucket is set."
     )

@@ -6,11 +6,18 @@ scenario does not allow, a namespace without the opt-in label, an API server tha
 answer) stops the run with exit 2 and the reason, with no load sent and nothing applied.
 Process faults are resolved when they fire (the target may start after the run does), so
 they have nothing to check here; the plan shows what they would match now.
+
+:func:`check_ray_address` refuses to join a Ray cluster (``--ray-address``) without Ray's
+token authentication: no token anywhere Ray would look for one, or ``RAY_AUTH_MODE`` set to
+anything but ``token``. It reads only the environment and the token file's size; it never
+connects, and no message carries the token.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+from pathlib import Path
 
 from harness.chaos import process, stress
 from harness.errors import ConfigError, HarnessError
@@ -34,7 +41,7 @@ from harness.scenario import (
     StressMemoryFault,
 )
 
-__all__ = ["check", "targets"]
+__all__ = ["check", "check_ray_address", "ray_token_source", "targets"]
 
 _NETWORK = (NetworkPartitionFault, NetworkLossFault, NetworkBandwidthFault, NetworkNetemFault, NetworkLinkDownFault)
 _PROXY = (ProxyLatencyFault, ProxyBandwidthFault, ProxyResetFault, ProxyAbortFault)
@@ -123,3 +130,63 @@ def check(scenario: Scenario) -> None:
             raise
         except HarnessError as exc:
             raise ConfigError(f"fault '{fault.name}' cannot be applied: {exc}") from None
+
+
+_RAY_TOKEN_HELP = (
+    "give it the cluster's token (on the head node: `ray get-auth-token`) in ~/.ray/auth_token, "
+    "in a file named by RAY_AUTH_TOKEN_PATH, or in the environment variable RAY_AUTH_TOKEN; "
+    "see docs/security.md"
+)
+
+
+def ray_token_source() -> str | None:
+    """Where Ray would read its auth token from, in Ray's order, or None: never the token itself.
+
+    ``RAY_AUTH_TOKEN`` (non-empty), then the file ``RAY_AUTH_TOKEN_PATH`` names (Ray treats a
+    set path it cannot read as fatal, so it is reported, not skipped), then ``~/.ray/auth_token``.
+    """
+    if os.environ.get("RAY_AUTH_TOKEN", "").strip():
+        return "RAY_AUTH_TOKEN"
+    named = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    if named:
+        path = Path(named).expanduser()
+        return f"RAY_AUTH_TOKEN_PATH ({path})" if _non_empty_file(path) else None
+    default = Path.home() / ".ray" / "auth_token"
+    return str(default) if _non_empty_file(default) else None
+
+
+def _non_empty_file(path: Path) -> bool:
+    try:
+        return path.is_file() and path.stat().st_size > 0 and os.access(path, os.R_OK)
+    except OSError:
+        return False
+
+
+def check_ray_address(address: str | None) -> None:
+    """Raise ``ConfigError`` (exit 2) unless joining ``address`` would use token authentication.
+
+    ``None`` and ``"local"`` start a private local cluster (token authentication on, every
+    port on 127.0.0.1): nothing to check. Any other address, loopback ones included, is a
+    cluster someone else started: harness joins it only with a token, so that a cluster
+    without authentication, or a driver without the token, is refused here with the way to
+    fix it rather than by a connection error (or, worse, accepted) after the run started.
+    """
+    if address is None or address == "local":
+        return
+    mode = os.environ.get("RAY_AUTH_MODE")
+    if mode is not None and mode.strip().lower() != "token":
+        raise ConfigError(
+            f"--ray-address {address}: RAY_AUTH_MODE is '{mode}'; harness joins a Ray cluster only with "
+            f"token authentication: unset RAY_AUTH_MODE (or set it to token) and {_RAY_TOKEN_HELP}. "
+            "Nothing was started."
+        )
+    if ray_token_source() is None:
+        problem = (
+            "RAY_AUTH_TOKEN_PATH names no readable, non-empty file"
+            if os.environ.get("RAY_AUTH_TOKEN_PATH")
+            else ("no Ray auth token is configured")
+        )
+        raise ConfigError(
+            f"--ray-address {address}: {problem}; joining a cluster needs its token: {_RAY_TOKEN_HELP}. "
+            "Nothing was started."
+        )

@@ -8,8 +8,11 @@ exception message.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import http.client
 import ipaddress
+import re
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -51,11 +54,24 @@ def split_userinfo(url: str) -> tuple[str, str | None, str | None]:
     return clean.rstrip("/"), username, password
 
 
+_BASE64_WORD = re.compile(r"[A-Za-z0-9+/]{12,}={0,2}")
+
+
 def redact(text: str, secrets: Iterable[str | None]) -> str:
-    """Replace every occurrence of each non-empty secret (and its URL-quoted form) with ***."""
-    for secret in secrets:
-        if not secret:
-            continue
+    """Replace every occurrence of each non-empty secret (its URL-quoted forms, and any base64
+    word that decodes to text holding it, such as ``Basic`` credentials a server echoes) with ***."""
+    known: list[str] = [s for s in secrets if s]
+
+    def unbasic(match: re.Match[str]) -> str:
+        try:
+            decoded = base64.b64decode(match[0], validate=True).decode("utf-8", "replace")
+        except (binascii.Error, ValueError):
+            return match[0]
+        return REDACTED if any(secret in decoded for secret in known) else match[0]
+
+    if known:
+        text = _BASE64_WORD.sub(unbasic, text)
+    for secret in known:
         text = text.replace(secret, REDACTED)
         quoted = urllib.parse.quote(secret, safe="")
         if quoted != secret:
