@@ -246,7 +246,6 @@ class Orchestrator:
             from harness.chaos.preflight import check_ray_address
 
             check_ray_address(self.options.ray_address)  # never connect without a token (docs/security.md)
-            os.environ.setdefault("RAY_AUTH_MODE", "token")  # Ray sends no token to an explicit address otherwise
             ray.init(address=self.options.ray_address, **kwargs)
         else:
             # "local": never join a cluster that `ray start` left recorded in /tmp/ray. Token

@@ -134,7 +134,8 @@ def check(scenario: Scenario) -> None:
 
 _RAY_TOKEN_HELP = (
     "give it the cluster's token (on the head node: `ray get-auth-token`) in ~/.ray/auth_token, "
-    "in a file named by RAY_AUTH_TOKEN_PATH, or in the environment variable RAY_AUTH_TOKEN; "
+    "in a file named by RAY_AUTH_TOKEN_PATH, or in the environment variable RAY_AUTH_TOKEN, and set "
+    "RAY_AUTH_MODE=token here as on every node (Ray sends no token to an explicit address without it); "
     "see docs/security.md"
 )
 
