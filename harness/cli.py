@@ -225,9 +225,10 @@ def _run_scenario(
     if gate and not loaded.slos:
         raise ConfigError(f"{scenario}: a gate needs at least one SLO under 'slos:' to decide on")
     token = _token(loaded.results.token_env)
-    from harness.chaos.preflight import check
+    from harness.chaos.preflight import check, check_ray_address
 
     check(loaded)  # a fault that could never be applied stops the run here (exit 2)
+    check_ray_address(ray_address)  # joining a cluster without its token: exit 2 before connecting
 
     from harness.display import Progress, console, print_verdict
     from harness.orchestrator import Orchestrator, RunOptions, new_run_id

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import paths
+from harness.results._http import split_userinfo
 from harness.results.embedded import DEFAULT_URL, EmbeddedInflux, ensure_local_influx, load_command, ping
 from harness.results.writer import ResultsWriter, open_writer
 from harness.scenario import Results
@@ -32,9 +33,14 @@ class ResultsSink:
     lp_path: Path
     embedded: EmbeddedInflux | None
 
+    @property
+    def shown_url(self) -> str | None:
+        """The URL without any user:password@ part: what summaries and the terminal may show."""
+        return None if self.url is None else split_userinfo(self.url)[0]
+
     def describe(self) -> dict[str, Any]:
         return {
-            "url": self.url,
+            "url": self.shown_url,
             "api": self.api,
             "database": self.database,
             "line_protocol_file": str(self.lp_path),
@@ -47,13 +53,15 @@ class ResultsSink:
             command = load_command(self.lp_path, DEFAULT_URL, self.database)
             say(f"results kept in {self.lp_path} (line protocol); load them into InfluxDB 1.x later with:\n  {command}")
             return
-        say(f"results in InfluxDB {self.url} ({self.api}, {self.database}) and {self.lp_path}")
+        say(f"results in InfluxDB {self.shown_url} ({self.api}, {self.database}) and {self.lp_path}")
         stats = self.writer.stats()
         if stats.points_pending > 0:
             spool = Path(stats.spool_path)
             text = f"{stats.points_pending} points did not reach InfluxDB (unreachable at the end); they are in {spool}"
             if self.api == "v1":
-                text += f"; load them when it is back with:\n  {load_command(spool, self.url, self.database)}"
+                text += (
+                    f"; load them when it is back with:\n  {load_command(spool, self.shown_url or '', self.database)}"
+                )
             say(text)
 
 
