@@ -26,6 +26,7 @@ from typing import Any
 
 import psutil
 import pytest
+from pydantic import ValidationError
 
 from harness.chaos import journal as journal_mod
 from harness.chaos.journal import FaultRecord, FaultState, Journal, all_outstanding
@@ -190,9 +191,13 @@ def test_pattern_matching_nothing_raises(data_dir: Path) -> None:
     assert Journal(RUN).records() == []  # nothing was journaled: nothing was about to be applied
 
 
-def test_invalid_pattern_raises() -> None:
+def test_invalid_pattern_is_refused_when_read_and_when_resolved() -> None:
+    # A scenario with it never validates (exit 2 before anything starts) ...
+    with pytest.raises(ValidationError, match="not a valid regular expression"):
+        ProcessTarget(pattern="(unclosed")
+    # ... and a target built without validation is still refused, never half-applied.
     with pytest.raises(FaultError, match="not a valid regular expression"):
-        resolve_targets(ProcessTarget(pattern="(unclosed"))
+        resolve_targets(ProcessTarget.model_construct(pattern="(unclosed"))
 
 
 def test_describe() -> None:

@@ -11,7 +11,7 @@ How a guest is run, and what it leaves behind (nothing):
   ``uml_dir`` (mconsole socket, pid file), the console log and the result files. Not under
   ``/tmp``, because the guest mounts a tmpfs over ``/tmp`` and ``/run`` (so ``ip netns``
   and friends write into the guest, never into the host's ``/run/netns``);
-* the init script mounts ``/proc``, ``/sys``, ``/tmp`` and ``/run``, ``insmod``s the
+* the init script mounts ``/proc``, ``/sys``, ``/tmp`` (unless the project lives there) and ``/run``, ``insmod``s the
   requested modules with their dependencies (resolved here from ``modules.dep``), runs the
   command in the project directory with a plain environment, writes its exit code next to
   the results and ends the kernel with ``halt -f``;
@@ -106,6 +106,9 @@ def _init_script(workdir: Path, command: Sequence[str], modules: Sequence[str], 
     options = {"dummy": " numdummies=0", "ifb": " numifbs=0"}
     insmods = "\n".join(f"insmod {shlex.quote(str(p))}{options.get(p.stem, '')}" for p in _module_paths(modules))
     exports = "\n".join(f"export {k}={shlex.quote(v)}" for k, v in env.items())
+    # A private /tmp keeps the guest's scratch files off the host, unless the project itself
+    # lives under /tmp (a CI clone there): the tmpfs would hide its venv and code.
+    tmp = "" if PROJECT.is_relative_to("/tmp") else "mount -t tmpfs tmpfs /tmp"
     return f"""#!/bin/sh
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export HOME=/root LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
@@ -114,7 +117,7 @@ export UML_OUT={shlex.quote(str(workdir / "out"))}
 {exports}
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
-mount -t tmpfs tmpfs /tmp
+{tmp}
 mount -t tmpfs tmpfs /run
 {insmods}
 ip link set lo up
