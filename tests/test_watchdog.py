@@ -140,12 +140,15 @@ def test_renewed_lease_is_left_alone_and_lapses_when_renewals_stop(
 ) -> None:
     started_watchdog()
     journal = Journal("lease-renewed", journal_dir)
-    inject(pause_fault(sleeper.pid_file), journal.run_id, journal, lease_until=time.time() + TTL)
+    # A longer lease than the other tests': renewals come every 0.3 s, but on a machine busy
+    # with a whole test suite one renewal (a journal write) can stall past 1.5 s.
+    ttl = 2 * TTL
+    inject(pause_fault(sleeper.pid_file), journal.run_id, journal, lease_until=time.time() + ttl)
     stop = threading.Event()
 
     def heartbeat() -> None:
         while not stop.wait(0.3):
-            journal.renew(time.time() + TTL)
+            journal.renew(time.time() + ttl)
 
     beat = threading.Thread(target=heartbeat, daemon=True)
     beat.start()
@@ -161,7 +164,7 @@ def test_renewed_lease_is_left_alone_and_lapses_when_renewals_stop(
         beat.join()
     last_lease = journal.renewed_until()
     assert last_lease is not None
-    assert _wait_for(lambda: sleeper.status() != psutil.STATUS_STOPPED, TTL + 2.0, step=0.01)
+    assert _wait_for(lambda: sleeper.status() != psutil.STATUS_STOPPED, ttl + 2.0, step=0.01)
     assert time.time() >= last_lease
     assert _wait_for(lambda: all_outstanding(journal_dir) == [] and not journal.lease_path.exists(), 3.0)
 
