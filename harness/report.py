@@ -111,23 +111,6 @@ class Comparison:
 
 
 @dataclass(frozen=True)
-class EndpointRow:
-    method: str
-    name: str
-    requests: int
-    failures: int
-    rps: float
-    p50_ms: float | None
-    p95_ms: float | None
-    p99_ms: float | None
-    max_ms: float | None
-
-    @property
-    def error_rate(self) -> float:
-        return self.failures / self.requests if self.requests else 0.0
-
-
-@dataclass(frozen=True)
 class Totals:
     requests: int
     failures: int
@@ -140,6 +123,14 @@ class Totals:
     @property
     def error_rate(self) -> float:
         return self.failures / self.requests if self.requests else 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class EndpointRow(Totals):
+    """One endpoint's totals: the same figures as the run's, with the endpoint they are for."""
+
+    method: str
+    name: str
 
 
 @dataclass(frozen=True)

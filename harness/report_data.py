@@ -214,7 +214,8 @@ class _Points:
         rows = []
         for (method, name), fields_list in sorted(groups.items(), key=lambda item: (item[0][1], item[0][0])):
             requests, failures, p50, p95, p99, top = _aggregate(fields_list)
-            rows.append(EndpointRow(method, name, requests, failures, requests / seconds, p50, p95, p99, top))
+            row = Totals(requests, failures, requests / seconds, p50, p95, p99, top)
+            rows.append(EndpointRow(**vars(row), method=method, name=name))
         return tuple(rows)
 
     def totals(self) -> Totals | None:
@@ -357,17 +358,7 @@ def _totals_from_summary(totals: Mapping[str, Any]) -> Totals:
 
 def _endpoints_from_summary(endpoints: Iterable[Any]) -> tuple[EndpointRow, ...]:
     return tuple(
-        EndpointRow(
-            method=str(e.get("method", "")),
-            name=str(e.get("name", "")),
-            requests=int(_number(e.get("requests")) or 0),
-            failures=int(_number(e.get("failures")) or 0),
-            rps=_number(e.get("rps")) or 0.0,
-            p50_ms=_number(e.get("p50_ms")),
-            p95_ms=_number(e.get("p95_ms")),
-            p99_ms=_number(e.get("p99_ms")),
-            max_ms=_number(e.get("max_ms")),
-        )
+        EndpointRow(**vars(_totals_from_summary(e)), method=str(e.get("method", "")), name=str(e.get("name", "")))
         for e in endpoints
         if isinstance(e, dict)
     )
