@@ -100,15 +100,30 @@ def validate(scenario: ScenarioArg) -> None:
 
 @app.command()
 @_errors_to_exit_codes
-def plan(scenario: ScenarioArg) -> None:
-    """Print the compiled timeline with resolved fault targets; applies nothing."""
+def plan(
+    scenario: ScenarioArg,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(help="Show where each actor will run on this Ray cluster (HOST:PORT; needs its token)."),
+    ] = None,
+) -> None:
+    """Print the compiled timeline, resolved fault targets and where each actor runs; applies nothing."""
     from harness.chaos.preflight import targets
     from harness.display import print_plan
+    from harness.nodes import plan_rows
     from harness.scenario import load_scenario
     from harness.timeline import compile_plan
 
     loaded = load_scenario(scenario)
-    print_plan(compile_plan(loaded), targets(loaded))
+    compiled = compile_plan(loaded)
+    if ray_address:
+        from harness.load.placement import read_cluster
+
+        nodes, driver = read_cluster(ray_address)
+        rows = plan_rows(loaded, nodes, driver)
+    else:
+        rows = plan_rows(loaded)
+    print_plan(compiled, targets(loaded), rows)
 
 
 @app.command()

@@ -46,7 +46,9 @@ def print_problems(error: ScenarioError) -> None:
     err_console.print(f"{count} problem{'s' if count != 1 else ''} found; nothing was started.", markup=False)
 
 
-def print_plan(plan: Plan, targets: dict[str, str] | None = None) -> None:
+def print_plan(
+    plan: Plan, targets: dict[str, str] | None = None, placement: list[tuple[str, str]] | None = None
+) -> None:
     scenario = plan.scenario
     console.print(
         f"[bold]{escape(scenario.name)}[/] — {format_duration(plan.duration)}, "
@@ -78,6 +80,13 @@ def print_plan(plan: Plan, targets: dict[str, str] | None = None) -> None:
         for guard in scenario.guards:
             guards.add_row(escape(guard.name), escape(guard.condition.text))
         console.print(guards)
+    if placement:
+        where = Table(title="placement (where each actor runs)")
+        where.add_column("actor")
+        where.add_column("node")
+        for actor, node in placement:
+            where.add_row(escape(actor), escape(node))
+        console.print(where)
 
 
 def _shown(result: SloResult) -> str:

@@ -15,6 +15,7 @@ import os
 import resource
 import secrets
 import signal
+import socket
 import sys
 import threading
 import time
@@ -29,13 +30,15 @@ import ray
 
 from harness.baseline import BaselineRun
 from harness.chaos.agent import LEASE_TTL, RENEW_INTERVAL, ChaosAgent
+from harness.clocks import ClockOffset, measure
 from harness.delivery import SUSTAINED_SECONDS, DeliveryWatch
 from harness.errors import FaultError, HarnessError, LoadError
 from harness.expressions import format_duration
 from harness.load.generator import GeneratorSpec, LoadGenerator
-from harness.load.placement import Placement, place_generators
+from harness.load.placement import Placement, driver_node_id, live_nodes, place_generators
 from harness.load.protocol import Command
 from harness.metrics import Aggregator, ClosedSecond, Endpoint, LateWindow, parse_window
+from harness.nodes import FaultPlacement, Node, generator_nodes, place_faults
 from harness.points import event_point, load_point, request_points, run_point, slo_points
 from harness.results.lineproto import Point
 from harness.scenario import RateStage
@@ -141,7 +144,9 @@ class Orchestrator:
         self.generators: list[LoadGenerator] = []
         self.placement: Placement | None = None
         self.placement_report: list[dict[str, Any]] = []
-        self.agent: ChaosAgent | None = None
+        self.agents: dict[str, ChaosAgent] = {}  # node id -> the run's chaos agent there
+        self.fault_nodes: FaultPlacement | None = None
+        self.agents_report: list[dict[str, Any]] = []
         self.process_ids: list[str] = []
         self.aggregator: Aggregator | None = None
         self.endpoints: list[Endpoint] = []
@@ -195,8 +200,9 @@ class Orchestrator:
         try:
             self._start_ray()
             _terminate_as_interrupt()  # again: ray.init installs its own SIGTERM handler in the driver
+            self._place()
             self._start_generators()
-            self._start_agent()
+            self._start_agents()
             self._loop()
         except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (the CLI raises the same for it)
             interrupted = True
@@ -271,6 +277,20 @@ class Orchestrator:
             self.started_ray = True
         self.timings["ray_init_s"] = round(time.monotonic() - began, 3)
 
+    def _place(self) -> None:
+        """Match every node selector against the live cluster before anything starts.
+
+        A selector that matches no node (or a fault's that matches several) is a scenario
+        written for another cluster: ``ConfigError``, exit 2, nothing started.
+        """
+        nodes = live_nodes()
+        driver_id = driver_node_id()
+        driver = next((n for n in nodes if n.node_id == driver_id), None)
+        if driver is None:  # not listed yet: the driver's own node is alive by definition
+            driver = Node(node_id=driver_id, ip="", hostname=socket.gethostname())
+        generator_nodes(self.scenario, nodes)
+        self.fault_nodes = place_faults(self.scenario, nodes, driver)
+
     def _start_generators(self) -> None:
         """Place one generator per placement-group bundle (spread across nodes) and start them.
 
@@ -280,7 +300,7 @@ class Orchestrator:
         processes = self.options.processes or (None if load.processes == "auto" else load.processes)
         env = {"HARNESS_RUN_ID": self.run_id, **self.options.extra_env}
         began = time.monotonic()
-        self.placement = place_generators(load.generators, name=f"harness-{self.run_id}")
+        self.placement = place_generators(load.generators, name=f"harness-{self.run_id}", node=load.node)
         self.timings["placement_s"] = round(time.monotonic() - began, 3)
         for index in range(load.generators):
             spec = GeneratorSpec(
@@ -302,7 +322,7 @@ class Orchestrator:
             infos = list(pool.map(lambda generator: generator.start(), self.generators))
         for generator, info in zip(self.generators, infos, strict=True):
             self.process_ids += generator.process_ids
-            self.placement_report.append(_placement_entry(generator.spec.generator_id, info))
+            self.placement_report.append(_placement_entry(generator.spec.generator_id, info, generator.clock))
         self.timings["generators_start_s"] = round(time.monotonic() - began, 3)
         self.aggregator = Aggregator(self.process_ids)
 
@@ -311,12 +331,52 @@ class Orchestrator:
         if self.placement is not None:
             self.placement.remove()
 
-    def _start_agent(self) -> None:
-        if self.scenario.faults:
-            self.agent = ChaosAgent.start(self.run_id, allowed_contexts=tuple(self.scenario.safety.allowed_contexts))
-            self.agent.warm_up(sorted({f.kind for f in self.scenario.faults}))
-            self._heartbeat = threading.Thread(target=self._renew_leases, name="harness-lease", daemon=True)
-            self._heartbeat.start()
+    def _start_agents(self) -> None:
+        """One chaos agent on each node a fault acts on, pinned there, its clock measured.
+
+        Agents start in parallel (each waits for its node's fault families to load and its
+        watchdog to come up); any that fails stops the run before the load starts.
+        """
+        if not self.scenario.faults or self.fault_nodes is None:
+            return
+        placement = self.fault_nodes
+        kinds: dict[str, set[str]] = {}
+        for fault in self.scenario.faults:
+            kinds.setdefault(placement.node_of(fault.name).node_id, set()).add(fault.kind)
+        contexts = tuple(self.scenario.safety.allowed_contexts)
+
+        def start(node: Node) -> ChaosAgent:
+            agent = ChaosAgent.start(self.run_id, node_id=node.node_id, allowed_contexts=contexts)
+            agent.warm_up(sorted(kinds[node.node_id]))
+            agent.clock = measure(agent.ping)
+            return agent
+
+        nodes = placement.nodes()
+        with ThreadPoolExecutor(max_workers=len(nodes), thread_name_prefix="harness-agent") as pool:
+            futures = [pool.submit(start, node) for node in nodes]
+            errors = []
+            for node, future in zip(nodes, futures, strict=True):
+                try:
+                    self.agents[node.node_id] = future.result()
+                except HarnessError as exc:
+                    errors.append(exc)
+        for node in nodes:
+            agent = self.agents.get(node.node_id)
+            if agent is not None:
+                faults = sorted(f.name for f in self.scenario.faults if placement.node_of(f.name) is node)
+                self.agents_report.append(
+                    {"node": node.node_id, "node_ip": node.ip, "hostname": node.hostname, "faults": faults}
+                    | agent.clock.to_json()
+                )
+        if errors:
+            raise errors[0]
+        self._heartbeat = threading.Thread(target=self._renew_leases, name="harness-lease", daemon=True)
+        self._heartbeat.start()
+
+    def _agent_of(self, fault_name: str) -> ChaosAgent | None:
+        if self.fault_nodes is None:
+            return None
+        return self.agents.get(self.fault_nodes.node_of(fault_name).node_id)
 
     def _renew_leases(self) -> None:
         """The heartbeat thread: renew the run's fault leases every ``RENEW_INTERVAL`` seconds.
@@ -326,14 +386,19 @@ class Orchestrator:
         failing, the node's watchdog reverts the faults when their lease lapses, which is
         the point of a lease.
         """
-        agent = self.agent
-        assert agent is not None
-        while not self._stop_heartbeat.wait(RENEW_INTERVAL):
+        agents = list(self.agents.values())
+
+        def renew(agent: ChaosAgent) -> None:
             try:
                 agent.renew(timeout=RENEW_INTERVAL)
             except FaultError as exc:
                 if not self._stop_heartbeat.is_set():  # not the agent being stopped at teardown
-                    log.warning("lease renewal failed: %s", exc)
+                    log.warning("lease renewal failed on %s: %s", agent.node_id[:8], exc)
+
+        # One node's agent slow to answer must not hold up the renewals of the others.
+        with ThreadPoolExecutor(max_workers=len(agents), thread_name_prefix="harness-renew") as pool:
+            while not self._stop_heartbeat.wait(RENEW_INTERVAL):
+                list(pool.map(renew, agents))
 
     def _stop_renewing(self) -> None:
         self._stop_heartbeat.set()
@@ -561,11 +626,12 @@ class Orchestrator:
 
     def _inject(self, index: int, record: StepRecord | None = None) -> None:
         fault = self.scenario.faults[index]
-        assert self.agent is not None
+        agent = self._agent_of(fault.name)
+        assert agent is not None
         with self._lock:
             self.active_faults[fault.name] = time.time()
         try:
-            info = self.agent.inject(fault)
+            info = agent.inject(fault)
         except FaultError:
             with self._lock:
                 self.active_faults.pop(fault.name, None)
@@ -576,7 +642,9 @@ class Orchestrator:
         else:  # network, proxy, stress, kubernetes: the journal's one-line description
             what = str(info.get("details", {}).get("target") or "applied")
         text = f"{fault.kind} {what}" + (f": {fault.description}" if fault.description else "")
-        done = float(info.get("time") or time.time())
+        if self.fault_nodes is not None and agent.node_id != self.fault_nodes.default.node_id:
+            text += f" (on {self.fault_nodes.node_of(fault.name).name})"
+        done = float(info["time"]) - agent.clock.offset_s if info.get("time") else time.time()
         planned = late = None
         if record is not None and self.steps is not None:
             with self._lock:
@@ -585,12 +653,13 @@ class Orchestrator:
         self._event("fault", fault.name, "start", text, done, planned, late)
 
     def _revert(self, name: str, record: StepRecord | None = None) -> None:
-        if name not in self.active_faults or self.agent is None:
+        agent = self._agent_of(name)
+        if name not in self.active_faults or agent is None:
             return
-        info = self.agent.revert(name)
+        info = agent.revert(name)
         with self._lock:
             self.active_faults.pop(name, None)
-        done = float(info.get("time") or time.time())
+        done = float(info["time"]) - agent.clock.offset_s if info.get("time") else time.time()
         planned = late = None
         if record is not None and self.steps is not None:
             with self._lock:
@@ -959,15 +1028,16 @@ class Orchestrator:
     # ------------------------------------------------------------------ teardown
 
     def _teardown(self) -> None:
-        if self.agent is not None:
+        if self.agents:
             try:
                 for name in list(self.active_faults):
-                    self._revert(name)
-            except HarnessError as exc:
-                self._note(f"revert failed, reverting all: {exc}")
+                    try:
+                        self._revert(name)
+                    except HarnessError as exc:  # the others are still reverted one by one
+                        self._note(f"revert of {name} failed, its agent reverts everything it holds: {exc}")
             finally:
                 try:
-                    self.agent.stop()
+                    self._stop_agents()
                 finally:
                     self._stop_renewing()
                 for name in list(self.active_faults):
@@ -988,6 +1058,18 @@ class Orchestrator:
         self.timings["load_stopped_at"] = time.time()
         if self.started_ray:
             ray.shutdown()
+
+    def _stop_agents(self) -> None:
+        """Stop every agent (each reverts what it still holds), all of them even if one fails."""
+        failures: list[HarnessError] = []
+        with ThreadPoolExecutor(max_workers=len(self.agents), thread_name_prefix="harness-agent-stop") as pool:
+            for future in [pool.submit(agent.stop) for agent in self.agents.values()]:
+                try:
+                    future.result()
+                except HarnessError as exc:
+                    failures.append(exc)
+        if failures:
+            raise failures[0]
 
     def _stop_generators(self) -> list[dict[str, Any]]:
         """Stop every generator and return what they still held, drains in flight included.
@@ -1046,6 +1128,7 @@ class Orchestrator:
             "planned_duration_s": self.plan.duration,
             "processes": self.process_ids,
             "generators": self.placement_report,
+            "chaos_agents": self.agents_report,
             "dead_processes": sorted(self.dead_processes),
             "seconds": {
                 "saturated": self.delivery.saturated_seconds() if self.delivery else 0,
@@ -1135,15 +1218,15 @@ class Orchestrator:
                 self.on_event(text)
 
 
-def _placement_entry(generator_id: str, info: dict[str, Any]) -> dict[str, Any]:
-    """One generator's line in summary.json's ``generators``: where it ran and what it ran."""
+def _placement_entry(generator_id: str, info: dict[str, Any], clock: ClockOffset) -> dict[str, Any]:
+    """One generator's line in summary.json's ``generators``: where it ran, what it ran, its clock."""
     return {
         "id": generator_id,
         "node": info.get("node", ""),
         "node_ip": info.get("node_ip", ""),
         "hostname": info.get("hostname", ""),
         "processes": info.get("processes", []),
-    }
+    } | clock.to_json()
 
 
 def _processes(count: int) -> str:

@@ -61,6 +61,7 @@ __all__ = [
     "NetemParams",
     "NetworkLinkDownFault",
     "NetworkNetemFault",
+    "NodeSelector",
     "PodKillParams",
     "PodTarget",
     "ProcessKillFault",
@@ -107,6 +108,56 @@ Name = Annotated[str, Field(min_length=1, max_length=80, pattern=r"^[A-Za-z0-9][
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def _label_key(value: str) -> str:
+    """Kubernetes label syntax, which Ray's labels follow: [dns-prefix/]name."""
+    if len(value) > 317 or not re.fullmatch(_LABEL_KEY, value):
+        raise ValueError(
+            f"'{value}' is not a label key: an optional lower-case DNS prefix and '/', then up to 63 letters, "
+            "digits, '-', '_' or '.', starting and ending with a letter or digit (e.g. harness.io/host)"
+        )
+    return value
+
+
+def _label_value(value: Any) -> Any:
+    if isinstance(value, bool):
+        value = str(value).lower()
+    elif isinstance(value, int | float):
+        value = str(value)
+    if isinstance(value, str) and not re.fullmatch(_LABEL_VALUE, value):
+        raise ValueError(
+            f"'{value}' is not a label value: up to 63 letters, digits, '-', '_' or '.', "
+            "starting and ending with a letter or digit"
+        )
+    return value
+
+
+LabelKey = Annotated[str, AfterValidator(_label_key)]
+LabelValue = Annotated[str, BeforeValidator(_label_value)]
+
+
+class NodeSelector(_Model):
+    """Which Ray nodes: those started with these labels, or those declaring a custom resource.
+
+    Labels are what ``ray start --labels`` and KubeRay's ``rayStartParams`` set (the files in
+    ``ray_cluster/`` give every node ``harness.io/host`` and ``harness.io/role``); a custom
+    resource (``ray start --resources``) works on clusters that predate labels.
+    """
+
+    labels: dict[LabelKey, LabelValue] = Field(
+        default_factory=dict,
+        max_length=32,
+        description="Node labels that must all match, e.g. {harness.io/host: db-1}.",
+    )
+    resource: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:/-]+$")] | None = Field(
+        default=None, description="A custom resource the node declares (ray start --resources), e.g. db-1."
+    )
+
+    def describe(self) -> str:
+        if self.resource is not None:
+            return f"resource {self.resource}"
+        return "labels " + ",".join(f"{k}={v}" for k, v in sorted(self.labels.items()))
 
 
 class Target(_Model):
@@ -177,6 +228,11 @@ class Load(_Model):
     processes: int | Literal["auto"] = Field(
         default="auto", description="Locust subprocesses per generator; auto means one per core."
     )
+    node: NodeSelector | None = Field(
+        default=None,
+        description="Ray nodes generators may run on (e.g. {labels: {harness.io/role: generator}}); "
+        "default any node with a CPU.",
+    )
 
 
 def _regex(value: str) -> str:
@@ -246,6 +302,11 @@ class _FaultBase(_Model):
         default=0.0, description="Seconds after the fault window that are excluded from the steady window."
     )
     description: str = Field(default="", description="Free text shown in plans and Grafana annotations.")
+    node: NodeSelector | None = Field(
+        default=None,
+        description="The Ray node whose chaos agent applies the fault, i.e. the host it acts on "
+        "(e.g. {labels: {harness.io/host: db-1}}); must match exactly one node. Default: the driver's node.",
+    )
 
 
 class ProcessKillFault(_FaultBase):
@@ -1372,8 +1433,14 @@ def _cross_checks(scenario: Scenario) -> Iterator[tuple[Path_, str]]:
                         f"class '{user.class_name}' is not defined in {scenario.load.locustfile} (found: {known})",
                     )
 
+    if scenario.load.node is not None and bool(scenario.load.node.labels) == (scenario.load.node.resource is not None):
+        yield ("load", "node"), "give exactly one of labels or resource"
     fault_names: set[str] = set()
     for i, fault in enumerate(scenario.faults):
+        if fault.node is not None and bool(fault.node.labels) == (fault.node.resource is not None):
+            yield ("faults", i, "node"), "give exactly one of labels or resource"
+        if fault.node is not None and fault.kind.startswith("kubernetes."):
+            yield ("faults", i, "node"), "Kubernetes faults act through the API server, not on a node; remove node"
         if fault.name in fault_names:
             yield ("faults", i, "name"), f"fault name '{fault.name}' is used twice"
         fault_names.add(fault.name)

@@ -31,6 +31,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from harness.chaos import process, stress, watchdog
 from harness.chaos.journal import FaultRecord, FaultState, Journal
 from harness.chaos.recover import revert_record
+from harness.clocks import ClockOffset
 from harness.errors import FaultError, HarnessError
 from harness.priority import AGENT_NICE, normal_priority
 from harness.scenario import (
@@ -292,6 +293,8 @@ class ChaosAgent:
         self.call_timeout = call_timeout
         #: Seconds each fault's lease runs without a renewal.
         self.lease_ttl = LEASE_TTL
+        #: The node's clock against the driver's (set by the orchestrator; journal times are node-local).
+        self.clock = ClockOffset(0.0, 0.0)
 
     def __repr__(self) -> str:
         return f"ChaosAgent({self.name!r}, node_id={self.node_id!r})"

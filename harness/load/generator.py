@@ -29,12 +29,13 @@ import signal
 import socket
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import ray
 
+from harness.clocks import CLOCK_OFFSET_ENV, ClockOffset, measure
 from harness.errors import LoadError
 from harness.load.protocol import KEEPALIVE_INTERVAL, Command, encode_command
 from harness.priority import normal_priority
@@ -58,6 +59,7 @@ class GeneratorSpec:
     open_model: bool
     log_dir: str
     env: dict[str, str] = field(default_factory=dict)
+    clock_offset: float = 0.0  # seconds this node's clock is ahead of the driver's (harness.clocks)
 
 
 def _prepare_child() -> None:
@@ -118,7 +120,7 @@ class _LoadGeneratorActor:
         self._spec = spec
         count = spec.processes or os.cpu_count() or 1
         Path(spec.log_dir).mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **spec.env}
+        env = {**os.environ, **spec.env, CLOCK_OFFSET_ENV: repr(spec.clock_offset)}
         for index in range(count):
             process_id = f"{spec.generator_id}.{index}"
             read_fd, write_fd = os.pipe()
@@ -199,7 +201,7 @@ class _LoadGeneratorActor:
                 self._events.append(text)
         child.stopped.set()
         await child.proc.wait()
-        child.exited_at = time.time()
+        child.exited_at = self._now()
 
     async def _watch_driver(self) -> None:
         """Forward keepalives while the driver is heard from; stop the load when it is not.
@@ -215,7 +217,7 @@ class _LoadGeneratorActor:
                 if self._stopping:
                     return
                 if self._armed and silent > CUT_OFF_AFTER:
-                    self._cut_off = {"at": time.time(), "silent_s": round(silent, 3)}
+                    self._cut_off = {"at": self._now(), "silent_s": round(silent, 3)}
                     break
                 if time.monotonic() - sent < KEEPALIVE_INTERVAL:
                     continue
@@ -224,7 +226,7 @@ class _LoadGeneratorActor:
                     if child.proc.returncode is None and not child.asked_to_stop:
                         await self._send(child, Command("keepalive"))
         except Exception as exc:  # stop the load below, whatever went wrong, and say so
-            self._cut_off = {"at": time.time(), "silent_s": 0.0, "error": f"{type(exc).__name__}: {exc}"}
+            self._cut_off = {"at": self._now(), "silent_s": 0.0, "error": f"{type(exc).__name__}: {exc}"}
         if not self._stopping:
             await self._stop_children(grace=STOP_GRACE)
 
@@ -280,7 +282,12 @@ class _LoadGeneratorActor:
             "cut_off": self._cut_off,
         }
 
+    def _now(self) -> float:
+        """Epoch time on the driver's clock (this node's minus the offset measured at start)."""
+        return time.time() - (self._spec.clock_offset if self._spec is not None else 0.0)
+
     async def ping(self) -> float:
+        """This node's own clock (not corrected): what the driver measures the offset from."""
         self._contact = time.monotonic()
         return time.time()
 
@@ -328,8 +335,12 @@ class LoadGenerator:
         # Ray's typed handles do not model async actor methods; the handle is used untyped.
         self._actor: Any = actor_cls.options(**merged).remote()
         self.info: dict[str, Any] = {}
+        self.clock = ClockOffset(0.0, 0.0)
 
     def start(self, timeout: float = 60.0) -> dict[str, Any]:
+        """Measure the node's clock against the driver's, then start the processes on driver time."""
+        self.clock = measure(lambda: float(self._get(self._actor.ping.remote(), timeout)))
+        self.spec = replace(self.spec, clock_offset=self.clock.offset_s)
         self.info = self._get(self._actor.start.remote(self.spec, timeout), timeout + 10)
         return self.info
 

@@ -30,13 +30,24 @@ from ray.util.placement_group import PlacementGroup, placement_group, remove_pla
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from harness.errors import LoadError
+from harness.nodes import Node
+from harness.scenario import NodeSelector
 
-__all__ = ["GENERATOR_BUNDLE", "PLACEMENT_TIMEOUT", "Placement", "place_generators"]
+__all__ = [
+    "GENERATOR_BUNDLE",
+    "PLACEMENT_TIMEOUT",
+    "Placement",
+    "driver_node_id",
+    "live_nodes",
+    "place_generators",
+    "read_cluster",
+]
 
 log = logging.getLogger(__name__)
 
 GENERATOR_BUNDLE: dict[str, float] = {"CPU": 0.01}
 PLACEMENT_TIMEOUT = 60.0  # seconds; long enough for an autoscaler to add a node, short of a hang
+RESOURCE_TOKEN = 0.001  # of a node's custom resource per generator: any node declaring it has room
 
 
 @dataclass
@@ -86,9 +97,12 @@ def place_generators(
     name: str = "",
     timeout: float = PLACEMENT_TIMEOUT,
     bundle: dict[str, float] | None = None,
+    node: NodeSelector | None = None,
 ) -> Placement:
     """Reserve one bundle per generator, spread across nodes, and wait until Ray has placed it.
 
+    With a ``node`` selector every bundle is confined to matching nodes: by Ray's bundle label
+    selector for labels, by a token amount of the custom resource otherwise.
     Raises :class:`LoadError` naming what was asked and what the cluster has, instead of
     waiting forever, when the group is not ready within ``timeout`` seconds; the half-made
     group is removed first.
@@ -96,7 +110,14 @@ def place_generators(
     if count < 1:
         raise ValueError("at least one generator is needed")
     wanted = dict(bundle or GENERATOR_BUNDLE)
-    group = placement_group([dict(wanted) for _ in range(count)], strategy="SPREAD", name=name)
+    selector: list[dict[str, str]] | None = None
+    if node is not None and node.resource is not None:
+        wanted[node.resource] = RESOURCE_TOKEN
+    elif node is not None:
+        selector = [dict(node.labels) for _ in range(count)]
+    group = placement_group(
+        [dict(wanted) for _ in range(count)], strategy="SPREAD", name=name, bundle_label_selector=selector
+    )
     ready = False
     try:
         ready = group.wait(timeout_seconds=timeout)
@@ -125,3 +146,43 @@ def _cluster() -> str:
         return f"an unknown capacity ({type(exc).__name__})"
     per_node = ", ".join(f"{n['NodeManagerAddress']} CPU {n['Resources'].get('CPU', 0):g}" for n in alive)
     return f"{len(alive)} alive node(s) ({per_node or 'none'}) with CPU {available.get('CPU', 0):g} available"
+
+
+def live_nodes() -> list[Node]:
+    """The cluster's live nodes, for :mod:`harness.nodes` to match selectors against."""
+    nodes = []
+    for entry in ray.nodes():
+        if not entry.get("Alive"):
+            continue
+        nodes.append(
+            Node(
+                node_id=str(entry["NodeID"]),
+                ip=str(entry.get("NodeManagerAddress", "")),
+                hostname=str(entry.get("NodeManagerHostname", "")),
+                labels=dict(entry.get("Labels") or {}),
+                resources=dict(entry.get("Resources") or {}),
+            )
+        )
+    return nodes
+
+
+def read_cluster(address: str) -> tuple[list[Node], Node]:
+    """Join the cluster at ``address`` briefly (token required) and read its nodes and ours."""
+    import logging as _logging
+
+    from harness.chaos.preflight import check_ray_address
+
+    check_ray_address(address)
+    ray.init(address=address, log_to_driver=False, logging_level=_logging.WARNING, configure_logging=False)
+    try:
+        nodes = live_nodes()
+        mine = driver_node_id()
+    finally:
+        ray.shutdown()
+    driver = next((n for n in nodes if n.node_id == mine), Node(node_id=mine, ip=""))
+    return nodes, driver
+
+
+def driver_node_id() -> str:
+    """The node this driver is attached to: where faults without a node selector act."""
+    return str(ray.get_runtime_context().get_node_id())

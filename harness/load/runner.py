@@ -37,8 +37,18 @@ from gevent.queue import Queue  # noqa: E402
 from locust import User  # noqa: E402
 from locust.env import Environment  # noqa: E402
 
+from harness.clocks import offset_from_env  # noqa: E402
 from harness.load.protocol import ACTOR_SILENCE, Command, decode_command, report  # noqa: E402
 from harness.metrics import WindowRecorder  # noqa: E402
+
+#: Seconds this node's clock is ahead of the driver's, measured at start (harness.clocks). Every
+#: epoch time here (window seconds, schedules, acknowledgements) is on the driver's clock, so
+#: windows from every node line up second by second.
+CLOCK_OFFSET = offset_from_env()
+
+
+def _now() -> float:
+    return time.time() - CLOCK_OFFSET
 
 
 def _die_with_parent() -> None:
@@ -104,7 +114,7 @@ class ArrivalSchedule:
         instant in intended time however late this busy process gets to run. Slots already
         released stay due.
         """
-        now = time.time()
+        now = _now()
         start = start or now
         if start > now:
             bisect.insort(self._pending, (start, max(0.0, rate), phase))
@@ -121,7 +131,7 @@ class ArrivalSchedule:
         """The scheduler greenlet: release every slot that is due, then sleep to the next."""
         while True:
             self._changed.clear()
-            now = time.time()
+            now = _now()
             switch_at = self._pending[0][0] if self._pending else math.inf
             due = self._start + (self._k + self._phase) / self.rate if self.rate > 0 else math.inf
             while due <= now and due < switch_at:
@@ -205,7 +215,7 @@ class LoadProcess:
         self.raw = raw
         self.schedule = ArrivalSchedule()
         self.open_model = open_model
-        self.recorder = WindowRecorder(process_id, int(time.time()))
+        self.recorder = WindowRecorder(process_id, int(_now()))
         self.user_classes = load_user_classes(locustfile, classes)
         if open_model:
             count_start = self._count_start
@@ -218,7 +228,7 @@ class LoadProcess:
         self._cpu = (time.monotonic(), _cpu_seconds(), _runqueue_wait_seconds())
 
     def _count_start(self) -> None:
-        self.recorder.count_start(int(time.time()))
+        self.recorder.count_start(int(_now()))
 
     def emit(self, line: str) -> None:
         data = (line + "\n").encode()
@@ -240,7 +250,7 @@ class LoadProcess:
     ) -> int:
         failure = None if exception is None else _failure_kind(exception, response)
         return self.recorder.record(
-            int(time.time()), request_type, name, int(response_time * 1000), response_length or 0, failure
+            int(_now()), request_type, name, int(response_time * 1000), response_length or 0, failure
         )
 
     def _on_request_open(
@@ -253,7 +263,7 @@ class LoadProcess:
         response: Any = None,
         **_: Any,
     ) -> int:
-        now = time.time()
+        now = _now()
         service_us = int(response_time * 1000)
         slot = intended.pop(gevent.getcurrent(), None)
         latency_us = service_us if slot is None else max(service_us, int((now - slot) * 1e6))
@@ -267,7 +277,7 @@ class LoadProcess:
 
         def logged(request_type: str, name: str, response_time: float, **kwargs: Any) -> None:
             pending = intended.get(gevent.getcurrent())
-            now = time.time()
+            now = _now()
             second = listener(request_type=request_type, name=name, response_time=response_time, **kwargs)
             service_us = int(response_time * 1000)
             latency_us = service_us if pending is None else max(service_us, int((now - pending) * 1e6))
@@ -287,10 +297,10 @@ class LoadProcess:
     def tick_forever(self) -> None:
         """Emit each second's window just after it ends; measure event-loop lag meanwhile."""
         while True:
-            now = time.time()
+            now = _now()
             due = math.floor(now) + 1.02
             gevent.sleep(due - now)
-            woke = time.time()
+            woke = _now()
             health = self.health()
             health["lag"] = round(max(0.0, woke - due) * 1000, 2)
             for line in self.recorder.flush(int(woke), health):
@@ -307,7 +317,7 @@ class LoadProcess:
         elif command.cmd == "set_rate":
             effective = self.schedule.set_rate(command.rate, command.start, command.phase)
             if command.users > 0:
-                ahead = effective - time.time()
+                ahead = effective - _now()
                 if ahead > 0:  # the pool changes with the schedule, not when the command came
                     gevent.spawn_later(ahead, self._resize, command.users)
                 else:
@@ -319,7 +329,7 @@ class LoadProcess:
             return False
         elif command.cmd == "keepalive":
             return True  # nothing to apply, nothing to acknowledge
-        self.emit(report("applied", self.process_id, cmd=command.cmd, at=round(time.time(), 4)))
+        self.emit(report("applied", self.process_id, cmd=command.cmd, at=round(_now(), 4)))
         return True
 
     def _resize(self, users: int) -> None:
@@ -332,7 +342,7 @@ class LoadProcess:
         self.runner.quit()
         health = self.health()
         health["lag"] = 0.0
-        for line in self.recorder.flush(int(time.time()) + 1, health):
+        for line in self.recorder.flush(int(_now()) + 1, health):
             self.emit(line)
         if self.raw is not None:
             self.raw.flush()

@@ -1,0 +1,163 @@
+"""Which Ray node each actor of a run goes to: selectors matched against the cluster's nodes.
+
+Pure: the orchestrator reads the nodes from Ray (``ray.nodes()``) and hands them over as
+:class:`Node` records, so the matching rules and their error messages are tested without a
+cluster. A fault acts on the host its chaos agent runs on (a partition is set in that node's
+network stack, a process is found in that node's process table), so a fault's selector must
+name exactly one live node: zero is a scenario written for another cluster, two would leave
+the choice of host to chance. Generators may use every matching node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from harness.errors import ConfigError
+from harness.scenario import NodeSelector, Scenario
+
+#: The label the files in ``ray_cluster/`` give every node: the host (machine, Kubernetes node) it runs on.
+HOST_LABEL = "harness.io/host"
+
+__all__ = ["HOST_LABEL", "FaultPlacement", "Node", "generator_nodes", "matches", "place_faults", "plan_rows"]
+
+
+@dataclass(frozen=True)
+class Node:
+    """A live Ray node as the placement rules see it."""
+
+    node_id: str
+    ip: str
+    hostname: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    resources: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """How events and plans name the node: its host label, else its address."""
+        return self.labels.get(HOST_LABEL) or self.ip or self.hostname or self.node_id[:8]
+
+    def describe(self) -> str:
+        labels = ",".join(f"{k}={v}" for k, v in sorted(self.labels.items()) if not k.startswith("ray.io/"))
+        custom = ",".join(sorted(k for k in self.resources if _custom(k)))
+        parts = [self.hostname or self.ip, self.ip, self.node_id[:8]]
+        if labels:
+            parts.append(f"labels {labels}")
+        if custom:
+            parts.append(f"resources {custom}")
+        return " ".join(parts)
+
+
+def _custom(resource: str) -> bool:
+    """A resource an operator declared, not one Ray adds to every node."""
+    return not (
+        resource in {"CPU", "GPU", "memory", "object_store_memory"}
+        or resource.startswith("node:")
+        or resource.startswith("accelerator_type:")
+    )
+
+
+def matches(selector: NodeSelector, node: Node) -> bool:
+    if selector.resource is not None:
+        return node.resources.get(selector.resource, 0.0) > 0
+    return all(node.labels.get(key) == value for key, value in selector.labels.items())
+
+
+@dataclass(frozen=True)
+class FaultPlacement:
+    """Fault name -> the node whose agent applies it; ``default`` for faults without a selector."""
+
+    by_fault: Mapping[str, Node]
+    default: Node
+
+    def node_of(self, fault: str) -> Node:
+        return self.by_fault.get(fault, self.default)
+
+    def nodes(self) -> list[Node]:
+        """Every node that needs an agent, the default node only when some fault uses it."""
+        seen: dict[str, Node] = {}
+        for node in self.by_fault.values():
+            seen.setdefault(node.node_id, node)
+        return list(seen.values())
+
+
+def _listing(nodes: Iterable[Node]) -> str:
+    return "; ".join(node.describe() for node in nodes) or "none"
+
+
+def place_faults(scenario: Scenario, nodes: Sequence[Node], driver: Node) -> FaultPlacement:
+    """Resolve each fault's node, or raise ``ConfigError`` naming every fault that has none.
+
+    Faults without a selector act on the driver's node, as on one machine.
+    """
+    by_fault: dict[str, Node] = {}
+    problems: list[str] = []
+    for index, fault in enumerate(scenario.faults):
+        if fault.node is None:
+            by_fault[fault.name] = driver
+            continue
+        found = [node for node in nodes if matches(fault.node, node)]
+        if len(found) == 1:
+            by_fault[fault.name] = found[0]
+        elif not found:
+            problems.append(f"faults[{index}].node ({fault.name}): no live Ray node has {fault.node.describe()}")
+        else:
+            problems.append(
+                f"faults[{index}].node ({fault.name}): {len(found)} Ray nodes have {fault.node.describe()} "
+                f"({_listing(found)}); a fault acts on one host, so name one"
+            )
+    if problems:
+        raise ConfigError(
+            f"{scenario.source or scenario.name}: " + "; ".join(problems) + f". Live nodes: {_listing(nodes)}"
+        )
+    return FaultPlacement(by_fault=by_fault, default=driver)
+
+
+def generator_nodes(scenario: Scenario, nodes: Sequence[Node]) -> list[Node]:
+    """The nodes generators may use (every live node without a selector); ``ConfigError`` if none."""
+    selector = scenario.load.node
+    if selector is None:
+        return list(nodes)
+    found = [node for node in nodes if matches(selector, node)]
+    if not found:
+        raise ConfigError(
+            f"{scenario.source or scenario.name}: load.node: no live Ray node has {selector.describe()}. "
+            f"Live nodes: {_listing(nodes)}"
+        )
+    return found
+
+
+def plan_rows(
+    scenario: Scenario, nodes: Sequence[Node] | None = None, driver: Node | None = None
+) -> list[tuple[str, str]]:
+    """(actor, where it will run) for ``harness plan``: from the selectors alone, or on a cluster.
+
+    On a cluster the generators are shown where Ray's ``SPREAD`` strategy will put them (one
+    per matching node with a CPU, round robin); Ray decides at run time and summary.json
+    records where they really ran. Raises ``ConfigError`` like the run would.
+    """
+    load = scenario.load
+    rows: list[tuple[str, str]] = []
+    if nodes is None or driver is None:
+        where = f"nodes with {load.node.describe()}" if load.node else "any node with a CPU"
+        for index in range(load.generators):
+            rows.append((f"generator g{index}", f"{where}, spread (one per node while nodes last)"))
+        for fault in scenario.faults:
+            at = f"the one node with {fault.node.describe()}" if fault.node else "the driver's node"
+            rows.append((f"chaos agent for {fault.name}", at))
+        return rows
+    candidates = [n for n in generator_nodes(scenario, nodes) if n.resources.get("CPU", 0.0) >= 0.01]
+    if not candidates:
+        raise ConfigError(
+            f"{scenario.source or scenario.name}: no live Ray node that may run generators has a CPU "
+            f"(a node started with --num-cpus=0 takes none). Live nodes: {_listing(nodes)}"
+        )
+    for index in range(load.generators):
+        node = candidates[index % len(candidates)]
+        rows.append((f"generator g{index}", f"{node.name} ({node.ip}, node {node.node_id[:8]})"))
+    placement = place_faults(scenario, nodes, driver)
+    for fault in scenario.faults:
+        node = placement.node_of(fault.name)
+        mine = " (the driver's node)" if node.node_id == driver.node_id else ""
+        rows.append((f"chaos agent for {fault.name}", f"{node.name} ({node.ip}, node {node.node_id[:8]}){mine}"))
+    return rows
