@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 HARNESS := $(VENV)/bin/harness
 APT_PACKAGES := python3 python3-venv python3-dev gcc influxdb nginx-light wrk stress-ng nftables iproute2 user-mode-linux kmod \
-	victoria-metrics procps psmisc curl chromium
+	victoria-metrics procps psmisc curl chromium faketime
 PYTEST_ARGS ?=
 
 .PHONY: setup apt venv demo test test-fast lint bench soak stop clean
