@@ -716,9 +716,9 @@ def _build_gateway(args: argparse.Namespace) -> App:
     port = args.port
     return make_gateway(
         GatewayConfig(
-            catalog=(HOST, args.catalog_port or port + 1),
-            cart=(HOST, args.cart_port or port + 2),
-            payments=(HOST, args.payments_port or port + 3),
+            catalog=(args.catalog_host, args.catalog_port or port + 1),
+            cart=(args.cart_host, args.cart_port or port + 2),
+            payments=(args.payments_host, args.payments_port or port + 3),
             timeout=args.timeout,
             retry_backoff=args.retry_backoff,
         )
@@ -740,6 +740,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--catalog-port", type=int, help="gateway only; default port+1")
     parser.add_argument("--cart-port", type=int, help="gateway only; default port+2")
     parser.add_argument("--payments-port", type=int, help="gateway only; default port+3")
+    # The services on other hosts (the multi-host test spreads them over network namespaces).
+    parser.add_argument("--catalog-host", default=HOST, help="gateway only: catalog's address")
+    parser.add_argument("--cart-host", default=HOST, help="gateway only: cart's address")
+    parser.add_argument("--payments-host", default=HOST, help="gateway only: payments' address")
     parser.add_argument("--host", default=HOST, help="address to bind (payments runs in a namespace of its own)")
     parser.add_argument("--upstream-port", type=int, help="proxy only: the service behind it")
     parser.add_argument("--upstream-host", default=HOST, help="proxy only: the service's address")
