@@ -36,6 +36,7 @@ from typing import Any
 import ray
 
 from harness.clocks import CLOCK_OFFSET_ENV, ClockOffset, measure
+from harness.cpu import usable_cores
 from harness.errors import LoadError
 from harness.load.protocol import KEEPALIVE_INTERVAL, Command, encode_command
 from harness.priority import normal_priority
@@ -118,7 +119,7 @@ class _LoadGeneratorActor:
             return self._describe()
         normal_priority()  # again: threads Ray started after __init__ are covered too
         self._spec = spec
-        count = spec.processes or os.cpu_count() or 1
+        count = spec.processes or usable_cores()
         Path(spec.log_dir).mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **spec.env, CLOCK_OFFSET_ENV: repr(spec.clock_offset)}
         for index in range(count):
