@@ -273,6 +273,8 @@ def _run_scenario(
             outcome = orchestrator.run()
     except BaseException as exc:  # no verdict will be written: say why in the driver's record
         note_driver_exit(directory, f"the driver stopped on {type(exc).__name__}", faults_left=False)
+        with contextlib.suppress(Exception):
+            sink.writer.close(timeout=2.0)
         raise
     began = time.time()
     stats = sink.writer.close(timeout=10.0)

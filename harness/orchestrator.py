@@ -32,7 +32,7 @@ from harness.baseline import BaselineRun
 from harness.chaos.agent import LEASE_TTL, RENEW_INTERVAL, ChaosAgent
 from harness.clocks import ClockOffset, measure
 from harness.delivery import SUSTAINED_SECONDS, DeliveryWatch
-from harness.errors import FaultError, HarnessError, LoadError
+from harness.errors import ConfigError, FaultError, HarnessError, LoadError
 from harness.expressions import format_duration
 from harness.load.generator import GeneratorSpec, LoadGenerator
 from harness.load.placement import Placement, driver_node_id, live_nodes, place_generators
@@ -204,6 +204,8 @@ class Orchestrator:
             self._start_generators()
             self._start_agents()
             self._loop()
+        except ConfigError:  # a node selector this cluster cannot meet: nothing started, exit 2
+            raise
         except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (the CLI raises the same for it)
             interrupted = True
             self._note("interrupted: reverting faults and stopping load (interrupt again to exit at once)")

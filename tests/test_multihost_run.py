@@ -368,6 +368,41 @@ def test_faults_act_on_their_host_load_comes_from_both_and_the_merge_is_exact(
     assert summary["verdict"] == "passed"
 
 
+def test_plan_shows_where_each_actor_runs_and_a_selector_for_no_node_is_refused(
+    cluster: MultiHostCluster, shop: str, tmp_path: Path
+) -> None:
+    scenario = _scenario(tmp_path / "plan.yaml", shop, cluster, "http://127.0.0.1:9", RUN + _partition(cluster, 9, 6))
+    env = {**cluster.env, "HARNESS_RUNS_DIR": str(tmp_path / "runs"), "COLUMNS": "200"}
+    harness = [sys.executable, "-m", "harness.cli"]
+    shown = subprocess.run(
+        [*harness, "plan", str(scenario), "--ray-address", cluster.address],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert shown.returncode == 0, shown.stdout[-3000:] + shown.stderr[-3000:]
+    rows = {line.split("│")[1].strip(): line.split("│")[2].strip() for line in shown.stdout.splitlines() if "│" in line}
+    print({k: v for k, v in rows.items() if k.startswith(("generator", "chaos"))})
+    assert {rows["generator g0"].split()[0], rows["generator g1"].split()[0]} == {"hmh-a", "hmh-b"}, rows
+    assert rows["chaos agent for cut-payments"].startswith(f"hmh-c ({cluster.hosts['hmh-c']}"), rows
+
+    nowhere = scenario.read_text().replace("harness.io/host: hmh-c", "harness.io/host: hmh-z")
+    (tmp_path / "nowhere.yaml").write_text(nowhere)
+    refused = subprocess.run(
+        [*harness, "run", str(tmp_path / "nowhere.yaml"), "--ray-address", cluster.address, "--run-id", "nowhere"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    text = refused.stdout + refused.stderr
+    assert refused.returncode == 2, text[-3000:]
+    assert "faults[0].node (cut-payments): no live Ray node has labels harness.io/host=hmh-z" in text, text[-3000:]
+    assert "harness.io/host=hmh-c" in text and "Traceback" not in text  # the live nodes are listed
+    assert not (tmp_path / "runs" / "nowhere" / "summary.json").exists()  # nothing ran
+
+
 LOSS = """  stages:
     - {name: ramp, duration: 2s, users: 20, spawn_rate: 20}
     - {name: steady, duration: 18s, users: 20}
