@@ -27,6 +27,11 @@ against the kernel or the raw data rather than harness's own word where one exis
   driver's clock (uncorrected, hmh-b's failures would be filed 3 s late, after it);
 * the verdict passes: checkouts fail during the partition, nothing fails in steady state.
 
+Before the runs, the cluster itself: four live nodes with their labels and IPs, a client
+with another token refused; an actor placed by label runs inside that host's namespace;
+one host reaches another over the bridge; a placement group that cannot be satisfied fails
+fast with what the cluster has.
+
 The second run loses a generator node: hmh-a's raylet is SIGKILLed while the partition on
 hmh-c is applied. The run records the lost generator and is invalid (exit 5), the fault on
 hmh-c is still reverted at its planned time, and nothing of the run is left in hmh-a.
@@ -59,6 +64,8 @@ FAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
 SKEW_S = 3.0
 PORT = 18950  # gateway; catalog +1 and cart +2 on hmh-c, payments +3 on hmh-b (namespaces: own port spaces)
 HOSTS = ("hmh-a", "hmh-b", "hmh-c")
+SERVER_PORT = 18080  # a test server inside hmh-c
+DETECTION_LIMIT_S = 5.0  # a lost generator node is recorded within this
 
 
 @pytest.fixture(scope="module")
@@ -279,6 +286,168 @@ slos:
 """
 
 
+# The cluster itself first: nodes, labels and token, placement, reachability.
+
+
+def test_four_nodes_alive_with_labels_and_ips(cluster: MultiHostCluster) -> None:
+    assert cluster.address.startswith("10.214.230.1:")
+    assert cluster.hosts == {"hmh-a": "10.214.230.11", "hmh-b": "10.214.230.12", "hmh-c": "10.214.230.13"}
+    table = cluster.nodes()
+    alive = {n["NodeManagerAddress"]: n for n in table if n["Alive"]}
+    assert len(table) == 4 and set(alive) == {"10.214.230.1", *cluster.hosts.values()}, table
+    head = alive["10.214.230.1"]
+    assert head["NodeID"] == cluster.head_node_id
+    assert {k: v for k, v in head["Labels"].items() if k.startswith("harness.io/")} == {
+        "harness.io/host": "driver",
+        "harness.io/role": "head",
+    }
+    assert head["Resources"].get("CPU", 0) == 0
+    for host, ip in cluster.hosts.items():
+        node = alive[ip]
+        assert node["NodeID"] == cluster.node_ids[host]
+        role = "service" if host == "hmh-c" else "generator"
+        assert {k: v for k, v in node["Labels"].items() if k.startswith("harness.io/")} == default_labels(host, role)
+        assert node["Resources"]["CPU"] == 1
+    # Token authentication is on: the same query with another token is refused by the GCS.
+    refused = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("multihost.py")), "nodes", cluster.address],
+        env={**cluster.env, "RAY_AUTH_TOKEN": "0" * 64},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.stdout.strip() == "[]" and "Unauthenticated" in refused.stderr, refused.stderr[-2000:]
+
+
+PLACE = """
+import os, psutil
+
+@ray.remote(num_cpus=0)
+class Where:
+    def ask(self):
+        addresses = sorted(
+            a.address for addrs in psutil.net_if_addrs().values() for a in addrs if a.family == 2
+        )
+        return {
+            "netns": os.stat("/proc/self/ns/net").st_ino,
+            "addresses": addresses,
+            "node": ray.get_runtime_context().get_node_id(),
+        }
+
+result = {}
+for host in HOSTS:
+    actor = Where.options(label_selector={"harness.io/host": host}).remote()
+    result[host] = ray.get(actor.ask.remote(), timeout=60)
+    ray.kill(actor)
+"""
+
+
+def test_actor_placed_by_label_runs_inside_that_namespace(cluster: MultiHostCluster) -> None:
+    found = cluster.run_driver(f"HOSTS = {list(cluster.hosts)!r}\n" + PLACE)
+    root_netns = os.stat("/proc/self/ns/net").st_ino
+    for host, ip in cluster.hosts.items():
+        where = found[host]
+        assert where["netns"] == os.stat(f"/run/netns/{host}").st_ino != root_netns, (host, where)
+        assert where["addresses"] == sorted(["127.0.0.1", ip]), (host, where)
+        assert where["node"] == cluster.node_ids[host], (host, where)
+
+
+SERVER = """
+import http.server, sys
+
+class Echo(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = self.client_address[0].encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+http.server.HTTPServer((sys.argv[1], int(sys.argv[2])), Echo).serve_forever()
+"""
+
+FETCH = """
+import urllib.request
+
+@ray.remote(num_cpus=0)
+def fetch(url):
+    answers = []
+    for _ in range(3):  # bounded: three requests, 5 s each
+        with urllib.request.urlopen(url, timeout=5) as response:
+            answers.append([response.status, response.read().decode()])
+    return answers
+
+result = ray.get(fetch.options(label_selector={"harness.io/host": "hmh-a"}).remote(URL), timeout=60)
+"""
+
+
+def test_a_host_reaches_another_over_the_bridge(cluster: MultiHostCluster) -> None:
+    server_ip = cluster.hosts["hmh-c"]
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", "hmh-c", sys.executable, "-c", SERVER, server_ip, str(SERVER_PORT)],
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while f"{server_ip}:{SERVER_PORT}" not in _listening("hmh-c") and time.monotonic() < deadline:
+            assert server.poll() is None, "the server in hmh-c exited"
+            time.sleep(0.1)
+        answers = cluster.run_driver(f"URL = 'http://{server_ip}:{SERVER_PORT}/'\n" + FETCH)
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(10)
+    # The server saw hmh-a's address: the request left hmh-a and crossed the bridge.
+    assert answers == [[200, cluster.hosts["hmh-a"]]] * 3, answers
+
+
+def _listening(netns: str) -> str:
+    return subprocess.run(
+        ["ip", "netns", "exec", netns, "ss", "-ltnH"], capture_output=True, text=True, timeout=10
+    ).stdout
+
+
+IMPOSSIBLE = """
+import time
+from ray.util import placement_group_table
+from harness.errors import LoadError
+from harness.load.placement import place_generators
+
+began = time.monotonic()
+try:
+    place_generators(4, name="multihost-impossible", timeout=3, bundle={"CPU": 1})
+    message = ""
+except LoadError as exc:
+    message = str(exc)
+took = time.monotonic() - began
+states = [g["state"] for g in placement_group_table().values() if g["name"] == "multihost-impossible"]
+placement = place_generators(3, name="multihost-fits", timeout=30)
+table = placement_group_table(placement.group)
+placed = [table["state"], sorted(set(table["bundles_to_node_id"].values()))]
+placement.remove()
+placement.remove()  # idempotent
+result = {"message": message, "took": took, "states": states, "placed": placed,
+          "after": placement_group_table(placement.group)["state"]}
+"""
+
+
+def test_placement_that_cannot_be_satisfied_fails_fast_with_what_the_cluster_has(cluster: MultiHostCluster) -> None:
+    """Four whole-CPU bundles on three one-CPU nodes: a clear LoadError, not a hang; then one that fits."""
+    found = cluster.run_driver(IMPOSSIBLE)
+    message = found["message"]
+    assert message.startswith("placement group not ready after 3s: 4 generator(s) need 4 bundle(s) of {CPU: 1}")
+    assert "the cluster has 4 alive node(s)" in message and found["took"] < 10, found
+    assert found["states"] == ["REMOVED"], found  # the half-made group does not keep reserving
+    # A group that fits: one bundle per namespace node (the head has no CPU), released again.
+    assert found["placed"] == ["CREATED", sorted(cluster.node_ids.values())], found
+    assert found["after"] == "REMOVED"
+
+
+# Then the runs.
+
+
 def test_faults_act_on_their_host_load_comes_from_both_and_the_merge_is_exact(
     cluster: MultiHostCluster,
     shop: str,
@@ -440,7 +609,11 @@ def test_losing_a_generator_node_is_recorded_and_faults_elsewhere_revert_on_time
     assert [entry["id"] for entry in lost] == [g["id"] for g in lost_on_a], (lost, summary["generators"])
     noticed = [e for e in summary["events"] if e.get("kind") == "generator" and e.get("name") == lost_on_a[0]["id"]]
     assert noticed, summary["events"]
-    print(f"hmh-a killed {killed_at - began:.1f}s into the run; noticed {noticed[0]['time'] - killed_at:.1f}s later")
+    detected = noticed[0]["time"] - killed_at
+    print(f"hmh-a killed {killed_at - began:.1f}s into the run; noticed {detected:.1f}s later")
+    assert 0 <= detected <= DETECTION_LIMIT_S, detected
+    assert summary["verdict"] == "invalid" and summary["totals"]["requests"] > 0
+    assert summary["ended"] - summary["started"] >= 19, "the run went on to its planned end on hmh-b"
     # The fault on hmh-c went on and was reverted at its planned end (offset 14 s) all the same.
     _, end = _fault_window(summary, "cut-payments")
     planned_end = summary["started"] + 14
