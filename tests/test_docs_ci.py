@@ -7,12 +7,8 @@ subcommand answers ``--help`` and each ``--option`` it uses is listed there.
 
 from __future__ import annotations
 
-import functools
-import os
 import re
 import shlex
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +16,7 @@ import pytest
 import yaml
 
 from harness import errors
+from tests.cli_help import check_command
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "ci.md"
 FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
@@ -103,26 +100,6 @@ def _all_commands() -> list[list[str]]:
     return list(unique.values())
 
 
-@functools.cache
-def _help(path: tuple[str, ...]) -> tuple[int, str]:
-    env = {**os.environ, "COLUMNS": "250", "NO_COLOR": "1", "TERM": "dumb"}
-    done = subprocess.run(
-        [sys.executable, "-m", "harness.cli", *path, "--help"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        cwd=DOC.parents[1],
-    )
-    return done.returncode, done.stdout + done.stderr
-
-
-def _subcommands(help_text: str) -> set[str]:
-    """Command names listed in a group's help (rich boxes or plain click layout)."""
-    section = help_text.split("Commands", 1)[1] if "Commands" in help_text else ""
-    return {m.group(1) for m in re.finditer(r"^[\s│|]*([a-z][\w-]*)\s", section, re.MULTILINE)}
-
-
 def test_the_doc_has_yaml_snippets_that_all_parse() -> None:
     blocks = _blocks("yaml")
     assert len(blocks) >= 2
@@ -181,18 +158,4 @@ def test_the_snippets_use_the_gate_and_baseline() -> None:
 
 @pytest.mark.parametrize("args", _all_commands(), ids=lambda args: " ".join(args)[:60])
 def test_every_harness_command_in_the_snippets_exists(args: list[str]) -> None:
-    path: list[str] = []
-    for arg in args:
-        if arg.startswith("-"):
-            break
-        code, text = _help(tuple(path))
-        if arg not in _subcommands(text):
-            break
-        path.append(arg)
-    assert path, f"`harness {' '.join(args)}`: `{args[0]}` is not a harness command"
-    code, text = _help(tuple(path))
-    assert code == 0, f"`harness {' '.join(path)} --help` exited {code}:\n{text}"
-    for option in (arg.split("=", 1)[0] for arg in args if arg.startswith("--")):
-        assert re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", text), (
-            f"docs/ci.md uses `harness {' '.join(path)} {option}`, but its --help does not list {option}"
-        )
+    check_command(args, "docs/ci.md")

@@ -28,13 +28,10 @@ capability behaviour, SSH and rsync).
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import re
 import shlex
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -49,6 +46,8 @@ import yaml
 from ray._private.label_utils import parse_node_labels_string, validate_node_labels
 from ray.autoscaler._private.util import prepare_config, validate_config
 from ray.scripts.scripts import start as ray_start
+
+from tests.cli_help import check_command
 
 ROOT = Path(__file__).resolve().parents[1]
 VMS = ROOT / "ray_cluster" / "cluster-vms.yaml"
@@ -504,26 +503,6 @@ def _harness_commands(script: str) -> list[list[str]]:
     return commands
 
 
-@functools.cache
-def _help(path: tuple[str, ...]) -> tuple[int, str]:
-    """``harness PATH --help`` as a user sees it (the approach of test_docs_ci.py)."""
-    env = {**os.environ, "COLUMNS": "250", "NO_COLOR": "1", "TERM": "dumb"}
-    done = subprocess.run(
-        [sys.executable, "-m", "harness.cli", *path, "--help"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        cwd=ROOT,
-    )
-    return done.returncode, done.stdout + done.stderr
-
-
-def _subcommands(help_text: str) -> set[str]:
-    section = help_text.split("Commands", 1)[1] if "Commands" in help_text else ""
-    return {m.group(1) for m in re.finditer(r"^[\s│|]*([a-z][\w-]*)\s", section, re.MULTILINE)}
-
-
 def _readme_commands() -> list[list[str]]:
     found: dict[str, list[str]] = {}
     for lang, body in FENCE.findall(README.read_text()):
@@ -542,18 +521,4 @@ def test_the_readme_shows_the_commands_it_describes() -> None:
 
 @pytest.mark.parametrize("args", _readme_commands(), ids=lambda args: " ".join(args)[:60])
 def test_every_harness_command_in_the_readme_exists(args: list[str]) -> None:
-    path: list[str] = []
-    for arg in args:
-        if arg.startswith("-"):
-            break
-        _, text = _help(tuple(path))
-        if arg not in _subcommands(text):
-            break
-        path.append(arg)
-    assert path, f"`harness {' '.join(args)}`: `{args[0]}` is not a harness command"
-    code, text = _help(tuple(path))
-    assert code == 0, f"`harness {' '.join(path)} --help` exited {code}:\n{text}"
-    for option in (arg.split("=", 1)[0] for arg in args if arg.startswith("--")):
-        assert re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", text), (
-            f"ray_cluster/README.md uses `harness {' '.join(path)} {option}`, but its --help does not list {option}"
-        )
+    check_command(args, "ray_cluster/README.md")
