@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import ast
 import difflib
+import ipaddress
 import math
+import posixpath
 import re
 import signal
 import typing
@@ -858,12 +860,55 @@ Fault = Annotated[
 ]
 
 
+def _absolute_dir(value: str) -> str:
+    """An absolute directory, normalised lexically (``/tmp/`` and ``/tmp/x/..`` are ``/tmp``)."""
+    if not value.startswith("/"):
+        raise ValueError(f"'{value}' is not an absolute path such as /tmp or /srv/scratch")
+    return posixpath.normpath(value).replace("//", "/", 1)  # normpath keeps a leading '//' (POSIX)
+
+
+AbsoluteDir = Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(_absolute_dir)]
+
+#: Where stress.io and stress.disk_fill may write when the scenario lists no safety.allowed_paths.
+DEFAULT_ALLOWED_PATHS = ("/tmp", "/var/tmp")
+
+
 class Safety(_Model):
-    """What faults may act on, beyond the target hosts. The kubeconfig itself comes from $KUBECONFIG."""
+    """What faults may act on, beyond the target hosts. The kubeconfig itself comes from $KUBECONFIG.
+
+    The load hosts (the base URL's host and ``target.allowed_hosts``, when written as IP
+    addresses, or ``localhost``) count as allowed networks of one address each, so a fault that
+    cuts or slows a service the load goes to needs none of these keys. What each list guards
+    is in docs/security.md.
+    """
 
     allowed_contexts: list[Annotated[str, Field(min_length=1, max_length=253)]] = Field(
         default_factory=list,
         description="Kube contexts (names in the kubeconfig) Kubernetes faults may act in; required for them.",
+    )
+    allowed_networks: list[Cidr] = Field(
+        default_factory=list,
+        max_length=256,
+        description=(
+            "Networks (CIDR) faults may act on besides the load hosts: every peer of network.partition and "
+            "network.loss, a transparent proxy's service and a proxy's control address must lie inside one."
+        ),
+    )
+    allowed_interfaces: list[IfName] = Field(
+        default_factory=list,
+        max_length=64,
+        description=(
+            "Interfaces of the host's own network namespace that network faults may name (lo too: Ray and "
+            "harness talk over it); an interface inside a named target.netns needs no listing."
+        ),
+    )
+    allowed_paths: list[AbsoluteDir] = Field(
+        default=list(DEFAULT_ALLOWED_PATHS),  # a default, not a factory: the schema shows it
+        max_length=64,
+        description=(
+            "Directories (absolute) under which stress.io and stress.disk_fill may write; "
+            "default /tmp and /var/tmp. Giving the key replaces the default."
+        ),
     )
 
 
@@ -1038,7 +1083,10 @@ class Scenario(_Model):
         default_factory=Baseline, description="Tolerances when the run is compared with a baseline run."
     )
     results: Results = Field(default_factory=Results, description="Results destination.")
-    safety: Safety = Field(default_factory=Safety, description="Allow-lists for faults (kube contexts).")
+    safety: Safety = Field(
+        default_factory=Safety,
+        description="Allow-lists for faults: kube contexts, networks, host interfaces, stress directories.",
+    )
 
     # Filled in by load_scenario; excluded from the schema and from equality.
     source: str = Field(default="", exclude=True, description="Path of the file this came from.")
@@ -1478,6 +1526,7 @@ def _cross_checks(scenario: Scenario) -> Iterator[tuple[Path_, str]]:
             yield from _pod_kill_checks(i, fault.params)
         if isinstance(fault, KubernetesScaleFault) and fault.duration <= 0:
             yield ("faults", i, "duration"), "a scale to zero needs a positive duration (it is scaled back after it)"
+    yield from _allowlist_checks(scenario)
     kube = [i for i, f in enumerate(scenario.faults) if f.kind.startswith("kubernetes.")]
     if kube and not scenario.safety.allowed_contexts:
         yield (
@@ -1538,6 +1587,93 @@ def _slo_metric_checks(i: int, slo: Slo, slos: list[Slo]) -> Iterator[tuple[Path
                 ("slos", i, "recovery"),
                 "recovery_time needs recovery.error_rate or a steady 'error_rate <' SLO to compare with",
             )
+
+
+_IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+_NETWORK_FAULTS = (
+    NetworkPartitionFault,
+    NetworkLossFault,
+    NetworkBandwidthFault,
+    NetworkNetemFault,
+    NetworkLinkDownFault,
+)
+
+
+def _load_networks(target: Target) -> list[_IpNetwork]:
+    """The load hosts as networks of one address: the base URL's host and ``allowed_hosts``
+    written as IP addresses, and ``localhost`` as 127.0.0.1 and ::1. Names are not resolved."""
+    try:
+        hosts = [urlsplit(target.base_url).hostname or "", *target.allowed_hosts]
+    except ValueError:  # an invalid base URL, reported by its own check
+        hosts = list(target.allowed_hosts)
+    out: list[_IpNetwork] = []
+    for host in hosts:
+        host = host.strip().removeprefix("[").removesuffix("]")
+        if host.lower() == "localhost":  # RFC 6761: always the loopback address
+            out += [ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("::1/128")]
+            continue
+        try:
+            out.append(ipaddress.ip_network(ipaddress.ip_address(host)))  # one address, never a network
+        except ValueError:
+            continue
+    return out
+
+
+def _inside(network: str, allowed: list[_IpNetwork]) -> bool:
+    net = ipaddress.ip_network(network, strict=False)
+    return any(net.version == a.version and net.subnet_of(a) for a in allowed)  # type: ignore[arg-type]
+
+
+def _path_under(path: str, directories: list[str]) -> bool:
+    path = posixpath.normpath(path)
+    return any(path == d or path.startswith(d.rstrip("/") + "/") for d in directories)
+
+
+def _allowlist_checks(scenario: Scenario) -> Iterator[tuple[Path_, str]]:
+    """What network, proxy and stress faults act on must be in the scenario's ``safety`` allow-lists.
+
+    Decided from the file alone, so a refusal is a located problem and nothing starts.
+    """
+    safety = scenario.safety
+    load = _load_networks(scenario.target)
+    allowed = [ipaddress.ip_network(n) for n in safety.allowed_networks]
+    networks = ", ".join(safety.allowed_networks) or "none given"
+    hosts = ", ".join(sorted({str(n.network_address) for n in load})) or "none written as an address"
+    outside = f"is outside safety.allowed_networks ({networks}) and is not a load host ({hosts})"
+    for i, fault in enumerate(scenario.faults):
+        if isinstance(fault, NetworkPartitionFault | NetworkLossFault):
+            for j, peer in enumerate(fault.params.peers):
+                if not _inside(peer, [*allowed, *load]):
+                    yield ("faults", i, "params", "peers", j), f"{peer} {outside}"
+        # The host's own namespace carries everything on the machine (ssh, Ray, other tenants): an
+        # interface of it is touched only when listed. A named netns confines the fault to itself.
+        if (
+            isinstance(fault, _NETWORK_FAULTS)
+            and fault.target.netns is None
+            and fault.target.interface
+            and fault.target.interface not in safety.allowed_interfaces
+        ):
+            listed = ", ".join(safety.allowed_interfaces) or "none given"
+            yield (
+                ("faults", i, "target", "interface"),
+                f"interface {fault.target.interface} of the host's own network namespace is not in "
+                f"safety.allowed_interfaces ({listed}); list it there, or give the target.netns it is in",
+            )
+        if isinstance(fault, _ProxyFault) and fault.target.service is not None:
+            host = fault.target.service.rpartition(":")[0].strip("[]")
+            if not _inside(host, [*allowed, *load]):
+                yield ("faults", i, "target", "service"), f"{fault.target.service} {outside}"
+        if isinstance(fault, _ProxyFault) and fault.target.control is not None:
+            host = fault.target.control.rpartition(":")[0].strip("[]")
+            if not ipaddress.ip_address(host).is_loopback and not _inside(host, [*allowed, *load]):
+                yield ("faults", i, "target", "control"), f"{fault.target.control} is not loopback and {outside}"
+        if isinstance(fault, StressIoFault | StressDiskFillFault):
+            path = fault.params.path
+            where: Path_ = ("faults", i, "params", "path")
+            if not path.startswith("/"):
+                yield where, f"'{path}' is not an absolute path; give the directory as /... (it is on the fault's node)"
+            elif not _path_under(path, safety.allowed_paths):
+                yield where, f"{path} is not under safety.allowed_paths ({', '.join(safety.allowed_paths)})"
 
 
 def _netem_checks(i: int, params: NetemParams) -> Iterator[tuple[Path_, str]]:

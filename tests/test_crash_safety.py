@@ -80,6 +80,8 @@ faults:
 results:
   url: {influx_url}
   database: crash
+safety:
+  allowed_networks: [{ADDR_B}/32, "{BLACKHOLED}"]
 """.lstrip()
     )
     return path

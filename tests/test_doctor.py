@@ -138,7 +138,7 @@ load:
   locustfile: shop.py
   user_classes: [{class: Shopper}]
   stages: [{duration: 60s, users: 1}]
-safety: {allowed_contexts: [dev]}
+safety: {allowed_contexts: [dev], allowed_networks: [10.0.0.0/24], allowed_interfaces: [eth0]}
 faults:
   - {name: slow-db, kind: network.netem, at: 1s, duration: 5s,
      target: {netns: db, interface: eth0}, params: {delay: 100ms}}
@@ -223,6 +223,7 @@ faults:
     duration: 2s
     target: {interface: lo}
     params: {delay: 100ms}
+safety: {allowed_interfaces: [lo]}
 """
 
 

@@ -102,6 +102,7 @@ slos:
   - {name: recovered, objective: "recovery_time < 20s", window: "after:kill", recovery: {p99: 500ms, error_rate: 1%}}
 guards:
   - {name: meltdown, condition: "error_rate > 90% for 5s"}
+safety: {allowed_networks: [10.214.120.0/24]}
 """
 FAULTS_NETWORK = """\
 faults:
@@ -120,6 +121,7 @@ slos:
   - {name: plateau-rps, objective: "rps >= 1", window: "phase:plateau", endpoint: "GET /"}
 baseline: {p99: 10%, error_rate: 1%, rps: 10%, confidence: 99%, min_seconds: 5}
 results: {url: http://127.0.0.1:8086, database: harness, token_env: INFLUX_TOKEN}
+safety: {allowed_networks: [10.214.120.0/24], allowed_interfaces: [veth0]}
 """
 FAULTS_STRESS_KUBE = """\
 faults:
@@ -136,7 +138,7 @@ faults:
   - {name: scale, kind: kubernetes.scale, at: 42s, duration: 5s, target: {namespace: shop, deployment: payments}}
 slos:
   - {name: p99-during, objective: "p99 < 2s", window: "during:scale"}
-safety: {allowed_contexts: [kind-shop]}
+safety: {allowed_contexts: [kind-shop], allowed_paths: [/tmp, /var/tmp]}
 """
 BASES = [HEADER + FAULTS_PROCESS_PROXY, HEADER + FAULTS_NETWORK, HEADER + FAULTS_STRESS_KUBE]
 BASE = BASES[0]

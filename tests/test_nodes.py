@@ -34,6 +34,7 @@ load:
 {load_node}
 faults:
 {faults}
+safety: {{allowed_networks: [10.0.0.0/24]}}
 """
     path = tmp_path / "placed.yaml"
     path.write_text(text)

@@ -4,8 +4,14 @@
 starts Ray, so a fault that could never be applied (no kubeconfig, a kube context the
 scenario does not allow, a namespace without the opt-in label, an API server that does not
 answer) stops the run with exit 2 and the reason, with no load sent and nothing applied.
-Process faults are resolved when they fire (the target may start after the run does), so
-they have nothing to check here; the plan shows what they would match now.
+Process faults are resolved when they fire (the target may start after the run does); here
+only a pid file that already names PID 1 or a kernel thread is refused. The plan shows what
+each process target would match now.
+
+The scenario's allow-lists (``safety``) are checked from the file alone when it is loaded;
+what needs this host is checked here, for faults that act on the driver's node: a stress
+directory that lies under ``safety.allowed_paths`` as written but leaves it once symbolic
+links are followed is refused.
 
 :func:`check_ray_address` refuses to join a Ray cluster (``--ray-address``) without Ray's
 token authentication: no token anywhere Ray would look for one, or ``RAY_AUTH_MODE`` set to
@@ -95,6 +101,8 @@ def check(scenario: Scenario) -> None:
     """Raise ``ConfigError`` (exit 2) naming the fault when one could not be applied at all."""
     from harness.chaos import capabilities
 
+    _check_local_targets(scenario)
+
     needed = sorted({need for fault in scenario.faults for need in capabilities.requirements(fault)})
     if needed:  # probed on this host, which is where a single-node run applies its faults
         gaps = capabilities.missing(scenario, capabilities.probe(needed))
@@ -130,6 +138,42 @@ def check(scenario: Scenario) -> None:
             raise
         except HarnessError as exc:
             raise ConfigError(f"fault '{fault.name}' cannot be applied: {exc}") from None
+
+
+def _check_local_targets(scenario: Scenario) -> None:
+    """What the allow-lists cannot decide from the file: symbolic links under a stress directory,
+    and a pid file naming PID 1 or a kernel thread now. Only for faults on this (the driver's)
+    node; on another node the agent refuses a pid file's PID 1 or kernel thread when it fires."""
+    for fault in scenario.faults:
+        if fault.node is not None:
+            continue
+        if isinstance(fault, StressIoFault | StressDiskFillFault):
+            allowed = [_realpath(d) for d in scenario.safety.allowed_paths]
+            real = _realpath(fault.params.path)
+            if not any(real == d or real.startswith(d.rstrip("/") + "/") for d in allowed):
+                raise ConfigError(
+                    f"fault '{fault.name}': {fault.params.path} is {real} once symbolic links are followed, "
+                    f"which is not under safety.allowed_paths ({', '.join(scenario.safety.allowed_paths)})"
+                )
+        target = getattr(fault, "target", None)
+        if isinstance(target, ProcessTarget) and target.pid_file is not None:
+            try:
+                text = Path(target.pid_file).read_text(encoding="utf-8", errors="replace").split()
+                pid = int(text[0]) if text else 0
+            except (OSError, ValueError):
+                continue  # not there yet, or not a pid: resolved (and reported) when the fault fires
+            why = process.never_a_target(pid) if pid > 0 else None
+            if why is not None:
+                raise ConfigError(
+                    f"fault '{fault.name}': pid file {target.pid_file} names process {pid}, {why}: never a fault target"
+                )
+
+
+def _realpath(path: str) -> str:
+    try:
+        return os.path.realpath(path)
+    except (OSError, ValueError):  # a loop of links, say: judged as written
+        return os.path.normpath(path)
 
 
 _RAY_TOKEN_HELP = (

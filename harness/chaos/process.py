@@ -10,6 +10,9 @@ What callers may rely on:
   full command line except the current process and its ancestors (and any ``protected``
   processes the caller names), so ``pattern: python`` cannot stop the agent, its Ray
   worker's parents, or the driver when it is an ancestor.
+* **Nor PID 1 or a kernel thread.** Stopping init takes the machine (or the container) down,
+  and a kernel thread is no service; a pattern skips them, a pid file or a systemd unit that
+  names one is refused (:func:`never_a_target`).
 * **Journal first.** :func:`inject` writes an ``injecting`` record with the resolved PIDs
   and their start times, fsynced, before sending any signal; ``injected`` follows.
 * **Idempotent.** Injecting a fault whose name is already journaled as injected or reverted
@@ -68,6 +71,7 @@ __all__ = [
     "describe",
     "describe_target",
     "inject",
+    "never_a_target",
     "protected_processes",
     "resolve_targets",
     "restart_command",
@@ -147,6 +151,23 @@ def protected_processes() -> list[tuple[int, float]]:
     return out
 
 
+#: ``PF_KTHREAD`` in the flags of ``/proc/PID/stat``: the process is a kernel thread.
+_PF_KTHREAD = 0x00200000
+
+
+def never_a_target(pid: int) -> str | None:
+    """Why ``pid`` may never be a fault target whoever asks (PID 1, a kernel thread), or None."""
+    if pid == 1:
+        return "PID 1 (init: stopping it takes the whole machine or container down)"
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        flags = int(data[data.rindex(b")") + 2 :].split()[6])
+    except (OSError, ValueError, IndexError):
+        return None
+    return "a kernel thread" if flags & _PF_KTHREAD else None
+
+
 def _signal_name(number: int) -> str:
     try:
         return signal.Signals(number).name
@@ -202,12 +223,13 @@ def resolve_targets(target: ProcessTarget, *, protected: Iterable[tuple[int, flo
     ``pid_file``: the file must hold one integer, and that process must be alive (not a
     zombie). ``pattern``: ``re.search`` over each process's command line joined with spaces;
     processes whose command line cannot be read (kernel threads, other users' processes
-    without permission) are skipped. Either way, the current process, its ancestors and
-    ``protected`` ``(pid, create_time)`` pairs are never returned. ``systemd_unit``: every
+    without permission) are skipped. Either way, the current process, its ancestors,
+    ``protected`` ``(pid, create_time)`` pairs, PID 1 and kernel threads are never returned
+    (a pid file naming one of the last two is a ``FaultError``). ``systemd_unit``: every
     live process in the unit's control group and its sub-groups; a unit that is not loaded,
     has no control group or has no process in it is a ``FaultError``, and so is a control
-    group that holds harness itself or a ``protected`` process (refused, not skipped:
-    killing the rest of harness's own unit would still take harness down).
+    group that holds harness itself, a ``protected`` process, PID 1 or a kernel thread (refused,
+    not skipped: killing the rest of harness's own unit would still take harness down).
     """
     guarded = _guarded(protected)
     given = [t for t in (target.pid_file, target.pattern, target.systemd_unit) if t is not None]
@@ -261,6 +283,8 @@ def _resolve_pid_file(pid_file: str, guarded: dict[int, float]) -> ResolvedProce
         raise FaultError(f"no permission to inspect process {pid} from {pid_file}") from None
     if _is_guarded(pid, create_time, guarded):
         raise FaultError(f"process {pid} from {pid_file} is harness itself or one of its parents; refusing")
+    if (why := never_a_target(pid)) is not None:
+        raise FaultError(f"process {pid} from {pid_file} is {why}; refusing")
     return ResolvedProcess(pid, cmdline, create_time, _ticks_of(pid, create_time))
 
 
@@ -286,9 +310,11 @@ def _resolve_pattern(pattern: str, guarded: dict[int, float]) -> list[ResolvedPr
         cmdline = " ".join(argv)
         if not regex.search(cmdline) or _is_guarded(proc.pid, create_time, guarded):
             continue
+        if never_a_target(proc.pid) is not None:  # PID 1 (kernel threads have no command line)
+            continue
         found.append(ResolvedProcess(proc.pid, cmdline, float(create_time), _ticks_of(proc.pid, create_time)))
     if not found:
-        raise FaultError(f"no running process matches /{pattern}/ (harness itself and its parents excluded)")
+        raise FaultError(f"no running process matches /{pattern}/ (harness itself, its parents and PID 1 excluded)")
     return sorted(found, key=lambda p: p.pid)
 
 
@@ -389,6 +415,10 @@ def _resolve_unit(unit: str, guarded: dict[int, float]) -> list[ResolvedProcess]
             raise FaultError(
                 f"systemd unit {unit}: its control group {control_group} holds harness itself "
                 f"or one of its parents (pid {pid}); refusing"
+            )
+        if (why := never_a_target(pid)) is not None:
+            raise FaultError(
+                f"systemd unit {unit}: its control group {control_group} holds {why} (pid {pid}); refusing"
             )
         found.append(ResolvedProcess(pid, cmdline, create_time, _ticks_of(pid, create_time)))
     if not found:
