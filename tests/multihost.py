@@ -252,18 +252,20 @@ def multihost_cluster(
     log_monitor: bool = False,
     env: Mapping[str, str] | None = None,
     host_env: Mapping[str, Mapping[str, str]] | None = None,
+    resources: Mapping[str, Mapping[str, float]] | None = None,
     start_timeout: float = 60.0,
 ) -> Iterator[MultiHostCluster]:
     """Bridge + one namespace and Ray node per host + a head in the root namespace; all removed on exit.
 
-    ``labels`` replaces a host's labels (default :func:`default_labels`: host and
-    ``role=generator``); ``head_labels`` defaults to ``host=driver, role=head``. ``env`` is
-    added to this process's environment for every node and driver; ``host_env`` adds more for
-    one host's node (its own HARNESS_DATA_DIR, as a machine has its own disk, or a clock set
-    ahead with libfaketime). Host *i* gets the
-    subnet's address ``11 + i``, the bridge and the head address 1. Raises ``RuntimeError``
-    (after removing whatever it made) when a name or the subnet is in use by someone else
-    or a node does not come up within ``start_timeout``.
+        ``labels`` replaces a host's labels (default :func:`default_labels`: host and
+        ``role=generator``); ``head_labels`` defaults to ``host=driver, role=head``. ``env`` is
+        added to this process's environment for every node and driver; ``host_env`` adds more for
+        one host's node (its own HARNESS_DATA_DIR, as a machine has its own disk, or a clock set
+        ahead with libfaketime); ``resources`` gives a host's node custom resources
+    (``ray start --resources``). Host *i* gets the
+        subnet's address ``11 + i``, the bridge and the head address 1. Raises ``RuntimeError``
+        (after removing whatever it made) when a name or the subnet is in use by someone else
+        or a node does not come up within ``start_timeout``.
     """
     began = time.monotonic()
     if os.geteuid() != 0 or shutil.which("ip") is None:
@@ -271,9 +273,9 @@ def multihost_cluster(
     network = ipaddress.ip_network(subnet)
     if FIRST_HOST_OFFSET + len(hosts) >= network.num_addresses - 1:
         raise ValueError(f"subnet {subnet} has no room for {len(hosts)} hosts from address {FIRST_HOST_OFFSET}")
-    unknown = (set(labels or {}) | set(host_env or {})) - set(hosts)
+    unknown = (set(labels or {}) | set(host_env or {}) | set(resources or {})) - set(hosts)
     if unknown:
-        raise ValueError(f"labels or env given for hosts that are not in {list(hosts)}: {sorted(unknown)}")
+        raise ValueError(f"labels, env or resources given for hosts that are not in {list(hosts)}: {sorted(unknown)}")
     for name in [bridge, *(f"v-{host}" for host in hosts)]:
         if len(name) > IFNAMSIZ:
             raise ValueError(f"interface name {name!r} is longer than {IFNAMSIZ} characters")
@@ -353,6 +355,11 @@ def multihost_cluster(
                     f"--temp-dir={node.temp_dir}",
                     "--labels",
                     _labels_arg(node.labels),
+                    *(
+                        ["--resources", json.dumps(dict(resources[node.name]))]
+                        if resources and node.name in resources
+                        else []
+                    ),
                     "--disable-usage-stats",
                     f"--include-log-monitor={str(log_monitor).lower()}",
                     "--block",

@@ -97,6 +97,7 @@ def cluster(raw_dir: Path, data_dirs: dict[str, Path]) -> Iterator[MultiHostClus
         labels={"hmh-c": default_labels("hmh-c", "service")},
         env={"HARNESS_RAW_LATENCY_DIR": str(raw_dir)},
         host_env=host_env,
+        resources={"hmh-a": {"loadbox": 1}},  # for load.node: {resource: loadbox}
     ) as started:
         print(f"multihost cluster up in {started.started_s:.1f}s")
         yield started
@@ -431,13 +432,21 @@ table = placement_group_table(placement.group)
 placed = [table["state"], sorted(set(table["bundles_to_node_id"].values()))]
 placement.remove()
 placement.remove()  # idempotent
-result = {"message": message, "took": took, "states": states, "placed": placed,
-          "after": placement_group_table(placement.group)["state"]}
+after = placement_group_table(placement.group)["state"]
+from harness.scenario import NodeSelector
+for_resource = place_generators(2, name="multihost-resource", timeout=30, node=NodeSelector(resource="loadbox"))
+on = sorted(set(placement_group_table(for_resource.group)["bundles_to_node_id"].values()))
+for_resource.remove()
+result = {"message": message, "took": took, "states": states, "placed": placed, "after": after, "resource": on}
 """
 
 
 def test_placement_that_cannot_be_satisfied_fails_fast_with_what_the_cluster_has(cluster: MultiHostCluster) -> None:
-    """Four whole-CPU bundles on three one-CPU nodes: a clear LoadError, not a hang; then one that fits."""
+    """Four whole-CPU bundles on three one-CPU nodes: a clear LoadError, not a hang; then groups that fit.
+
+    The last group is confined by a custom resource (``load.node: {resource: ...}``): Ray
+    puts both bundles on the one node that declares it.
+    """
     found = cluster.run_driver(IMPOSSIBLE)
     message = found["message"]
     assert message.startswith("placement group not ready after 3s: 4 generator(s) need 4 bundle(s) of {CPU: 1}")
@@ -446,6 +455,8 @@ def test_placement_that_cannot_be_satisfied_fails_fast_with_what_the_cluster_has
     # A group that fits: one bundle per namespace node (the head has no CPU), released again.
     assert found["placed"] == ["CREATED", sorted(cluster.node_ids.values())], found
     assert found["after"] == "REMOVED"
+    # load.node: {resource: loadbox}: both bundles on the one node that declares it.
+    assert found["resource"] == [cluster.node_ids["hmh-a"]], found
 
 
 # Then the runs.
