@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from harness.demo.control import DemoInfo, down, up
-from tests.ground_truth import hdr_close, nearest_rank
+from tests.ground_truth import hdr_close, nearest_rank, read_raw
 
 pytestmark = pytest.mark.slow
 
@@ -173,14 +173,7 @@ def test_percentiles_equal_raw_latency_ground_truth(main_run: dict[str, Any]) ->
     influxd, summary, raw = main_run["influxd"], main_run["summary"], main_run["raw"]
     files = list(raw.glob("raw-*.log"))
     assert len(files) >= 2, files
-    per_second: dict[tuple[int, str, str], list[int]] = defaultdict(list)
-    per_endpoint: dict[tuple[str, str], list[int]] = defaultdict(list)
-    for file in files:
-        for line in file.read_text().splitlines():
-            second, method, name, latency = line.split("\t")[:4]
-            value = min(max(int(latency), 1), 60_000_000)
-            per_second[(int(second), method, name)].append(value)
-            per_endpoint[(method, name)].append(value)
+    per_second, per_endpoint = read_raw(files)
     rows = _rows(influxd, "SELECT * FROM harness_requests WHERE run_id = 'e2e-main' AND \"count\" > 0")
     checked = 0
     for row in rows:

@@ -54,7 +54,7 @@ from typing import Any
 
 import pytest
 
-from tests.ground_truth import PERCENTILES, hdr_close, nearest_rank
+from tests.ground_truth import PERCENTILES, hdr_close, nearest_rank, read_raw
 from tests.multihost import MultiHostCluster, default_labels, multihost_cluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="namespaces need root")]
@@ -517,14 +517,7 @@ def test_faults_act_on_their_host_load_comes_from_both_and_the_merge_is_exact(
     # Exact merge, per second and per endpoint, from every raw latency of the four processes.
     files = sorted(raw_dir.glob("raw-*.log"))
     assert [f.name for f in files] == ["raw-g0.0.log", "raw-g0.1.log", "raw-g1.0.log", "raw-g1.1.log"], files
-    per_second: dict[tuple[int, str, str], list[int]] = defaultdict(list)
-    per_endpoint: dict[tuple[str, str], list[int]] = defaultdict(list)
-    for file in files:
-        for line in file.read_text().splitlines():
-            second, method, name, latency = line.split("\t")[:4]
-            value = min(max(int(latency), 1), 60_000_000)
-            per_second[(int(second), method, name)].append(value)
-            per_endpoint[(method, name)].append(value)
+    per_second, per_endpoint = read_raw(files)
     rows = influxd.query(f"SELECT * FROM harness_requests WHERE run_id = '{run_id}' AND \"count\" > 0", "multihost")
     assert sum(r["count"] for r in rows) == sum(len(v) for v in per_endpoint.values()) == summary["totals"]["requests"]
     for row in rows:
