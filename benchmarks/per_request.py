@@ -27,6 +27,8 @@ from pathlib import Path
 import psutil
 from throughput import HERE, VENV_BIN, free_port, handled, nginx, stop
 
+from harness.load.protocol import KEEPALIVE_INTERVAL
+
 LOCUSTFILE = HERE / "locustfile.py"
 
 
@@ -81,15 +83,31 @@ def run_harness_process(url: str, users: int, warmup: float, duration: float) ->
 
     threading.Thread(target=read_reports, daemon=True).start()
     assert proc.stdin is not None
+    stdin = proc.stdin
+    lock = threading.Lock()
+    done = threading.Event()
+
+    def send(line: bytes) -> None:
+        with lock:
+            stdin.write(line)
+            stdin.flush()
+
+    def keepalive() -> None:
+        # As a generator actor does: a runner that hears nothing from its actor for
+        # ACTOR_SILENCE seconds stops its users and exits (it was cut off from the run).
+        while not done.wait(KEEPALIVE_INTERVAL):
+            send(b'{"cmd":"keepalive"}\n')
+
+    threading.Thread(target=keepalive, daemon=True).start()
     try:
         if not ready.wait(60):
             raise RuntimeError("the harness load process did not become ready")
-        proc.stdin.write(f'{{"cmd":"set_users","users":{users},"spawn_rate":{users}}}\n'.encode())
-        proc.stdin.flush()
+        send(f'{{"cmd":"set_users","users":{users},"spawn_rate":{users}}}\n'.encode())
         return _window(url, proc, warmup, duration)
     finally:
-        proc.stdin.write(b'{"cmd":"stop"}\n')
-        proc.stdin.close()
+        done.set()
+        send(b'{"cmd":"stop"}\n')
+        stdin.close()
         try:
             proc.wait(10)
         except subprocess.TimeoutExpired:
