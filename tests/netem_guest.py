@@ -130,7 +130,7 @@ def runner_latency_ms(host: str, seconds: float = 5.0) -> dict[str, Any]:
     import select
 
     from harness.load.protocol import Command, encode_command
-    from harness.metrics import new_histogram, parse_window
+    from harness.measure.windows import new_histogram, parse_window
 
     locustfile = Path(__file__).resolve().parent / "locustfiles" / "ping.py"
     read_fd, write_fd = os.pipe()

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from harness.baseline import (
+from harness.errors import ConfigError, ResultsError
+from harness.judge.baseline import (
     ALL_ENDPOINTS,
     LAST_PASS,
     Metric,
@@ -28,10 +29,9 @@ from harness.baseline import (
     samples_from_influx,
     samples_from_run_dir,
 )
-from harness.errors import ConfigError, ResultsError
-from harness.metrics import ClosedSecond, EndpointStats
-from harness.points import event_point, request_points, run_point
+from harness.measure.windows import ClosedSecond, EndpointStats
 from harness.results.lineproto import Point, encode, encode_many
+from harness.results.points import event_point, request_points, run_point
 from harness.scenario import Baseline
 
 # ---------------------------------------------------------------- synthetic samples
@@ -364,7 +364,7 @@ def test_baseline_by_run_id(tmp_path: Path) -> None:
 
 
 class RowsFromResultsLp:
-    """Answers the few InfluxQL statements harness.baseline sends from a results.lp.
+    """Answers the few InfluxQL statements harness.judge.baseline sends from a results.lp.
 
     Only the InfluxDB-side behaviour that matters here is modelled (rows with tags and fields
     as columns, ``time`` in ns); the real server is exercised by the slow test below.

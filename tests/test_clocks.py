@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from harness.clocks import ClockOffset, estimate, measure
+from harness.measure.clocks import ClockOffset, estimate, measure
 
 
 def test_the_sample_with_the_shortest_round_trip_wins() -> None:

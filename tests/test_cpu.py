@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from harness.cpu import usable_cores
+from harness.measure.cpu import usable_cores
 
 
 def _own_cgroup(root: Path) -> Path:

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.delivery import (
+from harness.errors import EXIT_ABORTED, EXIT_INVALID
+from harness.judge.verdict import Verdict, decide
+from harness.measure.delivery import (
     SATURATED_CPU,
     SATURATED_LAG_MS,
     SUSTAINED_SECONDS,
@@ -20,12 +22,10 @@ from harness.delivery import (
     format_clock,
     is_saturated,
 )
-from harness.errors import EXIT_ABORTED, EXIT_INVALID
-from harness.metrics import ClosedSecond, ProcessHealth
+from harness.measure.steptiming import Applied, StepLog, parse_applied
+from harness.measure.windows import ClosedSecond, ProcessHealth
+from harness.plan import Plan, compile_plan
 from harness.scenario import load_scenario
-from harness.steptiming import Applied, StepLog, parse_applied
-from harness.timeline import Plan, compile_plan
-from harness.verdict import Verdict, decide
 
 LOCUSTFILE = """\
 from locust import FastHttpUser, task

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from harness.expressions import (
+from harness.scenario.expressions import (
     WindowKind,
     WindowRef,
     format_duration,

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 import yaml
 
-from harness.grafana.dashboards import DATASOURCE_UID, build_all, render
+from harness.review.grafana.dashboards import DATASOURCE_UID, build_all, render
 
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARDS = ROOT / "grafana" / "dashboards"
-REGENERATE = "python -m harness.grafana.dashboards --write"
+REGENERATE = "python -m harness.review.grafana.dashboards --write"
 
 
 def _panels(model: dict[str, Any]) -> Iterator[dict[str, Any]]:

@@ -2,7 +2,7 @@
 
 No Grafana server can run here: push is tested over real HTTP against tests/grafana_api.py, a
 double of Grafana's HTTP API with Grafana's status codes, bodies and validation. The dashboards
-are harness.grafana.dashboards.build_all()'s; a small stand-in is used only while that module
+are harness.review.grafana.dashboards.build_all()'s; a small stand-in is used only while that module
 does not exist yet.
 """
 
@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 
 from harness.errors import ConfigError, ResultsError
-from harness.grafana.link import run_dashboard_url, run_times
-from harness.grafana.push import DATASOURCE_UID, GrafanaError, PushSettings, datasource_body, folder_uid, push
+from harness.review.grafana.link import run_dashboard_url, run_times
+from harness.review.grafana.push import DATASOURCE_UID, GrafanaError, PushSettings, datasource_body, folder_uid, push
 from tests.grafana_api import GrafanaDouble
 
 GRAFANA_TOKEN = "glsa_Zq9sEcReT0kEn_1234abcd"
@@ -42,9 +42,9 @@ STAND_IN: dict[str, dict[str, Any]] = {
 
 
 def _real_dashboards_exist() -> bool:
-    if importlib.util.find_spec("harness.grafana.dashboards") is None:
+    if importlib.util.find_spec("harness.review.grafana.dashboards") is None:
         return False
-    from harness.grafana import dashboards
+    from harness.review.grafana import dashboards
 
     return hasattr(dashboards, "build_all")
 
@@ -54,7 +54,7 @@ REAL = _real_dashboards_exist()
 
 def _dashboards() -> dict[str, dict[str, Any]]:
     if REAL:
-        from harness.grafana.dashboards import build_all
+        from harness.review.grafana.dashboards import build_all
 
         built: dict[str, dict[str, Any]] = build_all()
         return built
@@ -65,9 +65,9 @@ def _dashboards() -> dict[str, dict[str, Any]]:
 _STAND_IN_CLI = (
     "import json, sys, types\n"
     "models = json.loads(sys.argv.pop(1))\n"
-    "m = types.ModuleType('harness.grafana.dashboards')\n"
+    "m = types.ModuleType('harness.review.grafana.dashboards')\n"
     "m.build_all = lambda: models\n"
-    "sys.modules['harness.grafana.dashboards'] = m\n"
+    "sys.modules['harness.review.grafana.dashboards'] = m\n"
     "from harness.cli import main\n"
     "sys.argv[0] = 'harness'\n"
     "main()\n"

@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 
 from harness.demo.control import DemoInfo, down, up
-from harness.grafana.dashboards import build_all
 from harness.results.query import InfluxQuery
+from harness.review.grafana.dashboards import build_all
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from junitparser import Error, Failure, JUnitXml
 
-from harness.junit import junit_xml
+from harness.judge.junit import junit_xml
 
 
 def _slo(name: str, passed: bool, measured: float | None = 12.5) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """The JUnit XML validates against the common JUnit schema (Jenkins xUnit plugin's junit-10.xsd).
 
 The schema is a fixture (tests/schemas/junit-10.xsd, MIT, provenance in its header); xmlschema
-validates every document harness.junit writes for the shapes a run can end in. The last tests
+validates every document harness.judge.junit writes for the shapes a run can end in. The last tests
 show the schema does reject broken documents, so the others cannot pass vacuously.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import xmlschema
 
-from harness.junit import junit_xml
+from harness.judge.junit import junit_xml
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "junit-10.xsd"
 GUARDS = [("meltdown", "error_rate > 50% for 5s"), ("no-traffic", "rps < 1 for 10s")]

@@ -14,7 +14,7 @@ from fractions import Fraction
 
 import pytest
 
-from harness.metrics import (
+from harness.measure.windows import (
     Aggregator,
     ClosedSecond,
     EndpointStats,

@@ -417,7 +417,7 @@ IMPOSSIBLE = """
 import time
 from ray.util import placement_group_table
 from harness.errors import LoadError
-from harness.load.placement import place_generators
+from harness.run.placement import place_generators
 
 began = time.monotonic()
 try:

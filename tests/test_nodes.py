@@ -1,6 +1,6 @@
 """Node selectors: which Ray node a fault's agent and the generators go to, and the refusals.
 
-Pure: the cluster is a list of :class:`harness.nodes.Node` records shaped like ``ray.nodes()``
+Pure: the cluster is a list of :class:`harness.run.nodes.Node` records shaped like ``ray.nodes()``
 entries; the orchestrator's use of them against real Ray nodes is in test_multihost_run.py.
 """
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from harness.errors import ConfigError, ScenarioError
-from harness.nodes import Node, generator_nodes, matches, place_faults
+from harness.run.nodes import Node, generator_nodes, matches, place_faults
 from harness.scenario import NodeSelector, Scenario, load_scenario
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -2,7 +2,7 @@
 
 A synthetic 30 s run (phases ramp and steady, a fault from +15 s to +20 s, one endpoint whose
 name is an HTML injection attempt, a scenario named like one) is written as a real run leaves
-it: results.lp from harness.points through harness.results.lineproto, summary.json and
+it: results.lp from harness.results.points through harness.results.lineproto, summary.json and
 scenario.yaml. The report must show its verdict, SLO and endpoint rows, shade the fault and
 mark the phases on every plot, escape every hostile string, and reference nothing outside
 the file. ``harness report`` is run as a user runs it.
@@ -22,13 +22,13 @@ from typing import Any
 
 import pytest
 
-from harness.baseline import parse_lineproto
-from harness.metrics import ClosedSecond, EndpointStats, ProcessHealth
-from harness.points import event_point, load_point, request_points, run_point, slo_points
-from harness.report import LATENCY_CAPTION, _Frame, render
-from harness.report_data import RunNotFound, from_influx, from_run_dir, mixture_quantiles, write_report
+from harness.judge.baseline import parse_lineproto
+from harness.judge.slo import SloResult, SloStatus
+from harness.measure.windows import ClosedSecond, EndpointStats, ProcessHealth
 from harness.results.lineproto import Point, encode_many
-from harness.slo import SloResult, SloStatus
+from harness.results.points import event_point, load_point, request_points, run_point, slo_points
+from harness.review.report import LATENCY_CAPTION, _Frame, render
+from harness.review.report_data import RunNotFound, from_influx, from_run_dir, mixture_quantiles, write_report
 
 T0 = 1_800_000_000
 STARTED = T0 + 0.3

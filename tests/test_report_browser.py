@@ -36,8 +36,8 @@ import numpy as np
 import pytest
 
 from harness.demo.control import DemoInfo, down, up
-from harness.report import ERRORS_COLOUR, P50_COLOUR, P95_COLOUR, P99_COLOUR, REQUESTS_COLOUR, render
-from harness.report_data import from_run_dir
+from harness.review.report import ERRORS_COLOUR, P50_COLOUR, P95_COLOUR, P99_COLOUR, REQUESTS_COLOUR, render
+from harness.review.report_data import from_run_dir
 from tests.test_report import Page, write_run
 
 ROOT = Path(__file__).resolve().parents[1]

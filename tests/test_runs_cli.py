@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from harness.runlist import UNFINISHED, list_runs
+from harness.review.runs import UNFINISHED, list_runs
 from tests.test_baseline import T0, write_run
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.plan import compile_plan
 from harness.scenario import FAULT_KINDS, load_scenario
-from harness.timeline import compile_plan
 
 SCENARIOS = sorted((Path(__file__).resolve().parents[1] / "scenarios").glob("*.yaml"))
 

@@ -37,7 +37,7 @@ import pytest
 from harness.chaos.agent import LEASE_TTL
 from harness.chaos.recover import recover
 from harness.load.generator import CUT_OFF_AFTER
-from harness.runlist import RunInfo, list_runs
+from harness.review.runs import RunInfo, list_runs
 from tests.influx_fixtures import InfluxServer
 from tests.test_generator_loss import (
     CountingTarget,
@@ -249,7 +249,7 @@ def test_a_generator_cut_off_from_its_driver_stops_by_itself_and_a_dead_driver_i
 
 def test_a_run_without_verdict_is_running_while_its_driver_lives_and_aborted_after(tmp_path: Path) -> None:
     """``harness runs`` tells a live driver from a dead one by pid *and* process start time."""
-    from harness.runlist import ABORTED, RUNNING, UNFINISHED, note_driver_exit, write_driver_record
+    from harness.review.runs import ABORTED, RUNNING, UNFINISHED, note_driver_exit, write_driver_record
 
     runs = tmp_path / "runs"
     live = runs / "live"

@@ -16,11 +16,11 @@ from harness.errors import (
     EXIT_INVALID,
     EXIT_PASSED,
 )
-from harness.metrics import ClosedSecond, EndpointStats, ProcessHealth
+from harness.judge.slo import GuardWatch, SloBook, SloResult
+from harness.judge.verdict import Verdict, decide
+from harness.measure.windows import ClosedSecond, EndpointStats, ProcessHealth
+from harness.plan import compile_plan
 from harness.scenario import Guard, load_scenario
-from harness.slo import GuardWatch, SloBook, SloResult
-from harness.timeline import compile_plan
-from harness.verdict import Verdict, decide
 
 LOCUSTFILE = """\
 from locust import FastHttpUser, task

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from harness.errors import ScenarioError
-from harness.metrics import ClosedSecond, EndpointStats
+from harness.judge.slo import SloBook, SloResult, SloStatus, failure_matches, recovery_seconds
+from harness.measure.windows import ClosedSecond, EndpointStats
+from harness.plan import compile_plan
 from harness.scenario import load_scenario
-from harness.slo import SloBook, SloResult, SloStatus, failure_matches, recovery_seconds
-from harness.timeline import compile_plan
 
 LOCUSTFILE = """\
 from locust import FastHttpUser, task
@@ -245,7 +245,7 @@ def test_bad_slo_kinds_name_the_key(tmp_path: Path, slo: str, where: str, messag
 
 
 def test_a_baseline_regression_fails_the_verdict_after_run_problems() -> None:
-    from harness.verdict import Verdict, decide
+    from harness.judge.verdict import Verdict, decide
 
     failed = SloResult("slow", "p99 < 1ms", "run", "all", "p99", 5.0, 1.0, False, 10, 1, "", SloStatus.BREACHED)
     regression = "baseline b1: 1 regression: p99 of POST /checkout in phase steady (+120%)"

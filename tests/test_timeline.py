@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from harness.errors import ScenarioError
-from harness.expressions import parse_window
+from harness.plan import Plan, Span, StepKind, compile_plan, split_evenly
 from harness.scenario import Scenario, load_scenario
-from harness.timeline import Plan, Span, StepKind, compile_plan, split_evenly
+from harness.scenario.expressions import parse_window
 
 LOCUSTFILE = """\
 from locust import FastHttpUser, task

@@ -31,8 +31,8 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from harness.chaos import process, stress, watchdog
 from harness.chaos.journal import FaultRecord, FaultState, Journal
 from harness.chaos.recover import revert_record
-from harness.clocks import ClockOffset
 from harness.errors import FaultError, HarnessError
+from harness.measure.clocks import ClockOffset
 from harness.priority import AGENT_NICE, normal_priority
 from harness.scenario import (
     FAULT_KINDS,

@@ -35,10 +35,10 @@ from typing import Any
 
 import ray
 
-from harness.clocks import CLOCK_OFFSET_ENV, ClockOffset, measure
-from harness.cpu import usable_cores
 from harness.errors import LoadError
 from harness.load.protocol import KEEPALIVE_INTERVAL, Command, encode_command
+from harness.measure.clocks import CLOCK_OFFSET_ENV, ClockOffset, measure
+from harness.measure.cpu import usable_cores
 from harness.priority import normal_priority
 
 __all__ = ["CUT_OFF_AFTER", "GeneratorSpec", "LoadGenerator"]
@@ -60,7 +60,7 @@ class GeneratorSpec:
     open_model: bool
     log_dir: str
     env: dict[str, str] = field(default_factory=dict)
-    clock_offset: float = 0.0  # seconds this node's clock is ahead of the driver's (harness.clocks)
+    clock_offset: float = 0.0  # seconds this node's clock is ahead of the driver's (harness.measure.clocks)
 
 
 def _prepare_child() -> None:
@@ -331,7 +331,7 @@ class LoadGenerator:
         self.spec = spec
         actor_cls: Any = ray.remote(_LoadGeneratorActor)
         # ``options`` may override the defaults, e.g. a placement group's scheduling strategy and
-        # the bundle's num_cpus (see harness.load.placement).
+        # the bundle's num_cpus (see harness.run.placement).
         merged = {"num_cpus": 0, "max_concurrency": 16, **(options or {})}
         # Ray's typed handles do not model async actor methods; the handle is used untyped.
         self._actor: Any = actor_cls.options(**merged).remote()

@@ -17,7 +17,7 @@ Reports come back on a dedicated pipe (not stdout, which user code may print to)
 object per line with a type ``t``:
 
 * ``{"t": "ready", "p": ID}`` once the locustfile is imported and the runner waits for work
-* ``{"t": "window", ...}`` every second, see :class:`harness.metrics.WindowRecorder`
+* ``{"t": "window", ...}`` every second, see :class:`harness.measure.windows.WindowRecorder`
 * ``{"t": "applied", "p": ID, "cmd": CMD, "at": EPOCH}`` after each set_users/set_rate took effect
 * ``{"t": "stopped", "p": ID}`` after the final window
 * ``{"t": "error", "p": ID, "message": TEXT}`` on a fatal problem (the process then exits 1)

@@ -37,11 +37,11 @@ from gevent.queue import Queue  # noqa: E402
 from locust import User  # noqa: E402
 from locust.env import Environment  # noqa: E402
 
-from harness.clocks import offset_from_env  # noqa: E402
 from harness.load.protocol import ACTOR_SILENCE, Command, decode_command, report  # noqa: E402
-from harness.metrics import WindowRecorder  # noqa: E402
+from harness.measure.clocks import offset_from_env  # noqa: E402
+from harness.measure.windows import WindowRecorder  # noqa: E402
 
-#: Seconds this node's clock is ahead of the driver's, measured at start (harness.clocks). Every
+#: Seconds this node's clock is ahead of the driver's, measured at start (harness.measure.clocks). Every
 #: epoch time here (window seconds, schedules, acknowledgements) is on the driver's clock, so
 #: windows from every node line up second by second.
 CLOCK_OFFSET = offset_from_env()

@@ -36,8 +36,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Literal, Protocol, runtime_checkable
 
-from harness.cpu import thread_cpu_seconds
 from harness.errors import ConfigError, ResultsError
+from harness.measure.cpu import thread_cpu_seconds
 from harness.results._http import REDACTED, http_request, redact, split_userinfo
 from harness.results.lineproto import Point, encode_many
 

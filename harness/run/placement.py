@@ -30,7 +30,7 @@ from ray.util.placement_group import PlacementGroup, placement_group, remove_pla
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from harness.errors import LoadError
-from harness.nodes import Node
+from harness.run.nodes import Node
 from harness.scenario import NodeSelector
 
 __all__ = [
@@ -149,7 +149,7 @@ def _cluster() -> str:
 
 
 def live_nodes() -> list[Node]:
-    """The cluster's live nodes, for :mod:`harness.nodes` to match selectors against."""
+    """The cluster's live nodes, for :mod:`harness.run.nodes` to match selectors against."""
     nodes = []
     for entry in ray.nodes():
         if not entry.get("Alive"):

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from harness.expressions import WindowKind, WindowRef, format_duration
 from harness.scenario import RateStage, Scenario, UsersStage, scenario_total_seconds
+from harness.scenario.expressions import WindowKind, WindowRef, format_duration
 
 __all__ = ["Plan", "Span", "Step", "StepKind", "compile_plan"]
 

@@ -16,13 +16,13 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from harness.baseline import BaselineReport
 from harness.errors import ScenarioError
-from harness.expressions import format_duration, format_metric
-from harness.orchestrator import LiveStatus
-from harness.runlist import RunInfo
-from harness.slo import SloResult
-from harness.timeline import Plan
+from harness.judge.baseline import BaselineReport
+from harness.judge.slo import SloResult
+from harness.plan import Plan
+from harness.review.runs import RunInfo
+from harness.run.orchestrator import LiveStatus
+from harness.scenario.expressions import format_duration, format_metric
 
 __all__ = [
     "Progress",

@@ -28,24 +28,24 @@ from typing import Any
 
 import ray
 
-from harness.baseline import BaselineRun
 from harness.chaos.agent import LEASE_TTL, RENEW_INTERVAL, ChaosAgent
-from harness.clocks import ClockOffset, measure
-from harness.delivery import SUSTAINED_SECONDS, DeliveryWatch
 from harness.errors import ConfigError, FaultError, HarnessError, LoadError
-from harness.expressions import format_duration
+from harness.judge.baseline import BaselineRun
+from harness.judge.slo import GuardTrip, GuardWatch, SloBook, SloResult
+from harness.judge.verdict import RunLedger, Verdict, decide
 from harness.load.generator import GeneratorSpec, LoadGenerator
-from harness.load.placement import Placement, driver_node_id, live_nodes, place_generators
 from harness.load.protocol import Command
-from harness.metrics import Aggregator, ClosedSecond, Endpoint, LateWindow, parse_window
-from harness.nodes import FaultPlacement, Node, generator_nodes, place_faults
-from harness.points import event_point, load_point, request_points, run_point, slo_points
+from harness.measure.clocks import ClockOffset, measure
+from harness.measure.delivery import SUSTAINED_SECONDS, DeliveryWatch
+from harness.measure.steptiming import StepLog, StepRecord, parse_applied
+from harness.measure.windows import Aggregator, ClosedSecond, Endpoint, LateWindow, parse_window
+from harness.plan import Plan, Step, StepKind, split_evenly
 from harness.results.lineproto import Point
+from harness.results.points import event_point, load_point, request_points, run_point, slo_points
+from harness.run.nodes import FaultPlacement, Node, generator_nodes, place_faults
+from harness.run.placement import Placement, driver_node_id, live_nodes, place_generators
 from harness.scenario import RateStage
-from harness.slo import GuardTrip, GuardWatch, SloBook, SloResult
-from harness.steptiming import StepLog, StepRecord, parse_applied
-from harness.timeline import Plan, Step, StepKind, split_evenly
-from harness.verdict import RunLedger, Verdict, decide
+from harness.scenario.expressions import format_duration
 
 __all__ = ["LiveStatus", "Orchestrator", "RunOptions", "RunOutcome", "new_run_id"]
 
@@ -226,7 +226,7 @@ class Orchestrator:
         started it; an actor cut off from its driver stops its processes); the run is
         listed as aborted by ``harness runs``.
         """
-        from harness.runlist import note_driver_exit
+        from harness.review.runs import note_driver_exit
 
         faults = ", ".join(self.active_faults) or "none"
         note_driver_exit(self.options.run_dir, "interrupted twice: the driver exited at once")

@@ -15,10 +15,10 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from harness.expressions import format_duration, format_metric
-from harness.metrics import ClosedSecond, EndpointStats, WindowTotals
+from harness.measure.windows import ClosedSecond, EndpointStats, WindowTotals
+from harness.plan import Plan
 from harness.scenario import Guard, Slo, steady_thresholds
-from harness.timeline import Plan
+from harness.scenario.expressions import format_duration, format_metric
 
 __all__ = [
     "GuardTrip",

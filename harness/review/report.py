@@ -1,6 +1,6 @@
 """A run as one self-contained HTML page: summary, verdict, plots over time, endpoints, scenario.
 
-Pure: :func:`render` takes a :class:`ReportData` (assembled by :mod:`harness.report_data` from
+Pure: :func:`render` takes a :class:`ReportData` (assembled by :mod:`harness.review.report_data` from
 ``runs/<run_id>/`` or InfluxDB) and returns the page as a string; it reads and writes nothing.
 
 What a caller may rely on:
@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from harness.expressions import format_duration, format_metric
+from harness.scenario.expressions import format_duration, format_metric
 
 __all__ = [
     "LATENCY_CAPTION",

@@ -35,9 +35,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from harness.metrics import ClosedSecond, ProcessHealth
+from harness.measure.windows import ClosedSecond, ProcessHealth
+from harness.plan import Plan, StepKind
 from harness.scenario import RateStage
-from harness.timeline import Plan, StepKind
 
 __all__ = [
     "SATURATED_CPU",

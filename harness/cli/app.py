@@ -59,7 +59,7 @@ def _errors_to_exit_codes(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from harness.display import err_console, print_problems
+        from harness.cli.display import err_console, print_problems
 
         try:
             return func(*args, **kwargs)
@@ -87,8 +87,8 @@ def _errors_to_exit_codes(func: F) -> F:
 @_errors_to_exit_codes
 def validate(scenario: ScenarioArg) -> None:
     """Check a scenario file and report every problem with file, line and key path (exit 2)."""
+    from harness.plan import compile_plan
     from harness.scenario import load_scenario
-    from harness.timeline import compile_plan
 
     loaded = load_scenario(scenario)
     plan = compile_plan(loaded)
@@ -109,15 +109,15 @@ def plan(
 ) -> None:
     """Print the compiled timeline, resolved fault targets and where each actor runs; applies nothing."""
     from harness.chaos.preflight import targets
-    from harness.display import print_plan
-    from harness.nodes import plan_rows
+    from harness.cli.display import print_plan
+    from harness.plan import compile_plan
+    from harness.run.nodes import plan_rows
     from harness.scenario import load_scenario
-    from harness.timeline import compile_plan
 
     loaded = load_scenario(scenario)
     compiled = compile_plan(loaded)
     if ray_address:
-        from harness.load.placement import read_cluster
+        from harness.run.placement import read_cluster
 
         nodes, driver = read_cluster(ray_address)
         rows = plan_rows(loaded, nodes, driver)
@@ -232,8 +232,8 @@ def _run_scenario(
 ) -> None:
     invoked_at = time.time()
     _terminate_as_interrupt()
+    from harness.plan import compile_plan
     from harness.scenario import load_scenario
-    from harness.timeline import compile_plan
 
     loaded = load_scenario(scenario)
     plan_ = compile_plan(loaded)
@@ -245,9 +245,9 @@ def _run_scenario(
     check(loaded)  # a fault that could never be applied stops the run here (exit 2)
     check_ray_address(ray_address)  # joining a cluster without its token: exit 2 before connecting
 
-    from harness.display import Progress, console, print_verdict
-    from harness.orchestrator import Orchestrator, RunOptions, new_run_id
+    from harness.cli.display import Progress, console, print_verdict
     from harness.results.sink import open_results
+    from harness.run.orchestrator import Orchestrator, RunOptions, new_run_id
 
     rid = run_id or new_run_id(loaded.name)
     url = results_url or loaded.results.url
@@ -255,7 +255,7 @@ def _run_scenario(
     directory = paths.run_dir(rid)
     _setup_logging()
     sink = open_results(loaded.results, url, token, directory, console.print)
-    from harness.runlist import note_driver_exit, write_driver_record
+    from harness.review.runs import note_driver_exit, write_driver_record
 
     write_driver_record(directory, loaded.name)  # `harness runs`: running while we live, aborted if we die
     options = RunOptions(
@@ -286,14 +286,14 @@ def _run_scenario(
     if gate and junit is None:
         junit = directory / "junit.xml"
     if junit is not None:
-        from harness.junit import junit_xml
+        from harness.judge.junit import junit_xml
 
         guards = [(g.name, g.condition.text) for g in loaded.guards]
         junit.write_text(junit_xml(outcome.summary, guards))
         console.print(f"junit: {junit}", markup=False)
     (directory / "scenario.yaml").write_text(Path(scenario).read_text())
     try:  # the report is for reading the run later: it never changes the run's exit code
-        from harness.report_data import write_report
+        from harness.review.report_data import write_report
 
         console.print(f"report: {write_report(directory)}", markup=False)
     except Exception as exc:
@@ -338,7 +338,7 @@ def _load_baseline(
     ref: str, scenario: Any, run_id: str, url: str, token: str | None, say: Callable[[str], None]
 ) -> Any:
     """The baseline run's samples, loaded before anything starts (an unknown run id is exit 2)."""
-    from harness.baseline import BaselineRun, find_baseline
+    from harness.judge.baseline import BaselineRun, find_baseline
     from harness.results.query import InfluxQuery
 
     query = None
@@ -363,8 +363,8 @@ def runs_(
     A run without a verdict shows as 'running' while its driver process lives and 'aborted'
     once it is gone (killed, crashed, interrupted twice); 'unfinished' when that cannot be told.
     """
-    from harness.display import print_runs
-    from harness.runlist import list_runs
+    from harness.cli.display import print_runs
+    from harness.review.runs import list_runs
 
     print_runs(list_runs(paths.runs_dir(), limit))
 
@@ -383,9 +383,9 @@ def compare(
 
     Exit 1 when AFTER regressed beyond the tolerances, else 0.
     """
-    from harness.baseline import compare as judge
-    from harness.baseline import samples_from_run_dir
-    from harness.display import print_comparison
+    from harness.cli.display import print_comparison
+    from harness.judge.baseline import compare as judge
+    from harness.judge.baseline import samples_from_run_dir
     from harness.scenario import Baseline, load_scenario
 
     tolerances = load_scenario(scenario).baseline if scenario is not None else Baseline()
@@ -419,8 +419,8 @@ def report(
     Exit 2 when the run is in neither.
     """
     from harness.errors import ResultsError
-    from harness.report_data import RunNotFound, from_influx, from_run_dir, write_report
     from harness.results.query import InfluxQuery
+    from harness.review.report_data import RunNotFound, from_influx, from_run_dir, write_report
 
     if not run_id or run_id in (".", "..") or "/" in run_id or "\\" in run_id:
         raise ConfigError(f"run {run_id!r}: not a run id")
@@ -639,7 +639,7 @@ def grafana_push(
 
     Idempotent: a second push updates the same objects. Exit 3 when Grafana refuses or is unreachable.
     """
-    from harness.grafana.push import PushSettings, check_url, push, token_from_env
+    from harness.review.grafana.push import PushSettings, check_url, push, token_from_env
 
     settings = PushSettings(
         url=check_url(url, "--url"),
@@ -651,7 +651,7 @@ def grafana_push(
         ),
         folder=folder,
     )
-    from harness.grafana.dashboards import build_all
+    from harness.review.grafana.dashboards import build_all
 
     push(settings, build_all(), typer.echo)
 
@@ -672,9 +672,9 @@ def grafana_link(
     ] = None,
 ) -> None:
     """Print the run dashboard's URL for RUN_ID, over the run's time range plus 10 s each side."""
-    from harness.grafana.link import run_dashboard_url, run_times
-    from harness.grafana.push import token_from_env
     from harness.results.query import InfluxQuery
+    from harness.review.grafana.link import run_dashboard_url, run_times
+    from harness.review.grafana.push import token_from_env
 
     token = (
         token_from_env(results_token_env, "--results-token-env", "the InfluxDB token") if results_token_env else None

@@ -1,6 +1,6 @@
 """Load what a run's HTML report shows: from ``runs/<run_id>/`` or from InfluxDB.
 
-Both paths read the same points (the schema of :mod:`harness.points`): ``harness_requests``
+Both paths read the same points (the schema of :mod:`harness.results.points`): ``harness_requests``
 per endpoint per second, ``harness_load``, ``harness_events``, ``harness_slo`` and
 ``harness_runs``. From a run directory, ``summary.json`` adds what InfluxDB does not hold:
 exact whole-run percentiles per endpoint (from the merged histograms), SLO objectives and
@@ -11,7 +11,7 @@ caller has it.
 
 Per-second latency over all endpoints is the percentile of the request-count-weighted
 mixture of the endpoints' per-second distributions (:func:`mixture_quantiles`); the plot
-caption in :mod:`harness.report` says so.
+caption in :mod:`harness.review.report` says so.
 """
 
 from __future__ import annotations
@@ -28,10 +28,9 @@ from typing import Any, Protocol
 
 import yaml
 
-from harness.baseline import parse_lineproto
 from harness.errors import ConfigError, ResultsError
-from harness.expressions import parse_objective
-from harness.report import (
+from harness.judge.baseline import parse_lineproto
+from harness.review.report import (
     Comparison,
     EndpointRow,
     Event,
@@ -42,7 +41,8 @@ from harness.report import (
     Totals,
     render,
 )
-from harness.runlist import UNFINISHED
+from harness.review.runs import UNFINISHED
+from harness.scenario.expressions import parse_objective
 
 __all__ = ["RunNotFound", "from_influx", "from_run_dir", "mixture_quantiles", "write_report"]
 

@@ -3,11 +3,11 @@
 :func:`build_all` returns every dashboard as the JSON model Grafana imports (file name ->
 model); ``grafana/dashboards/*.json`` are its output, committed, and regenerated with::
 
-    python -m harness.grafana.dashboards --write
+    python -m harness.review.grafana.dashboards --write
 
 This is the only module that imports the SDK. Every query is raw InfluxQL against the
 datasource with uid ``harness-influxdb`` (provisioned by ``grafana/provisioning`` and by
-``harness grafana push``), over the measurements of ``harness.points``. Grafana interpolates
+``harness grafana push``), over the measurements of ``harness.results.points``. Grafana interpolates
 ``$run_id`` (a single-value variable: raw, inside the quotes written here), ``$timeFilter``,
 ``$__interval`` and ``$__interval_ms``; tests/test_grafana_queries.py runs every query the
 same way against a real influxd.
@@ -599,7 +599,9 @@ def render(model_json: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness.grafana.dashboards", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m harness.review.grafana.dashboards", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--write", action="store_true", help="write grafana/dashboards/*.json")
     parser.add_argument("--dir", type=Path, default=DASHBOARDS_DIR, help="where to write (default: %(default)s)")
     args = parser.parse_args(argv)

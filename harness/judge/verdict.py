@@ -20,10 +20,10 @@ from harness.errors import (
     EXIT_INVALID,
     EXIT_PASSED,
 )
-from harness.expressions import WindowKind, WindowRef
-from harness.metrics import ClosedSecond, EndpointStats, WindowTotals
-from harness.slo import SloResult
-from harness.timeline import Plan
+from harness.judge.slo import SloResult
+from harness.measure.windows import ClosedSecond, EndpointStats, WindowTotals
+from harness.plan import Plan
+from harness.scenario.expressions import WindowKind, WindowRef
 
 __all__ = ["RunLedger", "Verdict", "decide", "stats_dict"]
 

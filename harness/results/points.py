@@ -9,9 +9,9 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator
 
-from harness.metrics import ClosedSecond, Endpoint, EndpointStats
+from harness.judge.slo import SloResult
+from harness.measure.windows import ClosedSecond, Endpoint, EndpointStats
 from harness.results.lineproto import Point
-from harness.slo import SloResult
 
 __all__ = [
     "REQUESTS",

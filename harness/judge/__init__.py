@@ -1,0 +1,1 @@
+"""Judging a run: SLOs, guards, the verdict, baseline comparison and JUnit output. Pure."""

@@ -1,0 +1,1 @@
+"""Reviewing runs: the HTML report, Grafana dashboards and links, the list of runs."""

@@ -1,0 +1,1 @@
+"""One run, from a loaded scenario to its verdict: Ray, placement, generators, agents, the clock."""

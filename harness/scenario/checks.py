@@ -1,0 +1,320 @@
+"""Checks that span several keys of a scenario: stages, fault windows, SLO windows, allow-lists."""
+
+from __future__ import annotations
+
+import ast
+import ipaddress
+import posixpath
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from harness.scenario.expressions import (
+    WindowKind,
+)
+from harness.scenario.faults import (
+    KubernetesPodKillFault,
+    KubernetesScaleFault,
+    NetemParams,
+    NetworkBandwidthFault,
+    NetworkLinkDownFault,
+    NetworkLossFault,
+    NetworkNetemFault,
+    NetworkPartitionFault,
+    PodKillParams,
+    ProcessKillFault,
+    ProcessPauseFault,
+    ProxyFault,
+    StressDiskFillFault,
+    StressIoFault,
+)
+from harness.scenario.fields import KeyPath
+from harness.scenario.model import RecoveryRule, Scenario, Slo, Target, steady_thresholds
+
+
+def cross_checks(scenario: Scenario) -> Iterator[tuple[KeyPath, str]]:
+    target = scenario.target
+    try:
+        parts = urlsplit(target.base_url)
+        port_error = ""
+        try:
+            parts.port  # noqa: B018 -- urlsplit checks the port only when asked
+        except ValueError as exc:
+            port_error = str(exc)
+    except ValueError as exc:  # e.g. an unclosed IPv6 bracket
+        yield ("target", "base_url"), f"'{target.base_url}' is not a valid URL: {exc}"
+    else:
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            yield ("target", "base_url"), f"'{target.base_url}' is not an http(s) URL with a host"
+        elif port_error:
+            yield ("target", "base_url"), f"'{target.base_url}': {port_error}"
+        elif target.allowed_hosts and parts.hostname not in target.allowed_hosts:
+            yield ("target", "base_url"), f"host '{parts.hostname}' is not in target.allowed_hosts"
+
+    stages = scenario.load.stages
+    if len({type(s) for s in stages}) > 1:
+        first_open = next(i for i, s in enumerate(stages) if type(s) is not type(stages[0]))
+        yield ("load", "stages", first_open), "stages mix users and arrival_rate; use one load model per scenario"
+    end = 0.0
+    phase_names: set[str] = set()
+    for i, stage in enumerate(stages):
+        start = end if stage.at is None else stage.at
+        if start < end - 1e-9:
+            yield (
+                ("load", "stages", i, "at"),
+                f"stage starts at {start:g}s, before the previous stage ends at {end:g}s (stages overlap)",
+            )
+        if stage.duration <= 0:
+            yield ("load", "stages", i, "duration"), "duration must be positive"
+        phase = stage.name or f"stage-{i + 1}"  # as timeline.phase_name names it
+        if phase in phase_names:
+            where = ("load", "stages", i, "name") if stage.name else ("load", "stages", i)
+            yield where, f"phase name '{phase}' is used twice (an unnamed stage N is called stage-N)"
+        phase_names.add(phase)
+        end = max(end, start) + stage.duration
+    total = end
+
+    if scenario.load.processes != "auto" and not 1 <= scenario.load.processes <= 256:
+        yield ("load", "processes"), "processes must be 'auto' or between 1 and 256"
+
+    locustfile, found = Path(), False
+    try:
+        locustfile = scenario.locustfile_path
+        found = locustfile.is_file()
+    except (OSError, ValueError) as exc:  # a name too long for the file system, say
+        yield ("load", "locustfile"), f"not a usable path: {getattr(exc, 'strerror', None) or exc}"
+    else:
+        if not found:
+            yield ("load", "locustfile"), f"locustfile not found: {locustfile}"
+    if found:
+        defined = locust_classes(locustfile)
+        if defined is None:
+            yield ("load", "locustfile"), f"{locustfile} is not valid Python"
+        else:
+            for i, user in enumerate(scenario.load.user_classes):
+                if user.class_name not in defined:
+                    known = ", ".join(sorted(defined)) or "none"
+                    yield (
+                        ("load", "user_classes", i, "class"),
+                        f"class '{user.class_name}' is not defined in {scenario.load.locustfile} (found: {known})",
+                    )
+
+    if scenario.load.node is not None and bool(scenario.load.node.labels) == (scenario.load.node.resource is not None):
+        yield ("load", "node"), "give exactly one of labels or resource"
+    fault_names: set[str] = set()
+    for i, fault in enumerate(scenario.faults):
+        if fault.node is not None and bool(fault.node.labels) == (fault.node.resource is not None):
+            yield ("faults", i, "node"), "give exactly one of labels or resource"
+        if fault.node is not None and fault.kind.startswith("kubernetes."):
+            yield ("faults", i, "node"), "Kubernetes faults act through the API server, not on a node; remove node"
+        if fault.name in fault_names:
+            yield ("faults", i, "name"), f"fault name '{fault.name}' is used twice"
+        fault_names.add(fault.name)
+        if fault.at + fault.duration > total + 1e-9:
+            yield (
+                ("faults", i, "at"),
+                f"fault window {fault.at:g}s..{fault.at + fault.duration:g}s ends after the run ({total:g}s)",
+            )
+        if isinstance(fault, ProcessKillFault) and fault.params.signal in (signal.SIGSTOP, signal.SIGTSTP):
+            yield (
+                ("faults", i, "params", "signal"),
+                "a stop signal cannot be reverted by a kill; use kind process.pause",
+            )
+        if fault.kind == "process.pause" and fault.duration <= 0:
+            yield ("faults", i, "duration"), "a pause needs a positive duration"
+        if isinstance(fault, ProcessKillFault | ProcessPauseFault):
+            targets = [t for t in (fault.target.pid_file, fault.target.pattern, fault.target.systemd_unit) if t]
+            if len(targets) != 1:
+                yield ("faults", i, "target"), "give exactly one of pid_file, pattern or systemd_unit"
+        if isinstance(fault, ProcessKillFault) and fault.params.restart_cwd and not fault.params.restart:
+            yield ("faults", i, "params", "restart_cwd"), "restart_cwd needs params.restart"
+        if isinstance(fault, NetworkNetemFault):
+            yield from _netem_checks(i, fault.params)
+        if isinstance(fault, NetworkPartitionFault) and fault.params.method == "blackhole" and fault.params.ports:
+            yield ("faults", i, "params", "ports"), "a blackhole route cannot match ports; use method nftables"
+        if isinstance(fault, NetworkLossFault) and fault.params.method == "netem" and not fault.target.interface:
+            yield ("faults", i, "target", "interface"), "method netem needs the interface to put the qdisc on"
+        if isinstance(fault, NetworkLossFault) and fault.params.method == "netem" and fault.params.ports:
+            yield ("faults", i, "params", "ports"), "netem cannot match ports; use method nftables"
+        if isinstance(fault, ProxyFault) and (fault.target.control is None) == (fault.target.service is None):
+            yield ("faults", i, "target"), "give exactly one of control (a running proxy) or service (transparent)"
+        if isinstance(fault, ProxyFault) and fault.target.control and fault.target.netns:
+            yield ("faults", i, "target", "netns"), "netns is only used with service (transparent mode)"
+        if isinstance(fault, KubernetesPodKillFault):
+            yield from _pod_kill_checks(i, fault.params)
+        if isinstance(fault, KubernetesScaleFault) and fault.duration <= 0:
+            yield ("faults", i, "duration"), "a scale to zero needs a positive duration (it is scaled back after it)"
+    yield from _allowlist_checks(scenario)
+    kube = [i for i, f in enumerate(scenario.faults) if f.kind.startswith("kubernetes.")]
+    if kube and not scenario.safety.allowed_contexts:
+        yield (
+            ("faults", kube[0], "kind"),
+            "kubernetes faults need safety.allowed_contexts: the kube contexts this scenario may act in",
+        )
+
+    names: set[str] = set()
+    for i, slo in enumerate(scenario.slos):
+        if slo.name in names:
+            yield ("slos", i, "name"), f"SLO name '{slo.name}' is used twice"
+        names.add(slo.name)
+        window = slo.window
+        if window.kind is WindowKind.PHASE and window.ref not in phase_names:
+            yield ("slos", i, "window"), f"no stage is named '{window.ref}'"
+        if window.kind in (WindowKind.DURING, WindowKind.AFTER) and window.ref not in fault_names:
+            yield ("slos", i, "window"), f"no fault is named '{window.ref}'"
+        if window.kind is WindowKind.LAST and window.seconds > total:
+            yield ("slos", i, "window"), f"last {window.seconds:g}s is longer than the run ({total:g}s)"
+        yield from _slo_metric_checks(i, slo, scenario.slos)
+    for i, guard in enumerate(scenario.guards):
+        if guard.name in names:
+            yield ("guards", i, "name"), f"name '{guard.name}' is already used by an SLO or guard"
+        names.add(guard.name)
+
+
+def _slo_metric_checks(i: int, slo: Slo, slos: list[Slo]) -> Iterator[tuple[KeyPath, str]]:
+    metric = slo.objective.metric
+    if slo.errors and metric != "error_rate":
+        yield ("slos", i, "errors"), f"errors filters an error_rate SLO, not {metric}"
+    if slo.recovery is not None and metric != "recovery_time":
+        yield ("slos", i, "recovery"), f"recovery applies to a recovery_time SLO, not {metric}"
+    if slo.budget is not None and metric not in ("burn_rate", "budget_burn"):
+        yield ("slos", i, "budget"), f"budget applies to burn_rate and budget_burn SLOs, not {metric}"
+    if metric in ("burn_rate", "budget_burn") and slo.budget is None:
+        yield ("slos", i, "objective"), f"{metric} needs budget: {{availability: 99.9%, period: 30d}}"
+    if metric == "recovery_time":
+        if slo.window.kind is not WindowKind.AFTER:
+            yield ("slos", i, "window"), "recovery_time is measured from a fault's end: use window after:FAULT"
+        rule = slo.recovery or RecoveryRule()
+        p99, error_rate = steady_thresholds(slos)
+        if rule.p99 is None and p99 is None:
+            yield ("slos", i, "recovery"), "recovery_time needs recovery.p99 or a steady 'p99 <' SLO to compare with"
+        if rule.error_rate is None and error_rate is None:
+            yield (
+                ("slos", i, "recovery"),
+                "recovery_time needs recovery.error_rate or a steady 'error_rate <' SLO to compare with",
+            )
+
+
+_IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+_NETWORK_FAULTS = (
+    NetworkPartitionFault,
+    NetworkLossFault,
+    NetworkBandwidthFault,
+    NetworkNetemFault,
+    NetworkLinkDownFault,
+)
+
+
+def _load_networks(target: Target) -> list[_IpNetwork]:
+    """The load hosts as networks of one address: the base URL's host and ``allowed_hosts``
+    written as IP addresses, and ``localhost`` as 127.0.0.1 and ::1. Names are not resolved."""
+    try:
+        hosts = [urlsplit(target.base_url).hostname or "", *target.allowed_hosts]
+    except ValueError:  # an invalid base URL, reported by its own check
+        hosts = list(target.allowed_hosts)
+    out: list[_IpNetwork] = []
+    for host in hosts:
+        host = host.strip().removeprefix("[").removesuffix("]")
+        if host.lower() == "localhost":  # RFC 6761: always the loopback address
+            out += [ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("::1/128")]
+            continue
+        try:
+            out.append(ipaddress.ip_network(ipaddress.ip_address(host)))  # one address, never a network
+        except ValueError:
+            continue
+    return out
+
+
+def _inside(network: str, allowed: list[_IpNetwork]) -> bool:
+    net = ipaddress.ip_network(network, strict=False)
+    return any(net.version == a.version and net.subnet_of(a) for a in allowed)  # type: ignore[arg-type]
+
+
+def _path_under(path: str, directories: list[str]) -> bool:
+    path = posixpath.normpath(path)
+    return any(path == d or path.startswith(d.rstrip("/") + "/") for d in directories)
+
+
+def _allowlist_checks(scenario: Scenario) -> Iterator[tuple[KeyPath, str]]:
+    """What network, proxy and stress faults act on must be in the scenario's ``safety`` allow-lists.
+
+    Decided from the file alone, so a refusal is a located problem and nothing starts.
+    """
+    safety = scenario.safety
+    load = _load_networks(scenario.target)
+    allowed = [ipaddress.ip_network(n) for n in safety.allowed_networks]
+    networks = ", ".join(safety.allowed_networks) or "none given"
+    hosts = ", ".join(sorted({str(n.network_address) for n in load})) or "none written as an address"
+    outside = f"is outside safety.allowed_networks ({networks}) and is not a load host ({hosts})"
+    for i, fault in enumerate(scenario.faults):
+        if isinstance(fault, NetworkPartitionFault | NetworkLossFault):
+            for j, peer in enumerate(fault.params.peers):
+                if not _inside(peer, [*allowed, *load]):
+                    yield ("faults", i, "params", "peers", j), f"{peer} {outside}"
+        # The host's own namespace carries everything on the machine (ssh, Ray, other tenants): an
+        # interface of it is touched only when listed. A named netns confines the fault to itself.
+        if (
+            isinstance(fault, _NETWORK_FAULTS)
+            and fault.target.netns is None
+            and fault.target.interface
+            and fault.target.interface not in safety.allowed_interfaces
+        ):
+            listed = ", ".join(safety.allowed_interfaces) or "none given"
+            yield (
+                ("faults", i, "target", "interface"),
+                f"interface {fault.target.interface} of the host's own network namespace is not in "
+                f"safety.allowed_interfaces ({listed}); list it there, or give the target.netns it is in",
+            )
+        if isinstance(fault, ProxyFault) and fault.target.service is not None:
+            host = fault.target.service.rpartition(":")[0].strip("[]")
+            if not _inside(host, [*allowed, *load]):
+                yield ("faults", i, "target", "service"), f"{fault.target.service} {outside}"
+        if isinstance(fault, ProxyFault) and fault.target.control is not None:
+            host = fault.target.control.rpartition(":")[0].strip("[]")
+            if not ipaddress.ip_address(host).is_loopback and not _inside(host, [*allowed, *load]):
+                yield ("faults", i, "target", "control"), f"{fault.target.control} is not loopback and {outside}"
+        if isinstance(fault, StressIoFault | StressDiskFillFault):
+            path = fault.params.path
+            where: KeyPath = ("faults", i, "params", "path")
+            if not path.startswith("/"):
+                yield where, f"'{path}' is not an absolute path; give the directory as /... (it is on the fault's node)"
+            elif not _path_under(path, safety.allowed_paths):
+                yield where, f"{path} is not under safety.allowed_paths ({', '.join(safety.allowed_paths)})"
+
+
+def _netem_checks(i: int, params: NetemParams) -> Iterator[tuple[KeyPath, str]]:
+    where: KeyPath = ("faults", i, "params")
+    if not (params.delay or params.loss or params.duplicate or params.corrupt or params.reorder):
+        yield where, "netem needs at least one of delay, loss, duplicate, corrupt or reorder"
+    if params.reorder and not params.delay:
+        yield (*where, "reorder"), "reorder needs a delay (the packets not reordered are the delayed ones)"
+    if params.jitter and not params.delay:
+        yield (*where, "jitter"), "jitter needs a delay"
+
+
+def _pod_kill_checks(i: int, params: PodKillParams) -> Iterator[tuple[KeyPath, str]]:
+    where: KeyPath = ("faults", i, "params")
+    if params.mode == "fixed" and params.count is None:
+        yield (*where, "mode"), "mode 'fixed' needs params.count"
+    if params.mode == "percent" and params.percent is None:
+        yield (*where, "mode"), "mode 'percent' needs params.percent"
+    if params.count is not None and params.mode != "fixed":
+        yield (*where, "count"), f"count is only used with mode 'fixed' (mode is '{params.mode}')"
+    if params.percent is not None and params.mode != "percent":
+        yield (*where, "percent"), f"percent is only used with mode 'percent' (mode is '{params.mode}')"
+
+
+def locust_classes(path: Path) -> set[str] | None:
+    """Class names defined at the top level of a locustfile, read without importing it.
+
+    Importing locust in the driver before Ray starts hangs (see DESIGN.md), and a scenario
+    must be checkable without running user code.
+    """
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    except (SyntaxError, UnicodeDecodeError, OSError):
+        return None
+    return {node.name for node in tree.body if isinstance(node, ast.ClassDef)}

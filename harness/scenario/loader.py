@@ -1,0 +1,199 @@
+"""``load_scenario``: YAML in, a frozen, cross-checked ``Scenario`` out, every problem located."""
+
+from __future__ import annotations
+
+import difflib
+import typing
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    ValidationError,
+)
+
+from harness.errors import Problem, ScenarioError
+from harness.scenario.checks import cross_checks
+from harness.scenario.faults import FAULT_KINDS, ProcessKillFault, ProcessPauseFault, StressFault
+from harness.scenario.fields import KeyPath
+from harness.scenario.model import RateStage, Scenario, UsersStage
+from harness.scenario.source import Positions, dotted, read_yaml
+
+MAX_SCENARIO_BYTES = 1_000_000
+
+
+_TAGS = {"users_stage", "rate_stage", *FAULT_KINDS}
+
+
+_SECRET_KEYS = {"token", "password", "secret", "api_key", "apikey"}
+
+
+def _data_path(loc: tuple[Any, ...], data: Any) -> KeyPath:
+    """Map a pydantic ``loc`` onto the document, dropping union tags and following aliases."""
+    out: list[str | int] = []
+    node = data
+    for part in loc:
+        written = isinstance(node, dict) and part in node  # a key of the document, whatever it looks like
+        if isinstance(part, str) and not written and (part in _TAGS or part.startswith("function-") or "[" in part):
+            continue  # a union tag or a validator's name, e.g. 'function-after[...]'
+
+        out.append(part)
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            node = None
+    return tuple(out)
+
+
+def _model_at(path: KeyPath, data: Any) -> type[BaseModel] | None:
+    """The model class that validates the mapping at ``path`` (best effort, for suggestions)."""
+    model: Any = Scenario
+    node = data
+    for part in path:
+        if isinstance(part, int):
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+            continue
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return None
+        field = model.model_fields.get(part) or next((f for f in model.model_fields.values() if f.alias == part), None)
+        if field is None:
+            return None
+        node = node.get(part) if isinstance(node, dict) else None
+        model = _unwrap(field.annotation, node)
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _unwrap(annotation: Any, node: Any) -> Any:
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        return _unwrap(typing.get_args(annotation)[0], node)
+    if origin is list:
+        item = node[0] if isinstance(node, list) and node else None
+        return _unwrap(typing.get_args(annotation)[0], item)
+    if origin in (typing.Union, __import__("types").UnionType):
+        options = [_unwrap(a, node) for a in typing.get_args(annotation) if a is not type(None)]
+        models = [m for m in options if isinstance(m, type) and issubclass(m, BaseModel)]
+        if isinstance(node, dict):
+            kind = node.get("kind")
+            if isinstance(kind, str) and kind in FAULT_KINDS:  # a list is no kind (and no dict key)
+                return FAULT_KINDS[kind]
+            if "arrival_rate" in node and RateStage in models:
+                return RateStage
+            if UsersStage in models:
+                return UsersStage
+        return models[0] if models else None
+    return annotation
+
+
+def _message(error: Any, path: KeyPath, data: Any) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        key = str(path[-1]) if path else ""
+        if key.lower() in _SECRET_KEYS:
+            return (
+                f"'{key}' must not be written in a scenario file; put the secret in an environment "
+                "variable and name the variable in results.token_env"
+            )
+        if key.lower() in ("kubeconfig", "kube_config", "kubeconfig_path"):
+            return (
+                f"'{key}' must not be written in a scenario file; harness reads the kubeconfig named by "
+                "$KUBECONFIG (default ~/.kube/config) and acts only in safety.allowed_contexts"
+            )
+        model = _model_at(path[:-1], data)
+        allowed = sorted(f.alias or n for n, f in model.model_fields.items() if n != "source") if model else []
+        close = difflib.get_close_matches(key, allowed, n=1)
+        hint = (
+            f"; did you mean '{close[0]}'?" if close else (f"; allowed keys: {', '.join(allowed)}" if allowed else "")
+        )
+        return f"unknown key '{key}'{hint}"
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "union_tag_invalid" or (kind == "literal_error" and path and path[-1] == "kind"):
+        return f"unknown fault kind; use one of {', '.join(sorted(FAULT_KINDS))}"
+    message = str(error["msg"])
+    if message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    return message
+
+
+def _validation_problems(exc: ValidationError, data: Any, positions: Positions, file: str) -> list[Problem]:
+    problems = []
+    for error in exc.errors():
+        path = _data_path(tuple(error["loc"]), data)
+        if error["type"] == "union_tag_invalid":
+            path = (*path, "kind")
+        line, col = positions.locate(path)
+        problems.append(Problem(file, line, col, dotted(path), _message(error, path, data)))
+    return problems
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read, validate and cross-check a scenario file.
+
+    Raises ``ScenarioError`` (exit 2) listing every problem found, each located by file,
+    line, column and key path. Applies nothing and starts nothing.
+    """
+    file = str(path)
+    source = Path(path)
+    too_large = ScenarioError([Problem(file, 1, 1, "", f"file is larger than {MAX_SCENARIO_BYTES} bytes")])
+    try:
+        if source.stat().st_size > MAX_SCENARIO_BYTES:
+            raise too_large
+        with source.open("rb") as stream:  # bounded: a pipe or a device has no size to check first
+            raw = stream.read(MAX_SCENARIO_BYTES + 1)
+        if len(raw) > MAX_SCENARIO_BYTES:
+            raise too_large
+    except FileNotFoundError:
+        raise ScenarioError([Problem(file, 1, 1, "", "file not found")]) from None
+    except IsADirectoryError:
+        raise ScenarioError([Problem(file, 1, 1, "", "is a directory, not a scenario file")]) from None
+    except OSError as exc:
+        raise ScenarioError([Problem(file, 1, 1, "", f"cannot read: {exc.strerror}")]) from None
+    except ValueError:  # a NUL in the path
+        raise ScenarioError([Problem(file, 1, 1, "", "not a usable file name")]) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line, col = raw.count(b"\n", 0, exc.start) + 1, exc.start - raw.rfind(b"\n", 0, exc.start)
+        raise ScenarioError([Problem(file, line, col, "", f"not UTF-8 text (byte {exc.start})")]) from None
+    if "\x00" in text:
+        raise ScenarioError([Problem(file, 1, 1, "", "binary data is not a scenario")])
+
+    data, positions, problems = read_yaml(text, file)
+    if data is None and not problems:
+        problems = [Problem(file, 1, 1, "", "file is empty; a scenario needs name, target and load")]
+    if problems:
+        raise ScenarioError(problems)
+    if not isinstance(data, dict):
+        raise ScenarioError([Problem(file, 1, 1, "", "a scenario must be a mapping of keys (name, target, load, ...)")])
+    if "source" in data:
+        line, col = positions.locate(("source",))
+        raise ScenarioError([Problem(file, line, col, "source", "unknown key 'source'")])
+
+    try:
+        scenario = Scenario.model_validate({**data, "source": str(source.resolve())})
+    except ValidationError as exc:
+        raise ScenarioError(_validation_problems(exc, data, positions, file)) from None
+    except RecursionError:
+        raise ScenarioError([Problem(file, 1, 1, "", "document is nested too deeply")]) from None
+
+    cross = [Problem(file, *positions.locate(p), dotted(p), m) for p, m in cross_checks(scenario)]
+    if cross:
+        raise ScenarioError(cross)
+    return _absolute_paths(scenario)
+
+
+def _absolute_paths(scenario: Scenario) -> Scenario:
+    """Pid files are relative to the scenario file, like the locustfile; agents run elsewhere."""
+    base = Path(scenario.source).parent
+    faults = []
+    for fault in scenario.faults:
+        process_target = fault.target if isinstance(fault, ProcessKillFault | ProcessPauseFault | StressFault) else None
+        pid_file = process_target.pid_file if process_target is not None else None
+        if process_target is not None and pid_file and not Path(pid_file).is_absolute():
+            target = process_target.model_copy(update={"pid_file": str((base / pid_file).resolve())})
+            fault = fault.model_copy(update={"target": target})
+        faults.append(fault)
+    return scenario.model_copy(update={"faults": faults})
