@@ -14,7 +14,7 @@ from pydantic import (
 )
 
 from harness.scenario.fields import (
-    _BYTE_UNITS,
+    BYTE_UNITS,
     Cidr,
     Duration,
     HostPort,
@@ -26,9 +26,9 @@ from harness.scenario.fields import (
     NetnsName,
     NodeSelector,
     Port,
-    _parse_bytes,
-    _rate_bits,
-    _signal_number,
+    parse_bytes,
+    rate_bits,
+    signal_number,
     label_selector,
     regex,
 )
@@ -49,7 +49,7 @@ class ProcessTarget(Model):
 
 
 class KillParams(Model):
-    signal: Annotated[int, BeforeValidator(_signal_number), WithJsonSchema({"type": ["integer", "string"]})] = Field(
+    signal: Annotated[int, BeforeValidator(signal_number), WithJsonSchema({"type": ["integer", "string"]})] = Field(
         default=int(signal.SIGKILL), description="Signal to send, by name (SIGKILL, TERM) or number."
     )
     restart: list[Annotated[str, Field(min_length=1)]] | None = Field(
@@ -161,10 +161,10 @@ class KubernetesScaleFault(FaultBase):
     params: ScaleParams = Field(default_factory=ScaleParams, description="No parameters.")
 
 
-_BYTE_UNITS |= {"g": 1024**3, "gb": 1000**3, "gib": 1024**3, "t": 1024**4, "tb": 1000**4, "tib": 1024**4}
+BYTE_UNITS |= {"g": 1024**3, "gb": 1000**3, "gib": 1024**3, "t": 1024**4, "tb": 1000**4, "tib": 1024**4}
 
 
-Bytes = Annotated[int, BeforeValidator(_parse_bytes), WithJsonSchema({"type": ["integer", "string"]})]
+Bytes = Annotated[int, BeforeValidator(parse_bytes), WithJsonSchema({"type": ["integer", "string"]})]
 
 
 class StressCpuParams(Model):
@@ -282,7 +282,7 @@ class LossParams(Model):
 class BandwidthParams(Model):
     """A tbf qdisc at the root of the target interface's egress."""
 
-    rate: Annotated[int, BeforeValidator(_rate_bits), WithJsonSchema({"type": ["integer", "string"]})] = Field(
+    rate: Annotated[int, BeforeValidator(rate_bits), WithJsonSchema({"type": ["integer", "string"]})] = Field(
         description="Rate: 1mbit, 500kbit (bits/s), 2mbps (bytes/s, as tc spells it) or a number of bits/s."
     )
     burst: int | None = Field(
@@ -398,7 +398,7 @@ class ProxyLatencyParams(Model):
 
 
 class ProxyBandwidthParams(Model):
-    rate: Annotated[int, BeforeValidator(_rate_bits), WithJsonSchema({"type": ["integer", "string"]})] = Field(
+    rate: Annotated[int, BeforeValidator(rate_bits), WithJsonSchema({"type": ["integer", "string"]})] = Field(
         description="Rate per connection and direction: 1mbit, 500kbit, 2mbps (bytes/s) or bits/s."
     )
 

@@ -108,7 +108,7 @@ def regex(value: str) -> str:
     return value
 
 
-def _signal_number(value: Any) -> int:
+def signal_number(value: Any) -> int:
     if isinstance(value, bool):
         raise ValueError("expected a signal name such as SIGKILL or a number")
     if isinstance(value, int):
@@ -201,13 +201,13 @@ def label_selector(value: str) -> str:
     return value
 
 
-_BYTE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": 1024**2, "mb": 1000**2, "mib": 1024**2}
+BYTE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": 1024**2, "mb": 1000**2, "mib": 1024**2}
 
 
 _BYTES = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
 
 
-def _parse_bytes(value: Any) -> int:
+def parse_bytes(value: Any) -> int:
     """``256M``/``256MiB`` (binary), ``256MB`` (decimal) or a plain integer of bytes."""
     if isinstance(value, bool):
         raise ValueError("expected a size such as 256M or a number of bytes")
@@ -215,8 +215,8 @@ def _parse_bytes(value: Any) -> int:
         return value
     if isinstance(value, str):
         match = _BYTES.match(value)
-        if match and match[2].lower() in _BYTE_UNITS:
-            size = float(match[1]) * _BYTE_UNITS[match[2].lower()]
+        if match and match[2].lower() in BYTE_UNITS:
+            size = float(match[1]) * BYTE_UNITS[match[2].lower()]
             if not size < 2**63:  # inf too: int() of it would raise OverflowError
                 raise ValueError(f"'{value}' is larger than any file system or memory")
             return int(size)
@@ -252,7 +252,7 @@ _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(bit|kbit|mbit|gbit|bps|kbps|mbps|gbp
 _RATE_UNITS = {"bit": 1, "kbit": 1e3, "mbit": 1e6, "gbit": 1e9, "bps": 8, "kbps": 8e3, "mbps": 8e6, "gbps": 8e9}
 
 
-def _rate_bits(value: Any) -> int:
+def rate_bits(value: Any) -> int:
     """Bits per second from ``1mbit``, ``500kbit``, ``2mbps`` (bytes/s, as tc spells it) or a number of bit/s."""
     if isinstance(value, bool):
         raise ValueError("expected a rate such as 1mbit")
