@@ -7,7 +7,13 @@ from typing import Any
 
 from junitparser import Error, Failure, JUnitXml
 
-from harness.judge.junit import junit_xml
+from harness.judge.junit import junit_xml as junit_of
+from harness.run.summary import RunSummary
+
+
+def junit_xml(summary: dict[str, Any], guards: list[tuple[str, str]] | None = None) -> str:
+    """The JUnit XML of a summary.json as a run writes it, read back through RunSummary."""
+    return junit_of(RunSummary.from_json(summary), guards or [])
 
 
 def _slo(name: str, passed: bool, measured: float | None = 12.5) -> dict[str, Any]:

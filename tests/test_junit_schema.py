@@ -14,9 +14,17 @@ from typing import Any
 import pytest
 import xmlschema
 
-from harness.judge.junit import junit_xml
+from harness.judge.junit import junit_xml as junit_of
+from harness.run.summary import RunSummary
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "junit-10.xsd"
+
+
+def junit_xml(summary: dict[str, Any], guards: list[tuple[str, str]]) -> str:
+    """The JUnit XML of a summary.json as a run writes it, read back through RunSummary."""
+    return junit_of(RunSummary.from_json(summary), guards)
+
+
 GUARDS = [("meltdown", "error_rate > 50% for 5s"), ("no-traffic", "rps < 1 for 10s")]
 
 

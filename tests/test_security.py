@@ -45,8 +45,8 @@ from typing import Any
 import psutil
 import pytest
 
-from harness.chaos.preflight import check_ray_address
 from harness.errors import ConfigError, HarnessError
+from harness.run.cluster import check_ray_address
 from tests.influx_fixtures import InfluxServer, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -417,18 +417,10 @@ results:
     return path
 
 
-def _cli_calls_the_ray_address_check() -> bool:
-    import harness.cli
-
-    return "check_ray_address" in Path(harness.cli.__file__).read_text()
-
-
 @pytest.mark.slow
 def test_run_with_a_ray_address_and_no_token_exits_2_before_connecting(
     tmp_path: Path, no_ray_token: Path, listener: tuple[int, list[Any]]
 ) -> None:
-    if not _cli_calls_the_ray_address_check():
-        pytest.skip("harness.cli's run path does not call preflight.check_ray_address yet (see docs/security.md)")
     port, accepted = listener
     env = {k: v for k, v in cli_env(tmp_path).items() if not k.startswith("RAY_AUTH")}
     env["HOME"] = str(no_ray_token)

@@ -13,10 +13,8 @@ what needs this host is checked here, for faults that act on the driver's node: 
 directory that lies under ``safety.allowed_paths`` as written but leaves it once symbolic
 links are followed is refused.
 
-:func:`check_ray_address` refuses to join a Ray cluster (``--ray-address``) without Ray's
-token authentication: no token anywhere Ray would look for one, or ``RAY_AUTH_MODE`` set to
-anything but ``token``. It reads only the environment and the token file's size; it never
-connects, and no message carries the token.
+Joining a Ray cluster without its token is refused by
+:func:`harness.run.cluster.check_ray_address`: that is Ray's security, not a fault's.
 """
 
 from __future__ import annotations
@@ -47,7 +45,7 @@ from harness.scenario import (
     StressMemoryFault,
 )
 
-__all__ = ["check", "check_ray_address", "ray_token_source", "targets"]
+__all__ = ["check", "targets"]
 
 _NETWORK = (NetworkPartitionFault, NetworkLossFault, NetworkBandwidthFault, NetworkNetemFault, NetworkLinkDownFault)
 _PROXY = (ProxyLatencyFault, ProxyBandwidthFault, ProxyResetFault, ProxyAbortFault)
@@ -174,64 +172,3 @@ def _realpath(path: str) -> str:
         return os.path.realpath(path)
     except (OSError, ValueError):  # a loop of links, say: judged as written
         return os.path.normpath(path)
-
-
-_RAY_TOKEN_HELP = (
-    "give it the cluster's token (on the head node: `ray get-auth-token`) in ~/.ray/auth_token, "
-    "in a file named by RAY_AUTH_TOKEN_PATH, or in the environment variable RAY_AUTH_TOKEN, and set "
-    "RAY_AUTH_MODE=token here as on every node (Ray sends no token to an explicit address without it); "
-    "see docs/security.md"
-)
-
-
-def ray_token_source() -> str | None:
-    """Where Ray would read its auth token from, in Ray's order, or None: never the token itself.
-
-    ``RAY_AUTH_TOKEN`` (non-empty), then the file ``RAY_AUTH_TOKEN_PATH`` names (Ray treats a
-    set path it cannot read as fatal, so it is reported, not skipped), then ``~/.ray/auth_token``.
-    """
-    if os.environ.get("RAY_AUTH_TOKEN", "").strip():
-        return "RAY_AUTH_TOKEN"
-    named = os.environ.get("RAY_AUTH_TOKEN_PATH")
-    if named:
-        path = Path(named).expanduser()
-        return f"RAY_AUTH_TOKEN_PATH ({path})" if _non_empty_file(path) else None
-    default = Path.home() / ".ray" / "auth_token"
-    return str(default) if _non_empty_file(default) else None
-
-
-def _non_empty_file(path: Path) -> bool:
-    try:
-        return path.is_file() and path.stat().st_size > 0 and os.access(path, os.R_OK)
-    except OSError:
-        return False
-
-
-def check_ray_address(address: str | None) -> None:
-    """Raise ``ConfigError`` (exit 2) unless joining ``address`` would use token authentication.
-
-    ``None`` and ``"local"`` start a private local cluster (token authentication on, every
-    port on 127.0.0.1): nothing to check. Any other address, loopback ones included, is a
-    cluster someone else started: harness joins it only with a token, so that a cluster
-    without authentication, or a driver without the token, is refused here with the way to
-    fix it rather than by a connection error (or, worse, accepted) after the run started.
-    """
-    if address is None or address == "local":
-        return
-    mode = os.environ.get("RAY_AUTH_MODE")
-    if mode is not None and mode.strip().lower() != "token":
-        raise ConfigError(
-            f"--ray-address {address}: RAY_AUTH_MODE is '{mode}'; harness joins a Ray cluster only with "
-            f"token authentication: unset RAY_AUTH_MODE (or set it to token) and {_RAY_TOKEN_HELP}. "
-            "Nothing was started."
-        )
-    if ray_token_source() is None:
-        problem = (
-            "RAY_AUTH_TOKEN_PATH names no readable, non-empty file"
-            if os.environ.get("RAY_AUTH_TOKEN_PATH")
-            else ("no Ray auth token is configured")
-        )
-        raise ConfigError(
-            f"--ray-address {address}: {problem}; joining a cluster needs its token: {_RAY_TOKEN_HELP}. "
-            "Nothing was started."
-        )

@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import sys
 import time
-from typing import Any
 
 from rich.console import Console
 from rich.live import Live
@@ -21,7 +20,8 @@ from harness.judge.baseline import BaselineReport
 from harness.judge.slo import SloResult
 from harness.plan import Plan
 from harness.review.runs import RunInfo
-from harness.run.orchestrator import LiveStatus
+from harness.run.seconds import LiveStatus
+from harness.run.summary import RunSummary
 from harness.scenario.expressions import format_duration, format_metric
 
 __all__ = [
@@ -97,16 +97,18 @@ def _shown(result: SloResult) -> str:
     return format_metric(result.metric, result.measured)
 
 
-def print_verdict(run_id: str, verdict: str, reason: str, slos: list[SloResult], summary: dict[str, Any]) -> None:
-    totals = summary.get("totals") or {}
-    if totals:
+def print_verdict(summary: RunSummary) -> None:
+    totals = summary.totals
+    if totals is not None:
         console.print(
-            f"requests {totals.get('requests', 0)}, failures {totals.get('failures', 0)} "
-            f"({(totals.get('error_rate') or 0) * 100:.2f}%), {totals.get('rps', 0):.1f} req/s, "
-            f"p50 {totals.get('p50_ms')} ms, p99 {totals.get('p99_ms')} ms"
+            f"requests {totals.requests}, failures {totals.failures} "
+            f"({totals.error_rate * 100:.2f}%), {totals.rps:.1f} req/s, "
+            f"p50 {totals.latency.p50_ms} ms, p99 {totals.latency.p99_ms} ms"
         )
+    slos = summary.slo_results()
+    verdict, reason = summary.verdict, summary.reason
     if slos:
-        table = Table(title=f"verdict for {run_id}")
+        table = Table(title=f"verdict for {summary.run_id}")
         for column in ("SLO", "window", "endpoint", "measured", "threshold", "result"):
             table.add_column(column)
         for r in slos:
@@ -166,7 +168,7 @@ def print_comparison(report: BaselineReport, before: str, after: str) -> None:
 
 
 class Progress:
-    """Live progress of a run; use as a context manager around ``Orchestrator.run``."""
+    """Live progress of a run (a :class:`harness.run.session.ProgressView`), shown while its load runs."""
 
     def __init__(self, run_id: str, total: float) -> None:
         self.run_id = run_id

@@ -20,19 +20,18 @@ here, so the CLI can pass any object with ``.query(str) -> list[dict]`` (an ``In
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
 from harness.errors import ConfigError, ResultsError
+from harness.run.summary import RunSummary
 from harness.scenario import Baseline
 
 __all__ = [
@@ -291,9 +290,9 @@ def samples_from_run_dir(run_dir: Path) -> RunSamples:
                 run_end = time_ns
     except ValueError as err:
         raise ResultsError(f"{path}: {err}") from None
-    summary = _read_summary(run_dir)
-    run_id = str(summary.get("run_id") or run_dir.name)
-    scenario = str(summary.get("scenario") or scenario)
+    summary = RunSummary.read(run_dir) or RunSummary()  # none: an interrupted run
+    run_id = summary.run_id or run_dir.name
+    scenario = summary.scenario or scenario
     if run_end is None and rows:
         run_end = (max(r.second for r in rows) + 1) * _NS
     return _build(run_id, scenario, rows, _phase_spans(events, run_end), str(path))
@@ -350,15 +349,6 @@ class BaselineRun:
         return {**report.to_dict(), "ref": self.ref, "run_id": self.run_id}
 
 
-def _read_summary(run_dir: Path) -> dict[str, Any]:
-    """summary.json as a dict; {} when it is missing or unreadable (an interrupted run)."""
-    try:
-        data = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def _quote(text: str) -> str:
     """An InfluxQL string literal."""
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
@@ -405,28 +395,17 @@ def _passing_runs_on_disk(runs_dir: Path, scenario_name: str, current_run_id: st
     except OSError:
         children = []
     for child in children:
-        summary = _read_summary(child)
-        run_id = str(summary.get("run_id") or child.name)
+        summary = RunSummary.read(child) or RunSummary()
+        run_id = summary.run_id or child.name
         if (
-            summary.get("scenario") != scenario_name
-            or summary.get("verdict") != "passed"
+            summary.scenario != scenario_name
+            or summary.verdict != "passed"
             or current_run_id in (run_id, child.name)
             or not (child / "results.lp").is_file()
         ):
             continue
-        found.append((_timestamp(summary.get("started")) or _timestamp(summary.get("ended")) or 0.0, child.name))
+        found.append((summary.started or summary.ended or 0.0, child.name))
     return found
-
-
-def _timestamp(value: Any) -> float | None:
-    """Epoch seconds from a number or an ISO 8601 string; None when it is neither."""
-    number = _number(value)
-    if number is not None or not isinstance(value, str):
-        return number
-    try:
-        return datetime.fromisoformat(value).timestamp()
-    except ValueError:
-        return None
 
 
 def _passing_runs_in_influx(query: Query, scenario_name: str, current_run_id: str) -> list[tuple[float, str]]:

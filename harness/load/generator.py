@@ -14,8 +14,10 @@ from the driver; a process that reads nothing for ``ACTOR_SILENCE`` seconds stop
 which covers an actor that hangs. ``CUT_OFF_AFTER`` is longer than the driver's own
 ``LOST_AFTER``, so a live driver declares a silent generator lost before it stops itself.
 
-``LoadGenerator`` is the public wrapper the orchestrator uses; ``_LoadGeneratorActor`` is
-the actor itself.
+``LoadGenerator`` is the public wrapper of one generator, ``_LoadGeneratorActor`` the actor
+itself; ``GeneratorPool`` makes calls on many generators at once, the way Ray's ``ActorPool``
+does (submit to many, collect the answers that are ready), so that the run's clock and poll
+threads never wait on Ray themselves.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -41,7 +45,7 @@ from harness.measure.clocks import CLOCK_OFFSET_ENV, ClockOffset, measure
 from harness.measure.cpu import usable_cores
 from harness.priority import normal_priority
 
-__all__ = ["CUT_OFF_AFTER", "GeneratorSpec", "LoadGenerator"]
+__all__ = ["CUT_OFF_AFTER", "Answer", "Call", "GeneratorPool", "GeneratorSpec", "LoadGenerator"]
 
 CUT_OFF_AFTER = 5.0  # an actor that hears nothing from the driver this long stops its load (s)
 STOP_GRACE = 2.0  # a process asked to stop this long ago is killed (s)
@@ -381,3 +385,81 @@ class LoadGenerator:
             raise LoadError(f"generator {self.spec.generator_id}: {cause}") from None
         except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError) as exc:
             raise LoadError(f"generator {self.spec.generator_id}: {type(exc).__name__}") from None
+
+
+@dataclass(frozen=True)
+class Call:
+    """One call in flight on generator ``generator`` of a :class:`GeneratorPool`."""
+
+    generator: int
+    what: str  # what was asked, for messages: "drain", or the stage a command changes to
+    sent: float  # time.monotonic() when it was sent
+    ref: ray.ObjectRef = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What came back for a :class:`Call`: its ``value``, or why there is none.
+
+    ``died``: the actor is gone (the Ray error's class name); ``error``: the call failed on the
+    actor (the actor's own error) or Ray could not deliver its result.
+    """
+
+    call: Call
+    value: Any = None
+    died: str = ""
+    error: str = ""
+
+
+class GeneratorPool:
+    """Many generators, called at once: submit to many, then collect the answers that are ready.
+
+    Nothing here blocks longer than the timeout it is given; a dead actor or a failed call is
+    an :class:`Answer` that says so, never an exception, so the caller decides what a loss means.
+    """
+
+    def __init__(self, generators: Sequence[LoadGenerator]) -> None:
+        self.generators = list(generators)
+
+    def __len__(self) -> int:
+        return len(self.generators)
+
+    def __getitem__(self, index: int) -> LoadGenerator:
+        return self.generators[index]
+
+    def start(self) -> list[dict[str, Any]]:
+        """Start every generator in parallel; returns each one's ``info`` in order.
+
+        Each start waits for its Locust processes to import the locustfile (seconds); on many
+        nodes they do that in parallel, so start-up does not grow with the node count.
+        Raises the first generator's ``LoadError``.
+        """
+        with ThreadPoolExecutor(max_workers=len(self.generators), thread_name_prefix="harness-start") as pool:
+            return list(pool.map(lambda generator: generator.start(), self.generators))
+
+    def command(self, index: int, commands: dict[str, Command], what: str) -> Call:
+        """Send generator ``index`` its processes' commands (keyed by process id); do not wait."""
+        return Call(index, what, time.monotonic(), self.generators[index].command_async(commands))
+
+    def drain(self, index: int) -> Call:
+        """Ask generator ``index`` for what its processes reported since its last drain; do not wait."""
+        return Call(index, "drain", time.monotonic(), self.generators[index].drain_async())
+
+    def ready(self, calls: Sequence[Call], timeout: float = 0.0) -> list[Answer]:
+        """The answers of ``calls`` that are in within ``timeout`` seconds, in the order of ``calls``."""
+        if not calls:
+            return []
+        done, _ = ray.wait([c.ref for c in calls], num_returns=len(calls), timeout=timeout)
+        arrived = set(done)
+        return [_answer(call) for call in calls if call.ref in arrived]
+
+
+def _answer(call: Call) -> Answer:
+    try:
+        return Answer(call, ray.get(call.ref, timeout=0))
+    except ray.exceptions.RayActorError as exc:
+        return Answer(call, died=type(exc).__name__)
+    except ray.exceptions.RayTaskError as exc:
+        return Answer(call, error=str(exc.as_instanceof_cause()))
+    except ray.exceptions.RayError as exc:
+        return Answer(call, error=str(exc))

@@ -16,7 +16,6 @@ caption in :mod:`harness.review.report` says so.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections import defaultdict
@@ -30,6 +29,7 @@ import yaml
 
 from harness.errors import ConfigError, ResultsError
 from harness.judge.baseline import parse_lineproto
+from harness.judge.slo import GuardTrip, SloResult
 from harness.review.report import (
     Comparison,
     EndpointRow,
@@ -42,6 +42,7 @@ from harness.review.report import (
     render,
 )
 from harness.review.runs import UNFINISHED
+from harness.run.summary import EndpointTotals, RunEvent, RunSummary, Stats
 from harness.scenario.expressions import parse_objective
 
 __all__ = ["RunNotFound", "from_influx", "from_run_dir", "mixture_quantiles", "write_report"]
@@ -144,6 +145,11 @@ def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
+def _finite(value: float | None) -> float | None:
+    """A figure of the summary as the report shows it: None when there is none (NaN included)."""
+    return value if value is not None and math.isfinite(value) else None
+
+
 @dataclass
 class _Points:
     """A run's points as read, keyed as InfluxDB keys them (the last write of a series and time wins)."""
@@ -239,14 +245,6 @@ def _aggregate(
 # ---------------------------------------------------------------- summary.json and scenario.yaml
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def _read_text(path: Path) -> str | None:
     try:
         return path.read_text(encoding="utf-8", errors="replace")
@@ -280,26 +278,22 @@ def _metric(objective: str) -> str:
         return ""
 
 
-def _slo_rows_from_summary(slos: Iterable[Any]) -> tuple[SloRow, ...]:
-    rows = []
-    for s in slos:
-        if not isinstance(s, dict):
-            continue
-        rows.append(
-            SloRow(
-                name=str(s.get("name", "")),
-                objective=str(s.get("objective", "")),
-                window=str(s.get("window", "")),
-                endpoint=str(s.get("endpoint", "")),
-                metric=str(s.get("metric", "")),
-                measured=_number(s.get("measured")),
-                threshold=_number(s.get("threshold")),
-                passed=bool(s.get("passed")),
-                status=str(s.get("status") or ""),
-                message=str(s.get("message") or ""),
-            )
+def _slo_rows_from_summary(slos: Iterable[SloResult]) -> tuple[SloRow, ...]:
+    return tuple(
+        SloRow(
+            name=s.name,
+            objective=s.objective,
+            window=s.window,
+            endpoint=s.endpoint,
+            metric=s.metric,
+            measured=_finite(s.measured),
+            threshold=_finite(s.threshold),
+            passed=s.passed,
+            status=s.status.value,
+            message=s.message,
         )
-    return tuple(rows)
+        for s in slos
+    )
 
 
 def _slo_rows_from_points(points: _Points, declared: Mapping[str, Mapping[str, Any]]) -> tuple[SloRow, ...]:
@@ -327,107 +321,82 @@ def _slo_rows_from_points(points: _Points, declared: Mapping[str, Mapping[str, A
     return tuple(rows)
 
 
-def _guard_rows(
-    guards: list[tuple[str, str]], trip: Mapping[str, Any] | None, events: Sequence[Event]
-) -> tuple[GuardRow, ...]:
+def _guard_rows(guards: list[tuple[str, str]], trip: GuardTrip | None, events: Sequence[Event]) -> tuple[GuardRow, ...]:
     """Every guard of the scenario, held or tripped; a tripped guard the scenario file lacks is added."""
+    tripped, condition, message = (trip.guard, trip.condition, trip.message) if trip else (None, "", "")
     if trip is None:  # InfluxDB has the abort event, not summary.json's guard
         abort = next((e for e in events if e.kind == "abort"), None)
-        trip = {"guard": abort.name, "message": abort.text} if abort is not None else None
-    tripped = str(trip.get("guard", "")) if trip else None
-    message = str(trip.get("message", "")) if trip else ""
-    rows = [
-        GuardRow(name, condition, name == tripped, message if name == tripped else "") for name, condition in guards
-    ]
-    if trip and tripped not in {name for name, _ in guards}:
-        rows.append(GuardRow(tripped or "?", str(trip.get("condition", "")), True, message))
+        tripped, message = (abort.name, abort.text) if abort is not None else (None, "")
+    rows = [GuardRow(name, cond, name == tripped, message if name == tripped else "") for name, cond in guards]
+    if tripped is not None and tripped not in {name for name, _ in guards}:
+        rows.append(GuardRow(tripped or "?", condition, True, message))
     return tuple(rows)
 
 
-def _totals_from_summary(totals: Mapping[str, Any]) -> Totals:
+def _totals_from_summary(totals: Stats) -> Totals:
     return Totals(
-        requests=int(_number(totals.get("requests")) or 0),
-        failures=int(_number(totals.get("failures")) or 0),
-        rps=_number(totals.get("rps")) or 0.0,
-        p50_ms=_number(totals.get("p50_ms")),
-        p95_ms=_number(totals.get("p95_ms")),
-        p99_ms=_number(totals.get("p99_ms")),
-        max_ms=_number(totals.get("max_ms")),
+        requests=totals.requests,
+        failures=totals.failures,
+        rps=_finite(totals.rps) or 0.0,
+        p50_ms=_finite(totals.latency.p50_ms),
+        p95_ms=_finite(totals.latency.p95_ms),
+        p99_ms=_finite(totals.latency.p99_ms),
+        max_ms=_finite(totals.latency.max_ms),
     )
 
 
-def _endpoints_from_summary(endpoints: Iterable[Any]) -> tuple[EndpointRow, ...]:
-    return tuple(
-        EndpointRow(**vars(_totals_from_summary(e)), method=str(e.get("method", "")), name=str(e.get("name", "")))
-        for e in endpoints
-        if isinstance(e, dict)
-    )
+def _endpoints_from_summary(endpoints: Iterable[EndpointTotals]) -> tuple[EndpointRow, ...]:
+    return tuple(EndpointRow(**vars(_totals_from_summary(e.stats)), method=e.method, name=e.name) for e in endpoints)
 
 
-def _events_from_summary(events: Iterable[Any]) -> list[Event]:
-    return [
-        Event(
-            float(_number(e.get("time")) or 0.0),
-            str(e.get("kind", "")),
-            str(e.get("name", "")),
-            str(e.get("state", "")),
-            str(e.get("text") or ""),
-        )
-        for e in events
-        if isinstance(e, dict)
-    ]
+def _events_from_summary(events: Iterable[RunEvent]) -> list[Event]:
+    return [Event(e.time, e.kind, e.name, e.state, e.text) for e in events]
 
 
 def _assemble(
-    run_id: str, points: _Points, summary: Mapping[str, Any], scenario_yaml: str | None, source: str
+    run_id: str, points: _Points, summary: RunSummary | None, scenario_yaml: str | None, source: str
 ) -> ReportData:
-    """One ReportData from the points, with summary.json's exact figures wherever it has them."""
+    """One ReportData from the points, with summary.json's exact figures wherever it has them.
+
+    ``summary`` is None when the run has none (killed before its verdict, or read from InfluxDB).
+    """
     declared, guards = _scenario_blocks(scenario_yaml)
     run = points.run or {}
-    events = points.events or _events_from_summary(summary.get("events") or [])
+    given = summary or RunSummary()
+    events = points.events or _events_from_summary(given.events)
     events.sort(key=lambda e: (e.time, _KIND_ORDER.get(e.kind, len(_KIND_ORDER)), e.name, e.state))
     seconds = points.seconds()
     starts = [e.time for e in events if e.kind == "run" and e.state == "start"]
     ends = [e.time for e in events if e.kind == "run" and e.state == "end"]
-    started = _number(summary.get("started")) or _number(run.get("started")) or (min(starts) if starts else None)
-    ended = _number(summary.get("ended")) or _number(run.get("ended")) or (max(ends) if ends else None)
+    started = _number(given.started) or _number(run.get("started")) or (min(starts) if starts else None)
+    ended = _number(given.ended) or _number(run.get("ended")) or (max(ends) if ends else None)
     if started is None and seconds:
         started = float(seconds[0].second)
     if ended is None and seconds:
         ended = float(seconds[-1].second + 1)
-    verdict = str(summary.get("verdict") or run.get("verdict") or UNFINISHED)
-    reason = str(summary.get("reason") or run.get("text") or (_NO_VERDICT if verdict == UNFINISHED else ""))
-    from_summary = bool(summary.get("endpoints")) or bool(summary.get("totals"))
-    baseline = summary.get("baseline") if isinstance(summary.get("baseline"), dict) else None
+    verdict = str(given.verdict or run.get("verdict") or UNFINISHED)
+    reason = str(given.reason or run.get("text") or (_NO_VERDICT if verdict == UNFINISHED else ""))
+    from_summary = bool(given.endpoints) or given.totals is not None
+    baseline = given.baseline
     comparisons = tuple(
-        Comparison(
-            str(c.get("phase", "")),
-            str(c.get("endpoint", "")),
-            str(c.get("metric", "")),
-            bool(c.get("regressed")),
-            str(c.get("message", "")),
-        )
-        for c in (baseline or {}).get("comparisons") or []
-        if isinstance(c, dict)
+        Comparison(c.phase, c.endpoint, c.metric, c.regressed, c.message)
+        for c in (baseline.comparisons if baseline else [])
     )
-    trip = summary.get("guard") if isinstance(summary.get("guard"), dict) else None
     return ReportData(
         run_id=run_id,
-        scenario=str(summary.get("scenario") or run.get("scenario") or points.scenario),
+        scenario=str(given.scenario or run.get("scenario") or points.scenario),
         verdict=verdict,
         reason=reason,
         started=started,
         ended=ended,
-        planned_duration_s=_number(summary.get("planned_duration_s")),
-        totals=_totals_from_summary(summary["totals"]) if summary.get("totals") else points.totals(),
-        slos=_slo_rows_from_summary(summary["slos"])
-        if isinstance(summary.get("slos"), list)
-        else _slo_rows_from_points(points, declared),
-        guards=_guard_rows(guards, trip, events),
-        baseline_ref=str(baseline.get("ref")) if baseline and baseline.get("ref") else None,
-        baseline_run=str(baseline.get("run_id")) if baseline and baseline.get("run_id") else None,
+        planned_duration_s=_number(given.planned_duration_s),
+        totals=_totals_from_summary(given.totals) if given.totals is not None else points.totals(),
+        slos=_slo_rows_from_summary(given.slos) if given.slos is not None else _slo_rows_from_points(points, declared),
+        guards=_guard_rows(guards, given.guard, events),
+        baseline_ref=baseline.ref if baseline and baseline.ref else None,
+        baseline_run=baseline.run_id if baseline and baseline.run_id else None,
         comparisons=comparisons,
-        endpoints=_endpoints_from_summary(summary["endpoints"]) if summary.get("endpoints") else points.endpoints(),
+        endpoints=_endpoints_from_summary(given.endpoints) if given.endpoints else points.endpoints(),
         seconds=seconds,
         events=tuple(events),
         scenario_yaml=scenario_yaml,
@@ -449,7 +418,7 @@ def from_run_dir(run_dir: Path) -> ReportData:
     summary_path, lp_path = run_dir / "summary.json", run_dir / "results.lp"
     if not summary_path.is_file() and not lp_path.is_file():
         raise RunNotFound(f"run {run_dir.name}: no summary.json or results.lp in {run_dir}")
-    summary = _read_json(summary_path)
+    summary = RunSummary.read(run_dir)
     points = _Points()
     notes: list[str] = []
     text = _read_text(lp_path)
@@ -460,7 +429,7 @@ def from_run_dir(run_dir: Path) -> ReportData:
         except ValueError as err:
             notes.append(f"{lp_path}: read up to a broken record: {err}")
     data = _assemble(
-        str(summary.get("run_id") or run_dir.name),
+        (summary.run_id if summary else "") or run_dir.name,
         points,
         summary,
         _read_text(run_dir / "scenario.yaml"),
@@ -501,7 +470,7 @@ def from_influx(query: Query, run_id: str, scenario_yaml: str | None = None) -> 
     if points.empty():
         raise RunNotFound(f"run {run_id}: InfluxDB has no points with run_id {run_id!r}")
     url, database = getattr(query, "url", "?"), getattr(query, "database", "?")
-    return _assemble(run_id, points, {}, scenario_yaml, f"InfluxDB {url}, database {database}")
+    return _assemble(run_id, points, None, scenario_yaml, f"InfluxDB {url}, database {database}")
 
 
 def write_report(run_dir: Path, output: Path | None = None, data: ReportData | None = None) -> Path:

@@ -26,6 +26,8 @@ from typing import Any
 
 import psutil
 
+from harness.run.summary import RunSummary
+
 __all__ = [
     "ABORTED",
     "DRIVER_FILE",
@@ -55,14 +57,6 @@ class RunInfo:
     duration_s: float | None
     verdict: str
     reason: str
-
-
-def _summary(directory: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads((directory / "summary.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def _number(value: Any) -> float | None:
@@ -175,7 +169,7 @@ def list_runs(runs_dir: Path, limit: int | None = None) -> list[RunInfo]:
         children = []
     runs = []
     for child in children:
-        summary = _summary(child)
+        summary = RunSummary.read(child)
         if summary is None:
             record = _driver_record(child)
             if record is not None:
@@ -185,15 +179,14 @@ def list_runs(runs_dir: Path, limit: int | None = None) -> list[RunInfo]:
             elif (child / "results.lp").exists():
                 runs.append(_unfinished(child))
             continue
-        started, ended = _number(summary.get("started")), _number(summary.get("ended"))
         runs.append(
             RunInfo(
-                run_id=str(summary.get("run_id") or child.name),
-                scenario=str(summary.get("scenario") or ""),
-                started=started,
-                duration_s=ended - started if started is not None and ended is not None else None,
-                verdict=str(summary.get("verdict") or UNFINISHED),
-                reason=str(summary.get("reason") or ""),
+                run_id=summary.run_id or child.name,
+                scenario=summary.scenario,
+                started=summary.started,
+                duration_s=summary.duration_s,
+                verdict=summary.verdict or UNFINISHED,
+                reason=summary.reason,
             )
         )
     runs.sort(key=lambda run: run.started or 0.0, reverse=True)

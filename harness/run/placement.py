@@ -30,18 +30,9 @@ from ray.util.placement_group import PlacementGroup, placement_group, remove_pla
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from harness.errors import LoadError
-from harness.run.nodes import Node
 from harness.scenario import NodeSelector
 
-__all__ = [
-    "GENERATOR_BUNDLE",
-    "PLACEMENT_TIMEOUT",
-    "Placement",
-    "driver_node_id",
-    "live_nodes",
-    "place_generators",
-    "read_cluster",
-]
+__all__ = ["GENERATOR_BUNDLE", "PLACEMENT_TIMEOUT", "Placement", "place_generators"]
 
 log = logging.getLogger(__name__)
 
@@ -146,43 +137,3 @@ def _cluster() -> str:
         return f"an unknown capacity ({type(exc).__name__})"
     per_node = ", ".join(f"{n['NodeManagerAddress']} CPU {n['Resources'].get('CPU', 0):g}" for n in alive)
     return f"{len(alive)} alive node(s) ({per_node or 'none'}) with CPU {available.get('CPU', 0):g} available"
-
-
-def live_nodes() -> list[Node]:
-    """The cluster's live nodes, for :mod:`harness.run.nodes` to match selectors against."""
-    nodes = []
-    for entry in ray.nodes():
-        if not entry.get("Alive"):
-            continue
-        nodes.append(
-            Node(
-                node_id=str(entry["NodeID"]),
-                ip=str(entry.get("NodeManagerAddress", "")),
-                hostname=str(entry.get("NodeManagerHostname", "")),
-                labels=dict(entry.get("Labels") or {}),
-                resources=dict(entry.get("Resources") or {}),
-            )
-        )
-    return nodes
-
-
-def read_cluster(address: str) -> tuple[list[Node], Node]:
-    """Join the cluster at ``address`` briefly (token required) and read its nodes and ours."""
-    import logging as _logging
-
-    from harness.chaos.preflight import check_ray_address
-
-    check_ray_address(address)
-    ray.init(address=address, log_to_driver=False, logging_level=_logging.WARNING, configure_logging=False)
-    try:
-        nodes = live_nodes()
-        mine = driver_node_id()
-    finally:
-        ray.shutdown()
-    driver = next((n for n in nodes if n.node_id == mine), Node(node_id=mine, ip=""))
-    return nodes, driver
-
-
-def driver_node_id() -> str:
-    """The node this driver is attached to: where faults without a node selector act."""
-    return str(ray.get_runtime_context().get_node_id())

@@ -1,0 +1,180 @@
+"""``harness recover``, ``doctor``, ``proxy``, ``watchdog``, ``demo ...``, ``influx ...``: this host."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from harness import paths
+from harness.cli.app import errors_to_exit_codes
+from harness.errors import ConfigError
+
+__all__ = [
+    "demo_down",
+    "demo_status",
+    "demo_up",
+    "doctor",
+    "influx_start",
+    "influx_stop",
+    "proxy",
+    "recover",
+    "register",
+    "watchdog",
+]
+
+
+def register(app: typer.Typer, demo_app: typer.Typer, influx_app: typer.Typer) -> None:
+    app.command()(errors_to_exit_codes(recover))
+    app.command()(errors_to_exit_codes(doctor))
+    app.command()(proxy)  # long-running servers: their own exit codes, their own errors
+    app.command()(watchdog)
+    demo_app.command("up")(errors_to_exit_codes(demo_up))
+    demo_app.command("down")(errors_to_exit_codes(demo_down))
+    demo_app.command("status")(errors_to_exit_codes(demo_status))
+    influx_app.command("start")(errors_to_exit_codes(influx_start))
+    influx_app.command("stop")(errors_to_exit_codes(influx_stop))
+
+
+def recover(
+    sweep: Annotated[
+        bool,
+        typer.Option(
+            "--sweep",
+            help="Then remove every harness-tagged object left on this node that no journal knows "
+            "(nft tables, qdiscs, ifb links, routes, stress and proxy processes), in every netns.",
+        ),
+    ] = False,
+) -> None:
+    """Revert every fault still recorded in this node's journal (after a crash)."""
+    from harness.chaos.recover import recover as do_recover
+    from harness.errors import FaultError
+
+    lines = do_recover()
+    for line in lines:
+        typer.echo(line)
+    if not lines:
+        typer.echo("nothing to recover: no fault is outstanding in the journal")
+    if sweep:
+        from harness.chaos.sweep import sweep as do_sweep
+
+        removed, failed = do_sweep()
+        for line in [*removed, *failed]:
+            typer.echo(line)
+        if not removed and not failed:
+            typer.echo("sweep: no harness object left on this node")
+        if failed:
+            raise FaultError(f"sweep: {len(failed)} object(s) could not be removed")
+
+
+def doctor(
+    scenario: Annotated[
+        Path | None, typer.Argument(help="Also say which of this scenario's faults cannot work here.")
+    ] = None,
+) -> None:
+    """Print what this host can do for faults (netem, nftables, tbf, cgroups, stress-ng, UML, kube), and why not.
+
+    With a scenario: exit 2 when one of its faults needs something missing, naming it.
+    """
+    from harness.chaos.capabilities import missing, probe, render
+    from harness.scenario import load_scenario
+
+    loaded = load_scenario(scenario) if scenario else None
+    probed = probe()
+    for line in render(probed):
+        typer.echo(line)
+    if loaded is not None:
+        gaps = missing(loaded, probed)
+        if gaps:
+            raise ConfigError(f"{scenario}: cannot run here:\n  " + "\n  ".join(gaps))
+        typer.echo(f"{scenario}: every fault can be applied on this host")
+
+
+def proxy(
+    listen: Annotated[str, typer.Option(help="host:port clients connect to.")],
+    upstream: Annotated[str, typer.Option(help="host:port of the service behind the proxy.")],
+    control: Annotated[str, typer.Option(help="host:port of the control API that proxy.* faults use.")],
+) -> None:
+    """Run a fault proxy in front of a service; proxy.* faults with target.control act on it."""
+    from harness.chaos.proxy_server import serve
+
+    serve(listen, upstream, control)
+
+
+def watchdog(
+    journal_dir: Annotated[
+        Path | None, typer.Option(help="Journal directory to watch (default: this node's journal).")
+    ] = None,
+    idle_exit: Annotated[
+        float | None, typer.Option(help="Exit after this many seconds with no leased fault (default 30).")
+    ] = None,
+) -> None:
+    """Revert faults whose lease lapsed (normally started by the chaos agent, detached)."""
+    from harness.chaos.watchdog import main as watchdog_main
+
+    args = (["--idle-exit", str(idle_exit)] if idle_exit is not None else []) + (
+        ["--journal-dir", str(journal_dir)] if journal_dir else []
+    )
+    raise typer.Exit(code=watchdog_main(args))
+
+
+def demo_up(
+    base_port: Annotated[int, typer.Option(help="Gateway port; catalog, cart, payments follow.")] = 8700,
+    restart_delay: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=600.0,
+            help="Seconds the supervisor waits before restarting a dead service (a demo already up keeps its own).",
+        ),
+    ] = 3.0,
+) -> None:
+    """Start the demo shop (idempotent)."""
+    from harness.demo.control import up
+
+    info = up(base_port=base_port, restart_delay=restart_delay)
+    typer.echo(f"demo shop up at {info.base_url} (supervisor pid {info.supervisor_pid}, state in {info.directory})")
+    typer.echo(f"fault proxy in front of payments: 127.0.0.1:{base_port + 4}, control API 127.0.0.1:{base_port + 5}")
+    net = info.payments_netns
+    if net is not None:
+        typer.echo(
+            f"payments in network namespace {net.netns} at {net.payments_address}:{base_port + 3} "
+            f"(veth {net.host_interface} <-> {net.netns_interface})"
+        )
+    elif info.note:
+        typer.echo(info.note)
+
+
+def demo_down() -> None:
+    """Stop the demo shop and its supervisor (idempotent)."""
+    from harness.demo.control import down
+
+    typer.echo("demo shop stopped" if down() else "demo shop was not running")
+
+
+def demo_status() -> None:
+    """Show the demo services' PIDs."""
+    from harness.demo.control import status
+
+    for name, pid in status().items():
+        typer.echo(f"{name:10} {pid if pid else 'down'}")
+
+
+def influx_start() -> None:
+    """Start the embedded InfluxDB on 127.0.0.1:8086 if nothing answers there."""
+    from harness.results.embedded import DEFAULT_URL, ensure_local_influx
+
+    info = ensure_local_influx(DEFAULT_URL, paths.data_dir())
+    if info is None:
+        raise ConfigError("influxd is not installed (Debian package 'influxdb'); run 'make setup'")
+    typer.echo(f"InfluxDB at {info.url}" + (f" (started, pid {info.pid})" if info.started else " (already running)"))
+
+
+def influx_stop() -> None:
+    """Stop the embedded InfluxDB if harness started it."""
+    from harness.results.embedded import stop_local_influx
+
+    typer.echo(
+        "embedded InfluxDB stopped" if stop_local_influx(paths.data_dir()) else "embedded InfluxDB was not running"
+    )

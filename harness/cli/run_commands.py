@@ -1,0 +1,134 @@
+"""``harness run`` and ``harness gate``: flags in, :func:`harness.run.session.run_session`, the verdict out."""
+
+from __future__ import annotations
+
+import time
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from harness.cli.app import ScenarioArg, errors_to_exit_codes
+
+if TYPE_CHECKING:
+    from harness.run.session import ProgressView, RunRequest
+    from harness.run.summary import RunSummary
+
+__all__ = ["gate", "register", "run"]
+
+RayAddress = Annotated[str | None, typer.Option(help="Join this Ray cluster instead of starting a local one.")]
+Processes = Annotated[
+    int | None, typer.Option(min=1, max=256, help="Locust processes per generator (default: the scenario's).")
+]
+ResultsUrl = Annotated[str | None, typer.Option(help="Override the scenario's results URL.")]
+RunId = Annotated[str | None, typer.Option(help="Run id (default: scenario name, time and a random suffix).")]
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(errors_to_exit_codes(run))
+    app.command()(errors_to_exit_codes(gate))
+
+
+def run(
+    scenario: ScenarioArg,
+    ray_address: RayAddress = None,
+    processes: Processes = None,
+    results_url: ResultsUrl = None,
+    junit: Annotated[
+        Path | None, typer.Option("--junit", help="Also write the SLO and guard results as JUnit XML here.")
+    ] = None,
+    baseline: Annotated[
+        str | None,
+        typer.Option(
+            help="Compare per phase and endpoint with this run id, or 'last-pass' (the newest passing run "
+            "of the same scenario); a significant regression beyond the scenario's tolerances fails the run."
+        ),
+    ] = None,
+    run_id: RunId = None,
+) -> None:
+    """Run a scenario: live progress, then the verdict table. Exit code per the verdict."""
+    invoked_at = time.time()
+    from harness.run.session import RunRequest
+
+    _run(
+        RunRequest(
+            scenario,
+            ray_address=ray_address,
+            processes=processes,
+            results_url=results_url,
+            junit=junit,
+            baseline=baseline,
+            run_id=run_id,
+            gate=False,
+            invoked_at=invoked_at,
+        )
+    )
+
+
+def gate(
+    scenario: ScenarioArg,
+    junit: Annotated[
+        Path | None, typer.Option("--junit", help="JUnit XML file to write (default: runs/<run_id>/junit.xml).")
+    ] = None,
+    baseline: Annotated[
+        str,
+        typer.Option(
+            help="Run id or 'last-pass' to compare with; with 'last-pass' and no passing run yet, the "
+            "comparison is skipped (this run may become the baseline)."
+        ),
+    ] = "last-pass",
+    no_baseline: Annotated[bool, typer.Option("--no-baseline", help="Do not compare with any baseline.")] = False,
+    ray_address: RayAddress = None,
+    processes: Processes = None,
+    results_url: ResultsUrl = None,
+    run_id: RunId = None,
+) -> None:
+    """A pre-promotion gate: run with strict settings for CI (exit 0 only when everything held).
+
+    Strict: the scenario must have SLOs; an SLO without data fails; JUnit XML is always
+    written; the run is compared with the last passing run unless --no-baseline; a run that
+    could not deliver its load is invalid (exit 5).
+    """
+    invoked_at = time.time()
+    from harness.run.session import RunRequest
+
+    _run(
+        RunRequest(
+            scenario,
+            ray_address=ray_address,
+            processes=processes,
+            results_url=results_url,
+            junit=junit,
+            baseline=None if no_baseline else baseline,
+            run_id=run_id,
+            gate=True,
+            invoked_at=invoked_at,
+        )
+    )
+
+
+def _run(request: RunRequest) -> None:
+    from harness.run.session import run_session
+
+    summary = run_session(request, _Terminal())
+    raise typer.Exit(summary.exit_code)
+
+
+class _Terminal:
+    """The terminal a run shows itself on (:class:`harness.run.session.RunView`)."""
+
+    def say(self, text: str) -> None:
+        from harness.cli.display import console
+
+        console.print(text, markup=False)
+
+    def progress(self, run_id: str, duration: float) -> AbstractContextManager[ProgressView]:
+        from harness.cli.display import Progress
+
+        return Progress(run_id, duration)
+
+    def verdict(self, summary: RunSummary) -> None:
+        from harness.cli.display import print_verdict
+
+        print_verdict(summary)

@@ -1,0 +1,118 @@
+"""The run's record as it happens: events, points for the results writer, notes for the user.
+
+Every part of a run reports through one :class:`Recorder`: an event goes into the summary
+and, as an annotation, to InfluxDB; points go to the results writer (and, when the run is
+compared with a baseline, the ones the comparison reads are kept); a note is a line for the
+user. None of it can break a run: a writer or display failure is logged and the run goes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from typing import Protocol
+
+from harness.results.lineproto import Point
+from harness.results.points import event_point
+from harness.run.summary import RunEvent
+from harness.scenario.expressions import format_duration
+
+__all__ = ["PointWriter", "Recorder"]
+
+log = logging.getLogger(__name__)
+
+#: Events of these kinds are also shown to the user as they happen.
+_SHOWN = ("fault", "abort")
+
+
+class PointWriter(Protocol):
+    """Where points go (:class:`harness.results.writer.ResultsWriter`); never blocks for long."""
+
+    def write(self, points: list[Point]) -> None: ...
+
+
+class Recorder:
+    """Events, points and notes of one run. Thread-safe: the clock and poll threads both record.
+
+    ``keep``: which points to keep in memory as well (``BaselineRun.wants``), for the
+    baseline comparison at the end (results.lp may lag behind the writer).
+    ``note``: shows a line to the user (the progress display).
+    """
+
+    def __init__(
+        self,
+        run_id: str,
+        writer: PointWriter,
+        note: Callable[[str], None] | None = None,
+        keep: Callable[[str, Mapping[str, str]], bool] | None = None,
+    ) -> None:
+        self.run_id = run_id
+        self.start_epoch = 0.0  # set when the clock starts; offsets are from here
+        self.events: list[RunEvent] = []
+        self.kept: list[Point] = []
+        self._writer = writer
+        self._note = note
+        self._keep = keep
+        self._lock = threading.Lock()
+
+    def event(
+        self,
+        kind: str,
+        name: str,
+        state: str,
+        text: str,
+        at: float,
+        planned: float | None = None,
+        late_ms: float | None = None,
+    ) -> RunEvent:
+        """Record an event in the summary and write it as an annotation; returns the summary entry.
+
+        A stage event is written by :meth:`write_stage` once the processes acknowledged the
+        change, so that its annotation carries how late it took effect.
+        """
+        offset = at - self.start_epoch if self.start_epoch else 0.0
+        event = RunEvent(
+            time=at,
+            offset=round(offset, 3),
+            kind=kind,
+            name=name,
+            state=state,
+            text=text,
+            planned_offset=None if planned is None else round(planned, 3),
+            late_ms=None if late_ms is None else round(late_ms, 1),
+        )
+        with self._lock:
+            self.events.append(event)
+        if kind != "stage":
+            self.write([event_point(self.run_id, kind, name, state, text, at, planned, late_ms)])
+        if kind in _SHOWN:
+            self.note(f"[{format_duration(round(offset, 1))}] {text}")
+        return event
+
+    def write_stage(self, event: RunEvent, planned_s: float, late_ms: float) -> None:
+        """Write a stage event's annotation, with its planned offset and how late it took effect."""
+        point = event_point(
+            self.run_id, "stage", event.name, "start", event.text, event.time, planned_offset=planned_s, late_ms=late_ms
+        )
+        self.write([point])
+
+    def write(self, points: list[Point]) -> None:
+        if self._keep is not None:
+            # What the baseline comparison reads back: the same points results.lp receives.
+            self.kept.extend(p for p in points if self._keep(p.measurement, p.tags))
+        try:
+            self._writer.write(points)
+        except Exception:  # results problems are counted by the writer; never break the run
+            log.exception("results writer failed")
+
+    def note(self, text: str) -> None:
+        """A line for the user; a display problem never breaks the run."""
+        if self._note is not None:
+            with contextlib.suppress(Exception):
+                self._note(text)
+
+    def at(self, epoch: float) -> str:
+        """``[1m05s]``: when ``epoch`` falls in the run, for notes."""
+        return f"[{format_duration(round(epoch - self.start_epoch, 1))}]"

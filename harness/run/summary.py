@@ -1,0 +1,438 @@
+"""What a run leaves behind for CI and reviewers: one typed :class:`RunSummary`, ``summary.json`` on disk.
+
+The session builds the summary once, at the end of a run, and writes it; the JUnit report,
+the HTML report, the baseline lookup and ``harness runs`` read it back with
+:meth:`RunSummary.read`. Nobody edits a dict afterwards: the parts known only after the
+load stopped (the results writer's counts, the time the verdict took) are passed in when the
+summary is finished (:meth:`RunSummary.finished`).
+
+The JSON keeps the keys and meaning ``summary.json`` always had (users and CI scripts read
+it). Reading is forgiving, as it must be for files written by older versions, cut short, or
+written by hand in tests: a missing key takes its default, a value of the wrong type is
+replaced by the default too, and a non-finite number is written as ``null``
+(:mod:`harness.run.codec`).
+
+Pure: dataclasses and the standard library; no runtime, no terminal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from harness.judge.slo import GuardTrip, SloResult
+from harness.run.codec import OMIT_NONE, decode_fields, fields_to_json, from_json, to_json
+
+__all__ = [
+    "SUMMARY_FILE",
+    "AgentEntry",
+    "BaselineOutcome",
+    "ComparisonEntry",
+    "DeliverySummary",
+    "EndpointTotals",
+    "FindingEntry",
+    "GeneratorEntry",
+    "Latency",
+    "LoadGap",
+    "LostGenerator",
+    "ResultsSummary",
+    "RunEvent",
+    "RunSummary",
+    "SecondCounts",
+    "Stats",
+    "StepTiming",
+    "Timings",
+    "from_json",
+    "to_json",
+]
+
+SUMMARY_FILE = "summary.json"
+
+
+def _epoch(text: str) -> float | None:
+    """Epoch seconds of an ISO 8601 time; None when it is not one."""
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return None
+
+
+# ---------------------------------------------------------------- request statistics
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Latency percentiles in milliseconds; None when there were no requests."""
+
+    p50_ms: float | None = None
+    p75_ms: float | None = None
+    p90_ms: float | None = None
+    p95_ms: float | None = None
+    p99_ms: float | None = None
+    p999_ms: float | None = None
+    max_ms: float | None = None
+    mean_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Requests over a window (the run, a phase, a fault window) or of one endpoint over the run.
+
+    ``service`` is the raw service time (open model only), written as ``service_p50_ms`` and so on.
+    """
+
+    requests: int = 0
+    failures: int = 0
+    failure_kinds: dict[str, int] = field(default_factory=dict)
+    error_rate: float = 0.0
+    bytes: int = 0
+    rps: float = 0.0
+    seconds: int = 0
+    latency: Latency = field(default_factory=Latency)
+    service: Latency | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out = {f.name: to_json(getattr(self, f.name)) for f in dataclasses.fields(self)[:7]}
+        out.update(to_json(self.latency))
+        if self.service is not None:
+            out.update({f"service_{key}": value for key, value in to_json(self.service).items()})
+        return out
+
+    @classmethod
+    def from_json(cls, data: Any) -> Stats:
+        data = data if isinstance(data, Mapping) else {}
+        service = {key[len("service_") :]: v for key, v in data.items() if str(key).startswith("service_")}
+        return dataclasses.replace(
+            decode_fields(cls, {k: v for k, v in data.items() if k not in ("latency", "service")}),
+            latency=from_json(Latency, data),
+            service=from_json(Latency, service) if service else None,
+        )
+
+
+@dataclass(frozen=True)
+class EndpointTotals:
+    """One endpoint's requests over the whole run (``method``, ``name`` then its :class:`Stats`)."""
+
+    method: str = ""
+    name: str = ""
+    stats: Stats = field(default_factory=Stats)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"method": self.method, "name": self.name, **self.stats.to_json()}
+
+    @classmethod
+    def from_json(cls, data: Any) -> EndpointTotals:
+        data = data if isinstance(data, Mapping) else {}
+        return cls(str(data.get("method") or ""), str(data.get("name") or ""), Stats.from_json(data))
+
+
+# ---------------------------------------------------------------- where things ran
+
+
+@dataclass(frozen=True)
+class GeneratorEntry:
+    """Where one load generator ran, what it ran, and its node's clock against the driver's."""
+
+    id: str = ""
+    node: str = ""
+    node_ip: str = ""
+    hostname: str = ""
+    processes: list[str] = field(default_factory=list)
+    offset_ms: float = 0.0
+    uncertainty_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class AgentEntry:
+    """Where one chaos agent ran, the faults it applied, and its node's clock."""
+
+    node: str = ""
+    node_ip: str = ""
+    hostname: str = ""
+    faults: list[str] = field(default_factory=list)
+    offset_ms: float = 0.0
+    uncertainty_ms: float = 0.0
+
+
+# ---------------------------------------------------------------- how the load went
+
+
+@dataclass(frozen=True)
+class SecondCounts:
+    """Seconds in which a generator was saturated, the arrival rate fell short, or windows came late."""
+
+    saturated: int = 0
+    short: int = 0
+    late: int = 0
+
+
+@dataclass
+class LostGenerator:
+    """A generator declared lost: when (offset from the run start, and epoch time), why, what it ran."""
+
+    id: str = ""
+    offset: float = 0.0
+    time: float = 0.0
+    why: str = ""
+    actor_pid: int | None = None
+    processes: list[str] = field(default_factory=list)
+    load: str | None = field(default=None, metadata=OMIT_NONE)  # what became of its share, in words
+
+
+@dataclass
+class LoadGap:
+    """One loss (a process died, a generator was lost) and when its share ran again elsewhere.
+
+    Filled in as the run goes: ``moved_to`` when the share is sent to the live processes,
+    ``restored_at`` and ``gap_s`` once every one of them applied it; ``note`` says why not.
+    """
+
+    subject: str
+    processes: list[str]
+    cause: str
+    lost_at: float
+    lost_offset: float
+    detected_at: float
+    detected_after_s: float
+    moved_to: list[str] = field(default_factory=list)
+    restored_at: float | None = None
+    gap_s: float | None = None
+    note: str | None = field(default=None, metadata=OMIT_NONE)
+
+
+@dataclass(frozen=True)
+class FindingEntry:
+    """A load-delivery finding (saturated, short, lost, died) that can make a run invalid."""
+
+    condition: str = ""
+    subject: str = ""
+    offset: float = 0.0
+    seconds: int = 0
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class DeliverySummary:
+    sustained_seconds: int = 0
+    findings: list[FindingEntry] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class StepTiming:
+    """One step of the plan: planned, sent and done offsets (s) and how late it took effect."""
+
+    step: str = ""
+    name: str = ""
+    planned_s: float = 0.0
+    executed_s: float = 0.0
+    done_s: float | None = None
+    late_ms: float = 0.0
+    lead_s: float | None = field(default=None, metadata=OMIT_NONE)
+    acknowledged: int | None = field(default=None, metadata=OMIT_NONE)
+    unacknowledged: list[str] | None = field(default=None, metadata=OMIT_NONE)
+
+
+@dataclass
+class RunEvent:
+    """An event of the run (run, phase, stage, fault, abort, generator), as annotated in Grafana.
+
+    ``done_offset`` is set on a stage event once the processes acknowledged the stage (None
+    when none did); it is written only for such events.
+    """
+
+    time: float = 0.0
+    offset: float = 0.0  # from the run start (s)
+    kind: str = ""
+    name: str = ""
+    state: str = ""  # start or end
+    text: str = ""
+    planned_offset: float | None = None
+    late_ms: float | None = None
+    done_offset: float | None = None
+    finished: bool = False  # a stage event whose acknowledgements were counted (writes done_offset)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "time": self.time,
+            "offset": self.offset,
+            "kind": self.kind,
+            "name": self.name,
+            "state": self.state,
+            "text": self.text,
+        }
+        if self.planned_offset is not None:
+            out["planned_offset"] = self.planned_offset
+        if self.late_ms is not None:
+            out["late_ms"] = self.late_ms
+        if self.finished:
+            out["done_offset"] = self.done_offset
+        return out
+
+    @classmethod
+    def from_json(cls, data: Any) -> RunEvent:
+        event = decode_fields(cls, data)
+        event.finished = isinstance(data, Mapping) and "done_offset" in data
+        return event
+
+
+# ---------------------------------------------------------------- the verdict's inputs
+
+
+@dataclass(frozen=True)
+class ComparisonEntry:
+    """One baseline comparison (a metric of an endpoint in a phase); None where JSON has no number."""
+
+    phase: str = ""
+    endpoint: str = ""
+    metric: str = ""
+    baseline: float | None = None
+    current: float | None = None
+    change: float | None = None
+    tolerance: float = 0.0
+    p_value: float | None = None
+    regressed: bool = False
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class BaselineOutcome:
+    """The comparison with ``--baseline``: the ref as given, the baseline run and every comparison."""
+
+    ref: str = ""
+    run_id: str = ""
+    passed: bool = True
+    comparisons: list[ComparisonEntry] = field(default_factory=list)
+    summary_line: str = ""
+
+
+@dataclass(frozen=True)
+class Timings:
+    """How long the parts of a run took (s) and what the driver cost; a key is absent when not measured."""
+
+    ray_init_s: float | None = field(default=None, metadata=OMIT_NONE)
+    placement_s: float | None = field(default=None, metadata=OMIT_NONE)
+    generators_start_s: float | None = field(default=None, metadata=OMIT_NONE)
+    load_start_s: float | None = field(default=None, metadata=OMIT_NONE)
+    first_request_by_s: float | None = field(default=None, metadata=OMIT_NONE)
+    max_poll_work_ms: float | None = field(default=None, metadata=OMIT_NONE)
+    poll_thread_cpu_s: float | None = field(default=None, metadata=OMIT_NONE)
+    clock_thread_cpu_s: float | None = field(default=None, metadata=OMIT_NONE)
+    driver_cpu_s: float | None = field(default=None, metadata=OMIT_NONE)
+    load_window_s: float | None = field(default=None, metadata=OMIT_NONE)
+    max_step_late_ms: float | None = field(default=None, metadata=OMIT_NONE)
+    max_step_exec_late_ms: float | None = field(default=None, metadata=OMIT_NONE)
+    verdict_s: float | None = field(default=None, metadata=OMIT_NONE)
+
+
+@dataclass(frozen=True)
+class ResultsSummary:
+    """Where the results went (the sink) and what the writer did with them (its counts)."""
+
+    url: str | None = None
+    api: str = ""
+    database: str = ""
+    line_protocol_file: str = ""
+    embedded_influxdb: bool = False
+    points_total: int = 0
+    points_written: int = 0
+    points_spooled: int = 0
+    points_replayed: int = 0
+    points_rejected: int = 0
+    points_dropped: int = 0
+    points_pending: int = 0
+    points_inherited: int = 0
+    queue_peak_points: int = 0
+    queue_max_points: int = 0
+    transport: str = ""
+    lp_path: str = ""
+    spool_path: str = ""
+    last_error: str | None = None
+    cpu_s: float = 0.0
+    close_s: float = 0.0
+
+
+# ---------------------------------------------------------------- the summary
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """Everything ``summary.json`` holds about one run, in the order it is written."""
+
+    run_id: str = ""
+    scenario: str = ""
+    scenario_file: str = ""
+    verdict: str = ""
+    exit_code: int = 0
+    reason: str = ""
+    started: float | None = None
+    ended: float | None = None
+    planned_duration_s: float | None = None
+    processes: list[str] = field(default_factory=list)
+    generators: list[GeneratorEntry] = field(default_factory=list)
+    chaos_agents: list[AgentEntry] = field(default_factory=list)
+    dead_processes: list[str] = field(default_factory=list)
+    seconds: SecondCounts = field(default_factory=SecondCounts)
+    late_windows: int = 0
+    late_requests_unwritten: int = 0
+    lost_generators: list[LostGenerator] = field(default_factory=list)
+    load_gaps: list[LoadGap] = field(default_factory=list)
+    delivery: DeliverySummary = field(default_factory=DeliverySummary)
+    step_timing: list[StepTiming] = field(default_factory=list)
+    totals: Stats | None = None  # None: no request was taken in (written as {})
+    endpoints: list[EndpointTotals] = field(default_factory=list)
+    windows: dict[str, Stats] = field(default_factory=dict)
+    slos: list[SloResult] | None = None  # None: a summary without SLO results (the key is absent)
+    guard: GuardTrip | None = None
+    baseline: BaselineOutcome | None = None
+    events: list[RunEvent] = field(default_factory=list)
+    timings: Timings = field(default_factory=Timings)
+    driver_peak_rss_mb: float | None = None
+    results: ResultsSummary | None = field(default=None, metadata=OMIT_NONE)
+
+    def to_json(self) -> dict[str, Any]:
+        out = fields_to_json(self)
+        out["totals"] = {} if self.totals is None else self.totals.to_json()
+        if self.slos is None:
+            del out["slos"]
+        return out
+
+    @classmethod
+    def from_json(cls, data: Any) -> RunSummary:
+        data = dict(data) if isinstance(data, Mapping) else {}
+        for key in ("started", "ended"):  # hand-written summaries may give ISO 8601 times
+            if isinstance(data.get(key), str):
+                data[key] = _epoch(data[key])
+        totals = data.get("totals")
+        return dataclasses.replace(decode_fields(cls, data), totals=Stats.from_json(totals) if totals else None)
+
+    def finished(self, results: ResultsSummary, verdict_s: float) -> RunSummary:
+        """This summary with what is known once the results writer closed."""
+        return dataclasses.replace(
+            self, results=results, timings=dataclasses.replace(self.timings, verdict_s=verdict_s)
+        )
+
+    @property
+    def duration_s(self) -> float | None:
+        return self.ended - self.started if self.started is not None and self.ended is not None else None
+
+    def slo_results(self) -> list[SloResult]:
+        return list(self.slos or [])
+
+    def write(self, run_dir: Path) -> Path:
+        path = run_dir / SUMMARY_FILE
+        path.write_text(json.dumps(self.to_json(), indent=2, default=str) + "\n")
+        return path
+
+    @classmethod
+    def read(cls, run_dir: Path) -> RunSummary | None:
+        """The summary of the run in ``run_dir``; None when it has none, or none that parses as an object."""
+        try:
+            data = json.loads((run_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return cls.from_json(data) if isinstance(data, dict) else None
