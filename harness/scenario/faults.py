@@ -26,11 +26,11 @@ from harness.scenario.fields import (
     NetnsName,
     NodeSelector,
     Port,
-    label_selector,
     parse_bytes,
     rate_bits,
-    regex,
     signal_number,
+    label_selector,
+    regex,
 )
 
 
