@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -87,12 +86,6 @@ class Draft:
             start = end if stage.at is None else stage.at
             end = max(end, start) + stage.duration
         return end
-
-    @property
-    def locustfile_path(self) -> Path | None:
-        if self.locustfile is None:
-            return None
-        return (Path(self.source).parent / self.locustfile).resolve()
 
 
 def salvage(data: Mapping[str, Any], source: str) -> Draft:
