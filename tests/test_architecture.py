@@ -39,7 +39,6 @@ KNOWN: set[str] = {
     "harness/review/grafana/dashboards.py: compare_dashboard() is 99 lines (over 80)",
     "harness/review/report.py: 655 lines (over 500, no '# long:' comment at its top)",
     "harness/review/report.py: _plot() is 104 lines (over 80)",
-    "harness/scenario/checks.py: cross_checks() is 137 lines (over 80)",
     "harness/chaos/kubernetes.py: public exception KubeFaultError is defined outside errors.py",
     "harness/chaos/recover.py: public exception RecoverFailed is defined outside errors.py",
     "harness/demo/control.py: public exception DemoError is defined outside errors.py",
