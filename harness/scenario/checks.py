@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from harness.judge.objectives import EXTRA_KEYS, Metric, key_problems, lookup
 from harness.scenario.expressions import (
     WindowKind,
 )
@@ -30,7 +31,7 @@ from harness.scenario.faults import (
     StressIoFault,
 )
 from harness.scenario.fields import KeyPath
-from harness.scenario.model import RecoveryRule, Scenario, Slo, Target, steady_thresholds
+from harness.scenario.model import Guard, RecoveryRule, Scenario, Slo, Target, steady_thresholds
 
 
 def cross_checks(scenario: Scenario) -> Iterator[tuple[KeyPath, str]]:
@@ -165,35 +166,46 @@ def cross_checks(scenario: Scenario) -> Iterator[tuple[KeyPath, str]]:
             yield ("slos", i, "window"), f"no fault is named '{window.ref}'"
         if window.kind is WindowKind.LAST and window.seconds > total:
             yield ("slos", i, "window"), f"last {window.seconds:g}s is longer than the run ({total:g}s)"
-        yield from _slo_metric_checks(i, slo, scenario.slos)
     for i, guard in enumerate(scenario.guards):
         if guard.name in names:
             yield ("guards", i, "name"), f"name '{guard.name}' is already used by an SLO or guard"
         names.add(guard.name)
+    yield from _objective_checks(scenario)
+
+
+def _objective_checks(scenario: Scenario) -> Iterator[tuple[KeyPath, str]]:
+    """Each SLO's and guard's extra keys (and an SLO's window) held to its metric's row of the
+    objectives table. That a guard's metric can be judged per second is the condition's grammar."""
+    for i, slo in enumerate(scenario.slos):
+        yield from _slo_metric_checks(i, slo, scenario.slos)
+    for i, guard in enumerate(scenario.guards):
+        yield from _extra_key_checks(("guards", i), guard, lookup(guard.condition.breach.metric), guard=True)
 
 
 def _slo_metric_checks(i: int, slo: Slo, slos: list[Slo]) -> Iterator[tuple[KeyPath, str]]:
-    metric = slo.objective.metric
-    if slo.errors and metric != "error_rate":
-        yield ("slos", i, "errors"), f"errors filters an error_rate SLO, not {metric}"
-    if slo.recovery is not None and metric != "recovery_time":
-        yield ("slos", i, "recovery"), f"recovery applies to a recovery_time SLO, not {metric}"
-    if slo.budget is not None and metric not in ("burn_rate", "budget_burn"):
-        yield ("slos", i, "budget"), f"budget applies to burn_rate and budget_burn SLOs, not {metric}"
-    if metric in ("burn_rate", "budget_burn") and slo.budget is None:
-        yield ("slos", i, "objective"), f"{metric} needs budget: {{availability: 99.9%, period: 30d}}"
-    if metric == "recovery_time":
-        if slo.window.kind is not WindowKind.AFTER:
-            yield ("slos", i, "window"), "recovery_time is measured from a fault's end: use window after:FAULT"
+    """The SLO's extra keys and window, as the objectives table's row for its metric says."""
+    metric = lookup(slo.objective.metric)
+    yield from _extra_key_checks(("slos", i), slo, metric, guard=False)
+    if metric.window is not None and slo.window.kind.value != metric.window.kind:
+        yield ("slos", i, "window"), f"{metric.name} {metric.window.why}"
+    if "recovery" in metric.takes:  # a recovery rule's thresholds default to the steady SLOs'
         rule = slo.recovery or RecoveryRule()
         p99, error_rate = steady_thresholds(slos)
         if rule.p99 is None and p99 is None:
-            yield ("slos", i, "recovery"), "recovery_time needs recovery.p99 or a steady 'p99 <' SLO to compare with"
+            yield ("slos", i, "recovery"), f"{metric.name} needs recovery.p99 or a steady 'p99 <' SLO to compare with"
         if rule.error_rate is None and error_rate is None:
             yield (
                 ("slos", i, "recovery"),
-                "recovery_time needs recovery.error_rate or a steady 'error_rate <' SLO to compare with",
+                f"{metric.name} needs recovery.error_rate or a steady 'error_rate <' SLO to compare with",
             )
+
+
+def _extra_key_checks(where: KeyPath, item: Slo | Guard, metric: Metric, guard: bool) -> Iterator[tuple[KeyPath, str]]:
+    """Keys beside the objective (errors, recovery, budget) that its metric does not take, or needs
+    and lacks; a missing key is reported on the objective (a guard's condition)."""
+    given = {key.name for key in EXTRA_KEYS if getattr(item, key.name, None) not in (None, [])}
+    for key, message in key_problems(metric, given, guard=guard):
+        yield (*where, key or ("condition" if guard else "objective")), message
 
 
 _IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
