@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.judge.slo import GuardWatch, SloBook
+from harness.judge.guards import GuardWatch
+from harness.judge.slo import SloBook
 from harness.judge.verdict import RunLedger
 from harness.measure.delivery import DeliveryWatch
 from harness.measure.windows import Aggregator, EndpointStats, ProcessHealth, ProcessWindow

@@ -17,9 +17,9 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
+from harness.judge.objectives import format_metric
 from harness.judge.slo import SloResult, SloStatus
 from harness.run.summary import RunSummary
-from harness.scenario.expressions import format_metric
 
 __all__ = ["junit_xml"]
 

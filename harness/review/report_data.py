@@ -29,7 +29,8 @@ import yaml
 
 from harness.errors import ConfigError, ResultsError
 from harness.judge.baseline import parse_lineproto
-from harness.judge.slo import GuardTrip, SloResult
+from harness.judge.guards import GuardTrip
+from harness.judge.slo import SloResult
 from harness.review.report import (
     Comparison,
     EndpointRow,

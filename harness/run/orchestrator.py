@@ -28,7 +28,8 @@ from pathlib import Path
 
 from harness.errors import ConfigError, HarnessError
 from harness.judge.baseline import BaselineRun
-from harness.judge.slo import GuardWatch, SloBook, SloResult
+from harness.judge.guards import GuardWatch
+from harness.judge.slo import SloBook, SloResult
 from harness.judge.verdict import RunLedger, Verdict, decide
 from harness.measure.delivery import SUSTAINED_SECONDS, DeliveryWatch
 from harness.measure.steptiming import StepRecord

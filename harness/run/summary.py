@@ -25,7 +25,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from harness.judge.slo import GuardTrip, SloResult
+from harness.judge.guards import GuardTrip
+from harness.judge.slo import SloResult
 from harness.run.codec import OMIT_NONE, decode_fields, fields_to_json, from_json, to_json
 
 __all__ = [
