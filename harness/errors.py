@@ -11,6 +11,11 @@
     ├── RunInterrupted                exit 130  Ctrl-C / SIGTERM
     ├── LoadError                     exit 3  a load generator or Locust subprocess failed
     ├── FaultError                    exit 3  a fault could not be injected or reverted
+    │   ├── FaultNotApplied           exit 3  an inject changed nothing in the end (journaled reverted)
+    │   ├── FaultPartlyApplied        exit 3  an inject applied part of a fault (journaled injected)
+    │   │   └── KubeFaultError        exit 3  some selected pods could not be deleted
+    │   ├── RevertFailed              exit 3  a revert failed and said why (journaled revert_failed)
+    │   └── RecoverFailed             exit 3  harness recover could not revert every outstanding fault
     └── ResultsError                  exit 3  results could not be written or read
 
 The CLI maps any ``HarnessError`` to its ``exit_code`` and prints its message without a
@@ -32,10 +37,15 @@ __all__ = [
     "EXIT_PASSED",
     "ConfigError",
     "FaultError",
+    "FaultNotApplied",
+    "FaultPartlyApplied",
     "HarnessError",
+    "KubeFaultError",
     "LoadError",
     "Problem",
+    "RecoverFailed",
     "ResultsError",
+    "RevertFailed",
     "RunAborted",
     "RunFailed",
     "RunInterrupted",
@@ -111,6 +121,49 @@ class LoadError(HarnessError):
 
 class FaultError(HarnessError):
     """A fault could not be injected or reverted."""
+
+
+class _JournaledFaultError(FaultError):
+    """A fault error that carries the details the journal records with it (strings and integers)."""
+
+    def __init__(self, message: str, **details: str | int) -> None:
+        super().__init__(message)
+        self.details: dict[str, str | int] = details
+
+
+class FaultNotApplied(_JournaledFaultError):
+    """An inject that changed nothing in the end: refused before any change, or undone at once.
+
+    The shared journal steps (:mod:`harness.chaos.steps`) journal the fault as ``reverted``
+    with ``details``, so no later revert acts on objects the record names.
+    """
+
+
+class FaultPartlyApplied(_JournaledFaultError):
+    """An inject that applied part of a fault (a kill that reached some targets, not all).
+
+    The fault is in effect: the journal steps record it as ``injected`` with ``details``, then raise.
+    """
+
+
+class KubeFaultError(FaultPartlyApplied):
+    """Some selected pods could not be deleted; ``details`` says which were (for the journal)."""
+
+
+class RevertFailed(_JournaledFaultError):
+    """A revert that failed and says why; journaled as ``revert_failed`` with ``details``, so the
+    next ``harness recover`` retries it."""
+
+
+class RecoverFailed(FaultError):
+    """Some outstanding fault could not be reverted; ``lines`` says what was and was not done.
+
+    Those faults stay journaled (as ``revert_failed``) so the next ``recover`` retries them.
+    """
+
+    def __init__(self, lines: list[str]) -> None:
+        self.lines = lines
+        super().__init__("\n".join(lines))
 
 
 class ResultsError(HarnessError):

@@ -21,7 +21,7 @@ from types import SimpleNamespace
 import pytest
 from pydantic import TypeAdapter
 
-from harness.chaos import network
+from harness.chaos.families import network
 from harness.chaos.journal import FaultState, Journal
 from harness.chaos.recover import revert_record
 from harness.scenario import Fault

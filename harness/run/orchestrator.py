@@ -638,11 +638,7 @@ class Orchestrator:
             with self._lock:
                 self.active_faults.pop(fault.name, None)
             raise
-        pids = info.get("pids", [])
-        if fault.kind.startswith("process."):
-            what = f"on {len(pids)} process(es) {pids}"
-        else:  # network, proxy, stress, kubernetes: the journal's one-line description
-            what = str(info.get("details", {}).get("target") or "applied")
+        what = str(info.get("what") or "applied")  # as the fault's family says it
         text = f"{fault.kind} {what}" + (f": {fault.description}" if fault.description else "")
         if self.fault_nodes is not None and agent.node_id != self.fault_nodes.default.node_id:
             text += f" (on {self.fault_nodes.node_of(fault.name).name})"

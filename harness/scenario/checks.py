@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import ast
-import ipaddress
-import posixpath
-import signal
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -13,24 +10,9 @@ from urllib.parse import urlsplit
 from harness.scenario.expressions import (
     WindowKind,
 )
-from harness.scenario.faults import (
-    KubernetesPodKillFault,
-    KubernetesScaleFault,
-    NetemParams,
-    NetworkBandwidthFault,
-    NetworkLinkDownFault,
-    NetworkLossFault,
-    NetworkNetemFault,
-    NetworkPartitionFault,
-    PodKillParams,
-    ProcessKillFault,
-    ProcessPauseFault,
-    ProxyFault,
-    StressDiskFillFault,
-    StressIoFault,
-)
+from harness.scenario.faults import FaultContext
 from harness.scenario.fields import KeyPath
-from harness.scenario.model import RecoveryRule, Scenario, Slo, Target, steady_thresholds
+from harness.scenario.model import RecoveryRule, Scenario, Slo, steady_thresholds
 
 
 def cross_checks(scenario: Scenario) -> Iterator[tuple[KeyPath, str]]:
@@ -103,11 +85,10 @@ def cross_checks(scenario: Scenario) -> Iterator[tuple[KeyPath, str]]:
     if scenario.load.node is not None and bool(scenario.load.node.labels) == (scenario.load.node.resource is not None):
         yield ("load", "node"), "give exactly one of labels or resource"
     fault_names: set[str] = set()
+    context = FaultContext.of(scenario)
     for i, fault in enumerate(scenario.faults):
         if fault.node is not None and bool(fault.node.labels) == (fault.node.resource is not None):
             yield ("faults", i, "node"), "give exactly one of labels or resource"
-        if fault.node is not None and fault.kind.startswith("kubernetes."):
-            yield ("faults", i, "node"), "Kubernetes faults act through the API server, not on a node; remove node"
         if fault.name in fault_names:
             yield ("faults", i, "name"), f"fault name '{fault.name}' is used twice"
         fault_names.add(fault.name)
@@ -116,42 +97,8 @@ def cross_checks(scenario: Scenario) -> Iterator[tuple[KeyPath, str]]:
                 ("faults", i, "at"),
                 f"fault window {fault.at:g}s..{fault.at + fault.duration:g}s ends after the run ({total:g}s)",
             )
-        if isinstance(fault, ProcessKillFault) and fault.params.signal in (signal.SIGSTOP, signal.SIGTSTP):
-            yield (
-                ("faults", i, "params", "signal"),
-                "a stop signal cannot be reverted by a kill; use kind process.pause",
-            )
-        if fault.kind == "process.pause" and fault.duration <= 0:
-            yield ("faults", i, "duration"), "a pause needs a positive duration"
-        if isinstance(fault, ProcessKillFault | ProcessPauseFault):
-            targets = [t for t in (fault.target.pid_file, fault.target.pattern, fault.target.systemd_unit) if t]
-            if len(targets) != 1:
-                yield ("faults", i, "target"), "give exactly one of pid_file, pattern or systemd_unit"
-        if isinstance(fault, ProcessKillFault) and fault.params.restart_cwd and not fault.params.restart:
-            yield ("faults", i, "params", "restart_cwd"), "restart_cwd needs params.restart"
-        if isinstance(fault, NetworkNetemFault):
-            yield from _netem_checks(i, fault.params)
-        if isinstance(fault, NetworkPartitionFault) and fault.params.method == "blackhole" and fault.params.ports:
-            yield ("faults", i, "params", "ports"), "a blackhole route cannot match ports; use method nftables"
-        if isinstance(fault, NetworkLossFault) and fault.params.method == "netem" and not fault.target.interface:
-            yield ("faults", i, "target", "interface"), "method netem needs the interface to put the qdisc on"
-        if isinstance(fault, NetworkLossFault) and fault.params.method == "netem" and fault.params.ports:
-            yield ("faults", i, "params", "ports"), "netem cannot match ports; use method nftables"
-        if isinstance(fault, ProxyFault) and (fault.target.control is None) == (fault.target.service is None):
-            yield ("faults", i, "target"), "give exactly one of control (a running proxy) or service (transparent)"
-        if isinstance(fault, ProxyFault) and fault.target.control and fault.target.netns:
-            yield ("faults", i, "target", "netns"), "netns is only used with service (transparent mode)"
-        if isinstance(fault, KubernetesPodKillFault):
-            yield from _pod_kill_checks(i, fault.params)
-        if isinstance(fault, KubernetesScaleFault) and fault.duration <= 0:
-            yield ("faults", i, "duration"), "a scale to zero needs a positive duration (it is scaled back after it)"
-    yield from _allowlist_checks(scenario)
-    kube = [i for i, f in enumerate(scenario.faults) if f.kind.startswith("kubernetes.")]
-    if kube and not scenario.safety.allowed_contexts:
-        yield (
-            ("faults", kube[0], "kind"),
-            "kubernetes faults need safety.allowed_contexts: the kube contexts this scenario may act in",
-        )
+        for path, message in fault.checks(context):
+            yield ("faults", i, *path), message
 
     names: set[str] = set()
     for i, slo in enumerate(scenario.slos):
@@ -194,117 +141,6 @@ def _slo_metric_checks(i: int, slo: Slo, slos: list[Slo]) -> Iterator[tuple[KeyP
                 ("slos", i, "recovery"),
                 "recovery_time needs recovery.error_rate or a steady 'error_rate <' SLO to compare with",
             )
-
-
-_IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-_NETWORK_FAULTS = (
-    NetworkPartitionFault,
-    NetworkLossFault,
-    NetworkBandwidthFault,
-    NetworkNetemFault,
-    NetworkLinkDownFault,
-)
-
-
-def _load_networks(target: Target) -> list[_IpNetwork]:
-    """The load hosts as networks of one address: the base URL's host and ``allowed_hosts``
-    written as IP addresses, and ``localhost`` as 127.0.0.1 and ::1. Names are not resolved."""
-    try:
-        hosts = [urlsplit(target.base_url).hostname or "", *target.allowed_hosts]
-    except ValueError:  # an invalid base URL, reported by its own check
-        hosts = list(target.allowed_hosts)
-    out: list[_IpNetwork] = []
-    for host in hosts:
-        host = host.strip().removeprefix("[").removesuffix("]")
-        if host.lower() == "localhost":  # RFC 6761: always the loopback address
-            out += [ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("::1/128")]
-            continue
-        try:
-            out.append(ipaddress.ip_network(ipaddress.ip_address(host)))  # one address, never a network
-        except ValueError:
-            continue
-    return out
-
-
-def _inside(network: str, allowed: list[_IpNetwork]) -> bool:
-    net = ipaddress.ip_network(network, strict=False)
-    return any(net.version == a.version and net.subnet_of(a) for a in allowed)  # type: ignore[arg-type]
-
-
-def _path_under(path: str, directories: list[str]) -> bool:
-    path = posixpath.normpath(path)
-    return any(path == d or path.startswith(d.rstrip("/") + "/") for d in directories)
-
-
-def _allowlist_checks(scenario: Scenario) -> Iterator[tuple[KeyPath, str]]:
-    """What network, proxy and stress faults act on must be in the scenario's ``safety`` allow-lists.
-
-    Decided from the file alone, so a refusal is a located problem and nothing starts.
-    """
-    safety = scenario.safety
-    load = _load_networks(scenario.target)
-    allowed = [ipaddress.ip_network(n) for n in safety.allowed_networks]
-    networks = ", ".join(safety.allowed_networks) or "none given"
-    hosts = ", ".join(sorted({str(n.network_address) for n in load})) or "none written as an address"
-    outside = f"is outside safety.allowed_networks ({networks}) and is not a load host ({hosts})"
-    for i, fault in enumerate(scenario.faults):
-        if isinstance(fault, NetworkPartitionFault | NetworkLossFault):
-            for j, peer in enumerate(fault.params.peers):
-                if not _inside(peer, [*allowed, *load]):
-                    yield ("faults", i, "params", "peers", j), f"{peer} {outside}"
-        # The host's own namespace carries everything on the machine (ssh, Ray, other tenants): an
-        # interface of it is touched only when listed. A named netns confines the fault to itself.
-        if (
-            isinstance(fault, _NETWORK_FAULTS)
-            and fault.target.netns is None
-            and fault.target.interface
-            and fault.target.interface not in safety.allowed_interfaces
-        ):
-            listed = ", ".join(safety.allowed_interfaces) or "none given"
-            yield (
-                ("faults", i, "target", "interface"),
-                f"interface {fault.target.interface} of the host's own network namespace is not in "
-                f"safety.allowed_interfaces ({listed}); list it there, or give the target.netns it is in",
-            )
-        if isinstance(fault, ProxyFault) and fault.target.service is not None:
-            host = fault.target.service.rpartition(":")[0].strip("[]")
-            if not _inside(host, [*allowed, *load]):
-                yield ("faults", i, "target", "service"), f"{fault.target.service} {outside}"
-        if isinstance(fault, ProxyFault) and fault.target.control is not None:
-            host = fault.target.control.rpartition(":")[0].strip("[]")
-            if not ipaddress.ip_address(host).is_loopback and not _inside(host, [*allowed, *load]):
-                yield ("faults", i, "target", "control"), f"{fault.target.control} is not loopback and {outside}"
-        if isinstance(fault, StressIoFault | StressDiskFillFault):
-            path = fault.params.path
-            where: KeyPath = ("faults", i, "params", "path")
-            if not path.startswith("/"):
-                yield where, f"'{path}' is not an absolute path; give the directory as /... (it is on the fault's node)"
-            elif not _path_under(path, safety.allowed_paths):
-                yield where, f"{path} is not under safety.allowed_paths ({', '.join(safety.allowed_paths)})"
-
-
-def _netem_checks(i: int, params: NetemParams) -> Iterator[tuple[KeyPath, str]]:
-    where: KeyPath = ("faults", i, "params")
-    if not (params.delay or params.loss or params.duplicate or params.corrupt or params.reorder):
-        yield where, "netem needs at least one of delay, loss, duplicate, corrupt or reorder"
-    if params.reorder and not params.delay:
-        yield (*where, "reorder"), "reorder needs a delay (the packets not reordered are the delayed ones)"
-    if params.jitter and not params.delay:
-        yield (*where, "jitter"), "jitter needs a delay"
-
-
-def _pod_kill_checks(i: int, params: PodKillParams) -> Iterator[tuple[KeyPath, str]]:
-    where: KeyPath = ("faults", i, "params")
-    if params.mode == "fixed" and params.count is None:
-        yield (*where, "mode"), "mode 'fixed' needs params.count"
-    if params.mode == "percent" and params.percent is None:
-        yield (*where, "mode"), "mode 'percent' needs params.percent"
-    if params.count is not None and params.mode != "fixed":
-        yield (*where, "count"), f"count is only used with mode 'fixed' (mode is '{params.mode}')"
-    if params.percent is not None and params.mode != "percent":
-        yield (*where, "percent"), f"percent is only used with mode 'percent' (mode is '{params.mode}')"
 
 
 def locust_classes(path: Path) -> set[str] | None:
