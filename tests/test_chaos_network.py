@@ -381,8 +381,10 @@ def test_preflight_refuses_a_missing_namespace_before_anything_starts(netns_pair
     """``harness run`` calls preflight.check first: a missing netns is a ConfigError (exit 2)."""
     from harness.chaos import preflight
     from harness.errors import ConfigError
+    from harness.scenario import Safety
 
     scenario = SimpleNamespace(
+        safety=Safety(),
         faults=[
             _fault("network.loss", {"percent": 10, "peers": [ADDR_B]}),
             FAULT.validate_python(
