@@ -17,19 +17,18 @@ ROOT = Path(__file__).resolve().parents[1]
 #: shrinks: an entry that no longer occurs fails the test too, so it is deleted when fixed.
 KNOWN: set[str] = {
     "import cycle: harness.results.v2 <-> harness.results.writer",
-    "harness/cli/app.py: 692 lines (over 500, no '# long:' comment at its top)",
-    "harness/cli/app.py: _run_scenario() is 84 lines (over 80)",
-    "harness/demo/services.py: 817 lines (over 500, no '# long:' comment at its top)",
-    "harness/judge/baseline.py: 745 lines (over 500, no '# long:' comment at its top)",
-    "harness/results/writer.py: 851 lines (over 500, no '# long:' comment at its top)",
-    "harness/review/grafana/dashboards.py: 619 lines (over 500, no '# long:' comment at its top)",
-    "harness/review/grafana/dashboards.py: run_dashboard() is 186 lines (over 80)",
-    "harness/review/grafana/dashboards.py: compare_dashboard() is 99 lines (over 80)",
-    "harness/review/report.py: 655 lines (over 500, no '# long:' comment at its top)",
-    "harness/review/report.py: _plot() is 104 lines (over 80)",
-    "harness/review/report_data.py: 518 lines (over 500, no '# long:' comment at its top)",
-    "harness/run/orchestrator.py: 1300 lines (over 500, no '# long:' comment at its top)",
-    "harness/scenario/checks.py: cross_checks() is 102 lines (over 80)",
+    "harness/cli/app.py: N lines (over 500, no '# long:' comment at its top)",
+    "harness/cli/app.py: _run_scenario() is N lines (over 80)",
+    "harness/demo/services.py: N lines (over 500, no '# long:' comment at its top)",
+    "harness/judge/baseline.py: N lines (over 500, no '# long:' comment at its top)",
+    "harness/results/writer.py: N lines (over 500, no '# long:' comment at its top)",
+    "harness/review/grafana/dashboards.py: N lines (over 500, no '# long:' comment at its top)",
+    "harness/review/grafana/dashboards.py: run_dashboard() is N lines (over 80)",
+    "harness/review/grafana/dashboards.py: compare_dashboard() is N lines (over 80)",
+    "harness/review/report.py: N lines (over 500, no '# long:' comment at its top)",
+    "harness/review/report.py: _plot() is N lines (over 80)",
+    "harness/review/report_data.py: N lines (over 500, no '# long:' comment at its top)",
+    "harness/run/orchestrator.py: N lines (over 500, no '# long:' comment at its top)",
     "harness/demo/control.py: public exception DemoError is defined outside errors.py",
     "harness/demo/services.py: public exception HTTPError is defined outside errors.py",
     "harness/demo/services.py: public exception DownstreamError is defined outside errors.py",
@@ -40,9 +39,10 @@ KNOWN: set[str] = {
 
 
 def _normalised(line: str) -> str:
-    """Without the root and line numbers, which move with every edit."""
+    """Without the root, line numbers and line counts, which move with every edit."""
     line = line.replace(str(ROOT) + "/", "")
-    return re.sub(r"^([^:]+\.py):\d+:", r"\1:", line)
+    line = re.sub(r"^([^:]+\.py):\d+:", r"\1:", line)
+    return re.sub(r"\b\d+ lines \(over", "N lines (over", line)
 
 
 def test_the_house_stands() -> None:

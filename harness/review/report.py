@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from harness.scenario.expressions import format_duration, format_metric
+from harness.judge.objectives import format_duration, format_metric
 
 __all__ = [
     "LATENCY_CAPTION",

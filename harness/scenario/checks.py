@@ -1,4 +1,5 @@
-"""Checks that span several keys of a scenario: stages, fault windows, SLO windows, allow-lists."""
+"""Checks that span several keys of a scenario, one function per section: target, stages, load, faults
+(their windows, then each fault's own checks, allow-lists included), SLOs and guards."""
 
 from __future__ import annotations
 
@@ -7,16 +8,33 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from harness.scenario.expressions import (
-    WindowKind,
-)
+from harness.judge.objectives import EXTRA_KEYS, Metric, key_problems, lookup
+from harness.scenario.draft import Draft
+from harness.scenario.expressions import WindowKind
 from harness.scenario.faults import FaultContext
 from harness.scenario.fields import KeyPath
-from harness.scenario.model import RecoveryRule, Scenario, Slo, steady_thresholds
+from harness.scenario.model import Guard, RecoveryRule, Slo, Target, steady_thresholds
+
+#: A problem a check found: where in the file (a key path) and what is wrong.
+Found = tuple[KeyPath, str]
 
 
-def cross_checks(scenario: Scenario) -> Iterator[tuple[KeyPath, str]]:
-    target = scenario.target
+def cross_checks(draft: Draft) -> Iterator[Found]:
+    """Every check that spans keys, each run on what it reads when that validated (see ``Draft``).
+
+    A check that needs what did not validate is skipped rather than guessed: without every
+    stage the run's end is unknown, so no fault is said to end after it.
+    """
+    if draft.target is not None:
+        yield from _target_checks(draft.target)
+    yield from _stage_checks(draft)
+    yield from _load_checks(draft)
+    yield from _fault_checks(draft)
+    yield from _slo_checks(draft)
+    yield from _guard_checks(draft)
+
+
+def _target_checks(target: Target) -> Iterator[Found]:
     try:
         parts = urlsplit(target.base_url)
         port_error = ""
@@ -34,65 +52,90 @@ def cross_checks(scenario: Scenario) -> Iterator[tuple[KeyPath, str]]:
         elif target.allowed_hosts and parts.hostname not in target.allowed_hosts:
             yield ("target", "base_url"), f"host '{parts.hostname}' is not in target.allowed_hosts"
 
-    stages = scenario.load.stages
-    if len({type(s) for s in stages}) > 1:
-        first_open = next(i for i, s in enumerate(stages) if type(s) is not type(stages[0]))
+
+def _stage_checks(draft: Draft) -> Iterator[Found]:
+    """One load model; stages in order, each of positive length; phase names unique."""
+    stages = [(i, s) for i, s in enumerate(draft.stages or ()) if s is not None]
+    if len({type(s) for _, s in stages}) > 1:
+        first_open = next(i for i, s in stages if type(s) is not type(stages[0][1]))
         yield ("load", "stages", first_open), "stages mix users and arrival_rate; use one load model per scenario"
     end = 0.0
-    phase_names: set[str] = set()
-    for i, stage in enumerate(stages):
+    for i, stage in enumerate(draft.stages or ()):
+        if stage is None:
+            break  # where the stages after it start is unknown
         start = end if stage.at is None else stage.at
         if start < end - 1e-9:
             yield (
                 ("load", "stages", i, "at"),
                 f"stage starts at {start:g}s, before the previous stage ends at {end:g}s (stages overlap)",
             )
+        end = max(end, start) + stage.duration
+    for i, stage in stages:
         if stage.duration <= 0:
             yield ("load", "stages", i, "duration"), "duration must be positive"
-        phase = stage.name or f"stage-{i + 1}"  # as timeline.phase_name names it
-        if phase in phase_names:
-            where = ("load", "stages", i, "name") if stage.name else ("load", "stages", i)
+    seen: set[str] = set()
+    for i, phase in enumerate(draft.phase_names or ()):
+        if phase in seen:
+            stage = (draft.stages or ())[i]
+            named = stage.name is not None if stage is not None else phase != f"stage-{i + 1}"
+            where = ("load", "stages", i, "name") if named else ("load", "stages", i)
             yield where, f"phase name '{phase}' is used twice (an unnamed stage N is called stage-N)"
-        phase_names.add(phase)
-        end = max(end, start) + stage.duration
-    total = end
+        if phase is not None:
+            seen.add(phase)
 
-    if scenario.load.processes != "auto" and not 1 <= scenario.load.processes <= 256:
+
+def _load_checks(draft: Draft) -> Iterator[Found]:
+    if draft.processes != "auto" and not 1 <= draft.processes <= 256:
         yield ("load", "processes"), "processes must be 'auto' or between 1 and 256"
+    if draft.locustfile is not None:
+        yield from _locustfile_checks(draft, draft.locustfile)
+    node = draft.load_node
+    if node is not None and bool(node.labels) == (node.resource is not None):
+        yield ("load", "node"), "give exactly one of labels or resource"
 
-    locustfile, found = Path(), False
+
+def _locustfile_checks(draft: Draft, written: str) -> Iterator[Found]:
+    """The locustfile exists, is Python, and defines every user class named (read, not imported)."""
     try:
-        locustfile = scenario.locustfile_path
+        locustfile = (Path(draft.source).parent / written).resolve()
         found = locustfile.is_file()
     except (OSError, ValueError) as exc:  # a name too long for the file system, say
         yield ("load", "locustfile"), f"not a usable path: {getattr(exc, 'strerror', None) or exc}"
-    else:
-        if not found:
-            yield ("load", "locustfile"), f"locustfile not found: {locustfile}"
-    if found:
-        defined = locust_classes(locustfile)
-        if defined is None:
-            yield ("load", "locustfile"), f"{locustfile} is not valid Python"
-        else:
-            for i, user in enumerate(scenario.load.user_classes):
-                if user.class_name not in defined:
-                    known = ", ".join(sorted(defined)) or "none"
-                    yield (
-                        ("load", "user_classes", i, "class"),
-                        f"class '{user.class_name}' is not defined in {scenario.load.locustfile} (found: {known})",
-                    )
+        return
+    if not found:
+        yield ("load", "locustfile"), f"locustfile not found: {locustfile}"
+        return
+    defined = locust_classes(locustfile)
+    if defined is None:
+        yield ("load", "locustfile"), f"{locustfile} is not valid Python"
+        return
+    for i, user in enumerate(draft.user_classes):
+        if user is not None and user.class_name not in defined:
+            known = ", ".join(sorted(defined)) or "none"
+            yield (
+                ("load", "user_classes", i, "class"),
+                f"class '{user.class_name}' is not defined in {written} (found: {known})",
+            )
 
-    if scenario.load.node is not None and bool(scenario.load.node.labels) == (scenario.load.node.resource is not None):
-        yield ("load", "node"), "give exactly one of labels or resource"
-    fault_names: set[str] = set()
-    context = FaultContext.of(scenario)
-    for i, fault in enumerate(scenario.faults):
-        if fault.node is not None and bool(fault.node.labels) == (fault.node.resource is not None):
+
+def _fault_checks(draft: Draft) -> Iterator[Found]:
+    """Names unique, windows inside the run, then what each kind of fault needs (its model's
+    :meth:`~harness.scenario.faults.FaultBase.checks`, given the allow-lists when they validated)."""
+    total = draft.total_seconds()
+    context = FaultContext.of(draft.safety, draft.target, draft.faults)
+    seen: set[str] = set()
+    for i, fault in enumerate(draft.faults):
+        name = draft.fault_names[i] if draft.fault_names else None
+        node = fault.node if fault is not None else None
+        if node is not None and bool(node.labels) == (node.resource is not None):
             yield ("faults", i, "node"), "give exactly one of labels or resource"
-        if fault.name in fault_names:
-            yield ("faults", i, "name"), f"fault name '{fault.name}' is used twice"
-        fault_names.add(fault.name)
-        if fault.at + fault.duration > total + 1e-9:
+        if name in seen:
+            yield ("faults", i, "name"), f"fault name '{name}' is used twice"
+        if name is not None:
+            seen.add(name)
+        if fault is None:
+            continue
+        if total is not None and fault.at + fault.duration > total + 1e-9:
             yield (
                 ("faults", i, "at"),
                 f"fault window {fault.at:g}s..{fault.at + fault.duration:g}s ends after the run ({total:g}s)",
@@ -100,47 +143,74 @@ def cross_checks(scenario: Scenario) -> Iterator[tuple[KeyPath, str]]:
         for path, message in fault.checks(context):
             yield ("faults", i, *path), message
 
-    names: set[str] = set()
-    for i, slo in enumerate(scenario.slos):
-        if slo.name in names:
-            yield ("slos", i, "name"), f"SLO name '{slo.name}' is used twice"
-        names.add(slo.name)
+
+def _slo_checks(draft: Draft) -> Iterator[Found]:
+    """SLO names unique; each window names a stage or fault the file has and fits in the run."""
+    total = draft.total_seconds()
+    seen: set[str] = set()
+    parsed = [s for s in draft.slos if s is not None]
+    for i, slo in enumerate(draft.slos):
+        name = draft.slo_names[i] if draft.slo_names else None
+        if name in seen:
+            yield ("slos", i, "name"), f"SLO name '{name}' is used twice"
+        if name is not None:
+            seen.add(name)
+        if slo is None:
+            continue
         window = slo.window
-        if window.kind is WindowKind.PHASE and window.ref not in phase_names:
+        if window.kind is WindowKind.PHASE and not _may_name(window.ref, draft.phase_names):
             yield ("slos", i, "window"), f"no stage is named '{window.ref}'"
-        if window.kind in (WindowKind.DURING, WindowKind.AFTER) and window.ref not in fault_names:
+        if window.kind in (WindowKind.DURING, WindowKind.AFTER) and not _may_name(window.ref, draft.fault_names):
             yield ("slos", i, "window"), f"no fault is named '{window.ref}'"
-        if window.kind is WindowKind.LAST and window.seconds > total:
+        if window.kind is WindowKind.LAST and total is not None and window.seconds > total:
             yield ("slos", i, "window"), f"last {window.seconds:g}s is longer than the run ({total:g}s)"
-        yield from _slo_metric_checks(i, slo, scenario.slos)
-    for i, guard in enumerate(scenario.guards):
-        if guard.name in names:
-            yield ("guards", i, "name"), f"name '{guard.name}' is already used by an SLO or guard"
-        names.add(guard.name)
+        yield from _slo_metric_checks(i, slo, parsed)
 
 
-def _slo_metric_checks(i: int, slo: Slo, slos: list[Slo]) -> Iterator[tuple[KeyPath, str]]:
-    metric = slo.objective.metric
-    if slo.errors and metric != "error_rate":
-        yield ("slos", i, "errors"), f"errors filters an error_rate SLO, not {metric}"
-    if slo.recovery is not None and metric != "recovery_time":
-        yield ("slos", i, "recovery"), f"recovery applies to a recovery_time SLO, not {metric}"
-    if slo.budget is not None and metric not in ("burn_rate", "budget_burn"):
-        yield ("slos", i, "budget"), f"budget applies to burn_rate and budget_burn SLOs, not {metric}"
-    if metric in ("burn_rate", "budget_burn") and slo.budget is None:
-        yield ("slos", i, "objective"), f"{metric} needs budget: {{availability: 99.9%, period: 30d}}"
-    if metric == "recovery_time":
-        if slo.window.kind is not WindowKind.AFTER:
-            yield ("slos", i, "window"), "recovery_time is measured from a fault's end: use window after:FAULT"
+def _may_name(ref: str, names: tuple[str | None, ...] | None) -> bool:
+    """Whether ``ref`` may name one of ``names``: it does, or a name (or the list) is unreadable."""
+    return names is None or ref in names or None in names
+
+
+def _guard_checks(draft: Draft) -> Iterator[Found]:
+    """A guard's name is used by no SLO and no other guard (a trip names it in the verdict); its
+    extra keys are those its metric's row of the objectives table takes. (That the metric can be
+    judged per second at all is the condition's grammar: the model refuses the others.)"""
+    names = {n for n in draft.slo_names or () if n is not None}
+    for i, name in enumerate(draft.guard_names or ()):
+        if name in names:
+            yield ("guards", i, "name"), f"name '{name}' is already used by an SLO or guard"
+        if name is not None:
+            names.add(name)
+    for i, guard in enumerate(draft.guards):
+        if guard is not None:
+            yield from _extra_key_checks(("guards", i), guard, lookup(guard.condition.breach.metric), guard=True)
+
+
+def _slo_metric_checks(i: int, slo: Slo, slos: list[Slo]) -> Iterator[Found]:
+    """The SLO's extra keys and window, as the objectives table's row for its metric says."""
+    metric = lookup(slo.objective.metric)
+    yield from _extra_key_checks(("slos", i), slo, metric, guard=False)
+    if metric.window is not None and slo.window.kind.value != metric.window.kind:
+        yield ("slos", i, "window"), f"{metric.name} {metric.window.why}"
+    if "recovery" in metric.takes:  # a recovery rule's thresholds default to the steady SLOs'
         rule = slo.recovery or RecoveryRule()
         p99, error_rate = steady_thresholds(slos)
         if rule.p99 is None and p99 is None:
-            yield ("slos", i, "recovery"), "recovery_time needs recovery.p99 or a steady 'p99 <' SLO to compare with"
+            yield ("slos", i, "recovery"), f"{metric.name} needs recovery.p99 or a steady 'p99 <' SLO to compare with"
         if rule.error_rate is None and error_rate is None:
             yield (
                 ("slos", i, "recovery"),
-                "recovery_time needs recovery.error_rate or a steady 'error_rate <' SLO to compare with",
+                f"{metric.name} needs recovery.error_rate or a steady 'error_rate <' SLO to compare with",
             )
+
+
+def _extra_key_checks(where: KeyPath, item: Slo | Guard, metric: Metric, guard: bool) -> Iterator[Found]:
+    """Keys beside the objective (errors, recovery, budget) that its metric does not take, or needs
+    and lacks; a missing key is reported on the objective (a guard's condition)."""
+    given = {key.name for key in EXTRA_KEYS if getattr(item, key.name, None) not in (None, [])}
+    for key, message in key_problems(metric, given, guard=guard):
+        yield (*where, key or ("condition" if guard else "objective")), message
 
 
 def locust_classes(path: Path) -> set[str] | None:

@@ -25,7 +25,7 @@ import functools
 import ipaddress
 import posixpath
 import typing
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -40,7 +40,7 @@ from harness.scenario.fields import Duration, KeyPath, Model, Name, NodeSelector
 if TYPE_CHECKING:
     from pydantic_core import CoreSchema
 
-    from harness.scenario.model import Safety, Scenario
+    from harness.scenario.model import Safety, Target
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -146,16 +146,22 @@ def _load_networks(base_url: str, allowed_hosts: list[str]) -> tuple[_IpNetwork,
 @dataclass(frozen=True)
 class FaultContext:
     """What a fault's :meth:`~FaultBase.checks` may consult: the scenario's ``safety`` allow-lists,
-    its load hosts, and every fault (for checks made once per scenario)."""
+    its load hosts, and every fault (for checks made once per scenario).
 
-    safety: Safety
-    load_hosts: tuple[_IpNetwork, ...]
-    faults: tuple[FaultBase, ...]
+    Validation runs in one pass over what validated (:mod:`.draft`): ``safety`` is None when
+    the safety block did not validate, ``load_hosts`` None when the target did not, a fault
+    None when it did not. A check against what is unknown is skipped, never guessed: the
+    allow-list methods below answer None (nothing to say) then.
+    """
+
+    safety: Safety | None
+    load_hosts: tuple[_IpNetwork, ...] | None
+    faults: tuple[FaultBase | None, ...]
 
     @classmethod
-    def of(cls, scenario: Scenario) -> FaultContext:
-        hosts = _load_networks(scenario.target.base_url, scenario.target.allowed_hosts)
-        return cls(scenario.safety, hosts, tuple(scenario.faults))
+    def of(cls, safety: Safety | None, target: Target | None, faults: Iterable[FaultBase | None]) -> FaultContext:
+        hosts = _load_networks(target.base_url, target.allowed_hosts) if target is not None else None
+        return cls(safety, hosts, tuple(faults))
 
     def is_first(self, fault: FaultBase, of_type: type[FaultBase]) -> bool:
         """True for the first fault of the scenario that is an ``of_type``: a problem of the
@@ -163,8 +169,10 @@ class FaultContext:
         return next((f for f in self.faults if isinstance(f, of_type)), None) is fault
 
     def outside(self, address: str) -> str | None:
-        """None when ``address`` (an address or CIDR) lies in an allowed network or is a load host;
-        else the end of the message saying so."""
+        """The end of the message saying ``address`` (an address or CIDR) lies in no allowed
+        network and is no load host; None when it does (or the allow-lists are unknown)."""
+        if self.safety is None or self.load_hosts is None:
+            return None
         allowed = tuple(ipaddress.ip_network(n) for n in self.safety.allowed_networks)
         if _inside(address, (*allowed, *self.load_hosts)):
             return None
@@ -176,6 +184,8 @@ class FaultContext:
         """Why ``interface`` may not be touched, or None. The host's own namespace carries
         everything on the machine (ssh, Ray, other tenants): an interface of it is touched only
         when listed. A named netns confines the fault to itself."""
+        if self.safety is None or self.load_hosts is None:
+            return None
         if netns is not None or not interface or interface in self.safety.allowed_interfaces:
             return None
         listed = ", ".join(self.safety.allowed_interfaces) or "none given"
@@ -186,6 +196,8 @@ class FaultContext:
 
     def path_problem(self, path: str) -> str | None:
         """Why a fault may not write under ``path`` (a directory on the fault's node), or None."""
+        if self.safety is None or self.load_hosts is None:
+            return None
         if not path.startswith("/"):
             return f"'{path}' is not an absolute path; give the directory as /... (it is on the fault's node)"
         directories = self.safety.allowed_paths

@@ -74,7 +74,11 @@ class KubernetesFault(FaultBase):
     def checks(self, context: FaultContext) -> Iterator[tuple[KeyPath, str]]:
         if self.node is not None:
             yield ("node",), "Kubernetes faults act through the API server, not on a node; remove node"
-        if not context.safety.allowed_contexts and context.is_first(self, KubernetesFault):
+        if (
+            context.safety is not None
+            and not context.safety.allowed_contexts
+            and context.is_first(self, KubernetesFault)
+        ):
             need = "kubernetes faults need safety.allowed_contexts: the kube contexts this scenario may act in"
             yield ("kind",), need
 
