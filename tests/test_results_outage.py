@@ -54,6 +54,7 @@ SLOW_FOR = 7.5  # seconds of slow writes from the first write on (two writes hel
 DOWN_FOR = 30.0  # then InfluxDB is stopped this long
 LOAD_S = 45  # run A's load; it ends about 8 s after InfluxDB is back
 END_LOAD_S = 4  # run B, inside the outage
+CLOSE_TIMEOUT_S = 10.0  # how long `harness run` lets its results writer close (harness.cli)
 
 
 @pytest.fixture(scope="module")
@@ -323,7 +324,9 @@ def test_influxdb_slow_then_stopped_30s_then_started_loses_nothing(tmp_path: Pat
         assert results["points_written"] == results["points_total"]
         # Replayed while the run was still going, not only at close.
         assert marks["drained"] < summary["ended"]
-        assert results["close_s"] < 2 and timings["verdict_s"] < 5, timings
+        # The verdict did not wait out the writer's close timeout (CLOSE_TIMEOUT_S); the rest of
+        # verdict_s is Ray's shutdown (1.4 s here), which a slower machine takes longer over.
+        assert results["close_s"] < 2 and timings["verdict_s"] < CLOSE_TIMEOUT_S, timings
         # And InfluxDB agrees with summary.json, to the request, one row per second.
         assert server is not None
         assert_influx_equals_summary(server, run_a, summary)
@@ -334,7 +337,7 @@ def test_influxdb_slow_then_stopped_30s_then_started_loses_nothing(tmp_path: Pat
         # and every point is in InfluxDB or in the spool it left.
         assert summary_b["verdict"] == "passed"
         assert f"{results_b['points_pending']} points did not reach InfluxDB" in output_b, output_b[-2000:]
-        assert results_b["close_s"] < 1 and summary_b["timings"]["verdict_s"] < 5, summary_b["timings"]
+        assert results_b["close_s"] < 1 and summary_b["timings"]["verdict_s"] < CLOSE_TIMEOUT_S, summary_b["timings"]
         assert_accounted(results_b)
         assert results_b["points_written"] == 0 and results_b["points_replayed"] == 0
         assert results_b["points_spooled"] == results_b["points_pending"] == results_b["points_total"] > 0
