@@ -372,14 +372,14 @@ def test_slow_server_flooded_writer_stays_bounded_and_never_blocks(influxd: Infl
     """Points far faster than a server holding every write 1 s takes: the queue stays at its bound,
     the rest goes to the spool, write() never waits, and every point arrives in the end."""
     db = influxd.create_database("outage_flood")
-    n, chunk, bound = 60_000, 1_000, 10_000
-    with slow_influx_proxy(influxd.port, write_delay=1.0) as proxy:
+    n, chunk, bound, batch, hold = 60_000, 1_000, 10_000, 5_000, 1.0
+    with slow_influx_proxy(influxd.port, write_delay=hold) as proxy:
         writer = ResultsWriter(
             V1Transport(proxy.url, db),
             tmp_path / "results.lp",
             tmp_path / "spool.lp",
             flush_interval=0.2,
-            batch_size=5_000,
+            batch_size=batch,
             max_queue_points=bound,
         )
         points = _points(n, "flood")
@@ -412,7 +412,11 @@ def test_slow_server_flooded_writer_stays_bounded_and_never_blocks(influxd: Infl
     )
     assert longest < 0.5, "write() waited for the server (it holds every write 1 s)"
     assert stats.queue_peak_points <= bound
-    assert during.points_spooled > n // 2
+    # While the points were fed, the writer (one batch per request, each held `hold` s) can have
+    # taken at most this many; whatever else the queue's bound did not hold is in the spool. The
+    # share depends on how fast this machine feeds (a fixed "over half" needed that in 2-3 s).
+    taken_at_most = batch * (int(fed_s / hold) + 2)
+    assert during.points_spooled >= max(1, n - bound - taken_at_most), (fed_s, during)
     assert stats.points_written == n and stats.points_pending == 0 and stats.points_dropped == 0
     assert stats.points_replayed == stats.points_spooled > 0
     rows = influxd.query('SELECT count("count") FROM "harness_requests"', db)
