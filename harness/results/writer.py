@@ -39,6 +39,7 @@ from typing import IO, Literal, Protocol, runtime_checkable
 from harness.errors import ConfigError, ResultsError
 from harness.measure.cpu import thread_cpu_seconds
 from harness.results._http import REDACTED, http_request, redact, split_userinfo
+from harness.results.influxql import quote_identifier
 from harness.results.lineproto import Point, encode_many
 
 __all__ = [
@@ -153,11 +154,6 @@ def classify_status(status: int, message: str) -> TransportError:
     return TransportError(message, permanent=permanent, status=status, rejected=rejected)
 
 
-def _quote_identifier(name: str) -> str:
-    """Quote an InfluxQL identifier (database name) so any name is safe in a statement."""
-    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 class V1Transport:
     """InfluxDB 1.x ``POST /write?db=...&precision=ns`` with stdlib urllib.
 
@@ -223,7 +219,7 @@ class V1Transport:
 
     def ensure_database(self, timeout: float | None = None) -> None:
         """``CREATE DATABASE`` (a no-op when it exists), so a fresh server needs no setup."""
-        statement = f"CREATE DATABASE {_quote_identifier(self.database)}"
+        statement = f"CREATE DATABASE {quote_identifier(self.database)}"
         body = urllib.parse.urlencode({"q": statement}).encode()
         status, payload = self._post(f"{self.url}/query", body, timeout, "application/x-www-form-urlencoded")
         if status >= 300:

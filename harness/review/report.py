@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from harness.results import schema
 from harness.scenario.expressions import format_duration, format_metric
 
 __all__ = [
@@ -438,7 +439,7 @@ def _mean(values: list[float]) -> float:
 
 def _plots(data: ReportData) -> str:
     if not data.seconds:
-        return '<p class="note">No per-second data: the run has no harness_requests points.</p>'
+        return f'<p class="note">No per-second data: the run has no {schema.REQUESTS.name} points.</p>'
     first, last = data.seconds[0].second, data.seconds[-1].second
     start = data.started if data.started is not None else float(first)
     end = data.ended if data.ended is not None else float(last + 1)

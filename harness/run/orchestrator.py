@@ -30,7 +30,6 @@ import ray
 
 from harness.chaos.agent import LEASE_TTL, RENEW_INTERVAL, ChaosAgent
 from harness.errors import ConfigError, FaultError, HarnessError, LoadError
-from harness.judge.baseline import BaselineRun
 from harness.judge.slo import GuardTrip, GuardWatch, SloBook, SloResult
 from harness.judge.verdict import RunLedger, Verdict, decide
 from harness.load.generator import GeneratorSpec, LoadGenerator
@@ -42,6 +41,7 @@ from harness.measure.windows import Aggregator, ClosedSecond, Endpoint, LateWind
 from harness.plan import Plan, Step, StepKind, split_evenly
 from harness.results.lineproto import Point
 from harness.results.points import event_point, load_point, request_points, run_point, slo_points
+from harness.results.samples import BaselineRun
 from harness.run.nodes import FaultPlacement, Node, generator_nodes, place_faults
 from harness.run.placement import Placement, driver_node_id, live_nodes, place_generators
 from harness.scenario import RateStage
