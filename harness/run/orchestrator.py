@@ -33,7 +33,7 @@ from harness.errors import ConfigError, FaultError, HarnessError, LoadError
 from harness.judge.slo import GuardTrip, GuardWatch, SloBook, SloResult
 from harness.judge.verdict import RunLedger, Verdict, decide
 from harness.load.generator import GeneratorSpec, LoadGenerator
-from harness.load.protocol import Command
+from harness.load.protocol import Command, SetRate, SetUsers
 from harness.measure.clocks import ClockOffset, measure
 from harness.measure.delivery import SUSTAINED_SECONDS, DeliveryWatch
 from harness.measure.steptiming import StepLog, StepRecord, parse_applied
@@ -608,8 +608,7 @@ class Orchestrator:
         if isinstance(stage, RateStage):
             users = split_evenly(stage.max_users, count)
             for index, (pid, share) in enumerate(zip(live, users, strict=True)):
-                commands[pid] = Command(
-                    "set_rate",
+                commands[pid] = SetRate(
                     rate=stage.arrival_rate / count,
                     users=max(1, share),
                     start=start,
@@ -619,7 +618,7 @@ class Orchestrator:
             users = split_evenly(stage.users, count)
             for pid, share in zip(live, users, strict=True):
                 rate = stage.spawn_rate * share / stage.users if stage.users else stage.spawn_rate
-                commands[pid] = Command("set_users", users=share, spawn_rate=max(rate, 0.01))
+                commands[pid] = SetUsers(users=share, spawn_rate=max(rate, 0.01))
         for index, generator in enumerate(self.generators):
             mine = {p: commands[p] for p in generator.process_ids if p in commands}
             if mine:
