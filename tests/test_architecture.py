@@ -36,7 +36,6 @@ KNOWN: set[str] = {
     "harness/review/report.py: 656 lines (over 500, no '# long:' comment at its top)",
     "harness/review/report.py: _plot() is 104 lines (over 80)",
     "harness/run/orchestrator.py: 1303 lines (over 500, no '# long:' comment at its top)",
-    "harness/scenario/checks.py: cross_checks() is 137 lines (over 80)",
     "harness/chaos/kubernetes.py: public exception KubeFaultError is defined outside errors.py",
     "harness/chaos/recover.py: public exception RecoverFailed is defined outside errors.py",
     "harness/demo/services.py: public exception HTTPError is defined outside errors.py",

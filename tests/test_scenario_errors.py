@@ -20,6 +20,9 @@ import jsonschema
 import pytest
 import yaml
 
+from harness.errors import ScenarioError
+from harness.scenario import load_scenario
+
 LOCUSTFILE = """\
 from locust import FastHttpUser, task
 
@@ -410,6 +413,91 @@ def test_validate_and_run_report_the_same_lines(workdir: Path) -> None:
     assert via_run.code == via_validate.code == 2
     assert problems_for(via_run, path) == problems_for(via_validate, path)
     assert len(problems_for(via_validate, path)) == 3
+
+
+# Five mistakes of both kinds: two that pydantic finds (an unknown key, a wrong type in the fault
+# an SLO window names) and three that only the checks across keys find (a fault ending after the
+# run, an SLO name used twice, a window naming a fault the file does not have). The broken fault
+# still counts as a fault named pause-payments: its window is no mistake.
+FIVE_MISTAKES = edit(
+    "    window: during:pause-payments\n",
+    '    window: during:pause-payments\n  - name: p99-steady\n    objective: "p99 < 1s"\n    window: during:kill-db\n',
+    edit(
+        "slos:\n",
+        "  - name: late\n    kind: process.pause\n    at: 28s\n    duration: 5s\n"
+        "    target:\n      pattern: x\nslos:\n",
+        edit("    at: 12s\n", "    at: soon\n", edit("description: a valid", "descripton: a valid")),
+    ),
+)
+FIVE_EXPECTED = [
+    f"{line_of(FIVE_MISTAKES, 'descripton:')}:1: descripton: unknown key 'descripton'; did you mean 'description'?",
+    f"{line_of(FIVE_MISTAKES, 'at: soon')}:5: faults[0].at: 'soon' is not a duration; "
+    "write e.g. 30s, 1m30s, 500ms or 2h",
+    f"{line_of(FIVE_MISTAKES, 'at: 28s')}:5: faults[1].at: fault window 28s..33s ends after the run (30s)",
+    f"{line_of(FIVE_MISTAKES, '- name: p99-steady', 2)}:5: slos[2].name: SLO name 'p99-steady' is used twice",
+    f"{line_of(FIVE_MISTAKES, 'during:kill-db')}:5: slos[2].window: no fault is named 'kill-db'",
+]
+
+
+def test_five_mistakes_of_both_kinds_are_five_lines_in_one_pass(workdir: Path) -> None:
+    """Structural mistakes do not hide the checks across keys: one located line per mistake, in file order."""
+    path = write_scenario(workdir, FIVE_MISTAKES)
+    outcome = harness(workdir, "validate", str(path))
+    assert outcome.code == 2, outcome.stderr
+    lines = [line for line in outcome.stderr.splitlines() if PROBLEM_LINE.match(line)]
+    assert lines == [f"{path}:{expected}" for expected in FIVE_EXPECTED], outcome.stderr
+    assert "5 problems found; nothing was started." in outcome.stderr
+    assert_nothing_started(workdir, outcome)
+
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario(path)
+    assert [str(p) for p in caught.value.problems] == [f"{path}:{expected}" for expected in FIVE_EXPECTED]
+    assert caught.value.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "needle", "expected"),
+    [
+        ("\ntarget:\n", "\ntargt:\n", "targt:", "targt: unknown key 'targt'; did you mean 'target'?"),
+        (
+            "- class: Shopper",
+            "- clas: Shopper",
+            "clas:",
+            "load.user_classes[0].clas: unknown key 'clas'; did you mean 'class'?",
+        ),
+        (
+            "      duration: 20s\n",
+            "      duraton: 20s\n",
+            "duraton:",
+            "load.stages[1].duraton: unknown key 'duraton'; did you mean 'duration'?",
+        ),
+        ("kind: process.pause", "knd: process.pause", "knd:", "faults[0].knd: unknown key 'knd'; did you mean 'kind'?"),
+    ],
+    ids=["top-level", "aliased", "in-a-stage", "fault-kind"],
+)
+def test_a_misspelt_required_key_is_reported_once(
+    tmp_path: Path, old: str, new: str, needle: str, expected: str
+) -> None:
+    """Not also as 'required key is missing' for the key it was meant to be: one mistake, one line."""
+    (tmp_path / "locust.py").write_text(LOCUSTFILE)
+    text = edit(old, new)
+    path = write_scenario(tmp_path, text)
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario(path)
+    [problem] = caught.value.problems
+    assert f"{problem.path}: {problem.message}" == expected
+    assert problem.line == line_of(text, needle)
+
+
+def test_a_missing_fault_kind_lists_the_kinds(tmp_path: Path) -> None:
+    (tmp_path / "locust.py").write_text(LOCUSTFILE)
+    path = write_scenario(tmp_path, edit("    kind: process.pause\n", ""))
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario(path)
+    [problem] = caught.value.problems
+    assert problem.path == "faults[0].kind"
+    assert problem.message.startswith("required key is missing; use one of ")
+    assert "process.pause" in problem.message
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
-"""Checks that span several keys of a scenario: stages, fault windows, SLO windows, allow-lists."""
+"""Checks that span several keys of a scenario, one function per section: target, stages, load, faults
+(their windows, then what each kind needs and the allow-lists), SLOs and guards."""
 
 from __future__ import annotations
 
@@ -7,13 +8,14 @@ import ipaddress
 import posixpath
 import signal
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from harness.scenario.expressions import (
-    WindowKind,
-)
+from harness.scenario.draft import Draft
+from harness.scenario.expressions import WindowKind
 from harness.scenario.faults import (
+    Fault,
     KubernetesPodKillFault,
     KubernetesScaleFault,
     NetemParams,
@@ -30,11 +32,28 @@ from harness.scenario.faults import (
     StressIoFault,
 )
 from harness.scenario.fields import KeyPath
-from harness.scenario.model import RecoveryRule, Scenario, Slo, Target, steady_thresholds
+from harness.scenario.model import RecoveryRule, Safety, Slo, Target, steady_thresholds
+
+#: A problem a check found: where in the file (a key path) and what is wrong.
+Found = tuple[KeyPath, str]
 
 
-def cross_checks(scenario: Scenario) -> Iterator[tuple[KeyPath, str]]:
-    target = scenario.target
+def cross_checks(draft: Draft) -> Iterator[Found]:
+    """Every check that spans keys, each run on what it reads when that validated (see ``Draft``).
+
+    A check that needs what did not validate is skipped rather than guessed: without every
+    stage the run's end is unknown, so no fault is said to end after it.
+    """
+    if draft.target is not None:
+        yield from _target_checks(draft.target)
+    yield from _stage_checks(draft)
+    yield from _load_checks(draft)
+    yield from _fault_checks(draft)
+    yield from _slo_checks(draft)
+    yield from _guard_checks(draft)
+
+
+def _target_checks(target: Target) -> Iterator[Found]:
     try:
         parts = urlsplit(target.base_url)
         port_error = ""
@@ -52,124 +71,180 @@ def cross_checks(scenario: Scenario) -> Iterator[tuple[KeyPath, str]]:
         elif target.allowed_hosts and parts.hostname not in target.allowed_hosts:
             yield ("target", "base_url"), f"host '{parts.hostname}' is not in target.allowed_hosts"
 
-    stages = scenario.load.stages
-    if len({type(s) for s in stages}) > 1:
-        first_open = next(i for i, s in enumerate(stages) if type(s) is not type(stages[0]))
+
+def _stage_checks(draft: Draft) -> Iterator[Found]:
+    """One load model; stages in order, each of positive length; phase names unique."""
+    stages = [(i, s) for i, s in enumerate(draft.stages or ()) if s is not None]
+    if len({type(s) for _, s in stages}) > 1:
+        first_open = next(i for i, s in stages if type(s) is not type(stages[0][1]))
         yield ("load", "stages", first_open), "stages mix users and arrival_rate; use one load model per scenario"
     end = 0.0
-    phase_names: set[str] = set()
-    for i, stage in enumerate(stages):
+    for i, stage in enumerate(draft.stages or ()):
+        if stage is None:
+            break  # where the stages after it start is unknown
         start = end if stage.at is None else stage.at
         if start < end - 1e-9:
             yield (
                 ("load", "stages", i, "at"),
                 f"stage starts at {start:g}s, before the previous stage ends at {end:g}s (stages overlap)",
             )
+        end = max(end, start) + stage.duration
+    for i, stage in stages:
         if stage.duration <= 0:
             yield ("load", "stages", i, "duration"), "duration must be positive"
-        phase = stage.name or f"stage-{i + 1}"  # as timeline.phase_name names it
-        if phase in phase_names:
-            where = ("load", "stages", i, "name") if stage.name else ("load", "stages", i)
+    seen: set[str] = set()
+    for i, phase in enumerate(draft.phase_names or ()):
+        if phase in seen:
+            stage = (draft.stages or ())[i]
+            named = stage.name is not None if stage is not None else phase != f"stage-{i + 1}"
+            where = ("load", "stages", i, "name") if named else ("load", "stages", i)
             yield where, f"phase name '{phase}' is used twice (an unnamed stage N is called stage-N)"
-        phase_names.add(phase)
-        end = max(end, start) + stage.duration
-    total = end
+        if phase is not None:
+            seen.add(phase)
 
-    if scenario.load.processes != "auto" and not 1 <= scenario.load.processes <= 256:
+
+def _load_checks(draft: Draft) -> Iterator[Found]:
+    if draft.processes != "auto" and not 1 <= draft.processes <= 256:
         yield ("load", "processes"), "processes must be 'auto' or between 1 and 256"
+    if draft.locustfile is not None:
+        yield from _locustfile_checks(draft, draft.locustfile)
+    node = draft.load_node
+    if node is not None and bool(node.labels) == (node.resource is not None):
+        yield ("load", "node"), "give exactly one of labels or resource"
 
-    locustfile, found = Path(), False
+
+def _locustfile_checks(draft: Draft, written: str) -> Iterator[Found]:
+    """The locustfile exists, is Python, and defines every user class named (read, not imported)."""
     try:
-        locustfile = scenario.locustfile_path
+        locustfile = (Path(draft.source).parent / written).resolve()
         found = locustfile.is_file()
     except (OSError, ValueError) as exc:  # a name too long for the file system, say
         yield ("load", "locustfile"), f"not a usable path: {getattr(exc, 'strerror', None) or exc}"
-    else:
-        if not found:
-            yield ("load", "locustfile"), f"locustfile not found: {locustfile}"
-    if found:
-        defined = locust_classes(locustfile)
-        if defined is None:
-            yield ("load", "locustfile"), f"{locustfile} is not valid Python"
-        else:
-            for i, user in enumerate(scenario.load.user_classes):
-                if user.class_name not in defined:
-                    known = ", ".join(sorted(defined)) or "none"
-                    yield (
-                        ("load", "user_classes", i, "class"),
-                        f"class '{user.class_name}' is not defined in {scenario.load.locustfile} (found: {known})",
-                    )
+        return
+    if not found:
+        yield ("load", "locustfile"), f"locustfile not found: {locustfile}"
+        return
+    defined = locust_classes(locustfile)
+    if defined is None:
+        yield ("load", "locustfile"), f"{locustfile} is not valid Python"
+        return
+    for i, user in enumerate(draft.user_classes):
+        if user is not None and user.class_name not in defined:
+            known = ", ".join(sorted(defined)) or "none"
+            yield (
+                ("load", "user_classes", i, "class"),
+                f"class '{user.class_name}' is not defined in {written} (found: {known})",
+            )
 
-    if scenario.load.node is not None and bool(scenario.load.node.labels) == (scenario.load.node.resource is not None):
-        yield ("load", "node"), "give exactly one of labels or resource"
-    fault_names: set[str] = set()
-    for i, fault in enumerate(scenario.faults):
-        if fault.node is not None and bool(fault.node.labels) == (fault.node.resource is not None):
+
+def _fault_checks(draft: Draft) -> Iterator[Found]:
+    """Names unique, windows inside the run, then what each kind of fault needs."""
+    total = draft.total_seconds()
+    allowed = Allowed.of(draft.safety, draft.target) if draft.safety and draft.target else None
+    seen: set[str] = set()
+    for i, fault in enumerate(draft.faults):
+        name = draft.fault_names[i] if draft.fault_names else None
+        node = fault.node if fault is not None else None
+        if node is not None and bool(node.labels) == (node.resource is not None):
             yield ("faults", i, "node"), "give exactly one of labels or resource"
-        if fault.node is not None and fault.kind.startswith("kubernetes."):
-            yield ("faults", i, "node"), "Kubernetes faults act through the API server, not on a node; remove node"
-        if fault.name in fault_names:
-            yield ("faults", i, "name"), f"fault name '{fault.name}' is used twice"
-        fault_names.add(fault.name)
-        if fault.at + fault.duration > total + 1e-9:
+        if name in seen:
+            yield ("faults", i, "name"), f"fault name '{name}' is used twice"
+        if name is not None:
+            seen.add(name)
+        if fault is None:
+            continue
+        if total is not None and fault.at + fault.duration > total + 1e-9:
             yield (
                 ("faults", i, "at"),
                 f"fault window {fault.at:g}s..{fault.at + fault.duration:g}s ends after the run ({total:g}s)",
             )
-        if isinstance(fault, ProcessKillFault) and fault.params.signal in (signal.SIGSTOP, signal.SIGTSTP):
-            yield (
-                ("faults", i, "params", "signal"),
-                "a stop signal cannot be reverted by a kill; use kind process.pause",
-            )
-        if fault.kind == "process.pause" and fault.duration <= 0:
-            yield ("faults", i, "duration"), "a pause needs a positive duration"
-        if isinstance(fault, ProcessKillFault | ProcessPauseFault):
-            targets = [t for t in (fault.target.pid_file, fault.target.pattern, fault.target.systemd_unit) if t]
-            if len(targets) != 1:
-                yield ("faults", i, "target"), "give exactly one of pid_file, pattern or systemd_unit"
-        if isinstance(fault, ProcessKillFault) and fault.params.restart_cwd and not fault.params.restart:
-            yield ("faults", i, "params", "restart_cwd"), "restart_cwd needs params.restart"
-        if isinstance(fault, NetworkNetemFault):
-            yield from _netem_checks(i, fault.params)
-        if isinstance(fault, NetworkPartitionFault) and fault.params.method == "blackhole" and fault.params.ports:
-            yield ("faults", i, "params", "ports"), "a blackhole route cannot match ports; use method nftables"
-        if isinstance(fault, NetworkLossFault) and fault.params.method == "netem" and not fault.target.interface:
-            yield ("faults", i, "target", "interface"), "method netem needs the interface to put the qdisc on"
-        if isinstance(fault, NetworkLossFault) and fault.params.method == "netem" and fault.params.ports:
-            yield ("faults", i, "params", "ports"), "netem cannot match ports; use method nftables"
-        if isinstance(fault, ProxyFault) and (fault.target.control is None) == (fault.target.service is None):
-            yield ("faults", i, "target"), "give exactly one of control (a running proxy) or service (transparent)"
-        if isinstance(fault, ProxyFault) and fault.target.control and fault.target.netns:
-            yield ("faults", i, "target", "netns"), "netns is only used with service (transparent mode)"
-        if isinstance(fault, KubernetesPodKillFault):
-            yield from _pod_kill_checks(i, fault.params)
-        if isinstance(fault, KubernetesScaleFault) and fault.duration <= 0:
-            yield ("faults", i, "duration"), "a scale to zero needs a positive duration (it is scaled back after it)"
-    yield from _allowlist_checks(scenario)
-    kube = [i for i, f in enumerate(scenario.faults) if f.kind.startswith("kubernetes.")]
-    if kube and not scenario.safety.allowed_contexts:
+        yield from _fault_kind_checks(i, fault, allowed)
+    if draft.safety is not None:
+        yield from _kube_context_checks(draft.faults, draft.safety)
+
+
+def _slo_checks(draft: Draft) -> Iterator[Found]:
+    """SLO names unique; each window names a stage or fault the file has and fits in the run."""
+    total = draft.total_seconds()
+    seen: set[str] = set()
+    parsed = [s for s in draft.slos if s is not None]
+    for i, slo in enumerate(draft.slos):
+        name = draft.slo_names[i] if draft.slo_names else None
+        if name in seen:
+            yield ("slos", i, "name"), f"SLO name '{name}' is used twice"
+        if name is not None:
+            seen.add(name)
+        if slo is None:
+            continue
+        window = slo.window
+        if window.kind is WindowKind.PHASE and not _may_name(window.ref, draft.phase_names):
+            yield ("slos", i, "window"), f"no stage is named '{window.ref}'"
+        if window.kind in (WindowKind.DURING, WindowKind.AFTER) and not _may_name(window.ref, draft.fault_names):
+            yield ("slos", i, "window"), f"no fault is named '{window.ref}'"
+        if window.kind is WindowKind.LAST and total is not None and window.seconds > total:
+            yield ("slos", i, "window"), f"last {window.seconds:g}s is longer than the run ({total:g}s)"
+        yield from _slo_metric_checks(i, slo, parsed)
+
+
+def _may_name(ref: str, names: tuple[str | None, ...] | None) -> bool:
+    """Whether ``ref`` may name one of ``names``: it does, or a name (or the list) is unreadable."""
+    return names is None or ref in names or None in names
+
+
+def _guard_checks(draft: Draft) -> Iterator[Found]:
+    """A guard's name is used by no SLO and no other guard (a trip names it in the verdict)."""
+    names = {n for n in draft.slo_names or () if n is not None}
+    for i, name in enumerate(draft.guard_names or ()):
+        if name in names:
+            yield ("guards", i, "name"), f"name '{name}' is already used by an SLO or guard"
+        if name is not None:
+            names.add(name)
+
+
+def _fault_kind_checks(i: int, fault: Fault, allowed: Allowed | None) -> Iterator[Found]:
+    """What one kind of fault needs of its own keys, and of the allow-lists when they validated."""
+    if fault.node is not None and fault.kind.startswith("kubernetes."):
+        yield ("faults", i, "node"), "Kubernetes faults act through the API server, not on a node; remove node"
+    if isinstance(fault, ProcessKillFault) and fault.params.signal in (signal.SIGSTOP, signal.SIGTSTP):
+        yield (
+            ("faults", i, "params", "signal"),
+            "a stop signal cannot be reverted by a kill; use kind process.pause",
+        )
+    if fault.kind == "process.pause" and fault.duration <= 0:
+        yield ("faults", i, "duration"), "a pause needs a positive duration"
+    if isinstance(fault, ProcessKillFault | ProcessPauseFault):
+        targets = [t for t in (fault.target.pid_file, fault.target.pattern, fault.target.systemd_unit) if t]
+        if len(targets) != 1:
+            yield ("faults", i, "target"), "give exactly one of pid_file, pattern or systemd_unit"
+    if isinstance(fault, ProcessKillFault) and fault.params.restart_cwd and not fault.params.restart:
+        yield ("faults", i, "params", "restart_cwd"), "restart_cwd needs params.restart"
+    if isinstance(fault, NetworkNetemFault):
+        yield from _netem_checks(i, fault.params)
+    if isinstance(fault, NetworkPartitionFault) and fault.params.method == "blackhole" and fault.params.ports:
+        yield ("faults", i, "params", "ports"), "a blackhole route cannot match ports; use method nftables"
+    if isinstance(fault, NetworkLossFault) and fault.params.method == "netem" and not fault.target.interface:
+        yield ("faults", i, "target", "interface"), "method netem needs the interface to put the qdisc on"
+    if isinstance(fault, NetworkLossFault) and fault.params.method == "netem" and fault.params.ports:
+        yield ("faults", i, "params", "ports"), "netem cannot match ports; use method nftables"
+    if isinstance(fault, ProxyFault) and (fault.target.control is None) == (fault.target.service is None):
+        yield ("faults", i, "target"), "give exactly one of control (a running proxy) or service (transparent)"
+    if isinstance(fault, ProxyFault) and fault.target.control and fault.target.netns:
+        yield ("faults", i, "target", "netns"), "netns is only used with service (transparent mode)"
+    if isinstance(fault, KubernetesPodKillFault):
+        yield from _pod_kill_checks(i, fault.params)
+    if isinstance(fault, KubernetesScaleFault) and fault.duration <= 0:
+        yield ("faults", i, "duration"), "a scale to zero needs a positive duration (it is scaled back after it)"
+    if allowed is not None:
+        yield from _allowlist_checks(i, fault, allowed)
+
+
+def _kube_context_checks(faults: tuple[Fault | None, ...], safety: Safety) -> Iterator[Found]:
+    kube = [i for i, f in enumerate(faults) if f is not None and f.kind.startswith("kubernetes.")]
+    if kube and not safety.allowed_contexts:
         yield (
             ("faults", kube[0], "kind"),
             "kubernetes faults need safety.allowed_contexts: the kube contexts this scenario may act in",
         )
-
-    names: set[str] = set()
-    for i, slo in enumerate(scenario.slos):
-        if slo.name in names:
-            yield ("slos", i, "name"), f"SLO name '{slo.name}' is used twice"
-        names.add(slo.name)
-        window = slo.window
-        if window.kind is WindowKind.PHASE and window.ref not in phase_names:
-            yield ("slos", i, "window"), f"no stage is named '{window.ref}'"
-        if window.kind in (WindowKind.DURING, WindowKind.AFTER) and window.ref not in fault_names:
-            yield ("slos", i, "window"), f"no fault is named '{window.ref}'"
-        if window.kind is WindowKind.LAST and window.seconds > total:
-            yield ("slos", i, "window"), f"last {window.seconds:g}s is longer than the run ({total:g}s)"
-        yield from _slo_metric_checks(i, slo, scenario.slos)
-    for i, guard in enumerate(scenario.guards):
-        if guard.name in names:
-            yield ("guards", i, "name"), f"name '{guard.name}' is already used by an SLO or guard"
-        names.add(guard.name)
 
 
 def _slo_metric_checks(i: int, slo: Slo, slos: list[Slo]) -> Iterator[tuple[KeyPath, str]]:
@@ -238,51 +313,68 @@ def _path_under(path: str, directories: list[str]) -> bool:
     return any(path == d or path.startswith(d.rstrip("/") + "/") for d in directories)
 
 
-def _allowlist_checks(scenario: Scenario) -> Iterator[tuple[KeyPath, str]]:
+@dataclass(frozen=True)
+class Allowed:
+    """What faults may act on: the ``safety`` allow-lists, and the load hosts as networks of one address."""
+
+    safety: Safety
+    load: list[_IpNetwork]
+
+    @classmethod
+    def of(cls, safety: Safety, target: Target) -> Allowed:
+        return cls(safety, _load_networks(target))
+
+    @property
+    def networks(self) -> list[_IpNetwork]:
+        return [*(ipaddress.ip_network(n) for n in self.safety.allowed_networks), *self.load]
+
+    @property
+    def outside(self) -> str:
+        """The end of a refusal: what the allowed networks and the load hosts are."""
+        networks = ", ".join(self.safety.allowed_networks) or "none given"
+        hosts = ", ".join(sorted({str(n.network_address) for n in self.load})) or "none written as an address"
+        return f"is outside safety.allowed_networks ({networks}) and is not a load host ({hosts})"
+
+
+def _allowlist_checks(i: int, fault: Fault, allowed: Allowed) -> Iterator[Found]:
     """What network, proxy and stress faults act on must be in the scenario's ``safety`` allow-lists.
 
     Decided from the file alone, so a refusal is a located problem and nothing starts.
     """
-    safety = scenario.safety
-    load = _load_networks(scenario.target)
-    allowed = [ipaddress.ip_network(n) for n in safety.allowed_networks]
-    networks = ", ".join(safety.allowed_networks) or "none given"
-    hosts = ", ".join(sorted({str(n.network_address) for n in load})) or "none written as an address"
-    outside = f"is outside safety.allowed_networks ({networks}) and is not a load host ({hosts})"
-    for i, fault in enumerate(scenario.faults):
-        if isinstance(fault, NetworkPartitionFault | NetworkLossFault):
-            for j, peer in enumerate(fault.params.peers):
-                if not _inside(peer, [*allowed, *load]):
-                    yield ("faults", i, "params", "peers", j), f"{peer} {outside}"
-        # The host's own namespace carries everything on the machine (ssh, Ray, other tenants): an
-        # interface of it is touched only when listed. A named netns confines the fault to itself.
-        if (
-            isinstance(fault, _NETWORK_FAULTS)
-            and fault.target.netns is None
-            and fault.target.interface
-            and fault.target.interface not in safety.allowed_interfaces
-        ):
-            listed = ", ".join(safety.allowed_interfaces) or "none given"
-            yield (
-                ("faults", i, "target", "interface"),
-                f"interface {fault.target.interface} of the host's own network namespace is not in "
-                f"safety.allowed_interfaces ({listed}); list it there, or give the target.netns it is in",
-            )
-        if isinstance(fault, ProxyFault) and fault.target.service is not None:
-            host = fault.target.service.rpartition(":")[0].strip("[]")
-            if not _inside(host, [*allowed, *load]):
-                yield ("faults", i, "target", "service"), f"{fault.target.service} {outside}"
-        if isinstance(fault, ProxyFault) and fault.target.control is not None:
-            host = fault.target.control.rpartition(":")[0].strip("[]")
-            if not ipaddress.ip_address(host).is_loopback and not _inside(host, [*allowed, *load]):
-                yield ("faults", i, "target", "control"), f"{fault.target.control} is not loopback and {outside}"
-        if isinstance(fault, StressIoFault | StressDiskFillFault):
-            path = fault.params.path
-            where: KeyPath = ("faults", i, "params", "path")
-            if not path.startswith("/"):
-                yield where, f"'{path}' is not an absolute path; give the directory as /... (it is on the fault's node)"
-            elif not _path_under(path, safety.allowed_paths):
-                yield where, f"{path} is not under safety.allowed_paths ({', '.join(safety.allowed_paths)})"
+    safety = allowed.safety
+    if isinstance(fault, NetworkPartitionFault | NetworkLossFault):
+        for j, peer in enumerate(fault.params.peers):
+            if not _inside(peer, allowed.networks):
+                yield ("faults", i, "params", "peers", j), f"{peer} {allowed.outside}"
+    # The host's own namespace carries everything on the machine (ssh, Ray, other tenants): an
+    # interface of it is touched only when listed. A named netns confines the fault to itself.
+    if (
+        isinstance(fault, _NETWORK_FAULTS)
+        and fault.target.netns is None
+        and fault.target.interface
+        and fault.target.interface not in safety.allowed_interfaces
+    ):
+        listed = ", ".join(safety.allowed_interfaces) or "none given"
+        yield (
+            ("faults", i, "target", "interface"),
+            f"interface {fault.target.interface} of the host's own network namespace is not in "
+            f"safety.allowed_interfaces ({listed}); list it there, or give the target.netns it is in",
+        )
+    if isinstance(fault, ProxyFault) and fault.target.service is not None:
+        host = fault.target.service.rpartition(":")[0].strip("[]")
+        if not _inside(host, allowed.networks):
+            yield ("faults", i, "target", "service"), f"{fault.target.service} {allowed.outside}"
+    if isinstance(fault, ProxyFault) and fault.target.control is not None:
+        host = fault.target.control.rpartition(":")[0].strip("[]")
+        if not ipaddress.ip_address(host).is_loopback and not _inside(host, allowed.networks):
+            yield ("faults", i, "target", "control"), f"{fault.target.control} is not loopback and {allowed.outside}"
+    if isinstance(fault, StressIoFault | StressDiskFillFault):
+        path = fault.params.path
+        where: KeyPath = ("faults", i, "params", "path")
+        if not path.startswith("/"):
+            yield where, f"'{path}' is not an absolute path; give the directory as /... (it is on the fault's node)"
+        elif not _path_under(path, safety.allowed_paths):
+            yield where, f"{path} is not under safety.allowed_paths ({', '.join(safety.allowed_paths)})"
 
 
 def _netem_checks(i: int, params: NetemParams) -> Iterator[tuple[KeyPath, str]]:

@@ -14,6 +14,7 @@ from pydantic import (
 
 from harness.errors import Problem, ScenarioError
 from harness.scenario.checks import cross_checks
+from harness.scenario.draft import Draft, salvage
 from harness.scenario.faults import FAULT_KINDS, ProcessKillFault, ProcessPauseFault, StressFault
 from harness.scenario.fields import KeyPath
 from harness.scenario.model import RateStage, Scenario, UsersStage
@@ -87,6 +88,14 @@ def _unwrap(annotation: Any, node: Any) -> Any:
     return annotation
 
 
+def _suggestion(path: KeyPath, data: Any) -> tuple[str | None, list[str]]:
+    """For an unknown key at ``path``: the allowed key it most resembles, and all allowed keys."""
+    model = _model_at(path[:-1], data)
+    allowed = sorted(f.alias or n for n, f in model.model_fields.items() if n != "source") if model else []
+    close = difflib.get_close_matches(str(path[-1]) if path else "", allowed, n=1)
+    return (close[0] if close else None), allowed
+
+
 def _message(error: Any, path: KeyPath, data: Any) -> str:
     kind = error["type"]
     if kind == "extra_forbidden":
@@ -101,15 +110,13 @@ def _message(error: Any, path: KeyPath, data: Any) -> str:
                 f"'{key}' must not be written in a scenario file; harness reads the kubeconfig named by "
                 "$KUBECONFIG (default ~/.kube/config) and acts only in safety.allowed_contexts"
             )
-        model = _model_at(path[:-1], data)
-        allowed = sorted(f.alias or n for n, f in model.model_fields.items() if n != "source") if model else []
-        close = difflib.get_close_matches(key, allowed, n=1)
-        hint = (
-            f"; did you mean '{close[0]}'?" if close else (f"; allowed keys: {', '.join(allowed)}" if allowed else "")
-        )
+        close, allowed = _suggestion(path, data)
+        hint = f"; did you mean '{close}'?" if close else (f"; allowed keys: {', '.join(allowed)}" if allowed else "")
         return f"unknown key '{key}'{hint}"
     if kind == "missing":
         return "required key is missing"
+    if kind == "union_tag_not_found":  # only the fault union has a key for a tag: kind
+        return f"required key is missing; use one of {', '.join(sorted(FAULT_KINDS))}"
     if kind == "union_tag_invalid" or (kind == "literal_error" and path and path[-1] == "kind"):
         return f"unknown fault kind; use one of {', '.join(sorted(FAULT_KINDS))}"
     message = str(error["msg"])
@@ -118,25 +125,88 @@ def _message(error: Any, path: KeyPath, data: Any) -> str:
     return message
 
 
+def _error_path(error: Any, data: Any) -> KeyPath:
+    path = _data_path(tuple(error["loc"]), data)
+    if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        path = (*path, "kind")
+    return path
+
+
 def _validation_problems(exc: ValidationError, data: Any, positions: Positions, file: str) -> list[Problem]:
+    """One located problem per mistake.
+
+    A misspelt required key is one mistake that pydantic reports twice (the key written is
+    unknown, the key meant is missing): it is reported once, as the unknown key with its
+    suggestion, where it was written. A misspelt ``kind`` likewise: the fault union cannot pick
+    a model, so its unknown key is reported here, instead of "required key is missing".
+    """
+    errors = [(_error_path(e, data), e) for e in exc.errors()]
+    misspelt: dict[KeyPath, KeyPath] = {}  # the key meant -> the key written
+    for path, error in errors:
+        if error["type"] == "extra_forbidden" and (close := _suggestion(path, data)[0]) is not None:
+            misspelt.setdefault((*path[:-1], close), path)
+        if error["type"] == "union_tag_not_found":
+            node = _node(path[:-1], data)
+            written = difflib.get_close_matches("kind", [k for k in node if isinstance(k, str)], n=1)
+            if written:
+                misspelt[path] = (*path[:-1], written[0])
     problems = []
-    for error in exc.errors():
-        path = _data_path(tuple(error["loc"]), data)
-        if error["type"] == "union_tag_invalid":
-            path = (*path, "kind")
-        line, col = positions.locate(path)
-        problems.append(Problem(file, line, col, dotted(path), _message(error, path, data)))
+    for path, error in errors:
+        if error["type"] == "missing" and path in misspelt:
+            continue  # the key meant: reported as the unknown key written
+        message = _message(error, path, data)
+        if error["type"] == "union_tag_not_found" and path in misspelt:
+            path, message = misspelt[path], f"unknown key '{misspelt[path][-1]}'; did you mean 'kind'?"
+        problems.append(Problem(file, *positions.locate(path), dotted(path), message))
     return problems
+
+
+def _node(path: KeyPath, data: Any) -> dict[Any, Any]:
+    """The mapping written at ``path`` of the document (empty when it is none)."""
+    for part in path:
+        if isinstance(data, dict):
+            data = data.get(part)
+        elif isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data):
+            data = data[part]
+        else:
+            return {}
+    return data if isinstance(data, dict) else {}
 
 
 def load_scenario(path: str | Path) -> Scenario:
     """Read, validate and cross-check a scenario file.
 
     Raises ``ScenarioError`` (exit 2) listing every problem found, each located by file,
-    line, column and key path. Applies nothing and starts nothing.
+    line, column and key path, in one pass: structural mistakes (a wrong type, a missing or
+    unknown key) do not hide the checks that span keys, which run on whatever validated
+    (see :mod:`.draft`). Applies nothing and starts nothing.
     """
     file = str(path)
     source = Path(path)
+    data, positions = _document(_text(source, file), file)
+    problems: list[Problem] = []
+    if "source" in data:
+        problems.append(Problem(file, *positions.locate(("source",)), "source", "unknown key 'source'"))
+    document = {k: v for k, v in data.items() if k != "source"}
+    resolved = str(source.resolve())
+    scenario: Scenario | None = None
+    try:
+        try:
+            scenario = Scenario.model_validate({**document, "source": resolved})
+            draft = Draft.of(scenario)
+        except ValidationError as exc:
+            problems += _validation_problems(exc, document, positions, file)
+            draft = salvage(document, resolved)
+    except RecursionError:
+        raise ScenarioError([Problem(file, 1, 1, "", "document is nested too deeply")]) from None
+    problems += [Problem(file, *positions.locate(p), dotted(p), m) for p, m in cross_checks(draft)]
+    if problems or scenario is None:
+        raise ScenarioError(list(dict.fromkeys(problems)))
+    return _absolute_paths(scenario)
+
+
+def _text(source: Path, file: str) -> str:
+    """The file's text, read with a bound; every way it cannot be read is a located problem."""
     too_large = ScenarioError([Problem(file, 1, 1, "", f"file is larger than {MAX_SCENARIO_BYTES} bytes")])
     try:
         if source.stat().st_size > MAX_SCENARIO_BYTES:
@@ -160,7 +230,11 @@ def load_scenario(path: str | Path) -> Scenario:
         raise ScenarioError([Problem(file, line, col, "", f"not UTF-8 text (byte {exc.start})")]) from None
     if "\x00" in text:
         raise ScenarioError([Problem(file, 1, 1, "", "binary data is not a scenario")])
+    return text
 
+
+def _document(text: str, file: str) -> tuple[dict[str, Any], Positions]:
+    """The YAML mapping with where each key was written; a document that is none is a problem."""
     data, positions, problems = read_yaml(text, file)
     if data is None and not problems:
         problems = [Problem(file, 1, 1, "", "file is empty; a scenario needs name, target and load")]
@@ -168,21 +242,7 @@ def load_scenario(path: str | Path) -> Scenario:
         raise ScenarioError(problems)
     if not isinstance(data, dict):
         raise ScenarioError([Problem(file, 1, 1, "", "a scenario must be a mapping of keys (name, target, load, ...)")])
-    if "source" in data:
-        line, col = positions.locate(("source",))
-        raise ScenarioError([Problem(file, line, col, "source", "unknown key 'source'")])
-
-    try:
-        scenario = Scenario.model_validate({**data, "source": str(source.resolve())})
-    except ValidationError as exc:
-        raise ScenarioError(_validation_problems(exc, data, positions, file)) from None
-    except RecursionError:
-        raise ScenarioError([Problem(file, 1, 1, "", "document is nested too deeply")]) from None
-
-    cross = [Problem(file, *positions.locate(p), dotted(p), m) for p, m in cross_checks(scenario)]
-    if cross:
-        raise ScenarioError(cross)
-    return _absolute_paths(scenario)
+    return data, positions
 
 
 def _absolute_paths(scenario: Scenario) -> Scenario:
