@@ -33,8 +33,6 @@ KNOWN: set[str] = {
     "harness/cli/app.py: 692 lines (over 500, no '# long:' comment at its top)",
     "harness/cli/app.py: _run_scenario() is 84 lines (over 80)",
     "harness/demo/services.py: 817 lines (over 500, no '# long:' comment at its top)",
-    "harness/review/report.py: 656 lines (over 500, no '# long:' comment at its top)",
-    "harness/review/report.py: _plot() is 104 lines (over 80)",
     "harness/run/orchestrator.py: 1303 lines (over 500, no '# long:' comment at its top)",
     "harness/chaos/kubernetes.py: public exception KubeFaultError is defined outside errors.py",
     "harness/chaos/recover.py: public exception RecoverFailed is defined outside errors.py",

@@ -26,7 +26,8 @@ from harness.judge.slo import SloResult, SloStatus
 from harness.measure.windows import ClosedSecond, EndpointStats, ProcessHealth
 from harness.results.lineproto import Point, encode_many, parse
 from harness.results.points import event_point, load_point, request_points, run_point, slo_points
-from harness.review.report import LATENCY_CAPTION, _Frame, render
+from harness.review.plots import LATENCY_CAPTION, Frame
+from harness.review.report import render
 from harness.review.report_data import RunNotFound, from_influx, from_run_dir, mixture_quantiles, write_report
 
 T0 = 1_800_000_000
@@ -299,7 +300,7 @@ def test_every_plot_shades_the_fault_and_marks_the_phases(run_dir: Path) -> None
     faults = page.find("rect", **{"class": "fault"})
     assert [f["data-fault"] for f in faults] == ["kill-payments"] * 3
     # The axis runs to the end of the last second with rows (T0 + 31), which is after the run's end.
-    frame = _Frame(T0 + 31 - STARTED, 1.0)
+    frame = Frame(T0 + 31 - STARTED, 1.0)
     for rect in faults:
         assert float(rect["x"]) == pytest.approx(frame.x(FAULT[0]), abs=0.1)
         assert float(rect["width"]) == pytest.approx(frame.x(FAULT[1]) - frame.x(FAULT[0]), abs=0.2)

@@ -31,7 +31,8 @@ from harness.results import schema
 from harness.results.influxql import Query, run_filter
 from harness.results.lineproto import parse
 from harness.review.mixture import cdf, mixture_quantiles
-from harness.review.report import (
+from harness.review.report import render
+from harness.review.report_model import (
     Comparison,
     EndpointRow,
     Event,
@@ -40,7 +41,6 @@ from harness.review.report import (
     Second,
     SloRow,
     Totals,
-    render,
 )
 from harness.review.runs import UNFINISHED
 from harness.scenario.expressions import parse_objective
