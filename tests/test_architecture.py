@@ -32,12 +32,9 @@ KNOWN: set[str] = {
     "harness/chaos/stress.py: private import: from harness.chaos.process import _start_ticks",
     "harness/cli/app.py: 692 lines (over 500, no '# long:' comment at its top)",
     "harness/cli/app.py: _run_scenario() is 84 lines (over 80)",
-    "harness/demo/services.py: 817 lines (over 500, no '# long:' comment at its top)",
     "harness/run/orchestrator.py: 1303 lines (over 500, no '# long:' comment at its top)",
     "harness/chaos/kubernetes.py: public exception KubeFaultError is defined outside errors.py",
     "harness/chaos/recover.py: public exception RecoverFailed is defined outside errors.py",
-    "harness/demo/services.py: public exception HTTPError is defined outside errors.py",
-    "harness/demo/services.py: public exception DownstreamError is defined outside errors.py",
 }
 
 
