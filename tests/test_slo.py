@@ -16,7 +16,8 @@ from harness.errors import (
     EXIT_INVALID,
     EXIT_PASSED,
 )
-from harness.judge.slo import GuardWatch, SloBook, SloResult
+from harness.judge.guards import GuardWatch
+from harness.judge.slo import SloBook, SloResult
 from harness.judge.verdict import Verdict, decide
 from harness.measure.windows import ClosedSecond, EndpointStats, ProcessHealth
 from harness.plan import compile_plan

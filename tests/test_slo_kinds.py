@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from harness.errors import ScenarioError
-from harness.judge.slo import SloBook, SloResult, SloStatus, failure_matches, recovery_seconds
+from harness.judge.objectives import failure_matches, recovery_seconds
+from harness.judge.slo import SloBook, SloResult, SloStatus
 from harness.measure.windows import ClosedSecond, EndpointStats
 from harness.plan import compile_plan
 from harness.scenario import load_scenario

@@ -18,11 +18,12 @@ from rich.table import Table
 
 from harness.errors import ScenarioError
 from harness.judge.baseline import BaselineReport
+from harness.judge.objectives import format_metric
 from harness.judge.slo import SloResult
+from harness.judge.units import format_duration
 from harness.plan import Plan
 from harness.review.runs import RunInfo
 from harness.run.orchestrator import LiveStatus
-from harness.scenario.expressions import format_duration, format_metric
 
 __all__ = [
     "Progress",
@@ -143,8 +144,7 @@ def print_comparison(report: BaselineReport, before: str, after: str) -> None:
         table.add_column(column)
     ordered = sorted(report.comparisons, key=lambda c: (not c.regressed, c.phase, c.endpoint, c.metric.value))
     for c in ordered:
-        unit = "error_rate" if c.metric.value == "error_rate" else "rps" if c.metric.value == "rps" else "p99"
-        relative = c.metric.value != "error_rate"
+        relative = c.metric.value != "error_rate"  # the baseline's rule: error rates change in points
         change = "n/a" if not math.isfinite(c.change) else f"{c.change * 100:+.1f}{'%' if relative else ' pts'}"
         tolerance = f"{c.tolerance * 100:+g}{'%' if relative else ' pts'}"
         result = "[red]REGRESSED[/]" if c.regressed else "ok"
@@ -152,8 +152,8 @@ def print_comparison(report: BaselineReport, before: str, after: str) -> None:
             c.phase,
             c.endpoint,
             c.metric.value,
-            format_metric(unit, c.baseline),
-            format_metric(unit, c.current),
+            format_metric(c.metric.value, c.baseline),
+            format_metric(c.metric.value, c.current),
             change,
             tolerance,
             f"{c.p_value:.2g}",

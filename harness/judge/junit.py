@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from harness.scenario.expressions import format_metric
+from harness.judge.objectives import format_metric
 
 __all__ = ["junit_xml"]
 

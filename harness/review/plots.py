@@ -13,9 +13,9 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from harness.judge.objectives import format_duration
 from harness.results import schema
 from harness.review.report_model import Event, ReportData, Second
-from harness.scenario.expressions import format_duration
 
 __all__ = [
     "ERRORS_COLOUR",

@@ -22,6 +22,7 @@ import math
 import time
 from collections.abc import Sequence
 
+from harness.judge.objectives import format_duration, format_metric
 from harness.review.plots import plots
 from harness.review.report_model import (
     Comparison,
@@ -33,7 +34,6 @@ from harness.review.report_model import (
     SloRow,
     Totals,
 )
-from harness.scenario.expressions import format_duration, format_metric
 
 __all__ = [
     "Comparison",

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from harness.judge.objectives import EXTRA_KEYS, Metric, key_problems, lookup
 from harness.scenario.draft import Draft
 from harness.scenario.expressions import WindowKind
 from harness.scenario.faults import (
@@ -32,7 +33,7 @@ from harness.scenario.faults import (
     StressIoFault,
 )
 from harness.scenario.fields import KeyPath
-from harness.scenario.model import RecoveryRule, Safety, Slo, Target, steady_thresholds
+from harness.scenario.model import Guard, RecoveryRule, Safety, Slo, Target, steady_thresholds
 
 #: A problem a check found: where in the file (a key path) and what is wrong.
 Found = tuple[KeyPath, str]
@@ -192,13 +193,18 @@ def _may_name(ref: str, names: tuple[str | None, ...] | None) -> bool:
 
 
 def _guard_checks(draft: Draft) -> Iterator[Found]:
-    """A guard's name is used by no SLO and no other guard (a trip names it in the verdict)."""
+    """A guard's name is used by no SLO and no other guard (a trip names it in the verdict); its
+    extra keys are those its metric's row of the objectives table takes. (That the metric can be
+    judged per second at all is the condition's grammar: the model refuses the others.)"""
     names = {n for n in draft.slo_names or () if n is not None}
     for i, name in enumerate(draft.guard_names or ()):
         if name in names:
             yield ("guards", i, "name"), f"name '{name}' is already used by an SLO or guard"
         if name is not None:
             names.add(name)
+    for i, guard in enumerate(draft.guards):
+        if guard is not None:
+            yield from _extra_key_checks(("guards", i), guard, lookup(guard.condition.breach.metric), guard=True)
 
 
 def _fault_kind_checks(i: int, fault: Fault, allowed: Allowed | None) -> Iterator[Found]:
@@ -247,28 +253,30 @@ def _kube_context_checks(faults: tuple[Fault | None, ...], safety: Safety) -> It
         )
 
 
-def _slo_metric_checks(i: int, slo: Slo, slos: list[Slo]) -> Iterator[tuple[KeyPath, str]]:
-    metric = slo.objective.metric
-    if slo.errors and metric != "error_rate":
-        yield ("slos", i, "errors"), f"errors filters an error_rate SLO, not {metric}"
-    if slo.recovery is not None and metric != "recovery_time":
-        yield ("slos", i, "recovery"), f"recovery applies to a recovery_time SLO, not {metric}"
-    if slo.budget is not None and metric not in ("burn_rate", "budget_burn"):
-        yield ("slos", i, "budget"), f"budget applies to burn_rate and budget_burn SLOs, not {metric}"
-    if metric in ("burn_rate", "budget_burn") and slo.budget is None:
-        yield ("slos", i, "objective"), f"{metric} needs budget: {{availability: 99.9%, period: 30d}}"
-    if metric == "recovery_time":
-        if slo.window.kind is not WindowKind.AFTER:
-            yield ("slos", i, "window"), "recovery_time is measured from a fault's end: use window after:FAULT"
+def _slo_metric_checks(i: int, slo: Slo, slos: list[Slo]) -> Iterator[Found]:
+    """The SLO's extra keys and window, as the objectives table's row for its metric says."""
+    metric = lookup(slo.objective.metric)
+    yield from _extra_key_checks(("slos", i), slo, metric, guard=False)
+    if metric.window is not None and slo.window.kind.value != metric.window.kind:
+        yield ("slos", i, "window"), f"{metric.name} {metric.window.why}"
+    if "recovery" in metric.takes:  # a recovery rule's thresholds default to the steady SLOs'
         rule = slo.recovery or RecoveryRule()
         p99, error_rate = steady_thresholds(slos)
         if rule.p99 is None and p99 is None:
-            yield ("slos", i, "recovery"), "recovery_time needs recovery.p99 or a steady 'p99 <' SLO to compare with"
+            yield ("slos", i, "recovery"), f"{metric.name} needs recovery.p99 or a steady 'p99 <' SLO to compare with"
         if rule.error_rate is None and error_rate is None:
             yield (
                 ("slos", i, "recovery"),
-                "recovery_time needs recovery.error_rate or a steady 'error_rate <' SLO to compare with",
+                f"{metric.name} needs recovery.error_rate or a steady 'error_rate <' SLO to compare with",
             )
+
+
+def _extra_key_checks(where: KeyPath, item: Slo | Guard, metric: Metric, guard: bool) -> Iterator[Found]:
+    """Keys beside the objective (errors, recovery, budget) that its metric does not take, or needs
+    and lacks; a missing key is reported on the objective (a guard's condition)."""
+    given = {key.name for key in EXTRA_KEYS if getattr(item, key.name, None) not in (None, [])}
+    for key, message in key_problems(metric, given, guard=guard):
+        yield (*where, key or ("condition" if guard else "objective")), message
 
 
 _IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network

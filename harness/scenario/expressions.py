@@ -10,6 +10,8 @@
 
 Parsers raise ``ValueError`` with a message meant for a user; the scenario module turns it
 into a located problem. Values are normalised: latencies in milliseconds, rates as fractions.
+Metric names, their units and how thresholds are normalised are rows of the objectives table
+(:mod:`harness.judge.objectives`); the grammar here only splits an objective into its parts.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
+from harness.judge.objectives import lookup
+from harness.judge.units import format_duration
+
 __all__ = [
-    "LATENCY_METRICS",
     "Condition",
     "Objective",
     "WindowKind",
@@ -89,30 +93,7 @@ def parse_percent(value: object) -> float:
     return share
 
 
-def format_duration(seconds: float) -> str:
-    """Short human form used in plans and verdicts (``1m30s``, ``250ms``)."""
-    if seconds < 1 and seconds != 0:
-        return f"{seconds * 1000:g}ms"
-    if seconds >= 86400 and seconds % 86400 == 0:
-        return f"{int(seconds // 86400)}d"
-    minutes, secs = divmod(seconds, 60)
-    if minutes >= 60 and secs == 0 and minutes % 60 == 0:
-        return f"{int(minutes // 60)}h"
-    if minutes:
-        return f"{int(minutes)}m{secs:g}s" if secs else f"{int(minutes)}m"
-    return f"{secs:g}s"
-
-
-LATENCY_METRICS = ("p50", "p75", "p90", "p95", "p99", "p999", "max", "mean")
-_METRIC_ALIASES = {"p99.9": "p999", "median": "p50", "avg": "mean"}
-# recovery_time: seconds from a fault's end until the client side is steady again.
-# burn_rate: error rate over the error budget (1 - availability); budget_burn: the share of the
-# budget period's errors the window used (burn_rate x window / period).
-_ALL_METRICS = (*LATENCY_METRICS, "error_rate", "rps", "recovery_time", "burn_rate", "budget_burn")
-_SHARE_METRICS = ("error_rate", "budget_burn")
-_OPS = ("<=", ">=", "<", ">")
 _OBJECTIVE = re.compile(r"^\s*([a-z_][a-z0-9_.]*)\s*(<=|>=|<|>)\s*([-+]?\d+(?:\.\d+)?)\s*([a-z%/]*)\s*$")
-_LATENCY_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 
 
 @dataclass(frozen=True)
@@ -135,22 +116,7 @@ class Objective:
         }[self.op]
 
     def format_value(self, value: float) -> str:
-        return format_metric(self.metric, value)
-
-
-def format_metric(metric: str, value: float) -> str:
-    """A measured or threshold value in the unit users write it in."""
-    if math.isnan(value):
-        return "n/a"
-    if metric in _SHARE_METRICS:
-        return f"{value * 100:.3g}%"
-    if metric == "rps":
-        return f"{value:.1f}/s"
-    if metric == "recovery_time":
-        return format_duration(round(value, 1)) if value < 3600 else f"{value:.0f}s"
-    if metric == "burn_rate":
-        return f"{value:.3g}x"
-    return f"{value:.1f}ms" if value < 10_000 else f"{value / 1000:.2f}s"
+        return lookup(self.metric).format(value)
 
 
 def parse_objective(text: object) -> Objective:
@@ -163,35 +129,15 @@ def parse_objective(text: object) -> Objective:
             f"'{text}' is not an objective; write '<metric> <op> <value>', "
             "e.g. 'p99 < 250ms', 'error_rate < 1%', 'rps >= 100'"
         )
-    metric, op, number, unit = match.groups()
-    metric = _METRIC_ALIASES.get(metric, metric)
-    if metric not in _ALL_METRICS:
-        raise ValueError(f"unknown metric '{metric}'; use one of {', '.join(_ALL_METRICS)}")
+    name, op, number, unit = match.groups()
+    metric = lookup(name)
     value = float(number)
     if not math.isfinite(value):  # 400 digits are still digits
         raise ValueError(f"threshold in '{text}' is too large")
-    if metric in LATENCY_METRICS:
-        if unit not in _LATENCY_UNITS:
-            raise ValueError(f"latency threshold '{text}' needs a unit: ms, s or us (e.g. '{metric} < 250ms')")
-        value *= _LATENCY_UNITS[unit]
-    elif metric in _SHARE_METRICS:
-        if unit == "%":
-            value /= 100.0
-        elif unit:
-            raise ValueError(f"{metric} threshold takes a percentage or a fraction, not '{unit}'")
-        if not 0 <= value <= 1:
-            raise ValueError(f"{metric} threshold must lie between 0% and 100%")
-    elif metric == "recovery_time":
-        if unit not in ("ms", "s", "m"):
-            raise ValueError(f"recovery_time threshold '{text}' needs a unit: s, ms or m (e.g. 'recovery_time < 20s')")
-        value *= {"ms": 1e-3, "s": 1.0, "m": 60.0}[unit]
-    elif metric == "burn_rate" and unit not in ("", "x"):
-        raise ValueError(f"burn_rate threshold takes a plain factor or 'x' (e.g. 'burn_rate < 2x'), not '{unit}'")
-    elif metric == "rps" and unit not in ("", "/s"):
-        raise ValueError(f"rps threshold takes a plain number or '/s', not '{unit}'")
+    value = metric.threshold(value, unit, text)
     if value < 0:
         raise ValueError("threshold must not be negative")
-    return Objective(metric=metric, op=op, value=value, text=text.strip())
+    return Objective(metric=metric.name, op=op, value=value, text=text.strip())
 
 
 @dataclass(frozen=True)
@@ -214,6 +160,9 @@ def parse_condition(text: object) -> Condition:
         if seconds < 1:
             raise ValueError("a guard must hold for at least 1s")
     breach = parse_objective(head)
+    metric = lookup(breach.metric)
+    if not metric.per_second:
+        raise ValueError(f"{metric.name} cannot be judged second by second, so it cannot be a guard: {metric.why}")
     return Condition(breach=breach, for_seconds=seconds, text=text.strip())
 
 

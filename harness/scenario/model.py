@@ -16,6 +16,7 @@ from pydantic import (
     Tag,
 )
 
+from harness.judge.objectives import lookup
 from harness.scenario.expressions import (
     Condition,
     Objective,
@@ -257,11 +258,27 @@ class Baseline(Model):
 
 
 class Guard(Model):
-    """An abort condition checked every second on the live aggregate."""
+    """An abort condition checked every second on the live aggregate of all endpoints.
+
+    Its metric must be one a single second can give (the objectives table's ``per_second``);
+    the extra keys it may give are those its metric takes, as for an SLO.
+    """
 
     name: Name = Field(description="Guard name, shown when it trips.")
     condition: Annotated[Condition, BeforeValidator(parse_condition), AsText] = Field(
-        description="e.g. 'error_rate > 50% for 5s' or 'p99 > 5s for 10s'."
+        description="e.g. 'error_rate > 50% for 5s', 'p99 > 5s for 10s' or 'burn_rate > 10 for 30s' "
+        "(recovery_time and budget_burn are judged over whole windows, so they cannot be guards)."
+    )
+    errors: list[ErrorKind] = Field(
+        default_factory=list,
+        max_length=64,
+        description="error_rate only: count just these failures: a status (503), a class (5xx), a recorded "
+        "kind (http_503) or an exception name (ConnectionError). All failures if omitted.",
+    )
+    budget: ErrorBudget | None = Field(
+        default=None,
+        description="burn_rate only (required there): the availability objective whose error budget the "
+        "burn rate is measured against; a guard judges each second's rate, so the period plays no part.",
     )
 
 
@@ -345,15 +362,16 @@ def scenario_json_schema() -> dict[str, Any]:
 
 
 def steady_thresholds(slos: list[Slo]) -> tuple[float | None, float | None]:
-    """The p99 (ms) and error rate the scenario holds its steady window to, over all endpoints."""
-    p99 = error_rate = None
+    """The p99 (ms) and error rate the scenario holds its steady window to, over all endpoints and
+    every failure: what a recovery rule defaults to (the last such SLO of each metric counts)."""
+    bounds: dict[str, float] = {}
     for slo in slos:
-        if slo.window.kind is WindowKind.STEADY and slo.endpoint is None and slo.objective.op in ("<", "<="):
-            if slo.objective.metric == "p99":
-                p99 = slo.objective.value
-            elif slo.objective.metric == "error_rate" and not slo.errors:
-                error_rate = slo.objective.value
-    return p99, error_rate
+        metric = lookup(slo.objective.metric)
+        some_failures = bool(slo.errors) and "errors" in metric.takes
+        steady = slo.window.kind is WindowKind.STEADY and slo.endpoint is None
+        if steady and slo.objective.op in ("<", "<=") and not some_failures:
+            bounds[metric.name] = slo.objective.value
+    return bounds.get("p99"), bounds.get("error_rate")
 
 
 def scenario_total_seconds(scenario: Scenario) -> float:
