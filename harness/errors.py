@@ -5,13 +5,22 @@
     HarnessError                      exit 3  (internal error unless a subclass says otherwise)
     ├── ScenarioError                 exit 2  invalid scenario file: one or more located problems
     ├── ConfigError                   exit 2  invalid command line, environment or host configuration
+    │   └── RunNotFound               exit 2  a run asked for by id is neither under runs/ nor in InfluxDB
     ├── RunFailed                     exit 1  the run completed and an SLO failed
     ├── RunAborted                    exit 4  a guard tripped; faults were reverted and load stopped
     ├── RunInvalid                    exit 5  load not delivered or results incomplete
     ├── RunInterrupted                exit 130  Ctrl-C / SIGTERM
     ├── LoadError                     exit 3  a load generator or Locust subprocess failed
     ├── FaultError                    exit 3  a fault could not be injected or reverted
-    └── ResultsError                  exit 3  results could not be written or read
+    │   ├── FaultNotApplied           exit 3  an inject changed nothing in the end (journaled reverted)
+    │   ├── FaultPartlyApplied        exit 3  an inject applied part of a fault (journaled injected)
+    │   │   └── KubeFaultError        exit 3  some selected pods could not be deleted
+    │   ├── RevertFailed              exit 3  a revert failed and said why (journaled revert_failed)
+    │   └── RecoverFailed             exit 3  harness recover could not revert every outstanding fault
+    ├── ResultsError                  exit 3  results could not be written or read
+    │   └── TransportError            exit 3  a results server did not take a batch (the writer retries or spools)
+    ├── GrafanaError                  exit 3  Grafana could not be reached, or answered an HTTP error
+    └── DemoError                     exit 3  the demo shop did not come up
 
 The CLI maps any ``HarnessError`` to its ``exit_code`` and prints its message without a
 traceback; anything else is an internal error (exit 3) logged with its traceback to the
@@ -31,16 +40,25 @@ __all__ = [
     "EXIT_INVALID_INPUT",
     "EXIT_PASSED",
     "ConfigError",
+    "DemoError",
     "FaultError",
+    "FaultNotApplied",
+    "FaultPartlyApplied",
+    "GrafanaError",
     "HarnessError",
+    "KubeFaultError",
     "LoadError",
     "Problem",
+    "RecoverFailed",
     "ResultsError",
+    "RevertFailed",
     "RunAborted",
     "RunFailed",
     "RunInterrupted",
     "RunInvalid",
+    "RunNotFound",
     "ScenarioError",
+    "TransportError",
 ]
 
 EXIT_PASSED = 0
@@ -113,5 +131,84 @@ class FaultError(HarnessError):
     """A fault could not be injected or reverted."""
 
 
+class _JournaledFaultError(FaultError):
+    """A fault error that carries the details the journal records with it (strings and integers)."""
+
+    def __init__(self, message: str, **details: str | int) -> None:
+        super().__init__(message)
+        self.details: dict[str, str | int] = details
+
+
+class FaultNotApplied(_JournaledFaultError):
+    """An inject that changed nothing in the end: refused before any change, or undone at once.
+
+    The shared journal steps (:mod:`harness.chaos.steps`) journal the fault as ``reverted``
+    with ``details``, so no later revert acts on objects the record names.
+    """
+
+
+class FaultPartlyApplied(_JournaledFaultError):
+    """An inject that applied part of a fault (a kill that reached some targets, not all).
+
+    The fault is in effect: the journal steps record it as ``injected`` with ``details``, then raise.
+    """
+
+
+class KubeFaultError(FaultPartlyApplied):
+    """Some selected pods could not be deleted; ``details`` says which were (for the journal)."""
+
+
+class RevertFailed(_JournaledFaultError):
+    """A revert that failed and says why; journaled as ``revert_failed`` with ``details``, so the
+    next ``harness recover`` retries it."""
+
+
+class RecoverFailed(FaultError):
+    """Some outstanding fault could not be reverted; ``lines`` says what was and was not done.
+
+    Those faults stay journaled (as ``revert_failed``) so the next ``recover`` retries them.
+    """
+
+    def __init__(self, lines: list[str]) -> None:
+        self.lines = lines
+        super().__init__("\n".join(lines))
+
+
 class ResultsError(HarnessError):
     """Results could not be written or read."""
+
+
+class TransportError(ResultsError):
+    """A batch was not accepted.
+
+    ``permanent`` means resending the same bytes cannot help (a 4xx such as a parse error, a
+    field type conflict or missing permissions): the writer reports it and moves on instead of
+    retrying forever.  Otherwise (connection refused, timeout, 5xx, 404 database-not-found) the
+    batch is spooled and retried.  ``rejected`` is how many points the server said it dropped
+    when it knows (InfluxDB 1.x "partial write ... dropped=N").
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        permanent: bool = False,
+        status: int | None = None,
+        rejected: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+        self.status = status
+        self.rejected = rejected
+
+
+class RunNotFound(ConfigError):
+    """The run is not where it was looked for (exit 2)."""
+
+
+class GrafanaError(HarnessError):
+    """Grafana could not be reached, or answered an HTTP error (exit 3)."""
+
+
+class DemoError(HarnessError):
+    """The demo did not come up (its supervisor died, or it stayed unhealthy past the timeout)."""

@@ -1,4 +1,4 @@
-"""A test double of the Kubernetes API server: the REST subset harness.chaos.kubernetes uses.
+"""A test double of the Kubernetes API server: the REST subset harness.chaos.families.kubernetes.api uses.
 
 No kube-apiserver can run on these machines (TESTBED.md), so the Kubernetes fault code is
 exercised through the real ``kubernetes`` client, over real HTTP on loopback, against this

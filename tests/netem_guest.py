@@ -4,7 +4,7 @@
 on 10.77.0.0/24 -- the client ``nc`` (10.77.0.1, interface ``vc``) and the server ``ns``
 (10.77.0.2 and 10.77.0.3 on ``vs``) -- starts a small HTTP/1.1 keep-alive server and a UDP
 echo server in ``ns`` (``python -m tests.netem_guest serve``), moves itself into ``nc`` and
-measures each fault of :mod:`harness.chaos.netem` with real traffic: per-request HTTP
+measures each fault of :mod:`harness.chaos.families.network.netem` with real traffic: per-request HTTP
 latency on one kept-alive connection (one round trip per request), UDP probes echoed back
 for loss and duplicates. Every scenario reverts what it injected, also when it fails; what
 was measured, and any error, goes to ``$UML_OUT/netem.json`` for the host to assert on.
@@ -129,7 +129,7 @@ def runner_latency_ms(host: str, seconds: float = 5.0) -> dict[str, Any]:
     per-second windows merged; the first window (connection set-up) is left out."""
     import select
 
-    from harness.load.protocol import Command, encode_command
+    from harness.load.protocol import SetUsers, encode_command
     from harness.measure.windows import new_histogram, parse_window
 
     locustfile = Path(__file__).resolve().parent / "locustfiles" / "ping.py"
@@ -142,7 +142,7 @@ def runner_latency_ms(host: str, seconds: float = 5.0) -> dict[str, Any]:
     buffer = b""
     try:
         assert proc.stdin is not None
-        proc.stdin.write(encode_command(Command("set_users", users=1, spawn_rate=1)))
+        proc.stdin.write(encode_command(SetUsers(users=1, spawn_rate=1)))
         proc.stdin.flush()
         deadline = time.monotonic() + seconds + 15.0  # Locust's import is slow in the guest
         while time.monotonic() < deadline and len(windows) < seconds + 1:
@@ -271,7 +271,7 @@ class Scenarios:
         self.journal = Journal(RUN_ID, journal_dir)
 
     def revert_all(self) -> None:
-        from harness.chaos import netem
+        from harness.chaos.families.network import netem
 
         for record in self.journal.outstanding():
             try:
@@ -280,7 +280,7 @@ class Scenarios:
                 traceback.print_exc()
 
     def _with_fault(self, fault: Any, measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        from harness.chaos import netem
+        from harness.chaos.families.network import netem
 
         record = netem.inject(fault, RUN_ID, self.journal)
         try:
@@ -293,7 +293,7 @@ class Scenarios:
         return out
 
     def available(self) -> dict[str, Any]:
-        from harness.chaos import netem
+        from harness.chaos.families.network import netem
         from harness.errors import ConfigError
 
         ok, reason = netem.available()
@@ -359,7 +359,7 @@ class Scenarios:
         )
 
     def idempotency(self) -> dict[str, Any]:
-        from harness.chaos import netem
+        from harness.chaos.families.network import netem
         from harness.chaos.journal import FaultState, Journal
 
         out: dict[str, Any] = {}
@@ -390,7 +390,7 @@ class Scenarios:
         """Someone else's root qdisc is neither replaced by inject nor removed by any revert."""
         from pyroute2 import IPRoute
 
-        from harness.chaos import netem
+        from harness.chaos.families.network import netem
         from harness.errors import FaultError
 
         out: dict[str, Any] = {}
@@ -418,7 +418,7 @@ class Scenarios:
         """Revert after the namespace was deleted (taking its qdiscs and ifb along) is fine."""
         from pyroute2 import IPRoute
 
-        from harness.chaos import netem
+        from harness.chaos.families.network import netem
 
         subprocess.run(["ip", "netns", "add", "nx"], check=True, timeout=10)
         try:

@@ -15,39 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: Violations on main that the house issue is still removing, without line numbers. The list only
 #: shrinks: an entry that no longer occurs fails the test too, so it is deleted when fixed.
-KNOWN: set[str] = {
-    "import cycle: harness.chaos.netem <-> harness.chaos.network",
-    "import cycle: harness.chaos.process <-> harness.chaos.stress",
-    "import cycle: harness.results.v2 <-> harness.results.writer",
-    "harness/chaos/capabilities.py: private import: from harness.chaos.network import _ipr",
-    "harness/chaos/capabilities.py: private import: from harness.chaos.stress import _cgroup_mounts",
-    "harness/chaos/netem.py: private import: from harness.chaos.network import _ipr",
-    "harness/chaos/netem.py: N lines (over 500, no '# long:' comment at its top)",
-    "harness/chaos/network.py: N lines (over 500, no '# long:' comment at its top)",
-    "harness/chaos/process.py: private import: from harness.chaos.stress import _cgroup_mounts",
-    "harness/chaos/process.py: N lines (over 500, no '# long:' comment at its top)",
-    "harness/chaos/proxy.py: private import: from harness.chaos.process import _start_ticks",
-    "harness/chaos/proxy.py: N lines (over 500, no '# long:' comment at its top)",
-    "harness/chaos/proxy_server.py: N lines (over 500, no '# long:' comment at its top)",
-    "harness/chaos/proxy_server.py: _upstream() is N lines (over 80)",
-    "harness/chaos/stress.py: private import: from harness.chaos.process import _start_ticks",
-    "harness/demo/services.py: N lines (over 500, no '# long:' comment at its top)",
-    "harness/judge/baseline.py: N lines (over 500, no '# long:' comment at its top)",
-    "harness/results/writer.py: N lines (over 500, no '# long:' comment at its top)",
-    "harness/review/grafana/dashboards.py: N lines (over 500, no '# long:' comment at its top)",
-    "harness/review/grafana/dashboards.py: run_dashboard() is N lines (over 80)",
-    "harness/review/grafana/dashboards.py: compare_dashboard() is N lines (over 80)",
-    "harness/review/report.py: N lines (over 500, no '# long:' comment at its top)",
-    "harness/review/report.py: _plot() is N lines (over 80)",
-    "harness/chaos/kubernetes.py: public exception KubeFaultError is defined outside errors.py",
-    "harness/chaos/recover.py: public exception RecoverFailed is defined outside errors.py",
-    "harness/demo/control.py: public exception DemoError is defined outside errors.py",
-    "harness/demo/services.py: public exception HTTPError is defined outside errors.py",
-    "harness/demo/services.py: public exception DownstreamError is defined outside errors.py",
-    "harness/results/writer.py: public exception TransportError is defined outside errors.py",
-    "harness/review/grafana/push.py: public exception GrafanaError is defined outside errors.py",
-    "harness/review/report_data.py: public exception RunNotFound is defined outside errors.py",
-}
+KNOWN: set[str] = set()
 
 
 def _normalised(line: str) -> str:

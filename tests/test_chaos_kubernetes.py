@@ -2,7 +2,7 @@
 
 No cluster can run here (TESTBED.md), so ``tests/k8s_api.py`` serves the REST subset the
 fault code uses on 127.0.0.1 and records every request; the tests point a real kubeconfig
-(via ``$KUBECONFIG``) at it and call :mod:`harness.chaos.kubernetes` as the agent will.
+(via ``$KUBECONFIG``) at it and call :mod:`harness.chaos.families.kubernetes.api` as the agent will.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from harness.chaos import kubernetes as kube
+from harness.chaos.families.kubernetes import api as kube
+from harness.chaos.families.kubernetes.params import KubernetesPodKillFault, KubernetesScaleFault, PodKillParams
 from harness.errors import ConfigError, FaultError
-from harness.scenario import KubernetesPodKillFault, KubernetesScaleFault, PodKillParams
 from tests.k8s_api import PATCH_TYPES, Cluster, FakeApiServer, selector_matches
 
 ALLOWED = "kind-chaos"
@@ -333,7 +333,7 @@ def test_the_double_matches_selectors_like_the_api_server() -> None:
 def test_journaled_scale_is_recorded_before_it_acts_and_recover_restores_it(
     server: FakeApiServer, kubeconfig: Path, tmp_path: Path
 ) -> None:
-    from harness.chaos import kube_journal
+    from harness.chaos.families import kubernetes as kube_journal
     from harness.chaos.journal import FaultState, Journal
     from harness.chaos.recover import recover
 
@@ -360,7 +360,7 @@ def test_journaled_scale_is_recorded_before_it_acts_and_recover_restores_it(
 def test_journaled_scale_interrupted_mid_way_is_restored_to_the_count_recorded_first(
     server: FakeApiServer, kubeconfig: Path, tmp_path: Path
 ) -> None:
-    from harness.chaos import kube_journal
+    from harness.chaos.families import kubernetes as kube_journal
     from harness.chaos.journal import FaultRecord, FaultState, Journal
     from harness.chaos.recover import recover
 
@@ -383,7 +383,7 @@ def test_journaled_scale_interrupted_mid_way_is_restored_to_the_count_recorded_f
 
 
 def test_journaled_pod_kill_has_nothing_to_revert(server: FakeApiServer, kubeconfig: Path, tmp_path: Path) -> None:
-    from harness.chaos import kube_journal
+    from harness.chaos.families import kubernetes as kube_journal
     from harness.chaos.journal import Journal
     from harness.chaos.recover import recover
 
@@ -398,7 +398,7 @@ def test_journaled_pod_kill_has_nothing_to_revert(server: FakeApiServer, kubecon
 def test_journaled_inject_in_a_namespace_without_opt_in_journals_nothing(
     server: FakeApiServer, kubeconfig: Path, tmp_path: Path
 ) -> None:
-    from harness.chaos import kube_journal
+    from harness.chaos.families import kubernetes as kube_journal
     from harness.chaos.journal import Journal
 
     journal = Journal("kube-run", tmp_path / "journal")

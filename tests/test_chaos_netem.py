@@ -2,7 +2,7 @@
 
 One guest boot (tests/uml.py) runs tests/netem_guest.py, which builds two namespaces joined
 by a veth pair on 10.77.0.0/24 inside the guest, applies each fault with
-:mod:`harness.chaos.netem` and measures it with real traffic; the tests here read back what
+:mod:`harness.chaos.families.network.netem` and measures it with real traffic; the tests here read back what
 it measured and assert on it. Nothing in the guest touches the host's network; the guest
 is killed by its process group if it overruns, and its files are removed.
 
@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from harness.chaos import netem
+from harness.chaos.families.network import netem
 from tests import uml
 
 GUEST_TIMEOUT = 150.0

@@ -21,7 +21,7 @@ from types import SimpleNamespace
 import pytest
 from pydantic import TypeAdapter
 
-from harness.chaos import network
+from harness.chaos.families import network
 from harness.chaos.journal import FaultState, Journal
 from harness.chaos.recover import revert_record
 from harness.scenario import Fault
@@ -381,8 +381,10 @@ def test_preflight_refuses_a_missing_namespace_before_anything_starts(netns_pair
     """``harness run`` calls preflight.check first: a missing netns is a ConfigError (exit 2)."""
     from harness.chaos import preflight
     from harness.errors import ConfigError
+    from harness.scenario import Safety
 
     scenario = SimpleNamespace(
+        safety=Safety(),
         faults=[
             _fault("network.loss", {"percent": 10, "peers": [ADDR_B]}),
             FAULT.validate_python(
@@ -395,7 +397,7 @@ def test_preflight_refuses_a_missing_namespace_before_anything_starts(netns_pair
                     "params": {"peers": [ADDR_B]},
                 }
             ),
-        ]
+        ],
     )
     assert "numgen" in preflight.targets(scenario)["loss"]  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="hnet-missing") as caught:

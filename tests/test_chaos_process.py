@@ -29,11 +29,14 @@ import pytest
 from pydantic import ValidationError
 
 from harness.chaos import journal as journal_mod
+from harness.chaos.cgroups import cgroup_pids
+from harness.chaos.families.process import describe, inject, revert
+from harness.chaos.families.process.params import ProcessKillFault, ProcessPauseFault
 from harness.chaos.journal import FaultRecord, FaultState, Journal, all_outstanding
-from harness.chaos.process import cgroup_pids, describe, inject, resolve_targets, revert
+from harness.chaos.processes import resolve_targets
 from harness.chaos.recover import RecoverFailed, recover, revert_outstanding
 from harness.errors import FaultError
-from harness.scenario import ProcessKillFault, ProcessPauseFault, ProcessTarget
+from harness.scenario import ProcessTarget
 
 RUN = "run-test-1"
 

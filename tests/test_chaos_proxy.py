@@ -29,7 +29,8 @@ import psutil
 import pytest
 from pydantic import TypeAdapter
 
-from harness.chaos import proxy
+from harness.chaos.families import proxy
+from harness.chaos.families.proxy import transparent
 from harness.chaos.journal import FaultState, Journal
 from harness.chaos.recover import revert_record
 from harness.errors import ConfigError, FaultError
@@ -633,13 +634,13 @@ def test_transparent_crash_before_the_pid_was_journaled(
     service_ns: str, ns_journal: Journal, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An agent killed right after starting the proxy: revert finds it by its environment tag."""
-    real_start = proxy._start_proxy
+    real_start = transparent.start_proxy
 
     def start_then_die(d: dict[str, str | int]) -> tuple[int, int, int]:
         real_start(d)
         raise SystemExit("agent killed")  # not caught by inject: the journal says only "injecting"
 
-    monkeypatch.setattr(proxy, "_start_proxy", start_then_die)
+    monkeypatch.setattr(transparent, "start_proxy", start_then_die)
     fault = _fault("proxy.abort", {"status": 503, "percent": 100}, service=service_ns, netns=NS)
     with pytest.raises(SystemExit):
         proxy.inject(fault, ns_journal.run_id, ns_journal)

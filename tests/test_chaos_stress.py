@@ -21,7 +21,8 @@ import psutil
 import pytest
 from pydantic import TypeAdapter
 
-from harness.chaos import stress
+from harness.chaos.families import stress
+from harness.chaos.families.stress import stress_ng
 from harness.chaos.journal import FaultState, Journal
 from harness.scenario import Fault
 
@@ -195,7 +196,7 @@ def test_inject_twice_revert_once(tmp_path: Path) -> None:
     assert second.details["stress_pid"] == first.details["stress_pid"]
     stress.revert(first, journal)
     stress.revert(first, journal)  # idempotent
-    assert not stress._tagged("stress-run/s")
+    assert not stress_ng.tagged("stress-run/s")
     assert not os.path.exists(str(first.details["workdir"]))
     assert [p for p in tmp_path.iterdir() if p.name.startswith("harness-")] == []
 
@@ -208,4 +209,4 @@ def test_revert_of_interrupted_inject_finds_tagged_processes(tmp_path: Path) -> 
     interrupted = done.advance(FaultState.INJECTING, stress_pid=0, stress_start_ticks=0)
     journal.append(interrupted)
     stress.revert(interrupted, journal)
-    assert not stress._tagged("stress-run/s")
+    assert not stress_ng.tagged("stress-run/s")

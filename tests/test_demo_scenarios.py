@@ -77,7 +77,7 @@ def test_example_scenario_behaves_as_its_slos_say(name: str, demo: DemoInfo, inf
 
 
 def test_netem_scenario_is_refused_where_the_kernel_has_no_netem(demo: DemoInfo, influxd: Any, tmp_path: Path) -> None:
-    from harness.chaos import netem
+    from harness.chaos import netem_probe as netem
 
     influxd.create_database("harness")
     has_netem, why = netem.available()

@@ -68,8 +68,8 @@ def test_this_host(no_netns_left: object) -> None:
 def test_own_netem_probe_when_netem_module_lacks_available(
     monkeypatch: pytest.MonkeyPatch, no_netns_left: object
 ) -> None:
-    """Without ``netem.available()`` the doctor asks the kernel itself, the same way."""
-    from harness.chaos import netem
+    """Without ``netem_probe.available()`` the doctor asks the kernel itself, the same way."""
+    from harness.chaos import netem_probe as netem
 
     monkeypatch.delattr(netem, "available", raising=False)
     [cap] = probe(["netem"])

@@ -29,7 +29,8 @@ from typing import Any
 import psutil
 import pytest
 
-from harness.chaos import preflight, process
+from harness.chaos import cgroups, preflight
+from harness.chaos import processes as process
 from harness.errors import ConfigError, FaultError, ScenarioError
 from harness.scenario import ProcessTarget, load_scenario
 
@@ -447,8 +448,8 @@ def test_pid_1_and_kernel_threads_are_never_targets(tmp_path: Path, monkeypatch:
 
     shown = {"ControlGroup": "/init.scope", "MainPID": "1"}
     monkeypatch.setattr(process, "_systemctl_show", lambda unit, prop: shown.get(prop, ""))
-    monkeypatch.setattr(process, "_cgroup_dirs", lambda group: ["/sys/fs/cgroup/init.scope"])
-    monkeypatch.setattr(process, "cgroup_pids", lambda directory: {1})
+    monkeypatch.setattr(cgroups, "cgroup_dirs", lambda group: ["/sys/fs/cgroup/init.scope"])
+    monkeypatch.setattr(cgroups, "cgroup_pids", lambda directory: {1})
     with pytest.raises(FaultError, match=r"init.scope: its control group /init.scope holds PID 1 .*refusing"):
         process.resolve_targets(ProcessTarget(systemd_unit="init.scope"))
 

@@ -23,9 +23,9 @@ import psutil
 import pytest
 
 from harness.chaos import watchdog
+from harness.chaos.families.process import inject
+from harness.chaos.families.process.params import ProcessPauseFault
 from harness.chaos.journal import FaultState, Journal, all_outstanding
-from harness.chaos.process import inject
-from harness.scenario import ProcessPauseFault
 
 ROOT = Path(__file__).resolve().parents[1]
 TTL = 1.5

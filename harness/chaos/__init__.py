@@ -1,8 +1,10 @@
-"""Fault injection: process faults, the node-local journal, recovery and the Ray chaos agent.
+"""Fault injection: the fault families and their registry, the node-local journal, recovery and
+the Ray chaos agent.
 
-Importing this package does not import Ray: :class:`ChaosAgent` is loaded from
-:mod:`harness.chaos.agent` on first access, so ``harness plan`` and ``harness recover`` stay
-fast and work where Ray is not running.
+Importing this package imports no family and no Ray: :class:`ChaosAgent` is loaded from
+:mod:`harness.chaos.agent` on first access, and families are found through their entry points
+(:mod:`harness.chaos.family`), so ``harness plan`` and ``harness recover`` stay fast and work
+where Ray is not running.
 """
 
 from __future__ import annotations
@@ -10,26 +12,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from harness.chaos.journal import FaultRecord, FaultState, Journal, all_outstanding
-from harness.chaos.process import ResolvedProcess, describe, inject, resolve_targets, revert
-from harness.chaos.recover import RecoverFailed, recover
 
 if TYPE_CHECKING:
     from harness.chaos.agent import ChaosAgent
 
-__all__ = [
-    "ChaosAgent",
-    "FaultRecord",
-    "FaultState",
-    "Journal",
-    "RecoverFailed",
-    "ResolvedProcess",
-    "all_outstanding",
-    "describe",
-    "inject",
-    "recover",
-    "resolve_targets",
-    "revert",
-]
+__all__ = ["ChaosAgent", "FaultRecord", "FaultState", "Journal", "all_outstanding"]
 
 
 def __getattr__(name: str) -> Any:

@@ -3,8 +3,9 @@
 The orchestrator starts one :class:`ChaosAgent` per (run, node) with :meth:`ChaosAgent.start`,
 asks it to :meth:`~ChaosAgent.inject` and :meth:`~ChaosAgent.revert` faults on the timeline,
 and calls :meth:`~ChaosAgent.stop` in its ``finally``, which reverts whatever is still active
-before the actor goes away. The actor does the work with :mod:`harness.chaos.process` and
-journals every fault on its node's disk first, so if the actor, its node or the driver dies
+before the actor goes away. The actor looks each fault's kind up in the registry of fault
+families (:mod:`harness.chaos.family`), whose shared journal steps record every fault on its
+node's disk first, so if the actor, its node or the driver dies
 mid-run, ``harness recover`` on that node can still undo it.
 
 Every fault is also a **lease**: it is journaled with ``lease_until`` = now + ``lease_ttl``
@@ -28,27 +29,16 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from harness.chaos import process, stress, watchdog
+from harness.chaos import watchdog
+from harness.chaos.family import FaultFamily, find_family
 from harness.chaos.journal import FaultRecord, FaultState, Journal
+from harness.chaos.processes import protected_processes
 from harness.chaos.recover import revert_record
+from harness.chaos.steps import InjectContext
 from harness.errors import FaultError, HarnessError
 from harness.measure.clocks import ClockOffset
 from harness.priority import AGENT_NICE, normal_priority
-from harness.scenario import (
-    FAULT_KINDS,
-    Fault,
-    KubernetesPodKillFault,
-    KubernetesScaleFault,
-    NetworkBandwidthFault,
-    NetworkLinkDownFault,
-    NetworkLossFault,
-    NetworkNetemFault,
-    NetworkPartitionFault,
-    ProxyAbortFault,
-    ProxyBandwidthFault,
-    ProxyLatencyFault,
-    ProxyResetFault,
-)
+from harness.scenario import Fault
 
 __all__ = ["LEASE_TTL", "RENEW_INTERVAL", "ChaosAgent"]
 
@@ -65,7 +55,9 @@ RENEW_INTERVAL = 1.0
 
 
 def _summary(record: FaultRecord, node_id: str) -> Summary:
-    """A fault's latest journal record as plain data the driver can log and annotate with."""
+    """A fault's latest journal record as plain data the driver can log and annotate with;
+    ``what`` is what its family says was done (the run's fault event shows it)."""
+    family = find_family(record.kind)
     return {
         "run_id": record.run_id,
         "fault": record.fault_name,
@@ -75,19 +67,19 @@ def _summary(record: FaultRecord, node_id: str) -> Summary:
         "time": record.time,
         "node_id": node_id,
         "details": dict(record.details),
+        "what": family.applied_text(record) if family is not None else "",
     }
 
 
-def _is_network(fault: Any) -> bool:
-    """A network.* fault (harness.chaos.network); checked by kind so pyroute2 loads only when needed."""
-    return isinstance(
-        fault,
-        NetworkPartitionFault | NetworkLossFault | NetworkBandwidthFault | NetworkNetemFault | NetworkLinkDownFault,
-    )
-
-
-def _is_proxy(fault: Any) -> bool:
-    return isinstance(fault, ProxyLatencyFault | ProxyBandwidthFault | ProxyResetFault | ProxyAbortFault)
+def _family_of(fault: Any) -> FaultFamily:
+    """The family that applies ``fault``; ``FaultError`` for a kind no installed family declares."""
+    family = find_family(getattr(fault, "kind", ""))
+    model = next((m for m in family.models if fault.kind == m.KIND), None) if family is not None else None
+    if family is None or model is None or not isinstance(fault, model):
+        kind = getattr(fault, "kind", type(fault).__name__)
+        name = getattr(fault, "name", "?")
+        raise FaultError(f"fault '{name}': kind {kind} is not supported by the chaos agent")
+    return family
 
 
 class _ChaosAgentActor:
@@ -110,7 +102,7 @@ class _ChaosAgentActor:
         self._allowed_contexts = allowed_contexts
         self._journal = Journal(run_id)
         self._lease_ttl = lease_ttl
-        self._protected = [*protected, *process.protected_processes()]
+        self._protected = [*protected, *protected_processes()]
         self._mine: dict[str, None] = {}  # faults this agent was asked to inject, in order
         self._lock = threading.Lock()
         self._node_id = ray.get_runtime_context().get_node_id()
@@ -120,42 +112,18 @@ class _ChaosAgentActor:
         return self._node_id
 
     def inject(self, fault: Any) -> Summary:
-        model = FAULT_KINDS.get(getattr(fault, "kind", ""))
-        supported = model is not None and isinstance(fault, model)  # (a bool: ``fault`` stays untyped)
-        if not supported:
-            kind = getattr(fault, "kind", type(fault).__name__)
-            name = getattr(fault, "name", "?")
-            raise FaultError(f"fault '{name}': kind {kind} is not supported by the chaos agent")
+        family = _family_of(fault)
         with self._lock:
             self._mine[fault.name] = None
             try:
-                lease_until = time.time() + self._lease_ttl
-                if isinstance(fault, KubernetesPodKillFault | KubernetesScaleFault):
-                    from harness.chaos import kube_journal  # imports the kubernetes client
-
-                    record = kube_journal.inject(
-                        fault,
-                        self._run_id,
-                        self._journal,
-                        allowed_contexts=self._allowed_contexts,
-                        lease_until=lease_until,
-                    )
-                elif _is_network(fault):
-                    from harness.chaos import network  # imports pyroute2
-
-                    record = network.inject(fault, self._run_id, self._journal, lease_until=lease_until)
-                elif _is_proxy(fault):
-                    from harness.chaos import proxy
-
-                    record = proxy.inject(fault, self._run_id, self._journal, lease_until=lease_until)
-                elif stress.is_stress_kind(fault.kind):
-                    record = stress.inject(
-                        fault, self._run_id, self._journal, protected=self._protected, lease_until=lease_until
-                    )
-                else:
-                    record = process.inject(
-                        fault, self._run_id, self._journal, protected=self._protected, lease_until=lease_until
-                    )
+                ctx = InjectContext(
+                    self._run_id,
+                    self._journal,
+                    lease_until=time.time() + self._lease_ttl,
+                    protected=tuple(self._protected),
+                    allowed_contexts=self._allowed_contexts,
+                )
+                record = family.inject(fault, ctx)
             except HarnessError as exc:  # a refused context or namespace is a FaultError to the run
                 if isinstance(exc, FaultError):
                     raise
@@ -172,21 +140,15 @@ class _ChaosAgentActor:
             return _summary(record, self._node_id)
 
     def warm_up(self, kinds: list[str]) -> None:
-        """Import the fault families of ``kinds`` and start the watchdog, before the run starts.
+        """Warm up the fault families of ``kinds`` and start the watchdog, before the run starts.
 
         Both cost tens of ms the first time (pyroute2, the kubernetes client, a fork of this
         process); paid here, they do not make the run's first fault late.
         """
         normal_priority(AGENT_NICE)
-        if any(k.startswith("network.") for k in kinds):
-            from harness.chaos import netem, network  # noqa: F401 - imported for its cost only
-
-            if "network.loss" in kinds or "network.netem" in kinds:
-                netem.available()  # loss with method auto picks netem or nftables at inject: probe now
-        if any(k.startswith("kubernetes.") for k in kinds):
-            from harness.chaos import kube_journal  # noqa: F401
-        if any(k.startswith("proxy.") for k in kinds):
-            from harness.chaos import proxy  # noqa: F401
+        wanted = frozenset(kinds)
+        for family in {f for kind in wanted if (f := find_family(kind)) is not None}:
+            family.warm_up(wanted & frozenset(family.kinds))
         self._ensure_watchdog()
 
     def _ensure_watchdog(self) -> None:
@@ -334,7 +296,7 @@ class ChaosAgent:
             options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id, soft=False)
         actor_class: Any = ray.remote(_ChaosAgentActor)
         handle = actor_class.options(**options).remote(
-            run_id, process.protected_processes(), lease_ttl, tuple(allowed_contexts)
+            run_id, protected_processes(), lease_ttl, tuple(allowed_contexts)
         )
         try:
             actual_node: str = ray.get(handle.node_id.remote(), timeout=start_timeout)

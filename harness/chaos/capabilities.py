@@ -34,26 +34,8 @@ from typing import Any
 
 import psutil
 
-from harness.scenario import (
-    KubernetesPodKillFault,
-    KubernetesScaleFault,
-    NetworkBandwidthFault,
-    NetworkLinkDownFault,
-    NetworkLossFault,
-    NetworkNetemFault,
-    NetworkPartitionFault,
-    ProcessKillFault,
-    ProcessPauseFault,
-    ProxyAbortFault,
-    ProxyBandwidthFault,
-    ProxyLatencyFault,
-    ProxyResetFault,
-    Scenario,
-    StressCpuFault,
-    StressDiskFillFault,
-    StressIoFault,
-    StressMemoryFault,
-)
+from harness.chaos import cgroups, netem_probe
+from harness.scenario import Scenario
 
 __all__ = [
     "CGROUPS",
@@ -72,6 +54,7 @@ __all__ = [
     "UML",
     "WRK",
     "Capability",
+    "kubeconfig_path",
     "missing",
     "probe",
     "render",
@@ -166,9 +149,9 @@ def _netlink_error(exc: Exception) -> str:
 def _qdisc_probe(kind: str, **options: Any) -> None:
     """Create a ``kind`` qdisc at the root of ``lo`` in a throwaway netns with pyroute2, as the
     fault code does; raises ``_Missing`` with the kernel's answer when refused."""
-    from harness.chaos.network import _ipr  # opens the socket without pyroute2's fork
+    from harness.chaos import netlink  # opens the socket without pyroute2's fork
 
-    with _throwaway_netns() as netns, _ipr(netns) as ipr:
+    with _throwaway_netns() as netns, netlink.ipr(netns) as ipr:
         index = int(ipr.link_lookup(ifname="lo")[0])
         ipr.link("set", index=index, state="up")
         try:
@@ -192,13 +175,8 @@ def _probe_nftables() -> str:
 
 def _probe_netem() -> str:
     uml_hint = "netem faults need a kernel with sch_netem (modprobe sch_netem); here, run them inside UML (see uml)"
-    try:
-        from harness.chaos import netem as netem_module
-
-        available: Callable[[], tuple[bool, str]] | None = getattr(netem_module, "available", None)
-    except Exception:  # the netem module is optional here: probe directly instead
-        available = None
-    if available is not None:
+    available: Callable[[], tuple[bool, str]] | None = getattr(netem_probe, "available", None)
+    if available is not None:  # the probe netem faults use (a throwaway namespace of a child process)
         ok, why = available()
         if not ok:
             raise _Missing(f"{why}; {uml_hint}")
@@ -216,9 +194,9 @@ def _probe_tbf() -> str:
 
 
 def _probe_ifb() -> str:
-    from harness.chaos.network import _ipr  # opens the socket without pyroute2's fork
+    from harness.chaos import netlink  # opens the socket without pyroute2's fork
 
-    with _throwaway_netns() as netns, _ipr(netns) as ipr:
+    with _throwaway_netns() as netns, netlink.ipr(netns) as ipr:
         try:
             ipr.link("add", ifname="hprobe-ifb", kind="ifb")
         except Exception as exc:
@@ -239,9 +217,9 @@ def _probe_netns() -> str:
 def _probe_iproute() -> str:
     import pyroute2
 
-    from harness.chaos.network import _ipr  # opens the socket without pyroute2's fork
+    from harness.chaos import netlink  # opens the socket without pyroute2's fork
 
-    with _throwaway_netns() as netns, _ipr(netns) as ipr:
+    with _throwaway_netns() as netns, netlink.ipr(netns) as ipr:
         index = int(ipr.link_lookup(ifname="lo")[0])
         ipr.link("set", index=index, state="up")
         ipr.link("set", index=index, state="down")
@@ -253,10 +231,8 @@ def _probe_iproute() -> str:
 
 
 def _probe_cgroups() -> str:
-    # The stress module reads the mount table the same way when it places stress-ng.
-    from harness.chaos.stress import _cgroup_mounts
-
-    v1, v2 = _cgroup_mounts()
+    # The stress family reads the mount table the same way when it places stress-ng.
+    v1, v2 = cgroups.cgroup_mounts()
     parts: list[str] = []
     writable_v1 = [c for c in ("cpu", "memory") if c in v1 and _can_make_cgroup(v1[c][1])]
     controllers = sorted(c for c in v1 if not c.startswith("name=") and c not in ("rw", "ro"))
@@ -322,9 +298,15 @@ def _probe_wrk() -> str:
     return f"{_first_line(done.stdout + done.stderr)} (benchmark ceiling)"
 
 
-def _probe_kube_contexts() -> str:
-    from harness.chaos.kubernetes import kubeconfig_path
+def kubeconfig_path() -> str:
+    """``$KUBECONFIG`` if set (read now, not at import as the client does), else ``~/.kube/config``.
 
+    Never from the scenario file, so a scenario cannot point harness at credentials.
+    """
+    return os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+
+
+def _probe_kube_contexts() -> str:
     path = kubeconfig_path()
     files = [p for p in path.split(os.pathsep) if p]
     if not any(os.path.isfile(p) for p in files):
@@ -404,42 +386,13 @@ def probe(names: Iterable[str] | None = None) -> list[Capability]:
 
 
 def requirements(fault: Any) -> list[str]:
-    """The capabilities ``fault`` (a scenario fault model) needs on the node that applies it.
+    """The capabilities ``fault`` (a scenario fault model) needs on the node that applies it, as its
+    family says (:meth:`~harness.chaos.family.FaultFamily.requirements`). Faults that need nothing
+    beyond Python (disk fill, a proxy already running, process faults by pid file or pattern)
+    need none."""
+    from harness.chaos.family import family_of
 
-    ``network.loss`` with method ``auto`` needs only nftables: it falls back to nftables
-    where netem is missing. Faults that need nothing beyond Python (disk fill, a proxy
-    already running, process faults by pid file or pattern) need none.
-    """
-    needs: list[str] = []
-    netns = getattr(getattr(fault, "target", None), "netns", None)
-    if isinstance(fault, NetworkPartitionFault):
-        needs.append(NFTABLES if fault.params.method == "nftables" else IPROUTE)
-    elif isinstance(fault, NetworkLossFault):
-        needs.append(NETEM if fault.params.method == "netem" else NFTABLES)
-    elif isinstance(fault, NetworkNetemFault):
-        needs.append(NETEM)
-    elif isinstance(fault, NetworkBandwidthFault):
-        needs.append(TBF)
-    elif isinstance(fault, NetworkLinkDownFault):
-        needs.append(IPROUTE)
-    elif isinstance(fault, ProxyLatencyFault | ProxyBandwidthFault | ProxyResetFault | ProxyAbortFault):
-        if fault.target.service is not None:  # transparent: an nftables redirect to the proxy
-            needs.append(NFTABLES)
-        else:
-            netns = None  # a running proxy is reached by its control address
-    elif isinstance(fault, StressCpuFault | StressMemoryFault | StressIoFault):
-        needs.append(STRESS_NG)
-        if fault.target is not None:
-            needs.append(CGROUPS)
-    elif isinstance(fault, StressDiskFillFault):
-        pass
-    elif isinstance(fault, KubernetesPodKillFault | KubernetesScaleFault):
-        needs.append(KUBE_CONTEXTS)
-    elif isinstance(fault, ProcessKillFault | ProcessPauseFault) and fault.target.systemd_unit is not None:
-        needs.append(SYSTEMD)
-    if netns and needs:
-        needs.append(NETNS)
-    return needs
+    return family_of(fault.kind).requirements(fault)
 
 
 def missing(scenario: Scenario, probed: Iterable[Capability]) -> list[str]:

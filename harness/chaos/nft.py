@@ -11,8 +11,10 @@ netns exec ... nft`` is also what an operator types to inspect the same objects.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -20,11 +22,20 @@ from typing import Any
 
 from harness.errors import FaultError
 
-__all__ = ["NETNS_DIR", "NFT_TIMEOUT", "ident", "remove_chains", "run", "tables"]
+__all__ = ["NETNS_DIR", "NFT_TIMEOUT", "ident", "namespaces", "remove_chains", "run", "tables"]
 
 #: Seconds any one ``nft`` call may take; it is a local netlink transaction.
 NFT_TIMEOUT = 10.0
 NETNS_DIR = Path("/run/netns")
+
+
+def namespaces() -> list[str]:
+    """'' (the host's namespace), then every named namespace under /run/netns, sorted: where a
+    sweep looks for harness's objects."""
+    found = [""]
+    with contextlib.suppress(OSError):
+        found += sorted(os.listdir(NETNS_DIR))
+    return found
 
 
 def ident(text: str, limit: int) -> str:

@@ -53,7 +53,7 @@ def compare(
     """
     from harness.cli.display import print_comparison
     from harness.judge.baseline import compare as judge
-    from harness.judge.baseline import samples_from_run_dir
+    from harness.results.samples import samples_from_run_dir
     from harness.scenario import Baseline, load_scenario
 
     tolerances = load_scenario(scenario).baseline if scenario is not None else Baseline()
@@ -154,7 +154,7 @@ def grafana_link(
     results_url: Annotated[
         str, typer.Option(help="InfluxDB asked for the run's times when runs/<run_id>/summary.json is missing.")
     ] = "http://127.0.0.1:8086",
-    database: Annotated[str, typer.Option(help="InfluxDB database with harness_runs.")] = "harness",
+    database: Annotated[str, typer.Option(help="InfluxDB database the runs were written to.")] = "harness",
     results_token_env: Annotated[
         str | None, typer.Option(help="Environment variable holding the InfluxDB token, if it needs one.")
     ] = None,

@@ -141,11 +141,7 @@ class FaultAgents:
             with self._lock:
                 self._active.pop(fault.name, None)
             raise
-        pids = info.get("pids", [])
-        if fault.kind.startswith("process."):
-            what = f"on {len(pids)} process(es) {pids}"
-        else:  # network, proxy, stress, kubernetes: the journal's one-line description
-            what = str(info.get("details", {}).get("target") or "applied")
+        what = str(info.get("what") or "applied")  # as the fault's family says it
         text = f"{fault.kind} {what}" + (f": {fault.description}" if fault.description else "")
         if agent.node_id != self.placement.default.node_id:
             text += f" (on {self.placement.node_of(fault.name).name})"

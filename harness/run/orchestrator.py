@@ -27,7 +27,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from harness.errors import ConfigError, HarnessError
-from harness.judge.baseline import BaselineRun
 from harness.judge.guards import GuardWatch
 from harness.judge.slo import SloBook, SloResult
 from harness.judge.verdict import RunLedger, Verdict, decide
@@ -36,6 +35,7 @@ from harness.measure.steptiming import StepRecord
 from harness.measure.windows import Aggregator
 from harness.plan import Plan, Step, StepKind
 from harness.results.points import run_point, slo_points
+from harness.results.samples import BaselineRun
 from harness.run.cluster import RayStart, driver_node_id, live_nodes, start_ray, stop_ray
 from harness.run.faults import FaultAgents
 from harness.run.fleet import Fleet, FleetOptions

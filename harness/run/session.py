@@ -27,7 +27,7 @@ from harness.errors import ConfigError, ResultsError
 from harness.run.summary import ResultsSummary, RunSummary, from_json
 
 if TYPE_CHECKING:  # imported where used: a refused scenario must not wait for Ray to load
-    from harness.judge.baseline import BaselineRun
+    from harness.results.samples import BaselineRun
     from harness.run.seconds import LiveStatus
     from harness.scenario import Scenario
 
@@ -195,8 +195,8 @@ class _Unreachable:
 
 def _baseline(ref: str, scenario: Scenario, run_id: str, url: str, token: str | None, say: Say) -> BaselineRun | None:
     """The baseline run's samples, loaded before anything starts (an unknown run id is exit 2)."""
-    from harness.judge.baseline import BaselineRun, find_baseline
     from harness.results.query import InfluxQuery
+    from harness.results.samples import BaselineRun, find_baseline
 
     query: _Unreachable | None = None
     if scenario.results.write_api() == "v1":

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from harness.load.protocol import Command
+from harness.load.protocol import Command, SetRate, SetUsers
 from harness.measure.delivery import DeliveryWatch
 from harness.measure.steptiming import Applied, StepLog, StepRecord
 from harness.plan import Step, StepKind, split_evenly
@@ -131,14 +131,14 @@ class Stages:
         if isinstance(stage, RateStage):
             users = split_evenly(stage.max_users, count)
             for index, (pid, share) in enumerate(zip(live, users, strict=True)):
-                commands[pid] = Command(
-                    "set_rate", rate=stage.arrival_rate / count, users=max(1, share), start=start, phase=index / count
+                commands[pid] = SetRate(
+                    rate=stage.arrival_rate / count, users=max(1, share), start=start, phase=index / count
                 )
         else:
             users = split_evenly(stage.users, count)
             for pid, share in zip(live, users, strict=True):
                 rate = stage.spawn_rate * share / stage.users if stage.users else stage.spawn_rate
-                commands[pid] = Command("set_users", users=share, spawn_rate=max(rate, 0.01))
+                commands[pid] = SetUsers(users=share, spawn_rate=max(rate, 0.01))
         self._fleet.send(commands, label)
 
     def acknowledged(self, ack: Applied) -> None:

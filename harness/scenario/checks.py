@@ -1,39 +1,19 @@
 """Checks that span several keys of a scenario, one function per section: target, stages, load, faults
-(their windows, then what each kind needs and the allow-lists), SLOs and guards."""
+(their windows, then each fault's own checks, allow-lists included), SLOs and guards."""
 
 from __future__ import annotations
 
 import ast
-import ipaddress
-import posixpath
-import signal
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from harness.judge.objectives import EXTRA_KEYS, Metric, key_problems, lookup
 from harness.scenario.draft import Draft
 from harness.scenario.expressions import WindowKind
-from harness.scenario.faults import (
-    Fault,
-    KubernetesPodKillFault,
-    KubernetesScaleFault,
-    NetemParams,
-    NetworkBandwidthFault,
-    NetworkLinkDownFault,
-    NetworkLossFault,
-    NetworkNetemFault,
-    NetworkPartitionFault,
-    PodKillParams,
-    ProcessKillFault,
-    ProcessPauseFault,
-    ProxyFault,
-    StressDiskFillFault,
-    StressIoFault,
-)
+from harness.scenario.faults import FaultContext
 from harness.scenario.fields import KeyPath
-from harness.scenario.model import Guard, RecoveryRule, Safety, Slo, Target, steady_thresholds
+from harness.scenario.model import Guard, RecoveryRule, Slo, Target, steady_thresholds
 
 #: A problem a check found: where in the file (a key path) and what is wrong.
 Found = tuple[KeyPath, str]
@@ -139,9 +119,10 @@ def _locustfile_checks(draft: Draft, written: str) -> Iterator[Found]:
 
 
 def _fault_checks(draft: Draft) -> Iterator[Found]:
-    """Names unique, windows inside the run, then what each kind of fault needs."""
+    """Names unique, windows inside the run, then what each kind of fault needs (its model's
+    :meth:`~harness.scenario.faults.FaultBase.checks`, given the allow-lists when they validated)."""
     total = draft.total_seconds()
-    allowed = Allowed.of(draft.safety, draft.target) if draft.safety and draft.target else None
+    context = FaultContext.of(draft.safety, draft.target, draft.faults)
     seen: set[str] = set()
     for i, fault in enumerate(draft.faults):
         name = draft.fault_names[i] if draft.fault_names else None
@@ -159,9 +140,8 @@ def _fault_checks(draft: Draft) -> Iterator[Found]:
                 ("faults", i, "at"),
                 f"fault window {fault.at:g}s..{fault.at + fault.duration:g}s ends after the run ({total:g}s)",
             )
-        yield from _fault_kind_checks(i, fault, allowed)
-    if draft.safety is not None:
-        yield from _kube_context_checks(draft.faults, draft.safety)
+        for path, message in fault.checks(context):
+            yield ("faults", i, *path), message
 
 
 def _slo_checks(draft: Draft) -> Iterator[Found]:
@@ -207,52 +187,6 @@ def _guard_checks(draft: Draft) -> Iterator[Found]:
             yield from _extra_key_checks(("guards", i), guard, lookup(guard.condition.breach.metric), guard=True)
 
 
-def _fault_kind_checks(i: int, fault: Fault, allowed: Allowed | None) -> Iterator[Found]:
-    """What one kind of fault needs of its own keys, and of the allow-lists when they validated."""
-    if fault.node is not None and fault.kind.startswith("kubernetes."):
-        yield ("faults", i, "node"), "Kubernetes faults act through the API server, not on a node; remove node"
-    if isinstance(fault, ProcessKillFault) and fault.params.signal in (signal.SIGSTOP, signal.SIGTSTP):
-        yield (
-            ("faults", i, "params", "signal"),
-            "a stop signal cannot be reverted by a kill; use kind process.pause",
-        )
-    if fault.kind == "process.pause" and fault.duration <= 0:
-        yield ("faults", i, "duration"), "a pause needs a positive duration"
-    if isinstance(fault, ProcessKillFault | ProcessPauseFault):
-        targets = [t for t in (fault.target.pid_file, fault.target.pattern, fault.target.systemd_unit) if t]
-        if len(targets) != 1:
-            yield ("faults", i, "target"), "give exactly one of pid_file, pattern or systemd_unit"
-    if isinstance(fault, ProcessKillFault) and fault.params.restart_cwd and not fault.params.restart:
-        yield ("faults", i, "params", "restart_cwd"), "restart_cwd needs params.restart"
-    if isinstance(fault, NetworkNetemFault):
-        yield from _netem_checks(i, fault.params)
-    if isinstance(fault, NetworkPartitionFault) and fault.params.method == "blackhole" and fault.params.ports:
-        yield ("faults", i, "params", "ports"), "a blackhole route cannot match ports; use method nftables"
-    if isinstance(fault, NetworkLossFault) and fault.params.method == "netem" and not fault.target.interface:
-        yield ("faults", i, "target", "interface"), "method netem needs the interface to put the qdisc on"
-    if isinstance(fault, NetworkLossFault) and fault.params.method == "netem" and fault.params.ports:
-        yield ("faults", i, "params", "ports"), "netem cannot match ports; use method nftables"
-    if isinstance(fault, ProxyFault) and (fault.target.control is None) == (fault.target.service is None):
-        yield ("faults", i, "target"), "give exactly one of control (a running proxy) or service (transparent)"
-    if isinstance(fault, ProxyFault) and fault.target.control and fault.target.netns:
-        yield ("faults", i, "target", "netns"), "netns is only used with service (transparent mode)"
-    if isinstance(fault, KubernetesPodKillFault):
-        yield from _pod_kill_checks(i, fault.params)
-    if isinstance(fault, KubernetesScaleFault) and fault.duration <= 0:
-        yield ("faults", i, "duration"), "a scale to zero needs a positive duration (it is scaled back after it)"
-    if allowed is not None:
-        yield from _allowlist_checks(i, fault, allowed)
-
-
-def _kube_context_checks(faults: tuple[Fault | None, ...], safety: Safety) -> Iterator[Found]:
-    kube = [i for i, f in enumerate(faults) if f is not None and f.kind.startswith("kubernetes.")]
-    if kube and not safety.allowed_contexts:
-        yield (
-            ("faults", kube[0], "kind"),
-            "kubernetes faults need safety.allowed_contexts: the kube contexts this scenario may act in",
-        )
-
-
 def _slo_metric_checks(i: int, slo: Slo, slos: list[Slo]) -> Iterator[Found]:
     """The SLO's extra keys and window, as the objectives table's row for its metric says."""
     metric = lookup(slo.objective.metric)
@@ -277,134 +211,6 @@ def _extra_key_checks(where: KeyPath, item: Slo | Guard, metric: Metric, guard: 
     given = {key.name for key in EXTRA_KEYS if getattr(item, key.name, None) not in (None, [])}
     for key, message in key_problems(metric, given, guard=guard):
         yield (*where, key or ("condition" if guard else "objective")), message
-
-
-_IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-_NETWORK_FAULTS = (
-    NetworkPartitionFault,
-    NetworkLossFault,
-    NetworkBandwidthFault,
-    NetworkNetemFault,
-    NetworkLinkDownFault,
-)
-
-
-def _load_networks(target: Target) -> list[_IpNetwork]:
-    """The load hosts as networks of one address: the base URL's host and ``allowed_hosts``
-    written as IP addresses, and ``localhost`` as 127.0.0.1 and ::1. Names are not resolved."""
-    try:
-        hosts = [urlsplit(target.base_url).hostname or "", *target.allowed_hosts]
-    except ValueError:  # an invalid base URL, reported by its own check
-        hosts = list(target.allowed_hosts)
-    out: list[_IpNetwork] = []
-    for host in hosts:
-        host = host.strip().removeprefix("[").removesuffix("]")
-        if host.lower() == "localhost":  # RFC 6761: always the loopback address
-            out += [ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("::1/128")]
-            continue
-        try:
-            out.append(ipaddress.ip_network(ipaddress.ip_address(host)))  # one address, never a network
-        except ValueError:
-            continue
-    return out
-
-
-def _inside(network: str, allowed: list[_IpNetwork]) -> bool:
-    net = ipaddress.ip_network(network, strict=False)
-    return any(net.version == a.version and net.subnet_of(a) for a in allowed)  # type: ignore[arg-type]
-
-
-def _path_under(path: str, directories: list[str]) -> bool:
-    path = posixpath.normpath(path)
-    return any(path == d or path.startswith(d.rstrip("/") + "/") for d in directories)
-
-
-@dataclass(frozen=True)
-class Allowed:
-    """What faults may act on: the ``safety`` allow-lists, and the load hosts as networks of one address."""
-
-    safety: Safety
-    load: list[_IpNetwork]
-
-    @classmethod
-    def of(cls, safety: Safety, target: Target) -> Allowed:
-        return cls(safety, _load_networks(target))
-
-    @property
-    def networks(self) -> list[_IpNetwork]:
-        return [*(ipaddress.ip_network(n) for n in self.safety.allowed_networks), *self.load]
-
-    @property
-    def outside(self) -> str:
-        """The end of a refusal: what the allowed networks and the load hosts are."""
-        networks = ", ".join(self.safety.allowed_networks) or "none given"
-        hosts = ", ".join(sorted({str(n.network_address) for n in self.load})) or "none written as an address"
-        return f"is outside safety.allowed_networks ({networks}) and is not a load host ({hosts})"
-
-
-def _allowlist_checks(i: int, fault: Fault, allowed: Allowed) -> Iterator[Found]:
-    """What network, proxy and stress faults act on must be in the scenario's ``safety`` allow-lists.
-
-    Decided from the file alone, so a refusal is a located problem and nothing starts.
-    """
-    safety = allowed.safety
-    if isinstance(fault, NetworkPartitionFault | NetworkLossFault):
-        for j, peer in enumerate(fault.params.peers):
-            if not _inside(peer, allowed.networks):
-                yield ("faults", i, "params", "peers", j), f"{peer} {allowed.outside}"
-    # The host's own namespace carries everything on the machine (ssh, Ray, other tenants): an
-    # interface of it is touched only when listed. A named netns confines the fault to itself.
-    if (
-        isinstance(fault, _NETWORK_FAULTS)
-        and fault.target.netns is None
-        and fault.target.interface
-        and fault.target.interface not in safety.allowed_interfaces
-    ):
-        listed = ", ".join(safety.allowed_interfaces) or "none given"
-        yield (
-            ("faults", i, "target", "interface"),
-            f"interface {fault.target.interface} of the host's own network namespace is not in "
-            f"safety.allowed_interfaces ({listed}); list it there, or give the target.netns it is in",
-        )
-    if isinstance(fault, ProxyFault) and fault.target.service is not None:
-        host = fault.target.service.rpartition(":")[0].strip("[]")
-        if not _inside(host, allowed.networks):
-            yield ("faults", i, "target", "service"), f"{fault.target.service} {allowed.outside}"
-    if isinstance(fault, ProxyFault) and fault.target.control is not None:
-        host = fault.target.control.rpartition(":")[0].strip("[]")
-        if not ipaddress.ip_address(host).is_loopback and not _inside(host, allowed.networks):
-            yield ("faults", i, "target", "control"), f"{fault.target.control} is not loopback and {allowed.outside}"
-    if isinstance(fault, StressIoFault | StressDiskFillFault):
-        path = fault.params.path
-        where: KeyPath = ("faults", i, "params", "path")
-        if not path.startswith("/"):
-            yield where, f"'{path}' is not an absolute path; give the directory as /... (it is on the fault's node)"
-        elif not _path_under(path, safety.allowed_paths):
-            yield where, f"{path} is not under safety.allowed_paths ({', '.join(safety.allowed_paths)})"
-
-
-def _netem_checks(i: int, params: NetemParams) -> Iterator[tuple[KeyPath, str]]:
-    where: KeyPath = ("faults", i, "params")
-    if not (params.delay or params.loss or params.duplicate or params.corrupt or params.reorder):
-        yield where, "netem needs at least one of delay, loss, duplicate, corrupt or reorder"
-    if params.reorder and not params.delay:
-        yield (*where, "reorder"), "reorder needs a delay (the packets not reordered are the delayed ones)"
-    if params.jitter and not params.delay:
-        yield (*where, "jitter"), "jitter needs a delay"
-
-
-def _pod_kill_checks(i: int, params: PodKillParams) -> Iterator[tuple[KeyPath, str]]:
-    where: KeyPath = ("faults", i, "params")
-    if params.mode == "fixed" and params.count is None:
-        yield (*where, "mode"), "mode 'fixed' needs params.count"
-    if params.mode == "percent" and params.percent is None:
-        yield (*where, "mode"), "mode 'percent' needs params.percent"
-    if params.count is not None and params.mode != "fixed":
-        yield (*where, "count"), f"count is only used with mode 'fixed' (mode is '{params.mode}')"
-    if params.percent is not None and params.mode != "percent":
-        yield (*where, "percent"), f"percent is only used with mode 'percent' (mode is '{params.mode}')"
 
 
 def locust_classes(path: Path) -> set[str] | None:

@@ -93,7 +93,7 @@ def salvage(data: Mapping[str, Any], source: str) -> Draft:
     load = data.get("load")
     load = load if isinstance(load, Mapping) else {}
     stages = _items(_STAGE, load.get("stages"), required=True)
-    faults = _items(_FAULT, data.get("faults")) or ()
+    faults = _items(_fault(), data.get("faults")) or ()
     slos = _items(_SLO, data.get("slos")) or ()
     guards = _items(_GUARD, data.get("guards")) or ()
     user_classes = _items(_USER_CLASS, load.get("user_classes"), required=True) or ()
@@ -117,7 +117,15 @@ def salvage(data: Mapping[str, Any], source: str) -> Draft:
 
 
 _STAGE: TypeAdapter[Stage] = TypeAdapter(Stage)
-_FAULT: TypeAdapter[Fault] = TypeAdapter(Fault)
+
+
+@functools.cache
+def _fault() -> TypeAdapter[Fault]:
+    """Built on first use: the union of every registered fault kind reads the registry, whose
+    families import this package (building it at import would meet a half-loaded family)."""
+    return TypeAdapter(Fault)
+
+
 _SLO = TypeAdapter(Slo)
 _GUARD = TypeAdapter(Guard)
 _USER_CLASS = TypeAdapter(UserClass)

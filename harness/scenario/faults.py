@@ -1,37 +1,60 @@
-"""The fault models of a scenario: each kind's target and params, and the ``Fault`` union."""
+"""What every fault of a scenario has, and the registry that says which fault kinds exist.
+
+A fault kind belongs to a **fault family**: a module that declares its kinds as pydantic models
+(subclasses of :class:`FaultBase`, each with ``kind: Literal["family.kind"]``, the one place a kind
+string is written) and implements what harness does with them (:mod:`harness.chaos.family`).
+Families register through the Python entry-point group :data:`ENTRY_POINT_GROUP`, the built-in
+ones in harness's own ``pyproject.toml`` and a team's own in the package that ships it::
+
+    [project.entry-points."harness.fault_families"]
+    dns = "acme_harness_dns:FAMILY"
+
+This module reads that group (:func:`registered`), so the scenario's ``Fault`` union, ``harness
+schema`` and ``harness validate`` know every installed kind, while the scenario package never
+imports the chaos package: loading a family imports its module, which must import nothing heavy
+(pyroute2, the kubernetes client, Ray, gevent) until one of its hooks runs.
+
+A fault model may add the checks that need more than its own fields (:meth:`FaultBase.checks`),
+given the scenario's allow-lists and load hosts (:class:`FaultContext`), and say how a relative
+path in it is read (:meth:`FaultBase.with_base_dir`).
+"""
 
 from __future__ import annotations
 
-import signal
-from typing import Annotated, Literal
+import functools
+import ipaddress
+import posixpath
+import typing
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Protocol, Self
+from urllib.parse import urlsplit
 
-from pydantic import (
-    AfterValidator,
-    BeforeValidator,
-    Field,
-    Tag,
-    WithJsonSchema,
-)
+from pydantic import AfterValidator, Field, GetCoreSchemaHandler, Tag
 
-from harness.scenario.fields import (
-    BYTE_UNITS,
-    Cidr,
-    Duration,
-    HostPort,
-    IfName,
-    KubeNamespace,
-    KubeObjectName,
-    Model,
-    Name,
-    NetnsName,
-    NodeSelector,
-    Port,
-    parse_bytes,
-    rate_bits,
-    signal_number,
-    label_selector,
-    regex,
-)
+from harness.errors import ConfigError
+from harness.scenario.fields import Duration, KeyPath, Model, Name, NodeSelector, regex
+
+if TYPE_CHECKING:
+    from pydantic_core import CoreSchema
+
+    from harness.scenario.model import Safety, Target
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "DeclaresKinds",
+    "Fault",
+    "FaultBase",
+    "FaultContext",
+    "ProcessTarget",
+    "fault_kinds",
+    "registered",
+]
+
+#: The entry-point group fault families register in; each entry names an object with ``models``.
+ENTRY_POINT_GROUP = "harness.fault_families"
 
 
 class ProcessTarget(Model):
@@ -47,27 +70,21 @@ class ProcessTarget(Model):
         description="A systemd unit (e.g. nginx.service): every process in its control group.",
     )
 
-
-class KillParams(Model):
-    signal: Annotated[int, BeforeValidator(signal_number), WithJsonSchema({"type": ["integer", "string"]})] = Field(
-        default=int(signal.SIGKILL), description="Signal to send, by name (SIGKILL, TERM) or number."
-    )
-    restart: list[Annotated[str, Field(min_length=1)]] | None = Field(
-        default=None,
-        min_length=1,
-        description=(
-            "Command (argv list, no shell) that starts the target again at the end of the fault window; "
-            "default: none, or `systemctl start UNIT` for a systemd_unit target."
-        ),
-    )
-    restart_cwd: str | None = Field(default=None, description="Working directory of the restart command.")
-
-
-class PauseParams(Model):
-    pass
+    def with_base_dir(self, base: Path) -> ProcessTarget:
+        """A relative pid file read from ``base`` (the scenario file's directory): agents run elsewhere."""
+        if self.pid_file and not Path(self.pid_file).is_absolute():
+            return self.model_copy(update={"pid_file": str((base / self.pid_file).resolve())})
+        return self
 
 
 class FaultBase(Model):
+    """The keys every fault has; a fault model adds ``kind``, ``target`` and ``params``."""
+
+    #: The model's kind, read from its ``kind: Literal[...]`` field ("" on a base without one).
+    KIND: ClassVar[str] = ""
+    if TYPE_CHECKING:  # each kind's model declares ``kind: Literal["family.kind"]``
+        kind: str
+
     name: Name = Field(description="Fault name, unique in the scenario; SLO windows refer to it.")
     at: Duration = Field(description="Offset from the run start at which the fault is injected.")
     duration: Duration = Field(description="How long the fault window lasts; reverted at at + duration.")
@@ -81,407 +98,178 @@ class FaultBase(Model):
         "(e.g. {labels: {harness.io/host: db-1}}); must match exactly one node. Default: the driver's node.",
     )
 
-
-class ProcessKillFault(FaultBase):
-    """Send a signal (SIGKILL by default) to the target process(es) at ``at``."""
-
-    kind: Literal["process.kill"] = Field(description="Fault kind.")
-    target: ProcessTarget = Field(description="Which process(es) the fault acts on.")
-    params: KillParams = Field(default_factory=KillParams, description="Kill parameters.")
-
-
-class ProcessPauseFault(FaultBase):
-    """SIGSTOP the target at ``at``, SIGCONT it at ``at + duration``."""
-
-    kind: Literal["process.pause"] = Field(description="Fault kind.")
-    target: ProcessTarget = Field(description="Which process(es) the fault acts on.")
-    params: PauseParams = Field(default_factory=PauseParams, description="No parameters.")
-
-
-class PodTarget(Model):
-    """The pods a ``kubernetes.pod_kill`` chooses from: a label selector in one namespace."""
-
-    namespace: KubeNamespace = Field(
-        description="Namespace of the pods; it must carry the opt-in label harness.io/chaos=enabled."
-    )
-    selector: Annotated[str, AfterValidator(label_selector)] = Field(
-        description="Label selector as the API takes it, e.g. 'app=payments,tier in (web,api)'; not empty."
-    )
-
-
-class DeploymentTarget(Model):
-    """The deployment a ``kubernetes.scale`` fault scales to zero and back."""
-
-    namespace: KubeNamespace = Field(
-        description="Namespace of the deployment; it must carry the opt-in label harness.io/chaos=enabled."
-    )
-    deployment: KubeObjectName = Field(description="Name of the Deployment.")
-
-
-class PodKillParams(Model):
-    """How many of the matching pods are deleted (with gracePeriodSeconds=0)."""
-
-    mode: Literal["one", "all", "fixed", "percent"] = Field(
-        default="one",
-        description="one pod, all pods, a fixed count (params.count) or a percent of them (params.percent).",
-    )
-    count: int | None = Field(
-        default=None, ge=1, le=100_000, description="Pods to delete with mode fixed (all of them if fewer match)."
-    )
-    percent: float | None = Field(
-        default=None,
-        gt=0,
-        le=100,
-        description="Share of matching pods to delete with mode percent, rounded up: 50% of 3 pods is 2.",
-    )
-    seed: str | None = Field(
-        default=None,
-        max_length=200,
-        description="Seed of the pod choice (the same seed and pods give the same choice); default: the fault name.",
-    )
-
-
-class ScaleParams(Model):
-    pass
-
-
-class KubernetesPodKillFault(FaultBase):
-    """Delete the selected pods with gracePeriodSeconds=0 at ``at``; their controller recreates them."""
-
-    kind: Literal["kubernetes.pod_kill"] = Field(description="Fault kind.")
-    target: PodTarget = Field(description="Namespace and label selector of the pods.")
-    params: PodKillParams = Field(default_factory=PodKillParams, description="Which of the matching pods.")
-
-
-class KubernetesScaleFault(FaultBase):
-    """Scale a deployment to 0 replicas at ``at``, back to the recorded count at ``at + duration``."""
-
-    kind: Literal["kubernetes.scale"] = Field(description="Fault kind.")
-    target: DeploymentTarget = Field(description="Namespace and name of the deployment.")
-    params: ScaleParams = Field(default_factory=ScaleParams, description="No parameters.")
-
-
-BYTE_UNITS |= {"g": 1024**3, "gb": 1000**3, "gib": 1024**3, "t": 1024**4, "tb": 1000**4, "tib": 1024**4}
-
-
-Bytes = Annotated[int, BeforeValidator(parse_bytes), WithJsonSchema({"type": ["integer", "string"]})]
-
-
-class StressCpuParams(Model):
-    workers: int = Field(default=1, ge=1, le=1024, description="stress-ng CPU workers (each loads at most one core).")
-    load: int = Field(default=100, ge=1, le=100, description="Percent of one core each worker keeps busy.")
-
-
-class StressMemoryParams(Model):
-    bytes: Bytes = Field(gt=0, description="Memory to allocate and touch, e.g. 512M (resident, not just mapped).")
-    hold: bool = Field(
-        default=True,
-        description="true: allocate once and hold it idle; false: keep rewriting it (costs a core too).",
-    )
-
-
-class StressIoParams(Model):
-    workers: int = Field(default=1, ge=1, le=256, description="stress-ng hdd workers writing and reading files.")
-    path: str = Field(default="/tmp", description="Directory the workers write in (a private subdirectory).")
-
-
-class StressDiskFillParams(Model):
-    path: str = Field(description="Directory on the file system to fill; a file harness-fill-<run>-<fault> is made.")
-    bytes: Bytes = Field(gt=0, description="Size of the file (allocated blocks), e.g. 2G.")
-
-
-class StressFault(FaultBase):
-    target: ProcessTarget | None = Field(
-        default=None,
-        description="Process whose cgroups the stress-ng processes join; none: they stay in the agent's cgroups.",
-    )
-
-
-class StressCpuFault(StressFault):
-    """CPU load with stress-ng at ``load`` percent per worker for ``duration``."""
-
-    kind: Literal["stress.cpu"] = Field(description="Fault kind.")
-    params: StressCpuParams = Field(default_factory=StressCpuParams, description="Workers and load.")
-
-
-class StressMemoryFault(StressFault):
-    """Allocate and hold ``bytes`` of memory with stress-ng for ``duration``."""
-
-    kind: Literal["stress.memory"] = Field(description="Fault kind.")
-    params: StressMemoryParams = Field(description="Bytes and hold.")
-
-
-class StressIoFault(StressFault):
-    """File IO with stress-ng hdd workers for ``duration``."""
-
-    kind: Literal["stress.io"] = Field(description="Fault kind.")
-    params: StressIoParams = Field(default_factory=StressIoParams, description="Workers and directory.")
-
-
-class StressDiskFillFault(StressFault):
-    """Fill a file system with one allocated file of ``bytes``; removed on revert."""
-
-    kind: Literal["stress.disk_fill"] = Field(description="Fault kind.")
-    params: StressDiskFillParams = Field(description="Directory and size.")
-
-
-class NetworkTarget(Model):
-    """Where a network fault acts: a network namespace (default: the host's) and an interface."""
-
-    netns: NetnsName | None = Field(default=None, description="Network namespace name (ip netns); default the host.")
-    interface: IfName | None = Field(
-        default=None, description="Interface; required by network.bandwidth, narrows partition and loss."
-    )
-
-
-class InterfaceTarget(Model):
-    """A network namespace (default: the host's) and an interface in it, which must be named."""
-
-    netns: NetnsName | None = Field(default=None, description="Network namespace name (ip netns); default the host.")
-    interface: IfName = Field(description="Interface whose egress the fault shapes.")
-
-
-class PartitionParams(Model):
-    """Traffic between the target and these peers is dropped, both directions."""
-
-    peers: list[Cidr] = Field(min_length=1, max_length=256, description="Peer networks (CIDR) cut off from the target.")
-    ports: list[Port] = Field(
-        default_factory=list,
-        max_length=64,
-        description="Only TCP/UDP traffic to these peer ports (and its replies) is dropped; default all traffic.",
-    )
-    method: Literal["nftables", "blackhole"] = Field(
-        default="nftables",
-        description="nftables drop (both directions, ports allowed) or blackhole routes to the peers (no ports).",
-    )
-
-
-class LossParams(Model):
-    """A random share of the packets between the target and the peers is dropped (nftables numgen)."""
-
-    percent: int = Field(ge=1, le=100, description="Percent of packets dropped, per direction it applies to.")
-    peers: list[Cidr] = Field(min_length=1, max_length=256, description="Peer networks (CIDR) whose traffic is hit.")
-    ports: list[Port] = Field(
-        default_factory=list,
-        max_length=64,
-        description="Only TCP/UDP traffic to these peer ports (and its replies); nftables only; default all traffic.",
-    )
-    direction: Literal["egress", "ingress", "both"] = Field(
-        default="egress",
-        description="Packets leaving the target, arriving at it, or both (a round trip then loses 1-(1-p)^2).",
-    )
-    method: Literal["auto", "netem", "nftables"] = Field(
-        default="auto",
-        description=(
-            "netem (needs the interface and a kernel with sch_netem), nftables numgen drop, "
-            "or auto: netem where the kernel has it and an interface is named, else nftables."
-        ),
-    )
-
-
-class BandwidthParams(Model):
-    """A tbf qdisc at the root of the target interface's egress."""
-
-    rate: Annotated[int, BeforeValidator(rate_bits), WithJsonSchema({"type": ["integer", "string"]})] = Field(
-        description="Rate: 1mbit, 500kbit (bits/s), 2mbps (bytes/s, as tc spells it) or a number of bits/s."
-    )
-    burst: int | None = Field(
-        default=None, ge=1600, le=64 * 1024 * 1024, description="Bucket size in bytes; default 10 ms of rate, >= 5000."
-    )
-    latency: Duration = Field(default=0.05, description="Longest a packet may wait in the queue before tbf drops it.")
-
-
-class NetemParams(Model):
-    """A netem qdisc on the target interface: delay with jitter and correlation, loss, duplicate, corrupt, reorder.
-
-    Percentages are of packets, per direction the qdisc is on. At least one effect must be set.
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        field = cls.model_fields.get("kind")
+        if field is not None and typing.get_origin(field.annotation) is typing.Literal:
+            cls.KIND = str(typing.get_args(field.annotation)[0])
+
+    def checks(self, context: FaultContext) -> Iterator[tuple[KeyPath, str]]:
+        """Problems a type cannot express (one key against another, the allow-lists): ``(key path
+        relative to the fault, message)``. Decided from the file alone; the default finds none."""
+        return iter(())
+
+    def with_base_dir(self, base: Path) -> Self:
+        """This fault with relative paths in it read from ``base`` (the scenario file's directory)."""
+        return self
+
+
+_IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _inside(network: str, allowed: tuple[_IpNetwork, ...]) -> bool:
+    net = ipaddress.ip_network(network, strict=False)
+    return any(net.version == a.version and net.subnet_of(a) for a in allowed)  # type: ignore[arg-type]
+
+
+def _load_networks(base_url: str, allowed_hosts: list[str]) -> tuple[_IpNetwork, ...]:
+    """The load hosts as networks of one address: the base URL's host and ``allowed_hosts``
+    written as IP addresses, and ``localhost`` as 127.0.0.1 and ::1. Names are not resolved."""
+    try:
+        hosts = [urlsplit(base_url).hostname or "", *allowed_hosts]
+    except ValueError:  # an invalid base URL, reported by its own check
+        hosts = list(allowed_hosts)
+    out: list[_IpNetwork] = []
+    for host in hosts:
+        host = host.strip().removeprefix("[").removesuffix("]")
+        if host.lower() == "localhost":  # RFC 6761: always the loopback address
+            out += [ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("::1/128")]
+            continue
+        try:
+            out.append(ipaddress.ip_network(ipaddress.ip_address(host)))  # one address, never a network
+        except ValueError:
+            continue
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class FaultContext:
+    """What a fault's :meth:`~FaultBase.checks` may consult: the scenario's ``safety`` allow-lists,
+    its load hosts, and every fault (for checks made once per scenario).
+
+    Validation runs in one pass over what validated (:mod:`.draft`): ``safety`` is None when
+    the safety block did not validate, ``load_hosts`` None when the target did not, a fault
+    None when it did not. A check against what is unknown is skipped, never guessed: the
+    allow-list methods below answer None (nothing to say) then.
     """
 
-    delay: Duration = Field(default=0.0, description="Added one-way delay per packet, e.g. 100ms.")
-    jitter: Duration = Field(default=0.0, description="Random variation of the delay (+/-), e.g. 10ms.")
-    correlation: float = Field(
-        default=0.0, ge=0, le=100, description="Percent by which each random value depends on the previous one."
-    )
-    distribution: Literal["uniform"] = Field(
-        default="uniform",
-        description="Jitter distribution; only uniform (tc's normal/pareto tables cannot be sent through pyroute2).",
-    )
-    loss: float = Field(default=0.0, ge=0, le=100, description="Percent of packets dropped.")
-    duplicate: float = Field(default=0.0, ge=0, le=100, description="Percent of packets sent twice.")
-    corrupt: float = Field(default=0.0, ge=0, le=100, description="Percent of packets with one bit flipped.")
-    reorder: float = Field(
-        default=0.0, ge=0, le=100, description="Percent of packets sent at once, ahead of delayed ones (needs delay)."
-    )
-    limit: int = Field(default=10_000, ge=1, le=10_000_000, description="Packets the netem queue holds.")
-    direction: Literal["egress", "ingress", "both"] = Field(
-        default="egress", description="Egress of the interface, its ingress (through an ifb device), or both."
-    )
-    peers: list[Cidr] = Field(
-        default_factory=list,
-        max_length=64,
-        description="Only packets to (egress) or from (ingress) these networks; default every packet.",
-    )
+    safety: Safety | None
+    load_hosts: tuple[_IpNetwork, ...] | None
+    faults: tuple[FaultBase | None, ...]
+
+    @classmethod
+    def of(cls, safety: Safety | None, target: Target | None, faults: Iterable[FaultBase | None]) -> FaultContext:
+        hosts = _load_networks(target.base_url, target.allowed_hosts) if target is not None else None
+        return cls(safety, hosts, tuple(faults))
+
+    def is_first(self, fault: FaultBase, of_type: type[FaultBase]) -> bool:
+        """True for the first fault of the scenario that is an ``of_type``: a problem of the
+        scenario as a whole is reported once, at that fault."""
+        return next((f for f in self.faults if isinstance(f, of_type)), None) is fault
+
+    def outside(self, address: str) -> str | None:
+        """The end of the message saying ``address`` (an address or CIDR) lies in no allowed
+        network and is no load host; None when it does (or the allow-lists are unknown)."""
+        if self.safety is None or self.load_hosts is None:
+            return None
+        allowed = tuple(ipaddress.ip_network(n) for n in self.safety.allowed_networks)
+        if _inside(address, (*allowed, *self.load_hosts)):
+            return None
+        networks = ", ".join(self.safety.allowed_networks) or "none given"
+        hosts = ", ".join(sorted({str(n.network_address) for n in self.load_hosts})) or "none written as an address"
+        return f"is outside safety.allowed_networks ({networks}) and is not a load host ({hosts})"
+
+    def interface_problem(self, netns: str | None, interface: str | None) -> str | None:
+        """Why ``interface`` may not be touched, or None. The host's own namespace carries
+        everything on the machine (ssh, Ray, other tenants): an interface of it is touched only
+        when listed. A named netns confines the fault to itself."""
+        if self.safety is None or self.load_hosts is None:
+            return None
+        if netns is not None or not interface or interface in self.safety.allowed_interfaces:
+            return None
+        listed = ", ".join(self.safety.allowed_interfaces) or "none given"
+        return (
+            f"interface {interface} of the host's own network namespace is not in "
+            f"safety.allowed_interfaces ({listed}); list it there, or give the target.netns it is in"
+        )
+
+    def path_problem(self, path: str) -> str | None:
+        """Why a fault may not write under ``path`` (a directory on the fault's node), or None."""
+        if self.safety is None or self.load_hosts is None:
+            return None
+        if not path.startswith("/"):
+            return f"'{path}' is not an absolute path; give the directory as /... (it is on the fault's node)"
+        directories = self.safety.allowed_paths
+        normal = posixpath.normpath(path)
+        if any(normal == d or normal.startswith(d.rstrip("/") + "/") for d in directories):
+            return None
+        return f"{path} is not under safety.allowed_paths ({', '.join(directories)})"
 
 
-class LinkParams(Model):
-    pass
+# ---------------------------------------------------------------- the registry
 
 
-class NetworkNetemFault(FaultBase):
-    """Shape an interface's traffic with a netem qdisc (pyroute2 netlink); needs a kernel with sch_netem."""
+class DeclaresKinds(Protocol):
+    """What the scenario needs of a registered family: its name and the models of its kinds."""
 
-    kind: Literal["network.netem"] = Field(description="Fault kind.")
-    target: InterfaceTarget = Field(description="Namespace and the interface whose traffic is shaped.")
-    params: NetemParams = Field(description="Delay, jitter, loss, duplicate, corrupt, reorder; direction; peers.")
-
-
-class NetworkLinkDownFault(FaultBase):
-    """Set an interface down for the fault window, up again on revert."""
-
-    kind: Literal["network.link_down"] = Field(description="Fault kind.")
-    target: InterfaceTarget = Field(description="Namespace and the interface set down.")
-    params: LinkParams = Field(default_factory=LinkParams, description="No parameters.")
+    name: str
+    models: tuple[type[FaultBase], ...]
 
 
-class NetworkPartitionFault(FaultBase):
-    """Drop all traffic (or given ports) between the target and the peers, both directions (nftables)."""
+@functools.cache
+def registered() -> tuple[DeclaresKinds, ...]:
+    """Every fault family registered in :data:`ENTRY_POINT_GROUP`, sorted by entry-point name.
 
-    kind: Literal["network.partition"] = Field(description="Fault kind.")
-    target: NetworkTarget = Field(default_factory=NetworkTarget, description="Namespace and interface.")
-    params: PartitionParams = Field(description="Peers and optional ports.")
-
-
-class NetworkLossFault(FaultBase):
-    """Drop a random percent of packets to/from the peers (nftables numgen; the fallback where netem is missing)."""
-
-    kind: Literal["network.loss"] = Field(description="Fault kind.")
-    target: NetworkTarget = Field(default_factory=NetworkTarget, description="Namespace and interface.")
-    params: LossParams = Field(description="Percent, peers, direction.")
-
-
-class NetworkBandwidthFault(FaultBase):
-    """Limit the egress rate of an interface with a tbf qdisc (pyroute2 netlink)."""
-
-    kind: Literal["network.bandwidth"] = Field(description="Fault kind.")
-    target: InterfaceTarget = Field(description="Namespace and the interface whose egress is limited.")
-    params: BandwidthParams = Field(description="Rate, burst and latency.")
-
-
-class ProxyTarget(Model):
-    """Which fault proxy acts: a running ``harness proxy`` (by its control address) or a transparent one.
-
-    Exactly one of ``control`` or ``service``. With ``service`` the agent starts a proxy for the
-    fault window and redirects the service's port to it with an nftables rule (nat, marked
-    upstream connections are exempt), so clients need no change; the rule and the proxy are
-    removed on revert.
+    Raises ``ConfigError`` (exit 2) naming the entry point when one cannot be loaded or
+    declares no fault kinds, and when two families declare the same kind.
     """
-
-    control: HostPort | None = Field(
-        default=None, description="Control address of a running `harness proxy` already in the traffic's path."
-    )
-    service: HostPort | None = Field(
-        default=None, description="Service address whose port is redirected through a proxy during the fault."
-    )
-    netns: NetnsName | None = Field(default=None, description="Network namespace of the service (transparent mode).")
-    reset_established: bool = Field(
-        default=True,
-        description=(
-            "Transparent mode: abort clients' established connections to the service at inject, so pooled "
-            "keep-alive connections reconnect through the proxy (nat redirects new connections only)."
-        ),
-    )
-
-
-class ProxyLatencyParams(Model):
-    latency: Duration = Field(description="Delay added to each response, e.g. 50ms.")
-    jitter: Duration = Field(default=0.0, description="Uniform random variation (+/-) of the delay.")
+    out: list[DeclaresKinds] = []
+    owners: dict[str, str] = {}
+    for entry in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        where = f"fault family '{entry.name}' ({entry.value}, entry point group {ENTRY_POINT_GROUP})"
+        try:
+            family = entry.load()
+        except Exception as exc:  # a broken plugin: say which, do not crash with its traceback
+            raise ConfigError(f"{where} cannot be loaded: {type(exc).__name__}: {exc}") from None
+        models = getattr(family, "models", ())
+        if not models or not all(isinstance(m, type) and issubclass(m, FaultBase) and m.KIND for m in models):
+            raise ConfigError(f"{where} declares no fault models (FaultBase subclasses with a kind Literal)")
+        for model in models:
+            if model.KIND in owners:
+                raise ConfigError(f"fault kind {model.KIND} is declared by both '{owners[model.KIND]}' and {where}")
+            owners[model.KIND] = entry.name
+        out.append(family)
+    return tuple(out)
 
 
-class ProxyBandwidthParams(Model):
-    rate: Annotated[int, BeforeValidator(rate_bits), WithJsonSchema({"type": ["integer", "string"]})] = Field(
-        description="Rate per connection and direction: 1mbit, 500kbit, 2mbps (bytes/s) or bits/s."
-    )
+def fault_kinds() -> dict[str, type[FaultBase]]:
+    """Every registered fault kind and its model, in registration order."""
+    return {model.KIND: model for family in registered() for model in family.models}
 
 
-class ProxyResetParams(Model):
-    percent: float = Field(default=100.0, gt=0, le=100, description="Percent of requests answered by a TCP reset.")
+def _union() -> Any:
+    kinds = fault_kinds()
+    if not kinds:
+        raise ConfigError(f"no fault family is registered in entry point group {ENTRY_POINT_GROUP} (reinstall harness)")
+    if len(kinds) == 1:  # a union of one is its member: nothing to discriminate
+        return next(iter(kinds.values()))
+    options = tuple(Annotated[model, Tag(kind)] for kind, model in kinds.items())
+    return Annotated[typing.Union[options], Field(discriminator="kind")]  # noqa: UP007 -- built at run time
 
 
-class ProxyAbortParams(Model):
-    status: int = Field(ge=100, le=599, description="HTTP status returned instead of forwarding, e.g. 503.")
-    percent: float = Field(gt=0, le=100, description="Percent of requests aborted.")
+if TYPE_CHECKING:
+    Fault = FaultBase
+else:
 
+    class Fault:
+        """One fault of any registered kind, chosen by its ``kind`` key.
 
-class ProxyFault(FaultBase):
-    target: ProxyTarget = Field(description="The proxy: its control address, or the service to intercept.")
+        The discriminated union is built from the registry when pydantic first needs it (the
+        ``Scenario`` model defers its schema), not when this module is imported: a family
+        module imports this one, so reading the registry here at import would load half a family.
+        """
 
-
-class ProxyLatencyFault(ProxyFault):
-    """Delay every response through the proxy."""
-
-    kind: Literal["proxy.latency"] = Field(description="Fault kind.")
-    params: ProxyLatencyParams = Field(description="Latency and jitter.")
-
-
-class ProxyBandwidthFault(ProxyFault):
-    """Limit the bytes per second each proxied connection carries, each way."""
-
-    kind: Literal["proxy.bandwidth"] = Field(description="Fault kind.")
-    params: ProxyBandwidthParams = Field(description="Rate.")
-
-
-class ProxyResetFault(ProxyFault):
-    """Close a share of connections with a TCP reset when a request arrives."""
-
-    kind: Literal["proxy.reset"] = Field(description="Fault kind.")
-    params: ProxyResetParams = Field(default_factory=ProxyResetParams, description="Percent of requests.")
-
-
-class ProxyAbortFault(ProxyFault):
-    """Answer a share of HTTP requests with a chosen status instead of forwarding them."""
-
-    kind: Literal["proxy.abort"] = Field(description="Fault kind.")
-    params: ProxyAbortParams = Field(description="Status and percent.")
-
-
-FAULT_KINDS: dict[str, type[FaultBase]] = {
-    "network.partition": NetworkPartitionFault,
-    "network.loss": NetworkLossFault,
-    "network.bandwidth": NetworkBandwidthFault,
-    "network.netem": NetworkNetemFault,
-    "network.link_down": NetworkLinkDownFault,
-    "proxy.latency": ProxyLatencyFault,
-    "proxy.bandwidth": ProxyBandwidthFault,
-    "proxy.reset": ProxyResetFault,
-    "proxy.abort": ProxyAbortFault,
-    "process.kill": ProcessKillFault,
-    "process.pause": ProcessPauseFault,
-    "kubernetes.pod_kill": KubernetesPodKillFault,
-    "kubernetes.scale": KubernetesScaleFault,
-    "stress.cpu": StressCpuFault,
-    "stress.memory": StressMemoryFault,
-    "stress.io": StressIoFault,
-    "stress.disk_fill": StressDiskFillFault,
-}
-
-
-Fault = Annotated[
-    Annotated[NetworkPartitionFault, Tag("network.partition")]
-    | Annotated[NetworkLossFault, Tag("network.loss")]
-    | Annotated[NetworkBandwidthFault, Tag("network.bandwidth")]
-    | Annotated[NetworkNetemFault, Tag("network.netem")]
-    | Annotated[NetworkLinkDownFault, Tag("network.link_down")]
-    | Annotated[ProxyLatencyFault, Tag("proxy.latency")]
-    | Annotated[ProxyBandwidthFault, Tag("proxy.bandwidth")]
-    | Annotated[ProxyResetFault, Tag("proxy.reset")]
-    | Annotated[ProxyAbortFault, Tag("proxy.abort")]
-    | Annotated[ProcessKillFault, Tag("process.kill")]
-    | Annotated[ProcessPauseFault, Tag("process.pause")]
-    | Annotated[KubernetesPodKillFault, Tag("kubernetes.pod_kill")]
-    | Annotated[KubernetesScaleFault, Tag("kubernetes.scale")]
-    | Annotated[StressCpuFault, Tag("stress.cpu")]
-    | Annotated[StressMemoryFault, Tag("stress.memory")]
-    | Annotated[StressIoFault, Tag("stress.io")]
-    | Annotated[StressDiskFillFault, Tag("stress.disk_fill")],
-    Field(discriminator="kind"),
-]
+        @classmethod
+        def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+            return handler.generate_schema(_union())

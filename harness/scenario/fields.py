@@ -202,6 +202,7 @@ def label_selector(value: str) -> str:
 
 
 BYTE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": 1024**2, "mb": 1000**2, "mib": 1024**2}
+BYTE_UNITS |= {"g": 1024**3, "gb": 1000**3, "gib": 1024**3, "t": 1024**4, "tb": 1000**4, "tib": 1024**4}
 
 
 _BYTES = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
@@ -221,6 +222,10 @@ def parse_bytes(value: Any) -> int:
                 raise ValueError(f"'{value}' is larger than any file system or memory")
             return int(size)
     raise ValueError(f"'{value}' is not a size; use e.g. 256M, 1GiB, 500MB or a number of bytes")
+
+
+#: A size in bytes, written 256M, 1GiB, 500MB or as a number.
+Bytes = Annotated[int, BeforeValidator(parse_bytes), WithJsonSchema({"type": ["integer", "string"]})]
 
 
 #: A network namespace name as ``ip netns`` makes them (a file under /run/netns).

@@ -15,7 +15,7 @@ from pydantic import (
 from harness.errors import Problem, ScenarioError
 from harness.scenario.checks import cross_checks
 from harness.scenario.draft import Draft, salvage
-from harness.scenario.faults import FAULT_KINDS, ProcessKillFault, ProcessPauseFault, StressFault
+from harness.scenario.faults import Fault, fault_kinds
 from harness.scenario.fields import KeyPath
 from harness.scenario.model import RateStage, Scenario, UsersStage
 from harness.scenario.source import Positions, dotted, read_yaml
@@ -23,7 +23,7 @@ from harness.scenario.source import Positions, dotted, read_yaml
 MAX_SCENARIO_BYTES = 1_000_000
 
 
-_TAGS = {"users_stage", "rate_stage", *FAULT_KINDS}
+_TAGS = {"users_stage", "rate_stage"}  # and every fault kind (fault_kinds(), read when needed)
 
 
 _SECRET_KEYS = {"token", "password", "secret", "api_key", "apikey"}
@@ -35,7 +35,8 @@ def _data_path(loc: tuple[Any, ...], data: Any) -> KeyPath:
     node = data
     for part in loc:
         written = isinstance(node, dict) and part in node  # a key of the document, whatever it looks like
-        if isinstance(part, str) and not written and (part in _TAGS or part.startswith("function-") or "[" in part):
+        tag = isinstance(part, str) and (part in _TAGS or part in fault_kinds())
+        if isinstance(part, str) and not written and (tag or part.startswith("function-") or "[" in part):
             continue  # a union tag or a validator's name, e.g. 'function-after[...]'
 
         out.append(part)
@@ -67,6 +68,9 @@ def _model_at(path: KeyPath, data: Any) -> type[BaseModel] | None:
 
 
 def _unwrap(annotation: Any, node: Any) -> Any:
+    if annotation is Fault:  # the union of every registered kind, built by pydantic on first use
+        kind = node.get("kind") if isinstance(node, dict) else None
+        return fault_kinds().get(kind) if isinstance(kind, str) else None
     origin = typing.get_origin(annotation)
     if origin is Annotated:
         return _unwrap(typing.get_args(annotation)[0], node)
@@ -77,9 +81,6 @@ def _unwrap(annotation: Any, node: Any) -> Any:
         options = [_unwrap(a, node) for a in typing.get_args(annotation) if a is not type(None)]
         models = [m for m in options if isinstance(m, type) and issubclass(m, BaseModel)]
         if isinstance(node, dict):
-            kind = node.get("kind")
-            if isinstance(kind, str) and kind in FAULT_KINDS:  # a list is no kind (and no dict key)
-                return FAULT_KINDS[kind]
             if "arrival_rate" in node and RateStage in models:
                 return RateStage
             if UsersStage in models:
@@ -116,9 +117,9 @@ def _message(error: Any, path: KeyPath, data: Any) -> str:
     if kind == "missing":
         return "required key is missing"
     if kind == "union_tag_not_found":  # only the fault union has a key for a tag: kind
-        return f"required key is missing; use one of {', '.join(sorted(FAULT_KINDS))}"
+        return f"required key is missing; use one of {', '.join(sorted(fault_kinds()))}"
     if kind == "union_tag_invalid" or (kind == "literal_error" and path and path[-1] == "kind"):
-        return f"unknown fault kind; use one of {', '.join(sorted(FAULT_KINDS))}"
+        return f"unknown fault kind; use one of {', '.join(sorted(fault_kinds()))}"
     message = str(error["msg"])
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]
@@ -246,14 +247,6 @@ def _document(text: str, file: str) -> tuple[dict[str, Any], Positions]:
 
 
 def _absolute_paths(scenario: Scenario) -> Scenario:
-    """Pid files are relative to the scenario file, like the locustfile; agents run elsewhere."""
+    """Paths in faults (pid files) are relative to the scenario file, like the locustfile; agents run elsewhere."""
     base = Path(scenario.source).parent
-    faults = []
-    for fault in scenario.faults:
-        process_target = fault.target if isinstance(fault, ProcessKillFault | ProcessPauseFault | StressFault) else None
-        pid_file = process_target.pid_file if process_target is not None else None
-        if process_target is not None and pid_file and not Path(pid_file).is_absolute():
-            target = process_target.model_copy(update={"pid_file": str((base / pid_file).resolve())})
-            fault = fault.model_copy(update={"target": target})
-        faults.append(fault)
-    return scenario.model_copy(update={"faults": faults})
+    return scenario.model_copy(update={"faults": [fault.with_base_dir(base) for fault in scenario.faults]})

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 from pydantic import (
     AfterValidator,
     BeforeValidator,
+    ConfigDict,
     Discriminator,
     Field,
     Tag,
@@ -324,6 +325,10 @@ class Results(Model):
 
 class Scenario(Model):
     """A whole scenario: target, load, faults on a timeline, SLOs, guards and results."""
+
+    # The schema is built on first use, not at import: ``faults`` is the union of every
+    # registered fault kind, and a fault family's module imports this package.
+    model_config = ConfigDict(**Model.model_config, defer_build=True)
 
     name: Name = Field(description="Scenario name; tags every result point.")
     description: str = Field(default="", description="What the scenario checks, for humans.")

@@ -1,8 +1,9 @@
-"""Kubernetes faults: ``kubernetes.pod_kill`` and ``kubernetes.scale``, through the official client.
+"""The kubernetes family's API calls: pod kill and scale through the official client.
 
-The only module that imports ``kubernetes``. Pure of Ray and of the journal: the chaos agent
-(or ``harness recover``) keeps the :class:`KubeRecord` that :func:`inject` returns, in the
-journal as :meth:`KubeRecord.details`, and hands it back to :func:`revert`.
+The only module that imports ``kubernetes`` (the family imports it on first use). Pure of Ray
+and of the journal: the family (:mod:`harness.chaos.families.kubernetes`) keeps the
+:class:`KubeRecord` that :func:`inject` returns, in the journal as :meth:`KubeRecord.details`,
+and hands it back to :func:`revert`.
 
 What callers may rely on:
 
@@ -37,7 +38,6 @@ What callers may rely on:
 from __future__ import annotations
 
 import math
-import os
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -49,15 +49,20 @@ from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from harness.errors import ConfigError, FaultError
-from harness.scenario import KubernetesPodKillFault, KubernetesScaleFault, PodKillParams
+from harness.chaos.capabilities import kubeconfig_path
+from harness.chaos.families.kubernetes.params import (
+    KubeFault,
+    KubernetesPodKillFault,
+    KubernetesScaleFault,
+    PodKillParams,
+)
+from harness.errors import ConfigError, FaultError, KubeFaultError
 
 __all__ = [
     "OPT_IN_LABEL",
     "OPT_IN_VALUE",
     "KubeApi",
     "KubeFault",
-    "KubeFaultError",
     "KubeRecord",
     "Resolution",
     "ResolvedPod",
@@ -70,10 +75,8 @@ __all__ = [
     "select_pods",
 ]
 
-KubeFault = KubernetesPodKillFault | KubernetesScaleFault
-
-POD_KILL = "kubernetes.pod_kill"
-SCALE = "kubernetes.scale"
+POD_KILL = KubernetesPodKillFault.KIND
+SCALE = KubernetesScaleFault.KIND
 KINDS = (POD_KILL, SCALE)
 
 OPT_IN_LABEL = "harness.io/chaos"
@@ -86,11 +89,6 @@ T = TypeVar("T")
 
 
 # ---------------------------------------------------------------- connecting
-
-
-def kubeconfig_path() -> str:
-    """``$KUBECONFIG`` if set (read now, not at import as the client does), else ``~/.kube/config``."""
-    return os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
 
 
 @dataclass(frozen=True)
@@ -224,14 +222,6 @@ class KubeRecord:
             return tuple(n for n in text(key).split(",") if n)
 
         return cls(fault_name, kind, text("context"), text("namespace"), deleted=names("deleted"), gone=names("gone"))
-
-
-class KubeFaultError(FaultError):
-    """Some selected pods could not be deleted; ``record`` says which were (for the journal)."""
-
-    def __init__(self, message: str, record: KubeRecord) -> None:
-        super().__init__(message)
-        self.record = record
 
 
 # ---------------------------------------------------------------- describing and choosing
@@ -403,8 +393,8 @@ def inject(fault: KubeFault, api: KubeApi, *, previous: KubeRecord | None = None
 
     Pod kill: resolve (context and opt-in checks first), then DELETE each chosen pod with
     ``gracePeriodSeconds=0`` and its UID as precondition. Pods already gone (404) or
-    replaced (409) are listed as ``gone``; any other failure raises :class:`KubeFaultError`
-    carrying the record of what was deleted. Scale: read the scale subresource, record
+    replaced (409) are listed as ``gone``; any other failure raises :class:`~harness.errors.KubeFaultError`
+    carrying the details of what was deleted. Scale: read the scale subresource, record
     ``spec.replicas``, patch it to 0.
 
     ``previous``, the record of this fault from the journal, makes inject idempotent: a pod
@@ -451,7 +441,7 @@ def _kill_pods(fault: KubernetesPodKillFault, api: KubeApi) -> KubeRecord:
     )
     if errors:
         failed = "; ".join(f"{name}: {why}" for name, why in errors.items())
-        raise KubeFaultError(f"fault '{fault.name}': could not delete {failed}", record)
+        raise KubeFaultError(f"fault '{fault.name}': could not delete {failed}", **record.details())
     return record
 
 

@@ -1,0 +1,97 @@
+"""The stress family's kinds: ``stress.cpu``, ``stress.memory``, ``stress.io`` and ``stress.disk_fill``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal, Self
+
+from pydantic import Field
+
+from harness.scenario.faults import FaultBase, FaultContext, ProcessTarget
+from harness.scenario.fields import Bytes, KeyPath, Model
+
+__all__ = [
+    "StressCpuFault",
+    "StressCpuParams",
+    "StressDiskFillFault",
+    "StressDiskFillParams",
+    "StressFault",
+    "StressIoFault",
+    "StressIoParams",
+    "StressMemoryFault",
+    "StressMemoryParams",
+]
+
+
+class StressCpuParams(Model):
+    workers: int = Field(default=1, ge=1, le=1024, description="stress-ng CPU workers (each loads at most one core).")
+    load: int = Field(default=100, ge=1, le=100, description="Percent of one core each worker keeps busy.")
+
+
+class StressMemoryParams(Model):
+    bytes: Bytes = Field(gt=0, description="Memory to allocate and touch, e.g. 512M (resident, not just mapped).")
+    hold: bool = Field(
+        default=True,
+        description="true: allocate once and hold it idle; false: keep rewriting it (costs a core too).",
+    )
+
+
+class StressIoParams(Model):
+    workers: int = Field(default=1, ge=1, le=256, description="stress-ng hdd workers writing and reading files.")
+    path: str = Field(default="/tmp", description="Directory the workers write in (a private subdirectory).")
+
+
+class StressDiskFillParams(Model):
+    path: str = Field(description="Directory on the file system to fill; a file harness-fill-<run>-<fault> is made.")
+    bytes: Bytes = Field(gt=0, description="Size of the file (allocated blocks), e.g. 2G.")
+
+
+class StressFault(FaultBase):
+    target: ProcessTarget | None = Field(
+        default=None,
+        description="Process whose cgroups the stress-ng processes join; none: they stay in the agent's cgroups.",
+    )
+
+    def with_base_dir(self, base: Path) -> Self:
+        if self.target is None:
+            return self
+        return self.model_copy(update={"target": self.target.with_base_dir(base)})
+
+
+class StressCpuFault(StressFault):
+    """CPU load with stress-ng at ``load`` percent per worker for ``duration``."""
+
+    kind: Literal["stress.cpu"] = Field(description="Fault kind.")
+    params: StressCpuParams = Field(default_factory=StressCpuParams, description="Workers and load.")
+
+
+class StressMemoryFault(StressFault):
+    """Allocate and hold ``bytes`` of memory with stress-ng for ``duration``."""
+
+    kind: Literal["stress.memory"] = Field(description="Fault kind.")
+    params: StressMemoryParams = Field(description="Bytes and hold.")
+
+
+class StressIoFault(StressFault):
+    """File IO with stress-ng hdd workers for ``duration``."""
+
+    kind: Literal["stress.io"] = Field(description="Fault kind.")
+    params: StressIoParams = Field(default_factory=StressIoParams, description="Workers and directory.")
+
+    def checks(self, context: FaultContext) -> Iterator[tuple[KeyPath, str]]:
+        problem = context.path_problem(self.params.path)
+        if problem:
+            yield ("params", "path"), problem
+
+
+class StressDiskFillFault(StressFault):
+    """Fill a file system with one allocated file of ``bytes``; removed on revert."""
+
+    kind: Literal["stress.disk_fill"] = Field(description="Fault kind.")
+    params: StressDiskFillParams = Field(description="Directory and size.")
+
+    def checks(self, context: FaultContext) -> Iterator[tuple[KeyPath, str]]:
+        problem = context.path_problem(self.params.path)
+        if problem:
+            yield ("params", "path"), problem
