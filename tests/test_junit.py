@@ -8,7 +8,7 @@ from typing import Any
 from junitparser import Error, Failure, JUnitXml
 
 from harness.judge.junit import junit_xml as junit_of
-from harness.run.summary import RunSummary
+from harness.judge.summary import RunSummary
 
 
 def junit_xml(summary: dict[str, Any], guards: list[tuple[str, str]] | None = None) -> str:

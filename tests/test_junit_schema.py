@@ -15,7 +15,7 @@ import pytest
 import xmlschema
 
 from harness.judge.junit import junit_xml as junit_of
-from harness.run.summary import RunSummary
+from harness.judge.summary import RunSummary
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "junit-10.xsd"
 

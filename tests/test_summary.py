@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.judge.slo import SloStatus
-from harness.run.summary import LoadGap, RunEvent, RunSummary, Stats, Timings, to_json
+from harness.judge.summary import LoadGap, RunEvent, RunSummary, Stats, Timings, to_json
 
 STATS = {
     "requests": 120,

@@ -19,11 +19,11 @@ from harness.errors import ScenarioError
 from harness.judge.baseline import BaselineReport
 from harness.judge.objectives import format_metric
 from harness.judge.slo import SloResult
+from harness.judge.summary import RunSummary
 from harness.judge.units import format_duration
 from harness.plan import Plan
 from harness.review.runs import RunInfo
 from harness.run.seconds import LiveStatus
-from harness.run.summary import RunSummary
 
 __all__ = [
     "Progress",

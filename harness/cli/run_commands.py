@@ -12,8 +12,8 @@ import typer
 from harness.cli.app import ScenarioArg, errors_to_exit_codes
 
 if TYPE_CHECKING:
+    from harness.judge.summary import RunSummary
     from harness.run.session import ProgressView, RunRequest
-    from harness.run.summary import RunSummary
 
 __all__ = ["gate", "register", "run"]
 

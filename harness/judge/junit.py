@@ -1,7 +1,7 @@
 """JUnit XML for CI: one testcase per SLO and per guard, so a pipeline's test report shows
 which objective failed, with what value, against which threshold, over which window.
 
-Pure: it reads the run's summary (:class:`~harness.run.summary.RunSummary`, the same SLO
+Pure: it reads the run's summary (:class:`~harness.judge.summary.RunSummary`, the same SLO
 results the terminal shows) and the scenario's guards; it writes nothing itself. The layout is the common JUnit one that
 Jenkins, GitLab, GitHub test reporters and junitparser read: ``<testsuites>`` holding one
 ``<testsuite name=scenario>`` whose ``<testcase classname="harness.<scenario>.slo|guard"
@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 
 from harness.judge.objectives import format_metric
 from harness.judge.slo import SloResult, SloStatus
-from harness.run.summary import RunSummary
+from harness.judge.summary import RunSummary
 
 __all__ = ["junit_xml"]
 

@@ -21,10 +21,10 @@ from typing import Any
 
 from harness.errors import ConfigError, ResultsError
 from harness.judge.baseline import BaselineReport, RunSamples, Sample, compare
+from harness.judge.summary import RunSummary
 from harness.results import schema
 from harness.results.influxql import Query, quote_identifier, quote_string, run_filter
 from harness.results.lineproto import Point, parse
-from harness.run.summary import RunSummary
 from harness.scenario import Baseline
 
 __all__ = [

@@ -29,6 +29,7 @@ import yaml
 from harness.errors import ResultsError, RunNotFound
 from harness.judge.guards import GuardTrip
 from harness.judge.slo import SloResult
+from harness.judge.summary import EndpointTotals, RunEvent, RunSummary, Stats
 from harness.results import schema
 from harness.results.influxql import Query, run_filter
 from harness.results.lineproto import parse
@@ -45,7 +46,6 @@ from harness.review.report_model import (
     Totals,
 )
 from harness.review.runs import UNFINISHED
-from harness.run.summary import EndpointTotals, RunEvent, RunSummary, Stats
 from harness.scenario.expressions import parse_objective
 
 __all__ = ["RunNotFound", "from_influx", "from_run_dir", "mixture_quantiles", "write_report"]

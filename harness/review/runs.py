@@ -26,7 +26,7 @@ from typing import Any
 
 import psutil
 
-from harness.run.summary import RunSummary
+from harness.judge.summary import RunSummary
 
 __all__ = [
     "ABORTED",

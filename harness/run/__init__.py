@@ -9,8 +9,9 @@
   :mod:`~harness.run.losses`: a generator lost or a process dead, and its load moved.
 * :mod:`~harness.run.faults`: the chaos agents and the fault leases.
 * :mod:`~harness.run.seconds`: the per-second pipeline, a list of observers.
-* :mod:`~harness.run.recorder`: events, points and notes; :mod:`~harness.run.summary`: the
-  typed run summary (``summary.json``), written with :mod:`~harness.run.codec`.
+* :mod:`~harness.run.recorder`: events, points and notes. The typed run summary the session
+  builds (``summary.json``) is :mod:`harness.judge.summary`: JUnit, the report, the baseline
+  lookup and ``harness runs`` read it without reaching back into this room.
 * :mod:`~harness.run.cluster`: Ray start-up and its token check; :mod:`~harness.run.signals`:
   Ctrl-C and SIGTERM; :mod:`~harness.run.nodes` and :mod:`~harness.run.placement`: where
   actors run.

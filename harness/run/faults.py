@@ -16,10 +16,10 @@ from dataclasses import dataclass
 
 from harness.chaos.agent import RENEW_INTERVAL, ChaosAgent
 from harness.errors import FaultError, HarnessError
+from harness.judge.summary import AgentEntry
 from harness.measure.clocks import measure
 from harness.run.nodes import FaultPlacement, Node
 from harness.run.recorder import Recorder
-from harness.run.summary import AgentEntry
 from harness.scenario import Scenario
 
 __all__ = ["FaultAgents", "Injected"]

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import LoadError
+from harness.judge.summary import GeneratorEntry
 from harness.load.generator import Call, GeneratorPool, GeneratorSpec, LoadGenerator
 from harness.load.protocol import Command
 from harness.run.placement import Placement, place_generators
-from harness.run.summary import GeneratorEntry
 from harness.scenario import Scenario
 
 __all__ = ["FINAL_DRAIN_TIMEOUT", "LOST_AFTER", "Fleet", "FleetOptions", "Loss"]

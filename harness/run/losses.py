@@ -15,12 +15,12 @@ import signal
 import time
 from typing import Any
 
+from harness.judge.summary import LostGenerator
 from harness.measure.delivery import DeliveryWatch
 from harness.measure.windows import Aggregator
 from harness.run.fleet import Fleet, Loss
 from harness.run.recorder import Recorder
 from harness.run.stages import Stages
-from harness.run.summary import LostGenerator
 
 __all__ = ["Losses"]
 

@@ -29,6 +29,18 @@ from pathlib import Path
 from harness.errors import ConfigError, HarnessError
 from harness.judge.guards import GuardWatch
 from harness.judge.slo import SloBook, SloResult
+from harness.judge.summary import (
+    BaselineOutcome,
+    DeliverySummary,
+    EndpointTotals,
+    FindingEntry,
+    RunSummary,
+    SecondCounts,
+    Stats,
+    StepTiming,
+    Timings,
+    from_json,
+)
 from harness.judge.verdict import RunLedger, Verdict, decide
 from harness.measure.delivery import SUSTAINED_SECONDS, DeliveryWatch
 from harness.measure.steptiming import StepRecord
@@ -56,18 +68,6 @@ from harness.run.seconds import (
 )
 from harness.run.signals import deferred_interrupts, exit_at_once, terminate_as_interrupt
 from harness.run.stages import Stages, send_at
-from harness.run.summary import (
-    BaselineOutcome,
-    DeliverySummary,
-    EndpointTotals,
-    FindingEntry,
-    RunSummary,
-    SecondCounts,
-    Stats,
-    StepTiming,
-    Timings,
-    from_json,
-)
 
 __all__ = ["LiveStatus", "Orchestrator", "RunOptions", "new_run_id"]
 

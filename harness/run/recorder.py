@@ -14,10 +14,10 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
+from harness.judge.summary import RunEvent
 from harness.judge.units import format_duration
 from harness.results.lineproto import Point
 from harness.results.points import event_point
-from harness.run.summary import RunEvent
 
 __all__ = ["PointWriter", "Recorder"]
 

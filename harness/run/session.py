@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from harness import paths
 from harness.errors import ConfigError, ResultsError
-from harness.run.summary import ResultsSummary, RunSummary, from_json
+from harness.judge.summary import ResultsSummary, RunSummary, from_json
 
 if TYPE_CHECKING:  # imported where used: a refused scenario must not wait for Ray to load
     from harness.results.samples import BaselineRun

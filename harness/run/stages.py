@@ -17,13 +17,13 @@ import threading
 import time
 from collections.abc import Callable
 
+from harness.judge.summary import LoadGap, RunEvent
 from harness.load.protocol import Command, SetRate, SetUsers
 from harness.measure.delivery import DeliveryWatch
 from harness.measure.steptiming import Applied, StepLog, StepRecord
 from harness.plan import Step, StepKind, split_evenly
 from harness.run.fleet import Fleet
 from harness.run.recorder import Recorder
-from harness.run.summary import LoadGap, RunEvent
 from harness.scenario import RateStage
 
 __all__ = ["RATE_STAGE_LEAD", "REDISTRIBUTE_LEAD", "Stages", "send_at"]

@@ -1,4 +1,4 @@
-"""Dataclasses to JSON and back, for :mod:`harness.run.summary`: typed on the way in, forgiving.
+"""Dataclasses to JSON and back, for :mod:`harness.judge.summary`: typed on the way in, forgiving.
 
 :func:`to_json` writes a dataclass as a JSON object (a class's own ``to_json`` wins), enums as
 their value, non-finite floats as ``null``; a field whose metadata is :data:`OMIT_NONE` is left

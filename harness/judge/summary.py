@@ -10,7 +10,7 @@ The JSON keeps the keys and meaning ``summary.json`` always had (users and CI sc
 it). Reading is forgiving, as it must be for files written by older versions, cut short, or
 written by hand in tests: a missing key takes its default, a value of the wrong type is
 replaced by the default too, and a non-finite number is written as ``null``
-(:mod:`harness.run.codec`).
+(:mod:`harness.judge.codec`).
 
 Pure: dataclasses and the standard library; no runtime, no terminal.
 """
@@ -25,9 +25,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from harness.judge.codec import OMIT_NONE, decode_fields, fields_to_json, from_json, to_json
 from harness.judge.guards import GuardTrip
 from harness.judge.slo import SloResult
-from harness.run.codec import OMIT_NONE, decode_fields, fields_to_json, from_json, to_json
 
 __all__ = [
     "SUMMARY_FILE",
