@@ -27,7 +27,7 @@ from pathlib import Path
 import psutil
 from throughput import HERE, VENV_BIN, free_port, handled, nginx, stop
 
-from harness.load.protocol import KEEPALIVE_INTERVAL
+from harness.load.protocol import KEEPALIVE_INTERVAL, Keepalive, Ready, SetUsers, Stop, decode_as, encode_command
 
 LOCUSTFILE = HERE / "locustfile.py"
 
@@ -78,7 +78,7 @@ def run_harness_process(url: str, users: int, warmup: float, duration: float) ->
     def read_reports() -> None:
         with os.fdopen(read_fd, "rb") as reports:
             for line in reports:
-                if b'"t":"ready"' in line:
+                if decode_as(line, Ready) is not None:
                     ready.set()
 
     threading.Thread(target=read_reports, daemon=True).start()
@@ -96,17 +96,17 @@ def run_harness_process(url: str, users: int, warmup: float, duration: float) ->
         # As a generator actor does: a runner that hears nothing from its actor for
         # ACTOR_SILENCE seconds stops its users and exits (it was cut off from the run).
         while not done.wait(KEEPALIVE_INTERVAL):
-            send(b'{"cmd":"keepalive"}\n')
+            send(encode_command(Keepalive()))
 
     threading.Thread(target=keepalive, daemon=True).start()
     try:
         if not ready.wait(60):
             raise RuntimeError("the harness load process did not become ready")
-        send(f'{{"cmd":"set_users","users":{users},"spawn_rate":{users}}}\n'.encode())
+        send(encode_command(SetUsers(users=users, spawn_rate=users)))
         return _window(url, proc, warmup, duration)
     finally:
         done.set()
-        send(b'{"cmd":"stop"}\n')
+        send(encode_command(Stop()))
         stdin.close()
         try:
             proc.wait(10)

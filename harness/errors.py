@@ -5,6 +5,7 @@
     HarnessError                      exit 3  (internal error unless a subclass says otherwise)
     ├── ScenarioError                 exit 2  invalid scenario file: one or more located problems
     ├── ConfigError                   exit 2  invalid command line, environment or host configuration
+    │   └── RunNotFound               exit 2  a run asked for by id is neither under runs/ nor in InfluxDB
     ├── RunFailed                     exit 1  the run completed and an SLO failed
     ├── RunAborted                    exit 4  a guard tripped; faults were reverted and load stopped
     ├── RunInvalid                    exit 5  load not delivered or results incomplete
@@ -16,7 +17,10 @@
     │   │   └── KubeFaultError        exit 3  some selected pods could not be deleted
     │   ├── RevertFailed              exit 3  a revert failed and said why (journaled revert_failed)
     │   └── RecoverFailed             exit 3  harness recover could not revert every outstanding fault
-    └── ResultsError                  exit 3  results could not be written or read
+    ├── ResultsError                  exit 3  results could not be written or read
+    │   └── TransportError            exit 3  a results server did not take a batch (the writer retries or spools)
+    ├── GrafanaError                  exit 3  Grafana could not be reached, or answered an HTTP error
+    └── DemoError                     exit 3  the demo shop did not come up
 
 The CLI maps any ``HarnessError`` to its ``exit_code`` and prints its message without a
 traceback; anything else is an internal error (exit 3) logged with its traceback to the
@@ -36,9 +40,11 @@ __all__ = [
     "EXIT_INVALID_INPUT",
     "EXIT_PASSED",
     "ConfigError",
+    "DemoError",
     "FaultError",
     "FaultNotApplied",
     "FaultPartlyApplied",
+    "GrafanaError",
     "HarnessError",
     "KubeFaultError",
     "LoadError",
@@ -50,7 +56,9 @@ __all__ = [
     "RunFailed",
     "RunInterrupted",
     "RunInvalid",
+    "RunNotFound",
     "ScenarioError",
+    "TransportError",
 ]
 
 EXIT_PASSED = 0
@@ -168,3 +176,39 @@ class RecoverFailed(FaultError):
 
 class ResultsError(HarnessError):
     """Results could not be written or read."""
+
+
+class TransportError(ResultsError):
+    """A batch was not accepted.
+
+    ``permanent`` means resending the same bytes cannot help (a 4xx such as a parse error, a
+    field type conflict or missing permissions): the writer reports it and moves on instead of
+    retrying forever.  Otherwise (connection refused, timeout, 5xx, 404 database-not-found) the
+    batch is spooled and retried.  ``rejected`` is how many points the server said it dropped
+    when it knows (InfluxDB 1.x "partial write ... dropped=N").
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        permanent: bool = False,
+        status: int | None = None,
+        rejected: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+        self.status = status
+        self.rejected = rejected
+
+
+class RunNotFound(ConfigError):
+    """The run is not where it was looked for (exit 2)."""
+
+
+class GrafanaError(HarnessError):
+    """Grafana could not be reached, or answered an HTTP error (exit 3)."""
+
+
+class DemoError(HarnessError):
+    """The demo did not come up (its supervisor died, or it stayed unhealthy past the timeout)."""

@@ -129,7 +129,7 @@ def runner_latency_ms(host: str, seconds: float = 5.0) -> dict[str, Any]:
     per-second windows merged; the first window (connection set-up) is left out."""
     import select
 
-    from harness.load.protocol import Command, encode_command
+    from harness.load.protocol import SetUsers, encode_command
     from harness.measure.windows import new_histogram, parse_window
 
     locustfile = Path(__file__).resolve().parent / "locustfiles" / "ping.py"
@@ -142,7 +142,7 @@ def runner_latency_ms(host: str, seconds: float = 5.0) -> dict[str, Any]:
     buffer = b""
     try:
         assert proc.stdin is not None
-        proc.stdin.write(encode_command(Command("set_users", users=1, spawn_rate=1)))
+        proc.stdin.write(encode_command(SetUsers(users=1, spawn_rate=1)))
         proc.stdin.flush()
         deadline = time.monotonic() + seconds + 15.0  # Locust's import is slow in the guest
         while time.monotonic() < deadline and len(windows) < seconds + 1:

@@ -16,25 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 #: Violations on main that the house issue is still removing, without line numbers. The list only
 #: shrinks: an entry that no longer occurs fails the test too, so it is deleted when fixed.
 KNOWN: set[str] = {
-    "import cycle: harness.results.v2 <-> harness.results.writer",
     "harness/cli/app.py: N lines (over 500, no '# long:' comment at its top)",
     "harness/cli/app.py: _run_scenario() is N lines (over 80)",
-    "harness/demo/services.py: N lines (over 500, no '# long:' comment at its top)",
-    "harness/judge/baseline.py: N lines (over 500, no '# long:' comment at its top)",
-    "harness/results/writer.py: N lines (over 500, no '# long:' comment at its top)",
-    "harness/review/grafana/dashboards.py: N lines (over 500, no '# long:' comment at its top)",
-    "harness/review/grafana/dashboards.py: run_dashboard() is N lines (over 80)",
-    "harness/review/grafana/dashboards.py: compare_dashboard() is N lines (over 80)",
-    "harness/review/report.py: N lines (over 500, no '# long:' comment at its top)",
-    "harness/review/report.py: _plot() is N lines (over 80)",
-    "harness/review/report_data.py: N lines (over 500, no '# long:' comment at its top)",
     "harness/run/orchestrator.py: N lines (over 500, no '# long:' comment at its top)",
-    "harness/demo/control.py: public exception DemoError is defined outside errors.py",
-    "harness/demo/services.py: public exception HTTPError is defined outside errors.py",
-    "harness/demo/services.py: public exception DownstreamError is defined outside errors.py",
-    "harness/results/writer.py: public exception TransportError is defined outside errors.py",
-    "harness/review/grafana/push.py: public exception GrafanaError is defined outside errors.py",
-    "harness/review/report_data.py: public exception RunNotFound is defined outside errors.py",
 }
 
 

@@ -17,21 +17,11 @@ import numpy as np
 import pytest
 
 from harness.errors import ConfigError, ResultsError
-from harness.judge.baseline import (
-    ALL_ENDPOINTS,
-    LAST_PASS,
-    Metric,
-    RunSamples,
-    Sample,
-    compare,
-    find_baseline,
-    parse_lineproto,
-    samples_from_influx,
-    samples_from_run_dir,
-)
+from harness.judge.baseline import ALL_ENDPOINTS, Metric, RunSamples, Sample, compare
 from harness.measure.windows import ClosedSecond, EndpointStats
-from harness.results.lineproto import Point, encode, encode_many
+from harness.results.lineproto import Point, encode, encode_many, parse
 from harness.results.points import event_point, request_points, run_point
+from harness.results.samples import LAST_PASS, find_baseline, samples_from_influx, samples_from_run_dir
 from harness.scenario import Baseline
 
 # ---------------------------------------------------------------- synthetic samples
@@ -265,23 +255,6 @@ def write_run(
     return folder
 
 
-def test_parse_lineproto_reads_back_what_encode_writes() -> None:
-    point = Point(
-        "harness_events",
-        {"kind": "phase", "name": 'a b,c=d "q" x\\y', "run_id": "r"},
-        {"text": 'say "hi"\nback\\slash', "state": "start", "n": 3, "x": 2.5, "ok": True},
-        123,
-    )
-    other = Point("m", {"t": "v"}, {"f": -1}, 7)
-    text = "# a comment\n" + encode(point) + "\n\n" + encode(other) + "\n"
-    assert list(parse_lineproto(text)) == [
-        (point.measurement, dict(point.tags), dict(point.fields), point.time_ns),
-        ("m", {"t": "v"}, {"f": -1}, 7),
-    ]
-    with pytest.raises(ValueError, match="line 2: not line protocol"):
-        list(parse_lineproto(encode(other) + "\nm,t=v f=\n"))
-
-
 def test_samples_from_run_dir_keeps_whole_seconds_inside_phases(tmp_path: Path) -> None:
     samples = samples_from_run_dir(write_run(tmp_path, "r1"))
     assert (samples.run_id, samples.scenario, samples.phases) == ("r1", "shop", (ODD_PHASE, "steady"))
@@ -364,7 +337,7 @@ def test_baseline_by_run_id(tmp_path: Path) -> None:
 
 
 class RowsFromResultsLp:
-    """Answers the few InfluxQL statements harness.judge.baseline sends from a results.lp.
+    """Answers the few InfluxQL statements harness.results.samples sends from a results.lp.
 
     Only the InfluxDB-side behaviour that matters here is modelled (rows with tags and fields
     as columns, ``time`` in ns); the real server is exercised by the slow test below.
@@ -372,7 +345,7 @@ class RowsFromResultsLp:
 
     def __init__(self, *run_dirs: Path) -> None:
         self.statements: list[str] = []
-        self.points = [p for d in run_dirs for p in parse_lineproto((d / "results.lp").read_text())]
+        self.points = [p for d in run_dirs for p in parse((d / "results.lp").read_text())]
 
     def query(self, q: str) -> list[dict[str, Any]]:
         self.statements.append(q)
@@ -381,7 +354,7 @@ class RowsFromResultsLp:
         for name, tags, fields, time_ns in self.points:
             if name != measurement:
                 continue
-            if "run_id = '" in q and f"run_id = '{tags['run_id']}'" not in q:
+            if '"run_id" = \'' in q and f"\"run_id\" = '{tags['run_id']}'" not in q:
                 continue
             if '"scenario" = ' in q and (f"= '{tags['scenario']}'" not in q or tags["verdict"] != "passed"):
                 continue
@@ -402,7 +375,7 @@ def test_influx_path_matches_the_run_dir(tmp_path: Path) -> None:
     from_disk = samples_from_run_dir(folders[1])
     assert from_influx == from_disk
     assert query.statements[0] == (
-        'SELECT "count", "failures", "p99", "method", "name", "scenario" FROM harness_requests WHERE run_id = \'i2\''
+        'SELECT "count", "failures", "p99", "method", "name", "scenario" FROM harness_requests WHERE "run_id" = \'i2\''
     )
     empty_runs = tmp_path / "runs"
     found = find_baseline(LAST_PASS, "shop", empty_runs, "i3", query)

@@ -397,7 +397,7 @@ def test_preflight_refuses_a_missing_namespace_before_anything_starts(netns_pair
                     "params": {"peers": [ADDR_B]},
                 }
             ),
-        ]
+        ],
     )
     assert "numgen" in preflight.targets(scenario)["loss"]  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="hnet-missing") as caught:

@@ -400,8 +400,8 @@ def test_a_guard_tripped_on_the_poll_thread_stops_the_run_early(
 guards:
   - {{name: any-traffic, condition: rps > 1 for 3s}}"""
     scenario = _scenario(tmp_path, "guard", nginx.url, influxd, load, faults)
-    began = time.monotonic()
     code, output, summary = _run(scenario, tmp_path, "cl-guard")
+    exited = time.time()
     assert code == 4, output[-3000:]
     assert summary["verdict"] == "aborted"
     assert summary["reason"].startswith("guard 'any-traffic' tripped: rps was "), summary["reason"]
@@ -413,4 +413,6 @@ guards:
     [revert] = [e for e in summary["events"] if e["kind"] == "fault" and e["state"] == "end"]
     assert revert["offset"] - abort["offset"] < 1.0, revert
     assert psutil.Process(int(sleepers[0].read_text())).status() != psutil.STATUS_STOPPED
-    assert time.monotonic() - began < 40  # not the 40 s the plan asked for, on top of start-up
+    # The driver exited before the 40 s the plan asked for were over, counted from the run's
+    # start: start-up (ray.init, 8-12 s here) depends on the machine and is left out.
+    assert exited - summary["started"] < 40, exited - summary["started"]

@@ -283,8 +283,25 @@ def test_services_die_with_their_supervisor(tmp_path: Path) -> None:
         control.down(tmp_path)
 
 
-def test_up_that_times_out_leaves_nothing_running(tmp_path: Path) -> None:
+def test_up_that_times_out_leaves_nothing_running(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A demo that never reports healthy: up() gives up at its timeout and stops all it started.
+
+    The gateway's health is made to answer "not yet", so the timeout is certain on any machine
+    (a short timeout was not: a demo starts in about 0.9 s here, and a fast machine could beat
+    0.3 s). up() asks for health only once every service has a live pid, so the services it
+    must stop have really started.
+    """
+    started: list[dict[str, int | None]] = []
+
+    def never_healthy(base_url: str, all_healthy: bool) -> bool:
+        started.append(control.status(tmp_path))
+        return False
+
+    monkeypatch.setattr(control, "_healthy", never_healthy)
     with pytest.raises(control.DemoError, match="not healthy within"):
-        control.up(tmp_path, base_port=free_base_port(), timeout=0.3)
+        control.up(tmp_path, base_port=free_base_port(), timeout=3.0)
     assert control.status(tmp_path) == dict.fromkeys(["supervisor", *DEMO_PROCESS_PATTERN])
     assert not list(tmp_path.glob("*.pid"))
+    seen = {pid for status in started for pid in status.values() if pid is not None}
+    print(f"health asked {len(started)} times; {len(seen)} demo processes seen, all stopped")
+    assert wait_for(lambda: all(gone(pid) for pid in seen), 5.0), [p for p in seen if not gone(p)]

@@ -5,7 +5,9 @@ gates over the shipped ``scenarios/gate.yaml`` and ``gate-fails.yaml`` (pointed 
 ports and pid files):
 
 1. ``gate.yaml`` passes, every SLO kind met; the checkout recovery time after the payments
-   kill matches the restart delay within 2 s; no passing baseline yet, so none is compared.
+   kill is the real outage (from the kill until payments itself answers again, watched by the
+   test: the restart delay plus the service's start-up, whatever the machine's speed) to
+   within the one-second windows it is counted in; no passing baseline yet, so none is compared.
 2. the same gate again passes against the first run (``last-pass``): two runs of the same
    build do not fail each other.
 3. the same gate with 50 ms added to payments (through the demo's fault proxy) for the whole
@@ -23,6 +25,10 @@ import os
 import re
 import subprocess
 import sys
+import threading
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,7 +43,10 @@ ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = ROOT / "scenarios"
 SCHEMA = Path(__file__).resolve().parent / "schemas" / "junit-10.xsd"
 BASE_PORT = 19100  # its own ports and payments subnet (10.214.100.0/24)
-RESTART_DELAY = 6.0
+# Not the demo's default (3 s), so the recovery time is seen to follow the demo; short enough that
+# gate.yaml's `recovery_time < 10s` leaves the service's start-up (0.4-1.6 s after the delay here,
+# more on a slower machine) over 4 s to spare.
+RESTART_DELAY = 4.0
 
 slow = pytest.mark.slow
 
@@ -103,12 +112,58 @@ def _slos(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {slo["name"]: slo for slo in summary["slos"]}
 
 
+class PaymentsWatch:
+    """Asks payments itself (not through the gateway or the proxy) for /health every 50 ms.
+
+    ``down_at`` is the first refused connection (the process is gone; a slow answer on a busy
+    machine is not taken for that), ``back_at`` the first answer after it (``time.time()``):
+    when the killed service was really serving again, its supervisor's restart delay and its
+    own start-up included, as slow or fast as this machine makes them.
+    """
+
+    def __init__(self, demo: DemoInfo) -> None:
+        host = demo.payments_netns.payments_address if demo.payments_netns else "127.0.0.1"
+        self.url = f"http://{host}:{BASE_PORT + 3}/health"
+        self.down_at: float | None = None
+        self.back_at: float | None = None
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        self._halt = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="gate-test-payments-watch", daemon=True)
+
+    def _state(self) -> str:
+        try:
+            with self._opener.open(self.url, timeout=0.5) as response:
+                return "up" if response.status == 200 else "unknown"
+        except urllib.error.URLError as exc:
+            return "refused" if isinstance(exc.reason, ConnectionRefusedError) else "unknown"
+        except OSError:
+            return "unknown"
+
+    def _watch(self) -> None:
+        while not self._halt.is_set() and self.back_at is None:
+            state = self._state()
+            if state == "refused" and self.down_at is None:
+                self.down_at = time.time()
+            elif state == "up" and self.down_at is not None:
+                self.back_at = time.time()
+            self._halt.wait(0.05)
+
+    def __enter__(self) -> PaymentsWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._halt.set()
+        self._thread.join(5)
+
+
 @pytest.fixture(scope="module")
 def first(demo: DemoInfo, influxd: Any, runs_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     influxd.create_database("harness")
     scenario = _for_this_demo("gate.yaml", demo, tmp_path_factory.mktemp("gate"))
-    done, summary = _gate(scenario, runs_dir, "gate-a", influxd.url)
-    return {"done": done, "summary": summary, "scenario": scenario}
+    with PaymentsWatch(demo) as watch:
+        done, summary = _gate(scenario, runs_dir, "gate-a", influxd.url)
+    return {"done": done, "summary": summary, "scenario": scenario, "payments_back_at": watch.back_at}
 
 
 @slow
@@ -128,11 +183,27 @@ def test_the_gate_passes_with_every_slo_kind_met(first: dict[str, Any], runs_dir
 
 
 @slow
-def test_recovery_time_matches_the_demo_restart_delay(first: dict[str, Any]) -> None:
-    recovery = _slos(first["summary"])["checkout-recovers"]
-    print(f"checkout recovery time {recovery['measured']:.2f} s; demo restart delay {RESTART_DELAY:g} s")
+def test_recovery_time_is_the_real_outage(first: dict[str, Any]) -> None:
+    """The recovery time is the outage payments really had, not a figure near the restart delay:
+    the service's start-up after the delay (0.4-1 s here) depends on the machine. The SLO counts
+    whole seconds (the first good one starts the streak), so it lies within a second of the
+    moment payments answered again, either way (a checkout started just before it succeeds on
+    the gateway's retry)."""
+    summary = first["summary"]
+    recovery = _slos(summary)["checkout-recovers"]
+    [kill] = [
+        e for e in summary["events"] if e["kind"] == "fault" and e["name"] == "kill-payments" and e["state"] == "end"
+    ]
+    back_at = first["payments_back_at"]
+    assert back_at is not None, "payments was never seen down and back during the run"
+    outage = back_at - kill["time"]
+    print(
+        f"checkout recovery time {recovery['measured']:.2f} s; payments answered again {outage:.2f} s after the "
+        f"kill (demo restart delay {RESTART_DELAY:g} s)"
+    )
     assert recovery["measured"] is not None
-    assert abs(recovery["measured"] - RESTART_DELAY) <= 2.0, recovery["message"]
+    assert outage >= RESTART_DELAY  # the supervisor waited its delay: the outage was real
+    assert -1.1 <= recovery["measured"] - outage <= 2.0, recovery["message"]
 
 
 @slow

@@ -10,10 +10,12 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter, defaultdict
+from dataclasses import replace
 from fractions import Fraction
 
 import pytest
 
+from harness.load.protocol import Health
 from harness.measure.windows import (
     Aggregator,
     ClosedSecond,
@@ -32,7 +34,7 @@ PROCESSES = ["gen0-p0", "gen0-p1", "gen1-p0", "gen1-p1"]
 IDLE = "gen1-p2"  # alive, reports every second, serves nothing
 FAILURE_KINDS = ["HTTPError 503", "ConnectionResetError", "timeout"]
 QUANTILES = {"p50": "50", "p90": "90", "p99": "99", "p999": "99.9"}
-HEALTH = {"cpu": 0.5, "lag": 1.5, "u": 10, "r": 0.0}
+HEALTH = Health(cpu=0.5, lag_ms=1.5, users=10, rate=0.0)
 
 
 def nearest_rank(sorted_values: list[int], percentile: str) -> int:
@@ -159,7 +161,7 @@ def window(process: str, second: int, latencies_us: list[int], failure: str | No
     recorder = WindowRecorder(process, second)
     for latency in latencies_us:
         recorder.record(second, "GET", "/item", latency, 100, failure)
-    (line,) = list(recorder.flush(second + 1, {**HEALTH, "u": 3}))
+    (line,) = list(recorder.flush(second + 1, replace(HEALTH, users=3)))
     parsed = parse_window(line)
     assert parsed is not None
     return parsed
@@ -282,7 +284,7 @@ def test_wire_round_trip_keeps_everything() -> None:
     recorder.record(42, "POST", "/api/checkout/[session]", 12_345, 321, "HTTPError 503")
     recorder.record(42, "POST", "/api/checkout/[session]", 70_000_000, 1, None)  # clamped to 60 s
     recorder.record(42, "GET", "/", 0, 5, None)  # clamped to 1 us
-    (line,) = list(recorder.flush(43, {"cpu": 0.97, "lag": 12.5, "u": 7, "r": 33.0}))
+    (line,) = list(recorder.flush(43, Health(cpu=0.97, lag_ms=12.5, users=7, rate=33.0)))
     parsed = parse_window(line.encode())
     assert parsed is not None
     assert (parsed.process, parsed.second) == ("gen3-p1", 42)

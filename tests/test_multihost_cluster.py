@@ -6,7 +6,7 @@ Checked against the kernel and the process table rather than the fixture's word:
   RAY_TMPDIR, no namespace, veth or bridge is left, the directory is gone; while it ran, a
   host without a role label had none, the caller's environment reached the raylets, and a
   second cluster on the same subnet was refused without disturbing it;
-* a start that times out leaves nothing either.
+* a start that times out (a node that can never join) leaves nothing either.
 
 The running cluster's own checks (nodes, labels, token, actors placed in the right
 namespace, hosts reaching each other, node loss) are in test_multihost_run.py, on the
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import time
 from pathlib import Path
@@ -33,7 +34,9 @@ from tests.multihost import (
 
 pytestmark = pytest.mark.slow
 
-START_LIMIT_S = 25.0
+# A three-node cluster starts in about 8.4 s here; the bound only catches a start that hangs,
+# so it leaves room for a machine several times slower or busier.
+START_LIMIT_S = 60.0
 DEATH_LIMIT_S = 30.0  # Ray's defaults: a GCS health check every 3 s, 5 failures
 SERVER_PORT = 18080  # inside hmh-c: a port space of its own
 
@@ -105,15 +108,27 @@ def test_teardown_after_the_body_raises_leaves_nothing() -> None:
     assert not _gone(seen, processes), _gone(seen, processes)
 
 
-def test_a_start_that_times_out_leaves_nothing() -> None:
-    """Nodes that are not all alive by the deadline: RuntimeError with their logs, and all of it removed."""
+def test_a_start_that_times_out_leaves_nothing(tmp_path: Path) -> None:
+    """Nodes that are not all alive by the deadline: RuntimeError with their logs, and all of it removed.
+
+    The node holds another cluster's token, so the head refuses it (Unauthenticated, retried
+    every second) and it can never be alive: the timeout is certain on any machine. A short
+    timeout was not: a whole start takes 4.5 s here (head 0.6 s), and a faster machine could
+    have the node alive inside a 2 s deadline and the tool's own start-up. With the head up,
+    the node's processes are running when the start gives up, so their clean-up is checked too.
+    """
+    wrong = tmp_path / "another-clusters-token"
+    wrong.write_text(secrets.token_hex(32))
+    wrong.chmod(0o600)
     began = time.time()
     before = {p for p in os.listdir("/tmp") if p.startswith("hmh-")}
     with (
         pytest.raises(RuntimeError, match=r"nodes not alive|did not answer"),
-        multihost_cluster(("hmx-a",), bridge="hmx-br0", start_timeout=2.0),
+        multihost_cluster(
+            ("hmx-a",), bridge="hmx-br0", start_timeout=5.0, host_env={"hmx-a": {"RAY_AUTH_TOKEN_PATH": str(wrong)}}
+        ),
     ):
-        pytest.fail("the cluster should not have started in 2 s")
+        pytest.fail("a node with the wrong token joined the cluster")
     born = []
     for proc in psutil.process_iter(["create_time"]):
         try:

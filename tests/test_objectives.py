@@ -41,6 +41,7 @@ from harness.errors import ScenarioError
 from harness.judge.guards import GuardWatch
 from harness.judge.objectives import EXTRA_KEYS, METRICS, Metric
 from harness.judge.slo import SloBook, SloStatus
+from harness.load.protocol import Health
 from harness.measure.windows import Aggregator, ClosedSecond, WindowRecorder, parse_window
 from harness.plan import compile_plan
 from harness.scenario import Guard, Slo, load_scenario
@@ -105,7 +106,7 @@ def replay(seconds: dict[int, list[Request]]) -> list[ClosedSecond]:
             method, name = ENDPOINTS[i // 2 % 2]
             recorders[i % 2].record(second, method, name, latency_us, 100, failure)
     aggregator = Aggregator(["p0", "p1"])
-    health = {"cpu": 0.2, "lag": 1.0, "u": 10, "r": 0.0}
+    health = Health(cpu=0.2, lag_ms=1.0, users=10, rate=0.0)
     for recorder in recorders:
         for line in recorder.flush(last + 1, health):
             window = parse_window(line)

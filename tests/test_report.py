@@ -22,12 +22,12 @@ from typing import Any
 
 import pytest
 
-from harness.judge.baseline import parse_lineproto
 from harness.judge.slo import SloResult, SloStatus
 from harness.measure.windows import ClosedSecond, EndpointStats, ProcessHealth
-from harness.results.lineproto import Point, encode_many
+from harness.results.lineproto import Point, encode_many, parse
 from harness.results.points import event_point, load_point, request_points, run_point, slo_points
-from harness.review.report import LATENCY_CAPTION, _Frame, render
+from harness.review.plots import LATENCY_CAPTION, Frame
+from harness.review.report import render
 from harness.review.report_data import RunNotFound, from_influx, from_run_dir, mixture_quantiles, write_report
 
 T0 = 1_800_000_000
@@ -128,7 +128,7 @@ def _points(run_id: str, scenario: str) -> Iterator[Point]:
 def _summary(run_id: str, scenario: str, lp: str) -> dict[str, Any]:
     events = [
         {"time": t / 1e9, "kind": tags["kind"], "name": tags["name"], "state": f["state"], "text": f["text"]}
-        for m, tags, f, t in parse_lineproto(lp)
+        for m, tags, f, t in parse(lp)
         if m == "harness_events"
     ]
     endpoint_rows = []
@@ -300,7 +300,7 @@ def test_every_plot_shades_the_fault_and_marks_the_phases(run_dir: Path) -> None
     faults = page.find("rect", **{"class": "fault"})
     assert [f["data-fault"] for f in faults] == ["kill-payments"] * 3
     # The axis runs to the end of the last second with rows (T0 + 31), which is after the run's end.
-    frame = _Frame(T0 + 31 - STARTED, 1.0)
+    frame = Frame(T0 + 31 - STARTED, 1.0)
     for rect in faults:
         assert float(rect["x"]) == pytest.approx(frame.x(FAULT[0]), abs=0.1)
         assert float(rect["width"]) == pytest.approx(frame.x(FAULT[1]) - frame.x(FAULT[0]), abs=0.2)
@@ -401,16 +401,16 @@ def test_unknown_run_dir_is_run_not_found(tmp_path: Path) -> None:
 
 
 class RowsFromResultsLp:
-    """InfluxQL ``SELECT * FROM m WHERE run_id = 'x'`` answered from results.lp as influxd answers it."""
+    """InfluxQL ``SELECT * FROM m WHERE "run_id" = 'x'`` answered from results.lp as influxd answers it."""
 
     def __init__(self, *folders: Path) -> None:
-        self.records = [r for f in folders for r in parse_lineproto((f / "results.lp").read_text())]
+        self.records = [r for f in folders for r in parse((f / "results.lp").read_text())]
         self.statements: list[str] = []
         self.url, self.database = "http://influx.test", "harness"
 
     def query(self, q: str) -> list[dict[str, Any]]:
         self.statements.append(q)
-        match = re.fullmatch(r"SELECT \* FROM (\w+) WHERE run_id = '([^']*)'", q)
+        match = re.fullmatch(r"SELECT \* FROM (\w+) WHERE \"run_id\" = '([^']*)'", q)
         assert match, q
         latest: dict[tuple[Any, ...], dict[str, Any]] = {}
         for measurement, tags, fields, time_ns in self.records:
@@ -424,7 +424,7 @@ def test_from_influx_matches_the_run_dir_where_influx_has_the_data(tmp_path: Pat
     query = RowsFromResultsLp(*folders)
     influx = from_influx(query, "b", SCENARIO_YAML)
     disk = from_run_dir(folders[1])
-    assert query.statements[0] == "SELECT * FROM harness_runs WHERE run_id = 'b'"
+    assert query.statements[0] == "SELECT * FROM harness_runs WHERE \"run_id\" = 'b'"
     assert influx.seconds == disk.seconds
     assert influx.events == disk.events
     assert (influx.verdict, influx.reason, influx.scenario) == ("failed", disk.reason, HOSTILE_SCENARIO)

@@ -36,7 +36,8 @@ import numpy as np
 import pytest
 
 from harness.demo.control import DemoInfo, down, up
-from harness.review.report import ERRORS_COLOUR, P50_COLOUR, P95_COLOUR, P99_COLOUR, REQUESTS_COLOUR, render
+from harness.review.plots import ERRORS_COLOUR, P50_COLOUR, P95_COLOUR, P99_COLOUR, REQUESTS_COLOUR
+from harness.review.report import render
 from harness.review.report_data import from_run_dir
 from tests.test_report import Page, write_run
 

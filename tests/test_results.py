@@ -34,6 +34,7 @@ from harness.results import (
     stop_local_influx,
 )
 from harness.results.embedded import config_path, influx_dir
+from harness.results.lineproto import parse
 from tests.influx_fixtures import InfluxServer, VictoriaMetricsServer, free_port, running_influxd
 
 SECRET = "s3cr3t-T0ken/with+odd=chars"
@@ -163,6 +164,23 @@ def test_encode(point: Point, expected: str) -> None:
 def test_encode_refuses_points_line_protocol_cannot_carry(point: Point, error: type[Exception]) -> None:
     with pytest.raises(error):
         encode(point)
+
+
+def test_parse_reads_back_what_encode_writes() -> None:
+    point = Point(
+        "harness_events",
+        {"kind": "phase", "name": 'a b,c=d "q" x\\y', "run_id": "r"},
+        {"text": 'say "hi"\nback\\slash', "state": "start", "n": 3, "x": 2.5, "ok": True},
+        123,
+    )
+    other = Point("m", {"t": "v"}, {"f": -1}, 7)
+    text = "# a comment\n" + encode(point) + "\n\n" + encode(other) + "\n"
+    assert list(parse(text)) == [
+        (point.measurement, dict(point.tags), dict(point.fields), point.time_ns),
+        ("m", {"t": "v"}, {"f": -1}, 7),
+    ]
+    with pytest.raises(ValueError, match="line 2: not line protocol"):
+        list(parse(encode(other) + "\nm,t=v f=\n"))
 
 
 # (raw tag value, what every server stores) -- see harness.results.lineproto for the backslash rule.

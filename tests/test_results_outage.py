@@ -54,6 +54,7 @@ SLOW_FOR = 7.5  # seconds of slow writes from the first write on (two writes hel
 DOWN_FOR = 30.0  # then InfluxDB is stopped this long
 LOAD_S = 45  # run A's load; it ends about 8 s after InfluxDB is back
 END_LOAD_S = 4  # run B, inside the outage
+CLOSE_TIMEOUT_S = 10.0  # how long `harness run` lets its results writer close (harness.cli)
 
 
 @pytest.fixture(scope="module")
@@ -323,7 +324,9 @@ def test_influxdb_slow_then_stopped_30s_then_started_loses_nothing(tmp_path: Pat
         assert results["points_written"] == results["points_total"]
         # Replayed while the run was still going, not only at close.
         assert marks["drained"] < summary["ended"]
-        assert results["close_s"] < 2 and timings["verdict_s"] < 5, timings
+        # The verdict did not wait out the writer's close timeout (CLOSE_TIMEOUT_S); the rest of
+        # verdict_s is Ray's shutdown (1.4 s here), which a slower machine takes longer over.
+        assert results["close_s"] < 2 and timings["verdict_s"] < CLOSE_TIMEOUT_S, timings
         # And InfluxDB agrees with summary.json, to the request, one row per second.
         assert server is not None
         assert_influx_equals_summary(server, run_a, summary)
@@ -334,7 +337,7 @@ def test_influxdb_slow_then_stopped_30s_then_started_loses_nothing(tmp_path: Pat
         # and every point is in InfluxDB or in the spool it left.
         assert summary_b["verdict"] == "passed"
         assert f"{results_b['points_pending']} points did not reach InfluxDB" in output_b, output_b[-2000:]
-        assert results_b["close_s"] < 1 and summary_b["timings"]["verdict_s"] < 5, summary_b["timings"]
+        assert results_b["close_s"] < 1 and summary_b["timings"]["verdict_s"] < CLOSE_TIMEOUT_S, summary_b["timings"]
         assert_accounted(results_b)
         assert results_b["points_written"] == 0 and results_b["points_replayed"] == 0
         assert results_b["points_spooled"] == results_b["points_pending"] == results_b["points_total"] > 0
@@ -369,14 +372,14 @@ def test_slow_server_flooded_writer_stays_bounded_and_never_blocks(influxd: Infl
     """Points far faster than a server holding every write 1 s takes: the queue stays at its bound,
     the rest goes to the spool, write() never waits, and every point arrives in the end."""
     db = influxd.create_database("outage_flood")
-    n, chunk, bound = 60_000, 1_000, 10_000
-    with slow_influx_proxy(influxd.port, write_delay=1.0) as proxy:
+    n, chunk, bound, batch, hold = 60_000, 1_000, 10_000, 5_000, 1.0
+    with slow_influx_proxy(influxd.port, write_delay=hold) as proxy:
         writer = ResultsWriter(
             V1Transport(proxy.url, db),
             tmp_path / "results.lp",
             tmp_path / "spool.lp",
             flush_interval=0.2,
-            batch_size=5_000,
+            batch_size=batch,
             max_queue_points=bound,
         )
         points = _points(n, "flood")
@@ -409,7 +412,11 @@ def test_slow_server_flooded_writer_stays_bounded_and_never_blocks(influxd: Infl
     )
     assert longest < 0.5, "write() waited for the server (it holds every write 1 s)"
     assert stats.queue_peak_points <= bound
-    assert during.points_spooled > n // 2
+    # While the points were fed, the writer (one batch per request, each held `hold` s) can have
+    # taken at most this many; whatever else the queue's bound did not hold is in the spool. The
+    # share depends on how fast this machine feeds (a fixed "over half" needed that in 2-3 s).
+    taken_at_most = batch * (int(fed_s / hold) + 2)
+    assert during.points_spooled >= max(1, n - bound - taken_at_most), (fed_s, during)
     assert stats.points_written == n and stats.points_pending == 0 and stats.points_dropped == 0
     assert stats.points_replayed == stats.points_spooled > 0
     rows = influxd.query('SELECT count("count") FROM "harness_requests"', db)

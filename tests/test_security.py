@@ -292,7 +292,7 @@ class _EchoRefusal(http.server.BaseHTTPRequestHandler):
 
 def test_a_refused_write_does_not_echo_the_token_or_the_password() -> None:
     """The server echoes the Authorization header it got: neither the token nor Basic credentials come back."""
-    from harness.results.writer import V1Transport
+    from harness.results.transports import V1Transport
 
     basic = base64.b64encode(f"admin:{TOKEN}".encode()).decode()
     with http_server(_EchoRefusal) as port:
@@ -310,7 +310,7 @@ def test_a_refused_write_does_not_echo_the_token_or_the_password() -> None:
 
 
 def test_an_unreachable_server_does_not_echo_url_credentials() -> None:
-    from harness.results.writer import V1Transport
+    from harness.results.transports import V1Transport
 
     transport = V1Transport(f"http://admin:{TOKEN}@127.0.0.1:{free_port()}", "harness", timeout=2)
     with pytest.raises(HarnessError) as refused:

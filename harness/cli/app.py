@@ -338,8 +338,8 @@ def _load_baseline(
     ref: str, scenario: Any, run_id: str, url: str, token: str | None, say: Callable[[str], None]
 ) -> Any:
     """The baseline run's samples, loaded before anything starts (an unknown run id is exit 2)."""
-    from harness.judge.baseline import BaselineRun, find_baseline
     from harness.results.query import InfluxQuery
+    from harness.results.samples import BaselineRun, find_baseline
 
     query = None
     if scenario.results.write_api() == "v1":
@@ -385,7 +385,7 @@ def compare(
     """
     from harness.cli.display import print_comparison
     from harness.judge.baseline import compare as judge
-    from harness.judge.baseline import samples_from_run_dir
+    from harness.results.samples import samples_from_run_dir
     from harness.scenario import Baseline, load_scenario
 
     tolerances = load_scenario(scenario).baseline if scenario is not None else Baseline()
@@ -666,7 +666,7 @@ def grafana_link(
     results_url: Annotated[
         str, typer.Option(help="InfluxDB asked for the run's times when runs/<run_id>/summary.json is missing.")
     ] = "http://127.0.0.1:8086",
-    database: Annotated[str, typer.Option(help="InfluxDB database with harness_runs.")] = "harness",
+    database: Annotated[str, typer.Option(help="InfluxDB database the runs were written to.")] = "harness",
     results_token_env: Annotated[
         str | None, typer.Option(help="Environment variable holding the InfluxDB token, if it needs one.")
     ] = None,

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import psutil
 
-from harness.errors import ConfigError, HarnessError
+from harness.errors import ConfigError, DemoError
 from harness.paths import data_dir
 
 from . import network
@@ -69,10 +69,6 @@ DEMO_PROCESS_PATTERN: dict[str, str] = {name: process_pattern(name) for name in 
 or the pid file ``<dir>/<name>.pid`` pins one demo."""
 
 _SPAWNED: dict[int, subprocess.Popen[bytes]] = {}  # supervisors started by this process, to reap
-
-
-class DemoError(HarnessError):
-    """The demo did not come up (its supervisor died, or it stayed unhealthy past the timeout)."""
 
 
 @dataclass(frozen=True)

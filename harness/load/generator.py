@@ -29,6 +29,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,20 @@ from typing import Any
 import ray
 
 from harness.errors import LoadError
-from harness.load.protocol import KEEPALIVE_INTERVAL, Command, encode_command
+from harness.load.protocol import (
+    KEEPALIVE_INTERVAL,
+    Applied,
+    Command,
+    Error,
+    Keepalive,
+    Ready,
+    Report,
+    Stop,
+    Stopped,
+    Window,
+    decode_report,
+    encode_command,
+)
 from harness.measure.clocks import CLOCK_OFFSET_ENV, ClockOffset, measure
 from harness.measure.cpu import usable_cores
 from harness.priority import normal_priority
@@ -112,6 +126,15 @@ class _LoadGeneratorActor:
         self._stopping = False
         self._cut_off: dict[str, Any] | None = None
         self._watch: asyncio.Task[None] | None = None
+        # What each report does. Windows and acknowledgements go to the driver as they came (it
+        # decodes them again); the actor's own work per line stays one decode.
+        self._on_report: dict[type[Report], Callable[[_Child, str], None]] = {
+            Window: lambda _, text: self._lines.append(text),
+            Applied: lambda _, text: self._applied.append(text),
+            Ready: lambda child, _: child.ready.set(),
+            Stopped: lambda child, _: child.stopped.set(),
+            Error: self._on_error,
+        }
 
     async def start(self, spec: GeneratorSpec, timeout: float = 60.0) -> dict[str, Any]:
         """Start the processes and wait until each has imported the locustfile."""
@@ -189,20 +212,18 @@ class _LoadGeneratorActor:
             if not line:
                 break
             text = line.decode().rstrip("\n")
-            if text.startswith('{"t":"window"'):
-                self._lines.append(text)
-            elif text.startswith('{"t":"applied"'):
-                self._applied.append(text)
-            elif text.startswith('{"t":"ready"'):
-                child.ready.set()
-            elif text.startswith('{"t":"stopped"'):
-                child.stopped.set()
-            elif text.startswith('{"t":"error"'):
-                child.error = text
-                self._events.append(text)
+            try:
+                report = decode_report(text)
+            except ValueError:
+                continue  # not a report of this protocol: nothing to act on
+            self._on_report[type(report)](child, text)
         child.stopped.set()
         await child.proc.wait()
         child.exited_at = self._now()
+
+    def _on_error(self, child: _Child, text: str) -> None:
+        child.error = text
+        self._events.append(text)
 
     async def _watch_driver(self) -> None:
         """Forward keepalives while the driver is heard from; stop the load when it is not.
@@ -225,7 +246,7 @@ class _LoadGeneratorActor:
                 sent = time.monotonic()
                 for child in self._children:
                     if child.proc.returncode is None and not child.asked_to_stop:
-                        await self._send(child, Command("keepalive"))
+                        await self._send(child, Keepalive())
         except Exception as exc:  # stop the load below, whatever went wrong, and say so
             self._cut_off = {"at": self._now(), "silent_s": 0.0, "error": f"{type(exc).__name__}: {exc}"}
         if not self._stopping:
@@ -308,7 +329,7 @@ class _LoadGeneratorActor:
             stdin = child.proc.stdin
             if child.proc.returncode is None and stdin is not None and not stdin.is_closing():
                 with contextlib.suppress(BrokenPipeError, ConnectionResetError, RuntimeError):
-                    stdin.write(encode_command(Command("stop")))
+                    stdin.write(encode_command(Stop()))
                     await stdin.drain()
                     stdin.close()
         deadline = time.monotonic() + grace

@@ -37,7 +37,20 @@ from gevent.queue import Queue  # noqa: E402
 from locust import User  # noqa: E402
 from locust.env import Environment  # noqa: E402
 
-from harness.load.protocol import ACTOR_SILENCE, Command, decode_command, report  # noqa: E402
+from harness.load.protocol import (  # noqa: E402
+    ACTOR_SILENCE,
+    Applied,
+    Command,
+    Error,
+    Health,
+    Keepalive,
+    Ready,
+    SetRate,
+    SetUsers,
+    Stop,
+    Stopped,
+    decode_command,
+)
 from harness.measure.clocks import offset_from_env  # noqa: E402
 from harness.measure.windows import WindowRecorder  # noqa: E402
 
@@ -226,6 +239,13 @@ class LoadProcess:
         listener = self._on_request_open if open_model else self._on_request
         self.env.events.request.add_listener(self._with_raw_log(listener) if raw is not None else listener)
         self._cpu = (time.monotonic(), _cpu_seconds(), _runqueue_wait_seconds())
+        # What each command does: True while the process should go on.
+        self._handlers: dict[type[Command], Callable[[Any], bool]] = {
+            SetUsers: self._set_users,
+            SetRate: self._set_rate,
+            Stop: lambda _: False,
+            Keepalive: lambda _: True,  # nothing to apply, nothing to acknowledge
+        }
 
     def _count_start(self) -> None:
         self.recorder.count_start(int(_now()))
@@ -285,14 +305,15 @@ class LoadProcess:
 
         return logged
 
-    def health(self) -> dict[str, float]:
+    def health(self, lag_ms: float) -> Health:
+        """CPU used and waited for since the last call, users, target rate, and the given lag."""
         wall, cpu, wait = time.monotonic(), _cpu_seconds(), _runqueue_wait_seconds()
         last_wall, last_cpu, last_wait = self._cpu
         self._cpu = (wall, cpu, wait)
         span = wall - last_wall
         share = (cpu - last_cpu) / span if span > 0 else 0.0
         waited = (wait - last_wait) / span if span > 0 else 0.0
-        return {"cpu": round(share, 3), "w": round(waited, 3), "u": self.runner.user_count, "r": self.schedule.rate}
+        return Health(round(share, 3), round(waited, 3), self.runner.user_count, self.schedule.rate, lag_ms)
 
     def tick_forever(self) -> None:
         """Emit each second's window just after it ends; measure event-loop lag meanwhile."""
@@ -301,35 +322,33 @@ class LoadProcess:
             due = math.floor(now) + 1.02
             gevent.sleep(due - now)
             woke = _now()
-            health = self.health()
-            health["lag"] = round(max(0.0, woke - due) * 1000, 2)
+            health = self.health(lag_ms=round(max(0.0, woke - due) * 1000, 2))
             for line in self.recorder.flush(int(woke), health):
                 self.emit(line)
 
     def handle(self, command: Command) -> bool:
         """Apply one command; False when the process should exit."""
-        if command.cmd == "set_users":
-            if command.users <= 0:
-                if self.runner.user_count:
-                    self.runner.stop()
+        return self._handlers[type(command)](command)
+
+    def _set_users(self, command: SetUsers) -> bool:
+        if command.users <= 0:
+            if self.runner.user_count:
+                self.runner.stop()
+        else:
+            self.runner.start(command.users, command.spawn_rate or command.users)
+        self.emit(Applied(self.process_id, command.name, round(_now(), 4)).encode())
+        return True
+
+    def _set_rate(self, command: SetRate) -> bool:
+        effective = self.schedule.set_rate(command.rate, command.start, command.phase)
+        if command.users > 0:
+            ahead = effective - _now()
+            if ahead > 0:  # the pool changes with the schedule, not when the command came
+                gevent.spawn_later(ahead, self._resize, command.users)
             else:
-                self.runner.start(command.users, command.spawn_rate or command.users)
-        elif command.cmd == "set_rate":
-            effective = self.schedule.set_rate(command.rate, command.start, command.phase)
-            if command.users > 0:
-                ahead = effective - _now()
-                if ahead > 0:  # the pool changes with the schedule, not when the command came
-                    gevent.spawn_later(ahead, self._resize, command.users)
-                else:
-                    self._resize(command.users)
-            # Sent ahead, the stage takes effect at its start, in the schedule's intended time.
-            self.emit(report("applied", self.process_id, cmd=command.cmd, at=round(effective, 4)))
-            return True
-        elif command.cmd == "stop":
-            return False
-        elif command.cmd == "keepalive":
-            return True  # nothing to apply, nothing to acknowledge
-        self.emit(report("applied", self.process_id, cmd=command.cmd, at=round(_now(), 4)))
+                self._resize(command.users)
+        # Sent ahead, the stage takes effect at its start, in the schedule's intended time.
+        self.emit(Applied(self.process_id, command.name, round(effective, 4)).encode())
         return True
 
     def _resize(self, users: int) -> None:
@@ -340,13 +359,12 @@ class LoadProcess:
         if self.runner.user_count:
             self.runner.stop()
         self.runner.quit()
-        health = self.health()
-        health["lag"] = 0.0
+        health = self.health(lag_ms=0.0)
         for line in self.recorder.flush(int(_now()) + 1, health):
             self.emit(line)
         if self.raw is not None:
             self.raw.flush()
-        self.emit(report("stopped", self.process_id))
+        self.emit(Stopped(self.process_id).encode())
 
 
 def _drop_locust_stats(env: Environment) -> None:
@@ -415,13 +433,11 @@ def main(argv: list[str] | None = None) -> int:
             args.open_model,
         )
     except Exception as exc:  # the actor shows this to the user
-        os.write(
-            args.report_fd, (report("error", args.process_id, message=f"{type(exc).__name__}: {exc}") + "\n").encode()
-        )
+        os.write(args.report_fd, (Error(args.process_id, f"{type(exc).__name__}: {exc}").encode() + "\n").encode())
         return 1
     ticker = gevent.spawn(process.tick_forever)
     scheduler = gevent.spawn(process.schedule.run)
-    process.emit(report("ready", process.process_id))
+    process.emit(Ready(process.process_id).encode())
     commands: Callable[[], bytes] = FileObjectPosix(sys.stdin.fileno(), "rb").readline
     try:
         while True:
@@ -430,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
                 line = commands()
             if line is None:  # a hung actor, or one cut off from the driver: stop sending load
                 message = f"no word from its generator actor for {ACTOR_SILENCE:g} s: stopped its users and exited"
-                process.emit(report("error", process.process_id, message=message))
+                process.emit(Error(process.process_id, message).encode())
                 break
             if not line:  # actor gone: stop sending load
                 break

@@ -19,31 +19,20 @@ sent to it. :class:`StepLog` keeps that queue per process.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.load.protocol import Applied, decode_as
+
 __all__ = ["Applied", "StepLog", "StepRecord", "parse_applied"]
-
-
-@dataclass(frozen=True)
-class Applied:
-    """A Locust process's report that it applied a command at epoch time ``at``."""
-
-    process: str
-    cmd: str
-    at: float
 
 
 def parse_applied(line: str | bytes) -> Applied | None:
     """Decode an ``{"t":"applied","p":ID,"cmd":C,"at":EPOCH}`` report line; None for others."""
     try:
-        data = json.loads(line)
-        if data.get("t") != "applied":
-            return None
-        return Applied(str(data["p"]), str(data.get("cmd", "")), float(data["at"]))
-    except (ValueError, KeyError, TypeError, AttributeError):
+        return decode_as(line, Applied)
+    except ValueError:
         return None
 
 

@@ -2,14 +2,13 @@
 
 Pure (hdrhistogram is the only third-party import). A Locust subprocess records every
 request into a window per (second, method, name): count, failures by kind, bytes and an
-HdrHistogram of latency in microseconds. Windows travel as JSON lines with the histogram
-encoded; the aggregator merges the histograms themselves, so every percentile it reports
+HdrHistogram of latency in microseconds. Windows travel as :class:`harness.load.protocol.Window`
+reports with the histogram encoded; the aggregator merges the histograms themselves, so every percentile it reports
 is computed from all samples of all processes and never averaged.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -17,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hdrh.histogram import HdrHistogram
+
+from harness.load.protocol import Health, Window, decode_as
 
 __all__ = [
     "PERCENTILES",
@@ -30,6 +31,7 @@ __all__ = [
     "WindowRecorder",
     "new_histogram",
     "parse_window",
+    "process_window",
 ]
 
 LOWEST_US = 1
@@ -207,22 +209,28 @@ class ProcessWindow:
 
 
 def parse_window(line: str | bytes) -> ProcessWindow | None:
-    """Decode one report line; returns None for reports that are not windows."""
-    data = json.loads(line)
-    if data.get("t") != "window":
-        return None
-    process = str(data["p"])
+    """Decode one report line; returns None for reports that are not windows.
+
+    Raises ValueError for a line that is not JSON or a window without its fields.
+    """
+    report = decode_as(line, Window)
+    return None if report is None else process_window(report)
+
+
+def process_window(report: Window) -> ProcessWindow:
+    """A window report with its histograms decoded."""
+    h = report.health
     health = ProcessHealth(
-        process=process,
-        cpu=float(data.get("cpu", 0.0)),
-        lag_ms=float(data.get("lag", 0.0)),
-        users=int(data.get("u", 0)),
-        target_rate=float(data.get("r", 0.0)),
-        started=int(data.get("a", 0)),
-        wait=float(data.get("w", 0.0)),
+        process=report.process,
+        cpu=h.cpu,
+        lag_ms=h.lag_ms,
+        users=h.users,
+        target_rate=h.rate,
+        started=report.started,
+        wait=h.wait,
     )
-    endpoints = {(e["m"], e["n"]): EndpointStats.from_wire(e) for e in data.get("e", [])}
-    return ProcessWindow(process=process, second=int(data["s"]), health=health, endpoints=endpoints)
+    endpoints = {(e["m"], e["n"]): EndpointStats.from_wire(e) for e in report.endpoints}
+    return ProcessWindow(process=report.process, second=report.second, health=health, endpoints=endpoints)
 
 
 class _Tally:
@@ -260,7 +268,7 @@ def _histogram(values: dict[int, int]) -> HdrHistogram:
 
 
 class WindowRecorder:
-    """Process-side recorder: requests in, one JSON line per finished second out.
+    """Process-side recorder: requests in, one window report line per finished second out.
 
     Requests are filed under the epoch second in which they completed, so a window is final
     as soon as its second is over. ``flush(upto)`` emits every second before ``upto`` (and
@@ -313,21 +321,13 @@ class WindowRecorder:
             second = self._next
         self._starts[second] = self._starts.get(second, 0) + 1
 
-    def flush(self, upto: int, health: dict[str, float]) -> Iterator[str]:
+    def flush(self, upto: int, health: Health) -> Iterator[str]:
+        """The encoded window of every second before ``upto`` not sent yet, each with ``health``."""
         while self._next < upto:
             second = self._next
             bucket = self._open.pop(second, {})
-            yield json.dumps(
-                {
-                    "t": "window",
-                    "p": self.process,
-                    "s": second,
-                    **health,
-                    "a": self._starts.pop(second, 0),
-                    "e": [tally.stats().to_wire(m, n) for (m, n), tally in bucket.items()],
-                },
-                separators=(",", ":"),
-            )
+            endpoints = [tally.stats().to_wire(m, n) for (m, n), tally in bucket.items()]
+            yield Window(self.process, second, health, self._starts.pop(second, 0), endpoints).encode()
             self._next += 1
 
 

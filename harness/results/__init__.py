@@ -1,10 +1,14 @@
 """Results: the only code that talks to InfluxDB.
 
-* :mod:`.lineproto` - :class:`Point` and :func:`encode` (pure line protocol).
-* :mod:`.writer` - :class:`ResultsWriter` (batched, non-blocking, spooling) and its transports;
-  :func:`open_writer` builds the one a run uses.
+* :mod:`.schema` - every measurement, tag and field name (the one owner of the schema).
+* :mod:`.points` - a run's data as points; :mod:`.samples` - a run's per-second samples read back.
+* :mod:`.lineproto` - :class:`Point`, :func:`encode` and :func:`parse` (pure line protocol).
+* :mod:`.writer` - :class:`ResultsWriter` (batched, non-blocking, spooling; :mod:`.spool`,
+  :mod:`.stats`) and its transports (:mod:`.transports`); :func:`open_writer` (:mod:`.sink`)
+  builds the one a run uses.
 * :mod:`.v2` - the InfluxDB v2 transport (``influxdb-client``), imported only when asked for.
-* :mod:`.query` - :class:`InfluxQuery`, a small InfluxQL client for reports and tests.
+* :mod:`.influxql` - quoting and the :class:`Query` protocol; :mod:`.query` -
+  :class:`InfluxQuery`, a small InfluxQL client for reports and tests.
 * :mod:`.embedded` - the local influxd harness starts when the default URL has no server.
 """
 
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from harness.errors import TransportError
 from harness.results.embedded import (
     DEFAULT_URL,
     EmbeddedInflux,
@@ -20,17 +25,12 @@ from harness.results.embedded import (
     ping,
     stop_local_influx,
 )
-from harness.results.lineproto import Point, encode, encode_many
+from harness.results.lineproto import Point, encode, encode_many, parse
 from harness.results.query import InfluxQuery, Series
-from harness.results.writer import (
-    NullTransport,
-    ResultsWriter,
-    Transport,
-    TransportError,
-    V1Transport,
-    WriterStats,
-    open_writer,
-)
+from harness.results.sink import open_writer
+from harness.results.stats import WriterStats
+from harness.results.transports import NullTransport, Transport, V1Transport
+from harness.results.writer import ResultsWriter
 
 if TYPE_CHECKING:
     from harness.results.v2 import V2Transport
@@ -53,6 +53,7 @@ __all__ = [
     "ensure_local_influx",
     "load_command",
     "open_writer",
+    "parse",
     "ping",
     "stop_local_influx",
 ]

@@ -1,6 +1,7 @@
-"""InfluxDB line protocol: the one place that turns a result point into text.
+"""InfluxDB line protocol: the one place that turns a result point into text, and back.
 
-Pure and stdlib-only, so the metrics and verdict code can build points without importing a
+:func:`encode` writes a point; :func:`parse` reads back what it wrote (results.lp, a spool file,
+a test's fake server). Pure and stdlib-only, so the metrics and verdict code can build points without importing a
 client library, and so the same text goes to results.lp, the spool file and every server.
 
 Escaping follows what the servers' parsers actually do (checked against influxd 1.6.7 and
@@ -30,8 +31,9 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from typing import NamedTuple
 
 __all__ = [
     "FieldValue",
@@ -41,6 +43,7 @@ __all__ = [
     "escape_field_key",
     "escape_measurement",
     "escape_tag",
+    "parse",
 ]
 
 FieldValue = float | int | str | bool
@@ -60,9 +63,12 @@ _KEY_TABLE = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ ", "\n": "\\ ", "\r
 _STRING_TABLE = str.maketrans({"\\": "\\\\", '"': '\\"'})
 
 
-@dataclass(frozen=True, slots=True)
-class Point:
-    """One InfluxDB point.  ``time_ns`` is Unix time in nanoseconds (the writers send precision=ns)."""
+class Point(NamedTuple):
+    """One InfluxDB point.  ``time_ns`` is Unix time in nanoseconds (the writers send precision=ns).
+
+    A named tuple, so a point read back by :func:`parse` unpacks as
+    ``(measurement, tags, fields, time_ns)``.
+    """
 
     measurement: str
     tags: Mapping[str, str]
@@ -157,3 +163,64 @@ def encode(point: Point) -> str:
 def encode_many(points: Iterable[Point]) -> list[str]:
     """Encode several points, leaving out the ones that encode to ``""``."""
     return [line for line in map(encode, points) if line]
+
+
+# ---------------------------------------------------------------- parsing
+
+# What encode writes: in names a backslash escapes , = and space and is otherwise literal;
+# string fields are quoted with \" and \\ escaped and may hold newlines, so a record can span
+# several physical lines.
+_RECORD = re.compile(
+    r"""
+    (?P<key>(?:[^\s\\]|\\.)+)[ ]
+    (?P<fields>(?:[^=\s\\,]|\\.)+=(?:"(?:[^"\\]|\\.)*"|[^,\s"]+)
+        (?:,(?:[^=\s\\,]|\\.)+=(?:"(?:[^"\\]|\\.)*"|[^,\s"]+))*)
+    (?:[ ](?P<time>-?\d+))?[ \t\r]*(?:\n|\Z)
+    """,
+    re.VERBOSE,
+)
+_FIELD = re.compile(r'((?:[^=\s\\,]|\\.)+)=("(?:[^"\\]|\\.)*"|[^,\s"]+)')
+_UNESCAPED_COMMA = re.compile(r"(?<!\\),")
+_UNESCAPED_EQUALS = re.compile(r"(?<!\\)=")
+_NAME_ESCAPE = re.compile(r"\\([,= ])")
+_STRING_ESCAPE = re.compile(r'\\(["\\])')
+_SKIP = re.compile(r"(?:[ \t\r]*\n|#[^\n]*(?:\n|\Z))*")
+
+
+def _parsed_value(raw: str) -> FieldValue:
+    if raw.startswith('"'):
+        return _STRING_ESCAPE.sub(r"\1", raw[1:-1])
+    if raw in ("t", "T", "true", "True", "TRUE"):
+        return True
+    if raw in ("f", "F", "false", "False", "FALSE"):
+        return False
+    if raw.endswith(("i", "u")):
+        return int(raw[:-1])
+    return float(raw)
+
+
+def parse(text: str) -> Iterator[Point]:
+    """The points of line protocol as :func:`encode` writes them, in file order.
+
+    Blank and ``#`` comment lines are skipped; a point without a timestamp gets 0.  Raises
+    ValueError naming the line of the first record that is not line protocol (a results.lp cut
+    mid-write, say); the points before it have been yielded.
+    """
+    pos = 0
+    while True:
+        skipped = _SKIP.match(text, pos)
+        pos = skipped.end() if skipped else pos
+        if pos >= len(text):
+            return
+        match = _RECORD.match(text, pos)
+        if match is None:
+            line = text.count("\n", 0, pos) + 1
+            raise ValueError(f"line {line}: not line protocol: {text[pos : pos + 200].splitlines()[0]!r}")
+        pos = match.end()
+        head = _UNESCAPED_COMMA.split(match["key"])
+        tags: dict[str, str] = {}
+        for pair in head[1:]:
+            name, value = _UNESCAPED_EQUALS.split(pair, maxsplit=1)
+            tags[_NAME_ESCAPE.sub(r"\1", name)] = _NAME_ESCAPE.sub(r"\1", value)
+        fields = {_NAME_ESCAPE.sub(r"\1", k): _parsed_value(v) for k, v in _FIELD.findall(match["fields"])}
+        yield Point(_NAME_ESCAPE.sub(r"\1", head[0]), tags, fields, int(match["time"] or 0))

@@ -1,7 +1,7 @@
-"""The InfluxDB schema of DESIGN.md, as pure functions from run data to points.
+"""A run's data as InfluxDB points, in the schema of :mod:`harness.results.schema`: pure functions.
 
-One place defines every measurement, tag and field, so Grafana dashboards, reports and
-tests can rely on it. ``run_id`` is a tag on every point.
+Every measurement, tag and field name comes from the schema module, so Grafana dashboards,
+reports and baselines read what is written here. ``run_id`` is a tag on every point.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from collections.abc import Iterable, Iterator
 
 from harness.judge.slo import SloResult
 from harness.measure.windows import ClosedSecond, Endpoint, EndpointStats
+from harness.results import schema
 from harness.results.lineproto import Point
 
 __all__ = [
-    "REQUESTS",
     "event_point",
     "load_point",
     "request_points",
@@ -22,13 +22,7 @@ __all__ = [
     "slo_points",
 ]
 
-REQUESTS = "harness_requests"
-LOAD = "harness_load"
-EVENTS = "harness_events"
-SLO = "harness_slo"
-RUNS = "harness_runs"
-
-_NS = 1_000_000_000
+_NS = schema.NS_PER_S
 
 
 def request_points(run_id: str, scenario: str, closed: ClosedSecond, endpoints: Iterable[Endpoint]) -> Iterator[Point]:
@@ -36,38 +30,44 @@ def request_points(run_id: str, scenario: str, closed: ClosedSecond, endpoints: 
     for method, name in endpoints:
         stats = closed.endpoints.get((method, name)) or EndpointStats()
         fields: dict[str, float | int] = {
-            "count": stats.count,
-            "failures": stats.failed,
-            "rps": float(stats.count),
-            "bytes": stats.bytes,
+            schema.COUNT: stats.count,
+            schema.FAILURES: stats.failed,
+            schema.RPS: float(stats.count),
+            schema.BYTES: stats.bytes,
         }
         if stats.count:
-            fields.update({k: round(v, 3) for k, v in stats.latency_ms().items() if not math.isnan(v)})
+            fields.update(_latency_fields(stats.latency_ms(), schema.LATENCY_FIELDS))
             service = stats.service_ms()  # open model: raw service time beside the corrected latency
             if service is not None:
-                fields.update({f"service_{k}": round(v, 3) for k, v in service.items() if not math.isnan(v)})
+                fields.update(_latency_fields(service, schema.SERVICE_FIELDS))
         yield Point(
-            REQUESTS,
-            {"run_id": run_id, "scenario": scenario, "method": method, "name": name},
+            schema.REQUESTS.name,
+            {schema.RUN_ID: run_id, schema.SCENARIO: scenario, schema.METHOD: method, schema.NAME: name},
             fields,
             closed.second * _NS,
         )
 
 
+def _latency_fields(figures: dict[str, float], names: tuple[str, ...]) -> dict[str, float]:
+    """The schema's latency fields (``names``, in LATENCY_FIELDS order) from ``latency_ms()``'s figures."""
+    values = (figures[key] for key in schema.LATENCY_FIELDS)
+    return {name: round(value, 3) for name, value in zip(names, values, strict=True) if not math.isnan(value)}
+
+
 def load_point(run_id: str, scenario: str, closed: ClosedSecond, generators: int, saturated: bool) -> Point:
-    total = sum(s.count for s in closed.endpoints.values())
+    total = sum(stats.count for stats in closed.endpoints.values())
     return Point(
-        LOAD,
-        {"run_id": run_id, "scenario": scenario},
+        schema.LOAD.name,
+        {schema.RUN_ID: run_id, schema.SCENARIO: scenario},
         {
-            "users": closed.users,
-            "target_rate": round(closed.target_rate, 3),
-            "achieved_rate": float(total),
-            "generators": generators,
-            "saturated": saturated,
+            schema.USERS: closed.users,
+            schema.TARGET_RATE: round(closed.target_rate, 3),
+            schema.ACHIEVED_RATE: float(total),
+            schema.GENERATORS: generators,
+            schema.SATURATED: saturated,
             # the busiest process: what a "generator health" panel plots beside the saturated flag
-            "generator_cpu": round(max((h.demand for h in closed.health), default=0.0) * 100, 1),
-            "generator_lag_ms": round(max((h.lag_ms for h in closed.health), default=0.0), 1),
+            schema.GENERATOR_CPU: round(max((h.demand for h in closed.health), default=0.0) * 100, 1),
+            schema.GENERATOR_LAG_MS: round(max((h.lag_ms for h in closed.health), default=0.0), 1),
         },
         closed.second * _NS,
     )
@@ -83,32 +83,34 @@ def event_point(
     planned_offset: float | None = None,
     late_ms: float | None = None,
 ) -> Point:
-    """A Grafana annotation: kind is run, phase, stage, fault or abort; state is start or end.
+    """A Grafana annotation: kind is an :class:`~harness.results.schema.EventKind`; state is start or end.
 
     Steps of the plan (stage changes, fault injections and reverts) also carry their planned
     offset from the run start (s) and how late they took effect (ms), so step timing can be
     checked from the events alone.
     """
-    fields: dict[str, str | float] = {"text": text, "state": state}
+    fields: dict[str, str | float] = {schema.TEXT: text, schema.STATE: state}
     if planned_offset is not None:
-        fields["planned_offset"] = round(planned_offset, 3)
+        fields[schema.PLANNED_OFFSET] = round(planned_offset, 3)
     if late_ms is not None:
-        fields["late_ms"] = round(late_ms, 1)
-    return Point(EVENTS, {"run_id": run_id, "kind": kind, "name": name}, fields, int(time_s * _NS))
+        fields[schema.LATE_MS] = round(late_ms, 1)
+    return Point(
+        schema.EVENTS.name, {schema.RUN_ID: run_id, schema.KIND: kind, schema.NAME: name}, fields, int(time_s * _NS)
+    )
 
 
 def slo_points(run_id: str, results: Iterable[SloResult], time_s: float) -> Iterator[Point]:
     for result in results:
-        fields: dict[str, float | bool] = {"threshold": result.threshold, "passed": result.passed}
+        fields: dict[str, float | bool] = {schema.THRESHOLD: result.threshold, schema.PASSED: result.passed}
         if math.isfinite(result.measured):
-            fields["value"] = result.measured
-        yield Point(SLO, {"run_id": run_id, "slo": result.name}, fields, int(time_s * _NS))
+            fields[schema.VALUE] = result.measured
+        yield Point(schema.SLO.name, {schema.RUN_ID: run_id, schema.SLO_NAME: result.name}, fields, int(time_s * _NS))
 
 
 def run_point(run_id: str, scenario: str, verdict: str, started: float, ended: float, text: str) -> Point:
     return Point(
-        RUNS,
-        {"run_id": run_id, "scenario": scenario, "verdict": verdict},
-        {"started": started, "ended": ended, "text": text},
+        schema.RUNS.name,
+        {schema.RUN_ID: run_id, schema.SCENARIO: scenario, schema.VERDICT: verdict},
+        {schema.STARTED: started, schema.ENDED: ended, schema.TEXT: text},
         int(started * _NS),
     )

@@ -11,15 +11,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from harness import paths
+from harness.errors import ConfigError
 from harness.results._http import split_userinfo
 from harness.results.embedded import DEFAULT_URL, EmbeddedInflux, ensure_local_influx, load_command, ping
-from harness.results.writer import ResultsWriter, open_writer
+from harness.results.transports import DEFAULT_TIMEOUT, NullTransport, Transport, V1Transport
+from harness.results.writer import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_FLUSH_INTERVAL,
+    DEFAULT_MAX_QUEUE_POINTS,
+    ResultsWriter,
+)
 from harness.scenario import Results
 
-__all__ = ["ResultsSink", "open_results"]
+__all__ = ["ResultsSink", "open_results", "open_writer"]
 
 Say = Callable[[str], Any]
 
@@ -91,3 +98,45 @@ def open_results(results: Results, url: str, token: str | None, run_dir: Path, s
         spool_path=spool_path,
     )
     return ResultsSink(writer, target, api, results.database, lp_path, embedded)
+
+
+def open_writer(
+    url: str | None,
+    api: Literal["v1", "v2"],
+    database: str,
+    bucket: str | None,
+    org: str | None,
+    token: str | None,
+    lp_path: Path,
+    spool_path: Path,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    flush_interval: float = DEFAULT_FLUSH_INTERVAL,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    max_queue_points: int = DEFAULT_MAX_QUEUE_POINTS,
+) -> ResultsWriter:
+    """The writer a run uses.  ``url`` None, empty or "none" means no server: results.lp only.
+
+    v1: InfluxDB 1.x ``/write`` into ``database`` (``token`` is sent as ``Authorization: Token``;
+    "user:password" works with 1.8+).  v2: the ``influxdb-client`` write API into ``bucket``
+    (default: ``database``) of ``org`` (default "-", which InfluxDB 1.8+ ignores).
+    """
+    transport: Transport
+    if not url or url.strip().lower() == "none":
+        transport = NullTransport()
+    elif api == "v1":
+        transport = V1Transport(url, database, token=token, timeout=timeout)
+    elif api == "v2":
+        from harness.results.v2 import V2Transport
+
+        transport = V2Transport(url, org=org or "-", bucket=bucket or database, token=token or "", timeout=timeout)
+    else:
+        raise ConfigError(f"unknown InfluxDB API {api!r}: use 'v1' or 'v2'")
+    return ResultsWriter(
+        transport,
+        lp_path,
+        spool_path,
+        flush_interval=flush_interval,
+        batch_size=batch_size,
+        max_queue_points=max_queue_points,
+    )

@@ -1,6 +1,6 @@
 """The InfluxDB v2 write API transport: the only module that imports ``influxdb_client``.
 
-Kept apart from writer.py so that importing harness.results (for the v1 writer, the query
+Kept apart from transports.py so that importing harness.results (for the v1 writer, the query
 client or the embedded server) does not pay for the client library, and so the library's
 defaults that would hurt a run are overridden in one visible place: no retries inside the
 client (the writer's spool does that, in order, without blocking), a socket timeout of
@@ -15,8 +15,9 @@ from influxdb_client import InfluxDBClient, WritePrecision
 from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.rest import ApiException
 
+from harness.errors import TransportError
 from harness.results._http import REDACTED, redact, split_userinfo
-from harness.results.writer import DEFAULT_TIMEOUT, TransportError, classify_status, error_text
+from harness.results.transports import DEFAULT_TIMEOUT, classify_status, error_text
 
 __all__ = ["V2Transport"]
 

@@ -1,8 +1,8 @@
 """Load what a run's HTML report shows: from ``runs/<run_id>/`` or from InfluxDB.
 
-Both paths read the same points (the schema of :mod:`harness.results.points`): ``harness_requests``
-per endpoint per second, ``harness_load``, ``harness_events``, ``harness_slo`` and
-``harness_runs``. From a run directory, ``summary.json`` adds what InfluxDB does not hold:
+Both paths read the same points (the schema of :mod:`harness.results.schema`): requests per
+endpoint per second, load, events, SLOs and the run's own point. From a run directory,
+``summary.json`` adds what InfluxDB does not hold:
 exact whole-run percentiles per endpoint (from the merged histograms), SLO objectives and
 windows, the guard that tripped and the baseline comparisons; ``scenario.yaml`` is the
 scenario as run. From InfluxDB the endpoint table and totals are estimated from per-second
@@ -17,20 +17,22 @@ caption in :mod:`harness.review.report` says so.
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import pairwise
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import yaml
 
-from harness.errors import ConfigError, ResultsError
-from harness.judge.baseline import parse_lineproto
-from harness.review.report import (
+from harness.errors import ResultsError, RunNotFound
+from harness.results import schema
+from harness.results.influxql import Query, run_filter
+from harness.results.lineproto import parse
+from harness.review.mixture import cdf, mixture_quantiles
+from harness.review.report import render
+from harness.review.report_model import (
     Comparison,
     EndpointRow,
     Event,
@@ -39,102 +41,25 @@ from harness.review.report import (
     Second,
     SloRow,
     Totals,
-    render,
 )
 from harness.review.runs import UNFINISHED
 from harness.scenario.expressions import parse_objective
 
 __all__ = ["RunNotFound", "from_influx", "from_run_dir", "mixture_quantiles", "write_report"]
 
-_NS = 1_000_000_000
-_REQUESTS = "harness_requests"
-_LOAD = "harness_load"
-_EVENTS = "harness_events"
-_SLO = "harness_slo"
-_RUNS = "harness_runs"
-# The per-second percentiles harness writes, with the share of requests at or under each.
-_KNOTS = (("p50", 0.5), ("p75", 0.75), ("p90", 0.9), ("p95", 0.95), ("p99", 0.99), ("p999", 0.999), ("max", 1.0))
+_NS = schema.NS_PER_S
 _REPORTED = (0.5, 0.95, 0.99)
-_KIND_ORDER = {"run": 0, "phase": 1, "stage": 2, "fault": 3, "abort": 4}  # for events at the same instant
+_KINDS_IN_ORDER = (
+    schema.EventKind.RUN,
+    schema.EventKind.PHASE,
+    schema.EventKind.STAGE,
+    schema.EventKind.FAULT,
+    schema.EventKind.ABORT,
+)
+_KIND_ORDER: dict[str, int] = {
+    kind: rank for rank, kind in enumerate(_KINDS_IN_ORDER)
+}  # for events at the same instant
 _NO_VERDICT = "no verdict was written: the run was killed or its machine lost"
-
-
-class RunNotFound(ConfigError):
-    """The run is not where it was looked for (exit 2)."""
-
-
-class Query(Protocol):
-    def query(self, q: str) -> list[dict[str, Any]]: ...
-
-
-# ---------------------------------------------------------------- percentiles of a mixture
-
-
-def _cdf(fields: Mapping[str, Any]) -> list[tuple[float, float]]:
-    """(latency ms, share of requests at or under it) through the row's percentiles, from (0, 0).
-
-    Below p50 nothing is known; the straight line from zero is the assumption.
-    """
-    points = [(0.0, 0.0)]
-    for key, share in _KNOTS:
-        value = _number(fields.get(key))
-        if value is not None and math.isfinite(value):
-            points.append((max(value, points[-1][0]), share))
-    return points if len(points) > 1 else []
-
-
-def mixture_quantiles(
-    parts: Iterable[tuple[float, Sequence[tuple[float, float]]]], quantiles: Sequence[float]
-) -> list[float | None]:
-    """Quantiles of a mixture of piecewise-linear distributions, each weighted (request counts).
-
-    ``parts`` are (weight, [(value, cumulative share), ...]) with shares rising to 1. The mixed
-    CDF is piecewise linear too, so its quantiles are found exactly by one sweep over every
-    part's breakpoints: O(n log n) in the breakpoints. A quantile lies between the lowest and
-    highest of the parts' own quantiles and equals a part's own when it is the only one.
-    Returns None for each quantile when no part has weight.
-    """
-    changes: list[tuple[float, float, float]] = []  # (value, slope change, jump)
-    total = 0.0
-    for weight, points in parts:
-        if weight <= 0 or len(points) < 2:
-            continue
-        total += weight
-        for (x0, f0), (x1, f1) in pairwise(points):
-            mass = (f1 - f0) * weight
-            if mass <= 0:
-                continue
-            if x1 <= x0:
-                changes.append((x0, 0.0, mass))
-            else:
-                slope = mass / (x1 - x0)
-                changes.append((x0, slope, 0.0))
-                changes.append((x1, -slope, 0.0))
-        tail = (1.0 - points[-1][1]) * weight  # a row without max: its rest sits at its last value
-        if tail > 0:
-            changes.append((points[-1][0], 0.0, tail))
-    if total <= 0:
-        return [None] * len(quantiles)
-    changes.sort()
-    order = sorted(range(len(quantiles)), key=lambda i: quantiles[i])
-    found: list[float | None] = [None] * len(quantiles)
-    pending = [(quantiles[i] * total, i) for i in order]
-    eps = total * 1e-9
-    mass, slope, previous = 0.0, 0.0, changes[0][0]
-    for x, slope_change, jump in changes:
-        reached = mass + slope * (x - previous)
-        while pending and pending[0][0] <= reached + eps:
-            target, index = pending.pop(0)
-            value = previous + (target - mass) / slope if slope > 0 and target > mass else previous
-            found[index] = min(max(value, previous), x)
-        mass = reached + jump
-        while pending and pending[0][0] <= mass + eps:
-            found[pending.pop(0)[1]] = x
-        slope = max(slope + slope_change, 0.0)
-        previous = x
-    for _, index in pending:  # rounding left a hair of mass short: the largest value
-        found[index] = previous
-    return [None if v is None else round(v, 3) for v in found]
 
 
 # ---------------------------------------------------------------- points of one run
@@ -156,25 +81,25 @@ class _Points:
     scenario: str = ""
 
     def add(self, measurement: str, tags: Mapping[str, Any], fields: Mapping[str, Any], time_ns: int) -> None:
-        if measurement == _REQUESTS:
-            key = (str(tags.get("method", "")), str(tags.get("name", "")), time_ns // _NS)
+        if measurement == schema.REQUESTS.name:
+            key = (str(tags.get(schema.METHOD, "")), str(tags.get(schema.NAME, "")), time_ns // _NS)
             self.requests[key] = fields
-            self.scenario = self.scenario or str(tags.get("scenario") or "")
-        elif measurement == _LOAD:
+            self.scenario = self.scenario or str(tags.get(schema.SCENARIO) or "")
+        elif measurement == schema.LOAD.name:
             self.load[time_ns // _NS] = fields
-        elif measurement == _EVENTS:
+        elif measurement == schema.EVENTS.name:
             self.events.append(
                 Event(
                     time_ns / _NS,
-                    str(tags.get("kind", "")),
-                    str(tags.get("name", "")),
-                    str(fields.get("state", "")),
-                    str(fields.get("text") or ""),
+                    str(tags.get(schema.KIND, "")),
+                    str(tags.get(schema.NAME, "")),
+                    str(fields.get(schema.STATE, "")),
+                    str(fields.get(schema.TEXT) or ""),
                 )
             )
-        elif measurement == _SLO:
-            self.slos[str(tags.get("slo", ""))] = fields
-        elif measurement == _RUNS:
+        elif measurement == schema.SLO.name:
+            self.slos[str(tags.get(schema.SLO_NAME, ""))] = fields
+        elif measurement == schema.RUNS.name:
             self.run = {**tags, **fields}
 
     def empty(self) -> bool:
@@ -187,16 +112,16 @@ class _Points:
         out = []
         for second in sorted(rows):
             fields_list = rows[second]
-            counts = [int(_number(f.get("count")) or 0) for f in fields_list]
+            counts = [int(_number(f.get(schema.COUNT)) or 0) for f in fields_list]
             p50, p95, p99 = mixture_quantiles(
-                ((c, _cdf(f)) for c, f in zip(counts, fields_list, strict=True) if c), _REPORTED
+                ((c, cdf(f)) for c, f in zip(counts, fields_list, strict=True) if c), _REPORTED
             )
-            target = _number(self.load.get(second, {}).get("target_rate"))
+            target = _number(self.load.get(second, {}).get(schema.TARGET_RATE))
             out.append(
                 Second(
                     second,
                     sum(counts),
-                    sum(int(_number(f.get("failures")) or 0) for f in fields_list),
+                    sum(int(_number(f.get(schema.FAILURES)) or 0) for f in fields_list),
                     p50,
                     p95,
                     p99,
@@ -229,10 +154,12 @@ class _Points:
 def _aggregate(
     fields_list: Sequence[Mapping[str, Any]],
 ) -> tuple[int, int, float | None, float | None, float | None, float | None]:
-    counts = [int(_number(f.get("count")) or 0) for f in fields_list]
-    p50, p95, p99 = mixture_quantiles(((c, _cdf(f)) for c, f in zip(counts, fields_list, strict=True) if c), _REPORTED)
-    maxima = [v for f, c in zip(fields_list, counts, strict=True) if c and (v := _number(f.get("max"))) is not None]
-    failures = sum(int(_number(f.get("failures")) or 0) for f in fields_list)
+    counts = [int(_number(f.get(schema.COUNT)) or 0) for f in fields_list]
+    p50, p95, p99 = mixture_quantiles(((c, cdf(f)) for c, f in zip(counts, fields_list, strict=True) if c), _REPORTED)
+    maxima = [
+        v for f, c in zip(fields_list, counts, strict=True) if c and (v := _number(f.get(schema.MAX))) is not None
+    ]
+    failures = sum(int(_number(f.get(schema.FAILURES)) or 0) for f in fields_list)
     return sum(counts), failures, p50, p95, p99, max(maxima) if maxima else None
 
 
@@ -307,8 +234,8 @@ def _slo_rows_from_points(points: _Points, declared: Mapping[str, Mapping[str, A
     for name, fields in points.slos.items():
         spec = declared.get(name, {})
         objective = str(spec.get("objective", ""))
-        measured = _number(fields.get("value"))
-        passed = fields.get("passed") is True
+        measured = _number(fields.get(schema.VALUE))
+        passed = fields.get(schema.PASSED) is True
         rows.append(
             SloRow(
                 name=name,
@@ -317,7 +244,7 @@ def _slo_rows_from_points(points: _Points, declared: Mapping[str, Mapping[str, A
                 endpoint=str(spec.get("endpoint", "all")) if spec else "",
                 metric=_metric(objective),
                 measured=measured,
-                threshold=_number(fields.get("threshold")),
+                threshold=_number(fields.get(schema.THRESHOLD)),
                 passed=passed,
                 status="met" if passed else "no_data" if measured is None else "breached",
             )
@@ -332,7 +259,7 @@ def _guard_rows(
 ) -> tuple[GuardRow, ...]:
     """Every guard of the scenario, held or tripped; a tripped guard the scenario file lacks is added."""
     if trip is None:  # InfluxDB has the abort event, not summary.json's guard
-        abort = next((e for e in events if e.kind == "abort"), None)
+        abort = next((e for e in events if e.kind == schema.EventKind.ABORT), None)
         trip = {"guard": abort.name, "message": abort.text} if abort is not None else None
     tripped = str(trip.get("guard", "")) if trip else None
     message = str(trip.get("message", "")) if trip else ""
@@ -387,16 +314,16 @@ def _assemble(
     events = points.events or _events_from_summary(summary.get("events") or [])
     events.sort(key=lambda e: (e.time, _KIND_ORDER.get(e.kind, len(_KIND_ORDER)), e.name, e.state))
     seconds = points.seconds()
-    starts = [e.time for e in events if e.kind == "run" and e.state == "start"]
-    ends = [e.time for e in events if e.kind == "run" and e.state == "end"]
-    started = _number(summary.get("started")) or _number(run.get("started")) or (min(starts) if starts else None)
-    ended = _number(summary.get("ended")) or _number(run.get("ended")) or (max(ends) if ends else None)
+    starts = [e.time for e in events if e.kind == schema.EventKind.RUN and e.state == schema.EventState.START]
+    ends = [e.time for e in events if e.kind == schema.EventKind.RUN and e.state == schema.EventState.END]
+    started = _number(summary.get("started")) or _number(run.get(schema.STARTED)) or (min(starts) if starts else None)
+    ended = _number(summary.get("ended")) or _number(run.get(schema.ENDED)) or (max(ends) if ends else None)
     if started is None and seconds:
         started = float(seconds[0].second)
     if ended is None and seconds:
         ended = float(seconds[-1].second + 1)
-    verdict = str(summary.get("verdict") or run.get("verdict") or UNFINISHED)
-    reason = str(summary.get("reason") or run.get("text") or (_NO_VERDICT if verdict == UNFINISHED else ""))
+    verdict = str(summary.get("verdict") or run.get(schema.VERDICT) or UNFINISHED)
+    reason = str(summary.get("reason") or run.get(schema.TEXT) or (_NO_VERDICT if verdict == UNFINISHED else ""))
     from_summary = bool(summary.get("endpoints")) or bool(summary.get("totals"))
     baseline = summary.get("baseline") if isinstance(summary.get("baseline"), dict) else None
     comparisons = tuple(
@@ -413,7 +340,7 @@ def _assemble(
     trip = summary.get("guard") if isinstance(summary.get("guard"), dict) else None
     return ReportData(
         run_id=run_id,
-        scenario=str(summary.get("scenario") or run.get("scenario") or points.scenario),
+        scenario=str(summary.get("scenario") or run.get(schema.SCENARIO) or points.scenario),
         verdict=verdict,
         reason=reason,
         started=started,
@@ -455,8 +382,8 @@ def from_run_dir(run_dir: Path) -> ReportData:
     text = _read_text(lp_path)
     if text is not None:
         try:
-            for measurement, tags, fields, time_ns in parse_lineproto(text):
-                points.add(measurement, tags, fields, time_ns)
+            for point in parse(text):
+                points.add(*point)
         except ValueError as err:
             notes.append(f"{lp_path}: read up to a broken record: {err}")
     data = _assemble(
@@ -475,11 +402,6 @@ def _with_notes(data: ReportData, notes: list[str]) -> ReportData:
     return replace(data, notes=(*data.notes, *notes))
 
 
-def _quote(text: str) -> str:
-    """An InfluxQL string literal."""
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def from_influx(query: Query, run_id: str, scenario_yaml: str | None = None) -> ReportData:
     """A run's report data from InfluxDB (InfluxQL): every point tagged ``run_id``.
 
@@ -487,16 +409,16 @@ def from_influx(query: Query, run_id: str, scenario_yaml: str | None = None) -> 
     SLOs' objectives and windows, which InfluxDB does not hold. Raises RunNotFound when
     InfluxDB has no point of the run, ResultsError when it cannot be asked.
     """
-    where = f"WHERE run_id = {_quote(run_id)}"
+    where = f"WHERE {run_filter(run_id)}"
     points = _Points()
-    for measurement in (_RUNS, _EVENTS, _REQUESTS, _LOAD, _SLO):
-        for row in query.query(f"SELECT * FROM {measurement} {where}"):
+    for measurement in schema.MEASUREMENTS:
+        for row in query.query(f"SELECT * FROM {measurement.name} {where}"):
             try:
                 time_ns = int(row["time"])
             except (KeyError, TypeError, ValueError):
-                raise ResultsError(f"InfluxDB: {measurement} row without an integer time: {row!r}") from None
-            points.add(measurement, row, row, time_ns)
-        if measurement == _EVENTS and points.empty():
+                raise ResultsError(f"InfluxDB: {measurement.name} row without an integer time: {row!r}") from None
+            points.add(measurement.name, row, row, time_ns)
+        if measurement is schema.EVENTS and points.empty():
             break  # neither a verdict nor an event: InfluxDB does not know this run
     if points.empty():
         raise RunNotFound(f"run {run_id}: InfluxDB has no points with run_id {run_id!r}")

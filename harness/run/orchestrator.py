@@ -30,11 +30,10 @@ import ray
 
 from harness.chaos.agent import LEASE_TTL, RENEW_INTERVAL, ChaosAgent
 from harness.errors import ConfigError, FaultError, HarnessError, LoadError
-from harness.judge.baseline import BaselineRun
 from harness.judge.slo import GuardTrip, GuardWatch, SloBook, SloResult
 from harness.judge.verdict import RunLedger, Verdict, decide
 from harness.load.generator import GeneratorSpec, LoadGenerator
-from harness.load.protocol import Command
+from harness.load.protocol import Command, SetRate, SetUsers
 from harness.measure.clocks import ClockOffset, measure
 from harness.measure.delivery import SUSTAINED_SECONDS, DeliveryWatch
 from harness.measure.steptiming import StepLog, StepRecord, parse_applied
@@ -42,6 +41,7 @@ from harness.measure.windows import Aggregator, ClosedSecond, Endpoint, LateWind
 from harness.plan import Plan, Step, StepKind, split_evenly
 from harness.results.lineproto import Point
 from harness.results.points import event_point, load_point, request_points, run_point, slo_points
+from harness.results.samples import BaselineRun
 from harness.run.nodes import FaultPlacement, Node, generator_nodes, place_faults
 from harness.run.placement import Placement, driver_node_id, live_nodes, place_generators
 from harness.scenario import RateStage
@@ -608,8 +608,7 @@ class Orchestrator:
         if isinstance(stage, RateStage):
             users = split_evenly(stage.max_users, count)
             for index, (pid, share) in enumerate(zip(live, users, strict=True)):
-                commands[pid] = Command(
-                    "set_rate",
+                commands[pid] = SetRate(
                     rate=stage.arrival_rate / count,
                     users=max(1, share),
                     start=start,
@@ -619,7 +618,7 @@ class Orchestrator:
             users = split_evenly(stage.users, count)
             for pid, share in zip(live, users, strict=True):
                 rate = stage.spawn_rate * share / stage.users if stage.users else stage.spawn_rate
-                commands[pid] = Command("set_users", users=share, spawn_rate=max(rate, 0.01))
+                commands[pid] = SetUsers(users=share, spawn_rate=max(rate, 0.01))
         for index, generator in enumerate(self.generators):
             mine = {p: commands[p] for p in generator.process_ids if p in commands}
             if mine:

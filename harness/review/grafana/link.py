@@ -11,9 +11,11 @@ import json
 import math
 import urllib.parse
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from harness.errors import ConfigError, ResultsError
+from harness.results import schema
+from harness.results.influxql import Query, quote_identifier, run_filter
 
 __all__ = ["DEFAULT_URL", "MARGIN_S", "RUN_DASHBOARD_SLUG", "RUN_DASHBOARD_UID", "run_dashboard_url", "run_times"]
 
@@ -21,12 +23,6 @@ DEFAULT_URL = "http://127.0.0.1:3000"
 RUN_DASHBOARD_UID = "harness-run"
 RUN_DASHBOARD_SLUG = "harness-run"
 MARGIN_S = 10.0  # shown on each side of the run, so its first and last seconds are not at the edge
-
-
-class Query(Protocol):
-    """What the InfluxDB lookup needs: ``InfluxQuery.query`` (InfluxQL in, rows as dicts out)."""
-
-    def query(self, q: str) -> list[dict[str, Any]]: ...
 
 
 def run_dashboard_url(base_url: str, run_id: str, started: float, ended: float) -> str:
@@ -59,14 +55,15 @@ def run_times(run_id: str, runs_dir: Path, query: Query | None) -> tuple[float, 
     if query is None:
         raise ConfigError(f"run {run_id}: unknown (no {summary})")
     try:
-        rows = query.query(f'SELECT "started", "ended" FROM harness_runs WHERE "run_id" = {_quote(run_id)}')
+        columns = f"{quote_identifier(schema.STARTED)}, {quote_identifier(schema.ENDED)}"
+        rows = query.query(f"SELECT {columns} FROM {schema.RUNS.name} WHERE {run_filter(run_id)}")
     except ResultsError as exc:
         raise ConfigError(f"run {run_id}: unknown (no {summary}, and InfluxDB could not be asked: {exc})") from None
     for row in rows:
-        started, ended = _number(row.get("started")), _number(row.get("ended"))
+        started, ended = _number(row.get(schema.STARTED)), _number(row.get(schema.ENDED))
         if started is not None and ended is not None:
             return started, ended
-    raise ConfigError(f"run {run_id}: unknown (no {summary}, and not in InfluxDB's harness_runs)")
+    raise ConfigError(f"run {run_id}: unknown (no {summary}, and not in InfluxDB's {schema.RUNS.name})")
 
 
 def _from_summary(run_id: str, path: Path) -> tuple[float, float]:
@@ -85,8 +82,3 @@ def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value) if math.isfinite(value) else None
-
-
-def _quote(value: str) -> str:
-    """An InfluxQL string literal."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"

@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.errors import ConfigError, HarnessError
+from harness.errors import ConfigError, GrafanaError
 from harness.results._http import REDACTED, http_request, redact, split_userinfo
 
 __all__ = [
@@ -46,10 +46,6 @@ DATASOURCE_NAME = "harness-influxdb"
 TIMEOUT_S = 10.0
 _UID_ILLEGAL = re.compile(r"[^a-zA-Z0-9_-]+")
 _UID_MAX = 40  # Grafana rejects longer uids
-
-
-class GrafanaError(HarnessError):
-    """Grafana could not be reached, or answered an HTTP error (exit 3)."""
 
 
 @dataclass(frozen=True)

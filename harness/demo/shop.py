@@ -1,0 +1,208 @@
+"""The demo shop's backend services: catalog, cart and payments, as WSGI apps.
+
+Each runs as its own process (``python -m harness.demo.services <name>``), so that a process
+fault hits one dependency at a time. They are deliberately small but behave like real ones
+where a load-and-chaos run can see it: a slow search with variance, in-memory state lost on a
+restart, a slow payments call with idempotency keys.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections import OrderedDict
+
+import gevent
+
+from harness.demo.web import JSON, SESSION, App, Request, Response, abort, health_handler, int_field, json_response
+
+__all__ = [
+    "MAX_CARTS",
+    "MAX_IDEMPOTENCY_KEYS",
+    "PRODUCT_COUNT",
+    "make_cart",
+    "make_catalog",
+    "make_payments",
+    "make_products",
+]
+
+# --------------------------------------------------------------------------------------------
+# catalog: a fixed set of products, a lookup and a slower search.
+# --------------------------------------------------------------------------------------------
+
+_ADJECTIVES = ["Classic", "Ultra", "Eco", "Smart", "Vintage", "Compact", "Pro", "Deluxe", "Travel", "Solar"]
+_NOUNS = [
+    "Kettle",
+    "Backpack",
+    "Lamp",
+    "Headphones",
+    "Mug",
+    "Notebook",
+    "Jacket",
+    "Blender",
+    "Speaker",
+    "Watch",
+]
+_CATEGORIES = {
+    "Kettle": "kitchen",
+    "Blender": "kitchen",
+    "Mug": "kitchen",
+    "Backpack": "outdoor",
+    "Jacket": "outdoor",
+    "Lamp": "home",
+    "Notebook": "office",
+    "Headphones": "audio",
+    "Speaker": "audio",
+    "Watch": "accessories",
+}
+PRODUCT_COUNT = 50
+
+
+def make_products(count: int = PRODUCT_COUNT, seed: int = 7) -> list[JSON]:
+    """The same ``count`` products on every start, so locustfiles and tests can rely on ids 1..count."""
+    rng = random.Random(seed)
+    names = [f"{a} {n}" for a, n in itertools.product(_ADJECTIVES, _NOUNS)]
+    rng.shuffle(names)
+    return [
+        {
+            "id": index,
+            "name": name,
+            "category": _CATEGORIES[name.split()[-1]],
+            "price": round(rng.uniform(4.0, 250.0), 2),
+            "currency": "EUR",
+            "stock": rng.randint(0, 400),
+            "rating": round(rng.uniform(2.5, 5.0), 1),
+        }
+        for index, name in enumerate(names[:count], start=1)
+    ]
+
+
+def _search_score(product: JSON, terms: list[str]) -> int:
+    text = f"{product['name']} {product['category']}".lower()
+    return sum(text.count(term) * (3 if term in product["name"].lower() else 1) for term in terms)
+
+
+def make_catalog(search_delay: tuple[float, float, float] = (0.005, 0.020, 0.008)) -> App:
+    """catalog: ``/products``, ``/products/<id>``, ``/search?q=``.
+
+    Bodies for the list and each product are encoded once: the catalog should be cheap, so that
+    the gateway (the thing under test) is where time goes. Search sleeps 5-20 ms (triangular,
+    mode 8 ms) to stand in for a query against a search index: a realistic slow endpoint.
+    """
+    products = make_products()
+    by_id = {p["id"]: json_response(p) for p in products}
+    listing = json_response({"products": products, "count": len(products)})
+    low, high, mode = search_delay
+    app = App("catalog")
+
+    def list_products(request: Request) -> Response:
+        return listing
+
+    def get_product(request: Request, product_id: str) -> Response:
+        found = by_id.get(int(product_id))
+        if found is None:
+            abort(404, f"no product {product_id}")
+        return found
+
+    def search(request: Request) -> Response:
+        query = request.arg("q").strip()
+        terms = [t for t in query.lower().split() if t][:8]
+        gevent.sleep(random.triangular(low, high, mode))
+        scored = sorted(((_search_score(p, terms), p) for p in products), key=lambda sp: -sp[0])
+        hits = [p for score, p in scored if score > 0][:20]
+        return json_response({"query": query, "count": len(hits), "results": hits})
+
+    app.add("GET", r"/health", health_handler("catalog"))
+    app.add("GET", r"/products", list_products)
+    app.add("GET", r"/products/(?P<product_id>\d{1,9})", get_product)
+    app.add("GET", r"/search", search)
+    return app
+
+
+# --------------------------------------------------------------------------------------------
+# cart: in-memory carts by session.
+# --------------------------------------------------------------------------------------------
+
+MAX_CARTS = 100_000  # oldest carts are dropped beyond this: memory stays bounded in long runs
+
+
+def make_cart(max_carts: int = MAX_CARTS) -> App:
+    """cart: ``POST /cart/<session>/items``, ``GET /cart/<session>``, ``DELETE /cart/<session>``.
+
+    State is lost on restart, as an in-memory cache would be; that is part of what a process
+    kill does to a real system.
+    """
+    carts: OrderedDict[str, dict[int, JSON]] = OrderedDict()
+    app = App("cart")
+
+    def view(session: str) -> JSON:
+        items = list(carts.get(session, {}).values())
+        total = round(sum(i["qty"] * i["unit_price"] for i in items), 2)
+        return {"session": session, "items": items, "count": sum(i["qty"] for i in items), "total": total}
+
+    def add_item(request: Request, session: str) -> Response:
+        payload = request.json()
+        product_id = int_field(payload, "product_id", 1, 10**9)
+        qty = int_field(payload, "qty", 1, 100)
+        price = payload.get("unit_price", 0.0)
+        if not isinstance(price, int | float) or isinstance(price, bool) or price < 0:
+            abort(400, "unit_price must be a non-negative number")
+        cart = carts.setdefault(session, {})
+        carts.move_to_end(session)
+        item = cart.setdefault(product_id, {"product_id": product_id, "qty": 0, "unit_price": price})
+        item["qty"] = min(item["qty"] + qty, 1000)
+        while len(carts) > max_carts:
+            carts.popitem(last=False)
+        return json_response(view(session))
+
+    def get_cart(request: Request, session: str) -> Response:
+        return json_response(view(session))
+
+    def delete_cart(request: Request, session: str) -> Response:
+        existed = carts.pop(session, None) is not None
+        return json_response({"session": session, "deleted": existed})
+
+    app.add("GET", r"/health", health_handler("cart"))
+    app.add("POST", rf"/cart/{SESSION}/items", add_item)
+    app.add("GET", rf"/cart/{SESSION}", get_cart)
+    app.add("DELETE", rf"/cart/{SESSION}", delete_cart)
+    return app
+
+
+# --------------------------------------------------------------------------------------------
+# payments: a slow, always-approving charge endpoint with idempotency keys.
+# --------------------------------------------------------------------------------------------
+
+MAX_IDEMPOTENCY_KEYS = 50_000
+
+
+def make_payments(delay: tuple[float, float, float] = (0.010, 0.030, 0.015)) -> App:
+    """payments: ``POST /charge`` answers ``{"status": "approved", "id": ...}`` after 10-30 ms.
+
+    A repeated ``idempotency_key`` returns the first charge: the gateway retries once after a
+    timeout, and a paused payments process later answers the abandoned attempt too; neither may
+    charge twice.
+    """
+    low, high, mode = delay
+    charges: OrderedDict[str, JSON] = OrderedDict()
+    app = App("payments")
+
+    def charge(request: Request) -> Response:
+        payload = request.json()
+        amount = payload.get("amount")
+        if not isinstance(amount, int | float) or isinstance(amount, bool) or amount <= 0:
+            abort(400, "amount must be a positive number")
+        gevent.sleep(random.triangular(low, high, mode))
+        key = str(payload.get("idempotency_key") or "")
+        if key and key in charges:
+            return json_response(charges[key])
+        result = {"status": "approved", "id": f"ch_{random.getrandbits(64):016x}", "amount": amount}
+        if key:
+            charges[key] = result
+            while len(charges) > MAX_IDEMPOTENCY_KEYS:
+                charges.popitem(last=False)
+        return json_response(result)
+
+    app.add("GET", r"/health", health_handler("payments"))
+    app.add("POST", r"/charge", charge)
+    return app

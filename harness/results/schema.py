@@ -1,0 +1,187 @@
+"""The InfluxDB schema of a run: the one owner of every measurement, tag and field name.
+
+Writers (:mod:`harness.results.points`), readers (the baseline's samples, the HTML report, the
+Grafana link) and the Grafana dashboards import the names from here, so a name changes in one
+place. ``tests/test_results_schema.py`` fails when a measurement name is written as a literal
+anywhere else in ``harness/``, when a point carries a name not declared here, and when a
+dashboard query reads one.
+
+``run_id`` is a tag on every point. Times are the second (or instant) the point is about, in
+nanoseconds.
+
+==================  ==========================================  =========================================
+measurement         tags                                        fields
+==================  ==========================================  =========================================
+harness_requests    run_id, scenario, method, name              count, failures, rps, bytes, p50 .. p999,
+                                                                max, mean (ms); service_* the same for the
+                                                                raw service time (open model only)
+harness_load        run_id, scenario                            users, target_rate, achieved_rate,
+                                                                generators, saturated, generator_cpu (%),
+                                                                generator_lag_ms
+harness_events      run_id, kind (run, phase, stage, fault,     text, state (start, end); planned_offset
+                    abort, generator), name                     (s), late_ms for steps of the plan
+harness_slo         run_id, slo                                 value, threshold, passed
+harness_runs        run_id, scenario, verdict                   started, ended (epoch s), text
+==================  ==========================================  =========================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+__all__ = [
+    "ACHIEVED_RATE",
+    "BYTES",
+    "COUNT",
+    "ENDED",
+    "EVENTS",
+    "FAILURES",
+    "GENERATORS",
+    "GENERATOR_CPU",
+    "GENERATOR_LAG_MS",
+    "KIND",
+    "LATENCY_FIELDS",
+    "LATE_MS",
+    "LOAD",
+    "MAX",
+    "MEAN",
+    "MEASUREMENTS",
+    "METHOD",
+    "NAME",
+    "NS_PER_S",
+    "P50",
+    "P75",
+    "P90",
+    "P95",
+    "P99",
+    "P999",
+    "PASSED",
+    "PLANNED_OFFSET",
+    "REQUESTS",
+    "RPS",
+    "RUNS",
+    "RUN_ID",
+    "SATURATED",
+    "SCENARIO",
+    "SERVICE_FIELDS",
+    "SLO",
+    "SLO_NAME",
+    "STARTED",
+    "STATE",
+    "TARGET_RATE",
+    "TEXT",
+    "THRESHOLD",
+    "USERS",
+    "VALUE",
+    "VERDICT",
+    "EventKind",
+    "EventState",
+    "Measurement",
+    "service_field",
+]
+
+NS_PER_S = 1_000_000_000
+
+# ---------------------------------------------------------------- tags
+
+RUN_ID = "run_id"  # on every point
+SCENARIO = "scenario"
+METHOD = "method"  # harness_requests: the HTTP method
+NAME = "name"  # harness_requests: the endpoint's name; harness_events: the phase, fault, stage... name
+KIND = "kind"  # harness_events: an EventKind
+SLO_NAME = "slo"  # harness_slo: the SLO's name
+VERDICT = "verdict"  # harness_runs: running, passed, failed, aborted, invalid, interrupted, error
+
+# ---------------------------------------------------------------- fields
+
+COUNT = "count"
+FAILURES = "failures"
+RPS = "rps"
+BYTES = "bytes"
+P50 = "p50"
+P75 = "p75"
+P90 = "p90"
+P95 = "p95"
+P99 = "p99"
+P999 = "p999"
+MAX = "max"
+MEAN = "mean"
+#: The latency figures of a second of one endpoint (ms), as ``EndpointStats.latency_ms`` names them.
+LATENCY_FIELDS = (P50, P75, P90, P95, P99, P999, MAX, MEAN)
+_SERVICE_PREFIX = "service_"
+#: The same figures of the raw service time (open model: latency counts from the intended start).
+SERVICE_FIELDS = tuple(_SERVICE_PREFIX + name for name in LATENCY_FIELDS)
+
+USERS = "users"
+TARGET_RATE = "target_rate"
+ACHIEVED_RATE = "achieved_rate"
+GENERATORS = "generators"
+SATURATED = "saturated"
+GENERATOR_CPU = "generator_cpu"  # the busiest process's CPU demand (%)
+GENERATOR_LAG_MS = "generator_lag_ms"  # the busiest process's event-loop lag (ms)
+
+TEXT = "text"
+STATE = "state"
+PLANNED_OFFSET = "planned_offset"
+LATE_MS = "late_ms"
+
+VALUE = "value"
+THRESHOLD = "threshold"
+PASSED = "passed"
+
+STARTED = "started"
+ENDED = "ended"
+
+
+def service_field(latency_field: str) -> str:
+    """The service-time field beside a latency field (``p99`` -> ``service_p99``)."""
+    return _SERVICE_PREFIX + latency_field
+
+
+class EventKind(StrEnum):
+    """The ``kind`` tag of harness_events: what Grafana draws as annotations."""
+
+    RUN = "run"
+    PHASE = "phase"
+    STAGE = "stage"
+    FAULT = "fault"
+    ABORT = "abort"
+    GENERATOR = "generator"
+
+
+class EventState(StrEnum):
+    """The ``state`` field of harness_events."""
+
+    START = "start"
+    END = "end"
+
+
+# ---------------------------------------------------------------- measurements
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    """One measurement: its name and every tag and field it may carry."""
+
+    name: str
+    tags: tuple[str, ...]
+    fields: tuple[str, ...]
+
+
+REQUESTS = Measurement(
+    "harness_requests",
+    (RUN_ID, SCENARIO, METHOD, NAME),
+    (COUNT, FAILURES, RPS, BYTES, *LATENCY_FIELDS, *SERVICE_FIELDS),
+)
+LOAD = Measurement(
+    "harness_load",
+    (RUN_ID, SCENARIO),
+    (USERS, TARGET_RATE, ACHIEVED_RATE, GENERATORS, SATURATED, GENERATOR_CPU, GENERATOR_LAG_MS),
+)
+EVENTS = Measurement("harness_events", (RUN_ID, KIND, NAME), (TEXT, STATE, PLANNED_OFFSET, LATE_MS))
+SLO = Measurement("harness_slo", (RUN_ID, SLO_NAME), (VALUE, THRESHOLD, PASSED))
+RUNS = Measurement("harness_runs", (RUN_ID, SCENARIO, VERDICT), (STARTED, ENDED, TEXT))
+
+#: Every measurement harness writes, in the order a reader of a whole run asks for them.
+MEASUREMENTS = (RUNS, EVENTS, REQUESTS, LOAD, SLO)

@@ -1,0 +1,131 @@
+"""What a run's HTML report shows, as plain data: filled by :mod:`harness.review.report_data`,
+drawn by :mod:`harness.review.report` and :mod:`harness.review.plots`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = [
+    "Comparison",
+    "EndpointRow",
+    "Event",
+    "GuardRow",
+    "ReportData",
+    "Second",
+    "SloRow",
+    "Totals",
+]
+
+
+@dataclass(frozen=True)
+class Second:
+    """One epoch second of the run over all endpoints (latency None when nothing completed)."""
+
+    second: int
+    requests: int
+    failures: int
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    p99_ms: float | None = None
+    target_rate: float | None = None  # open model: arrivals per second asked for
+
+    @property
+    def error_rate(self) -> float | None:
+        return self.failures / self.requests if self.requests else None
+
+
+@dataclass(frozen=True)
+class Event:
+    """A harness_events point: kind is run, phase, stage, fault or abort; state start or end."""
+
+    time: float  # epoch seconds
+    kind: str
+    name: str
+    state: str
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class SloRow:
+    name: str
+    objective: str
+    window: str
+    endpoint: str
+    metric: str
+    measured: float | None
+    threshold: float | None
+    passed: bool
+    status: str = ""  # met, breached, no_data, never_recovered ('' when unknown)
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class GuardRow:
+    name: str
+    condition: str
+    tripped: bool
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One baseline comparison as summary.json's ``baseline.comparisons`` holds it."""
+
+    phase: str
+    endpoint: str
+    metric: str
+    regressed: bool
+    message: str
+
+
+@dataclass(frozen=True)
+class Totals:
+    requests: int
+    failures: int
+    rps: float
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    max_ms: float | None
+
+    @property
+    def error_rate(self) -> float:
+        return self.failures / self.requests if self.requests else 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class EndpointRow(Totals):
+    """One endpoint's totals: the same figures as the run's, with the endpoint they are for."""
+
+    method: str
+    name: str
+
+
+@dataclass(frozen=True)
+class ReportData:
+    """Everything :func:`render` shows. Times are epoch seconds; latencies milliseconds.
+
+    ``estimated`` says the endpoint table and totals were computed from per-second rows (the
+    InfluxDB path) rather than taken from the run's merged histograms (summary.json).
+    """
+
+    run_id: str
+    scenario: str
+    verdict: str
+    reason: str
+    started: float | None
+    ended: float | None
+    planned_duration_s: float | None = None
+    totals: Totals | None = None
+    slos: tuple[SloRow, ...] = ()
+    guards: tuple[GuardRow, ...] = ()
+    baseline_ref: str | None = None
+    baseline_run: str | None = None
+    comparisons: tuple[Comparison, ...] = ()
+    endpoints: tuple[EndpointRow, ...] = ()
+    seconds: tuple[Second, ...] = ()
+    events: tuple[Event, ...] = ()
+    scenario_yaml: str | None = None
+    source: str = ""
+    estimated: bool = False
+    notes: tuple[str, ...] = field(default=())
