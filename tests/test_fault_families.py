@@ -129,3 +129,21 @@ def test_each_kind_string_is_written_once_in_its_params_model() -> None:
     for kind, places in written.items():
         mine = [p for p in places if not p.startswith(str(WIRE_NAMES.relative_to(ROOT)))]
         assert len(mine) == 1 and mine[0].split(":")[0].endswith("/params.py"), (kind, places)
+
+
+def test_loading_every_family_for_validate_imports_no_runtime() -> None:
+    """``harness validate`` reads every family (the schema needs their kinds); a family imports
+    pyroute2, the kubernetes client, Ray or gevent only inside the hooks that use them."""
+    import subprocess
+    import sys
+
+    script = (
+        "import glob, sys\n"
+        "from harness.scenario import load_scenario, scenario_json_schema\n"
+        "scenario_json_schema()\n"
+        "for path in sorted(glob.glob('scenarios/*.yaml')): load_scenario(path)\n"
+        "print(sorted(m for m in ('pyroute2', 'kubernetes', 'ray', 'gevent', 'locust') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", done.stdout
