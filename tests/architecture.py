@@ -9,9 +9,9 @@
   it imports at load time, one of the libraries that need a runtime (Ray, Locust, gevent,
   InfluxDB, netlink, Kubernetes) or a terminal (typer, rich),
 * a third-party library imported outside the rooms that own it,
-* a module over :data:`MAX_MODULE_LINES` lines or a function over :data:`MAX_FUNCTION_LINES`
-  lines, unless a ``# long: <why>`` comment says why (at the top of the module, or as the first
-  line of the function's body),
+* a module over :data:`MAX_MODULE_LINES` lines, a class over :data:`MAX_CLASS_LINES` or a function
+  over :data:`MAX_FUNCTION_LINES` lines, unless a ``# long: <why>`` comment says why (at the top of
+  the module, or as the first line of the class's or function's body),
 * a public exception class defined outside ``errors.py``, or missing from its drawn tree.
 
 ``tests/test_architecture.py`` runs it on ``harness/`` and on small packages built to break each rule.
@@ -27,6 +27,7 @@ from pathlib import Path
 
 MAX_MODULE_LINES = 500
 MAX_FUNCTION_LINES = 80
+MAX_CLASS_LINES = 400
 LONG_MARK = "# long:"
 
 #: The rooms that must stay importable without a runtime or a terminal.
@@ -196,13 +197,18 @@ def _size_violations(module: Module) -> Iterator[str]:
     if len(module.lines) > MAX_MODULE_LINES and not _long_ok(module.lines, 0, 40):
         yield f"{where}: {len(module.lines)} lines (over {MAX_MODULE_LINES}, no '{LONG_MARK}' comment at its top)"
     for node in ast.walk(module.tree):
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
             length = (node.end_lineno or node.lineno) - node.lineno + 1
             body_start = node.body[0].lineno - 1
             if isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant):
                 body_start = node.body[0].end_lineno or body_start  # after the docstring
-            if length > MAX_FUNCTION_LINES and not _long_ok(module.lines, node.lineno, body_start + 2):
-                yield f"{where}:{node.lineno}: {node.name}() is {length} lines (over {MAX_FUNCTION_LINES})"
+            limit, what = (
+                (MAX_CLASS_LINES, f"class {node.name}")
+                if isinstance(node, ast.ClassDef)
+                else (MAX_FUNCTION_LINES, f"{node.name}()")
+            )
+            if length > limit and not _long_ok(module.lines, node.lineno, body_start + 2):
+                yield f"{where}:{node.lineno}: {what} is {length} lines (over {limit})"
 
 
 def _exception_violations(modules: dict[str, Module], package: str) -> Iterator[str]:

@@ -9,7 +9,7 @@ import re
 import textwrap
 from pathlib import Path
 
-from tests.architecture import MAX_FUNCTION_LINES, MAX_MODULE_LINES, violations
+from tests.architecture import MAX_CLASS_LINES, MAX_FUNCTION_LINES, MAX_MODULE_LINES, violations
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -102,9 +102,12 @@ def test_a_library_outside_its_room_is_found(tmp_path: Path) -> None:
     ]
 
 
-def test_long_modules_and_functions_are_found_unless_they_say_why(tmp_path: Path) -> None:
+def test_long_modules_classes_and_functions_are_found_unless_they_say_why(tmp_path: Path) -> None:
     body = "".join(f"    x{i} = {i}\n" for i in range(MAX_FUNCTION_LINES))
+    members = "".join(f"    x{i} = {i}\n" for i in range(MAX_CLASS_LINES))
     files = {
+        "cls.py": f"class C:\n{members}",
+        "cls_ok.py": f"class C:\n    # long: one record with every field a run has\n{members}",
         "__init__.py": "",
         "big.py": "X = 1\n" * (MAX_MODULE_LINES + 1),
         "big_ok.py": "# long: one table, split it and nobody can read it\n" + "X = 1\n" * MAX_MODULE_LINES,
@@ -113,6 +116,7 @@ def test_long_modules_and_functions_are_found_unless_they_say_why(tmp_path: Path
     }
     assert sorted(_found(tmp_path, files)) == [
         f"pkg/big.py: {MAX_MODULE_LINES + 1} lines (over {MAX_MODULE_LINES}, no '# long:' comment at its top)",
+        f"pkg/cls.py:1: class C is {MAX_CLASS_LINES + 1} lines (over {MAX_CLASS_LINES})",
         f"pkg/fn.py:1: f() is {MAX_FUNCTION_LINES + 1} lines (over {MAX_FUNCTION_LINES})",
     ]
 
