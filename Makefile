@@ -1,18 +1,31 @@
 # harness: `make demo` runs the demo scenario, `make test` the test suite.
-# Both install what they need first (apt packages, a virtualenv, the package) and are safe to run twice.
+# Each installs what it needs first (apt packages, a virtualenv, the package) and is safe to run twice:
+# `make demo` only what the demo needs, `make test` also the tools only the tests use.
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 HARNESS := $(VENV)/bin/harness
-APT_PACKAGES := python3 python3-venv python3-dev gcc influxdb nginx-light wrk stress-ng nftables iproute2 user-mode-linux kmod \
-	victoria-metrics procps psmisc curl chromium faketime
+# What `make demo` needs: Python, the embedded InfluxDB, `ip` for the demo's network namespace, curl for
+# the commands harness prints to load results later. scenarios/demo.yaml's only fault is process.kill.
+DEMO_APT := python3 python3-venv influxdb iproute2 curl
+# What the other fault families use on a node (`make setup`: a runner for any scenario, e.g. a CI gate).
+FAULT_APT := nftables stress-ng
+# What only the tests (and benchmarks) use: nginx and wrk as targets and load, User-Mode Linux for real
+# netem, VictoriaMetrics for the InfluxDB v2 write API, Chromium for the report, faketime for skewed clocks.
+TEST_APT := $(DEMO_APT) $(FAULT_APT) nginx-light wrk user-mode-linux kmod victoria-metrics chromium faketime \
+	procps psmisc python3-dev gcc
 PYTEST_ARGS ?=
 
-.PHONY: setup apt venv demo test test-fast lint bench soak stop clean
+.PHONY: setup apt apt-demo apt-setup apt-test venv venv-dev demo test test-fast lint bench soak stop clean
 
-setup: apt venv
+setup: apt-setup venv
 
-apt:
+apt: apt-test
+
+apt-demo: APT_PACKAGES = $(DEMO_APT)
+apt-setup: APT_PACKAGES = $(DEMO_APT) $(FAULT_APT)
+apt-test: APT_PACKAGES = $(TEST_APT)
+apt-demo apt-setup apt-test:
 	@missing=""; for p in $(APT_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
 	done; \
@@ -25,36 +38,46 @@ apt:
 	  if command -v systemctl >/dev/null && systemctl is-active -q $$s 2>/dev/null; then systemctl stop $$s; systemctl disable -q $$s; fi; \
 	done; true
 
+# The package alone (what the demo and a gate need) ...
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml setup.py
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	@# the distribution was called "harness" before it got a name of its own on the package index
+	@$(PY) -m pip uninstall -q -y harness 2>/dev/null || true
+	$(PY) -m pip install -q -e .
+	@touch $@
+
+# ... and with the test and lint tools.
+venv-dev: $(VENV)/.installed-dev
+
+$(VENV)/.installed-dev: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $@
 
-demo: setup
+demo: apt-demo venv
 	$(HARNESS) demo up
 	@rc=0; $(HARNESS) run scenarios/demo.yaml || rc=$$?; \
 	$(HARNESS) demo down; \
 	echo "results: embedded InfluxDB at http://127.0.0.1:8086 (database harness); stop it with 'make stop'"; \
 	exit $$rc
 
-test: setup
+test: apt-test venv-dev
 	@rc=0; $(PY) -m pytest $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest ran no tests: treating as failure"; exit 1; fi; \
 	exit $$rc
 
-test-fast: setup
+test-fast: apt-test venv-dev
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
-bench: setup
+bench: apt-test venv
 	$(PY) benchmarks/throughput.py $(BENCH_ARGS)
 
-soak: setup
+soak: apt-test venv
 	$(PY) benchmarks/soak.py $(SOAK_ARGS)
 
-lint: venv
+lint: venv-dev
 	$(VENV)/bin/ruff check harness tests locustfiles benchmarks
 	$(VENV)/bin/ruff format --check harness tests locustfiles benchmarks
 	$(VENV)/bin/mypy
