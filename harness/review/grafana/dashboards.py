@@ -29,6 +29,7 @@ from typing import Any
 from grafana_foundation_sdk.builders import dashboard as dash
 from grafana_foundation_sdk.models import dashboard as model
 
+from harness.bundled import bundled_dir
 from harness.results import schema
 from harness.results.influxql import quote_identifier, quote_string, run_filter, time_range_ms
 from harness.review.grafana.panels import (
@@ -45,9 +46,8 @@ from harness.review.grafana.panels import (
     trend_panel,
 )
 
-__all__ = ["DASHBOARDS_DIR", "DATASOURCE_UID", "build_all", "compare_dashboard", "main", "run_dashboard"]
+__all__ = ["DATASOURCE_UID", "build_all", "compare_dashboard", "main", "run_dashboard"]
 
-DASHBOARDS_DIR = Path(__file__).resolve().parents[3] / "grafana" / "dashboards"
 TAGS = ["harness"]
 
 _q = quote_identifier
@@ -399,8 +399,9 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m harness.review.grafana.dashboards", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--write", action="store_true", help="write grafana/dashboards/*.json")
-    parser.add_argument("--dir", type=Path, default=DASHBOARDS_DIR, help="where to write (default: %(default)s)")
+    parser.add_argument("--dir", type=Path, help="where to write (default: grafana/dashboards, see harness.bundled)")
     args = parser.parse_args(argv)
+    args.dir = args.dir or bundled_dir("grafana") / "dashboards"
     for name, model_json in build_all().items():
         if args.write:
             args.dir.mkdir(parents=True, exist_ok=True)
