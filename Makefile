@@ -44,8 +44,10 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml setup.py
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	@# the distribution was called "harness" before it got a name of its own on the package index
+	@# the distribution was called "harness" before it got a name of its own on the package index:
+	@# drop that install and its egg-info, whose entry points would otherwise be seen twice
 	@$(PY) -m pip uninstall -q -y harness 2>/dev/null || true
+	@rm -rf harness.egg-info
 	$(PY) -m pip install -q -e .
 	@touch $@
 

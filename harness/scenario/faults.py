@@ -226,7 +226,10 @@ def registered() -> tuple[DeclaresKinds, ...]:
     """
     out: list[DeclaresKinds] = []
     owners: dict[str, str] = {}
-    for entry in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+    # One entry point seen twice (the same name and object, from two copies of one project's metadata:
+    # an editable install beside a stale egg-info left by the distribution's former name) is one family.
+    unique = {(e.name, e.value): e for e in metadata.entry_points(group=ENTRY_POINT_GROUP)}
+    for entry in sorted(unique.values(), key=lambda e: e.name):
         where = f"fault family '{entry.name}' ({entry.value}, entry point group {ENTRY_POINT_GROUP})"
         try:
             family = entry.load()
