@@ -110,6 +110,7 @@ def test_the_installed_wheel_runs_outside_the_checkout(installed: Path, tmp_path
         "HARNESS_DATA_DIR": str(tmp_path / "data"),
         "HARNESS_RUNS_DIR": str(tmp_path / "runs"),
         "PYTHONPATH": "",
+        "COLUMNS": "200",
     }
 
     def harness(*args: str) -> subprocess.CompletedProcess[str]:
