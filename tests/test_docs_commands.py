@@ -235,7 +235,8 @@ def _parse(args: list[str], complete: bool = True) -> tuple[list[str], click_cor
             raise click_errors.UsageError("no sub-command")
         name = rest.pop(0)
         if name not in command.commands:
-            raise click_errors.UsageError(f"no such command {name!r} in `harness {' '.join(path)}`".replace("  ", " "))
+            where = f" in `harness {' '.join(path)}`" if path else ""
+            raise click_errors.UsageError(f"no such command {name!r}{where}")
         path.append(name)
         command = command.commands[name]
         ctx = click_core.Context(command, info_name=name, parent=ctx)
