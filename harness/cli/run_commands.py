@@ -60,8 +60,9 @@ def run(
 ) -> None:
     """Run a scenario: live progress, then the verdict table. Exit code per the verdict.
 
-    --json prints the run's summary (summary.json's document) on stdout and the progress on
-    stderr; --quiet prints only the verdict line; with both, only the JSON.
+    --json: the run's summary (what summary.json holds) on stdout, progress on stderr.
+
+    --quiet: only the verdict line. Both: only the JSON.
     """
     invoked_at = time.time()
     from harness.run.session import RunRequest
