@@ -81,5 +81,6 @@ def test_quiet_prints_the_verdict_line_alone(scenario: Path, tmp_path: Path) -> 
     done = _run(scenario, tmp_path, "new-quiet", "--quiet")
     assert done.returncode == 0, done.stdout + done.stderr
     summary = json.loads((tmp_path / "new-quiet" / "summary.json").read_text())
-    assert done.stdout == f"PASSED: {summary['reason']} (run new-quiet)\n"
+    assert summary["reason"] == "all 2 SLOs met"
+    assert done.stdout == "PASSED: all 2 SLOs met (run new-quiet)\n"
     assert "phase=" not in done.stderr and "outputs in" not in done.stderr  # no progress, no chatter
