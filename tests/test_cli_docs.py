@@ -314,3 +314,20 @@ def test_new_refuses_what_it_should_and_writes_nothing(tmp_path: Path) -> None:
     assert refused.returncode == 2 and "ftp.yaml:7:3: target.base_url:" in refused.stderr, refused.stderr
     assert not (tmp_path / "ftp.yaml").exists() and not (tmp_path / "ftp.py").exists()
     assert "Traceback" not in again.stderr + bad.stderr + refused.stderr
+
+
+def test_results_token_env_is_one_name_on_run_gate_and_report(tmp_path: Path) -> None:
+    """`--results-token-env` names the token's variable alike on every command that reads results;
+    an unset one is exit 2 naming the flag, before anything starts."""
+    assert _cli("new", "tok", cwd=tmp_path).returncode == 0
+    env = {"HARNESS_RUNS_DIR": str(tmp_path / "runs")}
+    for command in ("run", "gate"):
+        done = _cli(command, "tok.yaml", "--results-token-env", "NO_SUCH_TOKEN_VAR", cwd=tmp_path, env=env)
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert done.stderr == (
+            "error: --results-token-env names NO_SUCH_TOKEN_VAR, but that environment variable is not set\n"
+        )
+        assert not (tmp_path / "runs").exists()  # nothing was started
+    for command in (["report", "some-run"], ["grafana", "link", "some-run"]):
+        done = _cli(*command, "--results-token-env", "NO_SUCH_TOKEN_VAR", cwd=tmp_path, env=env)
+        assert done.returncode == 2 and "--results-token-env names NO_SUCH_TOKEN_VAR" in done.stderr, done.stderr
