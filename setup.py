@@ -8,7 +8,8 @@ from setuptools import find_namespace_packages, setup
 
 #: package name inside the wheel -> directory in the repository
 BUNDLED = {f"harness._bundled.{name}": name for name in ("scenarios", "locustfiles", "grafana")}
-#: non-Python files any harness package may carry (py.typed; templates such as `harness new`'s)
+#: non-Python files any harness package may carry: py.typed, and templates such as harness/templates/*.tmpl
+#: (what `harness new` writes: it must work from an installed wheel)
 PACKAGE_DATA = ["py.typed", "*.yaml", "*.yml", "*.json", "*.md", "*.tmpl", "*.txt", "*.html", "*.css"]
 
 setup(

@@ -126,10 +126,26 @@ def _commands_in(text: str) -> Iterator[tuple[str, list[str]]]:
         if not words:
             continue
         program = words[0].rsplit("/", 1)[-1]
+        if any("<TAB>" in w for w in words):
+            continue  # a completion demo (`harness gr<TAB>`), not a command line
         if program in ("harness", "make"):
-            yield program, words[1:]
+            yield program, _without_redirections(words[1:])
         elif piped:
             yield "|", words
+
+
+def _without_redirections(words: list[str]) -> list[str]:
+    """``> summary.json``, ``2>/dev/null``, ``< in`` are the shell's, not the command's."""
+    out: list[str] = []
+    skip = False
+    for word in words:
+        if skip:
+            skip = False
+        elif re.fullmatch(r"\d*(>>?|<|&>)", word):
+            skip = True  # the file name follows
+        elif not re.match(r"^\d*(>>?|<|&>)\S", word):
+            out.append(word)
+    return out
 
 
 def _shown() -> list[Shown]:
@@ -230,7 +246,7 @@ def _parse(args: list[str], complete: bool = True) -> tuple[list[str], click_cor
     while _is_group(command):
         values, rest, _ = command.make_parser(ctx).parse_args(list(rest))
         if not rest:
-            if path or not complete or any(a in ("--help", "--version") for a in args):
+            if path or not complete or any(a.startswith("-") for a in args):  # `harness --version`
                 break
             raise click_errors.UsageError("no sub-command")
         name = rest.pop(0)
@@ -371,3 +387,6 @@ def test_synopsis_notation_is_read_as_a_user_reads_it() -> None:
     assert _unsynopsis(shown[0].args) == ["demo", "up", "--restart-delay", "S"]
     piped = _with_alternatives("d.md", 1, "harness runs --limit 3 | head -n 2 && make demo")
     assert [(s.program, s.args) for s in piped] == [("harness", ("runs", "--limit", "3")), ("make", ("demo",))]
+    redirected = _with_alternatives("d.md", 1, "harness run x.yaml --json > summary.json 2>/dev/null")
+    assert [s.args for s in redirected] == [("run", "x.yaml", "--json")]
+    assert _with_alternatives("d.md", 1, "harness gr<TAB>") == []

@@ -1,5 +1,6 @@
 """harness as a user gets it from the package index: a wheel built from this checkout, installed
-into a fresh virtualenv, run from a directory outside the checkout.
+into a fresh virtualenv, run from a directory outside the checkout: ``--help``, ``--version``,
+``new`` and ``validate`` of what it wrote, ``validate`` and ``plan`` of a bundled scenario.
 
 The wheel is built from a copy of the checkout's files (tracked and new, not ignored) with the
 dev venv's own setuptools (``--no-build-isolation``): nothing is downloaded, and a stale
@@ -135,6 +136,16 @@ def test_the_installed_wheel_runs_outside_the_checkout(installed: Path, tmp_path
     helped = harness("--help")
     assert helped.returncode == 0, helped.stderr
     assert "validate" in helped.stdout and "grafana" in helped.stdout
+    versioned = harness("--version")
+    assert versioned.returncode == 0, versioned.stderr
+    assert versioned.stdout.split()[0] == "load-chaos-harness", versioned.stdout
+
+    # `harness new` writes its templates from the installed package; what it writes validates.
+    made = harness("new", "smoke")
+    assert made.returncode == 0, made.stdout + made.stderr
+    assert (tmp_path / "smoke.yaml").is_file() and (tmp_path / "smoke.py").is_file()
+    fresh = harness("validate", "smoke.yaml")
+    assert fresh.returncode == 0, fresh.stdout + fresh.stderr
 
     demo = scenarios / "demo.yaml"
     checked = harness("validate", str(demo))
