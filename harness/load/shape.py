@@ -18,14 +18,17 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from harness.errors import ConfigError
 from harness.scenario import Scenario, UsersStage
 
-__all__ = ["PROBE_TIMEOUT", "shape_stages", "stages_of"]
+__all__ = ["MAX_SPAWN_RATE", "MAX_USERS", "PROBE_TIMEOUT", "shape_stages", "stages_of"]
 
 PROBE_TIMEOUT = 60.0  # seconds the probe may take to import the locustfile and read the shape
+
+
+#: What a stage holds (harness.scenario.UsersStage): users in [0, MAX_USERS], spawn rate in (0, MAX_SPAWN_RATE].
+MAX_USERS = 1_000_000
+MAX_SPAWN_RATE = 100_000.0
 
 
 def stages_of(ticks: list[list[float]]) -> list[UsersStage]:
@@ -35,15 +38,12 @@ def stages_of(ticks: list[list[float]]) -> list[UsersStage]:
     for k in range(1, len(ticks) + 1):
         if k == len(ticks) or ticks[k] != ticks[start]:
             users, rate = ticks[start]
-            try:
-                stage = UsersStage(at=float(start), duration=float(k - start), users=int(users), spawn_rate=rate)
-            except ValidationError as exc:
-                problem = exc.errors()[0]
+            if not (0 <= users <= MAX_USERS and 0 < rate <= MAX_SPAWN_RATE):
                 raise ValueError(
-                    f"tick() at {start}s gives ({users:g}, {rate:g}): {'.'.join(map(str, problem['loc']))} "
-                    f"{problem['msg'].lower()}"
-                ) from None
-            stages.append(stage)
+                    f"tick() at {start}s gives ({users:g}, {rate:g}): a stage takes 0 to {MAX_USERS:,} users "
+                    f"and a spawn rate above 0, up to {MAX_SPAWN_RATE:,.0f}/s"
+                )
+            stages.append(UsersStage(at=float(start), duration=float(k - start), users=int(users), spawn_rate=rate))
             start = k
     return stages
 
