@@ -223,3 +223,38 @@ def test_shape_fasthttpuser_and_custom_client(target: str, influxd: InfluxServer
         assert {words[0] for _, hook, *words in _hooks(log) if hook == "init"} == {"StagesShape"}
     assert _listener_counts(plain_log) == plain
     assert _listener_counts(ours_log) == ours
+
+
+def test_plan_prints_the_shape_as_stages_and_validate_refuses_a_broken_shape(tmp_path: Path) -> None:
+    scenario = tmp_path / "shape.yaml"
+    scenario.write_text(
+        f"name: shaped\ntarget:\n  base_url: http://127.0.0.1:9\nload:\n  locustfile: {COMPAT / 'shaped.py'}\n"
+        "  shape: StagesShape\n"
+    )
+    plan = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "plan", str(scenario)], capture_output=True, text=True, timeout=60
+    )
+    assert plan.returncode == 0, plan.stderr
+    assert "StagesShape: 2 stages read from its ticks, one a second" in plan.stdout
+    assert "2 users at 10/s for 2s" in plan.stdout
+    assert "4 users at 10/s for 3s" in plan.stdout
+    assert "5s in all" in plan.stdout
+
+    broken = tmp_path / "broken.py"
+    broken.write_text(
+        "from locust import HttpUser, LoadTestShape, task\n\n"
+        "class U(HttpUser):\n    @task\n    def t(self):\n        pass\n\n"
+        "class Forever(LoadTestShape):\n    def tick(self):\n"
+        "        if self.get_run_time() >= 3:\n"
+        "            raise RuntimeError('no stage for %d s' % self.get_run_time())\n"
+        "        return (1, 1)\n"
+    )
+    scenario.write_text(
+        f"name: broken\ntarget:\n  base_url: http://127.0.0.1:9\nload:\n  locustfile: {broken}\n  shape: Forever\n"
+    )
+    validate = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "validate", str(scenario)], capture_output=True, text=True, timeout=60
+    )
+    assert validate.returncode == 2
+    assert f"{scenario}: load.shape: Forever: RuntimeError: no stage for 3 s" in validate.stderr + validate.stdout
+    assert "Traceback" not in validate.stderr

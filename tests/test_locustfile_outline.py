@@ -117,3 +117,16 @@ def test_validate_warns_when_the_locustfile_reads_stats(tmp_path: Path) -> None:
     scenario = load_scenario(_scenario(tmp_path, "  stages: [{duration: 5s, users: 2}]\n"))
     (note,) = locustfile_notes(scenario)
     assert note.startswith("locustfile.py reads '.stats': under harness, environment.stats holds only each Locust")
+
+
+def test_shape_ticks_become_stages() -> None:
+    from harness.load.shape import stages_of
+
+    stages = stages_of([[2, 10.0], [2, 10.0], [4, 10.0], [4, 10.0], [4, 10.0], [0, 5.0]])
+    assert [(s.at, s.duration, s.users, s.spawn_rate) for s in stages] == [
+        (0.0, 2.0, 2, 10.0),
+        (2.0, 3.0, 4, 10.0),
+        (5.0, 1.0, 0, 5.0),
+    ]
+    with pytest.raises(ValueError, match=r"tick\(\) at 1s gives \(3, 0\)"):
+        stages_of([[1, 1.0], [3, 0.0]])
