@@ -105,7 +105,9 @@ class Shopper(HttpUser):
         self.client.get("/login")
 
     def on_stop(self):
-        self.client.get("/logout")
+        # Locust kills its users at the end of a timed run (stop_timeout 0): a request here may or
+        # may not complete under plain Locust either, so the hook only says it ran.
+        note("on_stop", type(self).__name__)
 
 
 class Browser(HttpUser):
