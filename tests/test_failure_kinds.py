@@ -25,8 +25,11 @@ out = {
     "message": kinds(CatchResponseError("item 12 out of stock"), ok),
     "status": kinds(RuntimeError("boom"), SimpleNamespace(status_code=503)),
     "exception": kinds(ConnectionRefusedError(), None),
-    "many": sorted({kinds(CatchResponseError(f"wrong answer {chr(0x4E00 + i)}"), None) for i in range(200)}),
-    "early": kinds(CatchResponseError("wrong answer \\u4e00"), None),
+}
+fresh = FailureKinds()
+out |= {
+    "many": sorted({fresh(CatchResponseError(f"wrong answer {chr(0x4E00 + i)}"), None) for i in range(200)}),
+    "early": fresh(CatchResponseError("wrong answer \\u4e00"), None),
 }
 print(json.dumps(out))
 """
