@@ -241,7 +241,7 @@ def _mistakes() -> list[Mistake]:
     cases.append(_mistake("unknown-pod-kill-mode", text, "mode: some", "faults[1].params.mode", "'fixed'"))
 
     text = edit("      namespace: shop\n      deployment", "      namespace: Shop_NS\n      deployment", KUBE_VALID)
-    cases.append(_mistake("bad-namespace", text, "Shop_NS", "faults[0].target.namespace", "should match pattern"))
+    cases.append(_mistake("bad-namespace", text, "Shop_NS", "faults[0].target.namespace", "must match the pattern"))
 
     text = edit("safety:\n  allowed_contexts: [kind-shop]\n", "", KUBE_VALID)
     cases.append(

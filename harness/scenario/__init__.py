@@ -46,6 +46,7 @@ from harness.scenario.fields import (
 from harness.scenario.loader import (
     MAX_SCENARIO_BYTES,
     load_scenario,
+    read_scenario,
 )
 from harness.scenario.model import (
     DEFAULT_ALLOWED_PATHS,
@@ -68,6 +69,8 @@ from harness.scenario.model import (
     scenario_total_seconds,
     steady_thresholds,
 )
+from harness.scenario.overrides import Overrides
+from harness.scenario.redact import Loaded
 
 __all__ = [
     "DEFAULT_ALLOWED_PATHS",
@@ -93,10 +96,12 @@ __all__ = [
     "LabelKey",
     "LabelValue",
     "Load",
+    "Loaded",
     "Model",
     "Name",
     "NetnsName",
     "NodeSelector",
+    "Overrides",
     "Percent",
     "Port",
     "ProcessTarget",
@@ -115,6 +120,7 @@ __all__ = [
     "fault_kinds",
     "label_selector",
     "load_scenario",
+    "read_scenario",
     "regex",
     "scenario_json_schema",
     "scenario_total_seconds",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import yaml
@@ -94,7 +95,18 @@ class _Loader(yaml.SafeLoader):
 _Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
 
 
-def read_yaml(text: str, file: str) -> tuple[Any, Positions, list[Problem]]:
+#: Called on the composed document before it is constructed (variables are substituted there),
+#: with the function that gives the tag YAML would give a plain scalar. It keeps its own
+#: problems: they do not stop the document from being read (every problem comes out at once).
+Prepare = Callable[[yaml.Node, Callable[[str], str]], None]
+
+
+def read_yaml(text: str, file: str, prepare: Prepare | None = None) -> tuple[Any, Positions, list[Problem]]:
+    """The document in ``text``, where each key path was written, and every problem, located.
+
+    ``prepare`` sees the composed nodes after their positions are recorded and before values
+    are built from them: what it changes keeps the line and column it was written at.
+    """
     positions = Positions()
     problems: list[Problem] = []
     loader: _Loader | None = None
@@ -104,6 +116,9 @@ def read_yaml(text: str, file: str) -> tuple[Any, Positions, list[Problem]]:
         if node is None:
             return None, positions, [Problem(file, 1, 1, "", "file is empty; a scenario needs name, target and load")]
         _walk(node, (), positions, problems, file, _Budget())
+        if prepare is not None and not problems:
+            resolver = loader  # bound here: mypy cannot see it is not None inside the lambda
+            prepare(node, lambda value: str(resolver.resolve(yaml.ScalarNode, value, (True, False))))
         if problems:
             return None, positions, problems
         data = loader.construct_document(node)
