@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from harness.cli.app import ScenarioArg, errors_to_exit_codes
+from harness.cli.scenario_options import BaseUrl, Duration, Env, Rate, Set, Users, overrides
 
 if TYPE_CHECKING:
     from harness.judge.summary import RunSummary
@@ -46,6 +47,12 @@ def run(
         ),
     ] = None,
     run_id: RunId = None,
+    env: Env = None,
+    settings: Set = None,
+    base_url: BaseUrl = None,
+    users: Users = None,
+    rate: Rate = None,
+    duration: Duration = None,
 ) -> None:
     """Run a scenario: live progress, then the verdict table. Exit code per the verdict."""
     invoked_at = time.time()
@@ -62,6 +69,7 @@ def run(
             run_id=run_id,
             gate=False,
             invoked_at=invoked_at,
+            overrides=overrides(env, settings, base_url, users, rate, duration),
         )
     )
 
@@ -83,6 +91,12 @@ def gate(
     processes: Processes = None,
     results_url: ResultsUrl = None,
     run_id: RunId = None,
+    env: Env = None,
+    settings: Set = None,
+    base_url: BaseUrl = None,
+    users: Users = None,
+    rate: Rate = None,
+    duration: Duration = None,
 ) -> None:
     """A pre-promotion gate: run with strict settings for CI (exit 0 only when everything held).
 
@@ -104,6 +118,7 @@ def gate(
             run_id=run_id,
             gate=True,
             invoked_at=invoked_at,
+            overrides=overrides(env, settings, base_url, users, rate, duration),
         )
     )
 

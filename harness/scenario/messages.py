@@ -1,4 +1,4 @@
-"""Pydantic's errors said in the scenario's own words.
+"""Pydantic's and PyYAML's errors said in the scenario's own words.
 
 Pydantic words its errors for programmers ("Input should be a valid integer, unable to parse
 string as an integer", "Input should be a valid dictionary or instance of Target"); a user of a
@@ -9,10 +9,11 @@ that none of its phrasing reaches the user ("Input should be" becomes "must be")
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["plain"]
+__all__ = ["plain", "yaml_plain"]
 
 
 def _shown(value: Any) -> str:
@@ -119,3 +120,48 @@ def plain(error: Mapping[str, Any]) -> str:
     ):
         message = message.replace(phrase, ours)
     return message
+
+
+_CHAR = re.compile(r"found character '(.+)' that cannot start any token")
+_EXPECTED = re.compile(r"expected '?([^']*)'? or '([\]}])', but got '(.*)'")
+
+
+def yaml_plain(problem: str, context: str) -> str:
+    """PyYAML's complaint (``problem``, ``context``) said plainly, for the position it points at."""
+    match = _CHAR.search(problem)
+    if match and match[1] == "\\t":
+        return "a tab character: YAML indents with spaces only; replace the tab with spaces"
+    if match:
+        return f"a value cannot start with '{match[1]}'; put the value in quotes"
+    if "mapping values are not allowed" in problem:
+        return (
+            "unexpected ':' here: quote a value that contains ': ' (e.g. \"a: b\"), "
+            "or check this line's indentation against the lines above"
+        )
+    if "end of stream" in problem and "quoted" in context:
+        return "a quoted value is not closed: the closing quote is missing"
+    if (bracket := _EXPECTED.search(problem)) is not None:
+        return f"a '{bracket[2]}' is missing, or an item in brackets has an unquoted ':' or ','; quote such an item"
+    if problem.startswith("expected <block end>") or "did not find expected key" in problem:
+        return "this line's indentation does not fit the lines above it (keys of one mapping line up)"
+    if "could not find expected ':'" in problem:
+        return "expected 'key: value' here: a ':' is missing, or this line is indented wrongly"
+    if "did not find expected '-' indicator" in problem:
+        return "expected a list item ('- ...') at this indentation"
+    if (alias := re.search(r"found undefined alias '(.*)'", problem)) is not None:
+        return f"*{alias[1]} refers to no anchor &{alias[1]} written before it"
+    if "duplicate anchor" in context:
+        return "this anchor (&name) is used twice; give each anchor its own name"
+    if (escape := re.search(r"found unknown escape character '(.*)'", problem)) is not None:
+        return (
+            f"'\\{escape[1]}' is no escape in a double-quoted value: write '\\\\' for a backslash, or use single quotes"
+        )
+    if "another document" in problem:
+        return "a scenario file holds one YAML document: remove the '---' line and what follows, or split the file"
+    if "constructor for the tag" in problem or "python/" in problem:
+        tag = re.search(r"'(!\S*)'", problem)
+        written = f" {tag[1]}" if tag else ""
+        return f"the tag{written} is not allowed: only plain YAML is allowed (no language-specific tags)"
+    if "unacceptable character" in problem or "special characters are not allowed" in problem:
+        return "a character that YAML does not allow in a file (a control character?)"
+    return "not valid YAML at this point: check the quotes, the brackets, the indentation and the ':' after each key"
