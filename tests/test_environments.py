@@ -103,7 +103,7 @@ def test_variables_come_from_the_environment_with_defaults_and_escapes(workdir: 
     scenario = loaded.scenario
     assert scenario.target.base_url == URL
     assert scenario.description == f"against {URL}, costs $5"  # $$ is one $
-    assert scenario.load.stages[1].users == 400  # a plain value reads as YAML reads it: a number
+    assert scenario.load.stages[1].users == 400  # a plain value reads as YAML reads it: a number  # type: ignore[union-attr]
     assert scenario.load.stages[1].duration == 20.0  # the default
     used = {(u.name, u.value, u.origin, u.line, u.column) for u in loaded.variables}
     assert used == {
@@ -119,7 +119,7 @@ def test_a_quoted_variable_stays_text_and_empty_takes_the_default(workdir: Path)
     path = write(workdir, text)
     loaded = read_scenario(path, environ={"BASE_URL": URL, "NAME": "123", "USERS": ""})
     assert loaded.scenario.name == "123"
-    assert loaded.scenario.load.stages[1].users == 7  # ':-' takes the default when the value is empty
+    assert loaded.scenario.load.stages[1].users == 7  # ':-' takes the default when the value is empty  # type: ignore[union-attr]
 
 
 def test_an_unset_variable_is_located_and_reported_with_every_other_problem(workdir: Path) -> None:

@@ -21,32 +21,47 @@ __all__ = ["allowed_keys", "closest", "model_at"]
 def model_at(path: KeyPath, data: Any) -> type[BaseModel] | None:
     """The model class that validates the mapping at ``path`` of ``data`` (best effort: None
     where it cannot be told, e.g. a fault without a known kind, or a free-form mapping)."""
-    model: Any = Scenario
+    annotation: Any = Scenario
     node = data
     for part in path:
         if isinstance(part, int):
+            annotation = _item(annotation)
             node = node[part] if isinstance(node, list) and 0 <= part < len(node) else None
             continue
+        model = _unwrap(annotation, node)
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
             return None
         field = model.model_fields.get(part) or next((f for f in model.model_fields.values() if f.alias == part), None)
         if field is None:
             return None
         node = node.get(part) if isinstance(node, dict) else None
-        model = _unwrap(field.annotation, node)
+        annotation = field.annotation
+    model = _unwrap(annotation, node)
     return model if isinstance(model, type) and issubclass(model, BaseModel) else None
 
 
+def _item(annotation: Any) -> Any:
+    """The type of a list's items (through ``Annotated`` and ``| None``); None for no list."""
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        return _item(typing.get_args(annotation)[0])
+    if origin is list:
+        return typing.get_args(annotation)[0]
+    if origin in (typing.Union, types.UnionType):
+        items = [_item(a) for a in typing.get_args(annotation) if a is not type(None)]
+        return next((i for i in items if i is not None), None)
+    return None
+
+
 def _unwrap(annotation: Any, node: Any) -> Any:
+    """The model that validates ``node`` where ``annotation`` is expected (unions decided as
+    the models decide them)."""
     if annotation is Fault:  # the union of every registered kind, built by pydantic on first use
         kind = node.get("kind") if isinstance(node, dict) else None
         return fault_kinds().get(kind) if isinstance(kind, str) else None
     origin = typing.get_origin(annotation)
     if origin is Annotated:
         return _unwrap(typing.get_args(annotation)[0], node)
-    if origin is list:
-        item = node[0] if isinstance(node, list) and node else None
-        return _unwrap(typing.get_args(annotation)[0], item)
     if origin in (typing.Union, types.UnionType):
         options = [_unwrap(a, node) for a in typing.get_args(annotation) if a is not type(None)]
         models = [m for m in options if isinstance(m, type) and issubclass(m, BaseModel)]

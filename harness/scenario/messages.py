@@ -33,7 +33,7 @@ def _shown(value: Any) -> str:
 def _bound(word: str) -> Callable[[Mapping[str, Any], Any], str]:
     def say(ctx: Mapping[str, Any], value: Any) -> str:
         limit = next(iter(ctx.values()), "?") if ctx else "?"
-        return f"{_shown(value)} is too {word}: it must be {_BOUND_WORDS[word]} {limit}"
+        return f"{_shown(value)} is too {word.split()[0]}: it must be {_BOUND_WORDS[word]} {limit}"
 
     return say
 
