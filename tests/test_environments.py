@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +23,9 @@ import pytest
 
 from harness.errors import ScenarioError
 from harness.scenario import Overrides, read_scenario
+from tests.cli_help import check_command
+
+ROOT = Path(__file__).resolve().parents[1]
 
 LOCUSTFILE = """\
 from locust import FastHttpUser, task
@@ -376,3 +382,38 @@ def test_plan_json_fields(workdir: Path) -> None:
     refused = harness(workdir, "plan", str(path), "--json")
     assert refused.returncode == 2
     assert _json(refused)["problems"][0]["message"].startswith("variable BASE_URL is not set")
+
+
+# ---------------------------------------------------------------- docs/environments.md
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "environments.md"
+FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
+
+
+def test_every_command_in_the_doc_parses_against_the_cli() -> None:
+    commands = [
+        shlex.split(line)
+        for lang, body in FENCE.findall(DOC.read_text())
+        if lang == "sh"
+        for line in body.splitlines()
+        if line.startswith("harness ")
+    ]
+    assert len(commands) >= 4
+    for command in commands:
+        check_command(command[1:], "docs/environments.md")
+
+
+def test_the_docs_example_scenario_validates(tmp_path: Path) -> None:
+    [example] = [body for lang, body in FENCE.findall(DOC.read_text()) if lang == "yaml"]
+    (tmp_path / "locustfiles").mkdir()
+    shutil.copy(ROOT / "locustfiles" / "shop.py", tmp_path / "locustfiles" / "shop.py")
+    (tmp_path / "scenarios").mkdir()
+    path = write(tmp_path / "scenarios", example, "checkout.yaml")
+    loaded = read_scenario(path, Overrides(variables=("BASE_URL=https://staging.example.com",)), environ={})
+    assert loaded.scenario.load.stages[1].duration == 300.0
+    assert loaded.scenario.load.stages[0].users == 50  # type: ignore[union-attr]
+    found = problems(path, {})
+    assert found == [
+        f"{path}:3:13: target.base_url: variable BASE_URL is not set; set it in the environment or with "
+        "-e BASE_URL=VALUE, or give a default: ${BASE_URL:-default}"
+    ]
