@@ -152,7 +152,6 @@ def read_scenario(
 ) -> Loaded:
     """:func:`load_scenario`, also saying which variables the file used and what the flags set
     (for ``harness plan``). ``environ`` defaults to the process's environment."""
-    # long: one pass over the steps of reading, each a few lines; split, the problems' flow hides
     overrides = overrides or Overrides()
     file = str(path)
     source = Path(path)
