@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import http.client
 import json
 import os
@@ -954,7 +955,21 @@ class FakeSystemd:
             _end_pid(pid)
         for directory in (self.worker_cgroup, self.cgroup, self.slice):
             if directory.exists():
-                directory.rmdir()
+                _rmdir_cgroup(directory)
+
+
+def _rmdir_cgroup(directory: Path, timeout: float = 10.0) -> None:
+    """Remove a cgroup this test made. The kernel answers EBUSY for a moment after its last
+    process died (the task is released after it is reaped), so wait that out rather than leak it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            directory.rmdir()
+            return
+        except OSError as exc:
+            if exc.errno != errno.EBUSY or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 @pytest.fixture
