@@ -247,7 +247,7 @@ def test_without_the_package_the_kind_is_unknown(tmp_path: Path) -> None:
         tmp_path / "plain.yaml", "http://127.0.0.1:9", f"- {{name: mark, kind: {KIND}, at: 1s, duration: 2s}}\n", 5
     )
     done = _harness({**os.environ}, "validate", str(path))
-    assert done.returncode == 2 and "faults[0].kind: unknown fault kind '{KIND}'; use one of" in done.stderr, done.stderr
+    assert done.returncode == 2 and "faults[0].kind: unknown fault kind; use one of" in done.stderr, done.stderr
     assert KIND not in done.stderr
 
 

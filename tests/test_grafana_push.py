@@ -94,8 +94,8 @@ def grafana() -> Iterator[GrafanaDouble]:
 
 def _push(grafana: GrafanaDouble, *extra: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     environ = {"GRAFANA_TOKEN": GRAFANA_TOKEN, "INFLUX_TOKEN": INFLUX_TOKEN, **(env or {})}
-    args = ["grafana", "push", "--url", grafana.url, "--influx-url", "http://influxdb:8086"]
-    return _cli(*args, "--influx-token-env", "INFLUX_TOKEN", *extra, env=environ)
+    args = ["grafana", "push", "--url", grafana.url, "--results-url", "http://influxdb:8086"]
+    return _cli(*args, "--results-token-env", "INFLUX_TOKEN", *extra, env=environ)
 
 
 def _datasource_uids(node: Any) -> Iterator[str]:
@@ -234,21 +234,34 @@ def test_a_missing_token_variable_is_exit_2_naming_it(grafana: GrafanaDouble) ->
     custom = _cli("grafana", "push", "--url", grafana.url, "--token-env", "MY_GRAFANA", env={"GRAFANA_TOKEN": "x"})
     assert custom.returncode == 2 and "MY_GRAFANA" in custom.stderr
     influx = _cli(
-        "grafana", "push", "--url", grafana.url, "--influx-token-env", "NO_SUCH_VAR", env={"GRAFANA_TOKEN": "x"}
+        "grafana", "push", "--url", grafana.url, "--results-token-env", "NO_SUCH_VAR", env={"GRAFANA_TOKEN": "x"}
     )
-    assert influx.returncode == 2 and "--influx-token-env names NO_SUCH_VAR" in influx.stderr
+    assert influx.returncode == 2 and "--results-token-env names NO_SUCH_VAR" in influx.stderr
+    # The old spelling still works (hidden from --help), and messages name the flag that was typed.
+    old = _cli("grafana", "push", "--url", grafana.url, "--influx-token-env", "NO_SUCH_VAR", env={"GRAFANA_TOKEN": "x"})
+    assert old.returncode == 2 and "--influx-token-env names NO_SUCH_VAR" in old.stderr
+    assert "note: --influx-token-env is deprecated; use --results-token-env" in old.stderr
     assert grafana.requests == []
 
 
 def test_credentials_in_a_url_are_refused_without_printing_them(grafana: GrafanaDouble) -> None:
-    done = _cli(
-        "grafana", "push", "--url", grafana.url, "--influx-url", "http://u:pw-in-url@influxdb:8086",
-        env={"GRAFANA_TOKEN": GRAFANA_TOKEN},
-    )  # fmt: skip
-    assert done.returncode == 2
-    assert "--influx-url http://influxdb:8086: remove the credentials" in done.stderr
-    assert "pw-in-url" not in done.stdout + done.stderr
+    for flag in ("--results-url", "--influx-url"):  # the name, and its deprecated spelling
+        done = _cli(
+            "grafana", "push", "--url", grafana.url, flag, "http://u:pw-in-url@influxdb:8086",
+            env={"GRAFANA_TOKEN": GRAFANA_TOKEN},
+        )  # fmt: skip
+        assert done.returncode == 2
+        assert f"{flag} http://influxdb:8086: remove the credentials" in done.stderr
+        assert "pw-in-url" not in done.stdout + done.stderr
     assert grafana.requests == []
+
+
+def test_push_takes_grafanas_url_from_harness_grafana_url(grafana: GrafanaDouble) -> None:
+    done = _cli("grafana", "push", env={"GRAFANA_TOKEN": GRAFANA_TOKEN, "HARNESS_GRAFANA_URL": grafana.url})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert ("GET", "/api/datasources/uid/harness-influxdb") in grafana.calls()
+    nowhere = _cli("grafana", "push", env={"GRAFANA_TOKEN": GRAFANA_TOKEN})
+    assert nowhere.returncode == 2 and "--url" in nowhere.stderr
 
 
 def test_an_unreachable_grafana_is_exit_3() -> None:

@@ -39,10 +39,12 @@ from harness.scenario import Scenario
 
 __all__ = [
     "CGROUPS",
+    "DEVELOPMENT_PROBES",
     "IFB",
     "IPROUTE",
     "KUBE_CONTEXTS",
     "NETEM",
+    "NETEM_HINT",
     "NETNS",
     "NFTABLES",
     "NGINX",
@@ -86,7 +88,7 @@ class Capability:
     """One thing a fault may need, and whether this host has it.
 
     ``detail`` says what worked (with versions) when ``ok``, else why not and how to fix it.
-    ``optional`` marks tools no fault needs (nginx and wrk serve the demo and benchmarks).
+    ``optional`` marks tools no fault needs (the test suite's and benchmarks' own tools).
     """
 
     name: str
@@ -173,23 +175,32 @@ def _probe_nftables() -> str:
     return f"{version}: created and deleted a table in a throwaway netns"
 
 
+#: What to do when the kernel has no netem qdisc, said to the person running harness.
+NETEM_HINT = (
+    "load the kernel module sch_netem (modprobe sch_netem); Debian's kernels ship it in "
+    "linux-image-*, Ubuntu's in linux-modules-extra-$(uname -r)"
+)
+
+
 def _probe_netem() -> str:
-    uml_hint = "netem faults need a kernel with sch_netem (modprobe sch_netem); here, run them inside UML (see uml)"
     available: Callable[[], tuple[bool, str]] | None = getattr(netem_probe, "available", None)
     if available is not None:  # the probe netem faults use (a throwaway namespace of a child process)
         ok, why = available()
         if not ok:
-            raise _Missing(f"{why}; {uml_hint}")
+            raise _Missing(f"{why}; {NETEM_HINT}")
         return why
     try:
         _qdisc_probe("netem", delay=1000)
     except _Missing as exc:
-        raise _Missing(f"{exc}; {uml_hint}") from None
+        raise _Missing(f"{exc}; {NETEM_HINT}") from None
     return "created a netem qdisc on lo in a throwaway netns"
 
 
 def _probe_tbf() -> str:
-    _qdisc_probe("tbf", rate="1mbit", burst=5000, latency="50ms")
+    try:
+        _qdisc_probe("tbf", rate="1mbit", burst=5000, latency="50ms")
+    except _Missing as exc:
+        raise _Missing(f"{exc}; load the kernel module sch_tbf (modprobe sch_tbf)") from None
     return "created a tbf qdisc on lo in a throwaway netns"
 
 
@@ -200,7 +211,9 @@ def _probe_ifb() -> str:
         try:
             ipr.link("add", ifname="hprobe-ifb", kind="ifb")
         except Exception as exc:
-            raise _Missing(f"the kernel refused an ifb link: {_netlink_error(exc)} (modprobe ifb)") from None
+            raise _Missing(
+                f"the kernel refused an ifb link: {_netlink_error(exc)}; load the kernel module ifb (modprobe ifb)"
+            ) from None
     return "created an ifb link in a throwaway netns"
 
 
@@ -343,9 +356,9 @@ def _probe_systemd() -> str:
     return f"PID 1 is {init}; {systemctl} can resolve units"
 
 
-_OPTIONAL = frozenset({NGINX, WRK})
+_OPTIONAL = frozenset({NGINX, WRK, UML})
 
-#: Every probe by capability name, in the order ``harness doctor`` prints them.
+#: What faults may need, by capability name, in the order ``harness doctor`` prints them.
 PROBES: dict[str, Callable[[], str]] = {
     NFTABLES: _probe_nftables,
     NETEM: _probe_netem,
@@ -355,28 +368,42 @@ PROBES: dict[str, Callable[[], str]] = {
     IPROUTE: _probe_iproute,
     CGROUPS: _probe_cgroups,
     STRESS_NG: _probe_stress_ng,
-    UML: _probe_uml,
     KUBE_CONTEXTS: _probe_kube_contexts,
     SYSTEMD: _probe_systemd,
+}
+
+#: Tools this project's own test suite and benchmarks use (a UML guest for netem where the
+#: host kernel lacks it, nginx and wrk for the throughput ceiling). No fault needs them, so
+#: ``harness doctor`` does not list them; :func:`probe` answers for them when named.
+DEVELOPMENT_PROBES: dict[str, Callable[[], str]] = {
+    UML: _probe_uml,
     NGINX: _probe_nginx,
     WRK: _probe_wrk,
 }
 
 
 def probe(names: Iterable[str] | None = None) -> list[Capability]:
-    """Run the probes named (default: all, in :data:`PROBES` order) and say what works.
+    """Run the probes named (default: every one faults may need, in :data:`PROBES` order) and
+    say what works.
 
     Never raises for a probe: a failure is that capability's ``ok=False`` and reason.
-    Raises ``KeyError`` for a name that is not a probe.
+    Raises ``KeyError`` for a name that is not a probe (of :data:`PROBES` or
+    :data:`DEVELOPMENT_PROBES`).
     """
     wanted = list(PROBES) if names is None else list(names)
     out: list[Capability] = []
     for name in wanted:
-        run = PROBES[name]
+        run = PROBES[name] if name in PROBES else DEVELOPMENT_PROBES[name]
         try:
             out.append(Capability(name, True, run(), optional=name in _OPTIONAL))
         except _Missing as exc:
             out.append(Capability(name, False, str(exc), optional=name in _OPTIONAL))
+        except ModuleNotFoundError as exc:  # a dependency of harness itself is broken or absent
+            missing_module = (exc.name or "?").split(".")[0]
+            detail = (
+                f"the Python package {missing_module} is missing (pip install {missing_module}, or reinstall harness)"
+            )
+            out.append(Capability(name, False, detail, optional=name in _OPTIONAL))
         except Exception as exc:  # a probe's own bug or an odd host: still an answer, not a crash
             out.append(Capability(name, False, f"probe failed: {type(exc).__name__}: {exc}", name in _OPTIONAL))
     return out
@@ -420,7 +447,8 @@ def missing(scenario: Scenario, probed: Iterable[Capability]) -> list[str]:
 def render(probed: Iterable[Capability]) -> list[str]:
     """The lines ``harness doctor`` prints: one per capability, then a count.
 
-    ``ok`` / ``NO`` / ``--`` (an optional tool that is missing), the name, and the detail.
+    ``ok`` / ``NO`` / ``--`` (an optional tool that is missing), the name, and the detail:
+    what works, or what is missing and the package that brings it.
     """
     caps = list(probed)
     width = max((len(c.name) for c in caps), default=0)

@@ -22,14 +22,25 @@ import typer
 from harness import paths
 from harness.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, HarnessError, ScenarioError
 
-__all__ = ["ScenarioArg", "app", "demo_app", "errors_to_exit_codes", "grafana_app", "influx_app", "token"]
+__all__ = [
+    "JsonFlag",
+    "QuietFlag",
+    "ScenarioArg",
+    "app",
+    "demo_app",
+    "errors_to_exit_codes",
+    "grafana_app",
+    "influx_app",
+    "token",
+    "version",
+]
 
 app = typer.Typer(
     name="harness",
     help="Distributed load-and-chaos harness: Locust load and timed faults on Ray, results in InfluxDB, SLO verdicts.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, PowerShell)
 )
 demo_app = typer.Typer(help="The local demo shop (gateway, catalog, cart, payments) under a supervisor.")
 influx_app = typer.Typer(help="The embedded local InfluxDB 1.x that harness starts when none is running.")
@@ -42,6 +53,46 @@ log = logging.getLogger("harness")
 F = TypeVar("F", bound=Callable[..., Any])
 
 ScenarioArg = Annotated[Path, typer.Argument(help="Scenario YAML file.", show_default=False)]
+JsonFlag = Annotated[
+    bool, typer.Option("--json", help="Print one JSON document on stdout instead of tables (fields: docs/cli.md).")
+]
+QuietFlag = Annotated[
+    bool, typer.Option("--quiet", "-q", help="Print only the verdict line; errors still go to stderr.")
+]
+
+
+def version() -> str:
+    """``<distribution> <version>`` of the installed distribution that provides the ``harness`` package.
+
+    Read from the installed metadata (never a constant that can disagree with it); the
+    distribution's name is looked up the same way, so a rename on the package index needs no
+    change here.
+    """
+    from importlib import metadata
+
+    names = list(dict.fromkeys(metadata.packages_distributions().get("harness", [])))
+    for name in names or ["harness"]:
+        try:
+            return f"{name} {metadata.version(name)}"
+        except metadata.PackageNotFoundError:
+            continue
+    return "harness (not installed: no distribution metadata)"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(version())
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _options(
+    show_version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the installed version and exit."),
+    ] = False,
+) -> None:
+    """Distributed load-and-chaos harness: Locust load and timed faults on Ray, results in InfluxDB, SLO verdicts."""
 
 
 def errors_to_exit_codes(func: F) -> F:

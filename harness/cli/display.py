@@ -30,12 +30,14 @@ from harness.scenario.source import dotted
 __all__ = [
     "Progress",
     "console",
+    "err_console",
     "print_comparison",
     "print_plan",
     "print_plan_of",
     "print_problems",
     "print_runs",
     "print_verdict",
+    "print_verdict_line",
 ]
 
 # CI logs are not terminals: give tables room instead of rich's 80-column default.
@@ -135,7 +137,6 @@ def print_verdict(summary: RunSummary) -> None:
             f"p50 {totals.latency.p50_ms} ms, p99 {totals.latency.p99_ms} ms"
         )
     slos = summary.slo_results()
-    verdict, reason = summary.verdict, summary.reason
     if slos:
         table = Table(title=f"verdict for {summary.run_id}")
         for column in ("SLO", "window", "endpoint", "measured", "threshold", "result"):
@@ -146,18 +147,44 @@ def print_verdict(summary: RunSummary) -> None:
             result = "[green]pass[/]" if r.passed else "[red]FAIL[/]"
             table.add_row(*map(escape, (r.name, r.window, r.endpoint, measured, threshold)), result)
         console.print(table)
+    print_verdict_line(summary)
+
+
+def print_verdict_line(summary: RunSummary, with_run_id: bool = False) -> None:
+    """The last line of every run, ``PASSED: <reason>``; ``--quiet`` prints only this line,
+    with ``(run <id>)`` after it since nothing else names the run."""
+    verdict = summary.verdict
     colour = {"passed": "green", "failed": "red", "aborted": "red", "invalid": "yellow"}.get(verdict, "magenta")
-    console.print(f"[bold {colour}]{verdict.upper()}[/]: ", end="")
-    console.print(reason, markup=False)
+    console.print(f"[bold {colour}]{escape(verdict.upper())}[/]: ", end="")
+    console.print(summary.reason + (f" (run {summary.run_id})" if with_run_id else ""), markup=False)
+
+
+_RUNS_TABLE_ROOM = 80  # what the other columns need besides the run id before a table reads well
 
 
 def print_runs(runs: list[RunInfo]) -> None:
-    table = Table(title="runs, newest first")
-    for column in ("run id", "scenario", "started (UTC)", "duration", "verdict", "reason"):
-        table.add_column(column)
+    """The runs as a table; on a terminal too narrow for one, one plain line per run.
+
+    A run id is what users copy into ``report``, ``compare`` and ``grafana link``: it is never
+    folded or cut, whatever the width (the other columns give way, then the table does).
+    """
+    widest = max((len(run.run_id) for run in runs), default=6)
+    rows = []
     for run in runs:
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(run.started)) if run.started else "?"
         duration = format_duration(round(run.duration_s)) if run.duration_s is not None else "-"
+        rows.append((run, started, duration))
+    if console.width < widest + _RUNS_TABLE_ROOM:
+        for run, started, duration in rows:
+            line = f"{run.run_id:<{widest}}  {run.verdict:<10}  {started}  {duration:>8}  {run.scenario}"
+            console.print(line, markup=False, soft_wrap=True)
+        return
+    table = Table(title="runs, newest first")
+    table.add_column("run id", no_wrap=True, min_width=widest)
+    for column in ("scenario", "started (UTC)", "duration", "verdict"):
+        table.add_column(column)
+    table.add_column("reason", ratio=1)
+    for run, started, duration in rows:
         colour = {"passed": "green", "failed": "red", "aborted": "red", "invalid": "yellow"}.get(run.verdict, "magenta")
         table.add_row(
             *map(escape, (run.run_id, run.scenario, started, duration)),
@@ -198,16 +225,17 @@ def print_comparison(report: BaselineReport, before: str, after: str) -> None:
 class Progress:
     """Live progress of a run (a :class:`harness.run.session.ProgressView`), shown while its load runs."""
 
-    def __init__(self, run_id: str, total: float) -> None:
+    def __init__(self, run_id: str, total: float, out: Console | None = None) -> None:
         self.run_id = run_id
         self.total = total
+        self.out = out or console  # stderr when stdout carries a JSON summary
         self.live: Live | None = None
         self._last_plain = 0.0
         self.status: LiveStatus | None = None
 
     def __enter__(self) -> Progress:
-        if console.is_terminal:
-            self.live = Live(self._render(), console=console, refresh_per_second=2, transient=True)
+        if self.out.is_terminal:
+            self.live = Live(self._render(), console=self.out, refresh_per_second=2, transient=True)
             self.live.__enter__()
         return self
 
@@ -221,10 +249,10 @@ class Progress:
             self.live.update(self._render())
         elif time.monotonic() - self._last_plain >= 5:
             self._last_plain = time.monotonic()
-            console.print(self._line(status), markup=False)
+            self.out.print(self._line(status), markup=False)
 
     def event(self, text: str) -> None:
-        console.print(text, markup=False)
+        self.out.print(text, markup=False)
 
     def _line(self, s: LiveStatus) -> str:
         p99 = "n/a" if math.isnan(s.p99_ms) else f"{s.p99_ms:.1f}ms"

@@ -73,7 +73,9 @@ def doctor(
         Path | None, typer.Argument(help="Also say which of this scenario's faults cannot work here.")
     ] = None,
 ) -> None:
-    """Print what this host can do for faults (netem, nftables, tbf, cgroups, stress-ng, UML, kube), and why not.
+    """Print what this host can do for faults (nftables, netem, tbf, cgroups, stress-ng, kube, ...).
+
+    For each thing missing: what it is, and the Debian package or kernel module that brings it.
 
     With a scenario: exit 2 when one of its faults needs something missing, naming it.
     """

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from harness import paths
-from harness.cli.app import errors_to_exit_codes, token
+from harness.cli.app import JsonFlag, errors_to_exit_codes, token
 from harness.errors import ConfigError
 
-__all__ = ["compare", "grafana_link", "grafana_push", "register", "report", "runs_"]
+if TYPE_CHECKING:
+    from harness.review.runs import RunInfo
+
+__all__ = ["compare", "grafana_link", "grafana_push", "register", "report", "runs_", "runs_document"]
 
 log = logging.getLogger("harness")
 
@@ -27,25 +31,59 @@ def register(app: typer.Typer, grafana_app: typer.Typer) -> None:
 
 def runs_(
     limit: Annotated[int, typer.Option(min=1, max=10_000, help="Show at most this many runs.")] = 20,
+    as_json: JsonFlag = False,
 ) -> None:
-    """List recent runs under runs/ (id, scenario, start, duration, verdict), newest first.
+    """List recent runs (id, scenario, start, duration, verdict), newest first.
 
+    Runs are kept in one place whatever the working directory: $HARNESS_RUNS_DIR, else
+    ~/.local/share/harness/runs ($XDG_DATA_HOME, $HARNESS_DATA_DIR move it).
     A run without a verdict shows as 'running' while its driver process lives and 'aborted'
     once it is gone (killed, crashed, interrupted twice); 'unfinished' when that cannot be told.
     """
     from harness.cli.display import print_runs
     from harness.review.runs import list_runs
 
-    print_runs(list_runs(paths.runs_dir(), limit))
+    where = paths.runs_dir()
+    found = list_runs(where, limit)
+    if as_json:
+        typer.echo(json.dumps(runs_document(where, found), indent=2))
+        return
+    if not found:
+        typer.echo(f"no runs in {where} ({paths.runs_dir_source()})")
+        legacy = Path("runs")
+        if legacy.is_dir() and legacy.absolute() != where and list_runs(legacy, 1):
+            typer.echo(f"./runs holds runs from an older harness: HARNESS_RUNS_DIR={legacy.absolute()} lists them")
+        return
+    print_runs(found)
+
+
+def runs_document(where: Path, found: list[RunInfo]) -> dict[str, Any]:
+    """``harness runs --json``: where the runs were looked for, and one object per run (docs/cli.md)."""
+    return {
+        "runs_dir": str(where),
+        "runs": [
+            {
+                "run_id": run.run_id,
+                "scenario": run.scenario,
+                "started": run.started,
+                "duration_s": run.duration_s,
+                "verdict": run.verdict,
+                "reason": run.reason,
+                "directory": str(where / run.run_id),
+            }
+            for run in found
+        ],
+    }
 
 
 def compare(
-    before: Annotated[str, typer.Argument(help="Run id of the reference run (under runs/).", show_default=False)],
+    before: Annotated[str, typer.Argument(help="Run id of the reference run.", show_default=False)],
     after: Annotated[str, typer.Argument(help="Run id of the run to judge against it.", show_default=False)],
     scenario: Annotated[
         Path | None,
         typer.Option(help="Take the tolerances from this scenario's baseline: block (default: the defaults)."),
     ] = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """Per-phase and per-endpoint differences of AFTER against BEFORE, with the gate's statistics.
 
@@ -61,27 +99,38 @@ def compare(
     for run in (before, after):
         directory = paths.runs_dir() / run
         if not (directory / "results.lp").is_file():
-            raise ConfigError(f"run {run}: no {directory / 'results.lp'}")
+            raise ConfigError(f"run {run}: no {directory / 'results.lp'} ({paths.runs_dir_source()})")
         samples.append(samples_from_run_dir(directory))
     report = judge(samples[1], samples[0], tolerances)
-    print_comparison(report, before, after)
+    if as_json:
+        document = {
+            "before": before,
+            "after": after,
+            "passed": report.passed,
+            "summary_line": report.summary_line(),
+            "comparisons": report.to_dict()["comparisons"],
+            "skipped": list(report.skipped),
+        }
+        typer.echo(json.dumps(document, indent=2))
+    else:
+        print_comparison(report, before, after)
     raise typer.Exit(0 if report.passed else 1)
 
 
 def report(
-    run_id: Annotated[str, typer.Argument(help="Run id (in InfluxDB, else under runs/).", show_default=False)],
+    run_id: Annotated[str, typer.Argument(help="Run id (InfluxDB, else runs dir).", show_default=False)],
     results_url: Annotated[str, typer.Option(help="InfluxDB to read the run from.")] = "http://127.0.0.1:8086",
     database: Annotated[str, typer.Option(help="InfluxDB database (InfluxQL).")] = "harness",
     results_token_env: Annotated[
         str | None, typer.Option(help="Environment variable holding the InfluxDB token, if it needs one.")
     ] = None,
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write here (default: runs/<run_id>/report.html).")
+        Path | None, typer.Option("--output", "-o", help="Write here (default: report.html in the run's directory).")
     ] = None,
 ) -> None:
     """Write a run's self-contained HTML report (summary, verdict, plots, endpoints, scenario) and print its path.
 
-    Read from InfluxDB; from runs/<run_id>/ when InfluxDB is not reachable or has no such run.
+    Read from InfluxDB; from the run's directory (see harness runs) when InfluxDB is not reachable or has no such run.
     Exit 2 when the run is in neither.
     """
     from harness.errors import ResultsError
@@ -111,19 +160,26 @@ def report(
 
 
 def grafana_push(
-    url: Annotated[str, typer.Option(help="Grafana's base URL, e.g. http://127.0.0.1:3000.", show_default=False)],
+    url: Annotated[
+        str,
+        typer.Option(
+            envvar="HARNESS_GRAFANA_URL", help="Grafana's base URL, e.g. http://127.0.0.1:3000.", show_default=False
+        ),
+    ],
     token_env: Annotated[
         str, typer.Option(help="Environment variable holding a Grafana service account token (Bearer).")
     ] = "GRAFANA_TOKEN",
-    influx_url: Annotated[
+    results_url: Annotated[
         str, typer.Option(help="InfluxDB URL as Grafana's server reaches it (stored in the datasource).")
     ] = "http://127.0.0.1:8086",
     database: Annotated[str, typer.Option(help="InfluxDB database the dashboards query.")] = "harness",
-    influx_token_env: Annotated[
+    results_token_env: Annotated[
         str | None,
         typer.Option(help="Environment variable holding an InfluxDB token; stored encrypted in the datasource."),
     ] = None,
     folder: Annotated[str, typer.Option(help="Grafana folder for the dashboards (created if missing).")] = "harness",
+    influx_url: Annotated[str | None, typer.Option(hidden=True, help="Deprecated: --results-url.")] = None,
+    influx_token_env: Annotated[str | None, typer.Option(hidden=True, help="Deprecated: --results-token-env.")] = None,
 ) -> None:
     """Create or update the InfluxDB datasource (uid harness-influxdb), the folder and every dashboard.
 
@@ -131,14 +187,16 @@ def grafana_push(
     """
     from harness.review.grafana.push import PushSettings, check_url, push, token_from_env
 
+    influx = influx_url if influx_url is not None else results_url
+    influx_flag = _flag_used("--results-url", influx_url, "--influx-url")
+    secret_env = influx_token_env if influx_token_env is not None else results_token_env
+    secret_flag = _flag_used("--results-token-env", influx_token_env, "--influx-token-env")
     settings = PushSettings(
         url=check_url(url, "--url"),
         token=token_from_env(token_env, "--token-env", "a Grafana service account token"),
-        influx_url=check_url(influx_url, "--influx-url"),
+        influx_url=check_url(influx, influx_flag),
         database=database,
-        influx_token=(
-            token_from_env(influx_token_env, "--influx-token-env", "the InfluxDB token") if influx_token_env else None
-        ),
+        influx_token=(token_from_env(secret_env, secret_flag, "the InfluxDB token") if secret_env else None),
         folder=folder,
     )
     from harness.review.grafana.dashboards import build_all
@@ -146,13 +204,22 @@ def grafana_push(
     push(settings, build_all(), typer.echo)
 
 
+def _flag_used(flag: str, old_value: str | None, old_flag: str) -> str:
+    """``old_flag`` (a deprecated spelling of ``flag``, noted on stderr) when it was given, else
+    ``flag``: messages about the value name the flag that was typed."""
+    if old_value is None:
+        return flag
+    typer.echo(f"note: {old_flag} is deprecated; use {flag}", err=True)
+    return old_flag
+
+
 def grafana_link(
-    run_id: Annotated[str, typer.Argument(help="Run id (under runs/, else in InfluxDB).", show_default=False)],
+    run_id: Annotated[str, typer.Argument(help="Run id (runs dir, else InfluxDB).", show_default=False)],
     url: Annotated[str, typer.Option(envvar="HARNESS_GRAFANA_URL", help="Grafana's base URL.")] = (
         "http://127.0.0.1:3000"
     ),
     results_url: Annotated[
-        str, typer.Option(help="InfluxDB asked for the run's times when runs/<run_id>/summary.json is missing.")
+        str, typer.Option(help="InfluxDB asked for the run's times when the run's summary.json is missing.")
     ] = "http://127.0.0.1:8086",
     database: Annotated[str, typer.Option(help="InfluxDB database the runs were written to.")] = "harness",
     results_token_env: Annotated[

@@ -46,6 +46,7 @@ class RunRequest:
     ray_address: str | None = None
     processes: int | None = None  # Locust processes per generator; None: the scenario's
     results_url: str | None = None  # None: the scenario's
+    results_token_env: str | None = None  # the variable holding the results token; None: the scenario's
     junit: Path | None = None  # JUnit XML to write (a gate writes runs/<id>/junit.xml by default)
     baseline: str | None = None  # a run id or "last-pass"
     run_id: str | None = None  # None: scenario name, time and a random suffix
@@ -115,7 +116,10 @@ def run_session(request: RunRequest, view: RunView) -> RunSummary:
     plan = compile_plan(loaded)
     if request.gate and not loaded.slos:
         raise ConfigError(f"{request.scenario_file}: a gate needs at least one SLO under 'slos:' to decide on")
-    token = results_token(loaded.results.token_env)
+    if request.results_token_env:
+        token = results_token(request.results_token_env, "--results-token-env")
+    else:
+        token = results_token(loaded.results.token_env)
     check(loaded)  # a fault that could never be applied stops the run here (exit 2)
     check_ray_address(request.ray_address)  # joining a cluster without its token: exit 2 before connecting
 

@@ -83,7 +83,7 @@ def _message(error: Any, path: KeyPath, data: Any) -> str:
         written = _node(path[:-1], data).get("kind")
         close = closest(written, fault_kinds()) if isinstance(written, str) else None
         hint = f"did you mean '{close}'? The kinds are" if close else "use one of"
-        return f"unknown fault kind '{written}'; {hint} {', '.join(sorted(fault_kinds()))}"
+        return f"unknown fault kind; {hint} {', '.join(sorted(fault_kinds()))}"
     return plain(error)
 
 
