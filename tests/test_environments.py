@@ -417,3 +417,25 @@ def test_the_docs_example_scenario_validates(tmp_path: Path) -> None:
         f"{path}:3:13: target.base_url: variable BASE_URL is not set; set it in the environment or with "
         "-e BASE_URL=VALUE, or give a default: ${BASE_URL:-default}"
     ]
+
+
+def _documented_fields(heading: str) -> set[str]:
+    """The field names in the first column of the table under ``heading`` in docs/environments.md."""
+    section = DOC.read_text().split(heading, 1)[1].split("\n### ", 1)[0].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    return {name for row in rows for name in re.findall(r"`([a-z_]+)`", row.split("|")[1])}
+
+
+def test_the_documented_json_fields_are_the_printed_ones(workdir: Path) -> None:
+    path = write(workdir, SCENARIO)
+    env = {"BASE_URL": URL}
+    valid = _json(harness(workdir, "validate", str(path), "--json", "--users", "5", env=env))
+    plan = _json(harness(workdir, "plan", str(path), "--json", "--users", "5", env=env))
+    assert _documented_fields("### `harness validate --json`") == set(valid)
+    assert _documented_fields("### `harness plan --json`") == set(plan)
+    doc = DOC.read_text()
+    for item in (*valid["variables"], *valid["overrides"], *plan["stages"], *plan["faults"], *plan["slos"]):
+        for key in item:
+            assert f"`{key}`" in doc, key
+    for key in (*plan["scenario"], *plan["results"], *plan["steps"][0], *plan["placement"][0]):
+        assert f"`{key}`" in doc, key
