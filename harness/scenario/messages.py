@@ -69,7 +69,9 @@ _SAY: dict[str, Callable[[Mapping[str, Any], Any], str]] = {
     "finite_number": lambda ctx, v: "must be a finite number",
     "bool_parsing": lambda ctx, v: f"{_shown(v)} is not true or false",
     "bool_type": lambda ctx, v: f"{_shown(v)} is not true or false",
-    "string_type": lambda ctx, v: f'expected text, not {_shown(v)} (quote it: "...")',
+    "string_type": lambda ctx, v: (
+        "a value is needed here" if v is None else f'expected text, not {_shown(v)} (quote it: "...")'
+    ),
     "list_type": lambda ctx, v: f"expected a list (items on lines starting with '- ', or [a, b]), not {_shown(v)}",
     "dict_type": lambda ctx, v: f"expected a mapping of keys (key: value lines), not {_shown(v)}",
     "model_type": lambda ctx, v: f"expected a mapping of keys (key: value lines), not {_shown(v)}",
