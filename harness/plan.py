@@ -232,8 +232,12 @@ def problems_document(problems: list[Problem]) -> list[dict[str, Any]]:
     ]
 
 
-def validation_document(file: str, loaded: Loaded | None, problems: list[Problem]) -> dict[str, Any]:
-    """``harness validate --json``: whether the file is valid, what it holds, or every problem."""
+def validation_document(
+    file: str, loaded: Loaded | None, problems: list[Problem], warnings: list[str] | None = None
+) -> dict[str, Any]:
+    """``harness validate --json``: whether the file is valid, what it holds, or every problem;
+    ``warnings`` are what a valid scenario may want a look at (e.g. a locustfile reading something
+    harness does not give it)."""
     plan = compile_plan(loaded.scenario) if loaded is not None else None
     scenario = loaded.scenario if loaded is not None else None
     document = {
@@ -246,6 +250,7 @@ def validation_document(file: str, loaded: Loaded | None, problems: list[Problem
         "variables": _variables(loaded) if loaded is not None else [],
         "overrides": _settings(loaded) if loaded is not None else [],
         "problems": problems_document(problems),
+        "warnings": list(warnings or []),
     }
     if scenario is not None and plan is not None:
         counts = {"stages": len(plan.phases), "faults": len(scenario.faults), "slos": len(scenario.slos)}
@@ -254,7 +259,11 @@ def validation_document(file: str, loaded: Loaded | None, problems: list[Problem
 
 
 def plan_document(
-    file: str, loaded: Loaded, targets: dict[str, str], placement: list[tuple[str, str]]
+    file: str,
+    loaded: Loaded,
+    targets: dict[str, str],
+    placement: list[tuple[str, str]],
+    warnings: list[str] | None = None,
 ) -> dict[str, Any]:
     """``harness plan --json``: the compiled timeline and what it acts on, as ``harness plan`` prints it."""
     scenario = loaded.scenario
@@ -306,6 +315,7 @@ def plan_document(
         "results": {"url": results.url, "api": results.write_api(), "database": results.database}
         | {"bucket": results.bucket, "org": results.org, "token_env": results.token_env},
         "problems": [],
+        "warnings": list(warnings or []),
     }
     return _redacted(document, loaded)
 

@@ -328,10 +328,11 @@ def test_validate_json_fields(workdir: Path) -> None:
         "variables",
         "overrides",
         "problems",
+        "warnings",
     }
     assert (valid["version"], valid["valid"], valid["scenario"], valid["duration_s"]) == (1, True, "env-demo", 30.0)
     assert valid["counts"] == {"stages": 2, "faults": 1, "slos": 1, "guards": 0}
-    assert valid["problems"] == []
+    assert valid["problems"] == valid["warnings"] == []
 
     done = harness(workdir, "validate", str(path), "--json", "--set", "load.stagez=1")
     assert done.returncode == 2

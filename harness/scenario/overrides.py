@@ -188,7 +188,9 @@ def _stages(data: dict[str, Any], flag: str, applied: Applied) -> list[Any] | No
     load = data.get("load")
     stages = load.get("stages") if isinstance(load, dict) else None
     if not isinstance(stages, list) or not stages:
-        applied.problems.append((flag, ("load", "stages"), "the scenario has no load.stages to change"))
+        shaped = isinstance(load, dict) and load.get("shape") is not None
+        why = "a load.shape class drives this scenario's users: shortcuts change stages only" if shaped else ""
+        applied.problems.append((flag, ("load", "stages"), why or "the scenario has no load.stages to change"))
         return None
     return stages
 
