@@ -7,6 +7,7 @@ still exit 2), and nothing else is printed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -40,18 +41,23 @@ def validate(
     duration: Duration = None,
 ) -> None:
     """Check a scenario file and report every problem with file, line and key path (exit 2)."""
+    from harness.load.shape import shape_stages
     from harness.plan import compile_plan, validation_document
-    from harness.scenario import read_scenario
+    from harness.scenario import locustfile_notes, read_scenario
 
     try:
         loaded = read_scenario(scenario, overrides(env, settings, base_url, users, rate, duration))
+        loaded = dataclasses.replace(loaded, scenario=shape_stages(loaded.scenario))  # a LoadTestShape's ticks
     except HarnessError as exc:
         if as_json:
             _json_failure(validation_document(str(scenario), None, _problems(exc, scenario)), exc)
         raise
+    notes = locustfile_notes(loaded.scenario)
     if as_json:
-        _echo_json(validation_document(str(scenario), loaded, []))
+        _echo_json(validation_document(str(scenario), loaded, [], notes))
         return
+    for note in notes:
+        typer.echo(f"{scenario}: warning: {note}", err=True)
     compiled = compile_plan(loaded.scenario)
     scenario_ = loaded.scenario
     typer.echo(
@@ -74,13 +80,15 @@ def plan(
     rate: Rate = None,
     duration: Duration = None,
 ) -> None:
-    """Print the compiled timeline, the variables and overrides used, resolved fault targets and
-    where each actor runs; applies nothing."""
+    """Print the variables and overrides used, what each Locust process runs, the compiled
+    timeline, resolved fault targets and where each actor runs; applies nothing."""
+    from harness.load.shape import shape_stages
     from harness.plan import plan_document, validation_document
-    from harness.scenario import read_scenario
+    from harness.scenario import locustfile_notes, read_scenario
 
     try:
         loaded = read_scenario(scenario, overrides(env, settings, base_url, users, rate, duration))
+        loaded = dataclasses.replace(loaded, scenario=shape_stages(loaded.scenario))  # a LoadTestShape's ticks
         targets, rows = _resolve(loaded, ray_address)
     except HarnessError as exc:
         if as_json:
@@ -88,7 +96,7 @@ def plan(
             _json_failure(document, exc)
         raise
     if as_json:
-        _echo_json(plan_document(str(scenario), loaded, targets, rows))
+        _echo_json(plan_document(str(scenario), loaded, targets, rows, locustfile_notes(loaded.scenario)))
         return
     from harness.cli.display import print_plan_of
 

@@ -48,6 +48,7 @@ from harness.scenario.loader import (
     load_scenario,
     read_scenario,
 )
+from harness.scenario.locustfile import describe_load, locustfile_notes
 from harness.scenario.model import (
     DEFAULT_ALLOWED_PATHS,
     Baseline,
@@ -117,9 +118,11 @@ __all__ = [
     "UsersStage",
     "absolute_dir",
     "cidr",
+    "describe_load",
     "fault_kinds",
     "label_selector",
     "load_scenario",
+    "locustfile_notes",
     "read_scenario",
     "regex",
     "scenario_json_schema",
