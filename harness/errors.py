@@ -78,15 +78,22 @@ class HarnessError(Exception):
 
 @dataclass(frozen=True)
 class Problem:
-    """One located problem in an input file: what a user must fix, and where."""
+    """One located problem in an input file: what a user must fix, and where.
+
+    A value given on the command line (``--set``, ``-e``, ``--users`` ...) is located to the
+    flag as typed (``flag``; ``line`` and ``column`` are then 0): the file is not where it is wrong.
+    """
 
     file: str
     line: int
     column: int
     path: str
     message: str
+    flag: str = ""
 
     def __str__(self) -> str:
+        if self.flag:
+            return f"{self.flag}: {self.message}"
         where = f"{self.file}:{self.line}:{self.column}"
         return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
 

@@ -10,11 +10,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
+from harness.errors import Problem
 from harness.scenario import RateStage, Scenario, UsersStage, scenario_total_seconds
 from harness.scenario.expressions import WindowKind, WindowRef, format_duration
+from harness.scenario.redact import Loaded
+from harness.scenario.source import dotted
 
-__all__ = ["Plan", "Span", "Step", "StepKind", "compile_plan"]
+__all__ = [
+    "JSON_VERSION",
+    "Plan",
+    "Span",
+    "Step",
+    "StepKind",
+    "compile_plan",
+    "plan_document",
+    "problems_document",
+    "validation_document",
+]
 
 
 class StepKind(StrEnum):
@@ -175,3 +189,163 @@ def split_evenly(total: int, parts: int) -> list[int]:
     """Split an integer (users) among ``parts`` so that shares differ by at most one."""
     base, extra = divmod(total, parts)
     return [base + (1 if i < extra else 0) for i in range(parts)]
+
+
+# ---------------------------------------------------------------- JSON (harness validate/plan --json)
+
+#: The version of the JSON documents below; it changes only when a field is removed or changes
+#: meaning (fields may be added). docs/environments.md lists the fields.
+JSON_VERSION = 1
+
+
+def _variables(loaded: Loaded) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": use.name,
+            "value": use.value,
+            "secret": use.secret,
+            "from": use.origin,
+            "key": dotted(use.path),
+            "line": use.line,
+            "column": use.column,
+        }
+        for use in loaded.variables
+    ]
+
+
+def _settings(loaded: Loaded) -> list[dict[str, Any]]:
+    return [{"flag": s.flag, "key": dotted(s.path), "value": s.value} for s in loaded.settings]
+
+
+def problems_document(problems: list[Problem]) -> list[dict[str, Any]]:
+    """Problems as JSON objects: where (file, line, column; or the flag), key path and message."""
+    return [
+        {
+            "file": None if p.flag else p.file,
+            "line": p.line or None,  # 0: not a place in the file (a flag, or the command as a whole)
+            "column": p.column or None,
+            "flag": p.flag or None,
+            "key": p.path,
+            "message": p.message,
+        }
+        for p in problems
+    ]
+
+
+def validation_document(
+    file: str, loaded: Loaded | None, problems: list[Problem], warnings: list[str] | None = None
+) -> dict[str, Any]:
+    """``harness validate --json``: whether the file is valid, what it holds, or every problem;
+    ``warnings`` are what a valid scenario may want a look at (e.g. a locustfile reading something
+    harness does not give it)."""
+    plan = compile_plan(loaded.scenario) if loaded is not None else None
+    scenario = loaded.scenario if loaded is not None else None
+    document = {
+        "version": JSON_VERSION,
+        "file": file,
+        "valid": loaded is not None,
+        "scenario": scenario.name if scenario is not None else None,
+        "duration_s": plan.duration if plan is not None else None,
+        "counts": None,
+        "variables": _variables(loaded) if loaded is not None else [],
+        "overrides": _settings(loaded) if loaded is not None else [],
+        "problems": problems_document(problems),
+        "warnings": list(warnings or []),
+    }
+    if scenario is not None and plan is not None:
+        counts = {"stages": len(plan.phases), "faults": len(scenario.faults), "slos": len(scenario.slos)}
+        document["counts"] = {**counts, "guards": len(scenario.guards)}
+    return _redacted(document, loaded)
+
+
+def plan_document(
+    file: str,
+    loaded: Loaded,
+    targets: dict[str, str],
+    placement: list[tuple[str, str]],
+    warnings: list[str] | None = None,
+) -> dict[str, Any]:
+    """``harness plan --json``: the compiled timeline and what it acts on, as ``harness plan`` prints it."""
+    scenario = loaded.scenario
+    plan = compile_plan(scenario)
+    load, results = scenario.load, scenario.results
+    document = {
+        "version": JSON_VERSION,
+        "file": file,
+        "valid": True,
+        "scenario": {
+            "name": scenario.name,
+            "description": scenario.description,
+            "base_url": scenario.target.base_url,
+            "allowed_hosts": list(scenario.target.allowed_hosts),
+            "locustfile": str(scenario.locustfile_path),
+            "load_model": "open" if scenario.open_model else "closed",
+            "generators": load.generators,
+            "processes": load.processes,
+        },
+        "duration_s": plan.duration,
+        "variables": _variables(loaded),
+        "overrides": _settings(loaded),
+        "stages": [_stage(name, plan.phases[name], stage) for name, stage in _named_stages(scenario)],
+        "faults": [
+            {
+                "name": fault.name,
+                "kind": fault.kind,
+                "start_s": plan.faults[fault.name].start,
+                "end_s": plan.faults[fault.name].end,
+                "recovery_s": fault.recovery,
+                "target": targets.get(fault.name),
+                "description": fault.description,
+            }
+            for fault in scenario.faults
+        ],
+        "steps": [{"offset_s": s.offset, "step": s.kind.value, "name": s.name, "detail": s.detail} for s in plan.steps],
+        "slos": [
+            {
+                "name": slo.name,
+                "objective": slo.objective.text,
+                "window": str(slo.window),
+                "endpoint": slo.endpoint,
+                "covers": [{"start_s": span.start, "end_s": span.end} for span in plan.windows[slo.name]],
+            }
+            for slo in scenario.slos
+        ],
+        "guards": [{"name": g.name, "condition": g.condition.text} for g in scenario.guards],
+        "placement": [{"actor": actor, "node": node} for actor, node in placement],
+        "results": {"url": results.url, "api": results.write_api(), "database": results.database}
+        | {"bucket": results.bucket, "org": results.org, "token_env": results.token_env},
+        "problems": [],
+        "warnings": list(warnings or []),
+    }
+    return _redacted(document, loaded)
+
+
+def _named_stages(scenario: Scenario) -> list[tuple[str, UsersStage | RateStage]]:
+    return [(phase_name(stage.name, i), stage) for i, stage in enumerate(scenario.load.stages)]
+
+
+def _stage(name: str, span: Span, stage: UsersStage | RateStage) -> dict[str, Any]:
+    closed = stage if isinstance(stage, UsersStage) else None
+    opened = stage if isinstance(stage, RateStage) else None
+    return {
+        "name": name,
+        "start_s": span.start,
+        "end_s": span.end,
+        "users": closed.users if closed else None,
+        "spawn_rate": closed.spawn_rate if closed else None,
+        "arrival_rate": opened.arrival_rate if opened else None,
+        "max_users": opened.max_users if opened else None,
+    }
+
+
+def _redacted(document: Any, loaded: Loaded | None) -> Any:
+    """Every string in ``document`` with the scenario's secret values replaced by ``***``."""
+    if loaded is None or not loaded.secrets:
+        return document
+    if isinstance(document, str):
+        return loaded.redact(document)
+    if isinstance(document, dict):
+        return {k: _redacted(v, loaded) for k, v in document.items()}
+    if isinstance(document, list):
+        return [_redacted(v, loaded) for v in document]
+    return document

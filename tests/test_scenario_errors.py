@@ -241,7 +241,7 @@ def _mistakes() -> list[Mistake]:
     cases.append(_mistake("unknown-pod-kill-mode", text, "mode: some", "faults[1].params.mode", "'fixed'"))
 
     text = edit("      namespace: shop\n      deployment", "      namespace: Shop_NS\n      deployment", KUBE_VALID)
-    cases.append(_mistake("bad-namespace", text, "Shop_NS", "faults[0].target.namespace", "should match pattern"))
+    cases.append(_mistake("bad-namespace", text, "Shop_NS", "faults[0].target.namespace", "must match the pattern"))
 
     text = edit("safety:\n  allowed_contexts: [kind-shop]\n", "", KUBE_VALID)
     cases.append(
@@ -435,7 +435,8 @@ FIVE_EXPECTED = [
     "write e.g. 30s, 1m30s, 500ms or 2h",
     f"{line_of(FIVE_MISTAKES, 'at: 28s')}:5: faults[1].at: fault window 28s..33s ends after the run (30s)",
     f"{line_of(FIVE_MISTAKES, '- name: p99-steady', 2)}:5: slos[2].name: SLO name 'p99-steady' is used twice",
-    f"{line_of(FIVE_MISTAKES, 'during:kill-db')}:5: slos[2].window: no fault is named 'kill-db'",
+    f"{line_of(FIVE_MISTAKES, 'during:kill-db')}:5: slos[2].window: no fault is named 'kill-db' "
+    "(there are: pause-payments, late)",
 ]
 
 

@@ -25,6 +25,8 @@ from harness.plan import Plan
 from harness.review.runs import RunInfo
 from harness.run.seconds import LiveStatus
 from harness.scenario import describe_load
+from harness.scenario.redact import Loaded
+from harness.scenario.source import dotted
 
 __all__ = [
     "Progress",
@@ -32,6 +34,7 @@ __all__ = [
     "err_console",
     "print_comparison",
     "print_plan",
+    "print_plan_of",
     "print_problems",
     "print_runs",
     "print_verdict",
@@ -48,6 +51,31 @@ def print_problems(error: ScenarioError) -> None:
         err_console.print(str(problem), markup=False, soft_wrap=True)
     count = len(error.problems)
     err_console.print(f"{count} problem{'s' if count != 1 else ''} found; nothing was started.", markup=False)
+
+
+def print_plan_of(loaded: Loaded, targets: dict[str, str], placement: list[tuple[str, str]]) -> None:
+    """``harness plan``: the variables the file used and what the flags set, then the plan; no
+    secret value is printed (each is ``***``)."""
+    from harness.plan import compile_plan
+
+    with console.capture() as captured:
+        if loaded.variables:
+            table = Table(title="variables")
+            for column in ("variable", "value", "from", "used at"):
+                table.add_column(column)
+            for use in loaded.variables:
+                where = f"{use.line}:{use.column} {dotted(use.path)}"
+                table.add_row(*map(escape, (use.name, use.value, use.origin, where)))
+            console.print(table)
+        if loaded.settings:
+            table = Table(title="set on the command line")
+            for column in ("key", "value", "flag"):
+                table.add_column(column)
+            for setting in loaded.settings:
+                table.add_row(*map(escape, (dotted(setting.path), str(setting.value), setting.flag)))
+            console.print(table)
+        print_plan(compile_plan(loaded.scenario), targets, placement)
+    console.out(loaded.redact(captured.get()), end="", highlight=False)
 
 
 def print_plan(

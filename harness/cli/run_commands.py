@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from harness.cli.app import JsonFlag, QuietFlag, ScenarioArg, errors_to_exit_codes
+from harness.cli.scenario_options import BaseUrl, Duration, Env, Rate, Set, Users, overrides
 
 if TYPE_CHECKING:
     from harness.judge.summary import RunSummary
@@ -57,6 +58,12 @@ def run(
     results_token_env: ResultsTokenEnv = None,
     as_json: JsonFlag = False,
     quiet: QuietFlag = False,
+    env: Env = None,
+    settings: Set = None,
+    base_url: BaseUrl = None,
+    users: Users = None,
+    rate: Rate = None,
+    duration: Duration = None,
 ) -> None:
     """Run a scenario: live progress, then the verdict table. Exit code per the verdict.
 
@@ -79,6 +86,7 @@ def run(
             run_id=run_id,
             gate=False,
             invoked_at=invoked_at,
+            overrides=overrides(env, settings, base_url, users, rate, duration),
         ),
         _Terminal(as_json, quiet),
     )
@@ -105,6 +113,12 @@ def gate(
     results_token_env: ResultsTokenEnv = None,
     as_json: JsonFlag = False,
     quiet: QuietFlag = False,
+    env: Env = None,
+    settings: Set = None,
+    base_url: BaseUrl = None,
+    users: Users = None,
+    rate: Rate = None,
+    duration: Duration = None,
 ) -> None:
     """A pre-promotion gate: run with strict settings for CI (exit 0 only when everything held).
 
@@ -127,6 +141,7 @@ def gate(
             run_id=run_id,
             gate=True,
             invoked_at=invoked_at,
+            overrides=overrides(env, settings, base_url, users, rate, duration),
         ),
         _Terminal(as_json, quiet),
     )

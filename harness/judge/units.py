@@ -60,6 +60,11 @@ class Quantity:
         scale = self.units.get(unit)
         if scale is None:
             raise ValueError(self.wrong.format(metric=metric, unit=unit, text=text))
+        if self.share and unit == "" and number >= 1:  # is "< 1" one percent or all requests?
+            raise ValueError(
+                f"'{text.strip()}' is ambiguous: write the threshold as a percentage ({number:g}%) "
+                f"or as a fraction below 1 ({number / 100:g})"
+            )
         value = scale(number)
         if self.share and not 0 <= value <= 1:
             raise ValueError(f"{metric} threshold must lie between 0% and 100%")

@@ -29,7 +29,7 @@ from harness.judge.summary import ResultsSummary, RunSummary, from_json
 if TYPE_CHECKING:  # imported where used: a refused scenario must not wait for Ray to load
     from harness.results.samples import BaselineRun
     from harness.run.seconds import LiveStatus
-    from harness.scenario import Scenario
+    from harness.scenario import Overrides, Scenario
 
 Say = Callable[[str], None]
 
@@ -52,6 +52,7 @@ class RunRequest:
     run_id: str | None = None  # None: scenario name, time and a random suffix
     gate: bool = False  # strict: SLOs required, JUnit always written
     invoked_at: float = field(default_factory=time.time)
+    overrides: Overrides | None = None  # -e, --set and the shortcuts (docs/environments.md)
 
 
 class ProgressView(Protocol):
@@ -112,7 +113,7 @@ def run_session(request: RunRequest, view: RunView) -> RunSummary:
     from harness.run.cluster import check_ray_address
     from harness.scenario import load_scenario
 
-    loaded = shape_stages(load_scenario(request.scenario_file))  # a LoadTestShape's ticks as stages
+    loaded = shape_stages(load_scenario(request.scenario_file, request.overrides))  # a LoadTestShape's ticks as stages
     plan = compile_plan(loaded)
     if request.gate and not loaded.slos:
         raise ConfigError(f"{request.scenario_file}: a gate needs at least one SLO under 'slos:' to decide on")

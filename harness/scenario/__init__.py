@@ -46,6 +46,7 @@ from harness.scenario.fields import (
 from harness.scenario.loader import (
     MAX_SCENARIO_BYTES,
     load_scenario,
+    read_scenario,
 )
 from harness.scenario.locustfile import describe_load, locustfile_notes
 from harness.scenario.model import (
@@ -69,6 +70,8 @@ from harness.scenario.model import (
     scenario_total_seconds,
     steady_thresholds,
 )
+from harness.scenario.overrides import Overrides
+from harness.scenario.redact import Loaded
 
 __all__ = [
     "DEFAULT_ALLOWED_PATHS",
@@ -94,10 +97,12 @@ __all__ = [
     "LabelKey",
     "LabelValue",
     "Load",
+    "Loaded",
     "Model",
     "Name",
     "NetnsName",
     "NodeSelector",
+    "Overrides",
     "Percent",
     "Port",
     "ProcessTarget",
@@ -118,6 +123,7 @@ __all__ = [
     "label_selector",
     "load_scenario",
     "locustfile_notes",
+    "read_scenario",
     "regex",
     "scenario_json_schema",
     "scenario_total_seconds",

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -177,12 +178,21 @@ def _slo_checks(draft: Draft) -> Iterator[Found]:
             continue
         window = slo.window
         if window.kind is WindowKind.PHASE and not _may_name(window.ref, draft.phase_names):
-            yield ("slos", i, "window"), f"no stage is named '{window.ref}'"
+            yield ("slos", i, "window"), f"no stage is named '{window.ref}'{_meant(window.ref, draft.phase_names)}"
         if window.kind in (WindowKind.DURING, WindowKind.AFTER) and not _may_name(window.ref, draft.fault_names):
-            yield ("slos", i, "window"), f"no fault is named '{window.ref}'"
+            yield ("slos", i, "window"), f"no fault is named '{window.ref}'{_meant(window.ref, draft.fault_names)}"
         if window.kind is WindowKind.LAST and total is not None and window.seconds > total:
             yield ("slos", i, "window"), f"last {window.seconds:g}s is longer than the run ({total:g}s)"
         yield from _slo_metric_checks(i, slo, parsed)
+
+
+def _meant(ref: str, names: tuple[str | None, ...] | None) -> str:
+    """ "; did you mean 'x'?" for the name ``ref`` most resembles, else the names there are."""
+    known = [n for n in names or () if n is not None]
+    close = difflib.get_close_matches(ref, known, n=1)
+    if close:
+        return f"; did you mean '{close[0]}'?"
+    return f" (there are: {', '.join(known)})" if known else " (there are none)"
 
 
 def _may_name(ref: str, names: tuple[str | None, ...] | None) -> bool:

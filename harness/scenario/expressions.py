@@ -16,6 +16,7 @@ Metric names, their units and how thresholds are normalised are rows of the obje
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from dataclasses import dataclass
@@ -82,6 +83,8 @@ def parse_percent(value: object) -> float:
         share = float(value)
         if share > 1:
             raise ValueError(f"{value} is not a fraction; write a percentage with '%' (e.g. {value}%)")
+        if share == 1:
+            raise ValueError(f"{value} is ambiguous: write 1% or the fraction 0.01 (or 100% for all)")
     elif isinstance(value, str) and re.fullmatch(r"\s*\d+(?:\.\d+)?\s*%\s*", value):
         share = float(value.strip().rstrip("%")) / 100.0
     elif isinstance(value, str) and re.fullmatch(r"\s*\d+(?:\.\d+)?\s*", value):
@@ -201,8 +204,10 @@ def parse_window(text: object) -> WindowRef:
     try:
         kind = WindowKind(kind_text)
     except ValueError:
+        close = difflib.get_close_matches(kind_text.lower(), [k.value for k in WindowKind], n=1)
+        meant = f"did you mean '{close[0]}{':' + rest if rest else ''}'? " if close else ""
         raise ValueError(
-            f"unknown window '{text}'; use run, steady, phase:NAME, during:FAULT, after:FAULT[:30s] or last:30s"
+            f"unknown window '{text}'; {meant}use run, steady, phase:NAME, during:FAULT, after:FAULT[:30s] or last:30s"
         ) from None
     if kind in (WindowKind.RUN, WindowKind.STEADY):
         if rest:

@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 import difflib
-import typing
+import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import (
-    BaseModel,
-    ValidationError,
-)
+from pydantic import ValidationError
 
 from harness.errors import Problem, ScenarioError
-from harness.scenario.checks import cross_checks
+from harness.scenario.checks import Found, cross_checks
 from harness.scenario.draft import Draft, salvage
-from harness.scenario.faults import Fault, fault_kinds
+from harness.scenario.faults import fault_kinds
 from harness.scenario.fields import KeyPath
-from harness.scenario.model import RateStage, Scenario, UsersStage
-from harness.scenario.source import Positions, dotted, read_yaml
+from harness.scenario.keys import allowed_keys, closest
+from harness.scenario.messages import plain
+from harness.scenario.model import Scenario
+from harness.scenario.overrides import Overrides, apply_overrides, parse_variables
+from harness.scenario.redact import Loaded, redact, secret_values, shown_use
+from harness.scenario.source import Positions, Prepare, dotted, read_yaml
+from harness.scenario.variables import Use, Variables, interpolate
 
 MAX_SCENARIO_BYTES = 1_000_000
 
@@ -49,52 +52,10 @@ def _data_path(loc: tuple[Any, ...], data: Any) -> KeyPath:
     return tuple(out)
 
 
-def _model_at(path: KeyPath, data: Any) -> type[BaseModel] | None:
-    """The model class that validates the mapping at ``path`` (best effort, for suggestions)."""
-    model: Any = Scenario
-    node = data
-    for part in path:
-        if isinstance(part, int):
-            node = node[part] if isinstance(node, list) and part < len(node) else None
-            continue
-        if not (isinstance(model, type) and issubclass(model, BaseModel)):
-            return None
-        field = model.model_fields.get(part) or next((f for f in model.model_fields.values() if f.alias == part), None)
-        if field is None:
-            return None
-        node = node.get(part) if isinstance(node, dict) else None
-        model = _unwrap(field.annotation, node)
-    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
-
-
-def _unwrap(annotation: Any, node: Any) -> Any:
-    if annotation is Fault:  # the union of every registered kind, built by pydantic on first use
-        kind = node.get("kind") if isinstance(node, dict) else None
-        return fault_kinds().get(kind) if isinstance(kind, str) else None
-    origin = typing.get_origin(annotation)
-    if origin is Annotated:
-        return _unwrap(typing.get_args(annotation)[0], node)
-    if origin is list:
-        item = node[0] if isinstance(node, list) and node else None
-        return _unwrap(typing.get_args(annotation)[0], item)
-    if origin in (typing.Union, __import__("types").UnionType):
-        options = [_unwrap(a, node) for a in typing.get_args(annotation) if a is not type(None)]
-        models = [m for m in options if isinstance(m, type) and issubclass(m, BaseModel)]
-        if isinstance(node, dict):
-            if "arrival_rate" in node and RateStage in models:
-                return RateStage
-            if UsersStage in models:
-                return UsersStage
-        return models[0] if models else None
-    return annotation
-
-
 def _suggestion(path: KeyPath, data: Any) -> tuple[str | None, list[str]]:
     """For an unknown key at ``path``: the allowed key it most resembles, and all allowed keys."""
-    model = _model_at(path[:-1], data)
-    allowed = sorted(f.alias or n for n, f in model.model_fields.items() if n != "source") if model else []
-    close = difflib.get_close_matches(str(path[-1]) if path else "", allowed, n=1)
-    return (close[0] if close else None), allowed
+    allowed = allowed_keys(path[:-1], data) or []
+    return closest(path[-1] if path else "", allowed), allowed
 
 
 def _message(error: Any, path: KeyPath, data: Any) -> str:
@@ -119,11 +80,11 @@ def _message(error: Any, path: KeyPath, data: Any) -> str:
     if kind == "union_tag_not_found":  # only the fault union has a key for a tag: kind
         return f"required key is missing; use one of {', '.join(sorted(fault_kinds()))}"
     if kind == "union_tag_invalid" or (kind == "literal_error" and path and path[-1] == "kind"):
-        return f"unknown fault kind; use one of {', '.join(sorted(fault_kinds()))}"
-    message = str(error["msg"])
-    if message.startswith("Value error, "):
-        message = message[len("Value error, ") :]
-    return message
+        written = _node(path[:-1], data).get("kind")
+        close = closest(written, fault_kinds()) if isinstance(written, str) else None
+        hint = f"did you mean '{close}'? The kinds are" if close else "use one of"
+        return f"unknown fault kind; {hint} {', '.join(sorted(fault_kinds()))}"
+    return plain(error)
 
 
 def _error_path(error: Any, data: Any) -> KeyPath:
@@ -133,7 +94,7 @@ def _error_path(error: Any, data: Any) -> KeyPath:
     return path
 
 
-def _validation_problems(exc: ValidationError, data: Any, positions: Positions, file: str) -> list[Problem]:
+def _validation_problems(exc: ValidationError, data: Any) -> list[Found]:
     """One located problem per mistake.
 
     A misspelt required key is one mistake that pydantic reports twice (the key written is
@@ -158,7 +119,7 @@ def _validation_problems(exc: ValidationError, data: Any, positions: Positions, 
         message = _message(error, path, data)
         if error["type"] == "union_tag_not_found" and path in misspelt:
             path, message = misspelt[path], f"unknown key '{misspelt[path][-1]}'; did you mean 'kind'?"
-        problems.append(Problem(file, *positions.locate(path), dotted(path), message))
+        problems.append((path, message))
     return problems
 
 
@@ -174,36 +135,94 @@ def _node(path: KeyPath, data: Any) -> dict[Any, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def load_scenario(path: str | Path) -> Scenario:
-    """Read, validate and cross-check a scenario file.
+def load_scenario(path: str | Path, overrides: Overrides | None = None) -> Scenario:
+    """Read, validate and cross-check a scenario file, with the command line's ``overrides``.
 
     Raises ``ScenarioError`` (exit 2) listing every problem found, each located by file,
-    line, column and key path, in one pass: structural mistakes (a wrong type, a missing or
-    unknown key) do not hide the checks that span keys, which run on whatever validated
-    (see :mod:`.draft`). Applies nothing and starts nothing.
+    line, column and key path (or by the flag that gave the value), in one pass: structural
+    mistakes (a wrong type, a missing or unknown key, an unset variable) do not hide the checks
+    that span keys, which run on whatever validated (see :mod:`.draft`). Applies nothing and
+    starts nothing.
     """
+    return read_scenario(path, overrides).scenario
+
+
+def read_scenario(
+    path: str | Path, overrides: Overrides | None = None, environ: Mapping[str, str] | None = None
+) -> Loaded:
+    """:func:`load_scenario`, also saying which variables the file used and what the flags set
+    (for ``harness plan``). ``environ`` defaults to the process's environment."""
+    overrides = overrides or Overrides()
     file = str(path)
     source = Path(path)
-    data, positions = _document(_text(source, file), file)
-    problems: list[Problem] = []
+    given, given_flags, flag_problems = parse_variables(overrides.variables)
+    variables = Variables(given, os.environ if environ is None else environ)
+    found = _Interpolated(file, variables)
+    data, positions = _document(_text(source, file), file, found.prepare)
+    problems = [Problem(file, 0, 0, "", m, flag=f) for f, m in flag_problems]
+    problems += found.problems
+    problems += _unused(given_flags, variables.asked, file)
+    broken = {p.path for p in found.problems}  # a value whose variable is unset: said once, there
     if "source" in data:
         problems.append(Problem(file, *positions.locate(("source",)), "source", "unknown key 'source'"))
     document = {k: v for k, v in data.items() if k != "source"}
+    applied = apply_overrides(document, overrides)
+    problems += [Problem(file, 0, 0, dotted(p), m, flag=f) for f, p, m in applied.problems]
+
+    def locate(path: KeyPath, message: str) -> Problem:
+        flag = applied.owner(path)
+        if flag is not None:
+            return Problem(file, 0, 0, dotted(path), message, flag=flag)
+        return Problem(file, *positions.locate(path), dotted(path), message)
+
     resolved = str(source.resolve())
     scenario: Scenario | None = None
+    found_problems: list[Found] = []
     try:
         try:
             scenario = Scenario.model_validate({**document, "source": resolved})
             draft = Draft.of(scenario)
         except ValidationError as exc:
-            problems += _validation_problems(exc, document, positions, file)
+            found_problems += _validation_problems(exc, document)
             draft = salvage(document, resolved)
     except RecursionError:
         raise ScenarioError([Problem(file, 1, 1, "", "document is nested too deeply")]) from None
-    problems += [Problem(file, *positions.locate(p), dotted(p), m) for p, m in cross_checks(draft)]
+    found_problems += cross_checks(draft)
+    problems += [locate(p, m) for p, m in found_problems if not _under(dotted(p), broken)]
+    secret = secret_values(document, found.uses, variables)
     if problems or scenario is None:
-        raise ScenarioError(list(dict.fromkeys(problems)))
-    return _absolute_paths(scenario)
+        raise ScenarioError([redact(p, secret) for p in dict.fromkeys(problems)])
+    uses = tuple(shown_use(u, secret) for u in found.uses)
+    return Loaded(_absolute_paths(scenario), uses, tuple(applied.settings), frozenset(secret))
+
+
+def _under(path: str, broken: set[str]) -> bool:
+    """Whether ``path`` is one of ``broken`` or lies under one."""
+    return any(path == b or path.startswith((f"{b}.", f"{b}[")) for b in broken)
+
+
+class _Interpolated:
+    """Variables substituted into a document while it is read (:data:`~.source.Prepare`)."""
+
+    def __init__(self, file: str, variables: Variables) -> None:
+        self.file = file
+        self.variables = variables
+        self.uses: list[Use] = []
+        self.problems: list[Problem] = []
+
+    def prepare(self, root: Any, resolve: Callable[[str], str]) -> None:
+        self.uses, self.problems = interpolate(root, self.file, self.variables, resolve)
+
+
+def _unused(flags: Mapping[str, str], asked: set[str], file: str) -> list[Problem]:
+    """A ``-e`` the file never reads changes nothing: most likely a misspelt name."""
+    out = []
+    for name, flag in flags.items():
+        if name not in asked:
+            close = closest(name, asked)
+            hint = f"; did you mean {close}?" if close else ""
+            out.append(Problem(file, 0, 0, "", f"the scenario uses no variable {name}{hint}", flag=flag))
+    return out
 
 
 def _text(source: Path, file: str) -> str:
@@ -234,9 +253,9 @@ def _text(source: Path, file: str) -> str:
     return text
 
 
-def _document(text: str, file: str) -> tuple[dict[str, Any], Positions]:
+def _document(text: str, file: str, prepare: Prepare | None = None) -> tuple[dict[str, Any], Positions]:
     """The YAML mapping with where each key was written; a document that is none is a problem."""
-    data, positions, problems = read_yaml(text, file)
+    data, positions, problems = read_yaml(text, file, prepare)
     if data is None and not problems:
         problems = [Problem(file, 1, 1, "", "file is empty; a scenario needs name, target and load")]
     if problems:

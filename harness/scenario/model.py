@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from pathlib import Path
@@ -78,15 +79,21 @@ class RateStage(Model):
     )
 
 
-def _stage_tag(value: Any) -> str:
-    if isinstance(value, dict) and "arrival_rate" in value:
-        return "rate_stage"
+def stage_tag(value: Any) -> str:
+    """Which load model a stage is written in: open when it has ``arrival_rate`` (or, without
+    ``users``, a key that is a misspelling of it: one mistake is then one message, the key's)."""
+    if isinstance(value, dict):
+        if "arrival_rate" in value:
+            return "rate_stage"
+        keys = [k for k in value if isinstance(k, str)]
+        if "users" not in value and difflib.get_close_matches("arrival_rate", keys, n=1, cutoff=0.8):
+            return "rate_stage"
     return "users_stage"
 
 
 Stage = Annotated[
     Annotated[UsersStage, Tag("users_stage")] | Annotated[RateStage, Tag("rate_stage")],
-    Discriminator(_stage_tag),
+    Discriminator(stage_tag),
 ]
 
 
@@ -336,7 +343,9 @@ class Results(Model):
     bucket: str | None = Field(default=None, description="InfluxDB 2.x/3.x bucket (v2 API).")
     org: str | None = Field(default=None, description="InfluxDB 2.x organisation (v2 API).")
     token_env: Annotated[str, AfterValidator(_env_name)] | None = Field(
-        default=None, description="Name of the environment variable holding the token."
+        default=None,
+        description="Name of the environment variable holding the token.",
+        json_schema_extra={"x-secret-env": True},  # that variable's value is never shown (scenario.redact)
     )
 
     def write_api(self) -> Literal["v1", "v2"]:

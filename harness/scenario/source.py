@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import yaml
 
 from harness.errors import Problem
 from harness.scenario.fields import KeyPath
+from harness.scenario.messages import yaml_plain
 
 
 class Positions:
@@ -50,6 +52,10 @@ class _TooComplex(Exception):
         self.mark = mark
 
 
+class _Refused(yaml.constructor.ConstructorError):
+    """A value our loader refuses; its message is ours, shown as it is."""
+
+
 class _Loader(yaml.SafeLoader):
     """The safe loader, bounded: nesting depth while composing, integer size while constructing."""
 
@@ -77,24 +83,35 @@ class _Loader(yaml.SafeLoader):
             # An explicit tag on a value it cannot describe (``!!int name``, ``!!timestamp x``)
             # makes PyYAML's constructors raise these instead of a located YAML error.
             tag = str(node.tag).replace("tag:yaml.org,2002:", "!!")
-            raise yaml.constructor.ConstructorError(
+            raise _Refused(
                 None, None, f"cannot read this value as {tag} ({type(exc).__name__})", node.start_mark
             ) from None
 
     def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
         digits = str(node.value).lstrip("+-").replace("_", "")
         if len(digits) > 30:  # also keeps int() away from Python's 4300-digit conversion limit
-            raise yaml.constructor.ConstructorError(None, None, "number too large", node.start_mark)
+            raise _Refused(None, None, "number too large", node.start_mark)
         value = int(super().construct_yaml_int(node))
         if abs(value) >= _INT_LIMIT:
-            raise yaml.constructor.ConstructorError(None, None, "number too large (over 64 bits)", node.start_mark)
+            raise _Refused(None, None, "number too large (over 64 bits)", node.start_mark)
         return value
 
 
 _Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
 
 
-def read_yaml(text: str, file: str) -> tuple[Any, Positions, list[Problem]]:
+#: Called on the composed document before it is constructed (variables are substituted there),
+#: with the function that gives the tag YAML would give a plain scalar. It keeps its own
+#: problems: they do not stop the document from being read (every problem comes out at once).
+Prepare = Callable[[yaml.Node, Callable[[str], str]], None]
+
+
+def read_yaml(text: str, file: str, prepare: Prepare | None = None) -> tuple[Any, Positions, list[Problem]]:
+    """The document in ``text``, where each key path was written, and every problem, located.
+
+    ``prepare`` sees the composed nodes after their positions are recorded and before values
+    are built from them: what it changes keeps the line and column it was written at.
+    """
     positions = Positions()
     problems: list[Problem] = []
     loader: _Loader | None = None
@@ -104,6 +121,9 @@ def read_yaml(text: str, file: str) -> tuple[Any, Positions, list[Problem]]:
         if node is None:
             return None, positions, [Problem(file, 1, 1, "", "file is empty; a scenario needs name, target and load")]
         _walk(node, (), positions, problems, file, _Budget())
+        if prepare is not None and not problems:
+            resolver = loader  # bound here: mypy cannot see it is not None inside the lambda
+            prepare(node, lambda value: str(resolver.resolve(yaml.ScalarNode, value, (True, False))))
         if problems:
             return None, positions, problems
         data = loader.construct_document(node)
@@ -117,13 +137,12 @@ def read_yaml(text: str, file: str) -> tuple[Any, Positions, list[Problem]]:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        message = f"{exc.problem or 'invalid YAML'}"
-        if "python/" in message or "could not determine a constructor" in message:
-            message += " (only plain YAML is allowed: no language-specific tags)"
+        mine = isinstance(exc, _Refused)
+        message = str(exc.problem) if mine else yaml_plain(str(exc.problem or ""), str(exc.context or ""))
         where = positions.path_at(line, col) if isinstance(exc, yaml.constructor.ConstructorError) else ()
         return None, positions, [Problem(file, line, col, dotted(where), message)]
-    except yaml.YAMLError as exc:
-        return None, positions, [Problem(file, 1, 1, "", f"invalid YAML: {exc}")]
+    except yaml.YAMLError:
+        return None, positions, [Problem(file, 1, 1, "", yaml_plain("", ""))]
     finally:
         if loader is not None:
             loader.dispose()
