@@ -16,9 +16,11 @@ from harness.results.lineproto import Point
 
 __all__ = [
     "event_point",
+    "fault_end_point",
     "load_point",
     "request_points",
     "run_point",
+    "running_point",
     "slo_points",
 ]
 
@@ -82,21 +84,36 @@ def event_point(
     time_s: float,
     planned_offset: float | None = None,
     late_ms: float | None = None,
+    until: float | None = None,
 ) -> Point:
     """A Grafana annotation: kind is an :class:`~harness.results.schema.EventKind`; state is start or end.
 
     Steps of the plan (stage changes, fault injections and reverts) also carry their planned
     offset from the run start (s) and how late they took effect (ms), so step timing can be
-    checked from the events alone.
+    checked from the events alone. ``until`` (epoch s) is a fault start's planned end, its
+    region's end while it is active (:func:`fault_end_point` replaces it with the real one).
     """
     fields: dict[str, str | float] = {schema.TEXT: text, schema.STATE: state}
     if planned_offset is not None:
         fields[schema.PLANNED_OFFSET] = round(planned_offset, 3)
     if late_ms is not None:
         fields[schema.LATE_MS] = round(late_ms, 1)
+    if until is not None:
+        fields[schema.END_MS] = _epoch_ms(until)
     return Point(
         schema.EVENTS.name, {schema.RUN_ID: run_id, schema.KIND: kind, schema.NAME: name}, fields, int(time_s * _NS)
     )
+
+
+def fault_end_point(run_id: str, name: str, started: float, ended: float) -> Point:
+    """The fault's start event again, now with its real end: the same series and timestamp, so
+    InfluxDB merges it into the start event's point and Grafana's region ends where the fault did."""
+    tags = {schema.RUN_ID: run_id, schema.KIND: schema.EventKind.FAULT.value, schema.NAME: name}
+    return Point(schema.EVENTS.name, tags, {schema.END_MS: _epoch_ms(ended)}, int(started * _NS))
+
+
+def _epoch_ms(epoch_s: float) -> float:
+    return round(epoch_s * 1000, 1)
 
 
 def slo_points(run_id: str, results: Iterable[SloResult], time_s: float) -> Iterator[Point]:
@@ -107,10 +124,28 @@ def slo_points(run_id: str, results: Iterable[SloResult], time_s: float) -> Iter
         yield Point(schema.SLO.name, {schema.RUN_ID: run_id, schema.SLO_NAME: result.name}, fields, int(time_s * _NS))
 
 
-def run_point(run_id: str, scenario: str, verdict: str, started: float, ended: float, text: str) -> Point:
-    return Point(
-        schema.RUNS.name,
-        {schema.RUN_ID: run_id, schema.SCENARIO: scenario, schema.VERDICT: verdict},
-        {schema.STARTED: started, schema.ENDED: ended, schema.TEXT: text},
-        int(started * _NS),
-    )
+def run_point(
+    run_id: str,
+    scenario: str,
+    verdict: str,
+    started: float,
+    ended: float,
+    text: str,
+    planned_end: float | None = None,
+) -> Point:
+    """The run's row in harness_runs: written as ``running`` when the load clock starts
+    (:func:`running_point`) and again, onto the same point, with the verdict when it ends."""
+    fields: dict[str, str | float] = {
+        schema.VERDICT: verdict,
+        schema.STARTED: started,
+        schema.ENDED: ended,
+        schema.TEXT: text,
+    }
+    if planned_end is not None:
+        fields[schema.PLANNED_END] = planned_end
+    return Point(schema.RUNS.name, {schema.RUN_ID: run_id, schema.SCENARIO: scenario}, fields, int(started * _NS))
+
+
+def running_point(run_id: str, scenario: str, started: float, planned_end: float) -> Point:
+    """The run's row while it runs: ``ended`` is its planned end until the run really ends."""
+    return run_point(run_id, scenario, schema.RUNNING, started, planned_end, "running", planned_end)

@@ -19,10 +19,24 @@ harness_load        run_id, scenario                            users, target_ra
                                                                 generators, saturated, generator_cpu (%),
                                                                 generator_lag_ms
 harness_events      run_id, kind (run, phase, stage, fault,     text, state (start, end); planned_offset
-                    abort, generator), name                     (s), late_ms for steps of the plan
+                    abort, generator), name                     (s), late_ms for steps of the plan; end_ms
+                                                                on a fault's start event (see below)
 harness_slo         run_id, slo                                 value, threshold, passed
-harness_runs        run_id, scenario, verdict                   started, ended (epoch s), text
+harness_runs        run_id, scenario                            verdict, started, ended, planned_end
+                                                                (epoch s), text
 ==================  ==========================================  =========================================
+
+Live runs. Grafana must see a run while it runs, so two records are written twice, the second
+time onto the first (same measurement, tags and timestamp: InfluxDB keeps one point and the
+later fields win):
+
+* ``harness_runs``: when the load clock starts, as ``verdict = "running"`` with ``started``,
+  ``planned_end`` and, for now, ``ended = planned_end``; when the run ends, with its verdict,
+  its real ``ended`` and the verdict's reason in ``text``. (``verdict`` is a field, not a tag,
+  for exactly this reason: a tag that changes would make a second point.)
+* a fault's start event carries ``end_ms`` (epoch ms), the fault's planned end while it is
+  active; when the fault is reverted, the start event is written again with the real end. The
+  fault's region in Grafana is that one row, from its time to ``end_ms``.
 """
 
 from __future__ import annotations
@@ -35,6 +49,7 @@ __all__ = [
     "BYTES",
     "COUNT",
     "ENDED",
+    "END_MS",
     "EVENTS",
     "FAILURES",
     "GENERATORS",
@@ -57,9 +72,11 @@ __all__ = [
     "P99",
     "P999",
     "PASSED",
+    "PLANNED_END",
     "PLANNED_OFFSET",
     "REQUESTS",
     "RPS",
+    "RUNNING",
     "RUNS",
     "RUN_ID",
     "SATURATED",
@@ -91,7 +108,6 @@ METHOD = "method"  # harness_requests: the HTTP method
 NAME = "name"  # harness_requests: the endpoint's name; harness_events: the phase, fault, stage... name
 KIND = "kind"  # harness_events: an EventKind
 SLO_NAME = "slo"  # harness_slo: the SLO's name
-VERDICT = "verdict"  # harness_runs: running, passed, failed, aborted, invalid, interrupted, error
 
 # ---------------------------------------------------------------- fields
 
@@ -130,8 +146,12 @@ VALUE = "value"
 THRESHOLD = "threshold"
 PASSED = "passed"
 
+VERDICT = "verdict"  # harness_runs: running, passed, failed, aborted, invalid, interrupted, error
+RUNNING = "running"  # harness_runs' verdict while the run is going
 STARTED = "started"
 ENDED = "ended"
+PLANNED_END = "planned_end"
+END_MS = "end_ms"  # harness_events: a fault start's end (epoch ms): planned while active, then real
 
 
 def service_field(latency_field: str) -> str:
@@ -179,9 +199,9 @@ LOAD = Measurement(
     (RUN_ID, SCENARIO),
     (USERS, TARGET_RATE, ACHIEVED_RATE, GENERATORS, SATURATED, GENERATOR_CPU, GENERATOR_LAG_MS),
 )
-EVENTS = Measurement("harness_events", (RUN_ID, KIND, NAME), (TEXT, STATE, PLANNED_OFFSET, LATE_MS))
+EVENTS = Measurement("harness_events", (RUN_ID, KIND, NAME), (TEXT, STATE, PLANNED_OFFSET, LATE_MS, END_MS))
 SLO = Measurement("harness_slo", (RUN_ID, SLO_NAME), (VALUE, THRESHOLD, PASSED))
-RUNS = Measurement("harness_runs", (RUN_ID, SCENARIO, VERDICT), (STARTED, ENDED, TEXT))
+RUNS = Measurement("harness_runs", (RUN_ID, SCENARIO), (VERDICT, STARTED, ENDED, PLANNED_END, TEXT))
 
 #: Every measurement harness writes, in the order a reader of a whole run asks for them.
 MEASUREMENTS = (RUNS, EVENTS, REQUESTS, LOAD, SLO)

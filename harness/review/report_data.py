@@ -95,7 +95,7 @@ class _Points:
             self.scenario = self.scenario or str(tags.get(schema.SCENARIO) or "")
         elif measurement == schema.LOAD.name:
             self.load[time_ns // _NS] = fields
-        elif measurement == schema.EVENTS.name:
+        elif measurement == schema.EVENTS.name and schema.STATE in fields:  # not a fault's end_ms update
             self.events.append(
                 Event(
                     time_ns / _NS,
