@@ -10,6 +10,7 @@ and its row count.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -21,8 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hdrh.histogram import HdrHistogram
 
 from harness.demo.control import DemoInfo, down, up
+from harness.measure.windows import EndpointStats, new_histogram
 from harness.results.query import InfluxQuery
 from harness.review.grafana.dashboards import build_all
 
@@ -103,7 +106,11 @@ def client(tmp_path_factory: pytest.TempPathFactory, demo: DemoInfo, influxd: An
         assert "Traceback" not in result.stdout + result.stderr, result.stderr[-3000:]
         expected = (4,) if GUARDS[run_id] else (0, 1)
         assert result.returncode in expected, result.stdout[-3000:] + result.stderr[-3000:]
+    RUNS_DIR.append(tmp / "runs")
     return InfluxQuery(influxd.url, DATABASE)
+
+
+RUNS_DIR: list[Path] = []  # where the fixture's runs keep their own record
 
 
 # --------------------------------------------------------------------------- Grafana's interpolation
@@ -374,3 +381,38 @@ def test_a_running_run_is_listed_followed_and_its_fault_drawn_while_it_runs(
     query = interpolate(regions_query, {"run_id": LIVE_RUN}, now_ms - 300_000, now_ms, 1)
     final = [r for r in client.query(query, epoch="ms") if r["fault"] == "kill-payments"]
     assert len(final) == 1 and abs(final[0]["timeEnd"] - end_event[0]["time"]) <= 1, (final, end_event)
+
+
+# --------------------------------------------------------------------------- one set of numbers
+
+
+def test_window_figures_in_influxdb_are_the_summary_s_and_recompute_from_the_stored_histograms(
+    client: InfluxQuery,
+) -> None:
+    """harness_windows holds summary.json's exact figures for every window; merging the stored
+    per-second histograms of harness_totals gives the run's percentiles again, from InfluxDB alone."""
+    run_id = RUNS[1]
+    summary = json.loads((RUNS_DIR[0] / run_id / "summary.json").read_text())
+    rows = client.query(f"SELECT * FROM \"harness_windows\" WHERE run_id = '{run_id}'")
+    stored = {r["window"]: r for r in rows}
+    assert set(stored) == set(summary["windows"]), (sorted(stored), sorted(summary["windows"]))
+    for window, figures in summary["windows"].items():
+        row = stored[window]
+        assert row["count"] == figures["requests"] and row["failures"] == figures["failures"], window
+        for field in ("p50", "p99", "max"):
+            assert row[field] == figures[f"{field}_ms"], (window, field, row, figures)
+        assert row["error_rate"] == figures["error_rate"] and row["rps"] == figures["rps"], window
+    merged = new_histogram()
+    seconds = client.query(f'SELECT "histogram", "count" FROM "harness_totals" WHERE run_id = \'{run_id}\'')
+    for second in seconds:
+        if second.get("histogram"):
+            merged.add(HdrHistogram.decode(second["histogram"]))
+    run = summary["windows"]["run"]
+    assert merged.get_total_count() == run["requests"] == sum(s["count"] for s in seconds)
+    exact = EndpointStats(count=merged.get_total_count(), hist=merged).latency_ms()
+    assert [round(exact[k], 3) for k in ("p50", "p99", "max")] == [run["p50_ms"], run["p99_ms"], run["max_ms"]]
+    # failures by kind per second add up to the run's failure kinds
+    kinds: dict[str, int] = {}
+    for row in client.query(f'SELECT "count", "failure_kind" FROM "harness_failures" WHERE run_id = \'{run_id}\''):
+        kinds[row["failure_kind"]] = kinds.get(row["failure_kind"], 0) + row["count"]
+    assert kinds == run["failure_kinds"]

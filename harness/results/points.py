@@ -7,7 +7,8 @@ reports and baselines read what is written here. ``run_id`` is a tag on every po
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
 from harness.judge.slo import SloResult
 from harness.measure.windows import ClosedSecond, Endpoint, EndpointStats
@@ -16,12 +17,15 @@ from harness.results.lineproto import Point
 
 __all__ = [
     "event_point",
+    "failure_points",
     "fault_end_point",
     "load_point",
     "request_points",
     "run_point",
     "running_point",
     "slo_points",
+    "totals_point",
+    "window_points",
 ]
 
 _NS = schema.NS_PER_S
@@ -48,6 +52,62 @@ def request_points(run_id: str, scenario: str, closed: ClosedSecond, endpoints: 
             fields,
             closed.second * _NS,
         )
+
+
+def totals_point(run_id: str, scenario: str, closed: ClosedSecond) -> Point:
+    """The second over all endpoints, exact: percentiles of the merged histogram, and that
+    histogram itself (encoded as HdrHistogram interval logs encode it) to recompute any window."""
+    stats = closed.total()
+    fields: dict[str, float | int | str] = {
+        schema.COUNT: stats.count,
+        schema.FAILURES: stats.failed,
+        schema.RPS: float(stats.count),
+        schema.BYTES: stats.bytes,
+    }
+    if stats.count:
+        fields.update(_latency_fields(stats.latency_ms(), schema.LATENCY_FIELDS))
+        fields[schema.HISTOGRAM] = stats.hist.encode().decode("ascii")
+    return Point(schema.TOTALS.name, {schema.RUN_ID: run_id, schema.SCENARIO: scenario}, fields, closed.second * _NS)
+
+
+def failure_points(run_id: str, scenario: str, closed: ClosedSecond) -> Iterator[Point]:
+    """Failed requests of the second by endpoint and kind; none for a kind that did not happen."""
+    for (method, name), stats in closed.endpoints.items():
+        for kind, count in stats.failures.items():
+            if count:
+                tags = {
+                    schema.RUN_ID: run_id,
+                    schema.SCENARIO: scenario,
+                    schema.METHOD: method,
+                    schema.NAME: name,
+                    schema.FAILURE_KIND: kind,
+                }
+                yield Point(schema.FAILURE_KINDS.name, tags, {schema.COUNT: count}, closed.second * _NS)
+
+
+#: harness_windows' fields from the keys of a window's row in summary.json (``stats_dict``).
+_WINDOW_FIELDS = {
+    "requests": schema.COUNT,
+    "failures": schema.FAILURES,
+    "error_rate": schema.ERROR_RATE,
+    "rps": schema.RPS,
+    "seconds": schema.SECONDS,
+    **{f"{name}_ms": name for name in schema.LATENCY_FIELDS},
+}
+
+
+def window_points(run_id: str, windows: Mapping[str, Mapping[str, Any]], started: float) -> Iterator[Point]:
+    """Each SLO window's figures (a row of summary.json's ``windows``, as the judge computed
+    them), at the run's start: every write replaces the window's point, so-far, then final."""
+    for window, row in windows.items():
+        fields = {
+            name: row[key]
+            for key, name in _WINDOW_FIELDS.items()
+            if isinstance(row.get(key), int | float) and not isinstance(row.get(key), bool)
+        }
+        if fields:
+            tags = {schema.RUN_ID: run_id, schema.WINDOW: window}
+            yield Point(schema.WINDOWS.name, tags, fields, int(started * _NS))
 
 
 def _latency_fields(figures: dict[str, float], names: tuple[str, ...]) -> dict[str, float]:

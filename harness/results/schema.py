@@ -21,10 +21,28 @@ harness_load        run_id, scenario                            users, target_ra
 harness_events      run_id, kind (run, phase, stage, fault,     text, state (start, end); planned_offset
                     abort, generator), name                     (s), late_ms for steps of the plan; end_ms
                                                                 on a fault's start event (see below)
+harness_totals      run_id, scenario                            all endpoints, exact (merged histograms):
+                                                                count, failures, rps, bytes, p50 .. p999,
+                                                                max, mean (ms); histogram (the second's
+                                                                merged HdrHistogram, encoded as in
+                                                                HdrHistogram interval logs, us)
+harness_failures    run_id, scenario, method, name,             count (failed requests of that kind in
+                    failure_kind                                that second; no row when there were none)
+harness_windows     run_id, window (run, steady, phase:x,       count, failures, error_rate, rps, seconds,
+                    during:x, after:x)                          p50 .. p999, max, mean (ms): the exact
+                                                                figures summary.json has for the window
 harness_slo         run_id, slo                                 value, threshold, passed
 harness_runs        run_id, scenario                            verdict, started, ended, planned_end
                                                                 (epoch s), text
 ==================  ==========================================  =========================================
+
+Exact figures. Percentiles of different endpoints or seconds cannot be merged once they are
+numbers, so each second's all-endpoints row (``harness_totals``) is computed from the merged
+histograms, and its ``histogram`` field keeps that histogram: any window can be recomputed
+exactly from InfluxDB alone by decoding and adding them. ``harness_windows`` holds one point
+per SLO window at the run's start time, rewritten with the window's figures so far every few
+seconds while the run goes and with the final figures when it ends (the same numbers as
+``summary.json``'s ``windows``): Grafana's stat panels and tables read them.
 
 Live runs. Grafana must see a run while it runs, so two records are written twice, the second
 time onto the first (same measurement, tags and timestamp: InfluxDB keeps one point and the
@@ -50,11 +68,15 @@ __all__ = [
     "COUNT",
     "ENDED",
     "END_MS",
+    "ERROR_RATE",
     "EVENTS",
     "FAILURES",
+    "FAILURE_KIND",
+    "FAILURE_KINDS",
     "GENERATORS",
     "GENERATOR_CPU",
     "GENERATOR_LAG_MS",
+    "HISTOGRAM",
     "KIND",
     "LATENCY_FIELDS",
     "LATE_MS",
@@ -81,6 +103,7 @@ __all__ = [
     "RUN_ID",
     "SATURATED",
     "SCENARIO",
+    "SECONDS",
     "SERVICE_FIELDS",
     "SLO",
     "SLO_NAME",
@@ -89,9 +112,12 @@ __all__ = [
     "TARGET_RATE",
     "TEXT",
     "THRESHOLD",
+    "TOTALS",
     "USERS",
     "VALUE",
     "VERDICT",
+    "WINDOW",
+    "WINDOWS",
     "EventKind",
     "EventState",
     "Measurement",
@@ -108,6 +134,8 @@ METHOD = "method"  # harness_requests: the HTTP method
 NAME = "name"  # harness_requests: the endpoint's name; harness_events: the phase, fault, stage... name
 KIND = "kind"  # harness_events: an EventKind
 SLO_NAME = "slo"  # harness_slo: the SLO's name
+FAILURE_KIND = "failure_kind"  # harness_failures: the kind of failure (an HTTP status, an exception name)
+WINDOW = "window"  # harness_windows: the SLO window (run, steady, phase:<name>, during:<fault>...)
 
 # ---------------------------------------------------------------- fields
 
@@ -128,6 +156,10 @@ LATENCY_FIELDS = (P50, P75, P90, P95, P99, P999, MAX, MEAN)
 _SERVICE_PREFIX = "service_"
 #: The same figures of the raw service time (open model: latency counts from the intended start).
 SERVICE_FIELDS = tuple(_SERVICE_PREFIX + name for name in LATENCY_FIELDS)
+
+HISTOGRAM = "histogram"  # harness_totals: the second's merged HdrHistogram (us), base64 of the compressed form
+ERROR_RATE = "error_rate"
+SECONDS = "seconds"
 
 USERS = "users"
 TARGET_RATE = "target_rate"
@@ -194,6 +226,9 @@ REQUESTS = Measurement(
     (RUN_ID, SCENARIO, METHOD, NAME),
     (COUNT, FAILURES, RPS, BYTES, *LATENCY_FIELDS, *SERVICE_FIELDS),
 )
+TOTALS = Measurement("harness_totals", (RUN_ID, SCENARIO), (COUNT, FAILURES, RPS, BYTES, *LATENCY_FIELDS, HISTOGRAM))
+FAILURE_KINDS = Measurement("harness_failures", (RUN_ID, SCENARIO, METHOD, NAME, FAILURE_KIND), (COUNT,))
+WINDOWS = Measurement("harness_windows", (RUN_ID, WINDOW), (COUNT, FAILURES, ERROR_RATE, RPS, SECONDS, *LATENCY_FIELDS))
 LOAD = Measurement(
     "harness_load",
     (RUN_ID, SCENARIO),
@@ -204,4 +239,4 @@ SLO = Measurement("harness_slo", (RUN_ID, SLO_NAME), (VALUE, THRESHOLD, PASSED))
 RUNS = Measurement("harness_runs", (RUN_ID, SCENARIO), (VERDICT, STARTED, ENDED, PLANNED_END, TEXT))
 
 #: Every measurement harness writes, in the order a reader of a whole run asks for them.
-MEASUREMENTS = (RUNS, EVENTS, REQUESTS, LOAD, SLO)
+MEASUREMENTS = (RUNS, EVENTS, REQUESTS, TOTALS, FAILURE_KINDS, LOAD, WINDOWS, SLO)

@@ -46,7 +46,7 @@ from harness.measure.delivery import SUSTAINED_SECONDS, DeliveryWatch
 from harness.measure.steptiming import StepRecord
 from harness.measure.windows import Aggregator
 from harness.plan import Plan, Step, StepKind
-from harness.results.points import run_point, running_point, slo_points
+from harness.results.points import run_point, running_point, slo_points, window_points
 from harness.results.samples import BaselineRun
 from harness.run.cluster import RayStart, driver_node_id, live_nodes, start_ray, stop_ray
 from harness.run.faults import FaultAgents
@@ -64,6 +64,7 @@ from harness.run.seconds import (
     Seconds,
     TallyObserver,
     VerdictObserver,
+    WindowFiguresObserver,
     WriterObserver,
 )
 from harness.run.signals import deferred_interrupts, exit_at_once, terminate_as_interrupt
@@ -205,7 +206,7 @@ class Orchestrator:
         writer = WriterObserver(self.recorder, self.scenario.name, self.fleet.live_generators)
         guard = GuardObserver(GuardWatch(list(self.scenario.guards)), self.recorder)
         observers: list[SecondObserver] = [DeliveryObserver(delivery), VerdictObserver(book, ledger), tally]
-        observers += [writer, guard]
+        observers += [writer, WindowFiguresObserver(ledger, self.recorder, start_epoch), guard]
         if self.on_status is not None:
             active = self.faults.active if self.faults is not None else list
             observers.append(
@@ -354,6 +355,8 @@ class Orchestrator:
         )
         started = live.start_epoch if live is not None else self.options.invoked_at
         self.recorder.write(list(slo_points(self.run_id, slos, ended)))
+        if live is not None:  # the final figures of every window, as summary.json has them
+            self.recorder.write(list(window_points(self.run_id, live.ledger.window_table(), live.start_epoch)))
         planned_end = started + self.plan.duration
         self.recorder.write(
             [run_point(self.run_id, self.scenario.name, verdict.value, started, ended, reason, planned_end)]

@@ -56,6 +56,9 @@ REQUESTS = _q(schema.REQUESTS.name)
 LOAD = _q(schema.LOAD.name)
 EVENTS = _q(schema.EVENTS.name)
 SLOS = _q(schema.SLO.name)
+TOTALS = _q(schema.TOTALS.name)
+FAILURE_KINDS = _q(schema.FAILURE_KINDS.name)
+WINDOWS = _q(schema.WINDOWS.name)
 RUNS = _q(schema.RUNS.name)
 
 
@@ -187,25 +190,26 @@ def _run_lists() -> list[Any]:
 
 def _run_stats() -> list[Any]:
     """The top row: one figure each for the whole run."""
+    run_window = f"{RUN} AND {_q(schema.WINDOW)} = 'run'"
     stats = (
-        ("Requests", "Requests completed in the run (all endpoints).", "short", REQUESTS,
-         _agg("sum", schema.COUNT, "requests")),
-        ("Error rate", "Failed requests / requests over the whole run.", "percentunit", REQUESTS,
-         _ratio(schema.FAILURES, schema.COUNT, "error rate")),
-        ("Worst p99", "The highest per-second p99 of any endpoint in the run (ms).", "ms", REQUESTS,
-         _agg("max", schema.P99, "worst p99")),
-        ("Peak users", "The most concurrent users (closed model) in any second.", "short", LOAD,
-         _agg("max", schema.USERS, "peak users")),
+        ("Requests", "Requests completed in the run so far (all endpoints).", "short", schema.COUNT),
+        ("Run rps", "Requests per second over the run's seconds so far.", "reqps", schema.RPS),
+        ("Error rate", "Failed requests / requests over the run so far.", "percentunit", schema.ERROR_RATE),
+        ("p50", "The run's median latency so far (ms): exact, from every request's histogram merged.", "ms",
+         schema.P50),
+        ("p99", "The run's p99 latency so far (ms): exact, the figure the verdict, summary.json, JUnit and the "
+         "report show.", "ms", schema.P99),
+        ("Max", "The slowest request of the run so far (ms).", "ms", schema.MAX),
     )  # fmt: skip
     return [
         stat_panel(
             title,
-            description,
+            description + " Written every 5 s while the run goes, final when it ends.",
             unit,
-            pos(6 * i, _TOP, 6, 4),
-            InfluxQL("A", f"SELECT {select} FROM {source} WHERE {RUN}", "table"),
+            pos(4 * i, _TOP, 4, 4),
+            InfluxQL("A", f"SELECT last({_q(field)}) AS {_q(title)} FROM {WINDOWS} WHERE {run_window}", "table"),
         )
-        for i, (title, description, unit, source, select) in enumerate(stats)
+        for i, (title, description, unit, field) in enumerate(stats)
     ]
 
 
@@ -229,12 +233,12 @@ def _run_series() -> list[Any]:
          pos(0, _TOP + 4, 12, 8),
          InfluxQL("A", f'SELECT {rate} AS "all" {requests} {per_second}'),
          InfluxQL("B", f'SELECT {rate} AS "rps" {requests} {per_endpoint}', alias="$tag_name")),
-        ("Latency percentiles (worst endpoint)",
-         "p50/p95/p99/p99.9 in ms. Each line is the highest value of any endpoint in that second "
-         "(percentiles of different endpoints cannot be merged in InfluxQL), so it is an upper bound "
-         "for the run as a whole; the per-endpoint p99 panel shows which endpoint it is.", "ms",
+        ("Latency percentiles (all endpoints)",
+         "p50/p95/p99/p99.9 in ms of all endpoints together, exact for each second (harness merges the "
+         "second's histograms before it writes them). Zoomed out beyond 1 s per point, each point is the "
+         "highest second in it.", "ms",
          pos(12, _TOP + 4, 12, 8),
-         InfluxQL("A", f"SELECT {latency} {requests} {per_second}")),
+         InfluxQL("A", f"SELECT {latency} FROM {TOTALS} WHERE {RUN} AND $timeFilter {per_second}")),
         ("p99 per endpoint", "Each endpoint's p99 (ms) per second, from its own HDR histogram of that second.", "ms",
          pos(0, _TOP + 12, 12, 8),
          InfluxQL("A", f'SELECT {_agg("max", schema.P99, "p99")} {requests} {per_endpoint}', alias="$tag_name")),
@@ -258,6 +262,12 @@ def _run_series() -> list[Any]:
          pos(0, _TOP + 28, 24, 8),
          InfluxQL("A", f"SELECT {health} {load} {per_second}"),
          InfluxQL("B", f'SELECT {_agg("last", schema.SATURATED, "saturated")} {load} {per_second}')),
+        ("Failures by kind",
+         "Failed requests per second by kind (HTTP status or exception) and endpoint.", "short",
+         pos(0, _TOP + 36, 24, 8),
+         InfluxQL("A", f'SELECT sum({_q(schema.COUNT)}) AS "failures" FROM {FAILURE_KINDS} WHERE {RUN} '
+                       f"AND $timeFilter GROUP BY time($__interval), {_q(schema.FAILURE_KIND)}, {_q(schema.NAME)} "
+                       "fill(none)", alias="$tag_failure_kind $tag_name")),
     )  # fmt: skip
     return [
         timeseries_panel(title, description, unit, grid, *targets)
@@ -274,19 +284,34 @@ def _run_tables() -> list[Any]:
         _agg("sum", schema.BYTES, "bytes"),
     ))  # fmt: skip
     slos = ", ".join(_agg("last", field, field) for field in (schema.VALUE, schema.THRESHOLD, schema.PASSED))
+    windows = ", ".join(
+        _agg("last", field, alias)
+        for field, alias in (
+            (schema.COUNT, "requests"), (schema.ERROR_RATE, "error rate"), (schema.RPS, "requests/s"),
+            (schema.P50, "p50 (ms)"), (schema.P99, "p99 (ms)"), (schema.MAX, "max (ms)"),
+        )
+    )  # fmt: skip
     by_endpoint = f"GROUP BY {_q(schema.METHOD)}, {_q(schema.NAME)}"
     return [
         table_panel(
             "Endpoints",
             "Totals per endpoint over the whole run (independent of the time range).",
-            pos(0, _TOP + 36, 24, 8),
+            pos(0, _TOP + 44, 24, 8),
             InfluxQL("A", f"SELECT {endpoints} FROM {REQUESTS} WHERE {RUN} {by_endpoint}", "table"),
         ),
         table_panel(
             "SLOs",
             "Each SLO of the scenario as judged at the end of the run: measured value, threshold, passed.",
-            pos(0, _TOP + 44, 24, 6),
+            pos(0, _TOP + 52, 24, 6),
             InfluxQL("A", f"SELECT {slos} FROM {SLOS} WHERE {RUN} GROUP BY {_q(schema.SLO_NAME)}", "table"),
+        ),
+        table_panel(
+            "Windows",
+            "Each SLO window (run, steady, phases, during and after each fault) with its exact figures: "
+            "requests, error rate, requests/s, p50, p99 and max, as summary.json and the report have them "
+            "(so far while the run goes).",
+            pos(0, _TOP + 58, 24, 8),
+            InfluxQL("A", f"SELECT {windows} FROM {WINDOWS} WHERE {RUN} GROUP BY {_q(schema.WINDOW)}", "table"),
         ),
     ]
 
