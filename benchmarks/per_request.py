@@ -10,6 +10,11 @@ the window recorder.
 
     python benchmarks/per_request.py                # 4 pairs, 8 s windows
     python benchmarks/per_request.py --pairs 6 --duration 10
+    python benchmarks/per_request.py --listener     # harness without / with a module-level request listener
+
+``--listener`` runs the harness process twice per pair instead, on benchmarks/locustfile.py and on
+benchmarks/locustfile_listener.py (the same user plus one ``@events.request.add_listener``
+counter): the difference is what one module-level listener costs per request.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from throughput import HERE, VENV_BIN, free_port, handled, nginx, stop
 from harness.load.protocol import KEEPALIVE_INTERVAL, Keepalive, Ready, SetUsers, Stop, decode_as, encode_command
 
 LOCUSTFILE = HERE / "locustfile.py"
+LISTENER_LOCUSTFILE = HERE / "locustfile_listener.py"
 
 
 def _cpu(proc: subprocess.Popen[bytes]) -> float:
@@ -48,7 +54,9 @@ def _window(url: str, proc: subprocess.Popen[bytes], warmup: float, duration: fl
     return n1 - n0 - 1, cpu1 - cpu0, t1 - t0
 
 
-def run_harness_process(url: str, users: int, warmup: float, duration: float) -> tuple[int, float, float]:
+def run_harness_process(
+    url: str, users: int, warmup: float, duration: float, locustfile: Path = LOCUSTFILE
+) -> tuple[int, float, float]:
     """One ``harness.load.runner`` process, driven over its pipe protocol as a generator actor would."""
     read_fd, write_fd = os.pipe()
     proc = subprocess.Popen(
@@ -59,7 +67,7 @@ def run_harness_process(url: str, users: int, warmup: float, duration: float) ->
             "--process-id",
             "bench",
             "--locustfile",
-            str(LOCUSTFILE),
+            str(locustfile),
             "--classes",
             "Hammer:1",
             "--host",
@@ -151,13 +159,21 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=8.0, help="measured window per run, seconds")
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--users", type=int, default=50)
+    parser.add_argument(
+        "--listener", action="store_true", help="harness without and with one module-level request listener"
+    )
     args = parser.parse_args()
-    costs: dict[str, list[float]] = {"harness": [], "locust": []}
+    tools = ("harness", "listener") if args.listener else ("harness", "locust")
+    costs: dict[str, list[float]] = {tool: [] for tool in tools}
     with tempfile.TemporaryDirectory(prefix="harness-per-request-") as tmp, nginx(free_port(), Path(tmp)) as url:
         for pair in range(1, args.pairs + 1):
-            for tool in ("harness", "locust"):
+            for tool in tools:
                 if tool == "harness":
                     requests, cpu, wall = run_harness_process(url, args.users, args.warmup, args.duration)
+                elif tool == "listener":
+                    requests, cpu, wall = run_harness_process(
+                        url, args.users, args.warmup, args.duration, LISTENER_LOCUSTFILE
+                    )
                 else:
                     requests, cpu, wall = run_locust_process(url, args.users, args.warmup, args.duration, Path(tmp))
                 costs[tool].append(cpu / requests * 1e6)
@@ -170,6 +186,10 @@ def main() -> int:
         print(
             f"{tool:7} median {statistics.median(values):6.1f} us/request (range {min(values):.1f}-{max(values):.1f})"
         )
+    if args.listener:
+        extra = statistics.median(costs["listener"]) - statistics.median(costs["harness"])
+        print(f"one module-level request listener costs {extra:.1f} us/request (median difference)")
+        return 0
     ratio = statistics.median(costs["locust"]) / statistics.median(costs["harness"])
     print(f"plain Locust / harness CPU per request = {ratio:.3f} (above 1: the harness process is leaner)")
     return 0

@@ -24,6 +24,7 @@ from harness.judge.units import format_duration
 from harness.plan import Plan
 from harness.review.runs import RunInfo
 from harness.run.seconds import LiveStatus
+from harness.scenario import describe_load
 
 __all__ = [
     "Progress",
@@ -59,6 +60,12 @@ def print_plan(
     )
     if scenario.description:
         console.print(scenario.description.strip(), markup=False)
+    what = Table(title="load (what each Locust process runs)", show_header=False)
+    what.add_column("key")
+    what.add_column("value")
+    for key, value in describe_load(scenario):
+        what.add_row(key, escape(value))
+    console.print(what)
     table = Table(title="timeline")
     for column in ("offset", "step", "name", "detail"):
         table.add_column(column)

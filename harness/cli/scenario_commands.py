@@ -21,11 +21,14 @@ def register(app: typer.Typer) -> None:
 
 def validate(scenario: ScenarioArg) -> None:
     """Check a scenario file and report every problem with file, line and key path (exit 2)."""
+    from harness.load.shape import shape_stages
     from harness.plan import compile_plan
-    from harness.scenario import load_scenario
+    from harness.scenario import load_scenario, locustfile_notes
 
-    loaded = load_scenario(scenario)
+    loaded = shape_stages(load_scenario(scenario))
     compiled = compile_plan(loaded)
+    for note in locustfile_notes(loaded):
+        typer.echo(f"{scenario}: warning: {note}", err=True)
     typer.echo(
         f"{scenario}: valid: {len(compiled.phases)} stages, {len(loaded.faults)} faults, "
         f"{len(loaded.slos)} SLOs, {len(loaded.guards)} guards, {compiled.duration:g}s"
@@ -42,11 +45,12 @@ def plan(
     """Print the compiled timeline, resolved fault targets and where each actor runs; applies nothing."""
     from harness.chaos.preflight import targets
     from harness.cli.display import print_plan
+    from harness.load.shape import shape_stages
     from harness.plan import compile_plan
     from harness.run.nodes import plan_rows
     from harness.scenario import load_scenario
 
-    loaded = load_scenario(scenario)
+    loaded = shape_stages(load_scenario(scenario))
     compiled = compile_plan(loaded)
     if ray_address:
         from harness.run.cluster import read_cluster

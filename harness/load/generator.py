@@ -54,30 +54,16 @@ from harness.load.protocol import (
     decode_report,
     encode_command,
 )
+from harness.load.spec import GeneratorSpec, LocustOptions
 from harness.measure.clocks import CLOCK_OFFSET_ENV, ClockOffset, measure
 from harness.measure.cpu import usable_cores
 from harness.priority import normal_priority
 
-__all__ = ["CUT_OFF_AFTER", "Answer", "Call", "GeneratorPool", "GeneratorSpec", "LoadGenerator"]
+__all__ = ["CUT_OFF_AFTER", "Answer", "Call", "GeneratorPool", "GeneratorSpec", "LoadGenerator", "LocustOptions"]
 
 CUT_OFF_AFTER = 5.0  # an actor that hears nothing from the driver this long stops its load (s)
 STOP_GRACE = 2.0  # a process asked to stop this long ago is killed (s)
 WATCH_TICK = 0.25  # how often the actor checks when it last heard from the driver (s)
-
-
-@dataclass(frozen=True)
-class GeneratorSpec:
-    """What one generator runs: the same locustfile and classes in ``processes`` processes."""
-
-    generator_id: str
-    locustfile: str
-    classes: dict[str, int]
-    host: str
-    processes: int | None  # None: one per core on the actor's node
-    open_model: bool
-    log_dir: str
-    env: dict[str, str] = field(default_factory=dict)
-    clock_offset: float = 0.0  # seconds this node's clock is ahead of the driver's (harness.measure.clocks)
 
 
 def _prepare_child() -> None:
@@ -151,23 +137,7 @@ class _LoadGeneratorActor:
         for index in range(count):
             process_id = f"{spec.generator_id}.{index}"
             read_fd, write_fd = os.pipe()
-            args = [
-                sys.executable,
-                "-m",
-                "harness.load.runner",
-                "--process-id",
-                process_id,
-                "--locustfile",
-                spec.locustfile,
-                "--classes",
-                ",".join(f"{name}:{weight}" for name, weight in spec.classes.items()),
-                "--host",
-                spec.host,
-                "--report-fd",
-                str(write_fd),
-            ]
-            if spec.open_model:
-                args.append("--open-model")
+            args = [sys.executable, "-m", "harness.load.runner", *spec.runner_args(process_id, write_fd)]
             log = open(Path(spec.log_dir) / f"locust-{process_id}.log", "ab")  # noqa: SIM115
             proc = await asyncio.create_subprocess_exec(
                 *args,

@@ -19,14 +19,14 @@ monkey.patch_all()
 import argparse  # noqa: E402
 import bisect  # noqa: E402
 import ctypes  # noqa: E402
-import importlib.util  # noqa: E402
-import inspect  # noqa: E402
+import json  # noqa: E402
 import math  # noqa: E402
 import os  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any, TextIO  # noqa: E402
 
@@ -35,8 +35,11 @@ from gevent.event import Event  # noqa: E402
 from gevent.fileobject import FileObjectPosix  # noqa: E402
 from gevent.queue import Queue  # noqa: E402
 from locust import User  # noqa: E402
+from locust import log as locust_log  # noqa: E402
 from locust.env import Environment  # noqa: E402
 
+from harness.load.failures import FailureKinds  # noqa: E402
+from harness.load.locustfile import Locustfile, build_environment, parse_options  # noqa: E402
 from harness.load.protocol import (  # noqa: E402
     ACTOR_SILENCE,
     Applied,
@@ -71,26 +74,6 @@ def _die_with_parent() -> None:
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except OSError:
         pass
-
-
-def load_user_classes(locustfile: Path, wanted: dict[str, int]) -> list[type[User]]:
-    """Import the locustfile and return the named User classes with their weights set."""
-    spec = importlib.util.spec_from_file_location("harness_locustfile", locustfile)
-    if spec is None or spec.loader is None:
-        raise RuntimeError(f"cannot import {locustfile}")
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(locustfile.parent))
-    spec.loader.exec_module(module)
-    classes = []
-    for name, weight in wanted.items():
-        cls = getattr(module, name, None)
-        if not (inspect.isclass(cls) and issubclass(cls, User)):
-            raise RuntimeError(f"{name} is not a Locust User class in {locustfile}")
-        if getattr(cls, "abstract", False):
-            raise RuntimeError(f"{name} is abstract and cannot be run")
-        cls.weight = weight
-        classes.append(cls)
-    return classes
 
 
 # Due slots a process queues for its users at most; beyond it the schedule skips ahead.
@@ -201,43 +184,57 @@ def _paced(cls: type[User], schedule: ArrivalSchedule, started: Callable[[], Non
 intended: dict[Any, float] = {}
 
 
-def _failure_kind(exception: BaseException | None, response: Any) -> str | None:
-    if exception is None:
-        return None
-    status = getattr(response, "status_code", 0) or 0
-    if status >= 400 or (status and status < 200):
-        return f"http_{status}"
-    return type(exception).__name__
+@dataclass(frozen=True)
+class Settings:
+    """What a load process runs, from its command line (see :func:`main`)."""
+
+    process_id: str
+    locustfile: Path
+    classes: dict[str, int]  # empty: every runnable User class of the file, as Locust does
+    host: str
+    open_model: bool = False
+    shape: str | None = None  # environment.shape_class; the driver follows its ticks
+    arguments: dict[str, Any] = field(default_factory=dict)  # the locustfile's own arguments
+    users: int | None = None  # parsed_options.num_users: the run's peak users, all processes
+    run_time: float | None = None  # parsed_options.run_time, seconds
+    keep_stats: bool = False  # keep Locust's own request statistics (the locustfile reads them)
 
 
 class LoadProcess:
-    """One Locust environment driven by commands, reporting per-second windows."""
+    """One Locust environment driven by commands, reporting per-second windows.
 
-    def __init__(
-        self,
-        process_id: str,
-        locustfile: Path,
-        classes: dict[str, int],
-        host: str,
-        out: int,
-        raw: TextIO | None,
-        open_model: bool,
-    ) -> None:
-        self.process_id = process_id
+    Built as ``locust`` builds its own (:mod:`harness.load.locustfile`): the locustfile
+    imported, its arguments parsed, one Environment on Locust's global events, ``init`` fired
+    once; ``test_start`` fires when the first users start, ``test_stop`` and ``quitting`` in
+    :meth:`finish`.
+    """
+
+    def __init__(self, settings: Settings, out: int, raw: TextIO | None) -> None:
+        self.process_id = settings.process_id
         self.out = out
         self.raw = raw
         self.schedule = ArrivalSchedule()
-        self.open_model = open_model
-        self.recorder = WindowRecorder(process_id, int(_now()))
-        self.user_classes = load_user_classes(locustfile, classes)
-        if open_model:
+        self.open_model = settings.open_model
+        self.recorder = WindowRecorder(settings.process_id, int(_now()))
+        locustfile = Locustfile.load(settings.locustfile)
+        self.user_classes: list[type[User]] = locustfile.user_classes(settings.classes)
+        shape = locustfile.shape(settings.shape)
+        options = parse_options(
+            settings.locustfile, settings.host, settings.users, settings.run_time, settings.arguments
+        )
+        if settings.open_model:
             count_start = self._count_start
             self.user_classes = [_paced(cls, self.schedule, count_start) for cls in self.user_classes]
-        self.env = Environment(user_classes=self.user_classes, host=host)
+        self.env: Environment = build_environment(locustfile, self.user_classes, shape, settings.host, options)
         self.runner = self.env.create_local_runner()
-        _drop_locust_stats(self.env)
-        listener = self._on_request_open if open_model else self._on_request
+        if not settings.keep_stats:
+            _drop_locust_stats(self.env)
+        self._failure_kind = FailureKinds()
+        listener = self._on_request_open if settings.open_model else self._on_request
         self.env.events.request.add_listener(self._with_raw_log(listener) if raw is not None else listener)
+        self.env.events.init.fire(environment=self.env, runner=self.runner, web_ui=None)
+        if locust_log.unhandled_greenlet_exception:  # Locust exits 1 then too
+            raise RuntimeError("an @events.init listener of the locustfile raised (its traceback is in this log)")
         self._cpu = (time.monotonic(), _cpu_seconds(), _runqueue_wait_seconds())
         # What each command does: True while the process should go on.
         self._handlers: dict[type[Command], Callable[[Any], bool]] = {
@@ -268,7 +265,7 @@ class LoadProcess:
         response: Any = None,
         **_: Any,
     ) -> int:
-        failure = None if exception is None else _failure_kind(exception, response)
+        failure = None if exception is None else self._failure_kind(exception, response)
         return self.recorder.record(
             int(_now()), request_type, name, int(response_time * 1000), response_length or 0, failure
         )
@@ -287,7 +284,7 @@ class LoadProcess:
         service_us = int(response_time * 1000)
         slot = intended.pop(gevent.getcurrent(), None)
         latency_us = service_us if slot is None else max(service_us, int((now - slot) * 1e6))
-        failure = None if exception is None else _failure_kind(exception, response)
+        failure = None if exception is None else self._failure_kind(exception, response)
         return self.recorder.record(int(now), request_type, name, latency_us, response_length or 0, failure, service_us)
 
     def _with_raw_log(self, listener: Callable[..., int]) -> Callable[..., None]:
@@ -331,11 +328,12 @@ class LoadProcess:
         return self._handlers[type(command)](command)
 
     def _set_users(self, command: SetUsers) -> bool:
-        if command.users <= 0:
-            if self.runner.user_count:
-                self.runner.stop()
-        else:
+        if command.users > 0:
             self.runner.start(command.users, command.spawn_rate or command.users)
+        elif self.runner.user_count:
+            # All at once, as before; start(0), not stop(): under Locust a test stops once, at
+            # its end (test_stop), however often its users drop to none on the way.
+            self.runner.start(0, max(self.runner.user_count, 1))
         self.emit(Applied(self.process_id, command.name, round(_now(), 4)).encode())
         return True
 
@@ -356,9 +354,9 @@ class LoadProcess:
             self.runner.start(users, max(users, 100))
 
     def finish(self) -> None:
-        if self.runner.user_count:
-            self.runner.stop()
+        """End as ``locust --headless`` ends: stop the users (``test_stop``), then ``quitting``."""
         self.runner.quit()
+        self.env.events.quitting.fire(environment=self.env, reverse=True)
         health = self.health(lag_ms=0.0)
         for line in self.recorder.flush(int(_now()) + 1, health):
             self.emit(line)
@@ -368,12 +366,14 @@ class LoadProcess:
 
 
 def _drop_locust_stats(env: Environment) -> None:
-    """Unhook Locust's own request statistics: harness's windows replace them.
+    """Unhook Locust's own request statistics: harness's windows replace them (unless the file reads them).
 
     Locust's runner logs every request into ``env.stats`` (rounded response-time buckets,
     per-second counts, for its web UI and CSV files, neither of which runs here). That
     bookkeeping costs more per request than the window recorder; with it gone the harness
-    path is leaner than plain Locust's. ``env.stats`` therefore stays empty under harness.
+    path is leaner than plain Locust's. ``env.stats`` therefore stays empty under harness,
+    unless the scenario's locustfile reads ``.stats`` (``keep_stats``): then it holds this
+    process's own requests, as a Locust worker's does.
     """
     hook = env.events.request
     for handler in list(hook._handlers):
@@ -402,38 +402,52 @@ def _runqueue_wait_seconds() -> float:
 
 def _parse_classes(text: str) -> dict[str, int]:
     out = {}
-    for item in text.split(","):
+    for item in filter(None, text.split(",")):
         name, _, weight = item.partition(":")
         out[name] = int(weight or 1)
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def _settings(argv: list[str] | None) -> tuple[Settings, int]:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--process-id", required=True)
     parser.add_argument("--locustfile", required=True, type=Path)
-    parser.add_argument("--classes", required=True, help="Name:weight,Name:weight")
+    parser.add_argument("--classes", default="", help="Name:weight,Name:weight; none: every User class")
     parser.add_argument("--host", required=True)
     parser.add_argument("--report-fd", required=True, type=int)
     parser.add_argument("--open-model", action="store_true", help="Pace iterations by arrival rate")
+    parser.add_argument("--shape", default=None, help="The LoadTestShape class (environment.shape_class)")
+    parser.add_argument("--arguments", default="{}", help="The locustfile's own arguments, a JSON object")
+    parser.add_argument("--users", type=int, default=None, help="parsed_options.num_users")
+    parser.add_argument("--run-time", type=float, default=None, help="parsed_options.run_time, seconds")
+    parser.add_argument("--keep-stats", action="store_true", help="Keep Locust's request statistics")
     args = parser.parse_args(argv)
+    settings = Settings(
+        process_id=args.process_id,
+        locustfile=args.locustfile,
+        classes=_parse_classes(args.classes),
+        host=args.host,
+        open_model=args.open_model,
+        shape=args.shape,
+        arguments=json.loads(args.arguments),
+        users=args.users,
+        run_time=args.run_time,
+        keep_stats=args.keep_stats,
+    )
+    return settings, args.report_fd
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings, report_fd = _settings(argv)
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the orchestrator's to handle
 
     raw_dir = os.environ.get("HARNESS_RAW_LATENCY_DIR")
-    raw = open(Path(raw_dir) / f"raw-{args.process_id}.log", "w") if raw_dir else None  # noqa: SIM115
+    raw = open(Path(raw_dir) / f"raw-{settings.process_id}.log", "w") if raw_dir else None  # noqa: SIM115
     try:
-        process = LoadProcess(
-            args.process_id,
-            args.locustfile,
-            _parse_classes(args.classes),
-            args.host,
-            args.report_fd,
-            raw,
-            args.open_model,
-        )
+        process = LoadProcess(settings, report_fd, raw)
     except Exception as exc:  # the actor shows this to the user
-        os.write(args.report_fd, (Error(args.process_id, f"{type(exc).__name__}: {exc}").encode() + "\n").encode())
+        os.write(report_fd, (Error(settings.process_id, f"{type(exc).__name__}: {exc}").encode() + "\n").encode())
         return 1
     ticker = gevent.spawn(process.tick_forever)
     scheduler = gevent.spawn(process.schedule.run)

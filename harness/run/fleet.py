@@ -19,8 +19,10 @@ from harness.errors import LoadError
 from harness.judge.summary import GeneratorEntry
 from harness.load.generator import Call, GeneratorPool, GeneratorSpec, LoadGenerator
 from harness.load.protocol import Command
+from harness.load.spec import LocustOptions
 from harness.run.placement import Placement, place_generators
-from harness.scenario import Scenario
+from harness.scenario import RateStage, Scenario, scenario_total_seconds
+from harness.scenario.locustfile import outline
 
 __all__ = ["FINAL_DRAIN_TIMEOUT", "LOST_AFTER", "Fleet", "FleetOptions", "Loss"]
 
@@ -91,6 +93,7 @@ class Fleet:
                 open_model=self.scenario.open_model,
                 log_dir=str(self.options.run_dir / "logs"),
                 env=env,
+                locust=locust_options(self.scenario),
             )
             options = {"name": f"harness-{self.options.run_id}-{spec.generator_id}"}
             generators.append(LoadGenerator(spec, options | self.placement.actor_options(index)))
@@ -236,4 +239,23 @@ def _entry(generator: LoadGenerator, info: dict[str, Any]) -> GeneratorEntry:
         processes=list(info.get("processes", [])),
         offset_ms=clock["offset_ms"],
         uncertainty_ms=clock["uncertainty_ms"],
+    )
+
+
+def locust_options(scenario: Scenario) -> LocustOptions:
+    """What each Locust process's ``environment`` says of the run (``parsed_options``, ``shape_class``).
+
+    ``--users`` is the run's peak user count over all processes, as ``locust -u`` is the total
+    over all workers; Locust's own request statistics are kept only when the locustfile reads
+    ``.stats`` (they cost CPU on every request).
+    """
+    load = scenario.load
+    users = max((s.max_users if isinstance(s, RateStage) else s.users for s in load.stages), default=None)
+    declared = outline(scenario.locustfile_path)
+    return LocustOptions(
+        shape=load.shape,
+        arguments=dict(load.arguments),
+        users=users,
+        run_time=scenario_total_seconds(scenario) or None,
+        keep_stats=declared is not None and declared.reads_stats,
     )

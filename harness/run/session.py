@@ -107,11 +107,12 @@ def run_session(request: RunRequest, view: RunView) -> RunSummary:
 
     terminate_as_interrupt()
     from harness.chaos.preflight import check
+    from harness.load.shape import shape_stages
     from harness.plan import compile_plan
     from harness.run.cluster import check_ray_address
     from harness.scenario import load_scenario
 
-    loaded = load_scenario(request.scenario_file)
+    loaded = shape_stages(load_scenario(request.scenario_file))  # a LoadTestShape's ticks as stages
     plan = compile_plan(loaded)
     if request.gate and not loaded.slos:
         raise ConfigError(f"{request.scenario_file}: a gate needs at least one SLO under 'slos:' to decide on")

@@ -47,6 +47,7 @@ from harness.scenario.loader import (
     MAX_SCENARIO_BYTES,
     load_scenario,
 )
+from harness.scenario.locustfile import describe_load, locustfile_notes
 from harness.scenario.model import (
     DEFAULT_ALLOWED_PATHS,
     Baseline,
@@ -112,9 +113,11 @@ __all__ = [
     "UsersStage",
     "absolute_dir",
     "cidr",
+    "describe_load",
     "fault_kinds",
     "label_selector",
     "load_scenario",
+    "locustfile_notes",
     "regex",
     "scenario_json_schema",
     "scenario_total_seconds",

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import ast
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -13,6 +12,7 @@ from harness.scenario.draft import Draft
 from harness.scenario.expressions import WindowKind
 from harness.scenario.faults import FaultContext
 from harness.scenario.fields import KeyPath
+from harness.scenario.locustfile import argument_name, outline
 from harness.scenario.model import Guard, RecoveryRule, Slo, Target, steady_thresholds
 
 #: A problem a check found: where in the file (a key path) and what is wrong.
@@ -85,6 +85,10 @@ def _stage_checks(draft: Draft) -> Iterator[Found]:
 
 
 def _load_checks(draft: Draft) -> Iterator[Found]:
+    if draft.shape is not None and draft.stages:
+        yield ("load", "shape"), "give load.stages or load.shape (a LoadTestShape drives the users), not both"
+    elif draft.shape is None and draft.stages is not None and not draft.stages:
+        yield ("load", "stages"), "give at least one stage, or name a LoadTestShape class in load.shape"
     if draft.processes != "auto" and not 1 <= draft.processes <= 256:
         yield ("load", "processes"), "processes must be 'auto' or between 1 and 256"
     if draft.locustfile is not None:
@@ -105,16 +109,30 @@ def _locustfile_checks(draft: Draft, written: str) -> Iterator[Found]:
     if not found:
         yield ("load", "locustfile"), f"locustfile not found: {locustfile}"
         return
-    defined = locust_classes(locustfile)
-    if defined is None:
+    declared = outline(locustfile)
+    if declared is None:
         yield ("load", "locustfile"), f"{locustfile} is not valid Python"
         return
+    defined = declared.classes
     for i, user in enumerate(draft.user_classes):
         if user is not None and user.class_name not in defined:
             known = ", ".join(sorted(defined)) or "none"
             yield (
                 ("load", "user_classes", i, "class"),
                 f"class '{user.class_name}' is not defined in {written} (found: {known})",
+            )
+    if not draft.user_classes and not defined:
+        yield ("load", "locustfile"), f"{written} defines no class, so no User class to run"
+    if draft.shape is not None and draft.shape not in declared.shapes:
+        known = ", ".join(declared.shapes) or "none"
+        yield ("load", "shape"), f"class '{draft.shape}' is not a LoadTestShape defined in {written} (found: {known})"
+    for name in draft.arguments:
+        if argument_name(name) not in declared.arguments:
+            known = ", ".join(f"--{a.replace('_', '-')}" for a in declared.arguments) or "none"
+            yield (
+                ("load", "arguments", name),
+                f"{written} declares no argument --{name.lstrip('-')} (declared with "
+                f"init_command_line_parser: {known})",
             )
 
 
@@ -211,16 +229,3 @@ def _extra_key_checks(where: KeyPath, item: Slo | Guard, metric: Metric, guard: 
     given = {key.name for key in EXTRA_KEYS if getattr(item, key.name, None) not in (None, [])}
     for key, message in key_problems(metric, given, guard=guard):
         yield (*where, key or ("condition" if guard else "objective")), message
-
-
-def locust_classes(path: Path) -> set[str] | None:
-    """Class names defined at the top level of a locustfile, read without importing it.
-
-    Importing locust in the driver before Ray starts hangs (see DESIGN.md), and a scenario
-    must be checkable without running user code.
-    """
-    try:
-        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    except (SyntaxError, UnicodeDecodeError, OSError):
-        return None
-    return {node.name for node in tree.body if isinstance(node, ast.ClassDef)}

@@ -43,6 +43,8 @@ class Draft:
     locustfile: str | None = None
     user_classes: tuple[UserClass | None, ...] = ()
     stages: tuple[Stage | None, ...] | None = None
+    shape: str | None = None
+    arguments: tuple[str, ...] = ()  # the argument names load.arguments gives
     processes: int | Literal["auto"] = "auto"
     load_node: NodeSelector | None = None
     faults: tuple[Fault | None, ...] = ()
@@ -64,6 +66,8 @@ class Draft:
             locustfile=load.locustfile,
             user_classes=tuple(load.user_classes),
             stages=tuple(load.stages),
+            shape=load.shape,
+            arguments=tuple(load.arguments),
             processes=load.processes,
             load_node=load.node,
             faults=tuple(scenario.faults),
@@ -92,7 +96,7 @@ def salvage(data: Mapping[str, Any], source: str) -> Draft:
     """Validate ``data`` (a scenario document that failed as a whole) part by part."""
     load = data.get("load")
     load = load if isinstance(load, Mapping) else {}
-    stages = _items(_STAGE, load.get("stages"), required=True)
+    stages = _items(_STAGE, load.get("stages"), required="shape" not in load)
     faults = _items(_fault(), data.get("faults")) or ()
     slos = _items(_SLO, data.get("slos")) or ()
     guards = _items(_GUARD, data.get("guards")) or ()
@@ -103,6 +107,8 @@ def salvage(data: Mapping[str, Any], source: str) -> Draft:
         locustfile=_field(Load, "locustfile", load),
         user_classes=user_classes,
         stages=stages,
+        shape=_field(Load, "shape", load),
+        arguments=tuple(str(k) for k in load["arguments"]) if isinstance(load.get("arguments"), Mapping) else (),
         processes=_field(Load, "processes", load),
         load_node=_field(Load, "node", load),
         faults=faults,

@@ -94,8 +94,28 @@ class Load(Model):
     """How load is generated: which locustfile, which users, which stages."""
 
     locustfile: str = Field(description="Path to the locustfile, relative to the scenario file.")
-    user_classes: list[UserClass] = Field(min_length=1, description="User classes to run, with weights.")
-    stages: list[Stage] = Field(min_length=1, description="Load stages in order; all closed or all open model.")
+    user_classes: list[UserClass] = Field(
+        default_factory=list,
+        description="User classes to run, with weights. Omitted: every non-abstract User class in the "
+        "locustfile, each with its own weight or fixed_count, as Locust does.",
+    )
+    stages: list[Stage] = Field(
+        default_factory=list,
+        description="Load stages in order; all closed or all open model. Give stages or shape, not both.",
+    )
+    shape: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = Field(
+        default=None,
+        description="A LoadTestShape class in the locustfile that drives the users instead of stages: "
+        "its tick() is read once per second of the run, as Locust does (see docs/locustfiles.md).",
+    )
+    arguments: dict[
+        Annotated[str, Field(pattern=r"^-{0,2}[A-Za-z_][A-Za-z0-9_-]*$")],
+        str | int | float | bool | list[str | int | float],
+    ] = Field(
+        default_factory=dict,
+        description="Values of the locustfile's own command-line arguments (declared with "
+        "@events.init_command_line_parser), by name: {my-arg: 5} is --my-arg=5; true/false for a flag.",
+    )
     generators: int = Field(default=1, ge=1, le=1000, description="LoadGenerator actors (one per load node).")
     processes: int | Literal["auto"] = Field(
         default="auto", description="Locust subprocesses per generator; auto means one per core."
@@ -355,7 +375,7 @@ class Scenario(Model):
 
     @property
     def open_model(self) -> bool:
-        return isinstance(self.load.stages[0], RateStage)
+        return bool(self.load.stages) and isinstance(self.load.stages[0], RateStage)
 
 
 def scenario_json_schema() -> dict[str, Any]:
