@@ -356,7 +356,7 @@ class RowsFromResultsLp:
                 continue
             if '"run_id" = \'' in q and f"\"run_id\" = '{tags['run_id']}'" not in q:
                 continue
-            if '"scenario" = ' in q and (f"= '{tags['scenario']}'" not in q or tags["verdict"] != "passed"):
+            if '"scenario" = ' in q and (f"= '{tags['scenario']}'" not in q or fields["verdict"] != "passed"):
                 continue
             if name == "harness_events" and tags["kind"] not in ("phase", "run"):
                 continue

@@ -56,9 +56,9 @@ def test_every_panel_has_the_datasource_and_targets(name: str) -> None:
 def test_run_dashboard_variables_and_annotations() -> None:
     model = build_all()["harness-run.json"]
     variables = {v["name"]: v for v in model["templating"]["list"]}
-    assert set(variables) == {"run_id", "run_start_ms"}
+    assert set(variables) == {"run_id", "reports_url"}
     assert "harness_runs" in variables["run_id"]["query"] and variables["run_id"].get("hide", 0) == 0
-    assert variables["run_start_ms"]["hide"] == 2  # internal: the fault regions need it
+    assert variables["reports_url"]["type"] == "textbox"
     annotations = {a["name"]: a for a in model["annotations"]["list"]}
     assert {"Faults", "Phases", "Aborts"} <= set(annotations)
     faults = annotations["Faults"]["target"]
@@ -70,6 +70,37 @@ def test_run_dashboard_variables_and_annotations() -> None:
         assert annotation["datasource"]["uid"] == DATASOURCE_UID and annotation["enable"]
     titles = {p["title"] for p in _panels(model)}
     assert {"Requests/s", "Error rate", "Generator health", "Endpoints", "SLOs"} <= titles
+
+
+def test_run_dashboard_links_follow_a_run_and_reach_the_compare_dashboard_and_the_report() -> None:
+    run = build_all()["harness-run.json"]
+    panels = {p["title"]: p for p in _panels(run)}
+    follow = panels["Running"]["fieldConfig"]["defaults"]["links"][0]["url"]
+    assert "'running'" in panels["Running"]["targets"][0]["query"]
+    assert follow == (
+        "/d/harness-run/harness-run?var-run_id=${__data.fields.run_id}&from=${__data.fields.from_ms}&to=now&refresh=5s"
+    )
+    recent = panels["Recent runs"]["fieldConfig"]["defaults"]["links"][0]["url"]
+    assert recent.endswith("&to=${__data.fields.to_ms}")
+    # No panel overlaps another (the lists sit above everything else).
+    cells = set()
+    for panel in _panels(run):
+        grid = panel["gridPos"]
+        mine = {
+            (x, y) for x in range(grid["x"], grid["x"] + grid["w"]) for y in range(grid["y"], grid["y"] + grid["h"])
+        }
+        assert not cells & mine, panel["title"]
+        cells |= mine
+    links = {link["title"]: link["url"] for link in run["links"]}
+    assert links == {
+        "Compare with another run": "/d/harness-compare/harness-compare?var-run_a=${run_id}",
+        "Run report": "${reports_url}/${run_id}/report.html",
+    }
+    compare = {link["title"]: link["url"] for link in build_all()["harness-compare.json"]["links"]}
+    assert (
+        compare["Open run B"]
+        == "/d/harness-run/harness-run?var-run_id=${run_b}&from=${run_b_start_ms}&to=${run_b_end_ms}"
+    )
 
 
 def test_compare_dashboard_overlays_two_runs_on_elapsed_seconds() -> None:

@@ -22,6 +22,8 @@ from typing import Any
 import pytest
 
 from harness.errors import ConfigError, ResultsError
+from harness.results.lineproto import encode_many
+from harness.results.points import run_point, running_point
 from harness.review.grafana.link import run_dashboard_url, run_times
 from harness.review.grafana.push import DATASOURCE_UID, GrafanaError, PushSettings, datasource_body, folder_uid, push
 from tests.grafana_api import GrafanaDouble
@@ -406,6 +408,28 @@ def test_link_is_the_run_dashboard_over_the_run_with_10s_margins() -> None:
     assert url == "http://g/d/harness-run/harness-run?var-run_id=a%20b%26c%3Dd%23e%2Bf%2F%C3%A9&from=0&to=30001"
 
 
+def test_link_to_a_running_run_follows_it_from_its_start_to_now() -> None:
+    assert run_dashboard_url("http://g", "shop-1", 1_700_000_000.25, None) == (
+        "http://g/d/harness-run/harness-run?var-run_id=shop-1&from=1699999990250&to=now&refresh=5s"
+    )
+
+
+def test_link_reads_a_running_run_from_its_own_results_lp(tmp_path: Path) -> None:
+    """No summary.json yet and no InfluxDB to ask: the run's own record says it is running."""
+    run = tmp_path / "shop-live"
+    run.mkdir()
+    lines = encode_many([running_point("shop-live", "shop", 1_767_225_600.0, 1_767_225_660.0)])
+    (run / "results.lp").write_text("\n".join(lines) + "\n" + "harness_requests,run_id=shop-live cou")  # mid-write
+    assert run_times("shop-live", tmp_path, None) == (1_767_225_600.0, None)
+    done = _cli("grafana", "link", "shop-live", runs=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.endswith("var-run_id=shop-live&from=1767225590000&to=now&refresh=5s\n")
+    # The verdict written onto the same point: the run has ended.
+    ended = run_point("shop-live", "shop", "passed", 1_767_225_600.0, 1_767_225_661.5, "ok", 1_767_225_660.0)
+    (run / "results.lp").write_text("\n".join([*lines, *encode_many([ended])]) + "\n")
+    assert run_times("shop-live", tmp_path, None) == (1_767_225_600.0, 1_767_225_661.5)
+
+
 def test_link_prints_the_url_from_summary_json(tmp_path: Path) -> None:
     run = tmp_path / "shop-20260101-abc"
     run.mkdir()
@@ -450,7 +474,9 @@ class _Influx:
 def test_link_falls_back_to_influxdb_harness_runs(tmp_path: Path) -> None:
     influx = _Influx([{"time": 1, "started": 100.0, "ended": 160.0}])
     assert run_times("it's", tmp_path, influx) == (100.0, 160.0)
-    assert influx.asked == ['SELECT "started", "ended" FROM harness_runs WHERE "run_id" = \'it\\\'s\'']
+    assert influx.asked == ['SELECT "started", "ended", "verdict" FROM harness_runs WHERE "run_id" = \'it\\\'s\'']
+    running = _Influx([{"time": 1, "started": 100.0, "ended": 160.0, "verdict": "running"}])
+    assert run_times("live", tmp_path, running) == (100.0, None)
     with pytest.raises(ConfigError, match=r"run gone: unknown \(no .*summary.json, and not in InfluxDB's harness_runs"):
         run_times("gone", tmp_path, _Influx([]))
     with pytest.raises(ConfigError, match=r"run gone: unknown .*InfluxDB could not be asked"):

@@ -10,17 +10,22 @@ and its row count.
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hdrh.histogram import HdrHistogram
 
 from harness.demo.control import DemoInfo, down, up
+from harness.measure.windows import EndpointStats, new_histogram
 from harness.results.query import InfluxQuery
 from harness.review.grafana.dashboards import build_all
 
@@ -32,6 +37,8 @@ DATABASE = "grafana_queries"
 RUNS = ("gq-fault", "gq-plain")
 # The run the run dashboard shows (the variable's first value) trips a guard near its end,
 # after the fault, so the abort markers have an event to show.
+# Panels that list runs going now: empty once the runs above ended (the live test reads them).
+LIVE_ONLY = {"Running [A]"}
 GUARDS = {"gq-fault": "guards:\n  - {name: late-trip, condition: 'rps > 0 for 13s'}\n", "gq-plain": ""}
 
 SCENARIO = """
@@ -99,7 +106,11 @@ def client(tmp_path_factory: pytest.TempPathFactory, demo: DemoInfo, influxd: An
         assert "Traceback" not in result.stdout + result.stderr, result.stderr[-3000:]
         expected = (4,) if GUARDS[run_id] else (0, 1)
         assert result.returncode in expected, result.stdout[-3000:] + result.stderr[-3000:]
+    RUNS_DIR.append(tmp / "runs")
     return InfluxQuery(influxd.url, DATABASE)
+
+
+RUNS_DIR: list[Path] = []  # where the fixture's runs keep their own record
 
 
 # --------------------------------------------------------------------------- Grafana's interpolation
@@ -214,10 +225,10 @@ def test_every_dashboard_query_returns_rows_with_its_columns(client: InfluxQuery
                     variables[where] = options[0]
                     assert float(options[0]) > 1e12, f"{where} is not epoch ms: {options}"
                 continue
+            if not rows and where in LIVE_ONLY:
+                continue  # nothing runs now: test_a_running_run_is_listed_... reads it mid-run
             if not rows:
                 failures.append(f"{name} {kind} {where}: no rows\n    {query}")
-                continue
-            if not rows:
                 continue
             have = {c for s in series for c in (*s.columns, *s.tags)}
             missing = _columns_used(kind, target) - have
@@ -253,3 +264,155 @@ def _check_elapsed(series: list[Any], failures: list[str], where: str) -> None:
         elapsed = [row[item.columns.index("elapsed_s")] for row in item.values]
         if elapsed[0] != 0 or elapsed != list(range(len(elapsed))) or len(elapsed) < 10:
             failures.append(f"{where}: elapsed_s is {elapsed}")
+
+
+# --------------------------------------------------------------------------- a run watched while it runs
+
+LIVE_DATABASE = "grafana_live"
+LIVE_RUN = "gq-live"
+LIVE_SCENARIO = """
+name: grafana-live
+target:
+  base_url: {base_url}
+load:
+  locustfile: {locustfile}
+  user_classes:
+    - class: Shopper
+  processes: 1
+  stages:
+    - {{name: ramp, duration: 2s, users: 10, spawn_rate: 10}}
+    - {{name: steady, duration: 16s, users: 10}}
+faults:
+  - name: kill-payments
+    kind: process.kill
+    at: 5s
+    duration: 8s
+    target: {{pid_file: {pid_file}}}
+results:
+  url: {url}
+  database: {database}
+"""
+
+
+def _dashboard_query(model: dict[str, Any], kind: str, where: str) -> str:
+    return next(target["query"] for k, w, target in _queries(model) if (k, w) == (kind, where))
+
+
+def test_a_running_run_is_listed_followed_and_its_fault_drawn_while_it_runs(
+    tmp_path: Path, demo: DemoInfo, influxd: Any
+) -> None:
+    """Mid-run, the dashboard's own queries see the run as running (with its start) and draw the
+    active fault as a region up to its planned end; `harness grafana link` follows it to now.
+    Once it has ended, the same row carries the verdict and the region ends where the fault did."""
+    influxd.create_database(LIVE_DATABASE)
+    client = InfluxQuery(influxd.url, LIVE_DATABASE)
+    scenario = tmp_path / "live.yaml"
+    scenario.write_text(
+        LIVE_SCENARIO.format(
+            base_url=demo.base_url,
+            locustfile=ROOT / "locustfiles" / "shop.py",
+            pid_file=Path(demo.directory) / "payments.pid",
+            url=influxd.url,
+            database=LIVE_DATABASE,
+        ).lstrip()
+    )
+    env = {**os.environ, "HARNESS_RUNS_DIR": str(tmp_path / "runs")}
+    model = build_all()["harness-run.json"]
+    running_query = _dashboard_query(model, "panel", "Running [A]")
+    runs_query = _dashboard_query(model, "variable", "run_id")
+    regions_query = _dashboard_query(model, "annotation", "Faults")
+    run = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "run", str(scenario), "--run-id", LIVE_RUN, "--quiet"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        seen_running: list[dict[str, Any]] = []
+        region: dict[str, Any] | None = None
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and run.poll() is None and region is None:
+            time.sleep(0.5)
+            now_ms = int(time.time() * 1000)
+            running = [r for r in client.query(running_query, epoch="ms") if r["run_id"] == LIVE_RUN]
+            seen_running = seen_running or running
+            if not running:
+                continue
+            query = interpolate(regions_query, {"run_id": LIVE_RUN}, now_ms - 300_000, now_ms, 1)
+            active = [r for r in client.query(query, epoch="ms") if r["fault"] == "kill-payments"]
+            if active and run.poll() is None:
+                region = {**active[0], "asked_ms": now_ms}
+        assert run.poll() is None, "the run ended before its fault was seen live: " + run.communicate()[1][-3000:]
+        assert seen_running, "the run never appeared as running"
+        row = seen_running[0]
+        assert row["verdict"] == "running" and row["scenario"] == "grafana-live", row
+        assert abs(row["started"] - time.time()) < 60 and row["from_ms"] == math.floor(row["started"] * 1000) - 10000
+        assert LIVE_RUN in metric_find_value(client.query_series(runs_query, epoch="ms"))
+        assert region is not None, "no fault region while the fault was active"
+        # Drawn from its start to its planned end (5 s + 8 s after the run's start), which is ahead.
+        assert region["timeEnd"] > region["asked_ms"] >= region["time"], region
+        assert abs(region["timeEnd"] - (row["started"] + 13) * 1000) < 1500, (region, row)
+        link = subprocess.run(
+            [sys.executable, "-m", "harness.cli", "grafana", "link", LIVE_RUN, "--results-url", influxd.url],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if run.poll() is None:  # still going: the link follows it
+            assert link.returncode == 0 and link.stdout.strip().endswith("&to=now&refresh=5s"), link
+        out, err = run.communicate(timeout=120)
+        assert run.returncode in (0, 1), out[-2000:] + err[-3000:]
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    # Ended: one row for the run, now with its verdict; the region ends at the fault's end event.
+    rows = [r for r in client.query('SELECT * FROM "harness_runs"', epoch="ms") if r["run_id"] == LIVE_RUN]
+    assert len(rows) == 1 and rows[0]["verdict"] in ("passed", "failed"), rows
+    assert rows[0]["ended"] > rows[0]["started"] and rows[0]["planned_end"] == rows[0]["started"] + 18, rows
+    assert not [r for r in client.query(running_query) if r["run_id"] == LIVE_RUN]
+    end_event = client.query(
+        f"SELECT \"state\" FROM \"harness_events\" WHERE run_id = '{LIVE_RUN}' AND kind = 'fault' AND state = 'end'",
+        epoch="ms",
+    )
+    now_ms = int(time.time() * 1000)
+    query = interpolate(regions_query, {"run_id": LIVE_RUN}, now_ms - 300_000, now_ms, 1)
+    final = [r for r in client.query(query, epoch="ms") if r["fault"] == "kill-payments"]
+    assert len(final) == 1 and abs(final[0]["timeEnd"] - end_event[0]["time"]) <= 1, (final, end_event)
+
+
+# --------------------------------------------------------------------------- one set of numbers
+
+
+def test_window_figures_in_influxdb_are_the_summary_s_and_recompute_from_the_stored_histograms(
+    client: InfluxQuery,
+) -> None:
+    """harness_windows holds summary.json's exact figures for every window; merging the stored
+    per-second histograms of harness_totals gives the run's percentiles again, from InfluxDB alone."""
+    run_id = RUNS[1]
+    summary = json.loads((RUNS_DIR[0] / run_id / "summary.json").read_text())
+    rows = client.query(f"SELECT * FROM \"harness_windows\" WHERE run_id = '{run_id}'")
+    stored = {r["window"]: r for r in rows}
+    assert set(stored) == set(summary["windows"]), (sorted(stored), sorted(summary["windows"]))
+    for window, figures in summary["windows"].items():
+        row = stored[window]
+        assert row["count"] == figures["requests"] and row["failures"] == figures["failures"], window
+        for field in ("p50", "p99", "max"):
+            assert row[field] == figures[f"{field}_ms"], (window, field, row, figures)
+        assert row["error_rate"] == figures["error_rate"] and row["rps"] == figures["rps"], window
+    merged = new_histogram()
+    seconds = client.query(f'SELECT "histogram", "count" FROM "harness_totals" WHERE run_id = \'{run_id}\'')
+    for second in seconds:
+        if second.get("histogram"):
+            merged.add(HdrHistogram.decode(second["histogram"]))
+    run = summary["windows"]["run"]
+    assert merged.get_total_count() == run["requests"] == sum(s["count"] for s in seconds)
+    exact = EndpointStats(count=merged.get_total_count(), hist=merged).latency_ms()
+    assert [round(exact[k], 3) for k in ("p50", "p99", "max")] == [run["p50_ms"], run["p99_ms"], run["max_ms"]]
+    # failures by kind per second add up to the run's failure kinds
+    kinds: dict[str, int] = {}
+    for row in client.query(f'SELECT "count", "failure_kind" FROM "harness_failures" WHERE run_id = \'{run_id}\''):
+        kinds[row["failure_kind"]] = kinds.get(row["failure_kind"], 0) + row["count"]
+    assert kinds == run["failure_kinds"]

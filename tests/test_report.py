@@ -464,8 +464,7 @@ def test_harness_report_reads_runs_dir_when_influx_is_unreachable(tmp_path: Path
     done = _cli(runs, "report", "r1", "--results-url", "http://127.0.0.1:9")
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.strip() == str(folder / "report.html")
-    assert "InfluxDB: InfluxDB http://127.0.0.1:9 unreachable" in done.stderr
-    assert f"read {folder}/ instead" in done.stderr
+    assert done.stderr == ""  # the run's own record is read first: InfluxDB is not needed
     page = Page((folder / "report.html").read_text())
     assert len(page.rows("slos")) == 3
     other = tmp_path / "elsewhere" / "r1.html"
@@ -473,13 +472,31 @@ def test_harness_report_reads_runs_dir_when_influx_is_unreachable(tmp_path: Path
     assert done.returncode == 0 and done.stdout.strip() == str(other) and other.is_file()
 
 
+def test_harness_report_never_replaces_a_report_without_force_and_regenerates_it_identically(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    folder = write_run(runs, "r1")
+    first = _cli(runs, "report", "r1", "--results-url", "http://127.0.0.1:9")
+    assert first.returncode == 0, first.stderr
+    original = (folder / "report.html").read_text()
+    (folder / "report.html").write_text(original + "<!-- the reviewer's copy -->")
+    again = _cli(runs, "report", "r1", "--results-url", "http://127.0.0.1:9")
+    assert again.returncode == 2 and again.stdout == ""
+    assert again.stderr.strip() == (
+        f"error: {folder / 'report.html'} exists: pass --force to replace it, or --output FILE to write elsewhere"
+    )
+    assert (folder / "report.html").read_text().endswith("<!-- the reviewer's copy -->")
+    forced = _cli(runs, "report", "r1", "--results-url", "http://127.0.0.1:9", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert (folder / "report.html").read_text() == original  # every figure, and every byte
+
+
 def test_harness_report_of_an_unknown_run_is_exit_2_naming_it(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     runs.mkdir()
     done = _cli(runs, "report", "no-such-run", "--results-url", "http://127.0.0.1:9")
     assert done.returncode == 2, done.stdout + done.stderr
-    assert done.stderr.strip() == (
-        f"error: run no-such-run: not found in InfluxDB http://127.0.0.1:9 (database harness) nor under {runs}/"
+    assert done.stderr.startswith(
+        f"error: run no-such-run: not found under {runs}/ nor in InfluxDB http://127.0.0.1:9 (database harness): "
     )
     assert "Traceback" not in done.stdout + done.stderr
     assert not (runs / "no-such-run").exists()

@@ -17,7 +17,18 @@ from harness.judge.slo import SloResult, SloStatus
 from harness.measure.windows import ClosedSecond, EndpointStats, ProcessHealth, new_histogram
 from harness.results import schema
 from harness.results.lineproto import Point
-from harness.results.points import event_point, load_point, request_points, run_point, slo_points
+from harness.results.points import (
+    event_point,
+    failure_points,
+    fault_end_point,
+    load_point,
+    request_points,
+    run_point,
+    running_point,
+    slo_points,
+    totals_point,
+    window_points,
+)
 from harness.review.grafana.dashboards import build_all
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,9 +90,27 @@ def _every_kind_of_point() -> list[Point]:
     return [
         *request_points("r", "shop", second, [("GET", "/a"), ("POST", "/b"), ("GET", "/idle")]),
         load_point("r", "shop", second, 1, False),
-        event_point("r", schema.EventKind.FAULT, "slow", schema.EventState.START, "t", 1.0, 10.0, 3.0),
+        totals_point("r", "shop", second),
+        *failure_points("r", "shop", second),
+        *window_points(
+            "r",
+            {
+                "run": {
+                    "requests": 2,
+                    "failures": 1,
+                    "error_rate": 0.5,
+                    "rps": 2.0,
+                    "seconds": 1,
+                    **{f"{k}_ms": 1.0 for k in schema.LATENCY_FIELDS},
+                }
+            },
+            1.0,
+        ),
+        event_point("r", schema.EventKind.FAULT, "slow", schema.EventState.START, "t", 1.0, 10.0, 3.0, until=4.0),
+        fault_end_point("r", "slow", 1.0, 3.5),
         *slo_points("r", [slo], 2.0),
-        run_point("r", "shop", "passed", 1.0, 2.0, "ok"),
+        running_point("r", "shop", 1.0, 3.0),
+        run_point("r", "shop", "passed", 1.0, 2.0, "ok", 3.0),
     ]
 
 

@@ -127,11 +127,12 @@ def report(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write here (default: report.html in the run's directory).")
     ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace a report that is already there.")] = False,
 ) -> None:
     """Write a run's self-contained HTML report (summary, verdict, plots, endpoints, scenario) and print its path.
 
-    Read from InfluxDB; from the run's directory (see harness runs) when InfluxDB is not reachable or has no such run.
-    Exit 2 when the run is in neither.
+    Read from the run's own record (its directory, see harness runs), found from any directory; from InfluxDB only when
+    the record is gone. An existing report is never replaced without --force. Exit 2 when the run is in neither.
     """
     from harness.errors import ResultsError
     from harness.results.query import InfluxQuery
@@ -141,22 +142,25 @@ def report(
         raise ConfigError(f"run {run_id!r}: not a run id")
     directory = paths.runs_dir() / run_id
     query = InfluxQuery(results_url, database, token=token(results_token_env, "--results-token-env"), timeout=5.0)
+    target = output or directory / "report.html"
+    if target.exists() and not force:
+        raise ConfigError(f"{target} exists: pass --force to replace it, or --output FILE to write elsewhere")
     try:
         scenario_yaml = (directory / "scenario.yaml").read_text(encoding="utf-8", errors="replace")
     except OSError:
         scenario_yaml = None
     try:
-        data = from_influx(query, run_id, scenario_yaml)
-    except (ResultsError, RunNotFound) as exc:
-        log.info("report %s: not from InfluxDB: %s", run_id, exc)
+        data = from_run_dir(directory)  # the run's own record: its exact figures
+    except RunNotFound:
         try:
-            data = from_run_dir(directory)
-        except RunNotFound:
+            data = from_influx(query, run_id, scenario_yaml)
+        except (ResultsError, RunNotFound) as exc:
+            log.info("report %s: not from InfluxDB: %s", run_id, exc)
             raise RunNotFound(
-                f"run {run_id}: not found in InfluxDB {query.url} (database {database}) nor under {paths.runs_dir()}/"
+                f"run {run_id}: not found under {paths.runs_dir()}/ nor in InfluxDB {query.url} (database {database}): "
+                f"{exc}"
             ) from None
-        typer.echo(f"InfluxDB: {exc}; read {directory}/ instead", err=True)
-    typer.echo(str(write_report(directory, output, data)))
+    typer.echo(str(write_report(directory, target, data)))
 
 
 def grafana_push(

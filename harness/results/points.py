@@ -7,7 +7,8 @@ reports and baselines read what is written here. ``run_id`` is a tag on every po
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
 from harness.judge.slo import SloResult
 from harness.measure.windows import ClosedSecond, Endpoint, EndpointStats
@@ -16,10 +17,15 @@ from harness.results.lineproto import Point
 
 __all__ = [
     "event_point",
+    "failure_points",
+    "fault_end_point",
     "load_point",
     "request_points",
     "run_point",
+    "running_point",
     "slo_points",
+    "totals_point",
+    "window_points",
 ]
 
 _NS = schema.NS_PER_S
@@ -46,6 +52,62 @@ def request_points(run_id: str, scenario: str, closed: ClosedSecond, endpoints: 
             fields,
             closed.second * _NS,
         )
+
+
+def totals_point(run_id: str, scenario: str, closed: ClosedSecond) -> Point:
+    """The second over all endpoints, exact: percentiles of the merged histogram, and that
+    histogram itself (encoded as HdrHistogram interval logs encode it) to recompute any window."""
+    stats = closed.total()
+    fields: dict[str, float | int | str] = {
+        schema.COUNT: stats.count,
+        schema.FAILURES: stats.failed,
+        schema.RPS: float(stats.count),
+        schema.BYTES: stats.bytes,
+    }
+    if stats.count:
+        fields.update(_latency_fields(stats.latency_ms(), schema.LATENCY_FIELDS))
+        fields[schema.HISTOGRAM] = stats.hist.encode().decode("ascii")
+    return Point(schema.TOTALS.name, {schema.RUN_ID: run_id, schema.SCENARIO: scenario}, fields, closed.second * _NS)
+
+
+def failure_points(run_id: str, scenario: str, closed: ClosedSecond) -> Iterator[Point]:
+    """Failed requests of the second by endpoint and kind; none for a kind that did not happen."""
+    for (method, name), stats in closed.endpoints.items():
+        for kind, count in stats.failures.items():
+            if count:
+                tags = {
+                    schema.RUN_ID: run_id,
+                    schema.SCENARIO: scenario,
+                    schema.METHOD: method,
+                    schema.NAME: name,
+                    schema.FAILURE_KIND: kind,
+                }
+                yield Point(schema.FAILURE_KINDS.name, tags, {schema.COUNT: count}, closed.second * _NS)
+
+
+#: harness_windows' fields from the keys of a window's row in summary.json (``stats_dict``).
+_WINDOW_FIELDS = {
+    "requests": schema.COUNT,
+    "failures": schema.FAILURES,
+    "error_rate": schema.ERROR_RATE,
+    "rps": schema.RPS,
+    "seconds": schema.SECONDS,
+    **{f"{name}_ms": name for name in schema.LATENCY_FIELDS},
+}
+
+
+def window_points(run_id: str, windows: Mapping[str, Mapping[str, Any]], started: float) -> Iterator[Point]:
+    """Each SLO window's figures (a row of summary.json's ``windows``, as the judge computed
+    them), at the run's start: every write replaces the window's point, so-far, then final."""
+    for window, row in windows.items():
+        fields = {
+            name: row[key]
+            for key, name in _WINDOW_FIELDS.items()
+            if isinstance(row.get(key), int | float) and not isinstance(row.get(key), bool)
+        }
+        if fields:
+            tags = {schema.RUN_ID: run_id, schema.WINDOW: window}
+            yield Point(schema.WINDOWS.name, tags, fields, int(started * _NS))
 
 
 def _latency_fields(figures: dict[str, float], names: tuple[str, ...]) -> dict[str, float]:
@@ -82,21 +144,36 @@ def event_point(
     time_s: float,
     planned_offset: float | None = None,
     late_ms: float | None = None,
+    until: float | None = None,
 ) -> Point:
     """A Grafana annotation: kind is an :class:`~harness.results.schema.EventKind`; state is start or end.
 
     Steps of the plan (stage changes, fault injections and reverts) also carry their planned
     offset from the run start (s) and how late they took effect (ms), so step timing can be
-    checked from the events alone.
+    checked from the events alone. ``until`` (epoch s) is a fault start's planned end, its
+    region's end while it is active (:func:`fault_end_point` replaces it with the real one).
     """
     fields: dict[str, str | float] = {schema.TEXT: text, schema.STATE: state}
     if planned_offset is not None:
         fields[schema.PLANNED_OFFSET] = round(planned_offset, 3)
     if late_ms is not None:
         fields[schema.LATE_MS] = round(late_ms, 1)
+    if until is not None:
+        fields[schema.END_MS] = _epoch_ms(until)
     return Point(
         schema.EVENTS.name, {schema.RUN_ID: run_id, schema.KIND: kind, schema.NAME: name}, fields, int(time_s * _NS)
     )
+
+
+def fault_end_point(run_id: str, name: str, started: float, ended: float) -> Point:
+    """The fault's start event again, now with its real end: the same series and timestamp, so
+    InfluxDB merges it into the start event's point and Grafana's region ends where the fault did."""
+    tags = {schema.RUN_ID: run_id, schema.KIND: schema.EventKind.FAULT.value, schema.NAME: name}
+    return Point(schema.EVENTS.name, tags, {schema.END_MS: _epoch_ms(ended)}, int(started * _NS))
+
+
+def _epoch_ms(epoch_s: float) -> float:
+    return round(epoch_s * 1000, 1)
 
 
 def slo_points(run_id: str, results: Iterable[SloResult], time_s: float) -> Iterator[Point]:
@@ -107,10 +184,28 @@ def slo_points(run_id: str, results: Iterable[SloResult], time_s: float) -> Iter
         yield Point(schema.SLO.name, {schema.RUN_ID: run_id, schema.SLO_NAME: result.name}, fields, int(time_s * _NS))
 
 
-def run_point(run_id: str, scenario: str, verdict: str, started: float, ended: float, text: str) -> Point:
-    return Point(
-        schema.RUNS.name,
-        {schema.RUN_ID: run_id, schema.SCENARIO: scenario, schema.VERDICT: verdict},
-        {schema.STARTED: started, schema.ENDED: ended, schema.TEXT: text},
-        int(started * _NS),
-    )
+def run_point(
+    run_id: str,
+    scenario: str,
+    verdict: str,
+    started: float,
+    ended: float,
+    text: str,
+    planned_end: float | None = None,
+) -> Point:
+    """The run's row in harness_runs: written as ``running`` when the load clock starts
+    (:func:`running_point`) and again, onto the same point, with the verdict when it ends."""
+    fields: dict[str, str | float] = {
+        schema.VERDICT: verdict,
+        schema.STARTED: started,
+        schema.ENDED: ended,
+        schema.TEXT: text,
+    }
+    if planned_end is not None:
+        fields[schema.PLANNED_END] = planned_end
+    return Point(schema.RUNS.name, {schema.RUN_ID: run_id, schema.SCENARIO: scenario}, fields, int(started * _NS))
+
+
+def running_point(run_id: str, scenario: str, started: float, planned_end: float) -> Point:
+    """The run's row while it runs: ``ended`` is its planned end until the run really ends."""
+    return run_point(run_id, scenario, schema.RUNNING, started, planned_end, "running", planned_end)

@@ -19,10 +19,42 @@ harness_load        run_id, scenario                            users, target_ra
                                                                 generators, saturated, generator_cpu (%),
                                                                 generator_lag_ms
 harness_events      run_id, kind (run, phase, stage, fault,     text, state (start, end); planned_offset
-                    abort, generator), name                     (s), late_ms for steps of the plan
+                    abort, generator), name                     (s), late_ms for steps of the plan; end_ms
+                                                                on a fault's start event (see below)
+harness_totals      run_id, scenario                            all endpoints, exact (merged histograms):
+                                                                count, failures, rps, bytes, p50 .. p999,
+                                                                max, mean (ms); histogram (the second's
+                                                                merged HdrHistogram, encoded as in
+                                                                HdrHistogram interval logs, us)
+harness_failures    run_id, scenario, method, name,             count (failed requests of that kind in
+                    failure_kind                                that second; no row when there were none)
+harness_windows     run_id, window (run, steady, phase:x,       count, failures, error_rate, rps, seconds,
+                    during:x, after:x)                          p50 .. p999, max, mean (ms): the exact
+                                                                figures summary.json has for the window
 harness_slo         run_id, slo                                 value, threshold, passed
-harness_runs        run_id, scenario, verdict                   started, ended (epoch s), text
+harness_runs        run_id, scenario                            verdict, started, ended, planned_end
+                                                                (epoch s), text
 ==================  ==========================================  =========================================
+
+Exact figures. Percentiles of different endpoints or seconds cannot be merged once they are
+numbers, so each second's all-endpoints row (``harness_totals``) is computed from the merged
+histograms, and its ``histogram`` field keeps that histogram: any window can be recomputed
+exactly from InfluxDB alone by decoding and adding them. ``harness_windows`` holds one point
+per SLO window at the run's start time, rewritten with the window's figures so far every few
+seconds while the run goes and with the final figures when it ends (the same numbers as
+``summary.json``'s ``windows``): Grafana's stat panels and tables read them.
+
+Live runs. Grafana must see a run while it runs, so two records are written twice, the second
+time onto the first (same measurement, tags and timestamp: InfluxDB keeps one point and the
+later fields win):
+
+* ``harness_runs``: when the load clock starts, as ``verdict = "running"`` with ``started``,
+  ``planned_end`` and, for now, ``ended = planned_end``; when the run ends, with its verdict,
+  its real ``ended`` and the verdict's reason in ``text``. (``verdict`` is a field, not a tag,
+  for exactly this reason: a tag that changes would make a second point.)
+* a fault's start event carries ``end_ms`` (epoch ms), the fault's planned end while it is
+  active; when the fault is reverted, the start event is written again with the real end. The
+  fault's region in Grafana is that one row, from its time to ``end_ms``.
 """
 
 from __future__ import annotations
@@ -35,11 +67,16 @@ __all__ = [
     "BYTES",
     "COUNT",
     "ENDED",
+    "END_MS",
+    "ERROR_RATE",
     "EVENTS",
     "FAILURES",
+    "FAILURE_KIND",
+    "FAILURE_KINDS",
     "GENERATORS",
     "GENERATOR_CPU",
     "GENERATOR_LAG_MS",
+    "HISTOGRAM",
     "KIND",
     "LATENCY_FIELDS",
     "LATE_MS",
@@ -57,13 +94,16 @@ __all__ = [
     "P99",
     "P999",
     "PASSED",
+    "PLANNED_END",
     "PLANNED_OFFSET",
     "REQUESTS",
     "RPS",
+    "RUNNING",
     "RUNS",
     "RUN_ID",
     "SATURATED",
     "SCENARIO",
+    "SECONDS",
     "SERVICE_FIELDS",
     "SLO",
     "SLO_NAME",
@@ -72,9 +112,12 @@ __all__ = [
     "TARGET_RATE",
     "TEXT",
     "THRESHOLD",
+    "TOTALS",
     "USERS",
     "VALUE",
     "VERDICT",
+    "WINDOW",
+    "WINDOWS",
     "EventKind",
     "EventState",
     "Measurement",
@@ -91,7 +134,8 @@ METHOD = "method"  # harness_requests: the HTTP method
 NAME = "name"  # harness_requests: the endpoint's name; harness_events: the phase, fault, stage... name
 KIND = "kind"  # harness_events: an EventKind
 SLO_NAME = "slo"  # harness_slo: the SLO's name
-VERDICT = "verdict"  # harness_runs: running, passed, failed, aborted, invalid, interrupted, error
+FAILURE_KIND = "failure_kind"  # harness_failures: the kind of failure (an HTTP status, an exception name)
+WINDOW = "window"  # harness_windows: the SLO window (run, steady, phase:<name>, during:<fault>...)
 
 # ---------------------------------------------------------------- fields
 
@@ -113,6 +157,10 @@ _SERVICE_PREFIX = "service_"
 #: The same figures of the raw service time (open model: latency counts from the intended start).
 SERVICE_FIELDS = tuple(_SERVICE_PREFIX + name for name in LATENCY_FIELDS)
 
+HISTOGRAM = "histogram"  # harness_totals: the second's merged HdrHistogram (us), base64 of the compressed form
+ERROR_RATE = "error_rate"
+SECONDS = "seconds"
+
 USERS = "users"
 TARGET_RATE = "target_rate"
 ACHIEVED_RATE = "achieved_rate"
@@ -130,8 +178,12 @@ VALUE = "value"
 THRESHOLD = "threshold"
 PASSED = "passed"
 
+VERDICT = "verdict"  # harness_runs: running, passed, failed, aborted, invalid, interrupted, error
+RUNNING = "running"  # harness_runs' verdict while the run is going
 STARTED = "started"
 ENDED = "ended"
+PLANNED_END = "planned_end"
+END_MS = "end_ms"  # harness_events: a fault start's end (epoch ms): planned while active, then real
 
 
 def service_field(latency_field: str) -> str:
@@ -174,14 +226,17 @@ REQUESTS = Measurement(
     (RUN_ID, SCENARIO, METHOD, NAME),
     (COUNT, FAILURES, RPS, BYTES, *LATENCY_FIELDS, *SERVICE_FIELDS),
 )
+TOTALS = Measurement("harness_totals", (RUN_ID, SCENARIO), (COUNT, FAILURES, RPS, BYTES, *LATENCY_FIELDS, HISTOGRAM))
+FAILURE_KINDS = Measurement("harness_failures", (RUN_ID, SCENARIO, METHOD, NAME, FAILURE_KIND), (COUNT,))
+WINDOWS = Measurement("harness_windows", (RUN_ID, WINDOW), (COUNT, FAILURES, ERROR_RATE, RPS, SECONDS, *LATENCY_FIELDS))
 LOAD = Measurement(
     "harness_load",
     (RUN_ID, SCENARIO),
     (USERS, TARGET_RATE, ACHIEVED_RATE, GENERATORS, SATURATED, GENERATOR_CPU, GENERATOR_LAG_MS),
 )
-EVENTS = Measurement("harness_events", (RUN_ID, KIND, NAME), (TEXT, STATE, PLANNED_OFFSET, LATE_MS))
+EVENTS = Measurement("harness_events", (RUN_ID, KIND, NAME), (TEXT, STATE, PLANNED_OFFSET, LATE_MS, END_MS))
 SLO = Measurement("harness_slo", (RUN_ID, SLO_NAME), (VALUE, THRESHOLD, PASSED))
-RUNS = Measurement("harness_runs", (RUN_ID, SCENARIO, VERDICT), (STARTED, ENDED, TEXT))
+RUNS = Measurement("harness_runs", (RUN_ID, SCENARIO), (VERDICT, STARTED, ENDED, PLANNED_END, TEXT))
 
 #: Every measurement harness writes, in the order a reader of a whole run asks for them.
-MEASUREMENTS = (RUNS, EVENTS, REQUESTS, LOAD, SLO)
+MEASUREMENTS = (RUNS, EVENTS, REQUESTS, TOTALS, FAILURE_KINDS, LOAD, WINDOWS, SLO)

@@ -85,6 +85,8 @@ class _Points:
     load: dict[int, Mapping[str, Any]] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
     slos: dict[str, Mapping[str, Any]] = field(default_factory=dict)
+    exact: dict[int, Mapping[str, Any]] = field(default_factory=dict)  # harness_totals by second
+    windows: dict[str, Mapping[str, Any]] = field(default_factory=dict)  # harness_windows by window
     run: Mapping[str, Any] | None = None
     scenario: str = ""
 
@@ -93,9 +95,13 @@ class _Points:
             key = (str(tags.get(schema.METHOD, "")), str(tags.get(schema.NAME, "")), time_ns // _NS)
             self.requests[key] = fields
             self.scenario = self.scenario or str(tags.get(schema.SCENARIO) or "")
+        elif measurement == schema.TOTALS.name:
+            self.exact[time_ns // _NS] = fields
+        elif measurement == schema.WINDOWS.name:
+            self.windows[str(tags.get(schema.WINDOW, ""))] = fields
         elif measurement == schema.LOAD.name:
             self.load[time_ns // _NS] = fields
-        elif measurement == schema.EVENTS.name:
+        elif measurement == schema.EVENTS.name and schema.STATE in fields:  # not a fault's end_ms update
             self.events.append(
                 Event(
                     time_ns / _NS,
@@ -121,9 +127,13 @@ class _Points:
         for second in sorted(rows):
             fields_list = rows[second]
             counts = [int(_number(f.get(schema.COUNT)) or 0) for f in fields_list]
-            p50, p95, p99 = mixture_quantiles(
-                ((c, cdf(f)) for c, f in zip(counts, fields_list, strict=True) if c), _REPORTED
-            )
+            exact = self.exact.get(second)
+            if exact is not None:  # the second over all endpoints from its merged histogram
+                p50, p95, p99 = (_number(exact.get(name)) for name in (schema.P50, schema.P95, schema.P99))
+            else:  # written before harness_totals existed: estimated from the endpoints' figures
+                p50, p95, p99 = mixture_quantiles(
+                    ((c, cdf(f)) for c, f in zip(counts, fields_list, strict=True) if c), _REPORTED
+                )
             target = _number(self.load.get(second, {}).get(schema.TARGET_RATE))
             out.append(
                 Second(
@@ -152,6 +162,14 @@ class _Points:
         return tuple(rows)
 
     def totals(self) -> Totals | None:
+        run = self.windows.get("run")
+        if run is not None:  # the run's exact figures, as summary.json has them
+            return Totals(
+                int(_number(run.get(schema.COUNT)) or 0),
+                int(_number(run.get(schema.FAILURES)) or 0),
+                _number(run.get(schema.RPS)) or 0.0,
+                *(_number(run.get(name)) for name in (schema.P50, schema.P95, schema.P99, schema.MAX)),
+            )
         if not self.requests:
             return None
         seconds = max(len({second for _, _, second in self.requests}), 1)
@@ -330,7 +348,7 @@ def _assemble(
         events=tuple(events),
         scenario_yaml=scenario_yaml,
         source=source,
-        estimated=not from_summary and bool(points.requests),
+        estimated=not from_summary and bool(points.requests) and "run" not in points.windows,
     )
 
 

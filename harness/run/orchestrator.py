@@ -46,7 +46,7 @@ from harness.measure.delivery import SUSTAINED_SECONDS, DeliveryWatch
 from harness.measure.steptiming import StepRecord
 from harness.measure.windows import Aggregator
 from harness.plan import Plan, Step, StepKind
-from harness.results.points import run_point, slo_points
+from harness.results.points import run_point, running_point, slo_points, window_points
 from harness.results.samples import BaselineRun
 from harness.run.cluster import RayStart, driver_node_id, live_nodes, start_ray, stop_ray
 from harness.run.faults import FaultAgents
@@ -64,6 +64,7 @@ from harness.run.seconds import (
     Seconds,
     TallyObserver,
     VerdictObserver,
+    WindowFiguresObserver,
     WriterObserver,
 )
 from harness.run.signals import deferred_interrupts, exit_at_once, terminate_as_interrupt
@@ -205,7 +206,7 @@ class Orchestrator:
         writer = WriterObserver(self.recorder, self.scenario.name, self.fleet.live_generators)
         guard = GuardObserver(GuardWatch(list(self.scenario.guards)), self.recorder)
         observers: list[SecondObserver] = [DeliveryObserver(delivery), VerdictObserver(book, ledger), tally]
-        observers += [writer, guard]
+        observers += [writer, WindowFiguresObserver(ledger, self.recorder, start_epoch), guard]
         if self.on_status is not None:
             active = self.faults.active if self.faults is not None else list
             observers.append(
@@ -221,6 +222,9 @@ class Orchestrator:
         seconds = Seconds(aggregator, observers)
         losses = Losses(self.fleet, stages, aggregator, delivery, self.recorder)
         self.timings["load_start_s"] = round(start_epoch - self.options.invoked_at, 3)
+        # Registered as running now, so Grafana lists the run and draws it while it goes.
+        planned_end = start_epoch + self.plan.duration
+        self.recorder.write([running_point(self.run_id, self.scenario.name, start_epoch, planned_end)])
         return _Live(start_epoch, start_mono, stages, losses, delivery, book, ledger, seconds, tally, writer, guard)
 
     def _loop(self) -> None:
@@ -303,7 +307,8 @@ class Orchestrator:
             return
         injected = self.faults.inject(step.fault_index)
         planned, late = self.live.stages.done(record, injected.at)
-        self.recorder.event("fault", injected.name, "start", injected.text, injected.at, planned, late)
+        until = self.live.start_epoch + planned + self.scenario.faults[step.fault_index].duration
+        self.recorder.event("fault", injected.name, "start", injected.text, injected.at, planned, late, until)
 
     def _fault_end(self, step: Step, record: StepRecord, now: float) -> None:
         at = self.faults.revert(step.name) if self.faults is not None else None
@@ -350,7 +355,12 @@ class Orchestrator:
         )
         started = live.start_epoch if live is not None else self.options.invoked_at
         self.recorder.write(list(slo_points(self.run_id, slos, ended)))
-        self.recorder.write([run_point(self.run_id, self.scenario.name, verdict.value, started, ended, reason)])
+        if live is not None:  # the final figures of every window, as summary.json has them
+            self.recorder.write(list(window_points(self.run_id, live.ledger.window_table(), live.start_epoch)))
+        planned_end = started + self.plan.duration
+        self.recorder.write(
+            [run_point(self.run_id, self.scenario.name, verdict.value, started, ended, reason, planned_end)]
+        )
         return self._summary(verdict, reason, started, ended, slos, baseline)
 
     def _summary(

@@ -17,7 +17,7 @@ from typing import Protocol
 from harness.judge.summary import RunEvent
 from harness.judge.units import format_duration
 from harness.results.lineproto import Point
-from harness.results.points import event_point
+from harness.results.points import event_point, fault_end_point
 
 __all__ = ["PointWriter", "Recorder"]
 
@@ -56,6 +56,7 @@ class Recorder:
         self._note = note
         self._keep = keep
         self._lock = threading.Lock()
+        self._fault_starts: dict[str, float] = {}  # active fault -> its start event's time
 
     def event(
         self,
@@ -66,11 +67,14 @@ class Recorder:
         at: float,
         planned: float | None = None,
         late_ms: float | None = None,
+        until: float | None = None,
     ) -> RunEvent:
         """Record an event in the summary and write it as an annotation; returns the summary entry.
 
         A stage event is written by :meth:`write_stage` once the processes acknowledged the
-        change, so that its annotation carries how late it took effect.
+        change, so that its annotation carries how late it took effect. A fault's start event
+        carries ``until``, its planned end (epoch s), so Grafana draws its region as soon as it
+        starts; its end event also rewrites the start event with the real end.
         """
         offset = at - self.start_epoch if self.start_epoch else 0.0
         event = RunEvent(
@@ -85,11 +89,24 @@ class Recorder:
         )
         with self._lock:
             self.events.append(event)
+            started = self._fault_started(kind, name, state, at)
         if kind != "stage":
-            self.write([event_point(self.run_id, kind, name, state, text, at, planned, late_ms)])
+            points = [event_point(self.run_id, kind, name, state, text, at, planned, late_ms, until)]
+            if started is not None:
+                points.append(fault_end_point(self.run_id, name, started, at))
+            self.write(points)
         if kind in _SHOWN:
             self.note(f"[{format_duration(round(offset, 1))}] {text}")
         return event
+
+    def _fault_started(self, kind: str, name: str, state: str, at: float) -> float | None:
+        """Remember when a fault started; on its end, when that was (None for other events)."""
+        if kind != "fault":
+            return None
+        if state == "start":
+            self._fault_starts[name] = at
+            return None
+        return self._fault_starts.pop(name, None)
 
     def write_stage(self, event: RunEvent, planned_s: float, late_ms: float) -> None:
         """Write a stage event's annotation, with its planned offset and how late it took effect."""

@@ -7,7 +7,9 @@ once every live process reported it; :class:`Seconds` hands each closed second, 
 * :class:`DeliveryObserver` judges the second's load delivery (saturated, short) and marks it;
 * :class:`VerdictObserver` feeds the SLO book and the run ledger (the verdict's inputs);
 * :class:`TallyObserver` counts late seconds and notes when the first request completed;
-* :class:`WriterObserver` writes the second's request and load points;
+* :class:`WriterObserver` writes the second's request points (per endpoint, and the exact
+  all-endpoints row with its merged histogram), failures by kind, and its load point;
+* :class:`WindowFiguresObserver` writes every SLO window's exact figures so far, every few seconds;
 * :class:`GuardObserver` checks the guards and trips the run's abort;
 * :class:`DisplayObserver` shows the live status.
 
@@ -32,7 +34,8 @@ from harness.judge.slo import SloBook
 from harness.judge.verdict import RunLedger
 from harness.measure.delivery import DeliveryWatch
 from harness.measure.windows import Aggregator, ClosedSecond, Endpoint, EndpointStats, LateWindow, ProcessWindow
-from harness.results.points import load_point, request_points
+from harness.results.lineproto import Point
+from harness.results.points import failure_points, load_point, request_points, totals_point, window_points
 from harness.run.recorder import Recorder
 
 __all__ = [
@@ -45,6 +48,7 @@ __all__ = [
     "Seconds",
     "TallyObserver",
     "VerdictObserver",
+    "WindowFiguresObserver",
     "WriterObserver",
 ]
 
@@ -201,16 +205,46 @@ class WriterObserver:
         for key in closed.endpoints:
             if key not in self.endpoints:
                 self.endpoints.append(key)
+        points = self._requests(closed)
+        points.append(load_point(self.recorder.run_id, self.scenario, closed, self.live_generators(), second.saturated))
+        self.recorder.write(points)
+
+    def _requests(self, closed: ClosedSecond) -> list[Point]:
         run_id = self.recorder.run_id
         points = list(request_points(run_id, self.scenario, closed, self.endpoints))
-        points.append(load_point(run_id, self.scenario, closed, self.live_generators(), second.saturated))
-        self.recorder.write(points)
+        points.append(totals_point(run_id, self.scenario, closed))
+        points.extend(failure_points(run_id, self.scenario, closed))
+        return points
 
     def on_late(self, late: LateWindow) -> None:
         if late.revised is not None:
-            self.recorder.write(list(request_points(self.recorder.run_id, self.scenario, late.revised, self.endpoints)))
+            self.recorder.write(self._requests(late.revised))
         else:
             self.late_requests_unwritten += late.delta.total().count
+
+
+class WindowFiguresObserver:
+    """Every SLO window's exact figures so far (the run, steady, phases, fault windows), for
+    Grafana's stat panels and tables, every ``every`` seconds; the final ones are written with
+    the verdict. The figures are the ledger's, the same the summary's ``windows`` are made of."""
+
+    def __init__(self, ledger: RunLedger, recorder: Recorder, started: float, every: int = 5) -> None:
+        self.ledger = ledger
+        self.recorder = recorder
+        self.started = started
+        self.every = every
+        self._seen = 0
+
+    def on_second(self, second: Second) -> None:
+        self._seen += 1
+        if self._seen % self.every == 0:
+            self.write()
+
+    def on_late(self, late: LateWindow) -> None:
+        pass  # the ledger took it in; the next write carries it
+
+    def write(self) -> None:
+        self.recorder.write(list(window_points(self.recorder.run_id, self.ledger.window_table(), self.started)))
 
 
 class GuardObserver:

@@ -37,6 +37,7 @@ from harness.review.grafana.panels import (
     InfluxAnnotationTarget,
     InfluxQL,
     annotation,
+    link,
     pos,
     query_variable,
     stat_panel,
@@ -55,6 +56,9 @@ REQUESTS = _q(schema.REQUESTS.name)
 LOAD = _q(schema.LOAD.name)
 EVENTS = _q(schema.EVENTS.name)
 SLOS = _q(schema.SLO.name)
+TOTALS = _q(schema.TOTALS.name)
+FAILURE_KINDS = _q(schema.FAILURE_KINDS.name)
+WINDOWS = _q(schema.WINDOWS.name)
 RUNS = _q(schema.RUNS.name)
 
 
@@ -88,29 +92,30 @@ RUN = run_filter("$run_id")
 _FAULTS = f"{RUN} AND {_q(schema.KIND)} = {quote_string(schema.EventKind.FAULT)}"
 _BY_NAME = f"GROUP BY {_q(schema.NAME)}"
 
-# Fault regions. InfluxQL has no join and cannot read a timestamp as a value, so the one row
-# per fault that Grafana needs (time = start, timeEnd = end, in ms) is put together from the
-# two events of the fault (GROUP BY "name" pairs them):
-# * elapsed("state") in descending time order puts start - end (ms, negative) on the start row;
-# * the start row's own planned_offset (s) and late_ms give its time as a number:
-#   run start + planned_offset + late_ms, with the run start from harness_runs ($run_start_ms);
-# * both subqueries are merged in one inner query first (influxd 1.x drops the fields of the
-#   second source when an outer aggregate reads two sources that differ in kind), then
-#   GROUP BY time(1ms) puts them on one row. A fault that never ended has no timeEnd and is
-#   drawn as a marker.
+# Fault regions: one row per fault, its start event, which carries the fault's end (end_ms):
+# the planned end while the fault is active, the real one once it was reverted (the revert
+# writes the start event again). So a fault is drawn as a region from the moment it starts.
 FAULT_REGIONS = (
-    'SELECT ${run_start_ms} + 1000 * max("p") + max("l") - max("negdur") AS "timeEnd", '
-    f'first("txt") AS {_q(schema.TEXT)}, first("fault") AS "fault" FROM ('
-    "SELECT * FROM ("
-    f'SELECT elapsed({_q(schema.STATE)}, 1ms) AS "negdur" FROM {EVENTS} '
-    f"WHERE {_FAULTS} {_BY_NAME} ORDER BY time DESC), ("
-    f'SELECT {_q(schema.PLANNED_OFFSET)} AS "p", {_q(schema.LATE_MS)} AS "l", {_q(schema.TEXT)} AS "txt", '
-    f'{_q(schema.NAME)} AS "fault" FROM {EVENTS} '
-    f"WHERE {_FAULTS} AND {_q(schema.STATE)} = {quote_string(schema.EventState.START)} {_BY_NAME} "
-    "ORDER BY time DESC) "
-    f"{_BY_NAME} ORDER BY time DESC) "
-    f"WHERE $timeFilter GROUP BY time(1ms), {_q(schema.NAME)} fill(none) ORDER BY time DESC"
+    f'SELECT {_q(schema.TEXT)}, {_q(schema.NAME)} AS "fault", {_q(schema.END_MS)} AS "timeEnd" '
+    f"FROM {EVENTS} WHERE {_FAULTS} AND {_q(schema.STATE)} = {quote_string(schema.EventState.START)} "
+    "AND $timeFilter"
 )
+_TOP = 6  # the run lists' height: the run dashboard's other panels sit below them
+RUN_LINK = "/d/harness-run/harness-run"
+COMPARE_LINK = "/d/harness-compare/harness-compare"
+LIVE_REFRESH = "5s"
+_RUN_COLUMNS = ", ".join(
+    _q(c) for c in (schema.RUN_ID, schema.SCENARIO, schema.VERDICT, schema.STARTED, schema.ENDED, schema.TEXT)
+)
+# The range a run's link opens: its start and end, 10 s each side (as `harness grafana link`).
+_RUN_RANGE = (
+    f'floor({_q(schema.STARTED)} * 1000) - 10000 AS "from_ms", ceil({_q(schema.ENDED)} * 1000) + 10000 AS "to_ms"'
+)
+RUNNING_QUERY = (
+    f"SELECT {_RUN_COLUMNS}, {_RUN_RANGE} FROM {RUNS} "
+    f"WHERE {_q(schema.VERDICT)} = {quote_string(schema.RUNNING)} ORDER BY time DESC"
+)
+RECENT_QUERY = f"SELECT {_RUN_COLUMNS}, {_RUN_RANGE} FROM {RUNS} ORDER BY time DESC LIMIT 20"
 
 
 def _events(kind: str) -> str:
@@ -133,7 +138,20 @@ def _run_header() -> dash.Dashboard:
         .tooltip(model.DashboardCursorSync.CROSSHAIR)
         .refresh("")
         .with_variable(query_variable("run_id", "run", RUNS_QUERY))
-        .with_variable(query_variable("run_start_ms", "run start (ms)", _start_ms("run_id"), hidden=True))
+        .with_variable(
+            dash.TextBoxVariable("reports_url")
+            .label("reports at")
+            .description("Where run directories are published; 'Run report' opens <this>/<run id>/report.html.")
+            .default_value("")
+        )
+        .link(
+            link(
+                "Compare with another run",
+                f"{COMPARE_LINK}?var-run_a=${{run_id}}",
+                "The compare dashboard with this run as run A.",
+            )
+        )
+        .link(link("Run report", "${reports_url}/${run_id}/report.html", "This run's HTML report."))
         .annotation(annotation("Faults", "red", faults))
         .annotation(
             annotation(
@@ -148,27 +166,50 @@ def _run_header() -> dash.Dashboard:
     )
 
 
+def _run_lists() -> list[Any]:
+    """The runs to pick from: each row opens this dashboard on that run and its time range."""
+    run = f"{RUN_LINK}?var-run_id=${{__data.fields.run_id}}&from=${{__data.fields.from_ms}}"
+    return [
+        table_panel(
+            "Running",
+            "Runs going now (a run whose driver was killed before its verdict stays here: `harness runs` tells). "
+            "Click a row to follow it: from its start to now, refreshing.",
+            pos(0, 0, 10, _TOP),
+            InfluxQL("A", RUNNING_QUERY, "table"),
+            [link("Follow this run", f"{run}&to=now&refresh={LIVE_REFRESH}")],
+        ),
+        table_panel(
+            "Recent runs",
+            "The last 20 runs, newest first. Click a row to open it over its own time range.",
+            pos(10, 0, 14, _TOP),
+            InfluxQL("A", RECENT_QUERY, "table"),
+            [link("Open this run", f"{run}&to=${{__data.fields.to_ms}}")],
+        ),
+    ]
+
+
 def _run_stats() -> list[Any]:
     """The top row: one figure each for the whole run."""
+    run_window = f"{RUN} AND {_q(schema.WINDOW)} = 'run'"
     stats = (
-        ("Requests", "Requests completed in the run (all endpoints).", "short", REQUESTS,
-         _agg("sum", schema.COUNT, "requests")),
-        ("Error rate", "Failed requests / requests over the whole run.", "percentunit", REQUESTS,
-         _ratio(schema.FAILURES, schema.COUNT, "error rate")),
-        ("Worst p99", "The highest per-second p99 of any endpoint in the run (ms).", "ms", REQUESTS,
-         _agg("max", schema.P99, "worst p99")),
-        ("Peak users", "The most concurrent users (closed model) in any second.", "short", LOAD,
-         _agg("max", schema.USERS, "peak users")),
+        ("Requests", "Requests completed in the run so far (all endpoints).", "short", schema.COUNT),
+        ("Run rps", "Requests per second over the run's seconds so far.", "reqps", schema.RPS),
+        ("Error rate", "Failed requests / requests over the run so far.", "percentunit", schema.ERROR_RATE),
+        ("p50", "The run's median latency so far (ms): exact, from every request's histogram merged.", "ms",
+         schema.P50),
+        ("p99", "The run's p99 latency so far (ms): exact, the figure the verdict, summary.json, JUnit and the "
+         "report show.", "ms", schema.P99),
+        ("Max", "The slowest request of the run so far (ms).", "ms", schema.MAX),
     )  # fmt: skip
     return [
         stat_panel(
             title,
-            description,
+            description + " Written every 5 s while the run goes, final when it ends.",
             unit,
-            pos(6 * i, 0, 6, 4),
-            InfluxQL("A", f"SELECT {select} FROM {source} WHERE {RUN}", "table"),
+            pos(4 * i, _TOP, 4, 4),
+            InfluxQL("A", f"SELECT last({_q(field)}) AS {_q(title)} FROM {WINDOWS} WHERE {run_window}", "table"),
         )
-        for i, (title, description, unit, source, select) in enumerate(stats)
+        for i, (title, description, unit, field) in enumerate(stats)
     ]
 
 
@@ -189,38 +230,44 @@ def _run_series() -> list[Any]:
     )
     series = (
         ("Requests/s", "Completed requests per second: all endpoints summed, and per endpoint.", "reqps",
-         pos(0, 4, 12, 8),
+         pos(0, _TOP + 4, 12, 8),
          InfluxQL("A", f'SELECT {rate} AS "all" {requests} {per_second}'),
          InfluxQL("B", f'SELECT {rate} AS "rps" {requests} {per_endpoint}', alias="$tag_name")),
-        ("Latency percentiles (worst endpoint)",
-         "p50/p95/p99/p99.9 in ms. Each line is the highest value of any endpoint in that second "
-         "(percentiles of different endpoints cannot be merged in InfluxQL), so it is an upper bound "
-         "for the run as a whole; the per-endpoint p99 panel shows which endpoint it is.", "ms",
-         pos(12, 4, 12, 8),
-         InfluxQL("A", f"SELECT {latency} {requests} {per_second}")),
+        ("Latency percentiles (all endpoints)",
+         "p50/p95/p99/p99.9 in ms of all endpoints together, exact for each second (harness merges the "
+         "second's histograms before it writes them). Zoomed out beyond 1 s per point, each point is the "
+         "highest second in it.", "ms",
+         pos(12, _TOP + 4, 12, 8),
+         InfluxQL("A", f"SELECT {latency} FROM {TOTALS} WHERE {RUN} AND $timeFilter {per_second}")),
         ("p99 per endpoint", "Each endpoint's p99 (ms) per second, from its own HDR histogram of that second.", "ms",
-         pos(0, 12, 12, 8),
+         pos(0, _TOP + 12, 12, 8),
          InfluxQL("A", f'SELECT {_agg("max", schema.P99, "p99")} {requests} {per_endpoint}', alias="$tag_name")),
         ("Error rate", "Failed requests / requests per second, all endpoints.", "percentunit",
-         pos(12, 12, 12, 8),
+         pos(12, _TOP + 12, 12, 8),
          InfluxQL("A", f'SELECT {_ratio(schema.FAILURES, schema.COUNT, "error rate")} {requests} {per_second}')),
         ("Users and target rate",
          "Concurrent users (closed model) and the target arrival rate in requests/s (open model, 0 when "
          "the scenario has none).", "short",
-         pos(0, 20, 12, 8),
+         pos(0, _TOP + 20, 12, 8),
          InfluxQL("A", f'SELECT {_agg("last", schema.USERS, "users")}, '
                        f'{_agg("last", schema.TARGET_RATE, "target rate")} {load} {per_second}')),
         ("Achieved vs target rate", "Requests/s the generators completed against the rate the scenario asked for.",
          "reqps",
-         pos(12, 20, 12, 8),
+         pos(12, _TOP + 20, 12, 8),
          InfluxQL("A", f'SELECT {_agg("mean", schema.ACHIEVED_RATE, "achieved")}, '
                        f'{_agg("mean", schema.TARGET_RATE, "target")} {load} {per_second}')),
         ("Generator health",
          "The busiest load process: CPU (%) and event-loop lag (ms); generators running; saturated is 1 "
          "when a generator could not keep up (its numbers then understate what the target can do).", "short",
-         pos(0, 28, 24, 8),
+         pos(0, _TOP + 28, 24, 8),
          InfluxQL("A", f"SELECT {health} {load} {per_second}"),
          InfluxQL("B", f'SELECT {_agg("last", schema.SATURATED, "saturated")} {load} {per_second}')),
+        ("Failures by kind",
+         "Failed requests per second by kind (HTTP status or exception) and endpoint.", "short",
+         pos(0, _TOP + 36, 24, 8),
+         InfluxQL("A", f'SELECT sum({_q(schema.COUNT)}) AS "failures" FROM {FAILURE_KINDS} WHERE {RUN} '
+                       f"AND $timeFilter GROUP BY time($__interval), {_q(schema.FAILURE_KIND)}, {_q(schema.NAME)} "
+                       "fill(none)", alias="$tag_failure_kind $tag_name")),
     )  # fmt: skip
     return [
         timeseries_panel(title, description, unit, grid, *targets)
@@ -237,26 +284,41 @@ def _run_tables() -> list[Any]:
         _agg("sum", schema.BYTES, "bytes"),
     ))  # fmt: skip
     slos = ", ".join(_agg("last", field, field) for field in (schema.VALUE, schema.THRESHOLD, schema.PASSED))
+    windows = ", ".join(
+        _agg("last", field, alias)
+        for field, alias in (
+            (schema.COUNT, "requests"), (schema.ERROR_RATE, "error rate"), (schema.RPS, "requests/s"),
+            (schema.P50, "p50 (ms)"), (schema.P99, "p99 (ms)"), (schema.MAX, "max (ms)"),
+        )
+    )  # fmt: skip
     by_endpoint = f"GROUP BY {_q(schema.METHOD)}, {_q(schema.NAME)}"
     return [
         table_panel(
             "Endpoints",
             "Totals per endpoint over the whole run (independent of the time range).",
-            pos(0, 36, 24, 8),
+            pos(0, _TOP + 44, 24, 8),
             InfluxQL("A", f"SELECT {endpoints} FROM {REQUESTS} WHERE {RUN} {by_endpoint}", "table"),
         ),
         table_panel(
             "SLOs",
             "Each SLO of the scenario as judged at the end of the run: measured value, threshold, passed.",
-            pos(0, 44, 24, 6),
+            pos(0, _TOP + 52, 24, 6),
             InfluxQL("A", f"SELECT {slos} FROM {SLOS} WHERE {RUN} GROUP BY {_q(schema.SLO_NAME)}", "table"),
+        ),
+        table_panel(
+            "Windows",
+            "Each SLO window (run, steady, phases, during and after each fault) with its exact figures: "
+            "requests, error rate, requests/s, p50, p99 and max, as summary.json and the report have them "
+            "(so far while the run goes).",
+            pos(0, _TOP + 58, 24, 8),
+            InfluxQL("A", f"SELECT {windows} FROM {WINDOWS} WHERE {RUN} GROUP BY {_q(schema.WINDOW)}", "table"),
         ),
     ]
 
 
 def run_dashboard() -> dict[str, Any]:
     builder = _run_header()
-    for panel in (*_run_stats(), *_run_series(), *_run_tables()):
+    for panel in (*_run_lists(), *_run_stats(), *_run_series(), *_run_tables()):
         builder = builder.with_panel(panel)
     return to_json(builder)
 
@@ -322,6 +384,14 @@ def _compare_header() -> dash.Dashboard:
         .with_variable(query_variable("run_a", "run A", RUNS_QUERY))
         .with_variable(query_variable("run_b", "run B", RUNS_QUERY))
     )
+    for run, label in (("run_a", "run A"), ("run_b", "run B")):
+        builder = builder.link(
+            link(
+                f"Open {label}",
+                f"{RUN_LINK}?var-run_id=${{{run}}}&from=${{{run}_start_ms}}&to=${{{run}_end_ms}}",
+                f"The run dashboard on {label} over its own time range.",
+            )
+        )
     for run, label in (("run_a", "run A"), ("run_b", "run B")):
         builder = builder.with_variable(
             query_variable(f"{run}_start_ms", f"{label} start (ms)", _start_ms(run), hidden=True)

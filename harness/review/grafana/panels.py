@@ -27,6 +27,7 @@ __all__ = [
     "InfluxQL",
     "annotation",
     "legend",
+    "link",
     "pos",
     "query_variable",
     "stat_panel",
@@ -148,10 +149,19 @@ def timeseries_panel(
     return panel
 
 
-def table_panel(title: str, description: str, grid: model.GridPos, target: InfluxQL) -> table.Panel:
+def link(title: str, url: str, tooltip: str = "") -> dash.DashboardLink:
+    """A link (dashboard link or a table's data link) to ``url``, which Grafana interpolates."""
+    return dash.DashboardLink(title).type(model.DashboardLinkType.LINK).url(url).tooltip(tooltip or title)
+
+
+def table_panel(
+    title: str, description: str, grid: model.GridPos, target: InfluxQL, links: list[dash.DashboardLink] | None = None
+) -> table.Panel:
+    panel = table.Panel()
+    if links:  # on every cell: ${__data.fields.<column>} is the clicked row's value
+        panel = panel.data_links(list(links))
     return (
-        table.Panel()
-        .title(title)
+        panel.title(title)
         .description(description)
         .datasource(DATASOURCE)
         .grid_pos(grid)
