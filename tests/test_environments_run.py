@@ -95,3 +95,31 @@ def test_base_url_from_the_environment(tmp_path: Path, demo: DemoInfo, influxd: 
     assert summary["planned_duration_s"] == 4.0  # --duration 4s, not the file's 20 s
     rows = influxd.query("SELECT max(\"users\") FROM harness_load WHERE run_id = 'env-run'", "envs")
     assert rows and rows[0]["max"] == 5, rows  # --users 5, not the file's 50
+
+
+def test_a_secret_variable_never_shows_in_what_a_run_leaves(tmp_path: Path, demo: DemoInfo, influxd: Any) -> None:
+    """A value from a variable whose name reads like a secret (PAUSE_TOKEN_FILE) reaches a fault that
+    fails with it in its message mid-run (the pid file is not there); the run shows and stores
+    ``***`` instead: terminal, summary.json, report, results.lp and InfluxDB's events."""
+    secret = "s3cr3t-f0lder"
+    scenario = tmp_path / "secret-run.yaml"
+    scenario.write_text(
+        SCENARIO.replace("duration: 20s", "duration: 4s")
+        + "faults:\n  - {name: hush, kind: process.pause, at: 1s, duration: 2s,"
+        + " target: {pid_file: '${PAUSE_TOKEN_FILE}'}}\n"
+    )
+    influxd.create_database("envs")
+    pid_file = tmp_path / secret / "gone.pid"  # never written: the fault fails naming it
+    env = {"BASE_URL": demo.base_url, "RESULTS_URL": influxd.url, "PAUSE_TOKEN_FILE": str(pid_file)}
+    done = _run(tmp_path, scenario, env, "--run-id", "secret-run", "--users", "5")
+    output = done.stdout + done.stderr
+    assert done.returncode == 3, output[-3000:]  # a fault failed: an error verdict
+    run_dir = tmp_path / "runs" / "secret-run"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert "pid file *** does not exist" in summary["reason"], summary["reason"]
+    assert "pid file *** does not exist" in output and secret not in output
+    for path in run_dir.rglob("*"):
+        if path.is_file() and path.name != "scenario.yaml":  # the file as written holds ${...}, no value
+            assert secret not in path.read_text(errors="replace"), path
+    rows = influxd.query("SELECT * FROM harness_events, harness_runs WHERE run_id = 'secret-run'", "envs")
+    assert rows and not any(secret in str(r) for r in rows), rows

@@ -91,6 +91,7 @@ class RunOptions:
     extra_env: dict[str, str] = field(default_factory=dict)
     invoked_at: float = field(default_factory=time.time)
     baseline: BaselineRun | None = None  # compare with this run before the verdict (--baseline)
+    hide: Callable[[str], str] | None = None  # replaces the scenario's secret values in event texts
 
 
 @dataclass
@@ -127,7 +128,8 @@ class Orchestrator:
         self.run_id = options.run_id
         self.on_status = on_status
         baseline = options.baseline
-        self.recorder = Recorder(self.run_id, writer, note=on_event, keep=baseline.wants if baseline else None)
+        keep = baseline.wants if baseline else None
+        self.recorder = Recorder(self.run_id, writer, note=on_event, keep=keep, hide=options.hide)
         fleet_options = FleetOptions(options.run_id, options.run_dir, options.processes, options.extra_env)
         self.fleet = Fleet(self.scenario, fleet_options)
         self.poller = Poller(self.fleet, self.recorder)

@@ -39,6 +39,9 @@ class Recorder:
     ``keep``: which points to keep in memory as well (``BaselineRun.wants``), for the
     baseline comparison at the end (results.lp may lag behind the writer).
     ``note``: shows a line to the user (the progress display).
+    ``hide``: replaces the scenario's secret values (``Loaded.redact``) in every event text and
+    every text field written, so a fault whose message carries a value that came from a secret
+    variable never shows it anywhere.
     """
 
     def __init__(
@@ -47,8 +50,10 @@ class Recorder:
         writer: PointWriter,
         note: Callable[[str], None] | None = None,
         keep: Callable[[str, Mapping[str, str]], bool] | None = None,
+        hide: Callable[[str], str] | None = None,
     ) -> None:
         self.run_id = run_id
+        self._hide = hide
         self.start_epoch = 0.0  # set when the clock starts; offsets are from here
         self.events: list[RunEvent] = []
         self.kept: list[Point] = []
@@ -77,6 +82,8 @@ class Recorder:
         starts; its end event also rewrites the start event with the real end.
         """
         offset = at - self.start_epoch if self.start_epoch else 0.0
+        if self._hide is not None:
+            text = self._hide(text)
         event = RunEvent(
             time=at,
             offset=round(offset, 3),
@@ -116,6 +123,8 @@ class Recorder:
         self.write([point])
 
     def write(self, points: list[Point]) -> None:
+        if self._hide is not None:  # only when the scenario has secrets: the per-second path pays nothing
+            points = [self._hidden(p) for p in points]
         if self._keep is not None:
             # What the baseline comparison reads back: the same points results.lp receives.
             self.kept.extend(p for p in points if self._keep(p.measurement, p.tags))
@@ -123,6 +132,13 @@ class Recorder:
             self._writer.write(points)
         except Exception:  # results problems are counted by the writer; never break the run
             log.exception("results writer failed")
+
+    def _hidden(self, point: Point) -> Point:
+        """``point`` with the scenario's secret values replaced in its text fields (a run's reason)."""
+        hide = self._hide
+        assert hide is not None
+        fields = {k: hide(v) if isinstance(v, str) else v for k, v in point.fields.items()}
+        return point._replace(fields=fields)
 
     def note(self, text: str) -> None:
         """A line for the user; a display problem never breaks the run."""

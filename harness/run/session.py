@@ -16,7 +16,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,9 +111,13 @@ def run_session(request: RunRequest, view: RunView) -> RunSummary:
     from harness.load.shape import shape_stages
     from harness.plan import compile_plan
     from harness.run.cluster import check_ray_address
-    from harness.scenario import load_scenario
+    from harness.scenario import read_scenario
 
-    loaded = shape_stages(load_scenario(request.scenario_file, request.overrides))  # a LoadTestShape's ticks as stages
+    read = read_scenario(request.scenario_file, request.overrides)
+    loaded = shape_stages(read.scenario)  # a LoadTestShape's ticks as stages
+    hide = read.redact if read.secrets else None  # values from secret variables are never shown
+    if hide is not None:
+        view = _HiddenView(view, hide)
     plan = compile_plan(loaded)
     if request.gate and not loaded.slos:
         raise ConfigError(f"{request.scenario_file}: a gate needs at least one SLO under 'slos:' to decide on")
@@ -142,6 +146,7 @@ def run_session(request: RunRequest, view: RunView) -> RunSummary:
         processes=request.processes,
         invoked_at=request.invoked_at,
         baseline=against,
+        hide=hide,
     )
     view.say(f"run {rid}: {loaded.name}, {plan.duration:g}s; outputs in {directory}")
     try:
@@ -157,6 +162,8 @@ def run_session(request: RunRequest, view: RunView) -> RunSummary:
     stats = sink.writer.close(timeout=10.0)
     results = from_json(ResultsSummary, {**sink.describe(), **stats.to_dict()})
     summary = judged.finished(results, round(time.time() - (orchestrator.load_stopped_at or began), 3))
+    if hide is not None:
+        summary = RunSummary.from_json(_hide_strings(summary.to_json(), hide))
     summary.write(directory)
     _leave_behind(request, loaded, summary, directory, view.say)
     view.verdict(summary)
@@ -214,3 +221,50 @@ def _baseline(ref: str, scenario: Scenario, run_id: str, url: str, token: str | 
     baseline_id, samples = found
     say(f"baseline: run {baseline_id}")
     return BaselineRun(ref=ref, run_id=baseline_id, samples=samples, tolerances=scenario.baseline)
+
+
+def _hide_strings(value: Any, hide: Callable[[str], str]) -> Any:
+    """``value`` (a JSON document) with ``hide`` applied to every string in it, keys included.
+
+    Strings one by one, never the serialised text: a short secret such as ``5`` must not turn
+    numbers into ``***``."""
+    if isinstance(value, str):
+        return hide(value)
+    if isinstance(value, dict):
+        return {hide(k): _hide_strings(v, hide) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_hide_strings(v, hide) for v in value]
+    return value
+
+
+class _HiddenProgress:
+    """A progress view whose event lines never show a secret value."""
+
+    def __init__(self, inner: ProgressView, hide: Callable[[str], str]) -> None:
+        self._inner = inner
+        self._hide = hide
+
+    def update(self, status: LiveStatus) -> None:
+        self._inner.update(status)
+
+    def event(self, text: str) -> None:
+        self._inner.event(self._hide(text))
+
+
+class _HiddenView:
+    """A run view that replaces the scenario's secret values in everything it is given to show."""
+
+    def __init__(self, inner: RunView, hide: Callable[[str], str]) -> None:
+        self._inner = inner
+        self._hide = hide
+
+    def say(self, text: str) -> None:
+        self._inner.say(self._hide(text))
+
+    @contextlib.contextmanager
+    def progress(self, run_id: str, duration: float) -> Iterator[ProgressView]:
+        with self._inner.progress(run_id, duration) as inner:
+            yield _HiddenProgress(inner, self._hide)
+
+    def verdict(self, summary: RunSummary) -> None:
+        self._inner.verdict(summary)  # already hidden: the summary is, before it is written
