@@ -90,7 +90,7 @@ def _every_kind_of_point() -> list[Point]:
     return [
         *request_points("r", "shop", second, [("GET", "/a"), ("POST", "/b"), ("GET", "/idle")]),
         load_point("r", "shop", second, 1, False),
-        totals_point("r", "shop", second),
+        totals_point("r", "shop", second.second, second.total()),
         *failure_points("r", "shop", second),
         *window_points(
             "r",

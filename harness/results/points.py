@@ -54,10 +54,12 @@ def request_points(run_id: str, scenario: str, closed: ClosedSecond, endpoints: 
         )
 
 
-def totals_point(run_id: str, scenario: str, closed: ClosedSecond) -> Point:
+def totals_point(run_id: str, scenario: str, second: int, stats: EndpointStats) -> Point:
     """The second over all endpoints, exact: percentiles of the merged histogram, and that
-    histogram itself (encoded as HdrHistogram interval logs encode it) to recompute any window."""
-    stats = closed.total()
+    histogram itself (encoded as HdrHistogram interval logs encode it) to recompute any window.
+
+    ``stats`` is the second's endpoints merged (``ClosedSecond.total()``), which the caller has
+    already merged once for every reader of the second: merging again here would double that work."""
     fields: dict[str, float | int | str] = {
         schema.COUNT: stats.count,
         schema.FAILURES: stats.failed,
@@ -67,7 +69,7 @@ def totals_point(run_id: str, scenario: str, closed: ClosedSecond) -> Point:
     if stats.count:
         fields.update(_latency_fields(stats.latency_ms(), schema.LATENCY_FIELDS))
         fields[schema.HISTOGRAM] = stats.hist.encode().decode("ascii")
-    return Point(schema.TOTALS.name, {schema.RUN_ID: run_id, schema.SCENARIO: scenario}, fields, closed.second * _NS)
+    return Point(schema.TOTALS.name, {schema.RUN_ID: run_id, schema.SCENARIO: scenario}, fields, second * _NS)
 
 
 def failure_points(run_id: str, scenario: str, closed: ClosedSecond) -> Iterator[Point]:

@@ -205,20 +205,20 @@ class WriterObserver:
         for key in closed.endpoints:
             if key not in self.endpoints:
                 self.endpoints.append(key)
-        points = self._requests(closed)
+        points = self._requests(closed, second.total())
         points.append(load_point(self.recorder.run_id, self.scenario, closed, self.live_generators(), second.saturated))
         self.recorder.write(points)
 
-    def _requests(self, closed: ClosedSecond) -> list[Point]:
+    def _requests(self, closed: ClosedSecond, total: EndpointStats) -> list[Point]:
         run_id = self.recorder.run_id
         points = list(request_points(run_id, self.scenario, closed, self.endpoints))
-        points.append(totals_point(run_id, self.scenario, closed))
+        points.append(totals_point(run_id, self.scenario, closed.second, total))
         points.extend(failure_points(run_id, self.scenario, closed))
         return points
 
     def on_late(self, late: LateWindow) -> None:
         if late.revised is not None:
-            self.recorder.write(self._requests(late.revised))
+            self.recorder.write(self._requests(late.revised, late.revised.total()))
         else:
             self.late_requests_unwritten += late.delta.total().count
 
