@@ -211,6 +211,8 @@ def print_comparison(report: BaselineReport, before: str, after: str) -> None:
         relative = c.metric.value != "error_rate"  # the baseline's rule: error rates change in points
         change = "n/a" if not math.isfinite(c.change) else f"{c.change * 100:+.1f}{'%' if relative else ' pts'}"
         tolerance = f"{c.tolerance * 100:+g}{'%' if relative else ' pts'}"
+        if c.floor:
+            tolerance += f", min +{c.floor:g} ms"
         result = "[red]REGRESSED[/]" if c.regressed else "ok"
         cells = (
             c.phase,

@@ -6,7 +6,8 @@ per-second samples (:class:`RunSamples`). Reading those samples from a run's poi
 job (:mod:`harness.results.samples`); the caller passes them in.
 
 A change counts as a regression only when it is both larger than the scenario's tolerance
-(``Scenario.baseline``) and statistically significant: a one-sided Mann-Whitney U test over the
+(``Scenario.baseline``; a p99 rise must also exceed ``p99_min_rise`` in milliseconds, since a
+fast endpoint's p99 moves by tens of percent on a scheduler hiccup) and statistically significant: a one-sided Mann-Whitney U test over the
 per-second samples at the scenario's confidence, Holm-adjusted over all comparisons of the
 report because a run pair yields dozens of them.  The tolerance alone would fail identical
 runs on noise in short phases; the test alone would fail long runs on changes too small to
@@ -120,6 +121,8 @@ class Comparison:
     values for p99 (ms) and rps, and the phase's failures / requests for error_rate.
     ``p_value`` is the one-sided Mann-Whitney U p-value, Holm-adjusted over the report
     (1.0 when the samples cannot differ, e.g. no failures on either side; never NaN).
+    ``floor`` is the smallest absolute change that can count (p99: ``p99_min_rise`` in ms; 0
+    for the others).
     """
 
     phase: str
@@ -132,6 +135,7 @@ class Comparison:
     p_value: float
     regressed: bool
     message: str
+    floor: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -142,6 +146,7 @@ class Comparison:
             "current": _json_number(self.current),
             "change": _json_number(self.change),
             "tolerance": self.tolerance,
+            "floor": self.floor,
             "p_value": _json_number(self.p_value),
             "regressed": self.regressed,
             "message": self.message,
@@ -263,12 +268,14 @@ def _compare_one(
         cur = [s.rps for s in current]
         base = [s.rps for s in baseline]
     where = f"{metric.value} of {_endpoint_text(endpoint)} in phase {phase}"
+    floor = 0.0
     if min(len(cur), len(base)) < tolerances.min_seconds:
         return f"{where}: {len(base)} s in the baseline, {len(cur)} s now (min_seconds {tolerances.min_seconds})"
     if metric is Metric.P99:
         before, after = statistics.median(base), statistics.median(cur)
         change, tolerance = _relative(before, after), tolerances.p99
         p = _mann_whitney(cur, base, "greater")
+        floor = tolerances.p99_min_rise * 1000
     elif metric is Metric.ERROR_RATE:
         # The phase's error rate (failures / requests), not a median of seconds: it is what an
         # error_rate SLO judges, and a median of mostly-zero seconds would hide a rise.
@@ -280,7 +287,7 @@ def _compare_one(
         before, after = statistics.median(base), statistics.median(cur)
         change, tolerance = _relative(before, after), -tolerances.rps
         p = _mann_whitney(cur, base, "less")
-    return Comparison(phase, endpoint, metric, before, after, change, tolerance, p, False, "")
+    return Comparison(phase, endpoint, metric, before, after, change, tolerance, p, False, "", floor)
 
 
 def _holm(p_values: Sequence[float]) -> list[float]:
@@ -303,6 +310,7 @@ def _judged(comparison: Comparison, p: float, alpha: float) -> Comparison:
     """The comparison with its adjusted p-value, its verdict and its message."""
     c = comparison
     beyond = c.change < c.tolerance if c.metric is Metric.RPS else c.change > c.tolerance
+    small = c.metric is Metric.P99 and c.current - c.baseline < c.floor
     where = f"{c.metric.value} of {_endpoint_text(c.endpoint)} in phase {c.phase}"
     tolerance = _change_text(c.metric, c.tolerance)
     if c.current == c.baseline:
@@ -313,7 +321,9 @@ def _judged(comparison: Comparison, p: float, alpha: float) -> Comparison:
             f"{where} {verb} {_value_text(c.metric, c.baseline)} -> {_value_text(c.metric, c.current)}"
             f" ({_change_text(c.metric, c.change)}, tolerance {tolerance}, {_p_text(p)})"
         )
-    return replace(c, p_value=p, regressed=beyond and p < alpha, message=text)
+        if small and beyond:
+            text += f", under the {c.floor:g} ms floor"
+    return replace(c, p_value=p, regressed=beyond and not small and p < alpha, message=text)
 
 
 def compare(current: RunSamples, baseline: RunSamples, tolerances: Baseline) -> BaselineReport:

@@ -295,6 +295,7 @@ class ComparisonEntry:
     current: float | None = None
     change: float | None = None
     tolerance: float = 0.0
+    floor: float = 0.0
     p_value: float | None = None
     regressed: bool = False
     message: str = ""

@@ -276,6 +276,12 @@ class Baseline(Model):
     error_rate: Percent = Field(
         default=0.01, description="Rise allowed in the error rate, in percentage points, e.g. 1% (0.5% -> 1.5%)."
     )
+    p99_min_rise: Duration = Field(
+        default=0.002,
+        le=60,
+        description="Smallest rise in median per-second p99 that can count, e.g. 5ms: on a fast endpoint a "
+        "scheduler hiccup is +50% (2.7 ms -> 4.2 ms) without mattering to anyone.",
+    )
     rps: Percent = Field(default=0.10, description="Relative drop allowed in median requests per second, e.g. 10%.")
     confidence: Percent = Field(
         default=0.99, ge=0.5, lt=1, description="Confidence a change must reach to count, e.g. 99%."
