@@ -168,7 +168,8 @@ def test_a_p99_rise_under_the_floor_passes_however_large_its_percentage() -> Non
     strict = compare(now, before, Baseline(p99_min_rise=0.001))
     assert ("steady", PRODUCTS, Metric.P99) in {(r.phase, r.endpoint, r.metric) for r in strict.regressions}
     # 50 ms more is far above the floor: still found.
-    big = compare(synthetic("now", 2, Shape(p99_add_ms={("steady", CHECKOUT): 50.0})), synthetic("before", 1), Baseline())
+    slow_checkout = Shape(p99_add_ms={("steady", CHECKOUT): 50.0})
+    big = compare(synthetic("now", 2, slow_checkout), synthetic("before", 1), Baseline())
     assert ("steady", CHECKOUT, Metric.P99) in {(r.phase, r.endpoint, r.metric) for r in big.regressions}
 
 

@@ -5,11 +5,12 @@ per-second samples (:class:`RunSamples`). Reading those samples from a run's poi
 (``runs/<run_id>/results.lp``, InfluxDB, or the points a run just wrote) is the results room's
 job (:mod:`harness.results.samples`); the caller passes them in.
 
-A change counts as a regression only when it is both larger than the scenario's tolerance
-(``Scenario.baseline``; a p99 rise must also exceed ``p99_min_rise`` in milliseconds, since a
-fast endpoint's p99 moves by tens of percent on a scheduler hiccup) and statistically significant: a one-sided Mann-Whitney U test over the
-per-second samples at the scenario's confidence, Holm-adjusted over all comparisons of the
-report because a run pair yields dozens of them.  The tolerance alone would fail identical
+A change counts as a regression only when it is larger than the scenario's tolerance
+(``Scenario.baseline``), when it is statistically significant (a one-sided Mann-Whitney U test
+over the per-second samples at the scenario's confidence, Holm-adjusted over all comparisons of
+the report because a run pair yields dozens of them) and, for p99, when the rise exceeds
+``p99_min_rise`` in milliseconds (a fast endpoint's p99 moves by tens of percent on a scheduler
+hiccup).  The tolerance alone would fail identical
 runs on noise in short phases; the test alone would fail long runs on changes too small to
 matter.  The test assumes independent seconds; real per-second latencies drift, which makes it
 somewhat too eager, and the tolerance is what absorbs that.  The price of the adjustment: with
