@@ -6,6 +6,10 @@ then every panel target, variable query and annotation query of build_all() (fou
 the JSON, so new panels are covered) is interpolated the way Grafana's InfluxDB datasource
 does and must return rows with the columns the panel uses. ``pytest -s`` prints each query
 and its row count.
+
+The same runs log every request from a locustfile listener (tests/five_places.py): the
+five-places test computes the second run's figures per window from that log and finds them,
+the same, in the terminal, summary.json, JUnit, the HTML report and these dashboards' panels.
 """
 
 from __future__ import annotations

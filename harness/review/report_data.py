@@ -192,10 +192,13 @@ def _planned(run: Mapping[str, Any]) -> float | None:
 def _exact_totals(fields: Mapping[str, Any]) -> Totals:
     """A row of harness_windows or harness_endpoints: the exact figures summary.json has."""
     return Totals(
-        int(_number(fields.get(schema.COUNT)) or 0),
-        int(_number(fields.get(schema.FAILURES)) or 0),
-        _number(fields.get(schema.RPS)) or 0.0,
-        *(_number(fields.get(name)) for name in (schema.P50, schema.P95, schema.P99, schema.MAX)),
+        requests=int(_number(fields.get(schema.COUNT)) or 0),
+        failures=int(_number(fields.get(schema.FAILURES)) or 0),
+        rps=_number(fields.get(schema.RPS)) or 0.0,
+        p50_ms=_number(fields.get(schema.P50)),
+        p95_ms=_number(fields.get(schema.P95)),
+        p99_ms=_number(fields.get(schema.P99)),
+        max_ms=_number(fields.get(schema.MAX)),
     )
 
 
