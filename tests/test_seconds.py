@@ -30,6 +30,7 @@ from harness.run.seconds import (
     Seconds,
     TallyObserver,
     VerdictObserver,
+    WindowFiguresObserver,
     WriterObserver,
 )
 from harness.scenario import load_scenario
@@ -151,3 +152,39 @@ def test_a_late_window_is_counted_and_its_second_written_again(plan: Plan) -> No
     assert [(p.measurement, p.fields["count"]) for p in again] == [("harness_requests", 14), ("harness_totals", 14)]
     assert run.ledger.windows["run"].total().count == 14 and run.written.late_requests_unwritten == 0
     assert [s.rps for s in run.shown] == [10.0]  # the display shows each second once
+
+
+def test_window_figures_are_written_as_each_window_closes(tmp_path: Path) -> None:
+    """harness_windows (and harness_endpoints) are written every 5 s and as soon as a window's
+    last second closed: a fault from 3 s to 6 s is final in the point written when the second
+    whose midpoint lies at 6.x closes, with the figures summary.json will have for it."""
+    (tmp_path / "locust.py").write_text("from locust import User\n\n\nclass U(User):\n    pass\n")
+    path = tmp_path / "scenario.yaml"
+    path.write_text(
+        "name: seconds\ntarget: {base_url: 'http://127.0.0.1:1'}\n"
+        "load:\n  locustfile: locust.py\n  user_classes: [{class: U}]\n"
+        "  stages:\n    - {name: main, duration: 12s, users: 10}\n"
+        "faults:\n  - {name: kill, kind: process.kill, at: 3s, duration: 3s, target: {pid_file: /nonexistent}}\n"
+    )
+    plan = compile_plan(load_scenario(path))
+    writer = ListWriter()
+    recorder = Recorder("r1", writer)
+    ledger = RunLedger(plan, START)
+    seconds = Seconds(Aggregator(("g0.0",)), [VerdictObserver(SloBook(plan, START), ledger)])
+    seconds.observers.append(WindowFiguresObserver(ledger, recorder, START))
+    assert ledger.window_ends() == [3.0, 6.0, 12.0]  # steady and during:kill end at 3 s and 6 s
+    written_after: dict[int, dict[str, int]] = {}
+    first = int(START)  # midpoint at offset 0.25: the run's first second
+    for second in range(first, first + 9):
+        writer.points.clear()
+        seconds.add(window("g0.0", second, GET, second - first + 1))
+        seconds.settle(no_pace, final=True)
+        windows = {p.tags["window"]: p.fields["count"] for p in writer.points if p.measurement == "harness_windows"}
+        if windows:
+            written_after[second - first] = windows
+            assert {p.measurement for p in writer.points} == {"harness_windows", "harness_endpoints"}
+    # Offsets 0.25 .. 8.25: the window ends at 3 and 6 are passed by the seconds at 3.25 and
+    # 6.25; the fifth second (4.25) is the every-5-seconds write.
+    assert sorted(written_after) == [3, 4, 6]
+    during = ledger.window_table()["during:kill"]["requests"]
+    assert during == 4 + 5 + 6 and written_after[6]["during:kill"] == during

@@ -46,7 +46,7 @@ from harness.measure.delivery import SUSTAINED_SECONDS, DeliveryWatch
 from harness.measure.steptiming import StepRecord
 from harness.measure.windows import Aggregator
 from harness.plan import Plan, Step, StepKind
-from harness.results.points import run_point, running_point, slo_points, window_points
+from harness.results.points import run_point, running_point, slo_points
 from harness.results.samples import BaselineRun
 from harness.run.cluster import RayStart, driver_node_id, live_nodes, start_ray, stop_ray
 from harness.run.faults import FaultAgents
@@ -66,6 +66,7 @@ from harness.run.seconds import (
     VerdictObserver,
     WindowFiguresObserver,
     WriterObserver,
+    figures_points,
 )
 from harness.run.signals import deferred_interrupts, exit_at_once, terminate_as_interrupt
 from harness.run.stages import Stages, send_at
@@ -357,8 +358,8 @@ class Orchestrator:
         )
         started = live.start_epoch if live is not None else self.options.invoked_at
         self.recorder.write(list(slo_points(self.run_id, slos, ended)))
-        if live is not None:  # the final figures of every window, as summary.json has them
-            self.recorder.write(list(window_points(self.run_id, live.ledger.window_table(), live.start_epoch)))
+        if live is not None:  # the final figures of every window and endpoint, as summary.json has them
+            self.recorder.write(figures_points(live.ledger, self.run_id, live.start_epoch))
         planned_end = started + self.plan.duration
         self.recorder.write(
             [run_point(self.run_id, self.scenario.name, verdict.value, started, ended, reason, planned_end)]

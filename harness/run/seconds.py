@@ -9,7 +9,8 @@ once every live process reported it; :class:`Seconds` hands each closed second, 
 * :class:`TallyObserver` counts late seconds and notes when the first request completed;
 * :class:`WriterObserver` writes the second's request points (per endpoint, and the exact
   all-endpoints row with its merged histogram), failures by kind, and its load point;
-* :class:`WindowFiguresObserver` writes every SLO window's exact figures so far, every few seconds;
+* :class:`WindowFiguresObserver` writes every SLO window's and every endpoint's exact figures so
+  far, every few seconds and as soon as a window closes;
 * :class:`GuardObserver` checks the guards and trips the run's abort;
 * :class:`DisplayObserver` shows the live status.
 
@@ -35,7 +36,14 @@ from harness.judge.verdict import RunLedger
 from harness.measure.delivery import DeliveryWatch
 from harness.measure.windows import Aggregator, ClosedSecond, Endpoint, EndpointStats, LateWindow, ProcessWindow
 from harness.results.lineproto import Point
-from harness.results.points import failure_points, load_point, request_points, totals_point, window_points
+from harness.results.points import (
+    endpoint_points,
+    failure_points,
+    load_point,
+    request_points,
+    totals_point,
+    window_points,
+)
 from harness.run.recorder import Recorder
 
 __all__ = [
@@ -50,6 +58,7 @@ __all__ = [
     "VerdictObserver",
     "WindowFiguresObserver",
     "WriterObserver",
+    "figures_points",
 ]
 
 log = logging.getLogger(__name__)
@@ -223,10 +232,21 @@ class WriterObserver:
             self.late_requests_unwritten += late.delta.total().count
 
 
+def figures_points(ledger: RunLedger, run_id: str, started: float) -> list[Point]:
+    """Every SLO window's and every endpoint's exact figures so far (harness_windows and
+    harness_endpoints): the ledger's, the same summary.json's ``windows`` and ``endpoints`` are."""
+    return [
+        *window_points(run_id, ledger.window_table(), started),
+        *endpoint_points(run_id, ledger.endpoint_table(), started),
+    ]
+
+
 class WindowFiguresObserver:
-    """Every SLO window's exact figures so far (the run, steady, phases, fault windows), for
-    Grafana's stat panels and tables, every ``every`` seconds; the final ones are written with
-    the verdict. The figures are the ledger's, the same the summary's ``windows`` are made of."""
+    """Every SLO window's and endpoint's exact figures so far (the run, steady, phases, fault
+    windows), for Grafana's stat panels and tables: every ``every`` seconds, and at once when a
+    window closed (the first second past its end closed), so a fault window's final figures are
+    in InfluxDB a second or two after its planned end rather than up to ``every`` seconds later.
+    The final ones are written with the verdict."""
 
     def __init__(self, ledger: RunLedger, recorder: Recorder, started: float, every: int = 5) -> None:
         self.ledger = ledger
@@ -234,17 +254,23 @@ class WindowFiguresObserver:
         self.started = started
         self.every = every
         self._seen = 0
+        self._ends = ledger.window_ends()  # offsets still ahead at which a window closes
 
     def on_second(self, second: Second) -> None:
         self._seen += 1
-        if self._seen % self.every == 0:
+        closed = False
+        offset = second.closed.second + 0.5 - self.started  # a second is in a window by its midpoint
+        while self._ends and offset >= self._ends[0]:
+            self._ends.pop(0)
+            closed = True
+        if closed or self._seen % self.every == 0:
             self.write()
 
     def on_late(self, late: LateWindow) -> None:
         pass  # the ledger took it in; the next write carries it
 
     def write(self) -> None:
-        self.recorder.write(list(window_points(self.recorder.run_id, self.ledger.window_table(), self.started)))
+        self.recorder.write(figures_points(self.ledger, self.recorder.run_id, self.started))
 
 
 class GuardObserver:
