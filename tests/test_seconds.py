@@ -9,6 +9,7 @@ tests/test_control_loop.py.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from harness.run.seconds import (
     LiveStatus,
     Seconds,
     TallyObserver,
+    Timeline,
     VerdictObserver,
     WriterObserver,
 )
@@ -92,7 +94,7 @@ class Pipeline:
         self.tally = TallyObserver(invoked_at=START - 5)
         self.written = WriterObserver(self.recorder, "seconds", lambda: 1)
         self.guard = GuardObserver(GuardWatch(list(plan.scenario.guards)), self.recorder)
-        display = DisplayObserver(self.shown.append, plan.duration, 0.0, lambda: "main", lambda: ["kill"], list)
+        display = DisplayObserver(self.shown.append, Timeline.of(plan), 0.0, lambda: "main", lambda: ["kill"], list)
         self.seconds = Seconds(
             Aggregator(PROCESSES),
             [
@@ -130,6 +132,7 @@ def test_each_second_goes_through_every_observer_in_order(plan: Plan) -> None:
     assert [s.saturated for s in run.shown] == [False, False, True, True]
     assert [s.rps for s in run.shown] == [15.0] * 4 and run.shown[0].active_faults == ("kill",)
     assert [s.error_rate for s in run.shown] == [0.0, 0.0, 1.0, 1.0]
+    assert [s.errors for s in run.shown] == [0, 0, 15, 15]
     # Guards: two failing seconds trip the guard once, as an abort event and a note.
     assert run.guard.trip is not None and run.guard.trip.guard == "meltdown" and run.guard.trip.second == first + 3
     [abort] = [e for e in run.recorder.events if e.kind == "abort"]
@@ -151,3 +154,20 @@ def test_a_late_window_is_counted_and_its_second_written_again(plan: Plan) -> No
     assert [(p.measurement, p.fields["count"]) for p in again] == [("harness_requests", 14), ("harness_totals", 14)]
     assert run.ledger.windows["run"].total().count == 14 and run.written.late_requests_unwritten == 0
     assert [s.rps for s in run.shown] == [10.0]  # the display shows each second once
+
+
+def test_the_display_is_told_each_active_fault_and_the_time_to_its_planned_end(plan: Plan) -> None:
+    timeline = Timeline(60.0, (("ramp", 0.0, 10.0), ("steady", 10.0, 60.0)), (("kill", 20.0, 30.0),))
+    shown: list[LiveStatus] = []
+    started = time.monotonic() - 23.0  # the load clock started 23 s ago: kill has 7 s to go
+    display = DisplayObserver(shown.append, timeline, started, lambda: "steady", lambda: ["kill", "odd"], list)
+    run = Seconds(Aggregator(PROCESSES), [display])
+    run.add(window("g0.0", 1001, GET, 4, failing=True))
+    run.add(window("g0.1", 1001, GET, 6))
+    run.settle(no_pace)
+    [status] = shown
+    assert status.timeline is timeline and status.total == 60.0 and status.phase == "steady"
+    [kill, odd] = status.faults
+    assert kill.name == "kill" and kill.left_s is not None and 6.0 <= kill.left_s <= 7.0
+    assert odd.left_s is None  # a fault the plan does not know has no planned end
+    assert (status.rps, status.errors, status.error_rate) == (10.0, 4, 0.4)

@@ -63,6 +63,7 @@ from harness.run.seconds import (
     SecondObserver,
     Seconds,
     TallyObserver,
+    Timeline,
     VerdictObserver,
     WindowFiguresObserver,
     WriterObserver,
@@ -214,7 +215,7 @@ class Orchestrator:
             observers.append(
                 DisplayObserver(
                     self.on_status,
-                    self.plan.duration,
+                    Timeline.of(self.plan),
                     start_mono,
                     lambda: self.phase,
                     active,

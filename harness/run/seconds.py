@@ -34,6 +34,7 @@ from harness.judge.slo import SloBook
 from harness.judge.verdict import RunLedger
 from harness.measure.delivery import DeliveryWatch
 from harness.measure.windows import Aggregator, ClosedSecond, Endpoint, EndpointStats, LateWindow, ProcessWindow
+from harness.plan import Plan
 from harness.results.lineproto import Point
 from harness.results.points import failure_points, load_point, request_points, totals_point, window_points
 from harness.run.recorder import Recorder
@@ -41,12 +42,14 @@ from harness.run.recorder import Recorder
 __all__ = [
     "DeliveryObserver",
     "DisplayObserver",
+    "FaultNow",
     "GuardObserver",
     "LiveStatus",
     "Second",
     "SecondObserver",
     "Seconds",
     "TallyObserver",
+    "Timeline",
     "VerdictObserver",
     "WindowFiguresObserver",
     "WriterObserver",
@@ -85,21 +88,61 @@ class SecondObserver(Protocol):
 
 
 @dataclass(frozen=True)
-class LiveStatus:
-    """What the progress display shows each second."""
+class Timeline:
+    """The run's plan as the progress display draws it: offsets in seconds from the load start.
 
-    elapsed: float
-    total: float
+    Made once per run (:meth:`of`); every :class:`LiveStatus` of the run carries the same one.
+    """
+
+    duration: float
+    phases: tuple[tuple[str, float, float], ...] = ()  # (name, start, end), in plan order
+    faults: tuple[tuple[str, float, float], ...] = ()  # (name, planned start, planned end)
+
+    @classmethod
+    def of(cls, plan: Plan) -> Timeline:
+        phases = tuple((name, span.start, span.end) for name, span in plan.phases.items())
+        faults = tuple((name, span.start, span.end) for name, span in plan.faults.items())
+        return cls(plan.duration, phases, faults)
+
+    def fault_end(self, name: str) -> float | None:
+        """The planned end of fault ``name`` (its revert is due then), None for a name not planned."""
+        return next((end for fault, _, end in self.faults if fault == name), None)
+
+
+@dataclass(frozen=True)
+class FaultNow:
+    """A fault active now, and how long until its planned end (s; 0 once due, None: not planned)."""
+
+    name: str
+    left_s: float | None
+
+
+@dataclass(frozen=True)
+class LiveStatus:
+    """What the progress display shows each second: the second that just closed, and the run around it."""
+
+    elapsed: float  # seconds since the load clock started
+    timeline: Timeline
     phase: str
     users: int
     target_rate: float
-    rps: float
-    p99_ms: float
+    rps: float  # requests completed in the second
+    p99_ms: float  # the second's p99 over all endpoints (NaN: no request completed)
     error_rate: float
-    active_faults: tuple[str, ...]
+    errors: int  # failed requests in the second
+    faults: tuple[FaultNow, ...]  # active now, in injection order
     saturated: bool
     short: bool = False  # open model: fewer iterations started than 90% of the target rate
     lost: tuple[str, ...] = ()  # generators lost so far
+
+    @property
+    def total(self) -> float:
+        """The planned duration of the run (s)."""
+        return self.timeline.duration
+
+    @property
+    def active_faults(self) -> tuple[str, ...]:
+        return tuple(fault.name for fault in self.faults)
 
 
 class Seconds:
@@ -273,32 +316,39 @@ class DisplayObserver:
     def __init__(
         self,
         show: Callable[[LiveStatus], None],
-        total: float,
+        timeline: Timeline,
         start_mono: float,
         phase: Callable[[], str],
         active_faults: Callable[[], list[str]],
         lost: Callable[[], list[str]],
     ) -> None:
         self.show = show
-        self.total = total
+        self.timeline = timeline
         self.start_mono = start_mono
         self.phase = phase
         self.active_faults = active_faults
         self.lost = lost
+        self._ends = {name: end for name, _, end in timeline.faults}
 
     def on_second(self, second: Second) -> None:
         closed = second.closed
         total = second.total()
+        elapsed = time.monotonic() - self.start_mono
+        faults = []
+        for name in self.active_faults():
+            end = self._ends.get(name)
+            faults.append(FaultNow(name, None if end is None else max(0.0, end - elapsed)))
         status = LiveStatus(
-            elapsed=time.monotonic() - self.start_mono,
-            total=self.total,
+            elapsed=elapsed,
+            timeline=self.timeline,
             phase=self.phase(),
             users=closed.users,
             target_rate=closed.target_rate,
             rps=float(total.count),
             p99_ms=total.latency_ms()["p99"],
             error_rate=total.error_rate,
-            active_faults=tuple(self.active_faults()),
+            errors=total.failed,
+            faults=tuple(faults),
             saturated=second.saturated,
             short=second.short,
             lost=tuple(self.lost()),
