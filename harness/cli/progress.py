@@ -142,7 +142,7 @@ def render_panel(run_id: str, status: LiveStatus | None, width: int) -> Panel:
     else:
         faults = ", ".join(_left(f) for f in status.faults) or "none"
         figures.add_row("phase", escape(status.phase or "-"))
-        figures.add_row("faults", escape(faults), style="red" if status.faults else "")
+        figures.add_row("active faults", escape(faults), style="red" if status.faults else "")
         figures.add_row("load", _load(status))
         last = f"{status.rps:.0f} rps · p99 {_p99(status)} · errors {_errors(status)}"
         figures.add_row("last second", last, style="red" if status.errors else "")
@@ -157,7 +157,7 @@ class Progress:
     """Live progress of a run (a :class:`harness.run.session.ProgressView`), shown while its load runs.
 
     ``out``: where it goes (stdout's console, or stderr's when stdout carries a JSON summary);
-    a terminal gets the live panel, anything else plain lines every ``every`` seconds
+    a terminal gets the live panel, anything else a plain line every ``every`` closed seconds
     (default: :func:`plain_every` of ``total``). Called from the run's threads: rich's Live
     serialises its own output.
     """
@@ -169,7 +169,7 @@ class Progress:
         self.every = every or plain_every(total)
         self.live: Live | None = None
         self.status: LiveStatus | None = None
-        self._printed = -1  # the last plain line's period (elapsed // every)
+        self._seen = 0  # seconds shown so far (one status per closed second)
 
     def __enter__(self) -> Progress:
         if self.out.is_terminal:
@@ -188,9 +188,8 @@ class Progress:
         if self.live is not None:
             self.live.update(self._panel(), refresh=True)
             return
-        period = int(status.elapsed // self.every)
-        if period > self._printed:
-            self._printed = period
+        self._seen += 1
+        if self._seen % self.every == 0:
             self.out.print(plain_line(status), markup=False, highlight=False, soft_wrap=True)
 
     def event(self, text: str) -> None:

@@ -23,8 +23,8 @@ __all__ = ["PointWriter", "Recorder"]
 
 log = logging.getLogger(__name__)
 
-#: Events of these kinds are also shown to the user as they happen.
-_SHOWN = ("fault", "abort")
+#: Events of these kinds are also shown to the user as they happen (the progress display's event lines).
+_SHOWN = ("phase", "fault", "abort")
 
 
 class PointWriter(Protocol):
@@ -103,7 +103,9 @@ class Recorder:
                 points.append(fault_end_point(self.run_id, name, started, at))
             self.write(points)
         if kind in _SHOWN:
-            self.note(f"[{format_duration(round(offset, 1))}] {text}")
+            # A fault's start text says what was done ("process.kill SIGKILL sent to ..."): name it too.
+            shown = f"fault {name} started: {text}" if kind == "fault" and state == "start" else text
+            self.note(f"[{format_duration(round(offset, 1))}] {shown}")
         return event
 
     def _fault_started(self, kind: str, name: str, state: str, at: float) -> float | None:
