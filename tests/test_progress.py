@@ -90,7 +90,9 @@ def test_the_panel_draws_the_timeline_and_the_last_second(force_terminal: bool) 
     phases = row(lines, "phases")
     assert phases.index("ramp") == bar_start and phases.index("steady") == bar_start + int(15 * cells)
     faults = row(lines, "faults  ")
-    assert faults.index("kill-payments") == bar_start + int(20 * cells)
+    fault_start, fault_end = bar_start + int(20 * cells), bar_start + round(30 * cells)
+    assert faults[fault_start:fault_end] == "├" + "━" * (fault_end - fault_start - 2) + "┤"
+    assert faults[fault_end:].strip(" │") == "kill-payments"  # its name beside it, where there is room
     assert row(lines, "phase   ").split("│")[1].split() == ["phase", "steady"]
     assert row(lines, "active faults").split("│")[1].split() == ["active", "faults", "kill-payments", "(7s", "left)"]
     assert "200 users" in row(lines, "load")

@@ -90,8 +90,7 @@ def plain_line(status: LiveStatus) -> str:
 
 def _paint(cells: list[tuple[str, str]], start: float, end: float, label: str, style: str, scale: float) -> None:
     """Write ``label`` over the cells from offset ``start`` to ``end``, padded with a rule."""
-    first = min(len(cells) - 1, int(start * scale))
-    last = max(first + 1, min(len(cells), round(end * scale)))
+    first, last = _cell_span(start, end, scale, len(cells))
     text = (label + " " if len(label) < last - first else label[: last - first]).ljust(last - first, "━")
     for i, char in enumerate(text):
         cells[first + i] = (char, style)
@@ -104,6 +103,31 @@ def _row(cells: list[tuple[str, str]]) -> Text:
     return row
 
 
+def _cell_span(start: float, end: float, scale: float, width: int) -> tuple[int, int]:
+    first = min(width - 1, int(start * scale))
+    return first, max(first + 1, min(width, round(end * scale)))
+
+
+def _fault_row(timeline: Timeline, elapsed: float, scale: float, width: int) -> list[tuple[str, str]]:
+    """Each fault as a rule over its window, its name beside it (after it, else before it, where
+    the row is free), so its extent reads on the time bar's axis whatever the name's length."""
+    cells: list[tuple[str, str]] = [(" ", "")] * width
+    placed = []
+    for name, start, end in timeline.faults:
+        style = "bold red" if start <= elapsed < end else "dim red" if elapsed >= end else "red"
+        first, last = _cell_span(start, end, scale, width)
+        rule = "│" if last - first == 1 else "├" + "━" * (last - first - 2) + "┤"
+        cells[first:last] = [(c, style) for c in rule]
+        placed.append((name, first, last, style))
+    for name, first, last, style in placed:
+        label = f" {name}"
+        if all(c == " " for c, _ in cells[last : last + len(label)]) and last + len(label) <= width:
+            cells[last : last + len(label)] = [(c, style) for c in label]
+        elif first >= len(label) and all(c == " " for c, _ in cells[first - len(label) : first]):
+            cells[first - len(label) : first] = [(c, style) for c in name + " "]
+    return cells
+
+
 def timeline_rows(timeline: Timeline, elapsed: float | None, width: int, phase: str = "") -> list[Text]:
     """The bar over the whole run, ``width`` cells wide: the phases, the faults where they fall,
     and the time gone (``elapsed``; None: not started). Each row starts with its label."""
@@ -112,11 +136,7 @@ def timeline_rows(timeline: Timeline, elapsed: float | None, width: int, phase: 
     phases: list[tuple[str, str]] = [(" ", "")] * width
     for name, start, end in timeline.phases:
         _paint(phases, start, end, name, "bold" if name == phase else "dim", scale)
-    faults: list[tuple[str, str]] = [(" ", "")] * width
-    for name, start, end in timeline.faults:
-        now = elapsed is not None and start <= elapsed < end
-        past = elapsed is not None and elapsed >= end
-        _paint(faults, start, end, name, "bold red" if now else "dim red" if past else "red", scale)
+    faults = _fault_row(timeline, -1.0 if elapsed is None else elapsed, scale, width)
     done = 0 if elapsed is None else min(width, int(elapsed * scale))
     bar = Text("█" * done, style="cyan") + Text("░" * (width - done), style="dim")
     rows = [Text("phases".ljust(_LABEL)) + _row(phases)]
