@@ -16,6 +16,8 @@ import pytest
 from rich.console import Console
 
 from harness.cli.progress import Progress, plain_every, plain_line, render_panel
+from harness.results.lineproto import Point
+from harness.run.recorder import Recorder
 from harness.run.seconds import FaultNow, LiveStatus, Timeline
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
@@ -151,3 +153,31 @@ def test_terminal_progress_is_a_live_panel() -> None:
 
 def test_plain_lines_are_fewer_for_longer_runs() -> None:
     assert [plain_every(s) for s in (8, 30, 60, 90, 300, 600, 3600, 86400)] == [1, 1, 2, 5, 10, 30, 60, 60]
+
+
+class _Points:
+    def __init__(self) -> None:
+        self.points: list[Point] = []
+
+    def write(self, points: list[Point]) -> None:
+        self.points.extend(points)
+
+
+def test_phase_and_fault_events_become_event_lines_naming_what_they_are_about() -> None:
+    console, out = pipe()
+    with Progress("demo-1", 60.0, console) as progress:
+        recorder = Recorder("demo-1", _Points(), note=progress.event)
+        recorder.start_epoch = 1000.0
+        recorder.event("phase", "ramp", "start", "phase ramp started", 1000.0)
+        recorder.event("stage", "ramp", "start", "200 users at 20/s", 1000.0)  # a stage is no line of its own
+        recorder.event("phase", "ramp", "end", "phase ramp ended", 1015.0)
+        recorder.event("fault", "kill-payments", "start", "process.kill on 1 process(es) [41377]", 1040.02)
+        recorder.event("fault", "kill-payments", "end", "fault kill-payments reverted", 1050.0)
+        recorder.event("abort", "meltdown", "start", "guard meltdown tripped", 1065.3)
+    assert out.getvalue().splitlines() == [
+        "[0s] phase ramp started",
+        "[15s] phase ramp ended",
+        "[40s] fault kill-payments started: process.kill on 1 process(es) [41377]",
+        "[50s] fault kill-payments reverted",
+        "[1m5.3s] guard meltdown tripped",
+    ]
