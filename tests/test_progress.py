@@ -171,8 +171,11 @@ def test_phase_and_fault_events_become_event_lines_naming_what_they_are_about() 
         recorder.event("phase", "ramp", "start", "phase ramp started", 1000.0)
         recorder.event("stage", "ramp", "start", "200 users at 20/s", 1000.0)  # a stage is no line of its own
         recorder.event("phase", "ramp", "end", "phase ramp ended", 1015.0)
+        assert recorder.shown_faults() == []
         recorder.event("fault", "kill-payments", "start", "process.kill on 1 process(es) [41377]", 1040.02)
+        assert recorder.shown_faults() == ["kill-payments"]  # what the progress lines show from now on
         recorder.event("fault", "kill-payments", "end", "fault kill-payments reverted", 1050.0)
+        assert recorder.shown_faults() == []
         recorder.event("abort", "meltdown", "start", "guard meltdown tripped", 1065.3)
     assert out.getvalue().splitlines() == [
         "[0s] phase ramp started",

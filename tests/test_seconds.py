@@ -9,6 +9,7 @@ tests/test_control_loop.py.
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -159,8 +160,14 @@ def test_a_late_window_is_counted_and_its_second_written_again(plan: Plan) -> No
 def test_the_display_is_told_each_active_fault_and_the_time_to_its_planned_end(plan: Plan) -> None:
     timeline = Timeline(60.0, (("ramp", 0.0, 10.0), ("steady", 10.0, 60.0)), (("kill", 20.0, 30.0),))
     shown: list[LiveStatus] = []
+    lock = threading.Lock()  # the recorder's: no fault line is told while a second is read and shown
+
+    def show(status: LiveStatus) -> None:
+        assert lock.locked()
+        shown.append(status)
+
     started = time.monotonic() - 23.0  # the load clock started 23 s ago: kill has 7 s to go
-    display = DisplayObserver(shown.append, timeline, started, lambda: "steady", lambda: ["kill", "odd"], list)
+    display = DisplayObserver(show, timeline, started, lambda: "steady", lambda: ["kill", "odd"], list, lock=lock)
     run = Seconds(Aggregator(PROCESSES), [display])
     run.add(window("g0.0", 1001, GET, 4, failing=True))
     run.add(window("g0.1", 1001, GET, 6))
@@ -171,3 +178,4 @@ def test_the_display_is_told_each_active_fault_and_the_time_to_its_planned_end(p
     assert kill.name == "kill" and kill.left_s is not None and 6.0 <= kill.left_s <= 7.0
     assert odd.left_s is None  # a fault the plan does not know has no planned end
     assert (status.rps, status.errors, status.error_rate) == (10.0, 4, 0.4)
+    assert not lock.locked()

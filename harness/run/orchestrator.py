@@ -211,15 +211,15 @@ class Orchestrator:
         observers: list[SecondObserver] = [DeliveryObserver(delivery), VerdictObserver(book, ledger), tally]
         observers += [writer, WindowFiguresObserver(ledger, self.recorder, start_epoch), guard]
         if self.on_status is not None:
-            active = self.faults.active if self.faults is not None else list
             observers.append(
                 DisplayObserver(
                     self.on_status,
                     Timeline.of(self.plan),
                     start_mono,
                     lambda: self.phase,
-                    active,
+                    self.recorder.shown_faults,  # in step with the fault lines the user reads
                     lambda: [*self.fleet.lost],
+                    lock=self.recorder.showing,
                 )
             )
         seconds = Seconds(aggregator, observers)

@@ -62,6 +62,10 @@ class Recorder:
         self._keep = keep
         self._lock = threading.Lock()
         self._fault_starts: dict[str, float] = {}  # active fault -> its start event's time
+        # The faults the user was told started and not yet told ended, in that order, and the lock
+        # under which that list and the lines telling it change (see :attr:`showing`).
+        self._shown_faults: list[str] = []
+        self._showing = threading.Lock()
 
     def event(
         self,
@@ -105,8 +109,24 @@ class Recorder:
         if kind in _SHOWN:
             # A fault's start text says what was done ("process.kill SIGKILL sent to ..."): name it too.
             shown = f"fault {name} started: {text}" if kind == "fault" and state == "start" else text
-            self.note(f"[{format_duration(round(offset, 1))}] {shown}")
+            with self._showing:
+                if kind == "fault" and state == "start" and name not in self._shown_faults:
+                    self._shown_faults.append(name)
+                elif kind == "fault" and state != "start" and name in self._shown_faults:
+                    self._shown_faults.remove(name)
+                self.note(f"[{format_duration(round(offset, 1))}] {shown}")
         return event
+
+    @property
+    def showing(self) -> threading.Lock:
+        """Held while a fault's start or end is told to the user: the progress display holds it
+        while it reads :meth:`shown_faults` and shows a second, so that no progress line shows a
+        fault before the line saying it started, or after the line saying it ended."""
+        return self._showing
+
+    def shown_faults(self) -> list[str]:
+        """The faults the user was told started and not yet told ended, in that order (under :attr:`showing`)."""
+        return list(self._shown_faults)
 
     def _fault_started(self, kind: str, name: str, state: str, at: float) -> float | None:
         """Remember when a fault started; on its end, when that was (None for other events)."""

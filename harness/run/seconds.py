@@ -22,6 +22,7 @@ their own work only, and the display never breaks a run.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -311,7 +312,12 @@ class GuardObserver:
 
 
 class DisplayObserver:
-    """The live status for the progress display; a display problem never breaks a run."""
+    """The live status for the progress display; a display problem never breaks a run.
+
+    ``lock``: held while the active faults are read and the second is shown; the recorder holds
+    it while it tells a fault's start or end (:attr:`~harness.run.recorder.Recorder.showing`), so
+    the progress and those lines never contradict each other.
+    """
 
     def __init__(
         self,
@@ -321,6 +327,7 @@ class DisplayObserver:
         phase: Callable[[], str],
         active_faults: Callable[[], list[str]],
         lost: Callable[[], list[str]],
+        lock: AbstractContextManager[object] | None = None,
     ) -> None:
         self.show = show
         self.timeline = timeline
@@ -328,35 +335,38 @@ class DisplayObserver:
         self.phase = phase
         self.active_faults = active_faults
         self.lost = lost
+        self.lock = lock or contextlib.nullcontext()
         self._ends = {name: end for name, _, end in timeline.faults}
 
     def on_second(self, second: Second) -> None:
         closed = second.closed
         total = second.total()
-        elapsed = time.monotonic() - self.start_mono
-        faults = []
-        for name in self.active_faults():
-            end = self._ends.get(name)
-            faults.append(FaultNow(name, None if end is None else max(0.0, end - elapsed)))
-        status = LiveStatus(
-            elapsed=elapsed,
-            timeline=self.timeline,
-            phase=self.phase(),
-            users=closed.users,
-            target_rate=closed.target_rate,
-            rps=float(total.count),
-            p99_ms=total.latency_ms()["p99"],
-            error_rate=total.error_rate,
-            errors=total.failed,
-            faults=tuple(faults),
-            saturated=second.saturated,
-            short=second.short,
-            lost=tuple(self.lost()),
-        )
-        try:
-            self.show(status)
-        except Exception:  # a display problem must never break a run
-            log.exception("progress display failed")
+        p99_ms = total.latency_ms()["p99"]
+        with self.lock:
+            elapsed = time.monotonic() - self.start_mono
+            faults = []
+            for name in self.active_faults():
+                end = self._ends.get(name)
+                faults.append(FaultNow(name, None if end is None else max(0.0, end - elapsed)))
+            status = LiveStatus(
+                elapsed=elapsed,
+                timeline=self.timeline,
+                phase=self.phase(),
+                users=closed.users,
+                target_rate=closed.target_rate,
+                rps=float(total.count),
+                p99_ms=p99_ms,
+                error_rate=total.error_rate,
+                errors=total.failed,
+                faults=tuple(faults),
+                saturated=second.saturated,
+                short=second.short,
+                lost=tuple(self.lost()),
+            )
+            try:
+                self.show(status)
+            except Exception:  # a display problem must never break a run
+                log.exception("progress display failed")
 
     def on_late(self, late: LateWindow) -> None:
         pass
