@@ -154,6 +154,8 @@ def test_progress_on_a_pipe_is_plain_lines_with_phases_faults_and_figures(
     ], done.stderr
     shown = [m["phase"] for _, m in progress]
     assert "steady" in shown and shown == sorted(shown, key=["ramp", "steady"].index)
+    steady = next(i for i, line in enumerate(lines) if line.endswith("] phase steady started"))
+    assert all(i > steady for i, m in progress if m["phase"] == "steady")  # never before it is announced
     assert max(int(m["users"]) for _, m in progress) == 10  # the users the stages ask for
     # The fault: with its time left while it is active, between its start and end lines.
     started = next(i for i, line in enumerate(lines) if "fault kill-payments started: process.kill" in line)

@@ -168,7 +168,9 @@ def test_phase_and_fault_events_become_event_lines_naming_what_they_are_about() 
     with Progress("demo-1", 60.0, console) as progress:
         recorder = Recorder("demo-1", _Points(), note=progress.event)
         recorder.start_epoch = 1000.0
+        assert recorder.shown_phase() == ""
         recorder.event("phase", "ramp", "start", "phase ramp started", 1000.0)
+        assert recorder.shown_phase() == "ramp"
         recorder.event("stage", "ramp", "start", "200 users at 20/s", 1000.0)  # a stage is no line of its own
         recorder.event("phase", "ramp", "end", "phase ramp ended", 1015.0)
         assert recorder.shown_faults() == []

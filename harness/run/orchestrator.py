@@ -216,8 +216,8 @@ class Orchestrator:
                     self.on_status,
                     Timeline.of(self.plan),
                     start_mono,
-                    lambda: self.phase,
-                    self.recorder.shown_faults,  # in step with the fault lines the user reads
+                    self.recorder.shown_phase,  # in step with the phase and fault lines the user reads
+                    self.recorder.shown_faults,
                     lambda: [*self.fleet.lost],
                     lock=self.recorder.showing,
                 )

@@ -65,6 +65,7 @@ class Recorder:
         # The faults the user was told started and not yet told ended, in that order, and the lock
         # under which that list and the lines telling it change (see :attr:`showing`).
         self._shown_faults: list[str] = []
+        self._shown_phase = ""
         self._showing = threading.Lock()
 
     def event(
@@ -114,15 +115,22 @@ class Recorder:
                     self._shown_faults.append(name)
                 elif kind == "fault" and state != "start" and name in self._shown_faults:
                     self._shown_faults.remove(name)
+                elif kind == "phase" and state == "start":
+                    self._shown_phase = name
                 self.note(f"[{format_duration(round(offset, 1))}] {shown}")
         return event
 
     @property
     def showing(self) -> threading.Lock:
-        """Held while a fault's start or end is told to the user: the progress display holds it
-        while it reads :meth:`shown_faults` and shows a second, so that no progress line shows a
-        fault before the line saying it started, or after the line saying it ended."""
+        """Held while a phase's or fault's start or end is told to the user: the progress display
+        holds it while it reads :meth:`shown_phase` and :meth:`shown_faults` and shows a second,
+        so that no progress line shows a phase or fault before the line saying it started, or a
+        fault after the line saying it ended."""
         return self._showing
+
+    def shown_phase(self) -> str:
+        """The phase the user was last told started ("" before the first)."""
+        return self._shown_phase
 
     def shown_faults(self) -> list[str]:
         """The faults the user was told started and not yet told ended, in that order (under :attr:`showing`)."""
