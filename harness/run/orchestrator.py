@@ -137,7 +137,6 @@ class Orchestrator:
         self.faults: FaultAgents | None = None
         self.live: _Live | None = None
         self.ray: RayStart | None = None
-        self.phase = ""
         self.timings: dict[str, float] = {}
         self.load_stopped_at: float | None = None  # when teardown finished (the verdict's time is from here)
         self._actions: dict[StepKind, Callable[[Step, StepRecord, float], None]] = {
@@ -295,7 +294,6 @@ class Orchestrator:
         self.recorder.event("run", self.scenario.name, "end", f"run {self.run_id} ended", now)
 
     def _phase_start(self, step: Step, record: StepRecord, now: float) -> None:
-        self.phase = step.name
         self.recorder.event("phase", step.name, "start", f"phase {step.name} started", now)
 
     def _phase_end(self, step: Step, record: StepRecord, now: float) -> None:
