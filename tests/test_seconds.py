@@ -9,6 +9,8 @@ tests/test_control_loop.py.
 from __future__ import annotations
 
 import contextlib
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,6 +31,7 @@ from harness.run.seconds import (
     LiveStatus,
     Seconds,
     TallyObserver,
+    Timeline,
     VerdictObserver,
     WindowFiguresObserver,
     WriterObserver,
@@ -93,7 +96,7 @@ class Pipeline:
         self.tally = TallyObserver(invoked_at=START - 5)
         self.written = WriterObserver(self.recorder, "seconds", lambda: 1)
         self.guard = GuardObserver(GuardWatch(list(plan.scenario.guards)), self.recorder)
-        display = DisplayObserver(self.shown.append, plan.duration, 0.0, lambda: "main", lambda: ["kill"], list)
+        display = DisplayObserver(self.shown.append, Timeline.of(plan), 0.0, lambda: "main", lambda: ["kill"], list)
         self.seconds = Seconds(
             Aggregator(PROCESSES),
             [
@@ -131,6 +134,7 @@ def test_each_second_goes_through_every_observer_in_order(plan: Plan) -> None:
     assert [s.saturated for s in run.shown] == [False, False, True, True]
     assert [s.rps for s in run.shown] == [15.0] * 4 and run.shown[0].active_faults == ("kill",)
     assert [s.error_rate for s in run.shown] == [0.0, 0.0, 1.0, 1.0]
+    assert [s.errors for s in run.shown] == [0, 0, 15, 15]
     # Guards: two failing seconds trip the guard once, as an abort event and a note.
     assert run.guard.trip is not None and run.guard.trip.guard == "meltdown" and run.guard.trip.second == first + 3
     [abort] = [e for e in run.recorder.events if e.kind == "abort"]
@@ -188,3 +192,27 @@ def test_window_figures_are_written_as_each_window_closes(tmp_path: Path) -> Non
     assert sorted(written_after) == [3, 4, 6]
     during = ledger.window_table()["during:kill"]["requests"]
     assert during == 4 + 5 + 6 and written_after[6]["during:kill"] == during
+
+
+def test_the_display_is_told_each_active_fault_and_the_time_to_its_planned_end(plan: Plan) -> None:
+    timeline = Timeline(60.0, (("ramp", 0.0, 10.0), ("steady", 10.0, 60.0)), (("kill", 20.0, 30.0),))
+    shown: list[LiveStatus] = []
+    lock = threading.Lock()  # the recorder's: no fault line is told while a second is read and shown
+
+    def show(status: LiveStatus) -> None:
+        assert lock.locked()
+        shown.append(status)
+
+    started = time.monotonic() - 23.0  # the load clock started 23 s ago: kill has 7 s to go
+    display = DisplayObserver(show, timeline, started, lambda: "steady", lambda: ["kill", "odd"], list, lock=lock)
+    run = Seconds(Aggregator(PROCESSES), [display])
+    run.add(window("g0.0", 1001, GET, 4, failing=True))
+    run.add(window("g0.1", 1001, GET, 6))
+    run.settle(no_pace)
+    [status] = shown
+    assert status.timeline is timeline and status.total == 60.0 and status.phase == "steady"
+    [kill, odd] = status.faults
+    assert kill.name == "kill" and kill.left_s is not None and 6.0 <= kill.left_s <= 7.0
+    assert odd.left_s is None  # a fault the plan does not know has no planned end
+    assert (status.rps, status.errors, status.error_rate) == (10.0, 4, 0.4)
+    assert not lock.locked()

@@ -63,6 +63,7 @@ from harness.run.seconds import (
     SecondObserver,
     Seconds,
     TallyObserver,
+    Timeline,
     VerdictObserver,
     WindowFiguresObserver,
     WriterObserver,
@@ -137,7 +138,6 @@ class Orchestrator:
         self.faults: FaultAgents | None = None
         self.live: _Live | None = None
         self.ray: RayStart | None = None
-        self.phase = ""
         self.timings: dict[str, float] = {}
         self.load_stopped_at: float | None = None  # when teardown finished (the verdict's time is from here)
         self._actions: dict[StepKind, Callable[[Step, StepRecord, float], None]] = {
@@ -211,15 +211,15 @@ class Orchestrator:
         observers: list[SecondObserver] = [DeliveryObserver(delivery), VerdictObserver(book, ledger), tally]
         observers += [writer, WindowFiguresObserver(ledger, self.recorder, start_epoch), guard]
         if self.on_status is not None:
-            active = self.faults.active if self.faults is not None else list
             observers.append(
                 DisplayObserver(
                     self.on_status,
-                    self.plan.duration,
+                    Timeline.of(self.plan),
                     start_mono,
-                    lambda: self.phase,
-                    active,
+                    self.recorder.shown_phase,  # in step with the phase and fault lines the user reads
+                    self.recorder.shown_faults,
                     lambda: [*self.fleet.lost],
+                    lock=self.recorder.showing,
                 )
             )
         seconds = Seconds(aggregator, observers)
@@ -295,7 +295,6 @@ class Orchestrator:
         self.recorder.event("run", self.scenario.name, "end", f"run {self.run_id} ended", now)
 
     def _phase_start(self, step: Step, record: StepRecord, now: float) -> None:
-        self.phase = step.name
         self.recorder.event("phase", step.name, "start", f"phase {step.name} started", now)
 
     def _phase_end(self, step: Step, record: StepRecord, now: float) -> None:
