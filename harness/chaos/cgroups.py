@@ -14,7 +14,10 @@ from pathlib import Path
 
 from harness.errors import FaultError
 
-__all__ = ["cgroup_dirs", "cgroup_mounts", "cgroup_pids", "cgroup_procs_files"]
+__all__ = ["cgroup_dirs", "cgroup_mounts", "cgroup_pids", "cgroup_procs_files", "memory_limit"]
+
+#: A memory limit at or above this is "no limit" (cgroup v1 writes one as 2**63 - a page).
+UNLIMITED = 2**62
 
 #: A mount as (the cgroup path at its root, the mount point).
 Mount = tuple[str, str]
@@ -100,3 +103,40 @@ def cgroup_pids(directory: str) -> set[int]:
             text = Path(here, "cgroup.procs").read_text(encoding="ascii")
             pids.update(int(line) for line in text.split() if line.isdigit())
     return pids
+
+
+def memory_limit(pid: int) -> int | None:
+    """The smallest memory limit on ``pid``'s memory cgroup and its ancestors, in bytes; None when
+    there is none (or no memory controller is mounted here).
+
+    Why the ancestors: a cgroup's own limit may be unset while its parent's binds (a pod's limit
+    sits on the pod, not the container). cgroup v2 ``memory.max``, v1 ``memory.limit_in_bytes``.
+    """
+    v1, v2 = cgroup_mounts()
+    try:
+        lines = Path(f"/proc/{pid}/cgroup").read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise FaultError(f"cannot read the cgroups of process {pid}: {exc.strerror or exc}") from None
+    limits: list[int] = []
+    for line in lines:
+        hierarchy_id, controllers, path = line.split(":", 2)
+        if hierarchy_id == "0" and not controllers:
+            mount, name = v2, "memory.max"
+        elif "memory" in controllers.split(","):
+            mount, name = v1.get("memory"), "memory.limit_in_bytes"
+        else:
+            continue
+        relative = _under(mount, path) if mount is not None else None
+        if mount is None or relative is None:
+            continue
+        root = Path(mount[1])
+        directory = root / relative.lstrip("/")
+        while True:
+            with contextlib.suppress(OSError, ValueError):  # no such file: no controller there
+                text = (directory / name).read_text(encoding="ascii").strip()
+                if text != "max" and int(text) < UNLIMITED:
+                    limits.append(int(text))
+            if directory == root or root not in directory.parents:
+                break
+            directory = directory.parent
+    return min(limits) if limits else None

@@ -61,7 +61,13 @@ class StressFamily(FaultFamily):
             what = f"stress-ng {fault.params.workers} CPU worker(s) at {fault.params.load}% load"
         elif isinstance(fault, StressMemoryFault):
             how = "held" if fault.params.hold else "rewritten continuously"
-            what = f"stress-ng allocates {fault.params.bytes} bytes, {how}"
+            if fault.params.bytes is not None:
+                size = f"{fault.params.bytes} bytes"
+            elif fault.target is not None:
+                size = f"{fault.params.percent:g}% of the target's memory limit (of the node's memory without one)"
+            else:
+                size = f"{fault.params.percent:g}% of the node's total memory"
+            what = f"stress-ng allocates {size}, {how}"
         elif isinstance(fault, StressIoFault):
             what = f"stress-ng {fault.params.workers} hdd worker(s) in {fault.params.path}"
         else:
@@ -107,13 +113,17 @@ class StressFamily(FaultFamily):
         stress_ng.reap()
         cgroup_files: list[str] = []
         target_desc = "the agent's own cgroups"
-        if fault.target is not None and not isinstance(fault, StressDiskFillFault):
-            try:
-                target = processes.resolve_targets(fault.target, protected=ctx.protected)[0]
-                cgroup_files = cgroups.cgroup_procs_files(target.pid)
-            except FaultError as exc:
-                raise FaultError(f"fault '{fault.name}': {exc}") from None
-            target_desc = f"cgroups of pid {target.pid}"
+        target_pid: int | None = None
+        memory: tuple[int, str] = (0, "")
+        try:
+            if fault.target is not None and not isinstance(fault, StressDiskFillFault):
+                target_pid = processes.resolve_targets(fault.target, protected=ctx.protected)[0].pid
+                cgroup_files = cgroups.cgroup_procs_files(target_pid)
+                target_desc = f"cgroups of pid {target_pid}"
+            if isinstance(fault, StressMemoryFault):  # a percent becomes bytes here, journaled
+                memory = stress_ng.memory_bytes(fault, target_pid)
+        except FaultError as exc:
+            raise FaultError(f"fault '{fault.name}': {exc}") from None
         fill = isinstance(fault, StressDiskFillFault)
         details: Details = {
             "target": target_desc,
@@ -122,6 +132,8 @@ class StressFamily(FaultFamily):
             "file": stress_ng.fill_path(fault, ctx.run_id) if isinstance(fault, StressDiskFillFault) else "",
             "cgroups": ",".join(cgroup_files),
         }
+        if isinstance(fault, StressMemoryFault):
+            details |= {"bytes": memory[0], "bytes_from": memory[1]}
         return Prepared(details)
 
     def apply(self, fault: StressFault, record: FaultRecord, ctx: InjectContext, *, resumed: bool) -> Details:
@@ -137,7 +149,8 @@ class StressFamily(FaultFamily):
             workdir = str(record.details["workdir"])
             os.makedirs(workdir, exist_ok=True)
             cgroup_files = [f for f in str(record.details.get("cgroups", "")).split(",") if f]
-            argv = stress_ng.stress_argv(fault, workdir)
+            size = record.details.get("bytes")
+            argv = stress_ng.stress_argv(fault, workdir, size if isinstance(size, int) and size > 0 else None)
             pid, ticks = stress_ng.start(argv, cgroup_files, str(record.details["tag"]), workdir)
             done = {"stress_pid": pid, "stress_start_ticks": ticks}
         log.info("run %s: fault %s: %s", ctx.run_id, fault.name, self.describe(fault))

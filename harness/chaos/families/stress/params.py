@@ -30,7 +30,21 @@ class StressCpuParams(Model):
 
 
 class StressMemoryParams(Model):
-    bytes: Bytes = Field(gt=0, description="Memory to allocate and touch, e.g. 512M (resident, not just mapped).")
+    bytes: Bytes | None = Field(
+        default=None,
+        gt=0,
+        description="Memory to allocate and touch, e.g. 512M (resident, not just mapped). Give this or percent.",
+    )
+    percent: float | None = Field(
+        default=None,
+        gt=0,
+        le=100,
+        description=(
+            "Memory to allocate as a percentage of the target's memory limit (the smallest limit on its "
+            "memory cgroup and that cgroup's ancestors), or of the node's total memory when there is no "
+            "target or no limit; resolved when the fault is injected. Give this or bytes."
+        ),
+    )
     hold: bool = Field(
         default=True,
         description="true: allocate once and hold it idle; false: keep rewriting it (costs a core too).",
@@ -67,10 +81,14 @@ class StressCpuFault(StressFault):
 
 
 class StressMemoryFault(StressFault):
-    """Allocate and hold ``bytes`` of memory with stress-ng for ``duration``."""
+    """Allocate and hold ``bytes`` (or ``percent`` of the target's memory limit) with stress-ng for ``duration``."""
 
     kind: Literal["stress.memory"] = Field(description="Fault kind.")
-    params: StressMemoryParams = Field(description="Bytes and hold.")
+    params: StressMemoryParams = Field(description="Bytes or percent, and hold.")
+
+    def checks(self, context: FaultContext) -> Iterator[tuple[KeyPath, str]]:
+        if (self.params.bytes is None) == (self.params.percent is None):
+            yield ("params",), "give exactly one of bytes or percent"
 
 
 class StressIoFault(StressFault):

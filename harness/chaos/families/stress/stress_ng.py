@@ -37,6 +37,7 @@ from pathlib import Path
 
 import psutil
 
+from harness.chaos import cgroups
 from harness.chaos.families.stress.params import (
     StressCpuFault,
     StressDiskFillFault,
@@ -48,7 +49,19 @@ from harness.chaos.journal import FaultRecord
 from harness.chaos.processes import normal_niceness, start_ticks
 from harness.errors import FaultError
 
-__all__ = ["TAG", "TIMEOUT_MARGIN", "fill", "fill_path", "kill", "reap", "start", "stress_argv", "tagged", "workdir_of"]
+__all__ = [
+    "TAG",
+    "TIMEOUT_MARGIN",
+    "fill",
+    "fill_path",
+    "kill",
+    "memory_bytes",
+    "reap",
+    "start",
+    "stress_argv",
+    "tagged",
+    "workdir_of",
+]
 
 #: Seconds past the fault's duration after which stress-ng stops by itself (the second net;
 #: the lease TTL plus the watchdog's reaction time fit well inside it).
@@ -72,14 +85,36 @@ def fill_path(fault: StressDiskFillFault, run_id: str) -> str:
     return os.path.join(fault.params.path, f"harness-fill-{run_id}-{fault.name}")
 
 
-def stress_argv(fault: StressCpuFault | StressMemoryFault | StressIoFault, workdir: str) -> list[str]:
+def memory_bytes(fault: StressMemoryFault, pid: int | None) -> tuple[int, str]:
+    """The bytes a memory fault allocates, and how a ``percent`` was resolved ("" for ``bytes``).
+
+    A percentage is of the target's memory limit (:func:`cgroups.memory_limit`) when it has one,
+    else of the node's total memory: what stress-ng's own ``--vm-bytes N%`` (a share of the
+    *available* memory, which changes under load) would not give.
+    """
+    if fault.params.bytes is not None:
+        return fault.params.bytes, ""
+    assert fault.params.percent is not None  # the model's checks: exactly one of the two
+    limit = cgroups.memory_limit(pid) if pid is not None else None
+    if limit is not None:
+        base, of = limit, f"the memory limit of pid {pid}'s cgroup"
+    else:
+        base, of = psutil.virtual_memory().total, "the node's total memory"
+    return int(base * fault.params.percent / 100), f"{fault.params.percent:g}% of {of} ({base} bytes)"
+
+
+def stress_argv(
+    fault: StressCpuFault | StressMemoryFault | StressIoFault, workdir: str, memory: int | None = None
+) -> list[str]:
+    """stress-ng's command line; ``memory`` is the resolved size of a memory fault (:func:`memory_bytes`)."""
     timeout = math.ceil(fault.duration + TIMEOUT_MARGIN)
     argv = ["stress-ng", "--timeout", f"{timeout}s", "--temp-path", workdir, "--quiet"]
     if isinstance(fault, StressCpuFault):
         argv += ["--cpu", str(fault.params.workers), "--cpu-load", str(fault.params.load)]
     elif isinstance(fault, StressMemoryFault):
         # One vm worker touching every page; --vm-hang 0 then sleeps holding them (no CPU).
-        argv += ["--vm", "1", "--vm-bytes", str(fault.params.bytes), "--vm-keep"]
+        size = memory if memory is not None else fault.params.bytes
+        argv += ["--vm", "1", "--vm-bytes", str(size), "--vm-keep"]
         if fault.params.hold:
             argv += ["--vm-hang", "0"]
     else:
