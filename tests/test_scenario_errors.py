@@ -261,6 +261,15 @@ def _mistakes() -> list[Mistake]:
 
     padding = "# " + "x" * 1_100_000 + "\n"
     cases.append(Mistake("larger-than-1mb", VALID + padding, 1, "", "larger than"))
+    memory = edit("kind: process.pause", "kind: stress.memory")
+    text = edit(
+        '      pattern: "payments"\n', '      pattern: "payments"\n    params: {bytes: 64M, percent: 50}\n', memory
+    )
+    cases.append(_mistake("memory-bytes-and-percent", text, "percent: 50", "faults[0].params", "exactly one of bytes"))
+
+    text = edit('      pattern: "payments"\n', '      pattern: "payments"\n    params:\n      percent: 150\n', memory)
+    cases.append(_mistake("memory-percent-over-100", text, "percent: 150", "faults[0].params.percent", "100"))
+
     return cases
 
 
