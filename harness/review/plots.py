@@ -8,7 +8,8 @@ each per-second value at the midpoint of its second, and
 * a timeline: the phases, each fault window, each SLO's window(s) in green (met) or red (not
   met), and for a recovery_time SLO the recovery window, from the fault's end to the instant the
   service counted as recovered (to the window's end when it never did);
-* load: requests/s, the open model's target and achieved arrival rates, and users (right axis);
+* load: requests/s, users (right axis) and, for the open model, the target and achieved
+  arrival rates;
 * latency over all endpoints on a log axis: p50, p95, p99, p99.9 and max;
 * failures by kind per second, and the error rate (right axis);
 * one chart per endpoint: its p50 and p99 (log) and requests/s (right axis).
@@ -250,6 +251,7 @@ def chart_data(data: ReportData) -> dict[str, Any] | None:
             for r, full in zip(rows, whole, strict=True)
         ]
 
+    open_model = any(r is not None and r.target_rate for r in rows)  # closed: target 0, achieved = requests
     timeline = _Timeline(data, start, max(end, start))
     markers = [
         {"at": e.time - start, "kind": e.kind, "text": e.name}
@@ -265,8 +267,8 @@ def chart_data(data: ReportData) -> dict[str, Any] | None:
         "t": [round(s + 0.5 - start, 3) for s in seconds],
         "partial": [round(s + 0.5 - start, 3) for s, full in zip(seconds, whole, strict=True) if not full],
         "requests": values("requests", rate=True),
-        "target": values("target_rate"),
-        "achieved": values("achieved_rate", rate=True),
+        "target": values("target_rate") if open_model else [],
+        "achieved": values("achieved_rate", rate=True) if open_model else [],
         "users": values("users"),
         "p50": values("p50_ms"),
         "p95": values("p95_ms"),

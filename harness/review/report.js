@@ -118,7 +118,8 @@
       ctx.font = Math.round(11 * dpr) + "px system-ui, sans-serif";
       ctx.textBaseline = "middle";
       lanes.forEach(function (lane, i) {
-        var y0 = u.valToPos(i + 0.85, "y", true), y1 = u.valToPos(i + 0.15, "y", true);
+        var row = lanes.length - 1 - i;  // the first lane on top
+        var y0 = u.valToPos(row + 0.85, "y", true), y1 = u.valToPos(row + 0.15, "y", true);
         var colours = laneColour[lane.kind];
         lane.spans.forEach(function (s, j) {
           var x0 = xPos(u, s.from), x1 = xPos(u, s.to);
@@ -142,7 +143,7 @@
     var names = lanes.map(function (l) { return l.label.length > 30 ? l.label.slice(0, 29) + "\u2026" : l.label; });
     chart("chart-timeline", [{ label: "", show: false, scale: "y" }], [D.t.map(function () { return null; })], [
       left("", {
-        splits: function () { return lanes.map(function (l, i) { return i + 0.5; }); },
+        splits: function () { return lanes.map(function (l, i) { return lanes.length - 1 - i + 0.5; }); },
         values: function () { return names; },
         grid: { show: false },
         ticks: { show: false },

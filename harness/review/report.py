@@ -80,7 +80,7 @@ figure{margin:12px 0 20px}figcaption{color:#5b6670;font-size:12px;max-width:960p
 .legend span{margin-right:14px;font-size:12px}.legend i{display:inline-block;width:18px;height:3px;
 vertical-align:middle;margin-right:4px}
 svg text{font:11px system-ui,sans-serif;fill:#5b6670}
-.chart{width:100%;min-height:40px}.uplot{width:100%}.u-legend{font-size:12px;text-align:left}
+.wide{overflow-x:auto}.chart{width:100%;min-height:40px}.uplot{width:100%}.u-legend{font-size:12px;text-align:left}
 figure.endpoint h3{font-size:13px;margin:4px 0;word-break:break-all}
 pre{background:#f6f8fa;border:1px solid #dde1e5;padding:10px;overflow:auto;font-size:12px}
 .note{color:#5b6670;font-size:12px}

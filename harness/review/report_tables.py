@@ -38,7 +38,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], numeric: Sequen
         for row in rows
     )
     klass = f' class="{cls}"' if cls else ""
-    return f"<table{klass}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f'<div class="wide"><table{klass}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 _FIGURES = ("requests", "failures", "error rate", "req/s", "avg ms", "p50 ms", "p90 ms", "p95 ms", "p99 ms")
