@@ -7,6 +7,7 @@
   if (!source || !box || typeof uPlot === "undefined") return;
   var D = JSON.parse(source.textContent);
   var C = D.colours;
+  var END = D.end > 0 ? D.end : Math.max(1, D.t[D.t.length - 1] + 0.5);
   var LEFT = 64;  // every chart's left and right axes take the same width, so their x axes line up
   var RIGHT = 64;
   var charts = [];
@@ -79,7 +80,7 @@
       width: Math.max(target.clientWidth, 320),
       height: height,
       cursor: { sync: { key: "run" }, drag: { x: true, y: false } },
-      scales: Object.assign({ x: { time: false, range: function () { return [0, D.end]; } } }, scales),
+      scales: Object.assign({ x: { time: false, range: function () { return [0, END]; } } }, scales),
       series: [{ label: "time", value: function (u, v) { return offset(v); } }].concat(series),
       axes: [{ values: function (u, splits) { return splits.map(offset); } }].concat(axes),
       hooks: { drawClear: timeline ? [] : [shade], draw: [mark].concat(hooks || []), setScale: [follow] },
@@ -173,14 +174,15 @@
   chart("chart-load", load, loadData, [left("per second"), hasUsers ? right("users", "users") : noRight()],
     { y: { range: function (u, min, max) { return [0, Math.max(1, max * 1.1)]; } }, users: { range: function (u, min, max) { return [0, Math.max(1, max * 1.1)]; } } }, 240);
 
+  // Highest first: where percentiles coincide (few requests in a second) the lower one stays visible.
   var latency = [
-    line("p50", C.p50, { value: ms }),
-    line("p95", C.p95, { value: ms }),
-    line("p99", C.p99, { value: ms }),
-    line("p99.9", C.p999, { value: ms, width: 1.5 }),
     line("max", C.max, { value: ms, width: 1, dash: [3, 3] }),
+    line("p99.9", C.p999, { value: ms, width: 1.5 }),
+    line("p99", C.p99, { value: ms }),
+    line("p95", C.p95, { value: ms }),
+    line("p50", C.p50, { value: ms }),
   ];
-  chart("chart-latency", latency, [D.p50, D.p95, D.p99, D.p999, D.max].map(positive),
+  chart("chart-latency", latency, [D.max, D.p999, D.p99, D.p95, D.p50].map(positive),
     [left("ms", { values: logTicks }), noRight()], logY, 280);
 
   var failures = D.kinds.map(function (k) { return line(k.label, k.colour, { value: fixed(0, "/s"), width: 1.5 }); });
