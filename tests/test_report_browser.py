@@ -245,12 +245,32 @@ def plot_problems(png: Path, lines: tuple[str, ...] = tuple(LINE_COLOURS), fault
     # each chart's band: 5 s of a ~30 s axis (a sixth of the plot's width) by its height, less the lines
     if band.sum() < faults * (width * 0.6 / 6) * 60:
         problems.append(f"fault band ({FAULT_COLOUR}): {int(band.sum())} pixels")
+    else:  # every chart's time axis is the same: the band starts and ends at the same columns on each
+        spans = _band_spans(band)
+        starts, ends = {a for a, _ in spans}, {b for _, b in spans}
+        if max(starts) - min(starts) > 2 or max(ends) - min(ends) > 2:
+            problems.append(f"fault band at different columns on different charts: {spans}")
     if not problems:
         order = [label for label, _ in sorted(centres, key=lambda item: item[1])]
         expected = [label for label in LINE_COLOURS if label in lines]
         if [order[0], order[-1]] != [expected[0], expected[-1]] or order.index("p50") > order.index("error rate"):
             problems.append(f"charts out of order from top to bottom: {order}")
     return problems
+
+
+def _band_spans(band: np.ndarray) -> list[tuple[int, int]]:
+    """(first, last column) of the band on each chart: rows holding it, in runs (one per chart), and in
+    each run the columns it covers in most rows (lines drawn over it hide it in some)."""
+    rows = np.nonzero(band.sum(axis=1) > band.shape[1] * 0.03)[0]
+    runs = np.split(rows, np.nonzero(np.diff(rows) > 4)[0] + 1) if len(rows) else []
+    spans = []
+    for run in runs:
+        if len(run) < 8:  # a legend swatch, not a chart
+            continue
+        columns = np.nonzero(band[run].mean(axis=0) > 0.5)[0]
+        if len(columns):
+            spans.append((int(columns.min()), int(columns.max())))
+    return spans
 
 
 def page_requests(netlog: Path) -> list[str]:

@@ -318,8 +318,8 @@ _FIGURES = (
     (
         "load",
         "Load",
-        "Requests completed per second over all endpoints (failures included); the open "
-        "model's target and achieved arrival rates; users running (right axis).",
+        "Requests completed per second over all endpoints (failures included) and users running "
+        "(right axis); for the open model also its target and achieved arrival rates.",
     ),
     (
         "latency",
@@ -362,7 +362,7 @@ def plots(data: ReportData) -> str:
     if chart["partial"]:
         notes.append(
             "Seconds only partly inside the run (at "
-            + ", ".join(f"+{t:g}s" for t in chart["partial"])
+            + ", ".join(f"{t:+.1f}s" for t in chart["partial"])
             + ") have no rate points: a part of a second would read as a drop."
         )
     if more > 0:

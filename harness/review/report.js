@@ -93,14 +93,16 @@
   function line(label, colour, extra) {
     return Object.assign({ label: label, stroke: colour, width: 2, spanGaps: false, points: { show: false } }, extra || {});
   }
+  // Every axis has a label (a space when it has none) of the same size: uPlot adds the label's
+  // size to the axis', and the plots must start and end at the same x on every chart.
   function left(unit, extra) {
-    return Object.assign({ scale: "y", size: LEFT, label: unit }, extra || {});
+    return Object.assign({ scale: "y", size: LEFT, label: unit || " ", labelSize: 20 }, extra || {});
   }
   function right(scale, unit, values) {
-    return { scale: scale, side: 1, size: RIGHT, label: unit, grid: { show: false }, values: values };
+    return { scale: scale, side: 1, size: RIGHT, label: unit, labelSize: 20, grid: { show: false }, values: values };
   }
   function noRight() {  // an empty right axis: same width as the others
-    return { scale: "y", side: 1, size: RIGHT, grid: { show: false }, ticks: { show: false }, values: function (u, s) { return s.map(function () { return ""; }); } };
+    return { scale: "y", side: 1, size: RIGHT, label: " ", labelSize: 20, grid: { show: false }, ticks: { show: false }, values: function (u, s) { return s.map(function () { return ""; }); } };
   }
   var logY = { y: { distr: 3, log: 10 } };
   var logTicks = function (u, splits) {
