@@ -325,7 +325,7 @@ _FIGURES = (
         "latency",
         "Latency (ms, log scale)",
         "Per-second latency percentiles of all endpoints together, "
-        "exact: from each second's merged histogram (runs written before harness_totals existed: the "
+        f"exact: from each second's merged histogram (runs written before {schema.TOTALS.name} existed: the "
         "endpoints' percentiles mixed in proportion to their request counts).",
     ),
     (
