@@ -6,6 +6,10 @@ then every panel target, variable query and annotation query of build_all() (fou
 the JSON, so new panels are covered) is interpolated the way Grafana's InfluxDB datasource
 does and must return rows with the columns the panel uses. ``pytest -s`` prints each query
 and its row count.
+
+The same runs log every request from a locustfile listener (tests/five_places.py): the
+five-places test computes the second run's figures per window from that log and finds them,
+the same, in the terminal, summary.json, JUnit, the HTML report and these dashboards' panels.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import re
 import subprocess
 import sys
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +33,7 @@ from harness.demo.control import DemoInfo, down, up
 from harness.measure.windows import EndpointStats, new_histogram
 from harness.results.query import InfluxQuery
 from harness.review.grafana.dashboards import build_all
+from tests.five_places import logging_locustfile
 
 pytestmark = pytest.mark.slow
 
@@ -40,6 +46,20 @@ RUNS = ("gq-fault", "gq-plain")
 # Panels that list runs going now: empty once the runs above ended (the live test reads them).
 LIVE_ONLY = {"Running [A]"}
 GUARDS = {"gq-fault": "guards:\n  - {name: late-trip, condition: 'rps > 0 for 13s'}\n", "gq-plain": ""}
+# The five-places test reads gq-plain (two phases, one fault): an SLO for each figure of each
+# window, so that the terminal and JUnit (which show SLOs) show every figure it checks.
+FIVE_WINDOWS = ("run", "phase:ramp", "phase:steady", "during:kill-payments")
+FIVE_METRICS = {"p50": "p50 < 20s", "p99": "p99 < 20s", "max": "max < 30s", "error_rate": "error_rate < 95%"} | {
+    "rps": "rps > 1"
+}
+EXTRA_SLOS = {
+    "gq-fault": "",
+    "gq-plain": "".join(
+        f"  - {{name: {window.replace(':', '-')}-{metric}, objective: '{objective}', window: '{window}'}}\n"
+        for window in FIVE_WINDOWS
+        for metric, objective in FIVE_METRICS.items()
+    ),
+}
 
 SCENARIO = """
 name: grafana-queries
@@ -64,7 +84,7 @@ slos:
   - name: steady-p99
     objective: p99 < 2s
     window: steady
-{guards}results:
+{slos}{guards}results:
   url: {url}
   database: {database}
 """
@@ -83,21 +103,24 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoInfo]:
 def client(tmp_path_factory: pytest.TempPathFactory, demo: DemoInfo, influxd: Any) -> InfluxQuery:
     tmp = tmp_path_factory.mktemp("grafana-queries")
     influxd.create_database(DATABASE)
-    env = {**os.environ, "HARNESS_RUNS_DIR": str(tmp / "runs")}
+    env = {**os.environ, "HARNESS_RUNS_DIR": str(tmp / "runs"), "COLUMNS": "200"}
     for run_id in RUNS:
         scenario = tmp / f"{run_id}.yaml"
+        locustfile = logging_locustfile(tmp / f"{run_id}_shop.py", ROOT / "locustfiles", tmp / f"{run_id}.requests")
         scenario.write_text(
             SCENARIO.format(
                 base_url=demo.base_url,
-                locustfile=ROOT / "locustfiles" / "shop.py",
+                locustfile=locustfile,
                 pid_file=Path(demo.directory) / "payments.pid",
                 url=influxd.url,
                 database=DATABASE,
                 guards=GUARDS[run_id],
+                slos=EXTRA_SLOS[run_id],
             ).lstrip()
         )
+        junit = tmp / f"{run_id}.junit.xml"
         result = subprocess.run(
-            [sys.executable, "-m", "harness.cli", "run", str(scenario), "--run-id", run_id],
+            [sys.executable, "-m", "harness.cli", "run", str(scenario), "--run-id", run_id, "--junit", str(junit)],
             env=env,
             capture_output=True,
             text=True,
@@ -106,11 +129,13 @@ def client(tmp_path_factory: pytest.TempPathFactory, demo: DemoInfo, influxd: An
         assert "Traceback" not in result.stdout + result.stderr, result.stderr[-3000:]
         expected = (4,) if GUARDS[run_id] else (0, 1)
         assert result.returncode in expected, result.stdout[-3000:] + result.stderr[-3000:]
+        OUTPUT[run_id] = {"stdout": result.stdout, "junit": junit, "log": tmp, "scenario": scenario}
     RUNS_DIR.append(tmp / "runs")
     return InfluxQuery(influxd.url, DATABASE)
 
 
 RUNS_DIR: list[Path] = []  # where the fixture's runs keep their own record
+OUTPUT: dict[str, dict[str, Any]] = {}  # each run's terminal output, JUnit file, request log
 
 
 # --------------------------------------------------------------------------- Grafana's interpolation
@@ -416,3 +441,170 @@ def test_window_figures_in_influxdb_are_the_summary_s_and_recompute_from_the_sto
     for row in client.query(f'SELECT "count", "failure_kind" FROM "harness_failures" WHERE run_id = \'{run_id}\''):
         kinds[row["failure_kind"]] = kinds.get(row["failure_kind"], 0) + row["count"]
     assert kinds == run["failure_kinds"]
+
+
+# --------------------------------------------------------------------------- five places, one set of numbers
+
+#: gq-plain's windows as offsets from its start (SCENARIO: ramp 3 s, steady 14 s, the kill at 6 s for 4 s).
+FIVE_SPANS = {
+    "run": [(-math.inf, math.inf)],  # the run window takes every second of the run
+    "phase:ramp": [(0.0, 3.0)],
+    "phase:steady": [(3.0, 17.0)],
+    "during:kill-payments": [(6.0, 10.0)],
+}
+_LATENCIES = (("p50", 50.0), ("p99", 99.0))
+
+
+def _stat(model: dict[str, Any], title: str, panel_type: str) -> str:
+    """The query of the panel ``title`` of type ``panel_type`` (stat, table...), as the dashboard has it."""
+    return next(
+        target["query"]
+        for kind, where, target in _queries(model)
+        if kind == "panel" and where == f"{title} [A]" and target["panel"]["type"] == panel_type
+    )
+
+
+def _terminal_slos(stdout: str) -> dict[str, list[str]]:
+    """The rows of the terminal's verdict table: SLO name -> its cells (window, endpoint, measured...)."""
+    rows = {}
+    for line in stdout.splitlines():
+        cells = [c.strip() for c in re.split(r"[│┃|]", line)]
+        if len(cells) >= 7 and cells[1] and cells[1] != "SLO":
+            rows[cells[1]] = cells[2:-1]
+    return rows
+
+
+def test_one_set_of_numbers_in_five_places_equal_to_the_raw_request_log(client: InfluxQuery) -> None:
+    """gq-plain (two phases, one fault): the run's, each phase's and the fault window's p50, p99,
+    max, error rate and rps from the raw request log; then the same figures, exactly, in the
+    terminal's verdict, summary.json, JUnit XML, the HTML report and Grafana's panels.
+
+    Tolerance against the log: percentiles within HdrHistogram's precision (3 significant
+    digits: a value's bucket is within 1/1024 of it, plus 1 us of rounding); counts and failures
+    exact, except that a request completing within 10 ms of a second's boundary between two
+    windows may fall on either side (the log's clock and harness's are read microseconds apart):
+    a window's count may then include it or not, and its percentiles must match the log's for
+    one of those memberships. Between the five places: equal, to the precision each shows."""
+    from harness.judge.objectives import format_metric
+    from harness.review.report import render
+    from harness.review.report_data import from_influx, from_run_dir
+    from tests.five_places import read_log, window_truth
+    from tests.test_report import Page
+
+    run_id = RUNS[1]
+    run_dir = RUNS_DIR[0] / run_id
+    summary = json.loads((run_dir / "summary.json").read_text())
+    windows, slos = summary["windows"], {s["name"]: s for s in summary["slos"]}
+    log = read_log(OUTPUT[run_id]["log"], f"{run_id}.requests")
+    assert len(log) > 300, len(log)
+    problems: list[str] = []
+
+    # 1. the raw log against summary.json's windows
+    for window, spans in FIVE_SPANS.items():
+        truth, figures = window_truth(log, summary["started"], spans), windows[window]
+        if not truth.counts_ok(figures["requests"], figures["failures"]):
+            problems.append(f"{window}: counts {figures['requests']}/{figures['failures']} vs log {truth}")
+        for field, pct in _LATENCIES:
+            if not truth.percentile_ok(figures[f"{field}_ms"], pct):
+                problems.append(f"{window}: {field} {figures[f'{field}_ms']} is not the log's")
+        if not truth.max_ok(figures["max_ms"]):
+            problems.append(f"{window}: max {figures['max_ms']} is not the log's")
+        assert figures["error_rate"] == figures["failures"] / figures["requests"], window
+        if window != "run":  # a phase or fault window has one second per second of its span
+            ((start, end),) = spans
+            assert figures["seconds"] == end - start and figures["rps"] == figures["requests"] / (end - start), window
+    run = windows["run"]
+    assert run["requests"] == len(log) and run["failures"] == sum(r.failed for r in log)
+    assert 17 <= run["seconds"] <= 19 and run["rps"] == run["requests"] / run["seconds"], run
+    assert windows["during:kill-payments"]["failures"] > 0, "the kill made no failures: nothing to check"
+
+    # 2. summary.json: totals and every SLO's measured value are its window's figures
+    totals = summary["totals"]
+    assert {k: totals[k] for k in ("requests", "failures", "rps", "p50_ms", "p99_ms", "max_ms")} == {
+        k: run[k] for k in ("requests", "failures", "rps", "p50_ms", "p99_ms", "max_ms")
+    }
+    expected: dict[str, tuple[str, float, int]] = {}  # SLO -> (metric, value, requests)
+    for window in FIVE_SPANS:
+        for metric in FIVE_METRICS:
+            name = f"{window.replace(':', '-')}-{metric}"
+            slo, figures = slos[name], windows[window]
+            value = figures[f"{metric}_ms"] if metric in ("p50", "p99", "max") else figures[metric]
+            assert abs(slo["measured"] - value) <= 0.0005 and slo["requests"] == figures["requests"], (slo, figures)
+            expected[name] = (metric, slo["measured"], figures["requests"])
+
+    # 3. the terminal: the totals line and the verdict table
+    stdout = OUTPUT[run_id]["stdout"]
+    line = (
+        f"requests {run['requests']}, failures {run['failures']} ({run['error_rate'] * 100:.2f}%), "
+        f"{run['rps']:.1f} req/s, p50 {run['p50_ms']} ms, p99 {run['p99_ms']} ms"
+    )
+    assert line in stdout, stdout[-3000:]
+    shown = _terminal_slos(stdout)
+    for name, (metric, value, _) in expected.items():
+        if name not in shown or shown[name][2] != format_metric(metric, value):
+            problems.append(f"terminal: {name} shows {shown.get(name)}, not {format_metric(metric, value)}")
+
+    # 4. JUnit: each SLO's testcase tells its measured value and the window's requests
+    cases = {c.get("name"): c for c in ET.parse(OUTPUT[run_id]["junit"]).getroot().iter("testcase")}
+    for name, (metric, value, requests) in expected.items():
+        text = cases[name].findtext("system-out") or ""
+        if f" {format_metric(metric, value)} over " not in text or f"({requests} requests)" not in text:
+            problems.append(f"JUnit: {name} says {text!r}")
+
+    # 5. the HTML report: the run's figures and each SLO's measured value
+    page = Page((run_dir / "report.html").read_text())
+    text = " ".join(page.text)
+    for figure in (f"{run['requests']:,}", f"p50 {run['p50_ms']:,.1f}", f"p99 {run['p99_ms']:,.1f}",
+                   f"max {run['max_ms']:,.1f}", f"{run['error_rate'] * 100:.2f}%"):  # fmt: skip
+        if figure not in text:
+            problems.append(f"report: no {figure!r} in its summary")
+    header = page.tables["slos"][0]
+    measured = {row[0]: row[header.index("measured")] for row in page.rows("slos")}
+    for name, (metric, value, _) in expected.items():
+        if measured.get(name) != format_metric(metric, value):
+            problems.append(f"report: {name} measured {measured.get(name)}, not {format_metric(metric, value)}")
+
+    # 6. Grafana: the run dashboard's stat panels and tables, the compare dashboard's run figures
+    variables = {"run_id": run_id, "run_a": run_id, "run_b": RUNS[0]}
+    models = build_all()
+    run_model, compare = models["harness-run.json"], models["harness-compare.json"]
+
+    def ask(query: str) -> list[dict[str, Any]]:
+        return client.query(interpolate(query, variables, 0, int(time.time() * 1000), 1))
+
+    for title, key in (("Requests", "requests"), ("Run rps", "rps"), ("Error rate", "error_rate"),
+                       ("p50", "p50_ms"), ("p99", "p99_ms"), ("Max", "max_ms")):  # fmt: skip
+        rows = ask(_stat(run_model, title, "stat"))
+        if [r[title] for r in rows] != [run[key]]:
+            problems.append(f"Grafana stat {title}: {rows} vs {run[key]}")
+    columns = {"requests": "requests", "error rate": "error_rate", "requests/s": "rps"} | {
+        "p50 (ms)": "p50_ms",
+        "p99 (ms)": "p99_ms",
+        "max (ms)": "max_ms",
+    }
+    table = {r["window"]: r for r in ask(_stat(run_model, "Windows", "table"))}
+    for window in FIVE_SPANS:
+        got = {c: table.get(window, {}).get(c) for c in columns}
+        if got != {c: windows[window][k] for c, k in columns.items()}:
+            problems.append(f"Grafana Windows {window}: {got} vs {windows[window]}")
+    (figures_row,) = [r for r in ask(_stat(compare, "Run figures", "table")) if r["run_id"] == run_id]
+    if {c: figures_row[c] for c in columns} != {c: run[k] for c, k in columns.items()}:
+        problems.append(f"Grafana compare Run figures: {figures_row} vs {run}")
+    endpoints = {(r["method"], r["name"]): r for r in ask(_stat(run_model, "Endpoints", "table"))}
+    for endpoint in summary["endpoints"]:
+        row = endpoints.get((endpoint["method"], endpoint["name"]), {})
+        got = {c: row.get(c) for c in columns} | {"failures": row.get("failures")}
+        if got != {c: endpoint[k] for c, k in columns.items()} | {"failures": endpoint["failures"]}:
+            problems.append(f"Grafana Endpoints {endpoint['name']}: {row} vs {endpoint}")
+    assert not problems, "\n".join(problems)
+
+    # The report regenerated from InfluxDB alone (the run's record gone) has the same figures.
+    again = from_influx(client, run_id, (run_dir / "scenario.yaml").read_text())
+    disk = from_run_dir(run_dir)
+    assert again.totals == disk.totals and again.endpoints == disk.endpoints and not again.estimated
+    assert again.seconds == disk.seconds and again.planned_duration_s == disk.planned_duration_s
+    assert [(s.name, s.measured, s.threshold, s.passed) for s in again.slos] == [
+        (s.name, s.measured, s.threshold, s.passed) for s in disk.slos
+    ]
+    regenerated, original = Page(render(again)), Page(render(disk))
+    assert regenerated.tables == original.tables

@@ -210,10 +210,10 @@ def assert_influx_equals_summary(server: InfluxServer, run_id: str, summary: dic
 
 #: Points written again on purpose, with the same series and time (InfluxDB keeps the last):
 #: the run's row (running, then its verdict), a fault's start event (its planned end, then its
-#: real one), and the SLO windows' figures (so far every few seconds, then final; a window that
+#: real one), and the SLO windows' and endpoints' figures (so far every few seconds, then final; a window that
 #: closed is written again unchanged). Any other point written twice is a duplicate.
-REWRITTEN = {"harness_runs", "harness_events", "harness_windows"}
-REPEATED_UNCHANGED = {"harness_windows"}
+REWRITTEN = {"harness_runs", "harness_events", "harness_windows", "harness_endpoints"}
+REPEATED_UNCHANGED = {"harness_windows", "harness_endpoints"}
 
 
 def assert_every_point_of_results_lp_in_influx(server: InfluxServer, run_id: str, lp_path: Path) -> int:

@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from harness.judge.slo import SloResult, SloStatus
+from harness.judge.verdict import stats_dict
 from harness.measure.windows import ClosedSecond, EndpointStats, ProcessHealth, new_histogram
 from harness.results import schema
 from harness.results.lineproto import Point
 from harness.results.points import (
+    endpoint_points,
     event_point,
     failure_points,
     fault_end_point,
@@ -106,6 +108,8 @@ def _every_kind_of_point() -> list[Point]:
             },
             1.0,
         ),
+        # an endpoint's row of summary.json, as the run ledger makes it
+        *endpoint_points("r", [{"method": "GET", "name": "/a", **stats_dict(closed, 1)}], 1.0),
         event_point("r", schema.EventKind.FAULT, "slow", schema.EventState.START, "t", 1.0, 10.0, 3.0, until=4.0),
         fault_end_point("r", "slow", 1.0, 3.5),
         *slo_points("r", [slo], 2.0),

@@ -9,6 +9,8 @@ tests/test_control_loop.py.
 from __future__ import annotations
 
 import contextlib
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,7 +31,9 @@ from harness.run.seconds import (
     LiveStatus,
     Seconds,
     TallyObserver,
+    Timeline,
     VerdictObserver,
+    WindowFiguresObserver,
     WriterObserver,
 )
 from harness.scenario import load_scenario
@@ -92,7 +96,7 @@ class Pipeline:
         self.tally = TallyObserver(invoked_at=START - 5)
         self.written = WriterObserver(self.recorder, "seconds", lambda: 1)
         self.guard = GuardObserver(GuardWatch(list(plan.scenario.guards)), self.recorder)
-        display = DisplayObserver(self.shown.append, plan.duration, 0.0, lambda: "main", lambda: ["kill"], list)
+        display = DisplayObserver(self.shown.append, Timeline.of(plan), 0.0, lambda: "main", lambda: ["kill"], list)
         self.seconds = Seconds(
             Aggregator(PROCESSES),
             [
@@ -130,6 +134,7 @@ def test_each_second_goes_through_every_observer_in_order(plan: Plan) -> None:
     assert [s.saturated for s in run.shown] == [False, False, True, True]
     assert [s.rps for s in run.shown] == [15.0] * 4 and run.shown[0].active_faults == ("kill",)
     assert [s.error_rate for s in run.shown] == [0.0, 0.0, 1.0, 1.0]
+    assert [s.errors for s in run.shown] == [0, 0, 15, 15]
     # Guards: two failing seconds trip the guard once, as an abort event and a note.
     assert run.guard.trip is not None and run.guard.trip.guard == "meltdown" and run.guard.trip.second == first + 3
     [abort] = [e for e in run.recorder.events if e.kind == "abort"]
@@ -151,3 +156,63 @@ def test_a_late_window_is_counted_and_its_second_written_again(plan: Plan) -> No
     assert [(p.measurement, p.fields["count"]) for p in again] == [("harness_requests", 14), ("harness_totals", 14)]
     assert run.ledger.windows["run"].total().count == 14 and run.written.late_requests_unwritten == 0
     assert [s.rps for s in run.shown] == [10.0]  # the display shows each second once
+
+
+def test_window_figures_are_written_as_each_window_closes(tmp_path: Path) -> None:
+    """harness_windows (and harness_endpoints) are written every 5 s and as soon as a window's
+    last second closed: a fault from 3 s to 6 s is final in the point written when the second
+    whose midpoint lies at 6.x closes, with the figures summary.json will have for it."""
+    (tmp_path / "locust.py").write_text("from locust import User\n\n\nclass U(User):\n    pass\n")
+    path = tmp_path / "scenario.yaml"
+    path.write_text(
+        "name: seconds\ntarget: {base_url: 'http://127.0.0.1:1'}\n"
+        "load:\n  locustfile: locust.py\n  user_classes: [{class: U}]\n"
+        "  stages:\n    - {name: main, duration: 12s, users: 10}\n"
+        "faults:\n  - {name: kill, kind: process.kill, at: 3s, duration: 3s, target: {pid_file: /nonexistent}}\n"
+    )
+    plan = compile_plan(load_scenario(path))
+    writer = ListWriter()
+    recorder = Recorder("r1", writer)
+    ledger = RunLedger(plan, START)
+    seconds = Seconds(Aggregator(("g0.0",)), [VerdictObserver(SloBook(plan, START), ledger)])
+    seconds.observers.append(WindowFiguresObserver(ledger, recorder, START))
+    assert ledger.window_ends() == [3.0, 6.0, 12.0]  # steady and during:kill end at 3 s and 6 s
+    written_after: dict[int, dict[str, int]] = {}
+    first = int(START)  # midpoint at offset 0.25: the run's first second
+    for second in range(first, first + 9):
+        writer.points.clear()
+        seconds.add(window("g0.0", second, GET, second - first + 1))
+        seconds.settle(no_pace, final=True)
+        windows = {p.tags["window"]: p.fields["count"] for p in writer.points if p.measurement == "harness_windows"}
+        if windows:
+            written_after[second - first] = windows
+            assert {p.measurement for p in writer.points} == {"harness_windows", "harness_endpoints"}
+    # Offsets 0.25 .. 8.25: the window ends at 3 and 6 are passed by the seconds at 3.25 and
+    # 6.25; the fifth second (4.25) is the every-5-seconds write.
+    assert sorted(written_after) == [3, 4, 6]
+    during = ledger.window_table()["during:kill"]["requests"]
+    assert during == 4 + 5 + 6 and written_after[6]["during:kill"] == during
+
+
+def test_the_display_is_told_each_active_fault_and_the_time_to_its_planned_end(plan: Plan) -> None:
+    timeline = Timeline(60.0, (("ramp", 0.0, 10.0), ("steady", 10.0, 60.0)), (("kill", 20.0, 30.0),))
+    shown: list[LiveStatus] = []
+    lock = threading.Lock()  # the recorder's: no fault line is told while a second is read and shown
+
+    def show(status: LiveStatus) -> None:
+        assert lock.locked()
+        shown.append(status)
+
+    started = time.monotonic() - 23.0  # the load clock started 23 s ago: kill has 7 s to go
+    display = DisplayObserver(show, timeline, started, lambda: "steady", lambda: ["kill", "odd"], list, lock=lock)
+    run = Seconds(Aggregator(PROCESSES), [display])
+    run.add(window("g0.0", 1001, GET, 4, failing=True))
+    run.add(window("g0.1", 1001, GET, 6))
+    run.settle(no_pace)
+    [status] = shown
+    assert status.timeline is timeline and status.total == 60.0 and status.phase == "steady"
+    [kill, odd] = status.faults
+    assert kill.name == "kill" and kill.left_s is not None and 6.0 <= kill.left_s <= 7.0
+    assert odd.left_s is None  # a fault the plan does not know has no planned end
+    assert (status.rps, status.errors, status.error_rate) == (10.0, 4, 0.4)
+    assert not lock.locked()

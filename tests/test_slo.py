@@ -18,7 +18,7 @@ from harness.errors import (
 )
 from harness.judge.guards import GuardWatch
 from harness.judge.slo import SloBook, SloResult
-from harness.judge.verdict import Verdict, decide
+from harness.judge.verdict import RunLedger, Verdict, decide
 from harness.measure.windows import ClosedSecond, EndpointStats, ProcessHealth
 from harness.plan import compile_plan
 from harness.scenario import Guard, load_scenario
@@ -144,12 +144,20 @@ def test_steady_is_the_run_outside_the_fault_window(results: dict[str, SloResult
     assert "5%" in steady.message
 
 
-def test_rps_over_the_run(results: dict[str, SloResult]) -> None:
-    assert results["run-rps"].seconds == 30
-    assert results["run-rps"].measured == pytest.approx(100.0)
+def test_rps_over_the_run(results: dict[str, SloResult], plan) -> None:  # type: ignore[no-untyped-def]
+    # The run window takes every second the run closed (41 fed here, the partial seconds around
+    # the 30 s plan included), as the run ledger's run window does: an SLO over the run judges
+    # exactly the requests summary.json's totals and the terminal's totals line count.
+    ledger = RunLedger(plan, START)
+    for second in range(995, 1036):
+        ledger.observe(second_for(second))
+    run = ledger.window_table()["run"]
+    assert results["run-rps"].seconds == run["seconds"] == 41
+    assert results["run-rps"].requests == run["requests"] == 4100
+    assert results["run-rps"].measured == pytest.approx(100.0) == run["rps"]
     assert results["run-rps"].passed
     assert not results["run-rps-high"].passed
-    assert results["run-rps-high"].message == "rps 100.0/s over run (3000 requests): breached >= 150.0/s"
+    assert results["run-rps-high"].message == "rps 100.0/s over run (4100 requests): breached >= 150.0/s"
 
 
 def test_after_and_last_windows(results: dict[str, SloResult]) -> None:

@@ -133,7 +133,7 @@ WRITTEN: dict[str, Any] = {
         "passed": False,
         "comparisons": [
             {"phase": "steady", "endpoint": "all", "metric": "p99", "baseline": 4.0, "current": 9.0, "change": None}
-            | {"tolerance": 0.1, "p_value": 0.001, "regressed": True, "message": "p99 rose"}
+            | {"tolerance": 0.1, "floor": 2.0, "p_value": 0.001, "regressed": True, "message": "p99 rose"}
         ],
         "summary_line": "baseline last-pass: 1 regression: p99 of all endpoints in phase steady (+125%)",
     },

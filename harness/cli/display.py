@@ -1,7 +1,6 @@
-"""Everything harness prints to a terminal: plan and verdict tables, live progress.
+"""Everything harness prints to a terminal: plan, verdict, runs and comparison tables.
 
-The only module that imports rich. On a terminal the progress is a live panel refreshed
-every second; elsewhere (CI logs) it is one plain line every few seconds.
+With :mod:`harness.cli.progress` (a run's live progress), the only modules that import rich.
 """
 
 from __future__ import annotations
@@ -11,7 +10,6 @@ import sys
 import time
 
 from rich.console import Console
-from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
@@ -23,13 +21,11 @@ from harness.judge.summary import RunSummary
 from harness.judge.units import format_duration
 from harness.plan import Plan
 from harness.review.runs import RunInfo
-from harness.run.seconds import LiveStatus
 from harness.scenario import describe_load
 from harness.scenario.redact import Loaded
 from harness.scenario.source import dotted
 
 __all__ = [
-    "Progress",
     "console",
     "err_console",
     "print_comparison",
@@ -229,72 +225,3 @@ def print_comparison(report: BaselineReport, before: str, after: str) -> None:
     for line in report.skipped:
         console.print(f"not compared: {line}", markup=False)
     console.print(report.summary_line(), markup=False)
-
-
-class Progress:
-    """Live progress of a run (a :class:`harness.run.session.ProgressView`), shown while its load runs."""
-
-    def __init__(self, run_id: str, total: float, out: Console | None = None) -> None:
-        self.run_id = run_id
-        self.total = total
-        self.out = out or console  # stderr when stdout carries a JSON summary
-        self.live: Live | None = None
-        self._last_plain = 0.0
-        self.status: LiveStatus | None = None
-
-    def __enter__(self) -> Progress:
-        if self.out.is_terminal:
-            self.live = Live(self._render(), console=self.out, refresh_per_second=2, transient=True)
-            self.live.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.live is not None:
-            self.live.__exit__(None, None, None)
-
-    def update(self, status: LiveStatus) -> None:
-        self.status = status
-        if self.live is not None:
-            self.live.update(self._render())
-        elif time.monotonic() - self._last_plain >= 5:
-            self._last_plain = time.monotonic()
-            self.out.print(self._line(status), markup=False)
-
-    def event(self, text: str) -> None:
-        self.out.print(text, markup=False)
-
-    def _line(self, s: LiveStatus) -> str:
-        p99 = "n/a" if math.isnan(s.p99_ms) else f"{s.p99_ms:.1f}ms"
-        load = f"{s.target_rate:.0f}/s target" if s.target_rate else f"{s.users} users"
-        faults = ",".join(s.active_faults) or "-"
-        return (
-            f"{s.elapsed:5.0f}s/{self.total:.0f}s phase={s.phase} {load} rps={s.rps:.0f} "
-            f"p99={p99} errors={s.error_rate * 100:.2f}% faults={faults}"
-            + (" SATURATED" if s.saturated else "")
-            + (" SHORT" if s.short else "")
-            + (f" LOST={','.join(s.lost)}" if s.lost else "")
-        )
-
-    def _render(self) -> Table:
-        table = Table(title=f"run {self.run_id}", show_header=False)
-        table.add_column("what")
-        table.add_column("value")
-        s = self.status
-        if s is None:
-            table.add_row("status", "starting Ray and load generators…")
-            return table
-        table.add_row("elapsed", f"{format_duration(round(s.elapsed))} of {format_duration(self.total)}")
-        table.add_row("phase", escape(s.phase))
-        table.add_row("load", f"{s.target_rate:.0f}/s target" if s.target_rate else f"{s.users} users")
-        table.add_row("achieved", f"{s.rps:.0f} req/s")
-        table.add_row("p99 (last s)", "n/a" if math.isnan(s.p99_ms) else f"{s.p99_ms:.1f} ms")
-        table.add_row("errors (last s)", f"{s.error_rate * 100:.2f}%")
-        table.add_row("active faults", escape(", ".join(s.active_faults) or "none"))
-        problems = [
-            *(["saturated"] if s.saturated else []),
-            *(["arrival rate short"] if s.short else []),
-            *([f"lost: {', '.join(s.lost)}"] if s.lost else []),
-        ]
-        if problems:
-            table.add_row("generators", f"[yellow]{escape('; '.join(problems))}[/]")
-        return table

@@ -172,7 +172,8 @@ class _Terminal:
             (err_console if self.as_json else console).print(text, markup=False)
 
     def progress(self, run_id: str, duration: float) -> AbstractContextManager[ProgressView]:
-        from harness.cli.display import Progress, err_console
+        from harness.cli.display import err_console
+        from harness.cli.progress import Progress
 
         if self.quiet:
             return _silent()

@@ -20,6 +20,7 @@ from harness.judge.objectives import Evidence, Recovery, Second, SloStatus, Wher
 from harness.measure.windows import ClosedSecond, EndpointStats, WindowTotals
 from harness.plan import Plan
 from harness.scenario import Slo, steady_thresholds
+from harness.scenario.expressions import WindowKind
 
 __all__ = ["GuardTrip", "GuardWatch", "SloBook", "SloResult", "SloStatus"]
 
@@ -96,7 +97,9 @@ class SloBook:
     def observe(self, closed: ClosedSecond) -> None:
         offset = self.offset(closed.second)
         for slo in self.plan.scenario.slos:
-            if any(span.contains(offset) for span in self.plan.windows[slo.name]):
+            # The run window takes every second of the run, a partial last one included, as
+            # the run ledger's does: an SLO over the run judges the figures summary.json shows.
+            if slo.window.kind is WindowKind.RUN or any(span.contains(offset) for span in self.plan.windows[slo.name]):
                 self._totals[slo.name].add(closed)
                 track = self._tracks.get(slo.name)
                 if track is not None:

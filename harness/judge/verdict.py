@@ -125,6 +125,11 @@ class RunLedger:
             if name == "run" or any(span.contains(offset) for span in spans):
                 self.windows[name].add(closed)
 
+    def window_ends(self) -> list[float]:
+        """Every offset (s from the run's start) at which a window other than the run ends, in
+        order: once a second whose midpoint lies at or past it closed, that window is final."""
+        return sorted({span.end for name, spans in self._refs.items() if name != "run" for span in spans})
+
     def endpoint_table(self) -> list[dict[str, Any]]:
         run = self.windows["run"]
         rows = []

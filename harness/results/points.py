@@ -16,6 +16,7 @@ from harness.results import schema
 from harness.results.lineproto import Point
 
 __all__ = [
+    "endpoint_points",
     "event_point",
     "failure_points",
     "fault_end_point",
@@ -98,18 +99,38 @@ _WINDOW_FIELDS = {
 }
 
 
+#: harness_endpoints' fields from the keys of an endpoint's row in summary.json's ``endpoints``.
+_ENDPOINT_FIELDS = {**_WINDOW_FIELDS, "bytes": schema.BYTES}
+
+
+def _figures(row: Mapping[str, Any], names: Mapping[str, str]) -> dict[str, float | int]:
+    """The numeric figures of a summary row under their InfluxDB field names (none for a null)."""
+    return {
+        name: row[key]
+        for key, name in names.items()
+        if isinstance(row.get(key), int | float) and not isinstance(row.get(key), bool)
+    }
+
+
 def window_points(run_id: str, windows: Mapping[str, Mapping[str, Any]], started: float) -> Iterator[Point]:
     """Each SLO window's figures (a row of summary.json's ``windows``, as the judge computed
     them), at the run's start: every write replaces the window's point, so-far, then final."""
     for window, row in windows.items():
-        fields = {
-            name: row[key]
-            for key, name in _WINDOW_FIELDS.items()
-            if isinstance(row.get(key), int | float) and not isinstance(row.get(key), bool)
-        }
+        fields = _figures(row, _WINDOW_FIELDS)
         if fields:
             tags = {schema.RUN_ID: run_id, schema.WINDOW: window}
             yield Point(schema.WINDOWS.name, tags, fields, int(started * _NS))
+
+
+def endpoint_points(run_id: str, endpoints: Iterable[Mapping[str, Any]], started: float) -> Iterator[Point]:
+    """Each endpoint's figures over the run (a row of summary.json's ``endpoints``: ``method``,
+    ``name`` and the exact figures of its merged histogram), at the run's start, rewritten as
+    :func:`window_points` are."""
+    for row in endpoints:
+        fields = _figures(row, _ENDPOINT_FIELDS)
+        if fields:
+            tags = {schema.RUN_ID: run_id, schema.METHOD: str(row["method"]), schema.NAME: str(row["name"])}
+            yield Point(schema.ENDPOINTS.name, tags, fields, int(started * _NS))
 
 
 def _latency_fields(figures: dict[str, float], names: tuple[str, ...]) -> dict[str, float]:

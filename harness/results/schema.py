@@ -31,6 +31,10 @@ harness_failures    run_id, scenario, method, name,             count (failed re
 harness_windows     run_id, window (run, steady, phase:x,       count, failures, error_rate, rps, seconds,
                     during:x, after:x)                          p50 .. p999, max, mean (ms): the exact
                                                                 figures summary.json has for the window
+harness_endpoints   run_id, method, name                        count, failures, error_rate, rps, seconds,
+                                                                bytes, p50 .. p999, max, mean (ms): each
+                                                                endpoint's exact figures over the run, as
+                                                                summary.json's ``endpoints`` has them
 harness_slo         run_id, slo                                 value, threshold, passed
 harness_runs        run_id, scenario                            verdict, started, ended, planned_end
                                                                 (epoch s), text
@@ -41,8 +45,13 @@ numbers, so each second's all-endpoints row (``harness_totals``) is computed fro
 histograms, and its ``histogram`` field keeps that histogram: any window can be recomputed
 exactly from InfluxDB alone by decoding and adding them. ``harness_windows`` holds one point
 per SLO window at the run's start time, rewritten with the window's figures so far every few
-seconds while the run goes and with the final figures when it ends (the same numbers as
-``summary.json``'s ``windows``): Grafana's stat panels and tables read them.
+seconds while the run goes, as soon as a window closes (its last second closed: a fault
+window's figures are final in InfluxDB within a second or two of the fault's planned end) and
+with the final figures when the run ends (the same numbers as ``summary.json``'s
+``windows``): Grafana's stat panels and tables read them. ``harness_endpoints`` is the same for
+each endpoint over the whole run (``summary.json``'s ``endpoints``), written with the windows:
+Grafana's endpoint tables and ``harness report``'s InfluxDB fallback read it, so no figure of
+a run has to be estimated from per-second percentiles.
 
 Live runs. Grafana must see a run while it runs, so two records are written twice, the second
 time onto the first (same measurement, tags and timestamp: InfluxDB keeps one point and the
@@ -67,6 +76,7 @@ __all__ = [
     "BYTES",
     "COUNT",
     "ENDED",
+    "ENDPOINTS",
     "END_MS",
     "ERROR_RATE",
     "EVENTS",
@@ -229,6 +239,11 @@ REQUESTS = Measurement(
 TOTALS = Measurement("harness_totals", (RUN_ID, SCENARIO), (COUNT, FAILURES, RPS, BYTES, *LATENCY_FIELDS, HISTOGRAM))
 FAILURE_KINDS = Measurement("harness_failures", (RUN_ID, SCENARIO, METHOD, NAME, FAILURE_KIND), (COUNT,))
 WINDOWS = Measurement("harness_windows", (RUN_ID, WINDOW), (COUNT, FAILURES, ERROR_RATE, RPS, SECONDS, *LATENCY_FIELDS))
+ENDPOINTS = Measurement(
+    "harness_endpoints",
+    (RUN_ID, METHOD, NAME),
+    (COUNT, FAILURES, ERROR_RATE, RPS, SECONDS, BYTES, *LATENCY_FIELDS),
+)
 LOAD = Measurement(
     "harness_load",
     (RUN_ID, SCENARIO),
@@ -239,4 +254,4 @@ SLO = Measurement("harness_slo", (RUN_ID, SLO_NAME), (VALUE, THRESHOLD, PASSED))
 RUNS = Measurement("harness_runs", (RUN_ID, SCENARIO), (VERDICT, STARTED, ENDED, PLANNED_END, TEXT))
 
 #: Every measurement harness writes, in the order a reader of a whole run asks for them.
-MEASUREMENTS = (RUNS, EVENTS, REQUESTS, TOTALS, FAILURE_KINDS, LOAD, WINDOWS, SLO)
+MEASUREMENTS = (RUNS, EVENTS, REQUESTS, TOTALS, FAILURE_KINDS, LOAD, WINDOWS, ENDPOINTS, SLO)

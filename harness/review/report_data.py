@@ -3,15 +3,16 @@
 Both paths read the same points (the schema of :mod:`harness.results.schema`): requests per
 endpoint per second, load, events, SLOs and the run's own point. From a run directory,
 ``summary.json`` adds what InfluxDB does not hold:
-exact whole-run percentiles per endpoint (from the merged histograms), SLO objectives and
-windows, the guard that tripped and the baseline comparisons; ``scenario.yaml`` is the
-scenario as run. From InfluxDB the endpoint table and totals are estimated from per-second
-rows (``ReportData.estimated``), and SLO objectives come from the scenario file when the
-caller has it.
+SLO objectives and windows, the guard that tripped and the baseline comparisons;
+``scenario.yaml`` is the scenario as run. From InfluxDB the totals and the endpoint table are
+the exact figures harness wrote there (``harness_windows``' run window, ``harness_endpoints``),
+the same summary.json has; only a run written before those measurements existed has them
+estimated from per-second rows (``ReportData.estimated``). SLO objectives come from the
+scenario file when the caller has it.
 
-Per-second latency over all endpoints is the percentile of the request-count-weighted
-mixture of the endpoints' per-second distributions (:func:`mixture_quantiles`); the plot
-caption in :mod:`harness.review.report` says so.
+Per-second latency over all endpoints is harness_totals' (each second's merged histogram);
+only for runs written before it existed is it the percentile of the request-count-weighted
+mixture of the endpoints' per-second distributions (:func:`mixture_quantiles`).
 """
 
 from __future__ import annotations
@@ -97,6 +98,7 @@ class _Points:
     exact: dict[int, Mapping[str, Any]] = field(default_factory=dict)  # harness_totals by second
     windows: dict[str, Mapping[str, Any]] = field(default_factory=dict)  # harness_windows by window
     failures: dict[tuple[str, str, str, int], int] = field(default_factory=dict)  # harness_failures
+    exact_endpoints: dict[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)  # harness_endpoints
     run: Mapping[str, Any] | None = None
     scenario: str = ""
 
@@ -113,6 +115,8 @@ class _Points:
             self.failures[failure] = int(_number(fields.get(schema.COUNT)) or 0)
         elif measurement == schema.WINDOWS.name:
             self.windows[str(tags.get(schema.WINDOW, ""))] = fields
+        elif measurement == schema.ENDPOINTS.name:
+            self.exact_endpoints[(str(tags.get(schema.METHOD, "")), str(tags.get(schema.NAME, "")))] = fields
         elif measurement == schema.LOAD.name:
             self.load[time_ns // _NS] = fields
         elif measurement == schema.EVENTS.name and schema.STATE in fields:  # not a fault's end_ms update
@@ -170,7 +174,14 @@ class _Points:
         return tuple(out)
 
     def endpoints(self) -> tuple[EndpointRow, ...]:
-        """Per-endpoint rows estimated from the per-second rows (no histogram of the whole run here)."""
+        """Per-endpoint rows: each endpoint's exact whole-run figures (harness_endpoints), or,
+        for a run written before those existed, estimated from its per-second rows."""
+        if self.exact_endpoints:
+            ordered = sorted(self.exact_endpoints.items(), key=lambda item: (item[0][1], item[0][0]))
+            return tuple(
+                EndpointRow(**vars(totals_from_fields(fields)), method=method, name=name)
+                for (method, name), fields in ordered
+            )
         groups: dict[tuple[str, str], list[Mapping[str, Any]]] = defaultdict(list)
         for (method, name, _), fields in self.requests.items():
             groups[(method, name)].append(fields)
@@ -198,6 +209,12 @@ def _mean(fields_list: Iterable[Mapping[str, Any]]) -> float | None:
     pairs = [(c, m) for f in fields_list if (c := _number(f.get(schema.COUNT))) and (m := _number(f.get(schema.MEAN)))]
     count = sum(c for c, _ in pairs)
     return round(sum(c * m for c, m in pairs) / count, 3) if count else None
+
+
+def _planned(run: Mapping[str, Any]) -> float | None:
+    """The run's planned duration from its harness_runs row (planned end - start), when it has one."""
+    started, planned_end = _number(run.get(schema.STARTED)), _number(run.get(schema.PLANNED_END))
+    return round(planned_end - started, 3) if started is not None and planned_end is not None else None
 
 
 def _aggregate(
@@ -347,7 +364,7 @@ def _assemble(
         reason=reason,
         started=started,
         ended=ended,
-        planned_duration_s=_number(given.planned_duration_s),
+        planned_duration_s=_number(given.planned_duration_s) or _planned(run),
         totals=totals_from_stats(given.totals) if given.totals is not None else points.totals(),
         slos=_slo_rows_from_summary(given.slos) if given.slos is not None else _slo_rows_from_points(points, declared),
         guards=_guard_rows(guards, given.guard, events),
@@ -362,7 +379,9 @@ def _assemble(
         events=tuple(events),
         scenario_yaml=scenario_yaml,
         source=source,
-        estimated=not from_summary and bool(points.requests) and "run" not in points.windows,
+        estimated=not from_summary
+        and bool(points.requests)
+        and not ("run" in points.windows and points.exact_endpoints),
     )
 
 

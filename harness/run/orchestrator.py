@@ -46,7 +46,7 @@ from harness.measure.delivery import SUSTAINED_SECONDS, DeliveryWatch
 from harness.measure.steptiming import StepRecord
 from harness.measure.windows import Aggregator
 from harness.plan import Plan, Step, StepKind
-from harness.results.points import run_point, running_point, slo_points, window_points
+from harness.results.points import run_point, running_point, slo_points
 from harness.results.samples import BaselineRun
 from harness.run.cluster import RayStart, driver_node_id, live_nodes, start_ray, stop_ray
 from harness.run.faults import FaultAgents
@@ -63,9 +63,11 @@ from harness.run.seconds import (
     SecondObserver,
     Seconds,
     TallyObserver,
+    Timeline,
     VerdictObserver,
     WindowFiguresObserver,
     WriterObserver,
+    figures_points,
 )
 from harness.run.signals import deferred_interrupts, exit_at_once, terminate_as_interrupt
 from harness.run.stages import Stages, send_at
@@ -136,7 +138,6 @@ class Orchestrator:
         self.faults: FaultAgents | None = None
         self.live: _Live | None = None
         self.ray: RayStart | None = None
-        self.phase = ""
         self.timings: dict[str, float] = {}
         self.load_stopped_at: float | None = None  # when teardown finished (the verdict's time is from here)
         self._actions: dict[StepKind, Callable[[Step, StepRecord, float], None]] = {
@@ -210,15 +211,15 @@ class Orchestrator:
         observers: list[SecondObserver] = [DeliveryObserver(delivery), VerdictObserver(book, ledger), tally]
         observers += [writer, WindowFiguresObserver(ledger, self.recorder, start_epoch), guard]
         if self.on_status is not None:
-            active = self.faults.active if self.faults is not None else list
             observers.append(
                 DisplayObserver(
                     self.on_status,
-                    self.plan.duration,
+                    Timeline.of(self.plan),
                     start_mono,
-                    lambda: self.phase,
-                    active,
+                    self.recorder.shown_phase,  # in step with the phase and fault lines the user reads
+                    self.recorder.shown_faults,
                     lambda: [*self.fleet.lost],
+                    lock=self.recorder.showing,
                 )
             )
         seconds = Seconds(aggregator, observers)
@@ -294,7 +295,6 @@ class Orchestrator:
         self.recorder.event("run", self.scenario.name, "end", f"run {self.run_id} ended", now)
 
     def _phase_start(self, step: Step, record: StepRecord, now: float) -> None:
-        self.phase = step.name
         self.recorder.event("phase", step.name, "start", f"phase {step.name} started", now)
 
     def _phase_end(self, step: Step, record: StepRecord, now: float) -> None:
@@ -357,8 +357,8 @@ class Orchestrator:
         )
         started = live.start_epoch if live is not None else self.options.invoked_at
         self.recorder.write(list(slo_points(self.run_id, slos, ended)))
-        if live is not None:  # the final figures of every window, as summary.json has them
-            self.recorder.write(list(window_points(self.run_id, live.ledger.window_table(), live.start_epoch)))
+        if live is not None:  # the final figures of every window and endpoint, as summary.json has them
+            self.recorder.write(figures_points(live.ledger, self.run_id, live.start_epoch))
         planned_end = started + self.plan.duration
         self.recorder.write(
             [run_point(self.run_id, self.scenario.name, verdict.value, started, ended, reason, planned_end)]

@@ -23,8 +23,8 @@ __all__ = ["PointWriter", "Recorder"]
 
 log = logging.getLogger(__name__)
 
-#: Events of these kinds are also shown to the user as they happen.
-_SHOWN = ("fault", "abort")
+#: Events of these kinds are also shown to the user as they happen (the progress display's event lines).
+_SHOWN = ("phase", "fault", "abort")
 
 
 class PointWriter(Protocol):
@@ -62,6 +62,11 @@ class Recorder:
         self._keep = keep
         self._lock = threading.Lock()
         self._fault_starts: dict[str, float] = {}  # active fault -> its start event's time
+        # The faults the user was told started and not yet told ended, in that order, and the lock
+        # under which that list and the lines telling it change (see :attr:`showing`).
+        self._shown_faults: list[str] = []
+        self._shown_phase = ""
+        self._showing = threading.Lock()
 
     def event(
         self,
@@ -103,8 +108,33 @@ class Recorder:
                 points.append(fault_end_point(self.run_id, name, started, at))
             self.write(points)
         if kind in _SHOWN:
-            self.note(f"[{format_duration(round(offset, 1))}] {text}")
+            # A fault's start text says what was done ("process.kill SIGKILL sent to ..."): name it too.
+            shown = f"fault {name} started: {text}" if kind == "fault" and state == "start" else text
+            with self._showing:
+                if kind == "fault" and state == "start" and name not in self._shown_faults:
+                    self._shown_faults.append(name)
+                elif kind == "fault" and state != "start" and name in self._shown_faults:
+                    self._shown_faults.remove(name)
+                elif kind == "phase" and state == "start":
+                    self._shown_phase = name
+                self.note(f"[{format_duration(round(offset, 1))}] {shown}")
         return event
+
+    @property
+    def showing(self) -> threading.Lock:
+        """Held while a phase's or fault's start or end is told to the user: the progress display
+        holds it while it reads :meth:`shown_phase` and :meth:`shown_faults` and shows a second,
+        so that no progress line shows a phase or fault before the line saying it started, or a
+        fault after the line saying it ended."""
+        return self._showing
+
+    def shown_phase(self) -> str:
+        """The phase the user was last told started ("" before the first)."""
+        return self._shown_phase
+
+    def shown_faults(self) -> list[str]:
+        """The faults the user was told started and not yet told ended, in that order (under :attr:`showing`)."""
+        return list(self._shown_faults)
 
     def _fault_started(self, kind: str, name: str, state: str, at: float) -> float | None:
         """Remember when a fault started; on its end, when that was (None for other events)."""

@@ -9,7 +9,8 @@ once every live process reported it; :class:`Seconds` hands each closed second, 
 * :class:`TallyObserver` counts late seconds and notes when the first request completed;
 * :class:`WriterObserver` writes the second's request points (per endpoint, and the exact
   all-endpoints row with its merged histogram), failures by kind, and its load point;
-* :class:`WindowFiguresObserver` writes every SLO window's exact figures so far, every few seconds;
+* :class:`WindowFiguresObserver` writes every SLO window's and every endpoint's exact figures so
+  far, every few seconds and as soon as a window closes;
 * :class:`GuardObserver` checks the guards and trips the run's abort;
 * :class:`DisplayObserver` shows the live status.
 
@@ -22,6 +23,7 @@ their own work only, and the display never breaks a run.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -34,22 +36,33 @@ from harness.judge.slo import SloBook
 from harness.judge.verdict import RunLedger
 from harness.measure.delivery import DeliveryWatch
 from harness.measure.windows import Aggregator, ClosedSecond, Endpoint, EndpointStats, LateWindow, ProcessWindow
+from harness.plan import Plan
 from harness.results.lineproto import Point
-from harness.results.points import failure_points, load_point, request_points, totals_point, window_points
+from harness.results.points import (
+    endpoint_points,
+    failure_points,
+    load_point,
+    request_points,
+    totals_point,
+    window_points,
+)
 from harness.run.recorder import Recorder
 
 __all__ = [
     "DeliveryObserver",
     "DisplayObserver",
+    "FaultNow",
     "GuardObserver",
     "LiveStatus",
     "Second",
     "SecondObserver",
     "Seconds",
     "TallyObserver",
+    "Timeline",
     "VerdictObserver",
     "WindowFiguresObserver",
     "WriterObserver",
+    "figures_points",
 ]
 
 log = logging.getLogger(__name__)
@@ -85,21 +98,61 @@ class SecondObserver(Protocol):
 
 
 @dataclass(frozen=True)
-class LiveStatus:
-    """What the progress display shows each second."""
+class Timeline:
+    """The run's plan as the progress display draws it: offsets in seconds from the load start.
 
-    elapsed: float
-    total: float
+    Made once per run (:meth:`of`); every :class:`LiveStatus` of the run carries the same one.
+    """
+
+    duration: float
+    phases: tuple[tuple[str, float, float], ...] = ()  # (name, start, end), in plan order
+    faults: tuple[tuple[str, float, float], ...] = ()  # (name, planned start, planned end)
+
+    @classmethod
+    def of(cls, plan: Plan) -> Timeline:
+        phases = tuple((name, span.start, span.end) for name, span in plan.phases.items())
+        faults = tuple((name, span.start, span.end) for name, span in plan.faults.items())
+        return cls(plan.duration, phases, faults)
+
+    def fault_end(self, name: str) -> float | None:
+        """The planned end of fault ``name`` (its revert is due then), None for a name not planned."""
+        return next((end for fault, _, end in self.faults if fault == name), None)
+
+
+@dataclass(frozen=True)
+class FaultNow:
+    """A fault active now, and how long until its planned end (s; 0 once due, None: not planned)."""
+
+    name: str
+    left_s: float | None
+
+
+@dataclass(frozen=True)
+class LiveStatus:
+    """What the progress display shows each second: the second that just closed, and the run around it."""
+
+    elapsed: float  # seconds since the load clock started
+    timeline: Timeline
     phase: str
     users: int
     target_rate: float
-    rps: float
-    p99_ms: float
+    rps: float  # requests completed in the second
+    p99_ms: float  # the second's p99 over all endpoints (NaN: no request completed)
     error_rate: float
-    active_faults: tuple[str, ...]
+    errors: int  # failed requests in the second
+    faults: tuple[FaultNow, ...]  # active now, in injection order
     saturated: bool
     short: bool = False  # open model: fewer iterations started than 90% of the target rate
     lost: tuple[str, ...] = ()  # generators lost so far
+
+    @property
+    def total(self) -> float:
+        """The planned duration of the run (s)."""
+        return self.timeline.duration
+
+    @property
+    def active_faults(self) -> tuple[str, ...]:
+        return tuple(fault.name for fault in self.faults)
 
 
 class Seconds:
@@ -223,10 +276,21 @@ class WriterObserver:
             self.late_requests_unwritten += late.delta.total().count
 
 
+def figures_points(ledger: RunLedger, run_id: str, started: float) -> list[Point]:
+    """Every SLO window's and every endpoint's exact figures so far (harness_windows and
+    harness_endpoints): the ledger's, the same summary.json's ``windows`` and ``endpoints`` are."""
+    return [
+        *window_points(run_id, ledger.window_table(), started),
+        *endpoint_points(run_id, ledger.endpoint_table(), started),
+    ]
+
+
 class WindowFiguresObserver:
-    """Every SLO window's exact figures so far (the run, steady, phases, fault windows), for
-    Grafana's stat panels and tables, every ``every`` seconds; the final ones are written with
-    the verdict. The figures are the ledger's, the same the summary's ``windows`` are made of."""
+    """Every SLO window's and endpoint's exact figures so far (the run, steady, phases, fault
+    windows), for Grafana's stat panels and tables: every ``every`` seconds, and at once when a
+    window closed (the first second past its end closed), so a fault window's final figures are
+    in InfluxDB a second or two after its planned end rather than up to ``every`` seconds later.
+    The final ones are written with the verdict."""
 
     def __init__(self, ledger: RunLedger, recorder: Recorder, started: float, every: int = 5) -> None:
         self.ledger = ledger
@@ -234,17 +298,23 @@ class WindowFiguresObserver:
         self.started = started
         self.every = every
         self._seen = 0
+        self._ends = ledger.window_ends()  # offsets still ahead at which a window closes
 
     def on_second(self, second: Second) -> None:
         self._seen += 1
-        if self._seen % self.every == 0:
+        closed = False
+        offset = second.closed.second + 0.5 - self.started  # a second is in a window by its midpoint
+        while self._ends and offset >= self._ends[0]:
+            self._ends.pop(0)
+            closed = True
+        if closed or self._seen % self.every == 0:
             self.write()
 
     def on_late(self, late: LateWindow) -> None:
         pass  # the ledger took it in; the next write carries it
 
     def write(self) -> None:
-        self.recorder.write(list(window_points(self.recorder.run_id, self.ledger.window_table(), self.started)))
+        self.recorder.write(figures_points(self.ledger, self.recorder.run_id, self.started))
 
 
 class GuardObserver:
@@ -268,45 +338,61 @@ class GuardObserver:
 
 
 class DisplayObserver:
-    """The live status for the progress display; a display problem never breaks a run."""
+    """The live status for the progress display; a display problem never breaks a run.
+
+    ``lock``: held while the active faults are read and the second is shown; the recorder holds
+    it while it tells a fault's start or end (:attr:`~harness.run.recorder.Recorder.showing`), so
+    the progress and those lines never contradict each other.
+    """
 
     def __init__(
         self,
         show: Callable[[LiveStatus], None],
-        total: float,
+        timeline: Timeline,
         start_mono: float,
         phase: Callable[[], str],
         active_faults: Callable[[], list[str]],
         lost: Callable[[], list[str]],
+        lock: AbstractContextManager[object] | None = None,
     ) -> None:
         self.show = show
-        self.total = total
+        self.timeline = timeline
         self.start_mono = start_mono
         self.phase = phase
         self.active_faults = active_faults
         self.lost = lost
+        self.lock = lock or contextlib.nullcontext()
+        self._ends = {name: end for name, _, end in timeline.faults}
 
     def on_second(self, second: Second) -> None:
         closed = second.closed
         total = second.total()
-        status = LiveStatus(
-            elapsed=time.monotonic() - self.start_mono,
-            total=self.total,
-            phase=self.phase(),
-            users=closed.users,
-            target_rate=closed.target_rate,
-            rps=float(total.count),
-            p99_ms=total.latency_ms()["p99"],
-            error_rate=total.error_rate,
-            active_faults=tuple(self.active_faults()),
-            saturated=second.saturated,
-            short=second.short,
-            lost=tuple(self.lost()),
-        )
-        try:
-            self.show(status)
-        except Exception:  # a display problem must never break a run
-            log.exception("progress display failed")
+        p99_ms = total.latency_ms()["p99"]
+        with self.lock:
+            elapsed = time.monotonic() - self.start_mono
+            faults = []
+            for name in self.active_faults():
+                end = self._ends.get(name)
+                faults.append(FaultNow(name, None if end is None else max(0.0, end - elapsed)))
+            status = LiveStatus(
+                elapsed=elapsed,
+                timeline=self.timeline,
+                phase=self.phase(),
+                users=closed.users,
+                target_rate=closed.target_rate,
+                rps=float(total.count),
+                p99_ms=p99_ms,
+                error_rate=total.error_rate,
+                errors=total.failed,
+                faults=tuple(faults),
+                saturated=second.saturated,
+                short=second.short,
+                lost=tuple(self.lost()),
+            )
+            try:
+                self.show(status)
+            except Exception:  # a display problem must never break a run
+                log.exception("progress display failed")
 
     def on_late(self, late: LateWindow) -> None:
         pass

@@ -59,6 +59,7 @@ SLOS = _q(schema.SLO.name)
 TOTALS = _q(schema.TOTALS.name)
 FAILURE_KINDS = _q(schema.FAILURE_KINDS.name)
 WINDOWS = _q(schema.WINDOWS.name)
+ENDPOINTS = _q(schema.ENDPOINTS.name)
 RUNS = _q(schema.RUNS.name)
 
 
@@ -275,29 +276,31 @@ def _run_series() -> list[Any]:
     ]
 
 
+_FIGURES = (
+    (schema.COUNT, "requests"), (schema.FAILURES, "failures"), (schema.ERROR_RATE, "error rate"),
+    (schema.RPS, "requests/s"), (schema.P50, "p50 (ms)"), (schema.P99, "p99 (ms)"), (schema.MAX, "max (ms)"),
+)  # fmt: skip
+
+
+def _figures(*skip: str) -> str:
+    """A window's (harness_windows) or an endpoint's (harness_endpoints) exact figures, as
+    summary.json has them: the last point written (so far while the run goes, then final)."""
+    return ", ".join(_agg("last", field, alias) for field, alias in _FIGURES if field not in skip)
+
+
 def _run_tables() -> list[Any]:
     """Whole-run tables: per endpoint, and the SLOs as judged."""
-    endpoints = ", ".join((
-        _agg("sum", schema.COUNT, "requests"), _agg("sum", schema.FAILURES, "failures"),
-        _ratio(schema.FAILURES, schema.COUNT, "error rate"), _agg("max", schema.P50, "max p50 (ms)"),
-        _agg("max", schema.P99, "max p99 (ms)"), _agg("max", schema.MAX, "max (ms)"),
-        _agg("sum", schema.BYTES, "bytes"),
-    ))  # fmt: skip
+    endpoints = f"{_figures()}, {_agg('last', schema.BYTES, 'bytes')}"
     slos = ", ".join(_agg("last", field, field) for field in (schema.VALUE, schema.THRESHOLD, schema.PASSED))
-    windows = ", ".join(
-        _agg("last", field, alias)
-        for field, alias in (
-            (schema.COUNT, "requests"), (schema.ERROR_RATE, "error rate"), (schema.RPS, "requests/s"),
-            (schema.P50, "p50 (ms)"), (schema.P99, "p99 (ms)"), (schema.MAX, "max (ms)"),
-        )
-    )  # fmt: skip
+    windows = _figures(schema.FAILURES)
     by_endpoint = f"GROUP BY {_q(schema.METHOD)}, {_q(schema.NAME)}"
     return [
         table_panel(
             "Endpoints",
-            "Totals per endpoint over the whole run (independent of the time range).",
+            "Each endpoint over the whole run (independent of the time range), exact: the figures of its "
+            "merged histogram, as summary.json, JUnit and the report have them (so far while the run goes).",
             pos(0, _TOP + 44, 24, 8),
-            InfluxQL("A", f"SELECT {endpoints} FROM {REQUESTS} WHERE {RUN} {by_endpoint}", "table"),
+            InfluxQL("A", f"SELECT {endpoints} FROM {ENDPOINTS} WHERE {RUN} {by_endpoint}", "table"),
         ),
         table_panel(
             "SLOs",
@@ -401,19 +404,20 @@ def _compare_header() -> dash.Dashboard:
 
 
 def _compare_trends() -> list[Any]:
-    """Per-second trends of both runs on a shared elapsed-seconds axis."""
-    # Per second of each run: endpoints summed ("rps", "failed") or their worst p99.
-    requests = (
+    """Per-second trends of both runs on a shared elapsed-seconds axis, from harness_totals: one
+    exact all-endpoints row per second (its p99 from the second's merged histogram)."""
+    totals = (
         f"{_agg('sum', schema.COUNT, 'rps')}, {_agg('sum', schema.FAILURES, 'failed')}, "
-        f"{_agg('max', schema.P99, 'p99')} FROM {REQUESTS} WHERE {{where}}"
+        f"{_agg('last', schema.P99, 'p99')} FROM {TOTALS} WHERE {{where}}"
     )
     trends = (
         ("Requests/s", "Completed requests per second, all endpoints.", "reqps", pos(0, 5, 12, 8),
-         'sum("rps")', requests, "rps", True),
-        ("p99, worst endpoint", "The highest p99 of any endpoint in each second (ms).", "ms", pos(12, 5, 12, 8),
-         'max("p99")', requests, "rps", True),
+         'sum("rps")', totals, "rps", True),
+        ("p99 (all endpoints)", "p99 of all endpoints together in each second (ms), exact: from the "
+         "second's merged histogram.", "ms", pos(12, 5, 12, 8),
+         'last("p99")', totals, "rps", True),
         ("Error rate", "Failed requests / requests per second.", "percentunit", pos(0, 13, 12, 8),
-         'sum("failed") / sum("rps")', requests, "rps", True),
+         'sum("failed") / sum("rps")', totals, "rps", True),
         ("Users", "Concurrent users (closed model).", "short", pos(12, 13, 12, 8),
          f"last({_q(schema.USERS)})", LOAD, schema.USERS, False),
     )  # fmt: skip
@@ -421,32 +425,41 @@ def _compare_trends() -> list[Any]:
 
 
 def compare_dashboard() -> dict[str, Any]:
-    both = f"{run_filter('$run_a')} OR {run_filter('$run_b')}"
+    both = f"({run_filter('$run_a')} OR {run_filter('$run_b')})"
     columns = ", ".join(
         _q(c) for c in (schema.RUN_ID, schema.SCENARIO, schema.VERDICT, schema.STARTED, schema.ENDED, schema.TEXT)
     )
-    endpoints = ", ".join((
-        _agg("sum", schema.COUNT, "requests"), _agg("sum", schema.FAILURES, "failures"),
-        _ratio(schema.FAILURES, schema.COUNT, "error rate"), _agg("max", schema.P99, "max p99 (ms)"),
-    ))  # fmt: skip
     runs = table_panel(
         "Runs",
         "The two runs: scenario, verdict, start and end (epoch s) and the verdict's reason.",
         pos(0, 0, 24, 5),
         InfluxQL("A", f"SELECT {columns} FROM {RUNS} WHERE {both}", "table"),
     )
-    per_endpoint = table_panel(
-        "Endpoints",
-        "Totals per endpoint of both runs.",
-        pos(0, 21, 24, 8),
+    figures = table_panel(
+        "Run figures",
+        "Each run's exact whole-run figures (all endpoints, from the merged histograms): the p99 here is "
+        "the one summary.json, JUnit, the terminal and the report show for the run.",
+        pos(0, 21, 24, 5),
         InfluxQL(
             "A",
-            f"SELECT {endpoints} FROM {REQUESTS} WHERE {both} GROUP BY {_q(schema.RUN_ID)}, {_q(schema.NAME)}",
+            f"SELECT {_figures(schema.FAILURES)} FROM {WINDOWS} WHERE {both} AND {_q(schema.WINDOW)} = 'run' "
+            f"GROUP BY {_q(schema.RUN_ID)}",
+            "table",
+        ),
+    )
+    per_endpoint = table_panel(
+        "Endpoints",
+        "Each endpoint of both runs over its whole run, exact (as summary.json has them).",
+        pos(0, 26, 24, 8),
+        InfluxQL(
+            "A",
+            f"SELECT {_figures()} FROM {ENDPOINTS} WHERE {both} "
+            f"GROUP BY {_q(schema.RUN_ID)}, {_q(schema.METHOD)}, {_q(schema.NAME)}",
             "table",
         ),
     )
     builder = _compare_header()
-    for panel in (runs, *_compare_trends(), per_endpoint):
+    for panel in (runs, *_compare_trends(), figures, per_endpoint):
         builder = builder.with_panel(panel)
     return to_json(builder)
 
