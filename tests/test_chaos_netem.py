@@ -116,6 +116,7 @@ def test_delay_as_measured_by_the_harness_load_generator(guest: dict[str, Any]) 
     assert data["egress"]["after_clean"] and data["both"]["after_clean"]
 
 
+@pytest.mark.slow
 def test_delay_100ms_ingress_goes_through_an_ifb(guest: dict[str, Any]) -> None:
     base = _baseline(guest)
     data = _scenario(guest, "delay_ingress")
