@@ -67,6 +67,7 @@ __all__ = [
 #: the lease TTL plus the watchdog's reaction time fit well inside it).
 TIMEOUT_MARGIN = 15.0
 TAG = "HARNESS_STRESS_FAULT"
+_PAGE = 4096
 _PLACEMENT_FAILED = 97  # exit status of the placing shell when a cgroup write failed
 
 # Children started in this process, so they are reaped (no zombies in a long-lived agent).
@@ -94,13 +95,15 @@ def memory_bytes(fault: StressMemoryFault, pid: int | None) -> tuple[int, str]:
     """
     if fault.params.bytes is not None:
         return fault.params.bytes, ""
-    assert fault.params.percent is not None  # the model's checks: exactly one of the two
+    if fault.params.percent is None:  # the scenario's checks refuse this; a fault built in code may not
+        raise FaultError(f"fault '{fault.name}': give exactly one of bytes or percent")
     limit = cgroups.memory_limit(pid) if pid is not None else None
     if limit is not None:
         base, of = limit, f"the memory limit of pid {pid}'s cgroup"
     else:
         base, of = psutil.virtual_memory().total, "the node's total memory"
-    return int(base * fault.params.percent / 100), f"{fault.params.percent:g}% of {of} ({base} bytes)"
+    size = max(_PAGE, int(base * fault.params.percent / 100))  # a page at least: stress-ng refuses 0
+    return size, f"{fault.params.percent:g}% of {of} ({base} bytes)"
 
 
 def stress_argv(
@@ -114,6 +117,8 @@ def stress_argv(
     elif isinstance(fault, StressMemoryFault):
         # One vm worker touching every page; --vm-hang 0 then sleeps holding them (no CPU).
         size = memory if memory is not None else fault.params.bytes
+        if size is None:
+            raise FaultError(f"fault '{fault.name}': the size of a percent was not resolved before the start")
         argv += ["--vm", "1", "--vm-bytes", str(size), "--vm-keep"]
         if fault.params.hold:
             argv += ["--vm-hang", "0"]
