@@ -10,7 +10,7 @@ from setuptools import find_namespace_packages, setup
 BUNDLED = {f"harness._bundled.{name}": name for name in ("scenarios", "locustfiles", "grafana")}
 #: non-Python files any harness package may carry: py.typed, and templates such as harness/templates/*.tmpl
 #: (what `harness new` writes: it must work from an installed wheel)
-PACKAGE_DATA = ["py.typed", "*.yaml", "*.yml", "*.json", "*.md", "*.tmpl", "*.txt", "*.html", "*.css"]
+PACKAGE_DATA = ["py.typed", "*.yaml", "*.yml", "*.json", "*.md", "*.tmpl", "*.txt", "*.html", "*.css", "*.js"]
 
 setup(
     packages=[*find_namespace_packages(include=["harness", "harness.*"], exclude=["*__pycache__*"]), *BUNDLED],

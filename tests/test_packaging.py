@@ -93,6 +93,9 @@ def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_wheel_carries_the_bundled_trees_and_the_type_marker(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "harness/py.typed" in names
+    # the report's charts: uPlot with its licence, and the report's own script (harness report from a wheel)
+    for asset in ("vendor/uPlot.iife.min.js", "vendor/uPlot.min.css", "vendor/uPlot.LICENSE.txt", "report.js"):
+        assert f"harness/review/{asset}" in names, asset
     shipped = [name for name in _tracked(*BUNDLED) if "__pycache__" not in name]
     assert shipped, "nothing under scenarios/, locustfiles/, grafana/"
     missing = [name for name in shipped if f"harness/_bundled/{name}" not in names]
@@ -132,6 +135,14 @@ def test_the_installed_wheel_runs_outside_the_checkout(installed: Path, tmp_path
     scenarios, _locustfiles, grafana = trees
     assert (grafana / "provisioning" / "datasources" / "harness.yaml").is_file()
     assert (grafana / "dashboards" / "harness-run.json").is_file()
+    charts = subprocess.run(  # the report's inline scripts and licence come from the installed package
+        [installed / "python", "-c", "import json; from harness.review import report, vendor;"
+         "print(json.dumps([len(vendor.script()), vendor.licence().splitlines()[0], report.csp()]))"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    script_size, licence, policy = json.loads(charts.stdout)
+    assert script_size > 40_000 and licence == "The MIT License (MIT)", charts.stdout
+    assert policy.startswith("default-src 'none'; script-src 'sha256-"), charts.stdout
 
     helped = harness("--help")
     assert helped.returncode == 0, helped.stderr

@@ -1,15 +1,19 @@
 """The HTML report: rendered from run directories written with the project's own encoders.
 
-A synthetic 30 s run (phases ramp and steady, a fault from +15 s to +20 s, one endpoint whose
-name is an HTML injection attempt, a scenario named like one) is written as a real run leaves
-it: results.lp from harness.results.points through harness.results.lineproto, summary.json and
-scenario.yaml. The report must show its verdict, SLO and endpoint rows, shade the fault and
-mark the phases on every plot, escape every hostile string, and reference nothing outside
-the file. ``harness report`` is run as a user runs it.
+A synthetic 30 s run (phases ramp and steady, a fault from +15 s to +20 s with 2 s of recovery
+left out of steady, failures of two kinds during it, one endpoint whose name is an HTML injection
+attempt, a scenario named like one) is written as a real run leaves it: results.lp from
+harness.results.points through harness.results.lineproto, summary.json and scenario.yaml. The
+report must show its verdict, SLO, endpoint (with the all-endpoints row), failure-kind and
+window rows, give its charts the fault, phases, SLO windows and the recovery where they were,
+escape every hostile string, and reference nothing outside the file. ``harness report`` is run
+as a user runs it. What the charts look like in a browser: tests/test_report_browser.py.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import re
@@ -25,9 +29,17 @@ import pytest
 from harness.judge.slo import SloResult, SloStatus
 from harness.measure.windows import ClosedSecond, EndpointStats, ProcessHealth
 from harness.results.lineproto import Point, encode_many, parse
-from harness.results.points import event_point, load_point, request_points, run_point, slo_points
-from harness.review.plots import LATENCY_CAPTION, Frame
-from harness.review.report import render
+from harness.results.points import (
+    event_point,
+    failure_points,
+    load_point,
+    request_points,
+    run_point,
+    slo_points,
+)
+from harness.review import vendor
+from harness.review.plots import chart_data, data_json
+from harness.review.report import csp, render
 from harness.review.report_data import RunNotFound, from_influx, from_run_dir, mixture_quantiles, write_report
 
 T0 = 1_800_000_000
@@ -49,6 +61,9 @@ slos:
   - {{name: fast, objective: p99 < 500ms, window: steady}}
   - {{name: checkout-errors, objective: error_rate < 1%, endpoint: '{HOSTILE_ENDPOINT}'}}
   - {{name: throughput, objective: rps >= 50, window: phase:ramp}}
+  - {{name: recovered, objective: recovery_time < 10s, window: "after:kill-payments"}}
+faults:
+  - {{name: kill-payments, kind: process.kill, at: 15s, duration: 5s, recovery: 2s}}
 guards:
   - {{name: meltdown, condition: error_rate > 50% for 5s}}
 """
@@ -59,7 +74,8 @@ def _stats(count: int, failures: int, low_ms: float, high_ms: float) -> Endpoint
     stats = EndpointStats()
     for i in range(count):
         latency_ms = low_ms + (high_ms - low_ms) * i / max(count - 1, 1)
-        stats.record(int(latency_ms * 1000), 100, "http_503" if i < failures else None)
+        failure = None if i >= failures else "http_503" if i % 2 == 0 else "ConnectionRefusedError"
+        stats.record(int(latency_ms * 1000), 100, failure)
     return stats
 
 
@@ -105,6 +121,20 @@ SLOS = [
         "no data",
         SloStatus.NO_DATA,
     ),
+    SloResult(
+        "recovered",
+        "recovery_time < 10s",
+        "after:kill-payments",
+        "all",
+        "recovery_time",
+        2.0,
+        10.0,
+        True,
+        250,
+        10,
+        "recovery_time 2.0s after kill-payments",
+        SloStatus.MET,
+    ),
 ]
 
 
@@ -119,6 +149,7 @@ def _points(run_id: str, scenario: str) -> Iterator[Point]:
     for second in range(T0, T0 + int(DURATION) + 1):
         closed = _second(second)
         yield from request_points(run_id, scenario, closed, ENDPOINTS)
+        yield from failure_points(run_id, scenario, closed)
         yield load_point(run_id, scenario, closed, 1, False)
     yield event_point(run_id, "run", scenario, "end", f"run {run_id} ended", ended)
     yield from slo_points(run_id, SLOS, ended + 0.5)
@@ -145,6 +176,7 @@ def _summary(run_id: str, scenario: str, lp: str) -> dict[str, Any]:
                 "failures": merged.failed,
                 "error_rate": merged.error_rate,
                 "rps": merged.count / 31,
+                "failure_kinds": dict(merged.failures),
                 **{f"{k}_ms": round(v, 3) for k, v in latency.items()},
             }
         )
@@ -160,7 +192,11 @@ def _summary(run_id: str, scenario: str, lp: str) -> dict[str, Any]:
         "ended": STARTED + DURATION + 0.5,
         "planned_duration_s": DURATION,
         "totals": {"requests": requests, "failures": failures, "rps": requests / 31, "p50_ms": 20.1, "p95_ms": 55.2}
-        | {"p99_ms": 170.3, "max_ms": 180.0},
+        | {"p90_ms": 44.4, "p99_ms": 170.3, "p999_ms": 179.9, "max_ms": 180.0, "mean_ms": 28.6},
+        "windows": {
+            "run": {"requests": requests, "failures": failures, "rps": requests / 31, "p99_ms": 170.3},
+            "steady": {"requests": 500, "failures": 0, "rps": 25.0, "p90_ms": 40.1, "p99_ms": 58.2},
+        },
         "endpoints": endpoint_rows,
         "slos": [r.to_dict() for r in SLOS],
         "guard": None,
@@ -201,6 +237,7 @@ class Page(HTMLParser):
         self.elements: list[tuple[str, dict[str, str]]] = []
         self.tables: dict[str, list[list[str]]] = {}
         self.style = ""
+        self.scripts: list[tuple[dict[str, str], str]] = []  # (attributes, text) of each <script>
         self.text: list[str] = []
         self._table: str | None = None
         self._cell: list[str] | None = None
@@ -213,6 +250,8 @@ class Page(HTMLParser):
         attributes = {k: v or "" for k, v in attrs}
         self.elements.append((tag, attributes))
         self._stack.append(tag)
+        if tag == "script":
+            self.scripts.append((attributes, ""))
         if tag == "table":
             self._table = attributes.get("class", "")
             self.tables.setdefault(self._table, [])
@@ -239,6 +278,10 @@ class Page(HTMLParser):
     def handle_data(self, data: str) -> None:
         if self._stack and self._stack[-1] == "style":
             self.style += data
+        if self._stack and self._stack[-1] == "script":
+            attributes, text = self.scripts[-1]
+            self.scripts[-1] = (attributes, text + data)
+            return  # code and data, not text a reader sees
         self.text.append(data)
         if self._cell is not None:
             self._cell.append(data)
@@ -248,6 +291,11 @@ class Page(HTMLParser):
 
     def rows(self, table: str) -> list[list[str]]:
         return self.tables[table][1:]  # without the header
+
+    def chart_data(self) -> Any:
+        """The JSON the charts draw, as the page carries it."""
+        (text,) = [text for attributes, text in self.scripts if attributes.get("type") == "application/json"]
+        return json.loads(text)
 
 
 @pytest.fixture
@@ -268,6 +316,7 @@ def test_report_shows_verdict_slos_guards_baseline_and_endpoints(run_dir: Path) 
         ["fast", "p99 < 500ms", "steady", "all", "190.0ms", "500.0ms", "pass"],
         ["checkout-errors", "error_rate < 1%", "run", HOSTILE_ENDPOINT, "10%", "1%", "FAIL"],
         ["throughput", "rps >= 50", "phase:ramp", "all", "no data", "50.0/s", "FAIL (no data)"],
+        ["recovered", "recovery_time < 10s", "after:kill-payments", "all", "2s", "10s", "pass"],
     ]
     assert page.rows("guards") == [["meltdown", "error_rate > 50% for 5s", "held", ""]]
     assert page.rows("regressions") == [
@@ -281,10 +330,31 @@ def test_report_shows_verdict_slos_guards_baseline_and_endpoints(run_dir: Path) 
     ]
     assert "Compared with run before-1 (--baseline last-pass): 2 comparisons, 1 regression." in text
     endpoints = page.rows("endpoints")
-    assert [row[0] for row in endpoints] == ["GET /api/products", f"POST {HOSTILE_ENDPOINT}"]
+    assert page.tables["endpoints"][0] == [
+        "endpoint",
+        *("requests", "failures", "error rate", "req/s", "avg ms", "p50 ms", "p90 ms", "p95 ms", "p99 ms"),
+        *("p99.9 ms", "max ms"),
+    ]
+    assert [row[0] for row in endpoints] == ["GET /api/products", f"POST {HOSTILE_ENDPOINT}", "all endpoints"]
     assert endpoints[0][1:5] == ["620", "0", "0.00%", "20.0"]
     assert endpoints[1][1:4] == ["155", "15", "9.68%"]  # 5 faulted seconds x 3 failures
+    products = _summary("r1", HOSTILE_SCENARIO, (run_dir / "results.lp").read_text())["endpoints"][0]
+    assert endpoints[0][5:] == [
+        f"{products[f'{k}_ms']:,.1f}" for k in ("mean", "p50", "p90", "p95", "p99", "p999", "max")
+    ]
+    # The all-endpoints row is the run's own figures (summary.json's totals), not a sum of the rows.
+    assert endpoints[2][1:] == ["775", "15", "1.94%", "25.0", "28.6", "20.1", "44.4", "55.2", "170.3", "179.9", "180.0"]
     assert "Percentiles over the whole run, from the run's merged latency histograms." in text
+    assert "avg 28.6 · p50 20.1 · p90 44.4 · p95 55.2 · p99 170.3 · p99.9 179.9 · max 180.0" in text
+    assert page.rows("failures") == [
+        [f"POST {HOSTILE_ENDPOINT}", "http_503", "10", "66.7%"],
+        [f"POST {HOSTILE_ENDPOINT}", "ConnectionRefusedError", "5", "33.3%"],
+    ]
+    windows = page.rows("windows")
+    assert [(w[0], w[1], w[9]) for w in windows] == [("run", "775", "170.3"), ("steady", "500", "58.2")]
+    seconds = page.rows("seconds")
+    assert len(seconds) == 31 and seconds[16][:4] == ["+15.7s", "25", "3", "12.00%"]
+    assert seconds[16][-1] == "ConnectionRefusedError 1, http_503 2" and seconds[5][-1] == ""
     timeline = page.rows("events")
     assert ["+15.000s", "fault", "kill-payments", "start", "payments <b>killed</b>"] in timeline
     pre = re.search(r"<pre>(.*?)</pre>", page_text, re.S)
@@ -292,25 +362,62 @@ def test_report_shows_verdict_slos_guards_baseline_and_endpoints(run_dir: Path) 
     assert "".join(page.text).count("name: \"shop <script>alert('scenario')</script>\"") == 1
 
 
-def test_every_plot_shades_the_fault_and_marks_the_phases(run_dir: Path) -> None:
+def test_the_charts_get_the_fault_phases_slo_windows_and_recovery_where_they_were(run_dir: Path) -> None:
     data = from_run_dir(run_dir)
-    page = Page(render(data))
-    plots = page.find("svg", **{"class": "plot"})
-    assert [p["id"] for p in plots] == ["plot-rps", "plot-latency", "plot-errors"]
-    faults = page.find("rect", **{"class": "fault"})
-    assert [f["data-fault"] for f in faults] == ["kill-payments"] * 3
-    # The axis runs to the end of the last second with rows (T0 + 31), which is after the run's end.
-    frame = Frame(T0 + 31 - STARTED, 1.0)
-    for rect in faults:
-        assert float(rect["x"]) == pytest.approx(frame.x(FAULT[0]), abs=0.1)
-        assert float(rect["width"]) == pytest.approx(frame.x(FAULT[1]) - frame.x(FAULT[0]), abs=0.2)
-    phases = page.find("line", **{"class": "phase"})
-    assert [p["data-phase"] for p in phases] == ["ramp", "steady"] * 3
-    assert [float(p["x1"]) for p in phases[:2]] == pytest.approx([frame.x(0.0), frame.x(10.0)], abs=0.1)
-    series = page.find("polyline", **{"class": "series"})
-    assert [s["data-series"] for s in series] == ["requests/s", "p50", "p95", "p99", "error rate"]
-    assert all(len(s["points"].split()) == 31 for s in series)  # one point per second of the run
-    assert LATENCY_CAPTION in " ".join(page.text)
+    chart = chart_data(data)
+    assert chart is not None
+    assert Page(render(data)).chart_data() == chart  # the page carries exactly these
+    assert chart["end"] == 30.5  # summary.json's ended - started
+    assert chart["t"] == [pytest.approx(s + 0.5 - 0.3) for s in range(31)]  # midpoints, since the start
+    assert chart["faults"] == [{"from": 15.0, "to": 20.0, "text": "kill-payments"}]
+    phases = [(m["at"], m["text"]) for m in chart["markers"] if m["kind"] == "phase"]
+    assert phases == [(0.0, "ramp"), (10.0, "steady")]
+    lanes = {lane["label"]: lane for lane in chart["lanes"]}
+    slo_lanes = ["SLO fast", "SLO checkout-errors", "SLO throughput", "SLO recovered"]
+    assert list(lanes) == ["phases", "fault kill-payments", *slo_lanes]
+
+    def spans(label: str) -> list[tuple[float, float]]:
+        return [(span["from"], span["to"]) for span in lanes[label]["spans"]]
+
+    assert spans("phases") == [(0.0, 10.0), (10.0, 30.0)]
+    # steady is the run (planned: 30 s) without the fault and its 2 s of recovery (the plan's rule)
+    assert spans("SLO fast") == [(0.0, 15.0), (22.0, 30.0)] and lanes["SLO fast"]["kind"] == "pass"
+    assert spans("SLO checkout-errors") == [(0.0, 30.0)] and lanes["SLO checkout-errors"]["kind"] == "fail"
+    assert spans("SLO throughput") == [(0.0, 10.0)]
+    assert spans("SLO recovered") == [(20.0, 30.0)]
+    assert lanes["SLO recovered"]["recovery"] == {"from": 20.0, "to": 22.0, "recovered": True}
+    assert {"at": 22.0, "kind": "recovery", "text": "SLO recovered"} in chart["markers"]
+    # The first second (the run starts 0.3 s into it) and the last (the run ends 0.8 s into it)
+    # are partial: no rate point, or they would read as drops; their latency is drawn.
+    assert chart["partial"] == [pytest.approx(0.2), pytest.approx(30.2)]
+    assert chart["requests"][0] is None and chart["requests"][-1] is None
+    assert chart["requests"][1:-1] == [25] * 29
+    assert chart["users"] == [25] * 31
+    assert None not in chart["p99"] and chart["p99"][16] > 2.5 * chart["p99"][5]
+    kinds = {k["label"]: k["values"] for k in chart["kinds"]}
+    assert list(kinds) == ["http_503", "ConnectionRefusedError"]  # most failures first
+    assert kinds["http_503"][16] == 2 and kinds["ConnectionRefusedError"][16] == 1 and kinds["http_503"][5] == 0
+    assert sum(kinds["http_503"][1:-1]) == 10 and sum(kinds["ConnectionRefusedError"][1:-1]) == 5
+    assert chart["error_rate"][16] == pytest.approx(0.12)
+    endpoints = {e["label"]: e for e in chart["endpoints"]}
+    assert list(endpoints) == ["GET /api/products", f"POST {HOSTILE_ENDPOINT}"]  # busiest first
+    assert endpoints["GET /api/products"]["rps"][1:-1] == [20] * 29
+    assert endpoints[f"POST {HOSTILE_ENDPOINT}"]["p99"][16] > endpoints["GET /api/products"]["p99"][16]
+
+
+def test_a_recovery_that_never_came_is_drawn_to_the_windows_end(run_dir: Path) -> None:
+    from dataclasses import replace
+
+    data = from_run_dir(run_dir)
+    never = tuple(
+        replace(s, measured=None, passed=False, status="never_recovered") if s.name == "recovered" else s
+        for s in data.slos
+    )
+    chart = chart_data(replace(data, slos=never))
+    assert chart is not None
+    (lane,) = [lane for lane in chart["lanes"] if lane["label"] == "SLO recovered"]
+    assert lane["kind"] == "fail" and lane["recovery"] == {"from": 20.0, "to": 30.0, "recovered": False}
+    assert not [m for m in chart["markers"] if m["kind"] == "recovery"]
 
 
 def test_per_second_values_over_all_endpoints(run_dir: Path) -> None:
@@ -343,23 +450,50 @@ def test_mixture_quantiles() -> None:
 
 
 def test_hostile_strings_are_escaped_and_nothing_external_is_referenced(run_dir: Path) -> None:
+    """The page has scripts now (the charts), so instead of "no <script> at all": exactly three script
+    elements, the ones render() puts there (uPlot, report.js and the charts' JSON, in which no run
+    text can close its element), the CSP runs only those two by their hashes, and no hostile
+    string shows up as markup anywhere."""
     text = render(from_run_dir(run_dir))
-    assert "<script" not in text.lower()
+    assert "<script>alert" not in text.lower()
     assert "&lt;script&gt;alert(&#x27;scenario&#x27;)&lt;/script&gt;" in text
     assert "&lt;script&gt;alert(&quot;endpoint&quot;)&lt;/script&gt;" in text
     page = Page(text)
+    app = (Path(__file__).parents[1] / "harness" / "review" / "report.js").read_text()
+    assert [(a, t) for a, t in page.scripts if "type" not in a] == [({}, vendor.script()), ({}, app)]
+    ((data_attributes, data_text),) = [(a, t) for a, t in page.scripts if "type" in a]
+    assert data_attributes == {"type": "application/json", "id": "report-data"}
+    assert "<" not in data_text and ">" not in data_text and "&" not in data_text
+    assert f"POST {HOSTILE_ENDPOINT}" in [e["label"] for e in page.chart_data()["endpoints"]]  # as data
+    assert len(re.findall(r"<script\b", text)) == 3
     tags = {tag for tag, _ in page.elements}
-    assert not tags & {"script", "link", "img", "iframe", "object", "embed", "base", "form", "audio", "video"}
+    assert not tags & {"link", "img", "iframe", "object", "embed", "base", "form", "audio", "video"}
     for tag, attributes in page.elements:
         for name, value in attributes.items():
             assert not name.startswith("on"), (tag, name)
             assert "://" not in value and "url(" not in value.lower(), (tag, name, value)
             assert name not in ("src", "href", "xlink:href", "action", "srcset", "poster", "data"), (tag, name)
     assert "url(" not in page.style and "@import" not in page.style
-    (csp,) = page.find("meta", **{"http-equiv": "Content-Security-Policy"})
-    assert csp["content"].startswith("default-src 'none';")
-    # http:// appears only as text: the scenario's base_url inside the escaped <pre>
+    (meta,) = page.find("meta", **{"http-equiv": "Content-Security-Policy"})
+    assert meta["content"] == csp()
+    directives = dict(d.strip().split(" ", 1) for d in meta["content"].split(";"))
+    assert directives["default-src"] == "'none'"  # so no connect-src, frame-src, font-src...: nothing loads
+    hashes = directives["script-src"].split()
+    assert len(hashes) == 2 and all(h.startswith("'sha256-") for h in hashes)  # no 'unsafe-inline'
+    for script in (vendor.script(), app):
+        digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+        assert f"'sha256-{digest}'" in hashes
+    # http:// appears only as text: the scenario's base_url inside the escaped <pre>; no https:// at all
     assert text.count("http://") == 1 and "base_url: http://127.0.0.1:8700" in text
+    assert "https://" not in text and "//" not in data_json(chart_data(from_run_dir(run_dir)) or {})
+    assert "Permission is hereby granted, free of charge" in text  # uPlot's MIT licence, as it asks
+
+
+def test_without_per_second_rows_the_page_has_no_chart_script(run_dir: Path) -> None:
+    from dataclasses import replace
+
+    text = render(replace(from_run_dir(run_dir), seconds=()))
+    assert "<script" not in text and "No per-second data" in text
 
 
 def test_a_run_without_summary_is_reported_from_its_points(tmp_path: Path) -> None:
@@ -373,13 +507,18 @@ def test_a_run_without_summary_is_reported_from_its_points(tmp_path: Path) -> No
         ["fast", "p99 < 500ms", "steady", "all", "190.0ms", "500.0ms", "pass"],
         ["checkout-errors", "error_rate < 1%", "run", HOSTILE_ENDPOINT, "10%", "1%", "FAIL"],
         ["throughput", "rps >= 50", "phase:ramp", "all", "no data", "50.0/s", "FAIL (no data)"],
+        ["recovered", "recovery_time < 10s", "after:kill-payments", "all", "2s", "10s", "pass"],
     ]
     endpoints = page.rows("endpoints")
     assert [row[:4] for row in endpoints] == [  # by name: '<' sorts before 'p'
         [f"POST {HOSTILE_ENDPOINT}", "155", "15", "9.68%"],
         ["GET /api/products", "620", "0", "0.00%"],
+        ["all endpoints", "775", "15", "1.94%"],
     ]
     assert endpoints[1][-1] == "90.0"  # max is exact: the largest per-second max (30 ms x 3 in the fault)
+    assert endpoints[1][5] == "23.1"  # and so is the mean: the per-second means weighted by their counts
+    # harness_failures gives the same failure kinds as summary.json's
+    assert page.rows("failures") == Page(render(from_run_dir(write_run(tmp_path / "full", "r1")))).rows("failures")
     assert "Percentiles estimated from per-second rows" in " ".join(page.text)
     lines = (folder / "results.lp").read_text().splitlines()
     (folder / "results.lp").write_text("\n".join(line for line in lines if "harness_runs" not in line) + "\n")
@@ -466,7 +605,7 @@ def test_harness_report_reads_runs_dir_when_influx_is_unreachable(tmp_path: Path
     assert done.stdout.strip() == str(folder / "report.html")
     assert done.stderr == ""  # the run's own record is read first: InfluxDB is not needed
     page = Page((folder / "report.html").read_text())
-    assert len(page.rows("slos")) == 3
+    assert len(page.rows("slos")) == 4
     other = tmp_path / "elsewhere" / "r1.html"
     done = _cli(runs, "report", "r1", "--results-url", "http://127.0.0.1:9", "--output", str(other))
     assert done.returncode == 0 and done.stdout.strip() == str(other) and other.is_file()
@@ -524,4 +663,10 @@ def test_harness_report_from_a_real_influxd(tmp_path: Path, influxd: Any) -> Non
     assert done.stdout.strip() == str(runs / "ri" / "report.html") and done.stderr == ""
     page = Page((runs / "ri" / "report.html").read_text())
     assert f"Source: InfluxDB {influxd.url}, database {db}." in " ".join(page.text)
-    assert len(page.find("polyline", **{"class": "series"})) == 5
+    charts = page.chart_data()  # what the charts draw is what the run's own record gives
+    on_disk = chart_data(disk)
+    assert on_disk is not None
+    for key in ("t", "requests", "users", "p50", "p99", "error_rate", "kinds", "endpoints", "faults"):
+        assert charts[key] == on_disk[key], key
+    # without the scenario file the SLOs' windows are unknown, so no recovery instant: the rest is the same
+    assert charts["markers"] == [m for m in on_disk["markers"] if m["kind"] != "recovery"]

@@ -1,23 +1,31 @@
 """The HTML report in a real browser: headless Chromium (Debian ``chromium``) opens it offline.
 
-Three checks, each shown able to fail on a page broken on purpose:
+Five checks, each shown able to fail on a page broken on purpose:
 
-* no console message at all: the report has no script, so anything Chromium logs to the
-  console (an uncaught exception, a resource refused by the page's Content-Security-Policy)
-  is an error. Read from Chromium's own log (``--enable-logging=stderr``), where every console
-  message is a ``CONSOLE`` line.
-* the DOM Chromium built (``--dump-dom``) holds the three plots and their five lines.
-* the screenshot (PNG, decoded here with zlib) shows every line colour of the plots across
-  most of a plot's width, in plot order from top to bottom, and the fault shading.
+* no console message at all: the report's scripts log nothing, so anything Chromium logs to
+  the console (an uncaught exception, a script or load refused by the page's
+  Content-Security-Policy) is an error. Read from Chromium's own log (``--enable-logging=stderr``),
+  where every console message is a ``CONSOLE`` line.
+* no network request: Chromium's net log (``--log-net-log``) lists every URL request; those a
+  page starts carry its initiator (``null`` for a file:// page), while Chromium's own
+  background requests (update checks, sign-in) carry ``not an origin``. The report's must be none.
+* the charts were drawn: the DOM Chromium built after the scripts ran (``--dump-dom``) has a
+  canvas per chart and no longer the "charts need JavaScript" note.
+* the screenshots at two widths (1280 and 800 px; PNG, decoded here with zlib) show every line
+  colour across a good part of the page's width, the charts in order from top to bottom, and the
+  fault band's colour.
+* without JavaScript the page still shows its figures: the tables and the note.
 
-Chromium runs with DNS disabled (only loopback could be reached, and nothing is asked for),
-bounded by a timeout, in its own session; every process of that session is killed and
-checked gone afterwards.
+Chromium runs with DNS disabled (only loopback could be reached), bounded by a timeout, in its
+own session; every process of that session is killed and checked gone afterwards.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
+import json
 import os
 import re
 import shutil
@@ -36,7 +44,15 @@ import numpy as np
 import pytest
 
 from harness.demo.control import DemoInfo, down, up
-from harness.review.plots import ERRORS_COLOUR, P50_COLOUR, P95_COLOUR, P99_COLOUR, REQUESTS_COLOUR
+from harness.review.plots import (
+    ENDPOINT_P99_COLOUR,
+    ERRORS_COLOUR,
+    FAULT_COLOUR,
+    P50_COLOUR,
+    P95_COLOUR,
+    P99_COLOUR,
+    REQUESTS_COLOUR,
+)
 from harness.review.report import render
 from harness.review.report_data import from_run_dir
 from tests.test_report import Page, write_run
@@ -48,18 +64,20 @@ pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="Debian package chromium is not installed (apt-get install chromium; make setup does)"
 )
 
-WIDTH, HEIGHT = 1280, 2400
+WIDTHS = (1280, 800)
+HEIGHT = 3800  # the whole page at 800 px: every chart is in the screenshot
 TIMEOUT = 60.0
-# Plot lines are ~920 px wide; a legend swatch is 18 px: a line must cover this many columns.
-MIN_COLUMNS = 400
+# A chart's lines span most of its plot (~75% of the window's width); a legend swatch is ~10 px.
+MIN_SHARE = 0.4
 LINE_COLOURS = {
     "requests/s": REQUESTS_COLOUR,
     "p50": P50_COLOUR,
     "p95": P95_COLOUR,
     "p99": P99_COLOUR,
     "error rate": ERRORS_COLOUR,
+    "endpoint p99": ENDPOINT_P99_COLOUR,
 }
-FAULT_SHADE = (250, 228, 223)  # #f6c8c0 at 55% over white
+CHARTS = 6  # timeline, load, latency, failures and one per endpoint (two)
 _CONSOLE = re.compile(r":CONSOLE[(:\]]|Uncaught")
 
 
@@ -90,7 +108,7 @@ def _session_members(sid: int) -> list[int]:
     return found
 
 
-def chromium(page: Path, profile: Path, *args: str) -> Browsed:
+def chromium(page: Path, profile: Path, *args: str, width: int = WIDTHS[0]) -> Browsed:
     """Run headless Chromium once on ``page`` (a file), bounded, leaving no process behind."""
     assert CHROMIUM is not None
     command = [
@@ -109,7 +127,7 @@ def chromium(page: Path, profile: Path, *args: str) -> Browsed:
         "--enable-logging=stderr",
         "--v=0",
         "--hide-scrollbars",
-        f"--window-size={WIDTH},{HEIGHT}",
+        f"--window-size={width},{HEIGHT}",
         *args,
         page.resolve().as_uri(),
     ]
@@ -206,28 +224,71 @@ def _rgb(colour: str) -> tuple[int, int, int]:
     return int(colour[1:3], 16), int(colour[3:5], 16), int(colour[5:7], 16)
 
 
-def plot_problems(png: Path, lines: tuple[str, ...] = tuple(LINE_COLOURS)) -> list[str]:
-    """What is missing from the screenshot's plots; [] when each of ``lines`` and the fault shading show."""
+def plot_problems(png: Path, lines: tuple[str, ...] = tuple(LINE_COLOURS), faults: int = 6) -> list[str]:
+    """What is missing from the screenshot's charts; [] when each of ``lines`` and the fault band show.
+
+    ``faults``: the charts the fault band is drawn on (the timeline's fault lane counts as one)."""
     image = decode_png(png.read_bytes()).astype(np.int16)
+    width = image.shape[1]
     problems = []
     centres = []
     for label in lines:
         colour = LINE_COLOURS[label]
         mask = (np.abs(image - np.array(_rgb(colour), dtype=np.int16)) <= 24).all(axis=2)
         columns = int(mask.any(axis=0).sum())
-        if columns < MIN_COLUMNS:
+        if columns < MIN_SHARE * width:
             problems.append(f"{label} ({colour}): drawn in {columns} columns, {int(mask.sum())} pixels")
             continue
         rows = np.nonzero(mask.any(axis=1))[0]
         centres.append((label, float(np.median(rows))))
-    shade = (np.abs(image - np.array(FAULT_SHADE, dtype=np.int16)) <= 6).all(axis=2)
-    if shade.sum() < 3 * 2000:  # three fault rectangles, each ~40 x 180 px
-        problems.append(f"fault shading: {int(shade.sum())} pixels")
+    band = (np.abs(image - np.array(_rgb(FAULT_COLOUR), dtype=np.int16)) <= 3).all(axis=2)
+    # each chart's band: 5 s of a ~30 s axis (a sixth of the plot's width) by its height, less the lines
+    if band.sum() < faults * (width * 0.6 / 6) * 60:
+        problems.append(f"fault band ({FAULT_COLOUR}): {int(band.sum())} pixels")
+    else:  # every chart's time axis is the same: the band starts and ends at the same columns on each
+        spans = _band_spans(band)
+        starts, ends = {a for a, _ in spans}, {b for _, b in spans}
+        if max(starts) - min(starts) > 2 or max(ends) - min(ends) > 2:
+            problems.append(f"fault band at different columns on different charts: {spans}")
     if not problems:
         order = [label for label, _ in sorted(centres, key=lambda item: item[1])]
-        if order[0] != "requests/s" or order[-1] != "error rate":
-            problems.append(f"plots out of order from top to bottom: {order}")
+        expected = [label for label in LINE_COLOURS if label in lines]
+        if [order[0], order[-1]] != [expected[0], expected[-1]] or order.index("p50") > order.index("error rate"):
+            problems.append(f"charts out of order from top to bottom: {order}")
     return problems
+
+
+def _band_spans(band: np.ndarray) -> list[tuple[int, int]]:
+    """(first, last column) of the band on each chart: rows holding it, in runs (one per chart), and in
+    each run the columns it covers in most rows (lines drawn over it hide it in some)."""
+    rows = np.nonzero(band.sum(axis=1) > band.shape[1] * 0.03)[0]
+    runs = np.split(rows, np.nonzero(np.diff(rows) > 4)[0] + 1) if len(rows) else []
+    spans = []
+    for run in runs:
+        if len(run) < 8:  # a legend swatch, not a chart
+            continue
+        columns = np.nonzero(band[run].mean(axis=0) > 0.5)[0]
+        if len(columns):
+            spans.append((int(columns.min()), int(columns.max())))
+    return spans
+
+
+def page_requests(netlog: Path) -> list[str]:
+    """URLs the page asked for, from Chromium's net log (its own background requests left out)."""
+    log = json.loads(netlog.read_text())
+    started = log["constants"]["logEventTypes"]["URL_REQUEST_START_JOB"]
+    jobs = [event.get("params", {}) for event in log["events"] if event["type"] == started]
+    return [job["url"] for job in jobs if "url" in job and job.get("initiator") != "not an origin"]
+
+
+def _rehashed(page: str, script: str, changed: str) -> str:
+    """The page with one of its inline scripts changed, and the CSP hash changed with it."""
+
+    def digest(text: str) -> str:
+        return base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
+
+    assert script in page and f"'sha256-{digest(script)}'" in page
+    return page.replace(script, changed).replace(digest(script), digest(changed))
 
 
 # ---------------------------------------------------------------- the tests
@@ -242,19 +303,39 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     yield path
 
 
-def test_report_opens_without_console_errors_and_its_plots_are_drawn(report: Path, tmp_path: Path) -> None:
-    shot = tmp_path / "report.png"
-    browsed = chromium(report, tmp_path / "profile", f"--screenshot={shot}")
-    assert browsed.returncode == 0, browsed.log[-2000:]
-    assert browsed.console() == []
-    assert shot.is_file()
-    assert plot_problems(shot) == []
+def test_report_opens_offline_without_console_errors_or_requests_and_its_charts_are_drawn(
+    report: Path, tmp_path: Path
+) -> None:
+    for width in WIDTHS:
+        shot, netlog = tmp_path / f"report-{width}.png", tmp_path / f"net-{width}.json"
+        browsed = chromium(report, tmp_path / "profile", f"--screenshot={shot}", f"--log-net-log={netlog}", width=width)
+        assert browsed.returncode == 0, browsed.log[-2000:]
+        assert browsed.console() == []
+        assert page_requests(netlog) == []
+        assert plot_problems(shot) == [], width
     dom = chromium(report, tmp_path / "profile", "--dump-dom")
     assert dom.returncode == 0 and dom.console() == []
-    assert len(re.findall(r'<svg class="plot"', dom.stdout)) == 3
-    assert len(re.findall(r'<polyline class="series"', dom.stdout)) == 5
-    assert len(re.findall(r'<rect class="fault"', dom.stdout)) == 3
-    assert "<script" not in dom.stdout  # the hostile names stayed text in the browser's DOM too
+    assert len(re.findall(r"<canvas\b", dom.stdout)) == CHARTS
+    assert f'data-charts="{CHARTS}"' in dom.stdout and 'id="charts-fallback"' not in dom.stdout
+    assert "<script>alert" not in dom.stdout  # the hostile names stayed text in the browser's DOM too
+    # hover values: every chart but the timeline has uPlot's live legend
+    assert len(re.findall(r'<table class="u-legend', dom.stdout)) == CHARTS - 1
+
+
+def test_without_javascript_the_page_shows_its_figures(report: Path, tmp_path: Path) -> None:
+    """Scripts refused (a CSP of ``script-src 'none'``; Chromium's --dump-dom needs JavaScript itself,
+    so it cannot simply be switched off): the charts' check fails here (no canvas), and the tables
+    and the note are what a reader gets."""
+    text = report.read_text()
+    refused = tmp_path / "refused.html"
+    refused.write_text(re.sub(r"script-src [^;]*;", "script-src 'none';", text, count=1))
+    dom = chromium(refused, tmp_path / "profile", "--dump-dom")
+    assert dom.returncode == 0
+    assert len(dom.console()) == 2 and all("Executing inline script violates" in c for c in dom.console())
+    assert len(re.findall(r"<canvas\b", dom.stdout)) == 0 and 'id="charts-fallback"' in dom.stdout
+    page = Page(dom.stdout)
+    assert [row[0] for row in page.rows("endpoints")][-1] == "all endpoints"
+    assert len(page.rows("failures")) == 2 and len(page.rows("seconds")) == 31 and len(page.rows("slos")) == 4
 
 
 def test_the_console_check_catches_errors(report: Path, tmp_path: Path) -> None:
@@ -269,14 +350,32 @@ def test_the_console_check_catches_errors(report: Path, tmp_path: Path) -> None:
     assert any("violates the following Content Security Policy" in line for line in browsed.console())
 
 
-def test_the_plot_check_catches_blank_plots(report: Path, tmp_path: Path) -> None:
+def test_the_request_check_catches_a_page_that_loads_an_external_url(report: Path, tmp_path: Path) -> None:
+    """The report's page without its CSP and with an image from elsewhere: the net log has the request."""
+    text = report.read_text()
+    page = tmp_path / "loads.html"
+    page.write_text(
+        re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", text).replace(
+            "</main>", '<img src="http://example.invalid/x.png"></main>'
+        )
+    )
+    netlog = tmp_path / "net.json"
+    browsed = chromium(page, tmp_path / "profile", f"--log-net-log={netlog}", "--dump-dom")
+    assert browsed.returncode == 0
+    assert page_requests(netlog) == ["http://example.invalid/x.png"]
+
+
+def test_the_chart_check_catches_blank_charts(report: Path, tmp_path: Path) -> None:
+    """Lines of width 0 and a white fault band: every line and the band are reported missing."""
+    app = (ROOT / "harness" / "review" / "report.js").read_text()
+    text = _rehashed(report.read_text(), app, app.replace("width: 2,", "width: 0,").replace("width: 1.5", "width: 0"))
     blank = tmp_path / "blank.html"
-    blank.write_text(report.read_text().replace('stroke-width="2"', 'stroke-width="0"'))
+    blank.write_text(text.replace(f'"fault":"{FAULT_COLOUR}"', '"fault":"#ffffff"'))
     shot = tmp_path / "blank.png"
     browsed = chromium(blank, tmp_path / "profile", f"--screenshot={shot}")
     assert browsed.returncode == 0 and browsed.console() == []
     problems = plot_problems(shot)
-    assert [p.split(" (")[0] for p in problems] == list(LINE_COLOURS)
+    assert [p.split(" (")[0] for p in problems] == [*LINE_COLOURS, "fault band"]
 
 
 # ---------------------------------------------------------------- a real run writes its report
@@ -338,12 +437,14 @@ results:
     assert "warning: report.html not written" not in done.stdout
     page = Page((folder / "report.html").read_text())
     assert page.rows("slos")[0][0] == "steady-p99" and page.rows("slos")[0][-1] == "pass"
-    assert [f["data-fault"] for f in page.find("rect", **{"class": "fault"})] == ["kill-payments"] * 3
-    assert [p["data-phase"] for p in page.find("line", **{"class": "phase"})] == ["ramp", "steady"] * 3
-    shot = tmp_path / "run.png"
-    browsed = chromium(folder / "report.html", tmp_path / "profile", f"--screenshot={shot}")
+    charts = page.chart_data()
+    assert [f["text"] for f in charts["faults"]] == ["kill-payments"]
+    assert [m["text"] for m in charts["markers"] if m["kind"] == "phase"] == ["ramp", "steady"]
+    shot, netlog = tmp_path / "run.png", tmp_path / "net.json"
+    browsed = chromium(folder / "report.html", tmp_path / "profile", f"--screenshot={shot}", f"--log-net-log={netlog}")
     assert browsed.returncode == 0 and browsed.console() == []
-    assert plot_problems(shot, ("requests/s", "p50", "p99", "error rate")) == []
+    assert page_requests(netlog) == []
+    assert plot_problems(shot, ("requests/s", "p50", "p99", "error rate"), faults=4) == []
     # With the run's own record gone, harness report reads the run back from InfluxDB, and its
     # exact series (harness_windows, harness_totals) give the run's figures again.
     folder.rename(tmp_path / "record-gone")

@@ -1,323 +1,378 @@
-"""The report's plots over time: inline SVG, one shared time axis, faults shaded, phases marked.
+"""The report's charts: what they draw, as JSON in the page, and the HTML around them.
 
-Each per-second value is drawn at the midpoint of its second, on seconds since the run's start.
-Fault windows are shaded (``<rect class="fault">``) and phase starts and aborts are marked
-(``<line class="phase">``, ``<line class="abort">``) on every plot. Long runs are drawn with one
-point per bucket of seconds. Every text from the run is HTML-escaped. Pure.
+The charts are drawn in the browser by uPlot (:mod:`harness.review.vendor`) and the report's
+own script (``report.js`` beside this module), both inline. This module computes everything
+they show, so the script only draws: one shared time axis in seconds since the run's start,
+each per-second value at the midpoint of its second, and
+
+* a timeline: the phases, each fault window, each SLO's window(s) in green (met) or red (not
+  met), and for a recovery_time SLO the recovery window, from the fault's end to the instant the
+  service counted as recovered (to the window's end when it never did);
+* load: requests/s, users (right axis) and, for the open model, the target and achieved
+  arrival rates;
+* latency over all endpoints on a log axis: p50, p95, p99, p99.9 and max;
+* failures by kind per second, and the error rate (right axis);
+* one chart per endpoint: its p50 and p99 (log) and requests/s (right axis).
+
+Fault windows are shaded (:data:`FAULT_COLOUR`, opaque, under the lines) and phase starts,
+aborts and recovery instants are marked on every chart; names are written only on the
+timeline, one lane each, so no label can overlap another. A second only partly inside the run
+(the first, and the last when the run ended inside it) would read as a false drop of the rate
+lines: its rates are left out (a gap), its latency is kept. Pure.
 """
 
 from __future__ import annotations
 
 import html
-import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import json
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from typing import Any
 
-from harness.judge.objectives import format_duration
+import yaml
+
 from harness.results import schema
-from harness.review.report_model import Event, ReportData, Second
+from harness.review.report_model import Event, ReportData, Second, SloRow
+from harness.scenario.expressions import WindowKind, parse_duration, parse_window
 
 __all__ = [
+    "ACHIEVED_COLOUR",
+    "ENDPOINT_P50_COLOUR",
+    "ENDPOINT_P99_COLOUR",
+    "ENDPOINT_RPS_COLOUR",
     "ERRORS_COLOUR",
-    "LATENCY_CAPTION",
+    "FAULT_COLOUR",
+    "KIND_COLOURS",
+    "MAX_COLOUR",
+    "MAX_ENDPOINT_CHARTS",
     "P50_COLOUR",
     "P95_COLOUR",
     "P99_COLOUR",
+    "P999_COLOUR",
     "REQUESTS_COLOUR",
     "TARGET_COLOUR",
-    "Frame",
+    "USERS_COLOUR",
+    "chart_data",
+    "data_json",
     "plots",
 ]
 
-LATENCY_CAPTION = (
-    "Latency percentiles of all endpoints together, per second. Each endpoint's per-second "
-    "percentiles (p50 ... max) are read as a piecewise-linear distribution; the endpoints' "
-    "distributions are mixed in proportion to their request counts and the percentile of the "
-    "mixture is drawn. It always lies between the lowest and the highest endpoint's percentile "
-    "for that second, and equals it when one endpoint served the second."
-)
-
-
-# Line colours: unique on the page, so a screenshot test can find each plot's lines.
+# Line colours: unique on the page, so a screenshot test can find each chart's lines.
 REQUESTS_COLOUR = "#1f77b4"
 TARGET_COLOUR = "#8c8c8c"
+ACHIEVED_COLOUR = "#17becf"
+USERS_COLOUR = "#bcbd22"
 P50_COLOUR = "#2ca02c"
 P95_COLOUR = "#ff7f0e"
 P99_COLOUR = "#d62728"
+P999_COLOUR = "#8c564b"
+MAX_COLOUR = "#7f7f7f"
 ERRORS_COLOUR = "#9467bd"
-_FAULT_FILL = "#f6c8c0"
-_PHASE_COLOUR = "#4a5560"
-_ABORT_COLOUR = "#b42318"
-
-# Longer runs are drawn with one point per bucket of seconds: a plot is ~900 px wide.
-_MAX_POINTS = 900
+ENDPOINT_P50_COLOUR = "#74c476"
+ENDPOINT_P99_COLOUR = "#e6550d"
+ENDPOINT_RPS_COLOUR = "#6baed6"
+KIND_COLOURS = ("#e377c2", "#a0522d", "#393b79", "#637939", "#843c39", "#7b4173", "#bd9e39", "#5254a3")
+FAULT_COLOUR = "#f6c8c0"  # opaque: a screenshot finds it exactly
+_MAX_KINDS = len(KIND_COLOURS)  # more kinds than colours: the rarest are drawn together as "other"
+MAX_ENDPOINT_CHARTS = 12  # the busiest endpoints get a chart each; the table has them all
 
 
 def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
-@dataclass(frozen=True)
-class _Line:
-    label: str
-    colour: str
-    values: Sequence[float | None]  # one per second of the run, None for a gap
-    dashed: bool = False
-    bucket: Callable[[list[float]], float] = max
-
-
-@dataclass(frozen=True)
-class _Axis:
-    """The run's time axis: epoch second -> x offset (seconds since the start)."""
-
-    start: float
-    duration: float
-    seconds: Sequence[int]
-
-    def offset(self, second: int) -> float:
-        return second + 0.5 - self.start
-
-
-def _nice_step(span: float, ticks: int = 5) -> float:
-    if span <= 0:
-        return 1.0
-    raw = span / ticks
-    power = 10 ** math.floor(math.log10(raw))
-    return next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
-
-
-def _buckets(xs: Sequence[float], line: _Line, size: int) -> list[tuple[float, float | None]]:
-    """Points of one line, ``size`` seconds per point (1: as is)."""
-    if size <= 1:
-        return list(zip(xs, line.values, strict=True))
-    out: list[tuple[float, float | None]] = []
-    for begin in range(0, len(xs), size):
-        chunk_x = xs[begin : begin + size]
-        values = [v for v in line.values[begin : begin + size] if v is not None]
-        out.append((sum(chunk_x) / len(chunk_x), line.bucket(values) if values else None))
-    return out
-
-
-class Frame:
-    """Pixel geometry of one plot."""
-
-    width, height = 1000, 230
-    left, right, top, bottom = 64, 16, 22, 30
-
-    def __init__(self, duration: float, y_max: float) -> None:
-        self.duration = max(duration, 1.0)
-        self.y_max = y_max
-
-    def x(self, offset: float) -> float:
-        inner = self.width - self.left - self.right
-        return self.left + inner * min(max(offset, 0.0), self.duration) / self.duration
-
-    def y(self, value: float) -> float:
-        inner = self.height - self.top - self.bottom
-        return self.top + inner * (1 - min(max(value, 0.0), self.y_max) / self.y_max)
-
-
 def _fault_spans(events: Sequence[Event], start: float, end: float) -> list[tuple[str, float, float]]:
-    """(fault name, start offset, end offset); a fault never reverted is shaded to the run's end."""
+    """(fault name, start offset, end offset); a fault never reverted lasts to the run's end."""
     spans = []
-    for event in sorted(events, key=lambda e: e.time):
-        if event.kind != "fault" or event.state != "start":
+    for event in events:
+        if event.kind != schema.EventKind.FAULT or event.state != schema.EventState.START:
             continue
-        ends = [e.time for e in events if e.kind == "fault" and e.name == event.name and e.state == "end"]
+        ends = [e.time for e in events if e.kind == event.kind and e.name == event.name and e.state == "end"]
         until = min((t for t in ends if t >= event.time), default=end)
         spans.append((event.name, event.time - start, until - start))
     return spans
 
 
-def _plot(
-    key: str,
-    title: str,
-    axis: _Axis,
-    lines: Sequence[_Line],
-    events: Sequence[Event],
-    fmt: Callable[[float], str],
-    caption: str,
-    y_floor: float,
-) -> str:
-    frame_max = max([y_floor, *(v for line in lines for v in line.values if v is not None)])
-    step = _nice_step(frame_max)
-    y_max = step * math.ceil(frame_max / step) if frame_max > 0 else y_floor
-    frame = Frame(axis.duration, y_max)
-    xs = [axis.offset(s) for s in axis.seconds]
-    size = math.ceil(len(xs) / _MAX_POINTS) if xs else 1
-    series, drawn = _series(frame, xs, lines, size)
-    parts = [
-        f'<svg class="plot" id="plot-{_e(key)}" role="img" aria-label="{_e(title)}" width="{frame.width}" '
-        f'height="{frame.height}" viewBox="0 0 {frame.width} {frame.height}">',
-        f"<title>{_e(title)}</title>",
-        *_fault_rects(frame, axis, events),  # fault windows under everything else
-        *_grid(frame, axis, step, fmt),
-        *_markers(frame, axis, events),
-        *series,
-    ]
-    if not drawn:
-        middle = (frame.top + frame.height - frame.bottom) / 2
-        parts.append(f'<text x="{frame.width / 2}" y="{middle}" text-anchor="middle">no data</text>')
-    parts.append("</svg>")
-    legend = "".join(f'<span><i style="background:{line.colour}"></i>{_e(line.label)}</span>' for line in lines) + (
-        f'<span><i style="background:{_FAULT_FILL}"></i>fault window</span>' if _has(events, "fault") else ""
-    )
-    if size > 1:
-        caption += f" Each point covers {size} seconds."
-    return (
-        f'<figure id="fig-{_e(key)}"><h3>{_e(title)}</h3>{"".join(parts)}'
-        f'<div class="legend">{legend}</div><figcaption>{_e(caption)}</figcaption></figure>'
-    )
-
-
-def _fault_rects(frame: Frame, axis: _Axis, events: Sequence[Event]) -> list[str]:
-    bottom, top = frame.height - frame.bottom, frame.top
-    parts = []
-    for name, begin, end in _fault_spans(events, axis.start, axis.start + axis.duration):
-        x0, x1 = frame.x(begin), frame.x(end)
-        parts.append(
-            f'<rect class="fault" data-fault="{_e(name)}" x="{x0:.1f}" y="{top}" width="{max(x1 - x0, 1.0):.1f}" '
-            f'height="{bottom - top}" fill="{_FAULT_FILL}" fill-opacity="0.55"><title>fault {_e(name)}: '
-            f"+{begin:.1f}s to +{end:.1f}s</title></rect>"
-            f'<text x="{x0 + 3:.1f}" y="{top + 11}">{_e(name)}</text>'
-        )
-    return parts
-
-
-def _grid(frame: Frame, axis: _Axis, step: float, fmt: Callable[[float], str]) -> list[str]:
-    """Horizontal grid lines with their values, the time ticks, and the x axis."""
-    bottom = frame.height - frame.bottom
-    parts = []
-    tick = 0.0
-    while tick <= frame.y_max + 1e-9:
-        y = frame.y(tick)
-        parts.append(
-            f'<line x1="{frame.left}" x2="{frame.width - frame.right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e6e9ec"/>'
-            f'<text x="{frame.left - 6}" y="{y + 4:.1f}" text-anchor="end">{_e(fmt(tick))}</text>'
-        )
-        tick += step
-    x_step = _nice_step(axis.duration, 8)
-    x_step = max(x_step, 1.0)
-    tick = 0.0
-    while tick <= axis.duration + 1e-9:
-        x = frame.x(tick)
-        parts.append(
-            f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{bottom}" y2="{bottom + 4}" stroke="#9aa3ab"/>'
-            f'<text x="{x:.1f}" y="{bottom + 16}" text-anchor="middle">{_e(format_duration(round(tick, 1)))}</text>'
-        )
-        tick += x_step
-    parts.append(
-        f'<line x1="{frame.left}" x2="{frame.width - frame.right}" y1="{bottom}" y2="{bottom}" stroke="#9aa3ab"/>'
-    )
-    return parts
-
-
-def _markers(frame: Frame, axis: _Axis, events: Sequence[Event]) -> list[str]:
-    """Phase starts and aborts as dashed vertical lines with their names."""
-    bottom, top = frame.height - frame.bottom, frame.top
-    parts = []
+def _phase_spans(events: Sequence[Event], start: float, end: float) -> list[tuple[str, float, float]]:
+    spans = []
     for event in events:
-        if (event.kind, event.state) not in (("phase", "start"), ("abort", "start")):
+        if event.kind != schema.EventKind.PHASE or event.state != schema.EventState.START:
             continue
-        x = frame.x(event.time - axis.start)
-        colour = _PHASE_COLOUR if event.kind == "phase" else _ABORT_COLOUR
-        label = event.name if event.kind == "phase" else f"abort: {event.name}"
-        parts.append(
-            f'<line class="{event.kind}" data-{event.kind}="{_e(event.name)}" x1="{x:.1f}" x2="{x:.1f}" y1="{top}" '
-            f'y2="{bottom}" stroke="{colour}" stroke-width="1" stroke-dasharray="4 3"><title>{_e(label)} at '
-            f"+{event.time - axis.start:.1f}s</title></line>"
-            f'<text x="{x + 3:.1f}" y="{bottom - 4}" fill="{colour}">{_e(label)}</text>'
+        ends = [e.time for e in events if e.kind == event.kind and e.name == event.name and e.state == "end"]
+        until = min((t for t in ends if t >= event.time), default=end)
+        spans.append((event.name, event.time - start, until - start))
+    return spans
+
+
+def _recoveries(scenario_yaml: str | None) -> dict[str, float]:
+    """Each fault's ``recovery`` (seconds after it left out of ``steady``) from the scenario as run."""
+    try:
+        document = yaml.safe_load(scenario_yaml) if scenario_yaml else None
+        faults = document.get("faults") if isinstance(document, dict) else None
+        return {
+            str(f["name"]): parse_duration(f.get("recovery", 0))
+            for f in faults or []
+            if isinstance(f, dict) and "name" in f
+        }
+    except (yaml.YAMLError, ValueError, TypeError):
+        return {}
+
+
+class _Timeline:
+    """Where a run's windows lie, in seconds since its start: what the plan computed, from events."""
+
+    def __init__(self, data: ReportData, start: float, end: float) -> None:
+        self.duration = data.planned_duration_s or end - start  # the plan's windows end at its planned end
+        self.faults = {name: (a, b) for name, a, b in _fault_spans(data.events, start, end)}
+        self.phases = {name: (a, b) for name, a, b in _phase_spans(data.events, start, end)}
+        self.recovery = _recoveries(data.scenario_yaml)
+
+    def spans(self, window: str) -> list[tuple[float, float]]:
+        """The offsets a window covers ([] when it cannot be placed: a name the run did not have)."""
+        try:
+            ref = parse_window(window or "run")
+        except ValueError:
+            return []
+        run = (0.0, self.duration)
+        if ref.kind is WindowKind.RUN:
+            return [run]
+        if ref.kind is WindowKind.PHASE:
+            return [self.phases[ref.ref]] if ref.ref in self.phases else []
+        if ref.kind is WindowKind.DURING:
+            return [self.faults[ref.ref]] if ref.ref in self.faults else []
+        if ref.kind is WindowKind.AFTER:
+            if ref.ref not in self.faults:
+                return []
+            begin = self.faults[ref.ref][1]
+            return [(begin, min(self.duration, begin + (ref.seconds or self.duration)))]
+        if ref.kind is WindowKind.LAST:
+            return [(max(0.0, self.duration - ref.seconds), self.duration)]
+        pieces = [run]
+        for name, (a, b) in sorted(self.faults.items(), key=lambda item: item[1]):
+            hole = (a, min(self.duration, b + self.recovery.get(name, 0.0)))
+            pieces = [
+                part
+                for lo, hi in pieces
+                for part in ((lo, min(hi, hole[0])), (max(lo, hole[1]), hi))
+                if part[1] > part[0]
+            ]
+        return pieces
+
+    def recovered(self, slo: SloRow) -> dict[str, Any] | None:
+        """A recovery_time SLO's recovery window: from the fault's end to recovery (or the window's end)."""
+        try:
+            ref = parse_window(slo.window)
+        except ValueError:
+            return None
+        if slo.metric != "recovery_time" or ref.kind is not WindowKind.AFTER or ref.ref not in self.faults:
+            return None
+        begin = self.faults[ref.ref][1]
+        spans = self.spans(slo.window)
+        if slo.measured is not None and slo.status != "never_recovered":
+            return {"from": begin, "to": begin + slo.measured, "recovered": True}
+        return {"from": begin, "to": spans[0][1] if spans else self.duration, "recovered": False}
+
+
+def _lanes(data: ReportData, timeline: _Timeline) -> list[dict[str, Any]]:
+    lanes: list[dict[str, Any]] = []
+    if timeline.phases:
+        spans = [{"from": a, "to": b, "text": name} for name, (a, b) in timeline.phases.items()]
+        lanes.append({"label": "phases", "kind": "phase", "spans": spans})
+    for name, (a, b) in timeline.faults.items():
+        lanes.append({"label": f"fault {name}", "kind": "fault", "spans": [{"from": a, "to": b, "text": name}]})
+    for slo in data.slos:
+        spans = [{"from": a, "to": b, "text": slo.window} for a, b in timeline.spans(slo.window)]
+        lane: dict[str, Any] = {"label": f"SLO {slo.name}", "kind": "pass" if slo.passed else "fail", "spans": spans}
+        recovery = timeline.recovered(slo)
+        if recovery is not None:
+            lane["recovery"] = recovery
+        lanes.append(lane)
+    return lanes
+
+
+def _whole(second: int, start: float, end: float) -> bool:
+    """Is the second wholly inside the run (so its counts are a full second's)?"""
+    return second >= start - 1e-6 and second + 1 <= end + 1e-6
+
+
+def _kind_series(rows: Sequence[Second | None], whole: Sequence[bool]) -> list[dict[str, Any]]:
+    totals: Counter[str] = Counter()
+    for row in rows:
+        for kind, count in row.failure_kinds if row is not None else ():
+            totals[kind] += count
+    ranked = [kind for kind, _ in totals.most_common()]
+    shown = ranked if len(ranked) <= _MAX_KINDS else ranked[: _MAX_KINDS - 1]
+    other = "other kinds" if len(ranked) > len(shown) else None
+    series = []
+    for index, kind in enumerate([*shown, *([other] if other else [])]):
+        values: list[int | None] = []
+        for row, full in zip(rows, whole, strict=True):
+            counts = dict(row.failure_kinds) if row is not None else {}
+            count = counts.get(kind, 0) if kind != other else sum(v for k, v in counts.items() if k not in shown)
+            values.append(count if full and row is not None else None)
+        series.append({"label": kind, "colour": KIND_COLOURS[index], "values": values})
+    return series
+
+
+def _endpoint_charts(data: ReportData, seconds: Sequence[int], whole: Sequence[bool]) -> list[dict[str, Any]]:
+    by_endpoint: dict[tuple[str, str], dict[int, Any]] = defaultdict(dict)
+    for row in data.endpoint_seconds:
+        by_endpoint[(row.method, row.name)][row.second] = row
+    busiest = sorted(by_endpoint, key=lambda key: (-sum(r.requests for r in by_endpoint[key].values()), key))
+    charts = []
+    for method, name in busiest[:MAX_ENDPOINT_CHARTS]:
+        rows = [by_endpoint[(method, name)].get(s) for s in seconds]
+        charts.append(
+            {
+                "label": f"{method} {name}".strip(),
+                "p50": [r.p50_ms if r is not None else None for r in rows],
+                "p99": [r.p99_ms if r is not None else None for r in rows],
+                "rps": [r.requests if r is not None and full else None for r, full in zip(rows, whole, strict=True)],
+            }
         )
-    return parts
+    return charts
 
 
-def _series(frame: Frame, xs: Sequence[float], lines: Sequence[_Line], size: int) -> tuple[list[str], int]:
-    """The lines (a gap splits a line in segments; a lone point is a dot), and how many were drawn."""
-    parts = []
-    drawn = 0
-    for line in lines:
-        segment: list[str] = []
-        segments: list[list[str]] = []
-        for x_offset, value in _buckets(xs, line, size):
-            if value is None:
-                if segment:
-                    segments.append(segment)
-                segment = []
-                continue
-            segment.append(f"{frame.x(x_offset):.1f},{frame.y(value):.1f}")
-        if segment:
-            segments.append(segment)
-        dash = ' stroke-dasharray="6 4"' if line.dashed else ""
-        for points in segments:
-            drawn += 1
-            if len(points) == 1:
-                cx, cy = points[0].split(",")
-                parts.append(f'<circle cx="{cx}" cy="{cy}" r="2" fill="{line.colour}"/>')
-            else:
-                parts.append(
-                    f'<polyline class="series" data-series="{_e(line.label)}" fill="none" stroke="{line.colour}" '
-                    f'stroke-width="2" stroke-linejoin="round"{dash} points="{" ".join(points)}"/>'
-                )
-    return parts, drawn
-
-
-def _has(events: Sequence[Event], kind: str) -> bool:
-    return any(e.kind == kind for e in events)
-
-
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values)
-
-
-def plots(data: ReportData) -> str:
+def chart_data(data: ReportData) -> dict[str, Any] | None:
+    """Everything the charts draw (JSON-ready); None when the run has no per-second rows."""
     if not data.seconds:
-        return f'<p class="note">No per-second data: the run has no {schema.REQUESTS.name} points.</p>'
+        return None
     first, last = data.seconds[0].second, data.seconds[-1].second
     start = data.started if data.started is not None else float(first)
     end = data.ended if data.ended is not None else float(last + 1)
-    end = max(end, last + 1.0)
     by_second = {s.second: s for s in data.seconds}
     seconds = list(range(first, last + 1))
-    axis = _Axis(start, end - start, seconds)
     rows = [by_second.get(s) for s in seconds]
+    whole = [_whole(s, start, end) for s in seconds]
 
-    def values(get: Callable[[Second], float | None]) -> list[float | None]:
-        return [get(r) if r is not None else None for r in rows]
+    def values(attribute: str, rate: bool = False) -> list[Any]:
+        return [
+            getattr(r, attribute) if r is not None and (full or not rate) else None
+            for r, full in zip(rows, whole, strict=True)
+        ]
 
-    rate = _Line("requests/s", REQUESTS_COLOUR, values(lambda r: float(r.requests)), bucket=_mean)
-    rate_lines = [rate]
-    if any(r is not None and r.target_rate for r in rows):
-        rate_lines.append(_Line("target rate", TARGET_COLOUR, values(lambda r: r.target_rate), True, _mean))
-    latency = [
-        _Line("p50", P50_COLOUR, values(lambda r: r.p50_ms)),
-        _Line("p95", P95_COLOUR, values(lambda r: r.p95_ms)),
-        _Line("p99", P99_COLOUR, values(lambda r: r.p99_ms)),
+    open_model = any(r is not None and r.target_rate for r in rows)  # closed: target 0, achieved = requests
+    timeline = _Timeline(data, start, max(end, start))
+    markers = [
+        {"at": e.time - start, "kind": e.kind, "text": e.name}
+        for e in data.events
+        if (e.kind, e.state) in (("phase", "start"), ("abort", "start"))
     ]
-    errors = [_Line("error rate", ERRORS_COLOUR, values(lambda r: r.error_rate))]
-    events = data.events
-    return "".join(
-        (
-            _plot(
-                "rps",
-                "Requests per second",
-                axis,
-                rate_lines,
-                events,
-                lambda v: f"{v:g}",
-                "Requests completed per second over all endpoints (failures included)"
-                + ("; dashed: the open model's target arrival rate." if len(rate_lines) > 1 else "."),
-                1.0,
-            ),
-            _plot("latency", "Latency (ms)", axis, latency, events, lambda v: f"{v:g}", LATENCY_CAPTION, 1.0),
-            _plot(
-                "errors",
-                "Error rate",
-                axis,
-                errors,
-                events,
-                lambda v: f"{v * 100:g}%",
-                "Failed requests / completed requests per second over all endpoints (no point: no request completed).",
-                0.01,
-            ),
+    for lane in _lanes(data, timeline):
+        recovery = lane.get("recovery")
+        if recovery and recovery["recovered"]:
+            markers.append({"at": recovery["to"], "kind": "recovery", "text": lane["label"]})
+    return {
+        "end": round(end - start, 3),
+        "t": [round(s + 0.5 - start, 3) for s in seconds],
+        "partial": [round(s + 0.5 - start, 3) for s, full in zip(seconds, whole, strict=True) if not full],
+        "requests": values("requests", rate=True),
+        "target": values("target_rate") if open_model else [],
+        "achieved": values("achieved_rate", rate=True) if open_model else [],
+        "users": values("users"),
+        "p50": values("p50_ms"),
+        "p95": values("p95_ms"),
+        "p99": values("p99_ms"),
+        "p999": values("p999_ms"),
+        "max": values("max_ms"),
+        "error_rate": values("error_rate"),
+        "kinds": _kind_series(rows, whole),
+        "endpoints": _endpoint_charts(data, seconds, whole),
+        "faults": [{"from": a, "to": b, "text": n} for n, (a, b) in timeline.faults.items()],
+        "markers": sorted(markers, key=lambda m: m["at"]),
+        "lanes": _lanes(data, timeline),
+        "colours": {
+            "requests": REQUESTS_COLOUR,
+            "target": TARGET_COLOUR,
+            "achieved": ACHIEVED_COLOUR,
+            "users": USERS_COLOUR,
+            "p50": P50_COLOUR,
+            "p95": P95_COLOUR,
+            "p99": P99_COLOUR,
+            "p999": P999_COLOUR,
+            "max": MAX_COLOUR,
+            "error_rate": ERRORS_COLOUR,
+            "endpoint_p50": ENDPOINT_P50_COLOUR,
+            "endpoint_p99": ENDPOINT_P99_COLOUR,
+            "endpoint_rps": ENDPOINT_RPS_COLOUR,
+            "fault": FAULT_COLOUR,
+        },
+    }
+
+
+def data_json(chart: dict[str, Any]) -> str:
+    """The chart data as the text of a ``<script type="application/json">``: no ``<``, ``>`` or ``&``
+    in it, so no text of the run can close the element or open another."""
+    text = json.dumps(chart, separators=(",", ":"), allow_nan=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+_FIGURES = (
+    (
+        "timeline",
+        "Timeline",
+        "Phases, fault windows and each SLO's window (green: met, red: not met). "
+        "For a recovery_time SLO the darker bar is the recovery: from the fault's end to the first "
+        "second of the run of good seconds it asks for, or to the window's end when it never came.",
+    ),
+    (
+        "load",
+        "Load",
+        "Requests completed per second over all endpoints (failures included) and users running "
+        "(right axis); for the open model also its target and achieved arrival rates.",
+    ),
+    (
+        "latency",
+        "Latency (ms, log scale)",
+        "Per-second latency percentiles of all endpoints together, "
+        f"exact: from each second's merged histogram (runs written before {schema.TOTALS.name} existed: the "
+        "endpoints' percentiles mixed in proportion to their request counts).",
+    ),
+    (
+        "failures",
+        "Failures by kind",
+        "Failed requests per second by kind (an HTTP status, an exception "
+        "name), over all endpoints; the error rate on the right axis.",
+    ),
+)
+
+
+def plots(data: ReportData) -> str:
+    """The charts section's body: a figure per chart, and the data they draw."""
+    chart = chart_data(data)
+    if chart is None:
+        return f'<p class="note">No per-second data: the run has no {schema.REQUESTS.name} points.</p>'
+    figures = [
+        f'<figure id="fig-{key}"><h3>{_e(title)}</h3><div class="chart" id="chart-{key}"></div>'
+        f"<figcaption>{_e(caption)}</figcaption></figure>"
+        for key, title, caption in _FIGURES
+    ]
+    for index, endpoint in enumerate(chart["endpoints"]):
+        figures.append(
+            f'<figure class="endpoint"><h3>{_e(endpoint["label"])}</h3>'
+            f'<div class="chart" id="chart-endpoint-{index}"></div></figure>'
         )
+    shown = len(chart["endpoints"])
+    more = len({(r.method, r.name) for r in data.endpoint_seconds}) - shown
+    notes = [
+        "Hover a chart for the values of a second; drag across it to zoom (every chart follows), "
+        "double-click to zoom out. Fault windows are shaded; dashed lines mark phase starts "
+        "(red: an abort), dotted green lines the instant a recovery_time SLO saw recovery."
+    ]
+    if chart["partial"]:
+        notes.append(
+            "Seconds only partly inside the run (at "
+            + ", ".join(f"{t:+.1f}s" for t in chart["partial"])
+            + ") have no rate points: a part of a second would read as a drop."
+        )
+    if more > 0:
+        notes.append(f"Per-endpoint charts for the {shown} busiest endpoints; {more} more are in the table.")
+    return (
+        '<p class="note" id="charts-fallback">The charts need JavaScript, which did not run here: the '
+        "figures are in the tables below and in the per-second table.</p>"
+        + "".join(f'<p class="note">{_e(n)}</p>' for n in notes)
+        + '<div id="charts">'
+        + "".join(figures)
+        + "</div>"
+        + f'<script type="application/json" id="report-data">{data_json(chart)}</script>'
     )

@@ -5,24 +5,27 @@ Pure: :func:`render` takes a :class:`ReportData` (assembled by :mod:`harness.rev
 
 What a caller may rely on:
 
-* The page is usable offline: no external URL is referenced, CSS is inline, plots are inline
-  SVG drawn here, and there is no JavaScript at all. A Content-Security-Policy ``<meta>``
-  (``default-src 'none'``) makes the browser refuse any load or script that might slip in.
-* Every text from the run (names, messages, the scenario file) is HTML-escaped.
-* Plots share one time axis, seconds since the run's start; each per-second value is drawn at
-  the midpoint of its second. Fault windows are shaded (``<rect class="fault">``) and phase
-  starts and aborts are marked (``<line class="phase">``, ``<line class="abort">``) on every plot
-  (:mod:`harness.review.plots` draws them).
+* The page is usable offline: no external URL is referenced anywhere in it. CSS is inline; the
+  charts are drawn by uPlot (:mod:`harness.review.vendor`, its MIT licence in the page) and the
+  report's own ``report.js``, both inline, from the JSON :mod:`harness.review.plots` computes.
+  A Content-Security-Policy ``<meta>`` (``default-src 'none'``, scripts only by their sha256
+  hashes, no ``connect-src``) makes the browser refuse any load, request or other script.
+* Without JavaScript the page still shows every figure: the summary, the verdict and the
+  tables (endpoints with the all-endpoints row, failures by kind, SLO windows, every second).
+* Every text from the run (names, messages, the scenario file) is HTML-escaped; in the charts'
+  JSON ``<``, ``>`` and ``&`` are escaped too, so it cannot close its element.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
-import math
 import time
-from collections.abc import Sequence
+from importlib.resources import files
 
 from harness.judge.objectives import format_duration, format_metric
+from harness.review import report_tables, vendor
 from harness.review.plots import plots
 from harness.review.report_model import (
     Comparison,
@@ -49,7 +52,18 @@ __all__ = [
 
 # ---------------------------------------------------------------- small helpers
 
-_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+_APP = files("harness.review").joinpath("report.js").read_text(encoding="utf-8")
+
+
+def _sha256(script: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii") + "'"
+
+
+def csp() -> str:
+    """The page's Content-Security-Policy: nothing loads; only the two inline scripts run."""
+    scripts = " ".join(_sha256(s) for s in (vendor.script(), _APP))
+    return f"default-src 'none'; script-src {scripts}; style-src 'unsafe-inline'; img-src data:"
+
 
 _STYLE = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1d2329;margin:0;background:#fff}
@@ -66,11 +80,14 @@ figure{margin:12px 0 20px}figcaption{color:#5b6670;font-size:12px;max-width:960p
 .legend span{margin-right:14px;font-size:12px}.legend i{display:inline-block;width:18px;height:3px;
 vertical-align:middle;margin-right:4px}
 svg text{font:11px system-ui,sans-serif;fill:#5b6670}
+.wide{overflow-x:auto}.chart{width:100%;min-height:40px}.uplot{width:100%}.u-legend{font-size:12px;text-align:left}
+figure.endpoint h3{font-size:13px;margin:4px 0;word-break:break-all}
 pre{background:#f6f8fa;border:1px solid #dde1e5;padding:10px;overflow:auto;font-size:12px}
 .note{color:#5b6670;font-size:12px}
 """
 
-_NONE = "\u2013"  # an en dash: no value
+_NONE = report_tables.NONE
+_ms, _pct, _table = report_tables.ms, report_tables.pct, report_tables.table
 
 
 def _e(value: object) -> str:
@@ -83,14 +100,6 @@ def _when(epoch: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(epoch))
 
 
-def _ms(value: float | None) -> str:
-    return _NONE if value is None or not math.isfinite(value) else f"{value:,.1f}"
-
-
-def _pct(value: float | None) -> str:
-    return _NONE if value is None else f"{value * 100:.2f}%"
-
-
 def _duration(seconds: float | None) -> str:
     if seconds is None or seconds < 0:
         return "unknown"
@@ -101,19 +110,6 @@ def _metric_value(metric: str, value: float | None) -> str:
     if value is None:
         return "no data"
     return format_metric(metric, value) if metric else f"{value:g}"
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], numeric: Sequence[int] = (), cls: str = "") -> str:
-    """A table of already-escaped cells; ``numeric`` column indexes are right-aligned."""
-    head = "".join(f"<th>{h}</th>" for h in headers)
-    body = "".join(
-        "<tr>"
-        + "".join(f'<td class="n">{c}</td>' if i in numeric else f"<td>{c}</td>" for i, c in enumerate(row))
-        + "</tr>"
-        for row in rows
-    )
-    klass = f' class="{cls}"' if cls else ""
-    return f"<table{klass}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 # ---------------------------------------------------------------- sections
@@ -137,7 +133,8 @@ def _summary(data: ReportData) -> str:
             ("failures", f"{t.failures:,} ({_pct(t.error_rate)})"),
             (
                 "latency (ms)",
-                f"p50 {_ms(t.p50_ms)} · p95 {_ms(t.p95_ms)} · p99 {_ms(t.p99_ms)} · max {_ms(t.max_ms)}"
+                f"avg {_ms(t.mean_ms)} · p50 {_ms(t.p50_ms)} · p90 {_ms(t.p90_ms)} · p95 {_ms(t.p95_ms)} · "
+                f"p99 {_ms(t.p99_ms)} · p99.9 {_ms(t.p999_ms)} · max {_ms(t.max_ms)}"
                 + (" (estimated from per-second rows)" if data.estimated else ""),
             ),
         ]
@@ -212,37 +209,6 @@ def _verdict(data: ReportData) -> str:
     return "".join(out)
 
 
-def _endpoints(data: ReportData) -> str:
-    if not data.endpoints:
-        return '<section id="endpoints"><h2>Endpoints</h2><p class="note">No endpoint statistics.</p></section>'
-    rows = [
-        (
-            _e(f"{r.method} {r.name}".strip()),
-            f"{r.requests:,}",
-            f"{r.failures:,}",
-            _pct(r.error_rate),
-            f"{r.rps:,.1f}",
-            _ms(r.p50_ms),
-            _ms(r.p95_ms),
-            _ms(r.p99_ms),
-            _ms(r.max_ms),
-        )
-        for r in data.endpoints
-    ]
-    note = (
-        "Percentiles estimated from per-second rows (request-count-weighted mixture), max exact."
-        if data.estimated
-        else "Percentiles over the whole run, from the run's merged latency histograms."
-    )
-    table = _table(
-        ("endpoint", "requests", "failures", "error rate", "req/s", "p50 ms", "p95 ms", "p99 ms", "max ms"),
-        rows,
-        range(1, 9),
-        "endpoints",
-    )
-    return f'<section id="endpoints"><h2>Endpoints</h2>{table}<p class="note">{_e(note)}</p></section>'
-
-
 def _events(data: ReportData) -> str:
     shown = [e for e in sorted(data.events, key=lambda e: e.time) if e.kind in ("phase", "stage", "fault", "abort")]
     if not shown:
@@ -262,20 +228,30 @@ def _scenario(data: ReportData) -> str:
     return f'<section id="scenario"><h2>Scenario as run</h2>{body}</section>'
 
 
+def _licences() -> str:
+    return (
+        f'<details id="licences"><summary>Licences: the charts are drawn by uPlot {vendor.UPLOT_VERSION} '
+        f"(MIT), embedded in this page</summary><pre>{_e(vendor.licence())}</pre></details>"
+    )
+
+
 def render(data: ReportData) -> str:
-    """The report as one HTML document (UTF-8 text; no external references, no script)."""
+    """The report as one HTML document (UTF-8 text; no external references, inline scripts only)."""
     notes = "".join(f'<p class="note">{_e(n)}</p>' for n in data.notes)
+    charts = plots(data)
+    scripts = f"<script>{vendor.script()}</script>\n<script>{_APP}</script>" if 'id="report-data"' in charts else ""
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
-        f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
+        f'<meta http-equiv="Content-Security-Policy" content="{csp()}">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>harness report: {_e(data.run_id)}</title><style>{_STYLE}</style></head>\n"
+        f"<title>harness report: {_e(data.run_id)}</title><style>{vendor.stylesheet()}{_STYLE}</style></head>\n"
         f"<body><main><h1>{_e(data.scenario or 'run')}: {_e(data.run_id)}</h1>"
         f'<p><span class="verdict v-{_e(data.verdict)}">{_e(data.verdict.upper())}</span> {_e(data.reason)}</p>\n'
         f"{_summary(data)}\n{_verdict(data)}\n"
-        f'<section id="plots"><h2>Over time</h2>{plots(data)}</section>\n'
-        f"{_endpoints(data)}\n{_events(data)}\n{_scenario(data)}\n"
+        f'<section id="plots"><h2>Over time</h2>{charts}</section>\n'
+        f"{report_tables.endpoints(data)}\n{report_tables.failures(data)}\n{report_tables.windows(data)}\n"
+        f"{_events(data)}\n{report_tables.seconds(data)}\n{_scenario(data)}\n"
         f'<footer class="note"><p>Source: {_e(data.source or "unknown")}. Written by harness report.</p>'
-        f"{notes}</footer></main></body></html>\n"
+        f"{notes}{_licences()}</footer></main>\n{scripts}</body></html>\n"
     )

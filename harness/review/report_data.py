@@ -30,7 +30,7 @@ import yaml
 from harness.errors import ResultsError, RunNotFound
 from harness.judge.guards import GuardTrip
 from harness.judge.slo import SloResult
-from harness.judge.summary import EndpointTotals, RunEvent, RunSummary, Stats
+from harness.judge.summary import EndpointTotals, RunEvent, RunSummary
 from harness.results import schema
 from harness.results.influxql import Query, run_filter
 from harness.results.lineproto import parse
@@ -45,6 +45,15 @@ from harness.review.report_model import (
     Second,
     SloRow,
     Totals,
+)
+from harness.review.report_series import (
+    endpoint_seconds,
+    failure_rows,
+    failure_rows_from_summary,
+    failures_by_second,
+    totals_from_fields,
+    totals_from_stats,
+    window_rows,
 )
 from harness.review.runs import UNFINISHED
 from harness.scenario.expressions import parse_objective
@@ -88,6 +97,7 @@ class _Points:
     slos: dict[str, Mapping[str, Any]] = field(default_factory=dict)
     exact: dict[int, Mapping[str, Any]] = field(default_factory=dict)  # harness_totals by second
     windows: dict[str, Mapping[str, Any]] = field(default_factory=dict)  # harness_windows by window
+    failures: dict[tuple[str, str, str, int], int] = field(default_factory=dict)  # harness_failures
     exact_endpoints: dict[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)  # harness_endpoints
     run: Mapping[str, Any] | None = None
     scenario: str = ""
@@ -99,6 +109,10 @@ class _Points:
             self.scenario = self.scenario or str(tags.get(schema.SCENARIO) or "")
         elif measurement == schema.TOTALS.name:
             self.exact[time_ns // _NS] = fields
+        elif measurement == schema.FAILURE_KINDS.name:
+            method, name = str(tags.get(schema.METHOD, "")), str(tags.get(schema.NAME, ""))
+            failure = (method, name, str(tags.get(schema.FAILURE_KIND, "")), time_ns // _NS)
+            self.failures[failure] = int(_number(fields.get(schema.COUNT)) or 0)
         elif measurement == schema.WINDOWS.name:
             self.windows[str(tags.get(schema.WINDOW, ""))] = fields
         elif measurement == schema.ENDPOINTS.name:
@@ -128,6 +142,7 @@ class _Points:
         for (_, _, second), fields in self.requests.items():
             rows[second].append(fields)
         out = []
+        kinds = failures_by_second(self.failures)
         for second in sorted(rows):
             fields_list = rows[second]
             counts = [int(_number(f.get(schema.COUNT)) or 0) for f in fields_list]
@@ -138,7 +153,8 @@ class _Points:
                 p50, p95, p99 = mixture_quantiles(
                     ((c, cdf(f)) for c, f in zip(counts, fields_list, strict=True) if c), _REPORTED
                 )
-            target = _number(self.load.get(second, {}).get(schema.TARGET_RATE))
+            load = self.load.get(second, {})
+            users = _number(load.get(schema.USERS))
             out.append(
                 Second(
                     second,
@@ -147,7 +163,12 @@ class _Points:
                     p50,
                     p95,
                     p99,
-                    target,
+                    _number(load.get(schema.TARGET_RATE)),
+                    _number((exact or {}).get(schema.P999)),
+                    max((v for f in fields_list if (v := _number(f.get(schema.MAX))) is not None), default=None),
+                    None if users is None else int(users),
+                    _number(load.get(schema.ACHIEVED_RATE)),
+                    kinds.get(second, ()),
                 )
             )
         return tuple(out)
@@ -158,7 +179,7 @@ class _Points:
         if self.exact_endpoints:
             ordered = sorted(self.exact_endpoints.items(), key=lambda item: (item[0][1], item[0][0]))
             return tuple(
-                EndpointRow(**vars(_exact_totals(fields)), method=method, name=name)
+                EndpointRow(**vars(totals_from_fields(fields)), method=method, name=name)
                 for (method, name), fields in ordered
             )
         groups: dict[tuple[str, str], list[Mapping[str, Any]]] = defaultdict(list)
@@ -168,38 +189,32 @@ class _Points:
         rows = []
         for (method, name), fields_list in sorted(groups.items(), key=lambda item: (item[0][1], item[0][0])):
             requests, failures, p50, p95, p99, top = _aggregate(fields_list)
-            row = Totals(requests, failures, requests / seconds, p50, p95, p99, top)
+            row = Totals(requests, failures, requests / seconds, p50, p95, p99, top, mean_ms=_mean(fields_list))
             rows.append(EndpointRow(**vars(row), method=method, name=name))
         return tuple(rows)
 
     def totals(self) -> Totals | None:
         run = self.windows.get("run")
         if run is not None:  # the run's exact figures, as summary.json has them
-            return _exact_totals(run)
+            return totals_from_fields(run)
         if not self.requests:
             return None
         seconds = max(len({second for _, _, second in self.requests}), 1)
         requests, failures, p50, p95, p99, top = _aggregate(list(self.requests.values()))
-        return Totals(requests, failures, requests / seconds, p50, p95, p99, top)
+        return Totals(requests, failures, requests / seconds, p50, p95, p99, top, mean_ms=_mean(self.requests.values()))
+
+
+def _mean(fields_list: Iterable[Mapping[str, Any]]) -> float | None:
+    """The mean latency of several rows: their means weighted by request counts (exact)."""
+    pairs = [(c, m) for f in fields_list if (c := _number(f.get(schema.COUNT))) and (m := _number(f.get(schema.MEAN)))]
+    count = sum(c for c, _ in pairs)
+    return round(sum(c * m for c, m in pairs) / count, 3) if count else None
 
 
 def _planned(run: Mapping[str, Any]) -> float | None:
     """The run's planned duration from its harness_runs row (planned end - start), when it has one."""
     started, planned_end = _number(run.get(schema.STARTED)), _number(run.get(schema.PLANNED_END))
     return round(planned_end - started, 3) if started is not None and planned_end is not None else None
-
-
-def _exact_totals(fields: Mapping[str, Any]) -> Totals:
-    """A row of harness_windows or harness_endpoints: the exact figures summary.json has."""
-    return Totals(
-        requests=int(_number(fields.get(schema.COUNT)) or 0),
-        failures=int(_number(fields.get(schema.FAILURES)) or 0),
-        rps=_number(fields.get(schema.RPS)) or 0.0,
-        p50_ms=_number(fields.get(schema.P50)),
-        p95_ms=_number(fields.get(schema.P95)),
-        p99_ms=_number(fields.get(schema.P99)),
-        max_ms=_number(fields.get(schema.MAX)),
-    )
 
 
 def _aggregate(
@@ -305,20 +320,8 @@ def _guard_rows(guards: list[tuple[str, str]], trip: GuardTrip | None, events: S
     return tuple(rows)
 
 
-def _totals_from_summary(totals: Stats) -> Totals:
-    return Totals(
-        requests=totals.requests,
-        failures=totals.failures,
-        rps=_finite(totals.rps) or 0.0,
-        p50_ms=_finite(totals.latency.p50_ms),
-        p95_ms=_finite(totals.latency.p95_ms),
-        p99_ms=_finite(totals.latency.p99_ms),
-        max_ms=_finite(totals.latency.max_ms),
-    )
-
-
 def _endpoints_from_summary(endpoints: Iterable[EndpointTotals]) -> tuple[EndpointRow, ...]:
-    return tuple(EndpointRow(**vars(_totals_from_summary(e.stats)), method=e.method, name=e.name) for e in endpoints)
+    return tuple(EndpointRow(**vars(totals_from_stats(e.stats)), method=e.method, name=e.name) for e in endpoints)
 
 
 def _events_from_summary(events: Iterable[RunEvent]) -> list[Event]:
@@ -362,7 +365,7 @@ def _assemble(
         started=started,
         ended=ended,
         planned_duration_s=_number(given.planned_duration_s) or _planned(run),
-        totals=_totals_from_summary(given.totals) if given.totals is not None else points.totals(),
+        totals=totals_from_stats(given.totals) if given.totals is not None else points.totals(),
         slos=_slo_rows_from_summary(given.slos) if given.slos is not None else _slo_rows_from_points(points, declared),
         guards=_guard_rows(guards, given.guard, events),
         baseline_ref=baseline.ref if baseline and baseline.ref else None,
@@ -370,6 +373,9 @@ def _assemble(
         comparisons=comparisons,
         endpoints=_endpoints_from_summary(given.endpoints) if given.endpoints else points.endpoints(),
         seconds=seconds,
+        endpoint_seconds=endpoint_seconds(points.requests),
+        failures=failure_rows_from_summary(given.endpoints) or failure_rows(points.failures),
+        windows=window_rows(given.windows, points.windows),
         events=tuple(events),
         scenario_yaml=scenario_yaml,
         source=source,

@@ -8,12 +8,15 @@ from dataclasses import dataclass, field
 __all__ = [
     "Comparison",
     "EndpointRow",
+    "EndpointSecond",
     "Event",
+    "FailureRow",
     "GuardRow",
     "ReportData",
     "Second",
     "SloRow",
     "Totals",
+    "WindowRow",
 ]
 
 
@@ -28,6 +31,11 @@ class Second:
     p95_ms: float | None = None
     p99_ms: float | None = None
     target_rate: float | None = None  # open model: arrivals per second asked for
+    p999_ms: float | None = None
+    max_ms: float | None = None
+    users: int | None = None  # harness_load: users running at the end of the second
+    achieved_rate: float | None = None  # open model: arrivals per second the generators managed
+    failure_kinds: tuple[tuple[str, int], ...] = ()  # (kind, failed requests) over all endpoints
 
     @property
     def error_rate(self) -> float | None:
@@ -87,6 +95,9 @@ class Totals:
     p95_ms: float | None
     p99_ms: float | None
     max_ms: float | None
+    p90_ms: float | None = None
+    p999_ms: float | None = None
+    mean_ms: float | None = None
 
     @property
     def error_rate(self) -> float:
@@ -99,6 +110,37 @@ class EndpointRow(Totals):
 
     method: str
     name: str
+
+
+@dataclass(frozen=True)
+class EndpointSecond:
+    """One endpoint's second, for the per-endpoint plots (latency None when nothing completed)."""
+
+    method: str
+    name: str
+    second: int
+    requests: int
+    failures: int
+    p50_ms: float | None
+    p99_ms: float | None
+
+
+@dataclass(frozen=True)
+class FailureRow:
+    """Failed requests of one kind (an HTTP status such as ``http_503``, an exception name) at one endpoint."""
+
+    method: str
+    name: str
+    kind: str
+    count: int
+
+
+@dataclass(frozen=True)
+class WindowRow:
+    """An SLO window's exact figures (summary.json's ``windows``, or harness_windows)."""
+
+    window: str
+    totals: Totals
 
 
 @dataclass(frozen=True)
@@ -124,6 +166,9 @@ class ReportData:
     comparisons: tuple[Comparison, ...] = ()
     endpoints: tuple[EndpointRow, ...] = ()
     seconds: tuple[Second, ...] = ()
+    endpoint_seconds: tuple[EndpointSecond, ...] = ()
+    failures: tuple[FailureRow, ...] = ()
+    windows: tuple[WindowRow, ...] = ()
     events: tuple[Event, ...] = ()
     scenario_yaml: str | None = None
     source: str = ""
