@@ -22,8 +22,9 @@ Tolerances, and why:
   +/- 20 ms is U[80, 120) with sd 20/sqrt(3) = 11.55 ms. Bounds, 4 standard errors each: the
   sample sd within 4 sqrt(0.2/n) = 10.3 % (for a uniform, Var(s^2) = 0.8 sigma^4 / n); the mean
   within 4 x 0.67 ms + 1 ms; each quartile within 4 x 40 sqrt(p(1-p)/n) ms + 1 ms (4.0 and 4.6
-  ms); min and max within 1-3 ms of the edges (a uniform sample of 300 misses a 2 ms edge band
-  with probability 2e-7; +5 ms allowed above for scheduling); lag-1 autocorrelation within
+  ms); at most 1 % outside [79, 122] ms (a normal of the same sd: 8.4 %) and min and max within
+  3 ms of the edges (a uniform sample of 300 misses a 2 ms edge band with probability 2e-7);
+  lag-1 autocorrelation within
   4/sqrt(n) = 0.23 of 0. The 1 ms is the guest's timer and scheduling noise.
 * correlation: netem mixes each u32 with the previous one and *then* takes it modulo 2 x jitter,
   which scrambles it: with the uniform jitter, consecutive delays stay uncorrelated. We assert
@@ -280,11 +281,13 @@ def _assert_uniform(what: str, delays: list[float], delay: float, jitter: float)
         f"{what}: n {n}, mean {mean:.2f} ms, sd {sd:.2f} ms (uniform: {sd_expected:.2f}), min {min(delays):.2f}, "
         f"max {max(delays):.2f}, quartiles {', '.join(f'{v:.2f}' for v in quartiles.values())}"
     )
-    # The uniform's support, with 1 ms for the baseline subtracted (and UML's timers) and 5 ms
-    # of scheduling delay on the high side; 300 draws reach within 2 ms of each edge (a miss:
-    # 0.95^300 = 2e-7). A normal of the same sd would put ~25 of 300 outside.
-    assert low - 1 <= min(delays) <= low + 3
-    assert high - 3 <= max(delays) <= high + 5
+    # The uniform's support, with 1 ms for the baseline subtracted (and UML's timers) and 2 ms
+    # of scheduling delay on the high side, and 1% of the probes allowed outside it for the
+    # guest's worst scheduling hiccups on the shared host: a normal of the same sd would put
+    # 8.4% outside. 300 draws reach within 2 ms of each edge (a miss: 0.95^300 = 2e-7).
+    outside = [d for d in delays if not low - 1 <= d <= high + 2]
+    assert len(outside) <= n // 100, outside
+    assert min(delays) <= low + 3 and max(delays) >= high - 3
     # Sample sd of a uniform: relative standard error sqrt((mu4/sigma^4 - 1) / 4n) = sqrt(0.2/n).
     assert abs(sd / sd_expected - 1) <= 4 * math.sqrt(0.2 / n)
     assert abs(mean - delay) <= 4 * sd_expected / math.sqrt(n) + 1
