@@ -30,14 +30,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tests.netem_probes import SO_RCVBUFFORCE, paced_probe
+
 CLIENT_NS, SERVER_NS = "nc", "ns"
 CLIENT_IF, SERVER_IF = "vc", "vs"
 CLIENT_ADDR, SERVER_ADDR, OTHER_ADDR = "10.77.0.1", "10.77.0.2", "10.77.0.3"
 HTTP_PORT, UDP_PORT = 8080, 9090
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"
 RUN_ID = "netem-guest.1"
-#: Not exported by Python's socket module; as root it lifts the receive buffer over rmem_max.
-SO_RCVBUFFORCE = 33
 
 
 # ---------------------------------------------------------------- server side (in ns)
@@ -232,6 +232,35 @@ def tc_state(netns: str = CLIENT_NS, interface: str = CLIENT_IF) -> dict[str, An
     return {"qdiscs": qdiscs, "root": root, "ingress_filters": filters, "ifbs": ifbs}
 
 
+def netem_readback(netns: str = CLIENT_NS, interface: str = CLIENT_IF) -> dict[str, Any]:
+    """What the kernel holds for the interface's root netem: times in us, probabilities in percent."""
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.rtnl.tcmsg.common import tick_in_usec
+
+    def pct(raw: int) -> float:
+        return round(100 * raw / 0xFFFFFFFF, 3)
+
+    with IPRoute(netns=netns, flags=0) as ipr:
+        index = ipr.link_lookup(ifname=interface)[0]
+        msg = next(m for m in ipr.get_qdiscs(index=index) if m.get_attr("TCA_KIND") == "netem")
+    opts = msg.get_attr("TCA_OPTIONS")
+    out: dict[str, Any] = {
+        "delay_us": round(opts["delay"] / tick_in_usec),
+        "jitter_us": round(opts["jitter"] / tick_in_usec),
+        "gap": opts["gap"],
+        "limit": opts["limit"],
+    }
+    for nla, fields in (
+        ("TCA_NETEM_CORR", ("delay_corr", "loss_corr", "dup_corr")),
+        ("TCA_NETEM_REORDER", ("prob_reorder", "corr_reorder")),
+        ("TCA_NETEM_CORRUPT", ("prob_corrupt", "corr_corrupt")),
+    ):
+        attr = opts.get_attr(nla)
+        for field in fields:
+            out[field] = pct(attr[field]) if attr is not None else 0.0
+    return out
+
+
 def clean(state: dict[str, Any]) -> bool:
     """No harness object: the default root qdisc, no ingress qdisc, no ifb."""
     return (
@@ -358,6 +387,47 @@ class Scenarios:
             fault, lambda: {"probe": udp_probe(SERVER_ADDR, 1000), "probe_other": udp_probe(OTHER_ADDR, 300)}
         )
 
+    def udp_baseline(self) -> dict[str, Any]:
+        """Round trips of paced UDP probes with no fault: what the jitter and reorder runs subtract."""
+        return {"probe": paced_probe(SERVER_ADDR, UDP_PORT, 100, 0.005, tail=0.3)}
+
+    def jitter(self) -> dict[str, Any]:
+        """delay 100ms jitter 20ms: 300 probes 10 ms apart, each round trip one netem draw."""
+        fault = _fault("network.netem", "jitter", {"delay": "100ms", "jitter": "20ms"})
+        return self._with_fault(
+            fault, lambda: {"probe": paced_probe(SERVER_ADDR, UDP_PORT, 300, 0.010), "options": netem_readback()}
+        )
+
+    def jitter_correlated(self) -> dict[str, Any]:
+        """The same with correlation 50%: what netem's correlation does to consecutive delays."""
+        fault = _fault("network.netem", "jitter-corr", {"delay": "100ms", "jitter": "20ms", "correlation": 50})
+        return self._with_fault(
+            fault, lambda: {"probe": paced_probe(SERVER_ADDR, UDP_PORT, 300, 0.010), "options": netem_readback()}
+        )
+
+    def reorder(self) -> dict[str, Any]:
+        """delay 50ms reorder 25%: 1,000 probes 3 ms apart; the immediate ones overtake the delayed."""
+        fault = _fault("network.netem", "reorder", {"delay": "50ms", "reorder": 25})
+        return self._with_fault(
+            fault, lambda: {"probe": paced_probe(SERVER_ADDR, UDP_PORT, 1000, 0.003), "options": netem_readback()}
+        )
+
+    def corrupt(self) -> dict[str, Any]:
+        """corrupt 20%: 1,500 probes of 1,000 bytes 2 ms apart, and the server's UDP checksum errors."""
+        fault = _fault("network.netem", "corrupt", {"corrupt": 20})
+
+        def measure() -> dict[str, Any]:
+            before = snmp(SERVER_NS)
+            probe = paced_probe(SERVER_ADDR, UDP_PORT, 1500, 0.002, size=1000)
+            after = snmp(SERVER_NS)
+            return {
+                "probe": probe,
+                "snmp": {k: after[k] - before.get(k, 0) for k in after},
+                "options": netem_readback(),
+            }
+
+        return self._with_fault(fault, measure)
+
     def idempotency(self) -> dict[str, Any]:
         from harness.chaos.families.network import netem
         from harness.chaos.journal import FaultState, Journal
@@ -440,6 +510,20 @@ class Scenarios:
         }
 
 
+def snmp(netns: str) -> dict[str, int]:
+    """The namespace's IP and UDP counters from /proc/net/snmp, keyed ``Udp.InCsumErrors`` etc."""
+    text = subprocess.run(
+        ["ip", "netns", "exec", netns, "cat", "/proc/net/snmp"], check=True, capture_output=True, text=True, timeout=10
+    ).stdout.splitlines()
+    out: dict[str, int] = {}
+    for names, values in zip(text[::2], text[1::2], strict=True):
+        proto, _, keys = names.partition(": ")
+        for key, value in zip(keys.split(), values.partition(": ")[2].split(), strict=True):
+            if proto in ("Ip", "Udp"):
+                out[f"{proto}.{key}"] = int(value)
+    return out
+
+
 def _sh(*cmd: str) -> None:
     subprocess.run(cmd, check=True, capture_output=True, timeout=10)
 
@@ -480,6 +564,11 @@ def measure(out_dir: Path) -> None:
                 "peers",
                 "loss",
                 "duplicate",
+                "udp_baseline",
+                "jitter",
+                "jitter_correlated",
+                "reorder",
+                "corrupt",
                 "loss_via_netem",
                 "idempotency",
                 "refusal",

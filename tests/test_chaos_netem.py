@@ -16,20 +16,40 @@ Tolerances, and why:
   p, so the count is binomial with standard deviation sqrt(n p (1-p)); we accept 4 standard
   deviations (a false failure about once in 16,000 runs). n = 2000, p = 0.3 gives
   sigma = 1.02 % points, so 30 % +/- 4.1; p = 0.5 gives 50 % +/- 4.5.
+* jitter (tests/netem_probes.py: 300 UDP probes 10 ms apart, each round trip minus the
+  median of 100 unshaped probes is one netem draw): without a distribution table netem draws
+  uniformly, delay - jitter + (random u32 mod 2 jitter) (sch_netem.c ``tabledist``), so 100 ms
+  +/- 20 ms is U[80, 120) with sd 20/sqrt(3) = 11.55 ms. Bounds, 4 standard errors each: the
+  sample sd within 4 sqrt(0.2/n) = 10.3 % (for a uniform, Var(s^2) = 0.8 sigma^4 / n); the mean
+  within 4 x 0.67 ms + 1 ms; each quartile within 4 x 40 sqrt(p(1-p)/n) ms + 1 ms (4.0 and 4.6
+  ms); at most 1 % outside [79, 122] ms (a normal of the same sd: 8.4 %) and min and max within
+  3 ms of the edges (a uniform sample of 300 misses a 2 ms edge band with probability 2e-7);
+  lag-1 autocorrelation within
+  4/sqrt(n) = 0.23 of 0. The 1 ms is the guest's timer and scheduling noise.
+* correlation: netem mixes each u32 with the previous one and *then* takes it modulo 2 x jitter,
+  which scrambles it: with the uniform jitter, consecutive delays stay uncorrelated. We assert
+  that (and that the kernel got delay_corr 50 %), so the docs say what users really get.
+* reorder 25 % (gap 1, what pyroute2 sends): each packet goes at once with probability 0.25,
+  the rest wait the delay; binomial bound as for loss, and every probe that went at once
+  overtakes the delayed ones sent within the last 50 ms.
+* corrupt 20 %: one random bit of the frame flipped; the receiver drops it on a checksum or a
+  MAC/EtherType not its own, except ~49 harmless bits (source MAC, multicast bit of the
+  destination), so the loss is binomial with p = 0.2 (1 - 49 / frame bits).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import statistics
 from typing import Any
 
 import pytest
 
 from harness.chaos.families.network import netem
-from tests import uml
+from tests import netem_probes, uml
 
-GUEST_TIMEOUT = 150.0
+GUEST_TIMEOUT = 180.0
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +73,17 @@ def _scenario(guest: dict[str, Any], name: str) -> dict[str, Any]:
     data = guest.get(name)
     assert data is not None, f"scenario {name} did not run"
     assert "error" not in data, f"scenario {name} failed in the guest:\n{data['error']}"
-    print(f"{name}: {json.dumps({k: v for k, v in data.items() if not k.endswith('_tc')}, default=str)}")
+    print(f"{name}: {json.dumps(_brief({k: v for k, v in data.items() if not k.endswith('_tc')}), default=str)}")
     return data
+
+
+def _brief(value: Any) -> Any:
+    """``value`` with every long list (a probe's round trips, its arrival order) replaced by its length."""
+    if isinstance(value, dict):
+        return {k: _brief(v) for k, v in value.items()}
+    if isinstance(value, list) and len(value) > 10:
+        return f"<{len(value)} values>"
+    return value
 
 
 def _within_binomial(what: str, observed: int, n: int, p: float, sigmas: float = 4.0) -> bool:
@@ -219,3 +248,122 @@ def test_revert_after_the_namespace_is_gone_is_fine(guest: dict[str, Any]) -> No
     assert data["injected_tc"]["root"]["kind"] == "netem" and len(data["injected_tc"]["ifbs"]) == 1
     assert data["state"] == "reverted"
     assert "is gone" in data["reverted"]
+
+
+# ---------------------------------------------------------------- jitter, reorder, corrupt (paced UDP probes)
+
+
+def _udp_base(guest: dict[str, Any]) -> float:
+    """Median round trip of paced UDP probes with no fault, in ms."""
+    probe = _scenario(guest, "udp_baseline")["probe"]
+    rtts = [r for r in probe["rtt_ms"] if r is not None]
+    assert len(rtts) == probe["sent"], "probes lost with no fault"
+    return statistics.median(rtts)
+
+
+def _jitter_delays(guest: dict[str, Any], name: str) -> tuple[dict[str, Any], list[float]]:
+    """The scenario's data and each probe's added delay (its round trip minus the UDP baseline)."""
+    base = _udp_base(guest)
+    data = _scenario(guest, name)
+    probe = data["probe"]
+    assert probe["bad"] == 0 and None not in probe["rtt_ms"], "jitter alone loses or damages nothing"
+    assert data["after_clean"], data["after_tc"]
+    return data, [r - base for r in probe["rtt_ms"]]
+
+
+def _assert_uniform(what: str, delays: list[float], delay: float, jitter: float) -> None:
+    """``delays`` look like draws of netem's default jitter: uniform on [delay - jitter, delay + jitter)."""
+    n, low, high = len(delays), delay - jitter, delay + jitter
+    sd_expected = jitter / math.sqrt(3)
+    mean, sd = statistics.fmean(delays), statistics.stdev(delays)
+    quartiles = {q: netem_probes.percentile(delays, q) for q in (25, 50, 75)}
+    print(
+        f"{what}: n {n}, mean {mean:.2f} ms, sd {sd:.2f} ms (uniform: {sd_expected:.2f}), min {min(delays):.2f}, "
+        f"max {max(delays):.2f}, quartiles {', '.join(f'{v:.2f}' for v in quartiles.values())}"
+    )
+    # The uniform's support, with 1 ms for the baseline subtracted (and UML's timers) and 2 ms
+    # of scheduling delay on the high side, and 1% of the probes allowed outside it for the
+    # guest's worst scheduling hiccups on the shared host: a normal of the same sd would put
+    # 8.4% outside. 300 draws reach within 2 ms of each edge (a miss: 0.95^300 = 2e-7).
+    outside = [d for d in delays if not low - 1 <= d <= high + 2]
+    assert len(outside) <= n // 100, outside
+    assert min(delays) <= low + 3 and max(delays) >= high - 3
+    # Sample sd of a uniform: relative standard error sqrt((mu4/sigma^4 - 1) / 4n) = sqrt(0.2/n).
+    assert abs(sd / sd_expected - 1) <= 4 * math.sqrt(0.2 / n)
+    assert abs(mean - delay) <= 4 * sd_expected / math.sqrt(n) + 1
+    for q, value in quartiles.items():
+        p = q / 100  # a sample quantile's standard error: sqrt(p (1-p) / n) / density
+        assert abs(value - (low + p * (high - low))) <= 4 * math.sqrt(p * (1 - p) / n) * (high - low) + 1, q
+
+
+@pytest.mark.slow
+def test_jitter_20ms_spreads_the_delay_uniformly_and_reorders_paced_probes(guest: dict[str, Any]) -> None:
+    data, delays = _jitter_delays(guest, "jitter")
+    assert data["options"]["delay_us"] == 100_000 and data["options"]["jitter_us"] == 20_000, data["options"]
+    _assert_uniform("netem delay 100ms jitter 20ms", delays, 100.0, 20.0)
+    r1 = netem_probes.lag1(delays)
+    print(f"lag-1 autocorrelation {r1:.3f} (independent draws: 0 +/- {1 / math.sqrt(len(delays)):.3f})")
+    assert abs(r1) <= 4 / math.sqrt(len(delays))
+    # Probes 10 ms apart with 40 ms of spread: netem's queue is ordered by time to send, so a
+    # probe drawn short overtakes earlier ones drawn long; as many as independent draws predict.
+    overtook = netem_probes.ahead(data["probe"]["arrival"])
+    mean, sd = netem_probes.simulated_ahead(len(delays), 1000 * data["probe"]["interval"], 80.0, 120.0)
+    print(f"probes arriving ahead of an earlier one: {overtook} (uniform draws: {mean:.1f} +/- {sd:.1f})")
+    assert abs(overtook - mean) <= 4 * sd
+
+
+@pytest.mark.slow
+def test_jitter_correlation_50_is_sent_but_linux_keeps_uniform_delays_uncorrelated(guest: dict[str, Any]) -> None:
+    """netem draws the correlated value over all 32 bits and then takes it modulo 2 x jitter
+    (sch_netem.c tabledist), which scrambles the correlation: consecutive delays stay as
+    uncorrelated, and as spread, as without it. This pins that down, so the docs stay true."""
+    data, delays = _jitter_delays(guest, "jitter_correlated")
+    assert data["options"]["delay_corr"] == pytest.approx(50, abs=0.01), data["options"]
+    _assert_uniform("netem delay 100ms jitter 20ms correlation 50%", delays, 100.0, 20.0)
+    r1 = netem_probes.lag1(delays)
+    _, plain = _jitter_delays(guest, "jitter")
+    print(f"lag-1 autocorrelation {r1:.3f} with correlation 50%, {netem_probes.lag1(plain):.3f} without")
+    assert abs(r1) <= 4 / math.sqrt(len(delays))
+
+
+@pytest.mark.slow
+def test_reorder_25_percent_sends_a_binomial_share_at_once_ahead_of_the_delayed(guest: dict[str, Any]) -> None:
+    data = _scenario(guest, "reorder")
+    options, probe = data["options"], data["probe"]
+    assert options["delay_us"] == 50_000 and options["gap"] == 1, options  # gap 1: every packet may go at once
+    assert options["prob_reorder"] == pytest.approx(25, abs=0.01)
+    rtts = probe["rtt_ms"]
+    assert probe["bad"] == 0 and None not in rtts
+    immediate = [r for r in rtts if r < 25.0]
+    delayed = [r for r in rtts if r >= 25.0]
+    print(f"immediate: max {max(immediate):.2f} ms; delayed: {min(delayed):.2f} to {max(delayed):.2f} ms")
+    assert max(immediate) < 5.0 and min(delayed) >= 49.0 and max(delayed) < 60.0  # nothing in between
+    assert _within_binomial("netem delay 50ms reorder 25%, probes sent at once", len(immediate), len(rtts), 0.25)
+    # 3 ms apart, an immediate probe overtakes the delayed ones of the last 50 ms (all 16 of them
+    # immediate too: 0.25^16), and a delayed probe overtakes nothing: the two counts agree.
+    overtook = netem_probes.ahead(probe["arrival"])
+    print(f"probes arriving ahead of an earlier one: {overtook}")
+    assert len(immediate) - 1 <= overtook <= len(immediate)
+    assert data["after_clean"], data["after_tc"]
+
+
+@pytest.mark.slow
+def test_corrupt_20_percent_is_dropped_by_the_receivers_checksums(guest: dict[str, Any]) -> None:
+    """netem flips one random bit of a corrupted frame (Ethernet header included). The receiver
+    drops it: IP header checksum, UDP checksum (netem computes a partial checksum before the
+    flip), or a destination MAC/EtherType that is not its own. Only ~49 of the frame's bits
+    (source MAC, and the multicast bit of the destination) flip harmlessly, so with 1,000-byte
+    payloads the observed loss is 20% x (1 - 49 / frame bits) = 19.9%."""
+    data = _scenario(guest, "corrupt")
+    probe, snmp = data["probe"], data["snmp"]
+    assert data["options"]["prob_corrupt"] == pytest.approx(20, abs=0.01), data["options"]
+    frame_bits = 8 * (probe["size"] + netem_probes.FRAME_OVERHEAD)
+    lost = sum(r is None for r in probe["rtt_ms"])
+    assert _within_binomial("netem corrupt 20%, probes lost", lost, probe["sent"], 0.20 * (1 - 49 / frame_bits))
+    assert probe["bad"] == 0, "a damaged payload reached the application"
+    csum, header = snmp["Udp.InCsumErrors"], snmp["Ip.InHdrErrors"]
+    print(f"server: Udp.InCsumErrors +{csum}, Ip.InHdrErrors +{header}, of {lost} lost")
+    # what is lost is what the server's stack counted as a bad checksum, but for the few frames
+    # whose Ethernet header was hit (0.8% of them), dropped before IP counts anything
+    assert csum > 0 and 0.95 * lost <= csum + header <= lost
+    assert data["after_clean"], data["after_tc"]

@@ -103,7 +103,13 @@ class NetemParams(Model):
     delay: Duration = Field(default=0.0, description="Added one-way delay per packet, e.g. 100ms.")
     jitter: Duration = Field(default=0.0, description="Random variation of the delay (+/-), e.g. 10ms.")
     correlation: float = Field(
-        default=0.0, ge=0, le=100, description="Percent by which each random value depends on the previous one."
+        default=0.0,
+        ge=0,
+        le=100,
+        description=(
+            "Percent by which each random value depends on the previous one (netem's correlation; Linux's "
+            "uniform jitter takes it modulo 2 x jitter, so delays stay uncorrelated: see docs/faults.md)."
+        ),
     )
     distribution: Literal["uniform"] = Field(
         default="uniform",
