@@ -27,15 +27,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pydantic import TypeAdapter
 
 from harness.chaos.families import stress
 from harness.chaos.journal import FaultState, Journal
-from harness.scenario import Fault
+from tests.test_chaos_stress import _fault
 
 pytestmark = pytest.mark.skipif(shutil.which("stress-ng") is None, reason="stress-ng is not installed")
 
-FAULT = TypeAdapter(Fault)
 MIB = 1 << 20
 LIMIT = 64 * MIB
 PROBE_MIB = 32
@@ -131,15 +129,6 @@ def prober(tmp_path: Path) -> Iterator[Prober]:
             proc.wait()
     finally:
         cgroup.remove()
-
-
-def _fault(kind: str, params: dict[str, object], pid_file: Path | None = None) -> stress.StressFault:
-    spec: dict[str, object] = {"kind": kind, "name": "s", "at": 0, "duration": "30s", "params": params}
-    if pid_file is not None:
-        spec["target"] = {"pid_file": str(pid_file)}
-    fault = FAULT.validate_python(spec)
-    assert isinstance(fault, stress.StressFault)
-    return fault
 
 
 def test_memory_stress_against_the_target_cgroup_limit(prober: Prober, tmp_path: Path) -> None:
