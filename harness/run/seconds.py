@@ -362,7 +362,6 @@ class DisplayObserver:
         self.active_faults = active_faults
         self.lost = lost
         self.lock = lock or contextlib.nullcontext()
-        self._ends = {name: end for name, _, end in timeline.faults}
 
     def on_second(self, second: Second) -> None:
         closed = second.closed
@@ -372,7 +371,7 @@ class DisplayObserver:
             elapsed = time.monotonic() - self.start_mono
             faults = []
             for name in self.active_faults():
-                end = self._ends.get(name)
+                end = self.timeline.fault_end(name)
                 faults.append(FaultNow(name, None if end is None else max(0.0, end - elapsed)))
             status = LiveStatus(
                 elapsed=elapsed,
