@@ -3,12 +3,14 @@
     python tests/proxy_upstream.py HOST:PORT LIFETIME_SECONDS
 
 ``GET /ok`` answers ``ok``; ``GET /bytes/N`` answers N bytes; ``POST /echo`` answers the length
-of the body it read. Keep-alive, threaded, gone by itself after LIFETIME_SECONDS so a test that
+of the body it read; ``/reflect...`` (any method) answers JSON saying the method, path, headers
+and body it received; ``GET /chunked/N`` answers JSON ``{"n": N}`` with a chunked body. Keep-alive, threaded, gone by itself after LIFETIME_SECONDS so a test that
 dies cannot leave it running for long. Prints ``ready`` once it accepts connections.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 import time
@@ -30,13 +32,52 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def _reflect(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        seen = {
+            "method": self.command,
+            "path": self.path,
+            "headers": {k.lower(): v for k, v in self.headers.items()},
+            "body": body.decode("latin-1"),
+        }
+        data = json.dumps(seen).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("X-Upstream", "reflect")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _chunked(self) -> None:
+        data = json.dumps({"n": int(self.path.rsplit("/", 1)[1])}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for piece in (data[:3], data[3:]):
+            self.wfile.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+        self.wfile.write(b"0\r\n\r\n")
+
+    def do_PUT(self) -> None:
+        self._reflect()
+
+    def do_DELETE(self) -> None:
+        self._reflect()
+
     def do_GET(self) -> None:
-        if self.path.startswith("/bytes/"):
+        if self.path.startswith("/reflect"):
+            self._reflect()
+        elif self.path.startswith("/chunked/"):
+            self._chunked()
+        elif self.path.startswith("/bytes/"):
             self._answer(b"x" * int(self.path[len("/bytes/") :]))
         else:
             self._answer(b"ok\n")
 
     def do_POST(self) -> None:
+        if self.path.startswith("/reflect"):
+            self._reflect()
+            return
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         self._answer(str(len(body)).encode())
 

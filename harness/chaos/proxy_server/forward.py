@@ -22,6 +22,8 @@ from typing import Any
 import gevent
 from gevent import socket as gsocket
 
+from harness.chaos.proxy_server.messages import read_response
+from harness.chaos.proxy_server.rules import MAX_BODY, Decision, Message, ResponseEdit, abort_response, edit_message
 from harness.chaos.proxy_server.spec import FaultSpec, Profile, parse_address
 
 __all__ = ["MAX_HEAD", "Proxy"]
@@ -41,17 +43,6 @@ _CHUNKED = re.compile(rb"\r\ntransfer-encoding:[^\r\n]*chunked", re.IGNORECASE)
 # Either header that says a body follows: one search on the fast path instead of two.
 _BODY_HEADER = re.compile(rb"\r\n(?:content-length|transfer-encoding):", re.IGNORECASE)
 _CLOSE = re.compile(rb"\r\nconnection:[ \t]*close", re.IGNORECASE)
-_REASONS = {
-    400: "Bad Request",
-    403: "Forbidden",
-    404: "Not Found",
-    408: "Request Timeout",
-    429: "Too Many Requests",
-    500: "Internal Server Error",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-    504: "Gateway Timeout",
-}
 _RST = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a RST instead of a FIN
 
 
@@ -73,6 +64,8 @@ class _Conn:
     up: Any
     #: Seconds the next response's first chunk is held (set per forwarded request); None: none pending.
     pending_delay: float | None = None
+    #: The response rules of the request last forwarded (set per request); None: none picked it.
+    response_edit: ResponseEdit | None = None
     #: Virtual clocks of the bandwidth buckets (monotonic seconds when each direction is free).
     up_free: float = 0.0
     down_free: float = 0.0
@@ -91,6 +84,9 @@ class _Requests:
     pending: bytes = b""  # an incomplete head
     body: int = 0  # bytes of the current request body still to pass on (or to skip)
     skip: bool = False  # the current body belongs to an aborted request
+    collect: bytearray | None = None  # the current body, read whole for a rule that rewrites it
+    held: Decision | None = None  # ... and that request's decision
+    head: bytes = b""  # ... and its head
 
 
 class Proxy:
@@ -114,6 +110,11 @@ class Proxy:
         self.profile = Profile.of(self.faults.values())
         log.info("fault %s %s: %s", name, "added" if new else "replaced", spec)
         return new
+
+    def replace_faults(self, faults: dict[str, FaultSpec]) -> None:
+        """Take every fault at once (a worker process, told by the control process)."""
+        self.faults = dict(faults)
+        self.profile = Profile.of(self.faults.values())
 
     def delete_fault(self, name: str | None) -> bool:
         """Remove one fault (or all with None); True when something was removed."""
@@ -220,13 +221,7 @@ class Proxy:
         """Answer the request with ``status``; True when the connection must close after it."""
         self.stats.aborted += 1
         close = head.startswith(b"HTTP/1.0", head.find(b" HTTP/") + 1) or _CLOSE.search(head) is not None
-        body = f"harness fault proxy: aborted with {status}\n".encode()
-        reason = _REASONS.get(status, "Fault")
-        response = (
-            f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
-            f"X-Harness-Fault: abort\r\nConnection: {'close' if close else 'keep-alive'}\r\n\r\n"
-        ).encode() + body
-        conn.client.sendall(response)
+        conn.client.sendall(abort_response(status, close))
         return close
 
     def _upstream(self, conn: _Conn) -> None:
@@ -280,10 +275,14 @@ class Proxy:
         while pos < size:
             if state.body:
                 take = min(state.body, size - pos)
-                if not state.skip:
+                if state.collect is not None:
+                    state.collect += view[pos : pos + take]
+                elif not state.skip:
                     out.append(view[pos : pos + take])
                 pos += take
                 state.body -= take
+                if state.collect is not None and not state.body:
+                    out.append(_edited_request(state))
                 continue
             end = view.find(b"\r\n\r\n", pos)
             if end < 0:
@@ -300,10 +299,15 @@ class Proxy:
             chunked = _CHUNKED.search(head) is not None
             state.body = int(length.group(1)) if length and not chunked else 0
             state.skip = False
+            decision = None
             if not profile.idle:
                 if profile.reset and random.random() < profile.reset:
                     self._reset(conn)
+                decision = profile.rules.decide(head) if profile.rules is not None else None
+                if decision is not None and decision.reset:
+                    self._reset(conn)
                 status = next((s for s, p in profile.aborts if random.random() < p), 0)
+                status = status or (decision.status if decision is not None else 0)
                 if status:
                     if out:
                         self._send(conn.up, b"".join(out), conn, profile.rate, True)
@@ -315,11 +319,63 @@ class Proxy:
                     state.skip = True
                     continue
             conn.pending_delay = profile.delay() if not profile.idle else None
-            out.append(head)
+            conn.response_edit = None
+            if decision is not None:
+                out = self._decided(conn, state, decision, head, chunked, out)
+                if state.collect is not None:
+                    continue  # the head goes with its rewritten body, once the body is read
+            else:
+                out.append(head)
             if chunked:  # no reliable boundary after this: plain TCP for the rest
                 out.append(view[pos:])
                 pos, state.http = size, False
         return out
+
+    def _decided(
+        self, conn: _Conn, state: _Requests, decision: Decision, head: bytes, chunked: bool, out: list[bytes]
+    ) -> list[bytes]:
+        """A request some HTTP rule picked (not aborted): hold it, rewrite it, note its response rules."""
+        if decision.delay:
+            if out:  # what came before is not held
+                self._send(conn.up, b"".join(out), conn, self.profile.rate, True)
+                out = []
+            gevent.sleep(decision.delay)
+        if conn.pending_delay is not None or decision.response_delay:
+            conn.pending_delay = (conn.pending_delay or 0.0) + decision.response_delay
+        conn.response_edit = decision.response
+        if not decision.edits:
+            out.append(head)
+        elif decision.body and not chunked and state.body <= MAX_BODY:
+            state.collect, state.held, state.head = bytearray(), decision, head
+            if not state.body:
+                out.append(_edited_request(state))
+        else:  # the body is not read (chunked or too large): the head's edits only
+            out.append(edit_message(Message.parse(head, b""), decision.edits, True).encode(head_only=True))
+        return out
+
+    def _edit_response(self, conn: _Conn, edit: ResponseEdit, data: bytes, arrived: float) -> bool:
+        """The response beginning with ``data``, read whole, put through the rules that picked its
+        request; False when the upstream closed after it."""
+        response = read_response(conn.up.recv, data, edit.method)
+        self.stats.bytes_down += len(response.raw) - len(data)
+        rules = edit.for_code(response.code) if response.head is not None else []
+        if not rules:
+            conn.client.sendall(response.raw)
+            return not response.eof
+        assert response.head is not None
+        abort = next((rule for rule in rules if rule.status or rule.reset), None)
+        if abort is not None and abort.reset:
+            self._reset(conn)
+        wait = arrived + sum(rule.pause() for rule in rules) - time.monotonic()
+        if wait > 0:
+            gevent.sleep(wait)
+        if abort is not None:
+            self.stats.aborted += 1
+            conn.client.sendall(abort_response(abort.status, response.eof) + response.rest)
+        else:
+            message = edit_message(Message.parse(response.head, response.body), rules, False)
+            conn.client.sendall(message.encode() + response.rest)
+        return not response.eof
 
     def _downstream(self, conn: _Conn) -> None:
         """Upstream to client: hold each response's first chunk for the request's delay; pace bytes."""
@@ -341,8 +397,13 @@ class Proxy:
                     wait = arrived + delay - time.monotonic()
                     if wait > 0:
                         gevent.sleep(wait)
+                edit, conn.response_edit = conn.response_edit, None
+                if edit is not None:
+                    if not self._edit_response(conn, edit, data, arrived):
+                        break
+                    continue
                 self._send(client, data, conn, profile.rate, False)
-        except OSError:
+        except (OSError, _Closed):
             pass
         finally:
             if not conn.closed:
@@ -350,3 +411,11 @@ class Proxy:
                     client.shutdown(socket.SHUT_WR)
                 # The client may keep its side open; closing here ends the upstream pump too.
                 self._close(conn)
+
+
+def _edited_request(state: _Requests) -> bytes:
+    """The held request, its body read whole, rewritten by the rules that picked it."""
+    assert state.held is not None and state.collect is not None
+    message = edit_message(Message.parse(state.head, bytes(state.collect)), state.held.edits, True)
+    state.collect, state.held, state.head = None, None, b""
+    return message.encode()

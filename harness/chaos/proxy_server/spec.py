@@ -8,11 +8,21 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["KINDS", "FaultSpec", "Profile", "format_address", "parse_address", "validate"]
+from harness.chaos.proxy_server.rules import Rule, Rules, compile_rule, validate_rule
+
+__all__ = ["HTTP_KINDS", "KINDS", "FaultSpec", "Profile", "format_address", "parse_address", "validate"]
 
 # The control API's names of the faults (the scenario's proxy kinds are the same words).
 LATENCY, BANDWIDTH, RESET, ABORT = "proxy.latency", "proxy.bandwidth", "proxy.reset", "proxy.abort"
-KINDS = (LATENCY, BANDWIDTH, RESET, ABORT)
+# HTTP rules matched by route (rules.py): each kind's action keys besides the match.
+HTTP_ACTIONS = {
+    "http.abort": {"status", "reset"},
+    "http.delay": {"delay", "jitter"},
+    "http.replace": {"replace"},
+    "http.patch": {"patch"},
+}
+HTTP_KINDS = tuple(HTTP_ACTIONS)
+KINDS = (LATENCY, BANDWIDTH, RESET, ABORT, *HTTP_KINDS)
 
 FaultSpec = dict[str, Any]
 
@@ -51,12 +61,22 @@ def _number(spec: dict[str, Any], key: str, default: float | None, low: float, h
 def validate(spec: Any) -> FaultSpec:
     """The normalised fault of a PUT body; ``ValueError`` saying what is wrong.
 
-    Kinds may be given short (``latency``) or as in scenarios (``proxy.latency``). Times are
-    seconds, ``rate`` bits/s, ``percent`` 0 (exclusive) to 100.
+    Kinds may be given short (``latency``) or as in scenarios (``proxy.latency``); HTTP rules
+    (``http.abort``, ...) only in full. Times are seconds, ``rate`` bits/s, ``percent`` 0
+    (exclusive) to 100.
     """
     if not isinstance(spec, dict):
         raise ValueError("a fault is a JSON object with 'kind' and its parameters")
     kind = str(spec.get("kind", ""))
+    if kind in HTTP_ACTIONS:
+        rule = validate_rule(kind, spec, HTTP_ACTIONS)
+        if kind == "http.abort" and ("status" in rule) == ("reset" in rule):
+            raise ValueError("http.abort takes 'status' (answer it) or 'reset': true (reset the connection)")
+        if kind == "http.delay" and "delay" not in rule:
+            raise ValueError("'delay' is required")
+        if kind in ("http.replace", "http.patch") and kind.partition(".")[2] not in rule:
+            raise ValueError(f"'{kind.partition('.')[2]}' is required")
+        return rule
     kind = kind if kind.startswith("proxy.") else f"proxy.{kind}"
     allowed = {
         LATENCY: {"latency", "jitter"},
@@ -98,6 +118,7 @@ class Profile:
     rate: float = 0.0  # bytes/s; 0 = unlimited
     reset: float = 0.0  # probability per request
     aborts: tuple[tuple[int, float], ...] = ()  # (status, probability), tried in order
+    rules: Rules | None = None  # HTTP rules matched per request (None: none active)
 
     @classmethod
     def of(cls, faults: Iterable[FaultSpec]) -> Profile:
@@ -105,10 +126,13 @@ class Profile:
         rates: list[float] = []
         keep = 1.0
         aborts: list[tuple[int, float]] = []
+        rules: list[Rule] = []
         empty = True
         for spec in faults:
             empty = False
-            if spec["kind"] == LATENCY:
+            if spec["kind"] in HTTP_ACTIONS:
+                rules.append(compile_rule(spec))  # compiled once per change, not per request
+            elif spec["kind"] == LATENCY:
                 latency += spec["latency"]
                 jitter += spec["jitter"]
             elif spec["kind"] == BANDWIDTH:
@@ -117,7 +141,8 @@ class Profile:
                 keep *= 1 - spec["percent"] / 100
             else:
                 aborts.append((spec["status"], spec["percent"] / 100))
-        return cls(empty, latency, jitter, min(rates, default=0.0), 1 - keep, tuple(aborts))
+        compiled = Rules.of(rules) if rules else None
+        return cls(empty, latency, jitter, min(rates, default=0.0), 1 - keep, tuple(aborts), compiled)
 
     def delay(self) -> float:
         if not self.latency and not self.jitter:
