@@ -101,7 +101,7 @@ def _edits(kind: str, value: Any, target: str) -> dict[str, Any]:
             f"'{name}' of a {target} rule takes {', '.join(sorted(allowed))}, not {', '.join(sorted(extra))}"
         )
     out: dict[str, Any] = {}
-    if value.get("headers") is not None:
+    if value.get("headers"):
         out["headers"] = _headers(value["headers"], f"{name}.headers")
     if "body" in value and value["body"] is not None:
         body = value["body"]
@@ -170,9 +170,10 @@ def validate_rule(kind: str, spec: dict[str, Any], actions: dict[str, set[str]])
         elif key in ("delay", "jitter"):
             out[key] = _seconds(spec[key], key)
         elif key == "reset":
-            if spec[key] is not True:
-                raise ValueError("'reset' is true or left out")
-            out[key] = True
+            if not isinstance(spec[key], bool):
+                raise ValueError("'reset' is true, false or left out")
+            if spec[key]:
+                out[key] = True
         else:
             out[key] = _edits(kind, spec[key], target)
     return out

@@ -1,4 +1,6 @@
-"""The proxy family: ``proxy.latency``, ``proxy.bandwidth``, ``proxy.reset`` and ``proxy.abort``.
+"""The proxy family: ``proxy.latency``, ``proxy.bandwidth``, ``proxy.reset`` and ``proxy.abort`` on
+every request, and ``http.abort``, ``http.delay``, ``http.replace`` and ``http.patch`` on the
+requests an HTTP rule matches (method, path, host, headers; Chaos Mesh HTTPChaos).
 
 The faults are applied by the fault proxy (:mod:`harness.chaos.proxy_server`); this family puts
 them there and takes them away again, through the shared journal steps
@@ -47,6 +49,13 @@ import psutil
 from harness.chaos import capabilities, nft, processes
 from harness.chaos.families.proxy import control, transparent
 from harness.chaos.families.proxy.params import (
+    HttpAbortFault,
+    HttpDelayFault,
+    HttpFault,
+    HttpPatch,
+    HttpPatchFault,
+    HttpReplace,
+    HttpReplaceFault,
     ProxyAbortFault,
     ProxyBandwidthFault,
     ProxyFault,
@@ -78,7 +87,43 @@ def _spec(fault: ProxyFault) -> dict[str, Any]:
     return {"kind": fault.kind, **fault.model_dump(include={"params"})["params"]}
 
 
+def _requests(fault: HttpFault) -> str:
+    """``50% of POST /api/checkout/* requests (Host api.*, X-Canary: 1)``: what a rule matches."""
+    p = fault.params
+    route = " ".join(x for x in (p.method, p.path or (p.path_regex and f"~{p.path_regex}")) if x)
+    where = [f"Host {p.host}"] if p.host else []
+    where += [f"{name}: {value}" for name, value in p.request_headers.items()]
+    share = "" if p.percent == 100 else f"{p.percent:g}% of "
+    text = f"{share}{route or 'all'} requests" + (f" ({', '.join(where)})" if where else "")
+    if p.target == "Response":
+        text = "the responses" + (f" {p.code}" if p.code else "") + f" to {text}"
+    return text
+
+
+def _http_what(fault: HttpFault) -> str:
+    subject = _requests(fault)
+    if isinstance(fault, HttpAbortFault):
+        return (
+            f"reset the connection of {subject}"
+            if fault.params.reset
+            else f"answer {subject} with {fault.params.status}"
+        )
+    if isinstance(fault, HttpDelayFault):
+        jitter = f" +/- {fault.params.jitter * 1000:g}ms" if fault.params.jitter else ""
+        return f"hold {subject} {fault.params.delay * 1000:g}ms{jitter}"
+    edits: HttpReplace | HttpPatch
+    if isinstance(fault, HttpReplaceFault):
+        verb, edits = "replace", fault.params.replace
+    else:
+        assert isinstance(fault, HttpPatchFault)
+        verb, edits = "patch", fault.params.patch
+    keys = ", ".join(edits.model_dump(exclude_defaults=True))
+    return f"{verb} the {keys} of {subject}"
+
+
 def _what(fault: ProxyFault) -> str:
+    if isinstance(fault, HttpFault):
+        return _http_what(fault)
     if isinstance(fault, ProxyLatencyFault):
         jitter = f" +/- {fault.params.jitter * 1000:g}ms" if fault.params.jitter else ""
         return f"add {fault.params.latency * 1000:g}ms{jitter} latency to each response"
@@ -106,7 +151,16 @@ class ProxyFamily(FaultFamily):
     """HTTP/TCP faults through a fault proxy, running or started for the fault."""
 
     name = "proxy"
-    models = (ProxyLatencyFault, ProxyBandwidthFault, ProxyResetFault, ProxyAbortFault)
+    models = (
+        ProxyLatencyFault,
+        ProxyBandwidthFault,
+        ProxyResetFault,
+        ProxyAbortFault,
+        HttpAbortFault,
+        HttpDelayFault,
+        HttpReplaceFault,
+        HttpPatchFault,
+    )
     undo_failed_inject = True
 
     def describe(self, fault: ProxyFault) -> str:
@@ -178,6 +232,8 @@ class ProxyFamily(FaultFamily):
             control=f"unix:{os.path.join(workdir, 'control.sock')}",
             tag=f"{ctx.run_id}/{fault.name}",
         )
+        if fault.target.workers is not None:
+            details["workers"] = fault.target.workers
         _require_netns(fault.name, fault.target.netns or "")
         return Prepared(details)
 

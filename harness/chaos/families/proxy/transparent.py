@@ -162,6 +162,8 @@ def start_proxy(d: dict[str, str | int]) -> tuple[int, int, int]:
     source = str(Path(harness.__file__).resolve().parents[1])
     path = os.pathsep.join(p for p in (source, os.environ.get("PYTHONPATH", "")) if p)
     cmd += ["--upstream", str(d["service"]), "--control", address, "--mark", str(d["mark"])]
+    if d.get("workers"):  # else the proxy runs one process per core it may use
+        cmd += ["--workers", str(d["workers"])]
     if netns:
         cmd = ["ip", "netns", "exec", netns, *cmd]  # ip execs the command: the PID is the proxy's
     log_path = os.path.join(workdir, "proxy.log")
