@@ -4,8 +4,9 @@
 
 ``GET /ok`` answers ``ok``; ``GET /bytes/N`` answers N bytes; ``POST /echo`` answers the length
 of the body it read; ``/reflect...`` (any method) answers JSON saying the method, path, headers
-and body it received; ``GET /chunked/N`` answers JSON ``{"n": N}`` with a chunked body. Keep-alive, threaded, gone by itself after LIFETIME_SECONDS so a test that
-dies cannot leave it running for long. Prints ``ready`` once it accepts connections.
+and body it received; ``GET /chunked/N`` answers JSON ``{"n": N}`` with a chunked body.
+Keep-alive, threaded, gone by itself after LIFETIME_SECONDS so a test that dies cannot leave it
+running for long. Prints ``ready`` once it accepts connections.
 """
 
 from __future__ import annotations

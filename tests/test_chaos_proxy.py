@@ -496,7 +496,7 @@ def _proxies_of(run_id: str) -> list[int]:
             ours = "harness.chaos.proxy_server" in (proc.info["cmdline"] or []) and proc.status() != "zombie"
             if ours and proc.environ().get(proxy.TAG, "").startswith(f"{run_id}/"):
                 found.append(proc.pid)
-    return found
+    return sorted(found)
 
 
 def _ns_tables() -> list[str]:
@@ -556,7 +556,10 @@ def test_transparent_abort_applies_while_injected_and_not_after(service_ns: str,
     assert record.state is FaultState.INJECTED and d["mode"] == "transparent"
     assert proxy.table_name(ns_journal.run_id) in _ns_tables()
     pid = int(d["proxy_pid"])
-    assert _proxies_of(ns_journal.run_id) == [pid]
+    # the proxy and its workers (one process per usable core, forked by it, tagged alike)
+    workers = sorted(p.pid for p in psutil.Process(pid).children())
+    assert len(workers) == len(os.sched_getaffinity(0)) - 1
+    assert _proxies_of(ns_journal.run_id) == sorted([pid, *workers])
     assert _statuses_inside() == [503] * 5
     assert _statuses_from_host() == [503] * 5
     proxy.revert(record, ns_journal)
@@ -591,7 +594,7 @@ def test_transparent_inject_twice_revert_once_leaves_nothing(service_ns: str, ns
     fault = _fault("proxy.reset", {"percent": 100}, service=service_ns, netns=NS)
     first = proxy.inject(fault, ns_journal.run_id, ns_journal)
     assert proxy.inject(fault, ns_journal.run_id, ns_journal) == first
-    assert len(_proxies_of(ns_journal.run_id)) == 1
+    assert len(_proxies_of(ns_journal.run_id)) == len(os.sched_getaffinity(0))  # one proxy: its processes
     assert _statuses_inside(3) == ["ConnectionResetError"] * 3
     proxy.revert(first, ns_journal)
     assert _ns_tables() == [] and _proxies_of(ns_journal.run_id) == []
@@ -646,7 +649,7 @@ def test_transparent_crash_before_the_pid_was_journaled(
         proxy.inject(fault, ns_journal.run_id, ns_journal)
     left = ns_journal.latest(fault.name)
     assert left is not None and left.state is FaultState.INJECTING and "proxy_pid" not in left.details
-    assert len(_proxies_of(ns_journal.run_id)) == 1
+    assert len(_proxies_of(ns_journal.run_id)) == len(os.sched_getaffinity(0))  # one proxy: its processes
     revert_record(left, ns_journal)
     assert _proxies_of(ns_journal.run_id) == [] and _ns_tables() == []
     assert ns_journal.outstanding() == []

@@ -93,6 +93,8 @@ def _edits(kind: str, value: Any, target: str) -> dict[str, Any]:
     allowed = {"headers", "body"} | (
         ({"method", "path"} if target == REQUEST else {"code"}) if name == "replace" else set()
     )
+    if isinstance(value, dict):
+        value = {k: v for k, v in value.items() if v is not None}
     if not isinstance(value, dict) or not value:
         raise ValueError(f"'{name}' must be an object with some of {', '.join(sorted(allowed))}")
     extra = set(value) - allowed
@@ -219,7 +221,7 @@ def compile_rule(spec: dict[str, Any]) -> Rule:
     return Rule(
         target=spec["target"],
         method=spec["method"].encode() if "method" in spec else None,
-        path=_glob(path) if path else (re.compile(spec["path_regex"]) if "path_regex" in spec else None),
+        path=_glob(path) if path else (re.compile(f"(?:{spec['path_regex']})\\Z") if "path_regex" in spec else None),
         host=_glob(spec["host"], re.IGNORECASE) if "host" in spec else None,
         headers=tuple((name, _glob(value)) for name, value in spec.get("request_headers", {}).items()),
         code=spec.get("code"),

@@ -84,7 +84,7 @@ def proxy_fault_name(run_id: str, fault_name: str) -> str:
 
 def _spec(fault: ProxyFault) -> dict[str, Any]:
     """The PUT body of the fault (seconds, bits/s, percent: what the proxy expects)."""
-    return {"kind": fault.kind, **fault.model_dump(include={"params"})["params"]}
+    return {"kind": fault.kind, **fault.model_dump(include={"params"}, exclude_none=True)["params"]}
 
 
 def _requests(fault: HttpFault) -> str:
