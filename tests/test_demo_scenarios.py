@@ -12,6 +12,7 @@ network namespace.
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -88,3 +89,38 @@ def test_netem_scenario_is_refused_where_the_kernel_has_no_netem(demo: DemoInfo,
     assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
     assert "needs netem" in done.stdout + done.stderr, why
     assert summary == {}  # refused before the run existed
+
+
+def test_http_rules_act_on_their_routes_only(demo: DemoInfo, influxd: Any, tmp_path: Path) -> None:
+    """``demo-http.yaml``: route-matched HTTP faults, by what Locust saw.
+
+    A 50% 503 rule on ``POST /api/checkout/*`` (transparent, on the gateway's port): the 503
+    count among the n checkouts of the phase is Binomial(n, 0.5); it must lie within 4 standard
+    deviations (sqrt(n)/2 each; a false failure about once in 16,000 runs), while product pages
+    and cart additions in the same phase fail not once. A 200 ms delay rule on
+    ``GET /api/products/*`` moves the product pages' p50 by 200 ms +/- 20 ms against the phase
+    before any fault (the transparent proxy's own cost is well under 1 ms here), while the product
+    list and search (other routes, same service) move by less than 20 ms. The scenario's own SLOs
+    say the same more loosely; the sweep finds nothing left."""
+    influxd.create_database("harness")
+    done, summary = _run("demo-http", tmp_path, influxd.url)
+    slos = {slo["name"]: slo for slo in summary.get("slos", [])}
+    for slo in slos.values():
+        print(f"demo-http: {slo['name']} {slo['window']} n={slo['requests']} measured {slo['measured']}")
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert sweep.find() == []
+
+    checkouts = slos["checkouts-fail-at-about-half"]
+    n, k = checkouts["requests"], round(checkouts["measured"] * checkouts["requests"])
+    assert n >= 40, f"too few checkouts ({n}) for the share to mean anything"
+    assert abs(k - n / 2) <= 4 * math.sqrt(n) / 2, f"{k} 503s among {n} checkouts"
+    assert slos["checkouts-not-all-fail"]["measured"] * n == pytest.approx(k, abs=0.5), "failures other than 503s"
+    for name in ("product-pages-untouched-by-checkout-503s", "cart-untouched-by-checkout-503s"):
+        assert slos[name]["requests"] > 100 and slos[name]["measured"] == 0, slos[name]
+
+    before = slos["product-pages-before"]["measured"]
+    held = slos["product-pages-held-200ms"]["measured"]
+    assert abs(held - before - 200) <= 20, f"product pages p50 {before:.1f} ms -> {held:.1f} ms"
+    for before, during in (("product-list-before", "product-list-not-held"), ("search-before", "search-not-held")):
+        moved = slos[during]["measured"] - slos[before]["measured"]
+        assert abs(moved) < 20, f"{during}: p50 moved {moved:+.1f} ms"
