@@ -123,7 +123,7 @@ def main() -> None:
         log = open(Path(tmp) / "proxy.log", "w")  # noqa: SIM115 - closed in finally
         proxy = subprocess.Popen(
             [
-                *(sys.executable, "-m", "harness.chaos.proxy_server", "--listen", listen),
+                *(sys.executable, "-m", "harness.chaos.proxy_server", "--workers", "1", "--listen", listen),
                 *("--upstream", url.removeprefix("http://"), "--control", control),
             ],
             stdout=subprocess.PIPE,

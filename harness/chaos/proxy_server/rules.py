@@ -196,7 +196,7 @@ class Rule:
     method: bytes | None
     path: re.Pattern[str] | None
     host: re.Pattern[str] | None
-    headers: tuple[tuple[str, re.Pattern[str]], ...]
+    headers: tuple[tuple[re.Pattern[bytes], re.Pattern[str]], ...]  # (finds the header's value, glob on it)
     code: int | None
     chance: float
     status: int = 0
@@ -223,7 +223,7 @@ def compile_rule(spec: dict[str, Any]) -> Rule:
         method=spec["method"].encode() if "method" in spec else None,
         path=_glob(path) if path else (re.compile(f"(?:{spec['path_regex']})\\Z") if "path_regex" in spec else None),
         host=_glob(spec["host"], re.IGNORECASE) if "host" in spec else None,
-        headers=tuple((name, _glob(value)) for name, value in spec.get("request_headers", {}).items()),
+        headers=tuple((_finder(name), _glob(value)) for name, value in spec.get("request_headers", {}).items()),
         code=spec.get("code"),
         chance=spec["percent"] / 100,
         status=spec.get("status", 0),
@@ -259,13 +259,17 @@ class Decision:
     response: ResponseEdit | None = None
 
 
-def _header_map(head: bytes) -> dict[str, str]:
-    headers: dict[str, str] = {}
-    for line in head.split(b"\r\n")[1:]:
-        name, sep, value = line.partition(b":")
-        if sep:
-            headers.setdefault(name.strip().lower().decode("latin-1"), value.strip().decode("latin-1"))
-    return headers
+def _finder(name: str) -> re.Pattern[bytes]:
+    """Finds header ``name``'s value in a head: one search, not a parse of every header."""
+    return re.compile(rb"\r\n" + re.escape(name.encode("latin-1")) + rb"[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE)
+
+
+_HOST = _finder("host")
+
+
+def _value(finder: re.Pattern[bytes], head: bytes) -> str | None:
+    found = finder.search(head)
+    return None if found is None else found.group(1).decode("latin-1").rstrip(" \t")
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,33 +277,30 @@ class Rules:
     """Every active rule, in the order they were put; what :class:`~.spec.Profile` holds."""
 
     rules: tuple[Rule, ...]
-    headers: bool  # some rule matches on host or request headers: parse them
 
     @classmethod
     def of(cls, rules: list[Rule]) -> Rules:
-        return cls(tuple(rules), any(rule.host is not None or rule.headers for rule in rules))
+        return cls(tuple(rules))
 
     def decide(self, head: bytes) -> Decision | None:
         """The fate of the request whose head (request line to blank line) is ``head``; None when no
-        rule picked it. Cheap: the request line is split once, headers parsed only when a rule
-        matches on them, patterns compiled beforehand."""
+        rule picked it. Cheap: the request line is split once, a header is looked up (one search)
+        only for a rule that matches on it, patterns are compiled beforehand."""
         line = head[: head.find(b"\r\n")]
         method, _, rest = line.partition(b" ")
         path = rest.rpartition(b" ")[0].partition(b"?")[0].decode("latin-1")
-        headers: dict[str, str] | None = None
         decision: Decision | None = None
         for rule in self.rules:
             if (rule.method is not None and rule.method != method) or (
                 rule.path is not None and rule.path.match(path) is None
             ):
                 continue
-            if rule.host is not None or rule.headers:
-                headers = _header_map(head) if headers is None else headers
-                host = _PORT.sub("", headers.get("host", ""))
-                if rule.host is not None and rule.host.match(host) is None:
-                    continue
-                if any(name not in headers or p.match(headers[name]) is None for name, p in rule.headers):
-                    continue
+            if rule.host is not None and rule.host.match(_PORT.sub("", _value(_HOST, head) or "")) is None:
+                continue
+            if rule.headers and any(
+                (value := _value(finder, head)) is None or glob.match(value) is None for finder, glob in rule.headers
+            ):
+                continue
             if rule.chance < 1.0 and random.random() >= rule.chance:
                 continue
             decision = Decision() if decision is None else decision
