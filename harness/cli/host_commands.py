@@ -96,12 +96,16 @@ def doctor(
 def proxy(
     listen: Annotated[str, typer.Option(help="host:port clients connect to.")],
     upstream: Annotated[str, typer.Option(help="host:port of the service behind the proxy.")],
-    control: Annotated[str, typer.Option(help="host:port of the control API that proxy.* faults use.")],
+    control: Annotated[str, typer.Option(help="host:port of the control API that proxy.* and http.* faults use.")],
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, max=64, help="Processes sharing the listening port (default: the cores it may use)."),
+    ] = None,
 ) -> None:
-    """Run a fault proxy in front of a service; proxy.* faults with target.control act on it."""
+    """Run a fault proxy in front of a service; proxy.* and http.* faults with target.control act on it."""
     from harness.chaos.proxy_server import serve
 
-    serve(listen, upstream, control)
+    serve(listen, upstream, control, workers=workers)
 
 
 def watchdog(

@@ -122,6 +122,7 @@ def _serve_proxy(args: argparse.Namespace) -> int:
             f"{HOST}:{args.port}",
             f"{args.upstream_host}:{args.upstream_port}",
             control,
+            workers=1,  # payments sees tens of requests/s: one process is plenty
             on_ready=lambda listen, _control: log("proxy", f"listening on {listen}, control API on {control}"),
         )
     except OSError as exc:
