@@ -96,6 +96,18 @@ faults:
     duration: 1s
     target: {control: 127.0.0.1:19630}
     params: {rate: 2mbps}
+  - name: checkout-503s
+    kind: http.abort
+    at: 34s
+    duration: 1s
+    target: {control: 127.0.0.1:19630}
+    params: {method: POST, path: /api/checkout/*, status: 503, percent: 50, request_headers: {X-Canary: "on*"}}
+  - {name: slow, kind: http.delay, at: 35s, duration: 1s, target: {service: 10.214.120.3:8080, netns: shop, workers: 2},
+     params: {path_regex: '/api/products/[0-9]+', host: "shop.*", delay: 200ms, jitter: 20ms}}
+  - {name: swap, kind: http.replace, at: 36s, duration: 1s, target: {control: 127.0.0.1:19630},
+     params: {target: Response, code: 200, replace: {code: 500, headers: {X-A: b}, body: "no"}}}
+  - {name: merge, kind: http.patch, at: 37s, duration: 1s, target: {control: 127.0.0.1:19630},
+     params: {method: POST, patch: {headers: {X-B: c}, body: {amount: -1, note: null}}}}
 slos:
   - {name: p99-steady, objective: "p99 < 250ms", window: steady}
   - {name: errors-during, objective: "error_rate < 50%", window: "during:pause", errors: [5xx, ConnectionError]}

@@ -29,6 +29,13 @@ What each fault does (several may be active; they compose):
 * ``proxy.abort``: a share of HTTP requests is answered by the proxy with ``status`` and a
   short body at once (a latency fault does not delay it), the request (and its body) is
   never forwarded, and the connection stays usable.
+* ``http.abort``, ``http.delay``, ``http.replace``, ``http.patch``: HTTP rules (Chaos Mesh
+  HTTPChaos) acting only on the requests they match by method, path, host and headers, on
+  the request or on its response (:mod:`.rules`; a response a rule rewrites is read whole,
+  :mod:`.messages`).
+
+Several processes may share the listening port (``SO_REUSEPORT``; :mod:`.workers`): the first
+serves the control API and answers a change once every worker has it.
 
 With no fault active, a chunk read from one side is written to the other as it is, after
 one ``find`` for the end of the head and one regular expression for ``Content-Length``:
@@ -40,14 +47,17 @@ own connections to the service and not loop them back into the proxy.
 
 Control API (JSON; ``control`` is ``host:port`` or ``unix:/path``):
 
-* ``GET /health``: ``{"status": "ok", "listen", "upstream", "faults", "requests", "aborted",
+* ``GET /health``: ``{"status": "ok", "listen", "upstream", "faults", "workers",
+  "workers_answering", "requests", "aborted",
   "reset", "bytes", "bytes_up", "bytes_down", "connections", "active_connections",
   "upstream_errors", "uptime"}``
 * ``GET /faults``: ``{"faults": {name: {"kind": ..., params...}}}``
 * ``PUT /faults/<name>`` with ``{"kind": "proxy.latency", "latency": 0.05, "jitter": 0}``
   (or ``proxy.bandwidth`` ``rate``, ``proxy.reset`` ``percent``, ``proxy.abort`` ``status``
-  ``percent``): 201 when created, 200 when it replaced a fault of that name (so PUT twice
-  is one fault), 400 with ``{"error": ...}`` when invalid.
+  ``percent``, or an HTTP rule: ``{"kind": "http.abort", "method": "POST", "path":
+  "/api/*", "status": 503, "percent": 50}``, the keys of :mod:`.rules`): 201 when created,
+  200 when it replaced a fault of that name (so PUT twice is one fault), 400 with
+  ``{"error": ...}`` when invalid, 500 when a worker process did not confirm the change.
 * ``DELETE /faults/<name>``: 204, or 404 when there is no such fault (clients treat both as
   done). ``DELETE /faults`` removes every fault.
 
