@@ -470,3 +470,30 @@ def test_transparent_rule_acts_on_its_route_only_and_leaves_nothing(
         assert _send(client, "GET", "/bytes/4")[:3:2] == (200, b"xxxx")
     finally:
         client.close()
+
+
+@ROOT_ONLY
+def test_a_transparent_rule_whose_journal_was_lost_is_swept_with_its_workers(
+    service_ns: str,  # noqa: F811 (the fixture)
+    ns_journal: Journal,  # noqa: F811 (the fixture)
+) -> None:
+    """``harness recover --sweep`` finds the redirect table and every process of the proxy by tag."""
+    from harness.chaos import sweep
+
+    fault = _fault("http.delay", {"path": "/ok", "delay": "1s"}, service=service_ns, netns=NS, workers=2)
+    proxy.inject(fault, ns_journal.run_id, ns_journal)
+    pids = _proxies_of(ns_journal.run_id)
+    assert len(pids) == 2
+    found = {(item.kind, item.name) for item in sweep.find()}
+    assert ("nft table", f"ip {proxy.table_name(ns_journal.run_id)}") in found
+    assert {f"pid {pid} (HARNESS_PROXY_FAULT={ns_journal.run_id}/{fault.name})" for pid in pids} <= {
+        name for kind, name in found if kind == "process"
+    }
+    removed, failed = sweep.sweep()
+    assert failed == [] and len(removed) >= 3, removed
+    assert _ns_tables() == [] and _proxies_of(ns_journal.run_id) == []
+    client = Client(service_ns, timeout=5)
+    try:
+        assert _send(client, "GET", "/ok")[3] < 0.5  # no delay: nothing of the fault is left
+    finally:
+        client.close()

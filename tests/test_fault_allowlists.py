@@ -169,6 +169,32 @@ REFUSALS = [
         ],
     ),
     Refusal(
+        "http-rule-service-outside",
+        '  - {name: slow-route, kind: http.delay, at: 5s, duration: 5s, target: {service: "203.0.113.7:80"},\n'
+        "     params: {method: GET, path: /api/*, delay: 50ms}}\n",
+        "",
+        [
+            (
+                "service:",
+                "faults[1].target.service",
+                f"203.0.113.7:80 is outside safety.allowed_networks (none given) {NOT_LOAD}",
+            )
+        ],
+    ),
+    Refusal(
+        "http-rule-control-not-loopback",
+        '  - {name: swap, kind: http.replace, at: 5s, duration: 5s, target: {control: "198.51.100.6:9000"},\n'
+        "     params: {target: Response, replace: {code: 500}}}\n",
+        "",
+        [
+            (
+                "control:",
+                "faults[1].target.control",
+                f"198.51.100.6:9000 is not loopback and is outside safety.allowed_networks (none given) {NOT_LOAD}",
+            )
+        ],
+    ),
+    Refusal(
         "stress-directories-outside-the-defaults",
         "  - {name: fill, kind: stress.disk_fill, at: 5s, duration: 5s, params: {path: /var/lib, bytes: 1M}}\n"
         "  - {name: climb, kind: stress.disk_fill, at: 5s, duration: 5s, params: {path: /tmp/../etc, bytes: 1M}}\n"
