@@ -31,6 +31,7 @@ import contextlib
 import glob
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +40,7 @@ import psutil
 __all__ = [
     "LIBRARY_GLOB",
     "REST",
+    "STARTED",
     "TAG",
     "Shim",
     "how_to_start",
@@ -54,6 +56,10 @@ __all__ = [
 
 #: The environment variable that tags a process started under the shim; its value is the skew file.
 TAG = "HARNESS_CLOCK_SHIM"
+#: The environment variable holding when the process was started under the shim (epoch seconds,
+#: just before its exec): libfaketime runs a rate from its own load, not from the PID's creation
+#: (a launcher that execs keeps its PID and start time).
+STARTED = "HARNESS_CLOCK_SHIM_STARTED"
 #: Where Debian's ``libfaketime`` package puts the preload library (multiarch directory).
 LIBRARY_GLOB = "/usr/lib/*/faketime/libfaketime.so.1"
 #: A skew file's content when no fault is on: no offset, normal speed (the rate is written
@@ -107,12 +113,14 @@ def shim_environment(skew_file: Path, base: dict[str, str] | None = None) -> dic
     env["FAKETIME_NO_CACHE"] = "1"
     env["FAKETIME_DONT_FAKE_MONOTONIC"] = "1"
     env[TAG] = str(skew_file)
+    env[STARTED] = repr(time.time())
     return env
 
 
 @dataclass(frozen=True)
 class Shim:
-    """A live process started under the shim: its skew file and its start (for a rate's anchor)."""
+    """A live process started under the shim: its skew file and when libfaketime started counting
+    (for a rate's anchor: :data:`STARTED`, else the process's creation)."""
 
     pid: int
     skew_file: Path
@@ -135,7 +143,11 @@ def shim_of(pid: int) -> Shim | None:
         return None
     if env.get("FAKETIME_TIMESTAMP_FILE") != skew_file:
         return None
-    return Shim(pid, Path(skew_file), create_time)
+    try:
+        started = float(env.get(STARTED, ""))
+    except ValueError:
+        started = create_time
+    return Shim(pid, Path(skew_file), started)
 
 
 def how_to_start(command: str = "COMMAND") -> str:
