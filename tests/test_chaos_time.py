@@ -165,7 +165,7 @@ def test_a_process_not_started_under_the_shim_is_refused_with_how_to(tmp_path: P
         assert journal.records() == []  # refused before anything was journaled
         with pytest.raises(ConfigError, match=r"harness demo up --clock-shim payments"):
             family.check(fault, HostContext(Safety()))
-        assert family.resolve(fault, HostContext(Safety())).startswith("refused: pid ")
+        assert family.resolve(fault, HostContext(Safety())).startswith("; now: refused: pid ")
         assert "libfaketime" in family.requirements(fault)[0]
     finally:
         plain.stop()

@@ -33,7 +33,13 @@ from harness.chaos import capabilities, clock_shim
 from harness.chaos.families.time.params import TimeSkewFault
 from harness.chaos.family import FaultFamily, HostContext, Leftover
 from harness.chaos.journal import FaultRecord
-from harness.chaos.processes import ResolvedProcess, describe_target, pid_file_refusal, resolve_targets
+from harness.chaos.processes import (
+    ResolvedProcess,
+    describe_target,
+    pid_file_refusal,
+    protected_processes,
+    resolve_targets,
+)
 from harness.chaos.steps import Details, InjectContext, Prepared
 from harness.errors import ConfigError, FaultError, FaultNotApplied, RevertFailed
 
@@ -94,13 +100,14 @@ class TimeFamily(FaultFamily):
 
     def resolve(self, fault: TimeSkewFault, context: HostContext) -> str:
         try:
-            targets = resolve_targets(fault.target)
+            targets = resolve_targets(fault.target, protected=protected_processes())
         except FaultError as exc:
-            return str(exc)
+            return f"; now: nothing ({exc})"
         shims, refused = _shims(targets)
         if refused:
-            return "refused: " + _refusal_text(refused)
-        return ", ".join(f"pid {s.pid} (skew file {s.skew_file}: {clock_shim.read_skew(s.skew_file)})" for s in shims)
+            return "; now: refused: " + _refusal_text(refused)
+        files = ", ".join(f"pid {s.pid} (skew file {s.skew_file}: {clock_shim.read_skew(s.skew_file)})" for s in shims)
+        return f"; now: {files}"
 
     def refusal(self, fault: TimeSkewFault, context: HostContext) -> str | None:
         return pid_file_refusal(fault.name, fault.target) if fault.node is None else None
@@ -111,7 +118,7 @@ class TimeFamily(FaultFamily):
         if fault.node is not None:
             return
         try:
-            targets = resolve_targets(fault.target)
+            targets = resolve_targets(fault.target, protected=protected_processes())
         except FaultError:
             return
         refused = _shims(targets)[1]
