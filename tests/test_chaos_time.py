@@ -25,7 +25,7 @@ from harness.chaos import clock_shim, recover, sweep
 from harness.chaos.family import HostContext, family_of
 from harness.chaos.journal import FaultState, Journal
 from harness.chaos.steps import InjectContext
-from harness.errors import ConfigError, FaultError
+from harness.errors import FaultError
 from harness.scenario import Fault, Safety
 
 pytestmark = pytest.mark.skipif(clock_shim.library() is None, reason="libfaketime is not installed (make setup)")
@@ -163,8 +163,9 @@ def test_a_process_not_started_under_the_shim_is_refused_with_how_to(tmp_path: P
         with pytest.raises(FaultError, match=r"was not started under harness's clock shim; start it under"):
             family.inject(fault, InjectContext("skew-refused", journal))
         assert journal.records() == []  # refused before anything was journaled
-        with pytest.raises(ConfigError, match=r"harness demo up --clock-shim payments"):
-            family.check(fault, HostContext(Safety()))
+        refusal = family.refusal(fault, HostContext(Safety()))
+        assert refusal is not None and refusal.startswith(f"fault 'skew': pid {plain.process.pid} (")
+        assert refusal.endswith("(the demo: `harness demo up --clock-shim payments`)"), refusal
         assert family.resolve(fault, HostContext(Safety())).startswith("; now: refused: pid ")
         assert "libfaketime" in family.requirements(fault)[0]
     finally:

@@ -41,7 +41,7 @@ from harness.chaos.processes import (
     resolve_targets,
 )
 from harness.chaos.steps import Details, InjectContext, Prepared
-from harness.errors import ConfigError, FaultError, FaultNotApplied, RevertFailed
+from harness.errors import FaultError, FaultNotApplied, RevertFailed
 
 __all__ = ["FAMILY", "TimeFamily"]
 
@@ -110,20 +110,22 @@ class TimeFamily(FaultFamily):
         return f"; now: {files}"
 
     def refusal(self, fault: TimeSkewFault, context: HostContext) -> str | None:
-        return pid_file_refusal(fault.name, fault.target) if fault.node is None else None
-
-    def check(self, fault: TimeSkewFault, context: HostContext) -> None:
-        """A target that runs now without the shim can never be skewed by this run: refuse it now.
-        One not running yet is resolved when the fault fires (a service may start later)."""
+        """A pid file naming PID 1 or a kernel thread; or a target that runs now without the shim,
+        which this run can never skew. One not running yet is resolved when the fault fires (a
+        service may start later). Faults on another node are decided by that node's agent."""
         if fault.node is not None:
-            return
+            return None
+        if (why := pid_file_refusal(fault.name, fault.target)) is not None:
+            return why
         try:
             targets = resolve_targets(fault.target, protected=protected_processes())
         except FaultError:
-            return
+            return None
         refused = _shims(targets)[1]
-        if refused:
-            raise ConfigError(f"fault '{fault.name}': {_refusal_text(refused)}")
+        return f"fault '{fault.name}': {_refusal_text(refused)}" if refused else None
+
+    def check(self, fault: TimeSkewFault, context: HostContext) -> None:
+        return None  # what this host refuses is in refusal(); libfaketime is a requirement
 
     def warm_up(self, kinds: frozenset[str]) -> None:
         return None  # psutil only
