@@ -56,7 +56,8 @@ def _offset_text(seconds: float) -> str:
 
 
 def _skew_text(fault: TimeSkewFault) -> str:
-    parts = [f"{_offset_text(fault.params.offset)}"] if fault.params.offset else []
+    """``by -10m``, ``by +2h, running at 1.01x`` or ``running at 0.5x``."""
+    parts = [f"by {_offset_text(fault.params.offset)}"] if fault.params.offset else []
     if fault.params.rate != 1:
         parts.append(f"running at {fault.params.rate:g}x")
     return ", ".join(parts)
@@ -91,9 +92,9 @@ class TimeFamily(FaultFamily):
     undo_failed_inject = True  # some files written, one failed: write the journaled lines back at once
 
     def describe(self, fault: TimeSkewFault) -> str:
-        """e.g. ``move the wall clock of processes matching /payments/ -10m (CLOCK_REALTIME) for 10s``."""
+        """e.g. ``shift the wall clock (CLOCK_REALTIME) of processes matching /payments/ by -10m for 10s``."""
         what = describe_target(fault.target)
-        return f"move the wall clock of {what} {_skew_text(fault)} (CLOCK_REALTIME) for {fault.duration:g}s"
+        return f"shift the wall clock (CLOCK_REALTIME) of {what} {_skew_text(fault)} for {fault.duration:g}s"
 
     def requirements(self, fault: TimeSkewFault) -> list[str]:
         return [capabilities.LIBFAKETIME]
