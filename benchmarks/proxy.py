@@ -1,7 +1,8 @@
 """What the idle fault proxy costs: wrk straight to nginx vs wrk through ``harness.chaos.proxy_server``.
 
 Starts Debian's nginx on loopback (the helper of ``benchmarks/throughput.py``: one worker,
-access_log off, a 3-byte body), one fault proxy in front of it, and runs wrk against each
+access_log off, a 3-byte body), one fault proxy (one process, ``--workers 1``; see
+``benchmarks/proxy_workers.py`` for several) in front of it, and runs wrk against each
 in turn, alternating (direct, proxy, proxy with a fault, direct, ...) so that machine drift
 cancels out. Two loads per target:
 
