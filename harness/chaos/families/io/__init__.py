@@ -1,0 +1,216 @@
+"""The io family: ``io.latency`` and ``io.error`` on the operations in one directory (Chaos Mesh IOChaos).
+
+A FUSE passthrough file system (:mod:`.server`, mfusepy over libfuse3) is mounted over the
+directory for the fault window: every operation a process makes on a file under it that it
+opened *after* the mount goes through the server, which delays or fails ``percent`` of the
+chosen ``methods`` and otherwise does the operation on the directory underneath (opened before
+the mount covered it). Descriptors opened before the injection bypass the mount and are never
+affected.
+
+* **Journal first.** ``injecting`` records the directory, the mount's source tag and the
+  process tag before the server starts; ``injected`` adds its PID and start time.
+* **Revert.** The mount is detached lazily (``umount2(MNT_DETACH)``, so it succeeds while a
+  target holds files open), then the server is ended. The files underneath were written in
+  place: nothing is copied back. A descriptor a target opened through the mount and still
+  holds fails with ``ENOTCONN`` after the revert: open it again.
+* **Refused targets.** ``/``, system directories (``/etc``, ``/usr``, ``/proc``, ...) and top
+  level ones (``/tmp``, ``/var``, ``/home``), the directory holding harness's own fault journal,
+  and a directory that leaves ``safety.allowed_paths`` through a symbolic link.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+
+from harness.chaos import capabilities, processes
+from harness.chaos.families.io import mounts
+from harness.chaos.families.io.params import IoErrorFault, IoFault, IoLatencyFault
+from harness.chaos.family import FaultFamily, HostContext, Leftover
+from harness.chaos.journal import FaultRecord
+from harness.chaos.steps import Details, InjectContext, Prepared
+from harness.errors import ConfigError, FaultError
+from harness.paths import journal_dir
+
+__all__ = ["FAMILY", "IoFamily", "system_directory_refusal"]
+
+log = logging.getLogger(__name__)
+
+#: Seconds past the fault's duration after which the server detaches its mount by itself.
+LIFETIME_MARGIN = 15.0
+
+#: Never mounted over: the root, the directories the system runs from and the top-level ones.
+_NEVER = frozenset(
+    (
+        "/",
+        *("/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/libx32", "/media", "/mnt"),
+        *("/opt", "/proc", "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var"),
+        *("/var/tmp", "/var/lib", "/var/log"),
+    )
+)
+#: Nothing under these either.
+_NEVER_UNDER = ("/bin/", "/boot/", "/dev/", "/etc/", "/lib/", "/lib64/", "/proc/", "/sbin/", "/sys/", "/usr/")
+
+
+def _realpath(path: str) -> str:
+    try:
+        return os.path.realpath(path)
+    except (OSError, ValueError):
+        return os.path.normpath(path)
+
+
+def _inside(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
+def system_directory_refusal(real: str) -> str | None:
+    """Why harness never mounts over ``real`` (a path with links resolved), or None."""
+    if real in _NEVER or real.startswith(_NEVER_UNDER):
+        return f"{real} is a system or top-level directory: never an io fault's volume_path"
+    journal = _realpath(str(journal_dir()))
+    if _inside(journal, real):
+        return f"{real} holds harness's fault journal ({journal}): never an io fault's volume_path"
+    return None
+
+
+def _methods(fault: IoFault) -> str:
+    methods = fault.params.methods
+    return "every operation" if len(methods) >= 14 else ", ".join(methods)
+
+
+class IoFamily(FaultFamily):
+    """Latency and errors on file operations in a directory, through a FUSE mount over it."""
+
+    name = "io"
+    models = (IoLatencyFault, IoErrorFault)
+    undo_failed_inject = True
+
+    def describe(self, fault: IoFault) -> str:
+        p = fault.params
+        if isinstance(fault, IoLatencyFault):
+            jitter = f" +- {fault.params.jitter * 1000:g} ms" if fault.params.jitter else ""
+            effect = f"delay by {fault.params.delay * 1000:g} ms{jitter}"
+        else:
+            assert isinstance(fault, IoErrorFault)
+            effect = f"fail with {errno_name(fault.params.errno)}"
+        files = "" if p.path == "*" else f" (files matching {p.path})"
+        return (
+            f"{effect} {p.percent:g}% of {_methods(fault)} in {p.volume_path}{files} for {fault.duration:g}s "
+            "(a FUSE mount over the directory: files opened after the injection only)"
+        )
+
+    def requirements(self, fault: IoFault) -> list[str]:
+        return [capabilities.FUSE]
+
+    def resolve(self, fault: IoFault, context: HostContext) -> str:
+        path = fault.params.volume_path
+        if not os.path.isdir(path):
+            return f"; now: {path} is not a directory here"
+        real = _realpath(path)
+        top = mounts.top_mount(real)
+        on = f", a mount point ({top.fs_type})" if top is not None else ""
+        return f"; now: {real}{on}"
+
+    def refusal(self, fault: IoFault, context: HostContext) -> str | None:
+        """A system directory, the journal's, or one outside ``safety.allowed_paths`` once symbolic
+        links are followed (faults on this node only; an agent refuses system directories too)."""
+        if fault.node is not None:
+            return None
+        real = _realpath(fault.params.volume_path)
+        allowed = [_realpath(d) for d in context.safety.allowed_paths]
+        if not any(_inside(real, d) for d in allowed):
+            return (
+                f"fault '{fault.name}': {fault.params.volume_path} is {real} once symbolic links are followed, "
+                f"which is not under safety.allowed_paths ({', '.join(context.safety.allowed_paths)})"
+            )
+        why = system_directory_refusal(real)
+        return f"fault '{fault.name}': {why}" if why else None
+
+    def check(self, fault: IoFault, context: HostContext) -> None:
+        if not os.path.exists("/dev/fuse"):
+            raise ConfigError(f"fault '{fault.name}' needs /dev/fuse, which this host does not have (modprobe fuse)")
+        if capabilities.libfuse_missing():
+            raise ConfigError(f"fault '{fault.name}' needs {capabilities.libfuse_missing()}")
+
+    def warm_up(self, kinds: frozenset[str]) -> None:
+        return None  # the server is a process of its own, started per fault
+
+    def prepare(self, fault: IoFault, ctx: InjectContext) -> Prepared:
+        path = fault.params.volume_path
+        if not os.path.isdir(path):
+            raise FaultError(f"fault '{fault.name}': {path} is not a directory")
+        real = _realpath(path)
+        why = system_directory_refusal(real)
+        if why:
+            raise FaultError(f"fault '{fault.name}': {why}")
+        top = mounts.top_mount(real)
+        if top is not None and top.fs_type == mounts.FS_TYPE:
+            raise FaultError(f"fault '{fault.name}': {real} already has an io fault ({top.source})")
+        tag = f"{ctx.run_id}/{fault.name}"
+        safe = tag.replace("/", "-")
+        return Prepared(
+            {
+                "target": real,
+                "tag": tag,
+                "source": f"{mounts.SOURCE_PREFIX}{tag}",
+                "log": os.path.join(tempfile.gettempdir(), f"harness-io-{safe}.log"),
+            }
+        )
+
+    def apply(self, fault: IoFault, record: FaultRecord, ctx: InjectContext, *, resumed: bool) -> Details:
+        from harness.chaos.families.io.spec import spec_of
+
+        point, source, tag = str(record.details["target"]), str(record.details["source"]), str(record.details["tag"])
+        if resumed:  # an earlier attempt died mid-way: clean up what it may have left
+            mounts.detach(point, source)
+            mounts.kill(None, None, tag)
+        spec = spec_of(fault, point, source, fault.duration + LIFETIME_MARGIN)
+        pid, ticks = mounts.start(spec, point, source, tag, str(record.details["log"]))
+        log.info("run %s: fault %s: %s", ctx.run_id, fault.name, self.describe(fault))
+        return {"server_pid": pid, "server_start_ticks": ticks}
+
+    def undo(self, record: FaultRecord) -> Details:
+        """Detach the mount (lazily), end the server, remove its log; enough on a record left ``injecting``."""
+        d = record.details
+        unmounted = mounts.detach(str(d.get("target", "")), str(d.get("source", ""))) if d.get("source") else 0
+        killed = mounts.kill(d.get("server_pid"), d.get("server_start_ticks"), str(d.get("tag", "")))
+        with contextlib.suppress(OSError):
+            os.unlink(str(d.get("log", "")))
+        return {"unmounted": unmounted, "killed": ",".join(str(p) for p in killed)}
+
+    def applied_text(self, record: FaultRecord) -> str:
+        return f"FUSE mount over {record.details.get('target')} (server pid {record.details.get('server_pid')})"
+
+    def reverted_text(self, before: FaultRecord, after: FaultRecord) -> str:
+        if after.details.get("unmounted"):
+            return f"unmounted {before.details.get('target')}"
+        return f"marked {after.state.value}"
+
+    def leftovers(self) -> list[Leftover]:
+        """harness io mounts, and processes carrying the io tag, whatever run left them."""
+        found = [
+            Leftover("", "fuse mount", f"{m.point} ({m.source})", (m.point, m.source), self.name, order=4)
+            for m in mounts.harness_mounts()
+        ]
+        found += [
+            Leftover("", "process", f"pid {proc.pid} ({tag})", (proc.pid, proc.create_time()), self.name, order=5)
+            for proc, tag in processes.tagged([mounts.TAG])
+        ]
+        return found
+
+    def remove(self, leftover: Leftover) -> None:
+        if leftover.kind == "fuse mount":
+            mounts.detach(*leftover.key)
+        else:
+            processes.kill_if_same(*leftover.key)
+
+
+def errno_name(number: int) -> str:
+    import errno
+
+    return errno.errorcode.get(number, str(number))
+
+
+FAMILY = IoFamily()

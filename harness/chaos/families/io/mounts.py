@@ -1,0 +1,163 @@
+"""The io family's mounts and server processes: starting the FUSE server over a directory,
+finding harness's mounts in ``/proc/self/mountinfo``, detaching them and ending the servers.
+
+Why it is shaped this way:
+
+* **Only our mount is detached.** :func:`detach` unmounts a directory only while the mount on
+  top of it is of type ``fuse.harness-io`` with the fault's own source, and stops as soon as it
+  is not: the directory may itself be a mount point (``/tmp`` on tmpfs) that must stay.
+* **Lazy.** ``umount2(MNT_DETACH)``: it succeeds while a target still holds files open through
+  the mount; the mount disappears from every path at once, and the kernel lets go of it when
+  the last such descriptor closes.
+* **Only our processes.** The server is killed by its PID only while its start time still
+  matches the journaled one, and by the environment tag ``HARNESS_IO_FAULT=<run>/<fault>``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from harness.chaos.processes import normal_niceness, start_ticks
+from harness.errors import FaultError
+
+__all__ = ["FS_TYPE", "SOURCE_PREFIX", "SUBTYPE", "TAG", "Mount", "detach", "harness_mounts", "kill", "start", "tagged"]
+
+TAG = "HARNESS_IO_FAULT"
+#: The server's FUSE subtype: the mount table shows the type ``fuse.harness-io``, the sweep's tag.
+SUBTYPE = "harness-io"
+FS_TYPE = f"fuse.{SUBTYPE}"
+#: The mount's source is this plus ``<run>/<fault>``.
+SOURCE_PREFIX = "harness-io:"
+_MNT_DETACH = 2
+_SERVER_MODULE = "harness.chaos.families.io.server"
+
+# Servers started in this process, so they are reaped (no zombies in a long-lived agent).
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
+@dataclass(frozen=True)
+class Mount:
+    """One line of /proc/self/mountinfo that matters here."""
+
+    point: str
+    fs_type: str
+    source: str
+
+
+def _unescape(field: str) -> str:
+    """mountinfo writes space, tab, newline and backslash as octal escapes (``\\040``)."""
+    return field.encode().decode("unicode_escape") if "\\" in field else field
+
+
+def mounts() -> list[Mount]:
+    """Every mount this process sees, in mount order (the last one at a point is on top)."""
+    out = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        left, _, right = line.partition(" - ")
+        fields, tail = left.split(), right.split()
+        if len(fields) >= 5 and len(tail) >= 2:
+            out.append(Mount(_unescape(fields[4]), tail[0], _unescape(tail[1])))
+    return out
+
+
+def top_mount(point: str) -> Mount | None:
+    """The mount on top at ``point`` (a real path), or None when nothing is mounted there."""
+    found = [m for m in mounts() if m.point == point]
+    return found[-1] if found else None
+
+
+def harness_mounts() -> list[Mount]:
+    """Every harness io mount (any run) this process sees."""
+    return [m for m in mounts() if m.fs_type == FS_TYPE and m.source.startswith(SOURCE_PREFIX)]
+
+
+def detach(point: str, source: str) -> int:
+    """Lazily unmount every harness mount of ``source`` stacked on top at ``point``; how many."""
+    umount2 = ctypes.CDLL(None, use_errno=True).umount2
+    done = 0
+    for _ in range(16):  # a resumed inject may have stacked a second one
+        top = top_mount(point)
+        if top is None or top.fs_type != FS_TYPE or top.source != source:
+            break
+        if umount2(point.encode(), _MNT_DETACH) != 0:
+            err = ctypes.get_errno()
+            raise FaultError(f"cannot unmount {point}: {os.strerror(err)}")
+        done += 1
+    return done
+
+
+def start(spec_json: str, point: str, source: str, tag: str, log_path: str) -> tuple[int, int]:
+    """Start the server in its own session; return (pid, start ticks) once its mount is on top at ``point``."""
+    env = {**os.environ, TAG: tag}
+    with open(log_path, "ab") as log:
+        child = subprocess.Popen(
+            [sys.executable, "-m", _SERVER_MODULE, spec_json],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            env=env,
+            start_new_session=True,  # it outlives an agent that dies: the watchdog reverts it
+            preexec_fn=normal_niceness,
+        )
+    _CHILDREN[child.pid] = child
+    deadline = time.monotonic() + 10.0
+    while time.monotonic() < deadline:
+        top = top_mount(point)
+        if top is not None and top.fs_type == FS_TYPE and top.source == source:
+            break
+        if child.poll() is not None:
+            why = Path(log_path).read_text(errors="replace").strip()[-400:]
+            raise FaultError(f"the FUSE server exited at once with status {child.returncode}: {why}")
+        time.sleep(0.02)
+    else:
+        why = Path(log_path).read_text(errors="replace").strip()[-400:]
+        child.kill()
+        raise FaultError(f"the FUSE server did not mount {point} within 10 s: {why}")
+    ticks = start_ticks(child.pid)
+    if ticks is None:
+        raise FaultError("the FUSE server vanished right after it mounted")
+    return child.pid, ticks
+
+
+def tagged(tag: str) -> list[psutil.Process]:
+    """Live processes whose environment carries ``HARNESS_IO_FAULT=tag``."""
+    found = []
+    for proc in psutil.process_iter(["pid"]):
+        with contextlib.suppress(psutil.Error):
+            if proc.pid != os.getpid() and proc.environ().get(TAG) == tag and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+    return found
+
+
+def kill(pid: object, ticks: object, tag: str) -> list[int]:
+    """End the fault's server: SIGTERM, then SIGKILL after 2 s; by PID (start time checked) and tag."""
+    victims: list[psutil.Process] = []
+    if isinstance(pid, int) and isinstance(ticks, int) and pid > 0 and start_ticks(pid) == ticks:
+        with contextlib.suppress(psutil.Error):
+            victims.append(psutil.Process(pid))
+    seen = {p.pid for p in victims}
+    victims += [p for p in (tagged(tag) if tag else []) if p.pid not in seen]
+    for proc in victims:
+        with contextlib.suppress(psutil.Error):
+            proc.send_signal(signal.SIGTERM)
+    _gone, alive = psutil.wait_procs(victims, timeout=2.0)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    _gone, alive = psutil.wait_procs(alive, timeout=5.0)
+    if isinstance(pid, int) and pid in _CHILDREN:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            _CHILDREN.pop(pid).wait(timeout=5)
+    if alive:
+        raise FaultError(f"the FUSE server of {tag} is still alive after SIGKILL: {[p.pid for p in alive]}")
+    return sorted(p.pid for p in victims)
