@@ -150,14 +150,30 @@ def kill(pid: object, ticks: object, tag: str) -> list[int]:
     for proc in victims:
         with contextlib.suppress(psutil.Error):
             proc.send_signal(signal.SIGTERM)
-    _gone, alive = psutil.wait_procs(victims, timeout=2.0)
-    for proc in alive:
-        with contextlib.suppress(psutil.Error):
-            proc.kill()
-    _gone, alive = psutil.wait_procs(alive, timeout=5.0)
+    if not _wait_gone(victims, 2.0):
+        for proc in victims:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+    alive = not _wait_gone(victims, 5.0)
     if isinstance(pid, int) and pid in _CHILDREN:
         with contextlib.suppress(subprocess.TimeoutExpired):
             _CHILDREN.pop(pid).wait(timeout=5)
     if alive:
-        raise FaultError(f"the FUSE server of {tag} is still alive after SIGKILL: {[p.pid for p in alive]}")
+        raise FaultError(f"the FUSE server of {tag} is still alive after SIGKILL: {[p.pid for p in victims]}")
     return sorted(p.pid for p in victims)
+
+
+def _wait_gone(victims: list[psutil.Process], timeout: float) -> bool:
+    """True once every process has ended (a zombie has: it holds no mount, no file) within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = False
+        for proc in victims:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                    alive = True
+        if not alive:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
