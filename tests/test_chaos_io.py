@@ -267,3 +267,49 @@ def test_refused_directories(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="is not a directory"):
         FAMILY.inject(_latency(tmp_path / "nope", "5ms", ["read"]), InjectContext(journal.run_id, journal))
     assert journal.records() == []
+
+
+def test_a_target_in_its_own_mount_namespace_gets_the_mount_there(
+    volume: Path, tmp_path: Path, inject: Callable[..., Any]
+) -> None:
+    """As a service started by ``ip netns exec`` (or in a container): the mount is made in its
+    namespace (the host's mount table never shows it), and detached there on revert."""
+    script = (
+        "import json, sys, time\n"
+        "sys.stdin.readline()\n"
+        "t = time.perf_counter(); open(sys.argv[1] + '/before.txt', 'rb', buffering=0).read(100)\n"
+        "print(json.dumps((time.perf_counter() - t) * 1000), flush=True)\n"
+        "sys.stdin.readline()\n"
+    )
+    target = subprocess.Popen(
+        ["unshare", "--mount", "--propagation", "private", sys.executable, "-c", script, str(volume)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        mine = os.readlink("/proc/self/ns/mnt")
+        assert _wait_for(lambda: os.readlink(f"/proc/{target.pid}/ns/mnt") != mine, 5)
+        (tmp_path / "target.pid").write_text(f"{target.pid}\n")
+        fault = IoLatencyFault.model_validate(
+            {
+                "name": "slow-disk", "kind": "io.latency", "at": 0, "duration": 60,
+                "target": {"pid_file": str(tmp_path / "target.pid")},
+                "params": {"volume_path": str(volume), "delay": "50ms", "methods": ["read"]},
+            }
+        )  # fmt: skip
+        assert "in the mount namespace of the process whose PID is in" in FAMILY.describe(fault), FAMILY.describe(fault)
+        record = inject(fault)
+        assert record.details["ns_pid"] == target.pid
+        assert not _ours(volume), "mounted in the host's namespace instead of the target's"
+        assert [m.point for m in mounts.harness_mounts(target.pid)] == [str(volume)]
+        assert target.stdin is not None and target.stdout is not None
+        target.stdin.write("go\n")
+        target.stdin.flush()
+        took = json.loads(target.stdout.readline())
+        print(f"the target's read took {took:.1f} ms")
+        assert 40 <= took <= 60 * 1.2 + 10
+        FAMILY.revert(record, inject.journal)  # type: ignore[attr-defined]
+        assert mounts.harness_mounts(target.pid) == []
+        assert _gone(int(record.details["server_pid"]))
+    finally:
+        target.kill()
+        target.wait(10)

@@ -96,8 +96,9 @@ class IoFamily(FaultFamily):
             assert isinstance(fault, IoErrorFault)
             effect = f"fail with {errno_name(fault.params.errno)}"
         files = "" if p.path == "*" else f" (files matching {p.path})"
+        where = f" in the mount namespace of {processes.describe_target(fault.target)}" if fault.target else ""
         return (
-            f"{effect} {p.percent:g}% of {_methods(fault)} in {p.volume_path}{files} for {fault.duration:g}s "
+            f"{effect} {p.percent:g}% of {_methods(fault)} in {p.volume_path}{files}{where} for {fault.duration:g}s "
             "(a FUSE mount over the directory: files opened after the injection only)"
         )
 
@@ -105,6 +106,8 @@ class IoFamily(FaultFamily):
         return [capabilities.FUSE]
 
     def resolve(self, fault: IoFault, context: HostContext) -> str:
+        if fault.target is not None:
+            return processes.now_text(fault.target)
         path = fault.params.volume_path
         if not os.path.isdir(path):
             return f"; now: {path} is not a directory here"
@@ -118,6 +121,10 @@ class IoFamily(FaultFamily):
         links are followed (faults on this node only; an agent refuses system directories too)."""
         if fault.node is not None:
             return None
+        if fault.target is not None:
+            why = processes.pid_file_refusal(fault.name, fault.target)
+            if why:
+                return why
         real = _realpath(fault.params.volume_path)
         allowed = [_realpath(d) for d in context.safety.allowed_paths]
         if not any(_inside(real, d) for d in allowed):
@@ -138,43 +145,63 @@ class IoFamily(FaultFamily):
         return None  # the server is a process of its own, started per fault
 
     def prepare(self, fault: IoFault, ctx: InjectContext) -> Prepared:
+        ns_pid, ns_ticks, pids = 0, 0, []
+        if fault.target is not None:  # the first process matching: its mount namespace
+            try:
+                found = processes.resolve_targets(fault.target, protected=ctx.protected)[0]
+            except FaultError as exc:
+                raise FaultError(f"fault '{fault.name}': {exc}") from None
+            ns_pid, ns_ticks, pids = found.pid, processes.start_ticks(found.pid) or 0, [found.pid]
         path = fault.params.volume_path
-        if not os.path.isdir(path):
-            raise FaultError(f"fault '{fault.name}': {path} is not a directory")
-        real = _realpath(path)
+        seen_as = f"/proc/{ns_pid}/root{path}" if ns_pid else path
+        if not os.path.isdir(seen_as):
+            raise FaultError(
+                f"fault '{fault.name}': {path} is not a directory" + (f" for pid {ns_pid}" if ns_pid else "")
+            )
+        real = _realpath(path) if not ns_pid else os.path.normpath(path)
         why = system_directory_refusal(real)
         if why:
             raise FaultError(f"fault '{fault.name}': {why}")
-        top = mounts.top_mount(real)
+        top = mounts.top_mount(real, ns_pid or None)
         if top is not None and top.fs_type == mounts.FS_TYPE:
             raise FaultError(f"fault '{fault.name}': {real} already has an io fault ({top.source})")
         tag = f"{ctx.run_id}/{fault.name}"
         safe = tag.replace("/", "-")
-        return Prepared(
-            {
-                "target": real,
-                "tag": tag,
-                "source": f"{mounts.SOURCE_PREFIX}{tag}",
-                "log": os.path.join(tempfile.gettempdir(), f"harness-io-{safe}.log"),
-            }
-        )
+        details: Details = {
+            "target": real,
+            "tag": tag,
+            "source": f"{mounts.SOURCE_PREFIX}{tag}",
+            "log": os.path.join(tempfile.gettempdir(), f"harness-io-{safe}.log"),
+            "ns_pid": ns_pid,
+            "ns_start_ticks": ns_ticks,
+        }
+        return Prepared(details, pids)
 
     def apply(self, fault: IoFault, record: FaultRecord, ctx: InjectContext, *, resumed: bool) -> Details:
         from harness.chaos.families.io.spec import spec_of
 
         point, source, tag = str(record.details["target"]), str(record.details["source"]), str(record.details["tag"])
+        ns_pid = _namespace_of(record)
+        if record.details.get("ns_pid") and ns_pid is None:
+            raise FaultError(f"fault '{fault.name}': pid {record.details['ns_pid']} ended before the mount")
         if resumed:  # an earlier attempt died mid-way: clean up what it may have left
-            mounts.detach(point, source)
+            mounts.detach(point, source, ns_pid)
             mounts.kill(None, None, tag)
         spec = spec_of(fault, point, source, fault.duration + LIFETIME_MARGIN)
-        pid, ticks = mounts.start(spec, point, source, tag, str(record.details["log"]))
+        pid, ticks = mounts.start(spec, point, source, tag, str(record.details["log"]), ns_pid)
         log.info("run %s: fault %s: %s", ctx.run_id, fault.name, self.describe(fault))
         return {"server_pid": pid, "server_start_ticks": ticks}
 
     def undo(self, record: FaultRecord) -> Details:
-        """Detach the mount (lazily), end the server, remove its log; enough on a record left ``injecting``."""
+        """Detach the mount (lazily), end the server, remove its log; enough on a record left ``injecting``.
+
+        In a target's mount namespace the mount is reached through the target, or the server
+        while the target is gone; with both gone nothing is left to reach it by (the sweep looks
+        through every namespace)."""
         d = record.details
-        unmounted = mounts.detach(str(d.get("target", "")), str(d.get("source", ""))) if d.get("source") else 0
+        ns_pid = _namespace_of(record)
+        reachable = ns_pid is not None or not d.get("ns_pid")
+        unmounted = mounts.detach(str(d.get("target", "")), str(d.get("source", "")), ns_pid) if reachable else 0
         killed = mounts.kill(d.get("server_pid"), d.get("server_start_ticks"), str(d.get("tag", "")))
         with contextlib.suppress(OSError):
             os.unlink(str(d.get("log", "")))
@@ -189,11 +216,19 @@ class IoFamily(FaultFamily):
         return f"marked {after.state.value}"
 
     def leftovers(self) -> list[Leftover]:
-        """harness io mounts, and processes carrying the io tag, whatever run left them."""
+        """harness io mounts in every mount namespace, and processes carrying the io tag, whatever run left them."""
         found = [
-            Leftover("", "fuse mount", f"{m.point} ({m.source})", (m.point, m.source), self.name, order=4)
+            Leftover("", "fuse mount", f"{m.point} ({m.source})", (0, m.point, m.source), self.name, order=4)
             for m in mounts.harness_mounts()
         ]
+        for ns, pid in mounts.other_namespaces().items():
+            with contextlib.suppress(OSError):  # the process ended meanwhile
+                found += [
+                    Leftover(
+                        "", "fuse mount", f"{m.point} ({m.source}) in {ns}", (pid, m.point, m.source), self.name, 4
+                    )
+                    for m in mounts.harness_mounts(pid)
+                ]
         found += [
             Leftover("", "process", f"pid {proc.pid} ({tag})", (proc.pid, proc.create_time()), self.name, order=5)
             for proc, tag in processes.tagged([mounts.TAG])
@@ -202,9 +237,23 @@ class IoFamily(FaultFamily):
 
     def remove(self, leftover: Leftover) -> None:
         if leftover.kind == "fuse mount":
-            mounts.detach(*leftover.key)
+            ns_pid, point, source = leftover.key
+            mounts.detach(point, source, ns_pid or None)
         else:
             processes.kill_if_same(*leftover.key)
+
+
+def _namespace_of(record: FaultRecord) -> int | None:
+    """The PID to reach the fault's mount namespace by: None for the agent's own, or when no process
+    in it is left (the target's while it lives, else the server's)."""
+    d = record.details
+    if not d.get("ns_pid"):
+        return None
+    for pid_key, ticks_key in (("ns_pid", "ns_start_ticks"), ("server_pid", "server_start_ticks")):
+        pid, ticks = d.get(pid_key), d.get(ticks_key)
+        if isinstance(pid, int) and pid > 0 and processes.start_ticks(pid) == ticks:
+            return pid
+    return None
 
 
 def errno_name(number: int) -> str:

@@ -9,6 +9,10 @@ Why it is shaped this way:
 * **Lazy.** ``umount2(MNT_DETACH)``: it succeeds while a target still holds files open through
   the mount; the mount disappears from every path at once, and the kernel lets go of it when
   the last such descriptor closes.
+* **Another mount namespace.** A target in a mount namespace of its own (a container, a service
+  started by ``ip netns exec``) would never see a mount made in the agent's: there the server is
+  started through ``nsenter --mount`` and mounts in the target's namespace, whose mount table is
+  read through ``/proc/<pid>/mountinfo`` and which ``umount -l`` is run in to detach it.
 * **Only our processes.** The server is killed by its PID only while its start time still
   matches the journaled one, and by the environment tag ``HARNESS_IO_FAULT=<run>/<fault>``.
 """
@@ -30,7 +34,19 @@ import psutil
 from harness.chaos.processes import normal_niceness, start_ticks
 from harness.errors import FaultError
 
-__all__ = ["FS_TYPE", "SOURCE_PREFIX", "SUBTYPE", "TAG", "Mount", "detach", "harness_mounts", "kill", "start", "tagged"]
+__all__ = [
+    "FS_TYPE",
+    "SOURCE_PREFIX",
+    "SUBTYPE",
+    "TAG",
+    "Mount",
+    "detach",
+    "harness_mounts",
+    "kill",
+    "other_namespaces",
+    "start",
+    "tagged",
+]
 
 TAG = "HARNESS_IO_FAULT"
 #: The server's FUSE subtype: the mount table shows the type ``fuse.harness-io``, the sweep's tag.
@@ -59,10 +75,12 @@ def _unescape(field: str) -> str:
     return field.encode().decode("unicode_escape") if "\\" in field else field
 
 
-def mounts() -> list[Mount]:
-    """Every mount this process sees, in mount order (the last one at a point is on top)."""
+def mounts(ns_pid: int | None = None) -> list[Mount]:
+    """Every mount of this process's mount namespace (or ``ns_pid``'s), in mount order (the last one
+    at a point is on top)."""
     out = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+    where = f"/proc/{ns_pid}/mountinfo" if ns_pid else "/proc/self/mountinfo"
+    for line in Path(where).read_text().splitlines():
         left, _, right = line.partition(" - ")
         fields, tail = left.split(), right.split()
         if len(fields) >= 5 and len(tail) >= 2:
@@ -70,38 +88,65 @@ def mounts() -> list[Mount]:
     return out
 
 
-def top_mount(point: str) -> Mount | None:
+def top_mount(point: str, ns_pid: int | None = None) -> Mount | None:
     """The mount on top at ``point`` (a real path), or None when nothing is mounted there."""
-    found = [m for m in mounts() if m.point == point]
+    found = [m for m in mounts(ns_pid) if m.point == point]
     return found[-1] if found else None
 
 
-def harness_mounts() -> list[Mount]:
-    """Every harness io mount (any run) this process sees."""
-    return [m for m in mounts() if m.fs_type == FS_TYPE and m.source.startswith(SOURCE_PREFIX)]
+def harness_mounts(ns_pid: int | None = None) -> list[Mount]:
+    """Every harness io mount (any run) in this mount namespace (or ``ns_pid``'s)."""
+    return [m for m in mounts(ns_pid) if m.fs_type == FS_TYPE and m.source.startswith(SOURCE_PREFIX)]
 
 
-def detach(point: str, source: str) -> int:
-    """Lazily unmount every harness mount of ``source`` stacked on top at ``point``; how many."""
+def other_namespaces() -> dict[str, int]:
+    """One live process per mount namespace other than this process's: ``{namespace: pid}``."""
+    mine = os.readlink("/proc/self/ns/mnt")
+    found: dict[str, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                ns = os.readlink(entry / "ns" / "mnt")
+                if ns != mine:
+                    found.setdefault(ns, int(entry.name))
+    return found
+
+
+def _enter(ns_pid: int | None) -> list[str]:
+    """The command prefix that runs a program in ``ns_pid``'s mount namespace (nothing: in ours)."""
+    return ["nsenter", f"--mount=/proc/{ns_pid}/ns/mnt", "--"] if ns_pid else []
+
+
+def detach(point: str, source: str, ns_pid: int | None = None) -> int:
+    """Lazily unmount every harness mount of ``source`` stacked on top at ``point`` (in ``ns_pid``'s
+    mount namespace when given); how many."""
     umount2 = ctypes.CDLL(None, use_errno=True).umount2
     done = 0
     for _ in range(16):  # a resumed inject may have stacked a second one
-        top = top_mount(point)
+        top = top_mount(point, ns_pid)
         if top is None or top.fs_type != FS_TYPE or top.source != source:
             break
-        if umount2(point.encode(), _MNT_DETACH) != 0:
+        if ns_pid:  # setns() is refused to a threaded process: umount runs in the namespace instead
+            argv = [*_enter(ns_pid), "umount", "-i", "-l", point]
+            result = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+            if result.returncode != 0:
+                raise FaultError(f"cannot unmount {point} in the mount namespace of pid {ns_pid}: {result.stderr}")
+        elif umount2(point.encode(), _MNT_DETACH) != 0:
             err = ctypes.get_errno()
             raise FaultError(f"cannot unmount {point}: {os.strerror(err)}")
         done += 1
     return done
 
 
-def start(spec_json: str, point: str, source: str, tag: str, log_path: str) -> tuple[int, int]:
-    """Start the server in its own session; return (pid, start ticks) once its mount is on top at ``point``."""
+def start(
+    spec_json: str, point: str, source: str, tag: str, log_path: str, ns_pid: int | None = None
+) -> tuple[int, int]:
+    """Start the server in its own session (in ``ns_pid``'s mount namespace when given); return
+    (pid, start ticks) once its mount is on top at ``point``."""
     env = {**os.environ, TAG: tag}
     with open(log_path, "ab") as log:
         child = subprocess.Popen(
-            [sys.executable, "-m", _SERVER_MODULE, spec_json],
+            [*_enter(ns_pid), sys.executable, "-m", _SERVER_MODULE, spec_json],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
@@ -112,9 +157,10 @@ def start(spec_json: str, point: str, source: str, tag: str, log_path: str) -> t
     _CHILDREN[child.pid] = child
     deadline = time.monotonic() + 10.0
     while time.monotonic() < deadline:
-        top = top_mount(point)
-        if top is not None and top.fs_type == FS_TYPE and top.source == source:
-            break
+        with contextlib.suppress(OSError):  # nsenter has not exec'd yet
+            top = top_mount(point, ns_pid)
+            if top is not None and top.fs_type == FS_TYPE and top.source == source:
+                break
         if child.poll() is not None:
             why = Path(log_path).read_text(errors="replace").strip()[-400:]
             raise FaultError(f"the FUSE server exited at once with status {child.returncode}: {why}")

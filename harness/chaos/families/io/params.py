@@ -10,11 +10,12 @@ from __future__ import annotations
 import errno as errno_module
 import typing
 from collections.abc import Iterator
-from typing import Annotated, Literal
+from pathlib import Path
+from typing import Annotated, Literal, Self
 
 from pydantic import BeforeValidator, Field, WithJsonSchema
 
-from harness.scenario.faults import FaultBase, FaultContext
+from harness.scenario.faults import FaultBase, FaultContext, ProcessTarget
 from harness.scenario.fields import Duration, KeyPath, Model
 
 __all__ = ["METHODS", "IoErrorFault", "IoErrorParams", "IoFault", "IoLatencyFault", "IoLatencyParams", "errno_number"]
@@ -102,11 +103,27 @@ class IoFault(FaultBase):
     """A fault on the operations in one directory (a FUSE passthrough mounted over it)."""
 
     params: IoLatencyParams | IoErrorParams
+    target: ProcessTarget | None = Field(
+        default=None,
+        description=(
+            "Process whose mount namespace the file system is mounted in (a container's, or a service started "
+            "with `ip netns exec`, which gets a mount namespace of its own): it sees volume_path as that process "
+            "does. Default: the agent's own mount namespace, i.e. the host's."
+        ),
+    )
+
+    def with_base_dir(self, base: Path) -> Self:
+        if self.target is None:
+            return self
+        return self.model_copy(update={"target": self.target.with_base_dir(base)})
 
     def checks(self, context: FaultContext) -> Iterator[tuple[KeyPath, str]]:
         problem = context.path_problem(self.params.volume_path)
         if problem:
             yield ("params", "volume_path"), problem
+        target = self.target
+        if target is not None and len([t for t in (target.pid_file, target.pattern, target.systemd_unit) if t]) != 1:
+            yield ("target",), "give exactly one of pid_file, pattern or systemd_unit"
 
 
 class IoLatencyFault(IoFault):
