@@ -230,17 +230,27 @@ def test_sweep_removes_a_mount_and_server_no_journal_knows(volume: Path, tmp_pat
 
     fault = _latency(volume, "5ms", ["read"])
     source, tag = "harness-io:lost-run/slow-disk", "lost-run/slow-disk"
-    pid, _ticks = mounts.start(spec_of(fault, str(volume), source, 60), str(volume), source, tag, str(tmp_path / "log"))
-    found = {(item.kind, item.name) for item in FAMILY.leftovers()}
-    assert ("fuse mount", f"{volume} ({source})") in found
-    assert ("process", f"pid {pid} (HARNESS_IO_FAULT={tag})") in found
-    done = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "recover", "--sweep"], capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert f"removed fuse mount {volume} ({source})" in done.stdout, done.stdout
-    assert not _ours(volume)
-    assert _wait_for(lambda: _gone(pid), 5)
+    other = tmp_path / "other"  # an untagged look-alike: a mount that is not harness's
+    other.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "harness-io-lookalike", str(other)], check=True)
+    try:
+        pid, _ticks = mounts.start(
+            spec_of(fault, str(volume), source, 60), str(volume), source, tag, str(tmp_path / "log")
+        )
+        found = {(item.kind, item.name) for item in FAMILY.leftovers()}
+        assert ("fuse mount", f"{volume} ({source})") in found
+        assert ("process", f"pid {pid} (HARNESS_IO_FAULT={tag})") in found
+        assert not [name for _kind, name in found if str(other) in name]
+        done = subprocess.run(
+            [sys.executable, "-m", "harness.cli", "recover", "--sweep"], capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"removed fuse mount {volume} ({source})" in done.stdout, done.stdout
+        assert not _ours(volume)
+        assert _wait_for(lambda: _gone(pid), 5)
+        assert mounts.top_mount(str(other)) is not None, "the sweep unmounted a mount that is not harness's"
+    finally:
+        subprocess.run(["umount", str(other)], check=False)
 
 
 def test_the_server_detaches_itself_after_its_lifetime(volume: Path, tmp_path: Path) -> None:
