@@ -323,3 +323,37 @@ def test_a_target_in_its_own_mount_namespace_gets_the_mount_there(
     finally:
         target.kill()
         target.wait(10)
+
+
+def test_an_operation_in_flight_at_the_revert_completes(volume: Path, inject: Callable[..., Any]) -> None:
+    """The revert stops the faults first and lets the detached server finish what it is doing:
+    an fsync delayed when the revert starts returns success, and the file closed right after is
+    intact, instead of failing with ENOTCONN."""
+    record = inject(_latency(volume, "800ms", ["fsync"]))
+    script = (
+        "import json, os, sys, time\n"
+        "fd = os.open(sys.argv[1], os.O_CREAT | os.O_WRONLY, 0o644); os.write(fd, b'in flight\\n')\n"
+        "print('open', flush=True); sys.stdin.readline()\n"
+        "t = time.perf_counter()\n"
+        "try:\n    os.fsync(fd); result = 0\nexcept OSError as exc:\n    result = exc.errno\n"
+        "os.close(fd); print(json.dumps([result, (time.perf_counter() - t) * 1000]), flush=True)\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", script, str(volume / "inflight.txt")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdin is not None and holder.stdout is not None
+        assert holder.stdout.readline().strip() == "open"
+        holder.stdin.write("go\n")
+        holder.stdin.flush()
+        time.sleep(0.2)  # the fsync is being delayed now
+        FAMILY.revert(record, inject.journal)  # type: ignore[attr-defined]
+        result, took = json.loads(holder.stdout.readline())
+        print(f"fsync in flight at the revert: errno {result}, {took:.0f} ms")
+        assert result == 0 and took >= 700
+        assert not _ours(volume) and _gone(int(record.details["server_pid"]))
+        assert (volume / "inflight.txt").read_text() == "in flight\n"
+    finally:
+        holder.kill()
+        holder.wait(10)

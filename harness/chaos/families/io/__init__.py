@@ -9,10 +9,11 @@ affected.
 
 * **Journal first.** ``injecting`` records the directory, the mount's source tag and the
   process tag before the server starts; ``injected`` adds its PID and start time.
-* **Revert.** The mount is detached lazily (``umount2(MNT_DETACH)``, so it succeeds while a
-  target holds files open), then the server is ended. The files underneath were written in
-  place: nothing is copied back. A descriptor a target opened through the mount and still
-  holds fails with ``ENOTCONN`` after the revert: open it again.
+* **Revert.** The server stops faulting (SIGUSR1), the mount is detached lazily
+  (``umount2(MNT_DETACH)``, so it succeeds while a target holds files open), the server gets
+  :data:`DRAIN_SECONDS` to end by itself (operations in flight finish), then it is ended. The
+  files underneath were written in place: nothing is copied back. A descriptor a target opened
+  through the mount and still holds after that fails with ``ENOTCONN``: open it again.
 * **Refused targets.** ``/``, system directories (``/etc``, ``/usr``, ``/proc``, ...) and top
   level ones (``/tmp``, ``/var``, ``/home``), the directory holding harness's own fault journal,
   and a directory that leaves ``safety.allowed_paths`` through a symbolic link.
@@ -40,6 +41,10 @@ log = logging.getLogger(__name__)
 
 #: Seconds past the fault's duration after which the server detaches its mount by itself.
 LIFETIME_MARGIN = 15.0
+
+#: Seconds a revert waits for the detached server to end by itself (nothing holds a file of the
+#: mount open) before it is ended: a file closed within them never sees ENOTCONN.
+DRAIN_SECONDS = 1.0
 
 #: Never mounted over: the root, the directories the system runs from and the top-level ones.
 _NEVER = frozenset(
@@ -193,15 +198,19 @@ class IoFamily(FaultFamily):
         return {"server_pid": pid, "server_start_ticks": ticks}
 
     def undo(self, record: FaultRecord) -> Details:
-        """Detach the mount (lazily), end the server, remove its log; enough on a record left ``injecting``.
+        """Stop the faults, detach the mount (lazily), let the server end by itself for up to
+        :data:`DRAIN_SECONDS` (operations in flight finish), then end it and remove its log;
+        enough on a record left ``injecting``.
 
         In a target's mount namespace the mount is reached through the target, or the server
         while the target is gone; with both gone nothing is left to reach it by (the sweep looks
         through every namespace)."""
         d = record.details
+        server = mounts.quiesce(d.get("server_pid"), d.get("server_start_ticks"))
         ns_pid = _namespace_of(record)
         reachable = ns_pid is not None or not d.get("ns_pid")
         unmounted = mounts.detach(str(d.get("target", "")), str(d.get("source", "")), ns_pid) if reachable else 0
+        mounts.drain(server, DRAIN_SECONDS)
         killed = mounts.kill(d.get("server_pid"), d.get("server_start_ticks"), str(d.get("tag", "")))
         with contextlib.suppress(OSError):
             os.unlink(str(d.get("log", "")))

@@ -41,9 +41,11 @@ __all__ = [
     "TAG",
     "Mount",
     "detach",
+    "drain",
     "harness_mounts",
     "kill",
     "other_namespaces",
+    "quiesce",
     "start",
     "tagged",
 ]
@@ -55,6 +57,8 @@ FS_TYPE = f"fuse.{SUBTYPE}"
 #: The mount's source is this plus ``<run>/<fault>``.
 SOURCE_PREFIX = "harness-io:"
 _MNT_DETACH = 2
+#: The signal that makes a server stop faulting (the revert's first step; see :func:`quiesce`).
+QUIESCE = signal.SIGUSR1
 _SERVER_MODULE = "harness.chaos.families.io.server"
 
 # Servers started in this process, so they are reaped (no zombies in a long-lived agent).
@@ -183,6 +187,25 @@ def tagged(tag: str) -> list[psutil.Process]:
             if proc.pid != os.getpid() and proc.environ().get(TAG) == tag and proc.status() != psutil.STATUS_ZOMBIE:
                 found.append(proc)
     return found
+
+
+def quiesce(pid: object, ticks: object) -> int | None:
+    """Tell the fault's server (by PID, start time checked) to stop faulting; its PID, or None when gone."""
+    if isinstance(pid, int) and isinstance(ticks, int) and pid > 0 and start_ticks(pid) == ticks:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, QUIESCE)
+            return pid
+    return None
+
+
+def drain(pid: int | None, timeout: float) -> None:
+    """Wait up to ``timeout`` for a detached server to end by itself, which libfuse's loop does
+    once nothing holds a file of the mount open any more."""
+    if pid is not None:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            _wait_gone([psutil.Process(pid)], timeout)
+        if pid in _CHILDREN and _CHILDREN[pid].poll() is not None:
+            _CHILDREN.pop(pid)
 
 
 def kill(pid: object, ticks: object, tag: str) -> list[int]:

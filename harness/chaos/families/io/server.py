@@ -27,6 +27,7 @@ import errno
 import fnmatch
 import os
 import random
+import signal
 import sys
 import threading
 import time
@@ -50,12 +51,15 @@ class Passthrough(fuse.Operations):
         self.dir_fd = dir_fd
         self._random = random.Random()
         self._lock = threading.Lock()
+        #: Cleared by SIGUSR1 (:data:`mounts.QUIESCE`): the revert's first step; pure passthrough from then on.
+        self.active = threading.Event()
+        self.active.set()
 
     # ---------------------------------------------------------------- the fault
 
     def _fault(self, method: str, path: str | None) -> None:
         spec = self.spec
-        if method not in spec.methods:
+        if method not in spec.methods or not self.active.is_set():
             return
         rel = (path or "/").lstrip("/") or "."
         if spec.pattern != "*" and not fnmatch.fnmatchcase(rel, spec.pattern):
@@ -196,6 +200,12 @@ class Passthrough(fuse.Operations):
             os.close(fd)
 
 
+def _quiesce_on_signal(operations: Passthrough) -> None:
+    """Stop faulting at the revert's first signal: operations in flight finish, new ones pass."""
+    signal.sigwait({mounts.QUIESCE})
+    operations.active.clear()
+
+
 def _end_of_life(spec: Spec) -> None:
     """The second net: detach our own mount and exit once the fault's lifetime is over."""
     time.sleep(spec.lifetime)
@@ -210,9 +220,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     spec = Spec.from_json(args[0])
     dir_fd = os.open(spec.volume_path, os.O_RDONLY | os.O_DIRECTORY)  # before the mount covers it
+    operations = Passthrough(spec, dir_fd)
+    # The main thread sits in libfuse's loop (C), where a Python signal handler never runs: the
+    # signal is blocked in every thread (libfuse's inherit the mask) and one thread waits for it.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {mounts.QUIESCE})
+    threading.Thread(target=_quiesce_on_signal, args=(operations,), daemon=True).start()
     threading.Thread(target=_end_of_life, args=(spec,), daemon=True).start()
     fuse.FUSE(
-        Passthrough(spec, dir_fd),
+        operations,
         spec.volume_path,
         foreground=True,
         fsname=spec.source,
