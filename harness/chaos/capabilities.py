@@ -41,6 +41,7 @@ from harness.scenario import Scenario
 __all__ = [
     "CGROUPS",
     "DEVELOPMENT_PROBES",
+    "FUSE",
     "IFB",
     "IPROUTE",
     "KUBE_CONTEXTS",
@@ -59,6 +60,7 @@ __all__ = [
     "WRK",
     "Capability",
     "kubeconfig_path",
+    "libfuse_missing",
     "missing",
     "probe",
     "render",
@@ -82,6 +84,7 @@ WRK = "wrk"
 KUBE_CONTEXTS = "kube-contexts"
 SYSTEMD = "systemd"
 LIBFAKETIME = "libfaketime"
+FUSE = "fuse"
 
 _UML_MODULES = "/usr/lib/uml/modules"
 
@@ -290,6 +293,34 @@ def _probe_stress_ng() -> str:
     return f"{version.encode('ascii', 'ignore').decode().strip()} at {stress_ng}"
 
 
+def libfuse_missing() -> str:
+    """What the io family's FUSE server lacks here (libfuse3, mfusepy), as a hint; '' when nothing."""
+    import ctypes.util
+    import importlib.util
+
+    if ctypes.util.find_library("fuse3") is None:
+        return "libfuse3 (apt-get install fuse3 libfuse3-3)"
+    if importlib.util.find_spec("mfusepy") is None:
+        return "the mfusepy package (pip install mfusepy; harness depends on it)"
+    return ""
+
+
+def _probe_fuse() -> str:
+    # The io family mounts a FUSE file system: the device, the kernel's fuse and libfuse3.
+    try:
+        os.close(os.open("/dev/fuse", os.O_RDWR))
+    except OSError as exc:
+        raise _Missing(f"cannot open /dev/fuse: {exc.strerror or exc} (modprobe fuse; run as root)") from None
+    if "fuse" not in Path("/proc/filesystems").read_text().split():
+        raise _Missing("the kernel does not list fuse in /proc/filesystems (modprobe fuse)")
+    missing_part = libfuse_missing()
+    if missing_part:
+        raise _Missing(f"/dev/fuse and the kernel's fuse are there, but not {missing_part}")
+    import ctypes.util
+
+    return f"/dev/fuse, the kernel's fuse and {ctypes.util.find_library('fuse3')} (io faults)"
+
+
 def _probe_uml() -> str:
     hint = "apt-get install user-mode-linux kmod"
     uml = _which("linux.uml", "user-mode-linux kmod")
@@ -389,6 +420,7 @@ PROBES: dict[str, Callable[[], str]] = {
     KUBE_CONTEXTS: _probe_kube_contexts,
     SYSTEMD: _probe_systemd,
     LIBFAKETIME: _probe_libfaketime,
+    FUSE: _probe_fuse,
 }
 
 #: Tools this project's own test suite and benchmarks use (a UML guest for netem where the
