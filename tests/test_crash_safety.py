@@ -1,7 +1,8 @@
 """Crash safety of the whole fault stack: SIGKILL a real ``harness run`` mid-fault.
 
 The run holds, at once, an nftables partition (TCP port 7000 to B), nftables random loss
-(50% of UDP to B), a tbf qdisc on A's veth, a blackhole route and a paused process. Two ways
+(50% of UDP to B), a tbf qdisc on A's veth, a blackhole route, a paused process and a FUSE
+mount slowing reads in a directory (io.latency, its server a process of its own). Two ways
 out are checked:
 
 * the driver is SIGKILLed and the node's watchdog reverts everything within the lease TTL + 2 s;
@@ -79,6 +80,8 @@ faults:
       target: {{pid_file: {sleeper.pid_file}}}}}
   - {{name: skew-sleeper, kind: time.skew, at: 1s, duration: 80s,
       target: {{pid_file: {sleeper.pid_file}}}, params: {{offset: -10m}}}}
+  - {{name: slow-disk, kind: io.latency, at: 1s, duration: 80s,
+      params: {{volume_path: {_volume(tmp_path)}, methods: [read], delay: 5ms}}}}
 results:
   url: {influx_url}
   database: crash
@@ -89,9 +92,20 @@ safety:
     return path
 
 
+def _volume(tmp_path: Path) -> Path:
+    volume = tmp_path / "volume"
+    volume.mkdir(exist_ok=True)
+    return volume
+
+
+def _io_mounts() -> list[str]:
+    return [line for line in Path("/proc/self/mountinfo").read_text().splitlines() if "fuse.harness-io" in line]
+
+
 def _left_behind(sleeper: ShimmedSleeper) -> list[str]:
     """Every harness object still in place; empty when everything was reverted."""
     left = [f"nft table {t}" for t in _nft_tables(NS_A) if t.startswith("harness_")]
+    left += [f"io mount {line.split()[4]}" for line in _io_mounts()]
     if _root_qdisc(NS_A, VETH_A) != "noqueue":
         left.append(f"qdisc {_root_qdisc(NS_A, VETH_A)} on {VETH_A}")
     left += [f"route {r}" for r in _routes(NS_A) if "metric 4852" in r]
@@ -109,6 +123,7 @@ def _all_applied(sleeper: ShimmedSleeper) -> bool:
         and bool([t for t in _nft_tables(NS_A) if t.startswith("harness_")])
         and _root_qdisc(NS_A, VETH_A) == "tbf"
         and any("metric 4852" in r for r in _routes(NS_A))
+        and bool(_io_mounts())
     )
 
 
@@ -255,6 +270,7 @@ def test_driver_and_watchdog_killed_then_recover_restores_everything(
             "lossy-udp",
             "pause-sleeper",
             "skew-sleeper",
+            "slow-disk",
             "slow-link",
         ]
         recovered = subprocess.run(
@@ -262,7 +278,7 @@ def test_driver_and_watchdog_killed_then_recover_restores_everything(
         )
         print(recovered.stdout)
         assert recovered.returncode == 0, recovered.stdout + recovered.stderr
-        for name in ("blackhole", "cut-tcp", "lossy-udp", "pause-sleeper", "skew-sleeper", "slow-link"):
+        for name in ("blackhole", "cut-tcp", "lossy-udp", "pause-sleeper", "skew-sleeper", "slow-disk", "slow-link"):
             assert f"'{name}'" in recovered.stdout, recovered.stdout
         assert _left_behind(sleeper) == []
         assert _traffic_flows(), "traffic does not flow again after harness recover"

@@ -1,4 +1,4 @@
-"""Issue 7: network, proxy and stress faults act only on what the scenario's ``safety`` block allows.
+"""Issue 7: network, proxy, stress and io faults act only on what the scenario's ``safety`` block allows.
 
 Each rule is refused through the real ``harness run`` in a subprocess: exit 2, the problem
 located as ``file:line:col: key.path: message`` (or, for what needs the host, the preflight's
@@ -189,6 +189,19 @@ REFUSALS = [
         ],
     ),
     Refusal(
+        "io-volume-outside-the-allowed-paths",
+        "  - {name: slow-db, kind: io.latency, at: 5s, duration: 5s,\n"
+        "     params: {volume_path: /var/lib/mysql, delay: 50ms}}\n",
+        "",
+        [
+            (
+                "volume_path: /var/lib/mysql",
+                "faults[1].params.volume_path",
+                "/var/lib/mysql is not under safety.allowed_paths (/tmp, /var/tmp)",
+            )
+        ],
+    ),
+    Refusal(
         "allowed-paths-replace-the-defaults",
         "  - {name: io, kind: stress.io, at: 5s, duration: 5s, params: {path: /tmp}}\n",
         "safety: {allowed_paths: [/srv/harness-scratch]}\n",
@@ -287,6 +300,18 @@ def preflight_cases(tmp_path: Path) -> Iterator[dict[str, tuple[str, str, str]]]
             f"safety: {{allowed_paths: [{allowed}]}}\n",
             f"error: fault 'fill': {allowed / 'escape'} is {elsewhere} once symbolic links are followed, "
             f"which is not under safety.allowed_paths ({allowed})",
+        ),
+        "io-symlink-out-of-the-allowed-paths": (
+            f"  - {{name: slow, kind: io.latency, at: 5s, duration: 5s,\n"
+            f"     params: {{volume_path: {allowed / 'escape'}, delay: 5ms}}}}\n",
+            f"safety: {{allowed_paths: [{allowed}]}}\n",
+            f"error: fault 'slow': {allowed / 'escape'} is {elsewhere} once symbolic links are followed, "
+            f"which is not under safety.allowed_paths ({allowed})",
+        ),
+        "io-over-a-top-level-directory": (
+            "  - {name: broken-tmp, kind: io.error, at: 5s, duration: 5s, params: {volume_path: /tmp}}\n",
+            "",
+            "error: fault 'broken-tmp': /tmp is a system or top-level directory: never an io fault's volume_path",
         ),
         "pid-file-naming-pid-1": (
             f"  - {{name: kill-init, kind: process.kill, at: 5s, duration: 5s,\n"

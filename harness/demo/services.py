@@ -24,7 +24,7 @@ import gevent
 from gevent import socket as gsocket
 
 from harness.demo.gateway import GatewayConfig, make_gateway
-from harness.demo.shop import make_cart, make_catalog, make_payments
+from harness.demo.shop import make_cart, make_catalog, make_payments, payments_journal_dir
 from harness.demo.web import HOST, App, log
 
 __all__ = ["SERVICE_FACTORIES", "main", "parse_args", "serve"]
@@ -47,7 +47,7 @@ SERVICE_FACTORIES: dict[str, Callable[[argparse.Namespace], App]] = {
     "gateway": _build_gateway,
     "catalog": lambda args: make_catalog(),
     "cart": lambda args: make_cart(),
-    "payments": lambda args: make_payments(),
+    "payments": lambda args: make_payments(journal_dir=args.journal_dir or payments_journal_dir(args.port)),
 }
 
 
@@ -66,6 +66,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--upstream-port", type=int, help="proxy only: the service behind it")
     parser.add_argument("--upstream-host", default=HOST, help="proxy only: the service's address")
     parser.add_argument("--control-port", type=int, help="proxy only: its control API (proxy.* faults)")
+    parser.add_argument(
+        "--journal-dir", help="payments only: where charges are journaled (default /tmp/harness-demo-payments-PORT)"
+    )
     parser.add_argument("--timeout", type=float, default=1.0, help="gateway only: downstream call deadline (s)")
     parser.add_argument("--retry-backoff", type=float, default=0.1, help="gateway only: before the payments retry")
     return parser.parse_args(argv)
