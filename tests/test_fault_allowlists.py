@@ -291,6 +291,8 @@ def preflight_cases(tmp_path: Path) -> Iterator[dict[str, tuple[str, str, str]]]
     (tmp_path / "init.pid").write_text("1\n")
     kthread = _kernel_thread()
     (tmp_path / "kthread.pid").write_text(f"{kthread}\n")
+    plain = subprocess.Popen(["sleep", "60"], stdin=subprocess.DEVNULL)  # not under the clock shim
+    (tmp_path / "plain.pid").write_text(f"{plain.pid}\n")
     yield {
         "symlink-out-of-the-allowed-paths": (
             f"  - {{name: fill, kind: stress.disk_fill, at: 5s, duration: 5s,\n"
@@ -325,7 +327,24 @@ def preflight_cases(tmp_path: Path) -> Iterator[dict[str, tuple[str, str, str]]]
             f"error: fault 'stop-kthread': pid file {tmp_path}/kthread.pid names process {kthread}, "
             "a kernel thread: never a fault target",
         ),
+        "clock-skew-of-pid-1": (
+            f"  - {{name: skew-init, kind: time.skew, at: 5s, duration: 5s,\n"
+            f"     target: {{pid_file: {tmp_path}/init.pid}}, params: {{offset: -10m}}}}\n",
+            "",
+            f"error: fault 'skew-init': pid file {tmp_path}/init.pid names process 1, PID 1 (init: stopping it "
+            "takes the whole machine or container down): never a fault target",
+        ),
+        "clock-skew-of-a-process-not-under-the-clock-shim": (
+            f"  - {{name: skew-plain, kind: time.skew, at: 5s, duration: 5s,\n"
+            f"     target: {{pid_file: {tmp_path}/plain.pid}}, params: {{offset: -10m}}}}\n",
+            "",
+            f"error: fault 'skew-plain': pid {plain.pid} (sleep 60) was not started under harness's clock shim; "
+            "start it under harness's clock shim: `python -m harness.chaos.clock_shim --file SKEW_FILE -- COMMAND` "
+            "(the demo: `harness demo up --clock-shim payments`)",
+        ),
     }
+    plain.kill()
+    plain.wait(10)
     assert list(elsewhere.iterdir()) == [], "the fill file was written through the link"
 
 

@@ -73,6 +73,10 @@ def test_plan_line_and_requirements_come_from_the_family(tmp_path: Path) -> None
         ({"kind": "stress.cpu"}, ["stress-ng"]),
         ({"kind": "io.latency", "params": {"volume_path": "/tmp/x", "delay": "5ms"}}, ["fuse"]),
         ({"kind": "kubernetes.scale", "target": {"namespace": "shop", "deployment": "web"}}, ["kube-contexts"]),
+        (
+            {"kind": "time.skew", "target": {"pattern": "^no such process at all$"}, "params": {"offset": "-10m"}},
+            ["libfaketime"],
+        ),
     ]
     context = HostContext(Safety())
     for i, (spec, needs) in enumerate(examples):

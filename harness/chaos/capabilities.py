@@ -26,6 +26,7 @@ import glob
 import os
 import shutil
 import subprocess
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ from typing import Any
 
 import psutil
 
-from harness.chaos import cgroups, netem_probe
+from harness.chaos import cgroups, clock_shim, netem_probe
 from harness.scenario import Scenario
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "IFB",
     "IPROUTE",
     "KUBE_CONTEXTS",
+    "LIBFAKETIME",
     "NETEM",
     "NETEM_HINT",
     "NETNS",
@@ -81,6 +83,7 @@ NGINX = "nginx"
 WRK = "wrk"
 KUBE_CONTEXTS = "kube-contexts"
 SYSTEMD = "systemd"
+LIBFAKETIME = "libfaketime"
 FUSE = "fuse"
 
 _UML_MODULES = "/usr/lib/uml/modules"
@@ -387,6 +390,21 @@ def _probe_systemd() -> str:
     return f"PID 1 is {init}; {systemctl} can resolve units"
 
 
+def _probe_libfaketime() -> str:
+    """A clock moved an hour ahead in a real child (``date``) under the library time.skew preloads."""
+    lib = clock_shim.library()
+    if lib is None:
+        raise _Missing(f"libfaketime is not installed (no {clock_shim.LIBRARY_GLOB}; apt-get install faketime)")
+    shown = _run(["env", f"LD_PRELOAD={lib}", "FAKETIME=+1h", "date", "+%s"])
+    try:
+        ahead = int(shown.split()[-1]) - time.time()
+    except (ValueError, IndexError):
+        raise _Missing(f"`date` under {lib} printed {shown[:80]!r}, not seconds") from None
+    if abs(ahead - 3600) > 60:
+        raise _Missing(f"{lib} did not move `date` an hour ahead ({ahead:+.0f} s): the preload does not work here")
+    return f"{lib} moves a child's wall clock (time.skew on processes started under harness's clock shim)"
+
+
 _OPTIONAL = frozenset({NGINX, WRK, UML})
 
 #: What faults may need, by capability name, in the order ``harness doctor`` prints them.
@@ -401,6 +419,7 @@ PROBES: dict[str, Callable[[], str]] = {
     STRESS_NG: _probe_stress_ng,
     KUBE_CONTEXTS: _probe_kube_contexts,
     SYSTEMD: _probe_systemd,
+    LIBFAKETIME: _probe_libfaketime,
     FUSE: _probe_fuse,
 }
 

@@ -13,6 +13,7 @@ import itertools
 import json
 import os
 import random
+import time
 from collections import OrderedDict
 
 import gevent
@@ -22,6 +23,7 @@ from harness.demo.web import JSON, SESSION, App, Request, Response, abort, healt
 __all__ = [
     "MAX_CARTS",
     "MAX_IDEMPOTENCY_KEYS",
+    "MAX_REQUEST_SKEW",
     "PRODUCT_COUNT",
     "make_cart",
     "make_catalog",
@@ -177,6 +179,10 @@ def make_cart(max_carts: int = MAX_CARTS) -> App:
 # --------------------------------------------------------------------------------------------
 
 MAX_IDEMPOTENCY_KEYS = 50_000
+#: How far a charge's ``requested_at`` may lie from payments' own clock (either way), as a
+#: signed request's timestamp window does (AWS Signature V4 refuses requests more than 5
+#: minutes off: RequestTimeTooSkewed). A skewed clock on either side fails every charge.
+MAX_REQUEST_SKEW = 300.0
 
 
 #: Where payments journals its charges by default (under /tmp, the default safety.allowed_paths).
@@ -210,7 +216,9 @@ def make_payments(delay: tuple[float, float, float] = (0.010, 0.030, 0.015), jou
 
     A repeated ``idempotency_key`` returns the first charge: the gateway retries once after a
     timeout, and a paused payments process later answers the abandoned attempt too; neither may
-    charge twice. With ``journal_dir`` every new charge is appended to ``charges.jsonl`` there
+    charge twice. A ``requested_at`` (the caller's wall clock, epoch seconds) more than
+    :data:`MAX_REQUEST_SKEW` from payments' own clock is refused with 401, before any charge.
+    With ``journal_dir`` every new charge is appended to ``charges.jsonl`` there
     and fsynced before it is approved: a slow disk slows checkouts, and a charge the disk refuses
     is answered 503 ``{"error": "cannot record the charge"}`` (not approved).
     """
@@ -225,6 +233,12 @@ def make_payments(delay: tuple[float, float, float] = (0.010, 0.030, 0.015), jou
         amount = payload.get("amount")
         if not isinstance(amount, int | float) or isinstance(amount, bool) or amount <= 0:
             abort(400, "amount must be a positive number")
+        requested_at = payload.get("requested_at")
+        if isinstance(requested_at, int | float) and not isinstance(requested_at, bool):
+            skew = time.time() - requested_at
+            if abs(skew) > MAX_REQUEST_SKEW:
+                state = "expired" if skew > 0 else "not yet valid"
+                abort(401, f"request {state}: requested_at is {skew:+.0f} s from payments' clock")
         gevent.sleep(random.triangular(low, high, mode))
         key = str(payload.get("idempotency_key") or "")
         if key and key in charges:
