@@ -35,7 +35,7 @@ from typing import Any
 
 import psutil
 
-from harness.chaos import cgroups, clock_shim, netem_probe
+from harness.chaos import cgroups, clock_shim, fuse_probe, netem_probe
 from harness.scenario import Scenario
 
 __all__ = [
@@ -60,7 +60,6 @@ __all__ = [
     "WRK",
     "Capability",
     "kubeconfig_path",
-    "libfuse_missing",
     "missing",
     "probe",
     "render",
@@ -293,32 +292,11 @@ def _probe_stress_ng() -> str:
     return f"{version.encode('ascii', 'ignore').decode().strip()} at {stress_ng}"
 
 
-def libfuse_missing() -> str:
-    """What the io family's FUSE server lacks here (libfuse3, mfusepy), as a hint; '' when nothing."""
-    import ctypes.util
-    import importlib.util
-
-    if ctypes.util.find_library("fuse3") is None:
-        return "libfuse3 (apt-get install fuse3 libfuse3-3)"
-    if importlib.util.find_spec("mfusepy") is None:
-        return "the mfusepy package (pip install mfusepy; harness depends on it)"
-    return ""
-
-
 def _probe_fuse() -> str:
-    # The io family mounts a FUSE file system: the device, the kernel's fuse and libfuse3.
-    try:
-        os.close(os.open("/dev/fuse", os.O_RDWR))
-    except OSError as exc:
-        raise _Missing(f"cannot open /dev/fuse: {exc.strerror or exc} (modprobe fuse; run as root)") from None
-    if "fuse" not in Path("/proc/filesystems").read_text().split():
-        raise _Missing("the kernel does not list fuse in /proc/filesystems (modprobe fuse)")
-    missing_part = libfuse_missing()
-    if missing_part:
-        raise _Missing(f"/dev/fuse and the kernel's fuse are there, but not {missing_part}")
-    import ctypes.util
-
-    return f"/dev/fuse, the kernel's fuse and {ctypes.util.find_library('fuse3')} (io faults)"
+    why = fuse_probe.problem()  # the io family mounts a FUSE file system
+    if why:
+        raise _Missing(why)
+    return fuse_probe.found()
 
 
 def _probe_uml() -> str:
