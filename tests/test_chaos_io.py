@@ -357,3 +357,30 @@ def test_an_operation_in_flight_at_the_revert_completes(volume: Path, inject: Ca
     finally:
         holder.kill()
         holder.wait(10)
+
+
+def test_bad_params_are_located_errors(tmp_path: Path) -> None:
+    """Every problem at once, as file:line:col: key.path: message (exit 2), nothing started."""
+    path = tmp_path / "bad-io.yaml"
+    path.write_text(
+        "name: bad-io\n"
+        "target: {base_url: 'http://127.0.0.1:9'}\n"
+        "load:\n"
+        "  locustfile: " + str(Path(__file__).parent / "locustfiles" / "ping.py") + "\n"
+        "  user_classes: [{class: Idler}]\n"
+        "  stages: [{name: s, duration: 10s, users: 1, spawn_rate: 1}]\n"
+        "faults:\n"
+        "  - {name: a, kind: io.error, at: 1s, duration: 1s, params: {volume_path: /tmp/x, errno: EBOGUS}}\n"
+        "  - {name: b, kind: io.latency, at: 1s, duration: 1s,\n"
+        "     params: {volume_path: /tmp/x, delay: 0s, methods: [seek]}}\n"
+        "  - {name: c, kind: io.latency, at: 1s, duration: 1s, params: {volume_path: /tmp/x, delay: 1ms, percent: 0}}\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "validate", str(path)], capture_output=True, text=True, timeout=60
+    )
+    out = done.stdout + done.stderr
+    assert done.returncode == 2, out
+    assert f"{path}:8:" in out and "faults[0].params.errno: 'EBOGUS' is not an errno" in out, out
+    assert "faults[1].params.delay" in out and "faults[1].params.methods[0]" in out, out
+    assert "faults[2].params.percent" in out, out
+    assert "Traceback" not in out

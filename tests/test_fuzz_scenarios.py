@@ -141,6 +141,13 @@ faults:
   - {name: mem, kind: stress.memory, at: 34s, duration: 2s, params: {bytes: 64M}}
   - {name: io, kind: stress.io, at: 35s, duration: 1s, params: {workers: 1, path: /tmp}}
   - {name: fill, kind: stress.disk_fill, at: 37s, duration: 2s, params: {path: /tmp, bytes: 1M}}
+  - name: slow-disk
+    kind: io.latency
+    at: 38s
+    duration: 2s
+    target: {pattern: "postgres: checkpointer"}
+    params: {volume_path: /var/tmp/db, path: "*.wal", methods: [fsync, read], percent: 50, delay: 20ms, jitter: 5ms}
+  - {name: bad-disk, kind: io.error, at: 43s, duration: 2s, params: {volume_path: /tmp/db, errno: ENOSPC}}
   - name: pods
     kind: kubernetes.pod_kill
     at: 40s

@@ -34,7 +34,7 @@ from typing import Any
 
 import psutil
 
-from harness.chaos import cgroups, clock_shim, network_probes
+from harness.chaos import cgroups, clock_shim, fuse_probe, network_probes
 from harness.chaos.network_probes import NETEM_HINT
 from harness.chaos.probe_tools import PROBE_TIMEOUT, first_line, run, which
 from harness.errors import CapabilityMissing
@@ -62,7 +62,6 @@ __all__ = [
     "WRK",
     "Capability",
     "kubeconfig_path",
-    "libfuse_missing",
     "missing",
     "probe",
     "render",
@@ -149,32 +148,11 @@ def _probe_stress_ng() -> str:
     return f"{version.encode('ascii', 'ignore').decode().strip()} at {stress_ng}"
 
 
-def libfuse_missing() -> str:
-    """What the io family's FUSE server lacks here (libfuse3, mfusepy), as a hint; '' when nothing."""
-    import ctypes.util
-    import importlib.util
-
-    if ctypes.util.find_library("fuse3") is None:
-        return "libfuse3 (apt-get install fuse3 libfuse3-3)"
-    if importlib.util.find_spec("mfusepy") is None:
-        return "the mfusepy package (pip install mfusepy; harness depends on it)"
-    return ""
-
-
 def _probe_fuse() -> str:
-    # The io family mounts a FUSE file system: the device, the kernel's fuse and libfuse3.
-    try:
-        os.close(os.open("/dev/fuse", os.O_RDWR))
-    except OSError as exc:
-        raise CapabilityMissing(f"cannot open /dev/fuse: {exc.strerror or exc} (modprobe fuse; run as root)") from None
-    if "fuse" not in Path("/proc/filesystems").read_text().split():
-        raise CapabilityMissing("the kernel does not list fuse in /proc/filesystems (modprobe fuse)")
-    missing_part = libfuse_missing()
-    if missing_part:
-        raise CapabilityMissing(f"/dev/fuse and the kernel's fuse are there, but not {missing_part}")
-    import ctypes.util
-
-    return f"/dev/fuse, the kernel's fuse and {ctypes.util.find_library('fuse3')} (io faults)"
+    why = fuse_probe.problem()  # the io family mounts a FUSE file system
+    if why:
+        raise CapabilityMissing(why)
+    return fuse_probe.found()
 
 
 def _probe_uml() -> str:

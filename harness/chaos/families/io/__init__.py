@@ -26,7 +26,7 @@ import logging
 import os
 import tempfile
 
-from harness.chaos import capabilities, processes
+from harness.chaos import capabilities, fuse_probe, processes
 from harness.chaos.families.io import mounts
 from harness.chaos.families.io.params import IoErrorFault, IoFault, IoLatencyFault
 from harness.chaos.family import FaultFamily, HostContext, Leftover
@@ -141,10 +141,9 @@ class IoFamily(FaultFamily):
         return f"fault '{fault.name}': {why}" if why else None
 
     def check(self, fault: IoFault, context: HostContext) -> None:
-        if not os.path.exists("/dev/fuse"):
-            raise ConfigError(f"fault '{fault.name}' needs /dev/fuse, which this host does not have (modprobe fuse)")
-        if capabilities.libfuse_missing():
-            raise ConfigError(f"fault '{fault.name}' needs {capabilities.libfuse_missing()}")
+        why = fuse_probe.problem()
+        if why:
+            raise ConfigError(f"fault '{fault.name}' needs FUSE: {why}")
 
     def warm_up(self, kinds: frozenset[str]) -> None:
         return None  # the server is a process of its own, started per fault
