@@ -11,8 +11,9 @@ DEMO_APT := python3 python3-venv influxdb iproute2 curl
 # What the other fault families use on a node (`make setup`: a runner for any scenario, e.g. a CI gate).
 FAULT_APT := nftables stress-ng
 # What only the tests (and benchmarks) use: nginx and wrk as targets and load, User-Mode Linux for real
-# netem, VictoriaMetrics for the InfluxDB v2 write API, Chromium for the report, faketime for skewed clocks.
-TEST_APT := $(DEMO_APT) $(FAULT_APT) nginx-light wrk user-mode-linux kmod victoria-metrics chromium faketime \
+# netem, VictoriaMetrics for the InfluxDB v2 write API, Chromium for the report, faketime for skewed clocks,
+# dnsmasq as the DNS server of the dns faults' test namespaces.
+TEST_APT := $(DEMO_APT) $(FAULT_APT) dnsmasq-base nginx-light wrk user-mode-linux kmod victoria-metrics chromium faketime \
 	procps psmisc python3-dev gcc
 PYTEST_ARGS ?=
 

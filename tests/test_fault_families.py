@@ -72,6 +72,10 @@ def test_plan_line_and_requirements_come_from_the_family(tmp_path: Path) -> None
         ({"kind": "process.pause", "target": {"pattern": "^no such process at all$"}}, []),
         ({"kind": "stress.cpu"}, ["stress-ng"]),
         ({"kind": "kubernetes.scale", "target": {"namespace": "shop", "deployment": "web"}}, ["kube-contexts"]),
+        (
+            {"kind": "dns.error", "target": {"netns": "shop"}, "params": {"patterns": ["*"], "error": "refused"}},
+            ["nftables", "netns"],
+        ),
     ]
     context = HostContext(Safety())
     for i, (spec, needs) in enumerate(examples):

@@ -50,6 +50,7 @@ def leftovers() -> Iterator[list[subprocess.Popen[bytes]]]:
         _sh("ip", "addr", "add", "10.213.81.1/24", "dev", VETH_A)
         # tagged, as runs whose journals were lost left them
         _nft("add table inet harness_lost_run\nadd table ip harness_proxy_lost_run\n")
+        _nft("add table ip harness_dns_lost_run\n")
         _sh("tc", "qdisc", "add", "dev", VETH_A, "root", "handle", "4852:", "tbf", "rate", "1mbit", "burst", "5000",
             "latency", "50ms")  # fmt: skip
         _sh("ip", "route", "add", "blackhole", "10.213.82.0/24", "metric", "4852")
@@ -68,6 +69,7 @@ def leftovers() -> Iterator[list[subprocess.Popen[bytes]]]:
         procs.append(subprocess.Popen(["sleep", "60"], env={**env, "HARNESS_STRESS_FAULT": "lost-run/cpu"}))
         procs.append(subprocess.Popen(["sleep", "60"], env={**env, "HARNESS_PROXY_FAULT": "lost-run/abort"}))
         procs.append(subprocess.Popen(["sleep", "60"], env={k: v for k, v in env.items() if "HARNESS_" not in k}))
+        procs.append(subprocess.Popen(["sleep", "60"], env={**env, "HARNESS_DNS_FAULT": "lost-run/nx"}))
         yield procs
     finally:
         for proc in procs:
@@ -81,12 +83,14 @@ def test_sweep_removes_every_tagged_object_and_nothing_else(leftovers: list[subp
     expected = {
         (NS, "nft table", "inet harness_lost_run"),
         (NS, "nft table", "ip harness_proxy_lost_run"),
+        (NS, "nft table", "ip harness_dns_lost_run"),
         (NS, "qdisc", f"tbf 4852: on {VETH_A}"),
         (NS, "route", "blackhole 10.213.82.0/24 metric 4852"),
         (NS, "ifb", "hb0123456789"),
         (NS, "filter", f"u32 pref 0x4853 on {VETH_B} ingress"),
         ("", "process", f"pid {leftovers[0].pid} (HARNESS_STRESS_FAULT=lost-run/cpu)"),
         ("", "process", f"pid {leftovers[1].pid} (HARNESS_PROXY_FAULT=lost-run/abort)"),
+        ("", "process", f"pid {leftovers[3].pid} (HARNESS_DNS_FAULT=lost-run/nx)"),
     }
     assert expected <= found, found
     assert not [f for f in found if f[0] == NS and ("someone_else" in f[2] or "ifbmine" in f[2])]
@@ -105,7 +109,7 @@ def test_sweep_removes_every_tagged_object_and_nothing_else(leftovers: list[subp
     assert "pref 18515" not in filters and "pref 7 " in filters
     links = _sh("ip", "-o", "link", "show")
     assert "hb0123456789" not in links and "ifbmine" in links
-    for proc in leftovers[:2]:
+    for proc in (*leftovers[:2], leftovers[3]):
         assert proc.wait(10) is not None
     assert psutil.Process(leftovers[2].pid).status() != psutil.STATUS_ZOMBIE  # untagged: untouched
     again = subprocess.run(

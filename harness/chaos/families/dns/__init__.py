@@ -27,9 +27,7 @@ import os
 import shutil
 from typing import Any
 
-import psutil
-
-from harness.chaos import capabilities, nft
+from harness.chaos import capabilities, nft, processes
 from harness.chaos.families.dns import control, intercept
 from harness.chaos.families.dns.params import DnsDelayFault, DnsErrorFault, DnsFault, DnsSpoofFault
 from harness.chaos.family import FaultFamily, HostContext, Leftover
@@ -124,7 +122,8 @@ class DnsFamily(FaultFamily):
             raise ConfigError(f"fault '{fault.name}': {exc}") from None
 
     def warm_up(self, kinds: frozenset[str]) -> None:
-        import dnslib  # noqa: F401 - the responder's one library: missing here means missing there
+        # The responder's code and its one library (dnslib): missing here means missing there.
+        from harness.chaos.dns_server import responder  # noqa: F401
 
     def prepare(self, fault: DnsFault, ctx: InjectContext) -> Prepared:
         try:
@@ -195,18 +194,14 @@ class DnsFamily(FaultFamily):
                     for family, name in nft.tables(netns)
                     if family == "ip" and name.startswith(intercept.TABLE_PREFIX)
                 ]
-        for pid in intercept.tagged():
-            with contextlib.suppress(psutil.Error):
-                proc = psutil.Process(pid)
-                tag = f"{intercept.TAG}={proc.environ().get(intercept.TAG)}"
-                out.append(Leftover("", "process", f"pid {pid} ({tag})", (pid, proc.create_time()), self.name, order=5))
-        return out
+        return out + [
+            Leftover("", "process", f"pid {proc.pid} ({tag})", (proc.pid, proc.create_time()), self.name, order=5)
+            for proc, tag in processes.tagged([intercept.TAG])
+        ]
 
     def remove(self, leftover: Leftover) -> None:
         if leftover.kind == "process":
-            proc = psutil.Process(leftover.key[0])
-            if proc.create_time() == leftover.key[1]:
-                proc.kill()
+            processes.kill_if_same(*leftover.key)
         else:
             family, name = leftover.key
             nft.run(leftover.netns, ["delete", "table", family, name])

@@ -92,11 +92,33 @@ class DnsFault(FaultBase):
             yield ("target", "pattern"), _NO_PATTERN_TARGET
         elif (target.control is None) == (target.netns is None):
             yield ("target",), "give exactly one of control (a running harness DNS responder) or netns"
+        if target.netns is not None:
+            yield from self._overlaps(context)
         if target.control is not None:
             host = target.control.rpartition(":")[0].strip("[]")
             outside = None if ipaddress.ip_address(host).is_loopback else context.outside(host)
             if outside:
                 yield ("target", "control"), f"{target.control} is not loopback and {outside}"
+
+
+    def _overlaps(self, context: FaultContext) -> Iterator[tuple[KeyPath, str]]:
+        """Two netns faults on one namespace at once do not stack (a query is redirected once, to
+        one of two responders): said at the later of the two."""
+        for other in context.faults:
+            if other is self:
+                return
+            if (
+                isinstance(other, DnsFault)
+                and other.target.netns == self.target.netns
+                and other.at < self.at + self.duration
+                and self.at < other.at + other.duration
+            ):
+                yield ("target", "netns"), (
+                    f"overlaps dns fault '{other.name}' on netns {self.target.netns}: two dns faults on one "
+                    "namespace at once do not stack; run them one after the other, or put both into one "
+                    "running responder (target.control)"
+                )
+                return
 
 
 class DnsErrorFault(DnsFault):
