@@ -27,7 +27,7 @@ from harness.demo.control import DEFAULT_BASE_PORT, DemoInfo, down, up
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="the demo's namespace needs root")]
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
-RUN = ["demo-partition", "demo-loss", "demo-bandwidth", "demo-link-down", "demo-proxy", "demo-stress"]
+RUN = ["demo-partition", "demo-loss", "demo-bandwidth", "demo-link-down", "demo-proxy", "demo-stress", "demo-dns"]
 
 
 @pytest.fixture(scope="module")
