@@ -100,7 +100,6 @@ class DnsFault(FaultBase):
             if outside:
                 yield ("target", "control"), f"{target.control} is not loopback and {outside}"
 
-
     def _overlaps(self, context: FaultContext) -> Iterator[tuple[KeyPath, str]]:
         """Two netns faults on one namespace at once do not stack (a query is redirected once, to
         one of two responders): said at the later of the two."""
@@ -113,10 +112,13 @@ class DnsFault(FaultBase):
                 and other.at < self.at + self.duration
                 and self.at < other.at + other.duration
             ):
-                yield ("target", "netns"), (
-                    f"overlaps dns fault '{other.name}' on netns {self.target.netns}: two dns faults on one "
-                    "namespace at once do not stack; run them one after the other, or put both into one "
-                    "running responder (target.control)"
+                yield (
+                    ("target", "netns"),
+                    (
+                        f"overlaps dns fault '{other.name}' on netns {self.target.netns}: two dns faults on one "
+                        "namespace at once do not stack; run them one after the other, or put both into one "
+                        "running responder (target.control)"
+                    ),
                 )
                 return
 
