@@ -96,6 +96,16 @@ faults:
     duration: 1s
     target: {control: 127.0.0.1:19630}
     params: {rate: 2mbps}
+  - {name: nx, kind: dns.error, at: 35s, duration: 1s, target: {control: 127.0.0.1:19631},
+     params: {patterns: [payments.shop.demo], error: nxdomain, percent: 50}}
+  - name: spoof
+    kind: dns.spoof
+    at: 36s
+    duration: 1s
+    target: {netns: shop}
+    params: {patterns: ["*.shop.demo"], address: random, network: 10.214.120.0/28, delay: 5ms}
+  - {name: slow-dns, kind: dns.delay, at: 37s, duration: 1s, target: {control: 127.0.0.1:19631},
+     params: {patterns: ["*"], delay: 100ms}}
 slos:
   - {name: p99-steady, objective: "p99 < 250ms", window: steady}
   - {name: errors-during, objective: "error_rate < 50%", window: "during:pause", errors: [5xx, ConnectionError]}
