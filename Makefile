@@ -9,7 +9,8 @@ HARNESS := $(VENV)/bin/harness
 # the commands harness prints to load results later. scenarios/demo.yaml's only fault is process.kill.
 DEMO_APT := python3 python3-venv influxdb iproute2 curl
 # What the other fault families use on a node (`make setup`: a runner for any scenario, e.g. a CI gate).
-FAULT_APT := nftables stress-ng
+# faketime: libfaketime, which time.skew's clock shim preloads; fuse3/libfuse3-3: io faults' FUSE server.
+FAULT_APT := nftables stress-ng faketime fuse3 libfuse3-3
 # What only the tests (and benchmarks) use: nginx and wrk as targets and load, User-Mode Linux for real
 # netem, VictoriaMetrics for the InfluxDB v2 write API, Chromium for the report, faketime for skewed clocks,
 # dnsmasq as the DNS server of the dns faults' test namespaces.

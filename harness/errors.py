@@ -5,7 +5,8 @@
     HarnessError                      exit 3  (internal error unless a subclass says otherwise)
     ├── ScenarioError                 exit 2  invalid scenario file: one or more located problems
     ├── ConfigError                   exit 2  invalid command line, environment or host configuration
-    │   └── RunNotFound               exit 2  a run asked for by id is neither under runs/ nor in InfluxDB
+    │   ├── RunNotFound               exit 2  a run asked for by id is neither under runs/ nor in InfluxDB
+    │   └── CapabilityMissing         exit 2  a probe of `harness doctor` found a capability missing
     ├── RunFailed                     exit 1  the run completed and an SLO failed
     ├── RunAborted                    exit 4  a guard tripped; faults were reverted and load stopped
     ├── RunInvalid                    exit 5  load not delivered or results incomplete
@@ -39,6 +40,7 @@ __all__ = [
     "EXIT_INVALID",
     "EXIT_INVALID_INPUT",
     "EXIT_PASSED",
+    "CapabilityMissing",
     "ConfigError",
     "DemoError",
     "FaultError",
@@ -211,6 +213,12 @@ class TransportError(ResultsError):
 
 class RunNotFound(ConfigError):
     """The run is not where it was looked for (exit 2)."""
+
+
+class CapabilityMissing(ConfigError):
+    """A capability a fault needs is missing on this host: the message says why and how to fix it.
+
+    ``harness doctor``'s probes raise it and turn it into that capability's reason."""
 
 
 class GrafanaError(HarnessError):

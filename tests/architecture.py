@@ -44,6 +44,7 @@ OWNERS: dict[str, tuple[str, ...]] = {
     "pyroute2": ("chaos",),
     "kubernetes": ("chaos",),
     "urllib3": ("chaos",),
+    "mfusepy": ("chaos.families.io.server",),
     "typer": ("cli",),
     "rich": ("cli",),
     "grafana_foundation_sdk": ("review.grafana",),

@@ -1,7 +1,8 @@
 """Crash safety of the whole fault stack: SIGKILL a real ``harness run`` mid-fault.
 
 The run holds, at once, an nftables partition (TCP port 7000 to B), nftables random loss
-(50% of UDP to B), a tbf qdisc on A's veth, a blackhole route and a paused process. Two ways
+(50% of UDP to B), a tbf qdisc on A's veth, a blackhole route, a paused process and a FUSE
+mount slowing reads in a directory (io.latency, its server a process of its own). Two ways
 out are checked:
 
 * the driver is SIGKILLed and the node's watchdog reverts everything within the lease TTL + 2 s;
@@ -27,7 +28,7 @@ from typing import Any
 import psutil
 import pytest
 
-from harness.chaos import watchdog
+from harness.chaos import clock_shim, watchdog
 from harness.chaos.agent import LEASE_TTL
 from harness.chaos.journal import Journal
 from tests.test_chaos_network import (
@@ -53,7 +54,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BLACKHOLED = "10.213.78.9/32"
 
 
-def _scenario(tmp_path: Path, port: int, sleeper: Sleeper, influx_url: str, name: str) -> Path:
+def _scenario(tmp_path: Path, port: int, sleeper: ShimmedSleeper, influx_url: str, name: str) -> Path:
     path = tmp_path / f"{name}.yaml"
     path.write_text(
         f"""
@@ -77,6 +78,10 @@ faults:
       target: {{netns: {NS_A}}}, params: {{peers: ["{BLACKHOLED}"], method: blackhole}}}}
   - {{name: pause-sleeper, kind: process.pause, at: 1s, duration: 80s,
       target: {{pid_file: {sleeper.pid_file}}}}}
+  - {{name: skew-sleeper, kind: time.skew, at: 1s, duration: 80s,
+      target: {{pid_file: {sleeper.pid_file}}}, params: {{offset: -10m}}}}
+  - {{name: slow-disk, kind: io.latency, at: 1s, duration: 80s,
+      params: {{volume_path: {_volume(tmp_path)}, methods: [read], delay: 5ms}}}}
 results:
   url: {influx_url}
   database: crash
@@ -87,23 +92,38 @@ safety:
     return path
 
 
-def _left_behind(sleeper: Sleeper) -> list[str]:
+def _volume(tmp_path: Path) -> Path:
+    volume = tmp_path / "volume"
+    volume.mkdir(exist_ok=True)
+    return volume
+
+
+def _io_mounts() -> list[str]:
+    return [line for line in Path("/proc/self/mountinfo").read_text().splitlines() if "fuse.harness-io" in line]
+
+
+def _left_behind(sleeper: ShimmedSleeper) -> list[str]:
     """Every harness object still in place; empty when everything was reverted."""
     left = [f"nft table {t}" for t in _nft_tables(NS_A) if t.startswith("harness_")]
+    left += [f"io mount {line.split()[4]}" for line in _io_mounts()]
     if _root_qdisc(NS_A, VETH_A) != "noqueue":
         left.append(f"qdisc {_root_qdisc(NS_A, VETH_A)} on {VETH_A}")
     left += [f"route {r}" for r in _routes(NS_A) if "metric 4852" in r]
     if sleeper.status() == psutil.STATUS_STOPPED:
         left.append(f"pid {sleeper.pid} stopped")
+    if clock_shim.read_skew(sleeper.skew_file) != clock_shim.REST:
+        left.append(f"skew {clock_shim.read_skew(sleeper.skew_file)} in {sleeper.skew_file}")
     return left
 
 
-def _all_applied(sleeper: Sleeper) -> bool:
+def _all_applied(sleeper: ShimmedSleeper) -> bool:
     return (
         sleeper.status() == psutil.STATUS_STOPPED
+        and clock_shim.read_skew(sleeper.skew_file) != clock_shim.REST
         and bool([t for t in _nft_tables(NS_A) if t.startswith("harness_")])
         and _root_qdisc(NS_A, VETH_A) == "tbf"
         and any("metric 4852" in r for r in _routes(NS_A))
+        and bool(_io_mounts())
     )
 
 
@@ -129,9 +149,21 @@ def http_target(tmp_path: Path) -> Iterator[int]:
         server.wait(10)
 
 
+class ShimmedSleeper(Sleeper):
+    """A ``sleep 60`` started under harness's clock shim, so time.skew can act on it too."""
+
+    def __init__(self, directory: Path) -> None:
+        self.skew_file = directory / "sleeper.faketime"
+        env = clock_shim.shim_environment(self.skew_file)
+        self.popen = subprocess.Popen(["sleep", "60"], stdin=subprocess.DEVNULL, env=env)
+        self.pid = self.popen.pid
+        self.pid_file = directory / f"sleeper-{self.pid}.pid"
+        self.pid_file.write_text(f"{self.pid}\n")
+
+
 @pytest.fixture
-def sleeper(tmp_path: Path) -> Iterator[Sleeper]:
-    proc = Sleeper(tmp_path)
+def sleeper(tmp_path: Path) -> Iterator[ShimmedSleeper]:
+    proc = ShimmedSleeper(tmp_path)
     try:
         yield proc
     finally:
@@ -176,7 +208,7 @@ class Driver:
         psutil.wait_procs(alive, timeout=10)
 
 
-def _start(tmp_path: Path, port: int, sleeper: Sleeper, influxd: Any, run_id: str) -> tuple[Driver, Path]:
+def _start(tmp_path: Path, port: int, sleeper: ShimmedSleeper, influxd: Any, run_id: str) -> tuple[Driver, Path]:
     influxd.create_database("crash")
     assert _traffic_flows(), "traffic between the namespaces does not flow before the run"
     driver = Driver(_scenario(tmp_path, port, sleeper, influxd.url, run_id), run_id, tmp_path)
@@ -190,7 +222,7 @@ def _start(tmp_path: Path, port: int, sleeper: Sleeper, influxd: Any, run_id: st
 
 
 def test_sigkilled_driver_every_fault_reverted_by_the_watchdog_within_ttl_plus_2s(
-    tmp_path: Path, http_target: int, sleeper: Sleeper, influxd: Any
+    tmp_path: Path, http_target: int, sleeper: ShimmedSleeper, influxd: Any
 ) -> None:
     driver, journal_dir = _start(tmp_path, http_target, sleeper, influxd, "crash-watchdog")
     watchdog_pid: int | None = None
@@ -217,7 +249,7 @@ def test_sigkilled_driver_every_fault_reverted_by_the_watchdog_within_ttl_plus_2
 
 
 def test_driver_and_watchdog_killed_then_recover_restores_everything(
-    tmp_path: Path, http_target: int, sleeper: Sleeper, influxd: Any
+    tmp_path: Path, http_target: int, sleeper: ShimmedSleeper, influxd: Any
 ) -> None:
     driver, journal_dir = _start(tmp_path, http_target, sleeper, influxd, "crash-recover")
     try:
@@ -230,13 +262,15 @@ def test_driver_and_watchdog_killed_then_recover_restores_everything(
         time.sleep(LEASE_TTL + 1.0)  # the leases have lapsed, and no one reverted them
         left = _left_behind(sleeper)
         # one nft table holds both nftables faults' chains
-        assert len(left) == 4, f"expected every fault still applied, found only {left}"
+        assert len(left) == 5, f"expected every fault still applied, found only {left}"
         outstanding = Journal("crash-recover", journal_dir).outstanding()
         assert sorted(r.fault_name for r in outstanding) == [
             "blackhole",
             "cut-tcp",
             "lossy-udp",
             "pause-sleeper",
+            "skew-sleeper",
+            "slow-disk",
             "slow-link",
         ]
         recovered = subprocess.run(
@@ -244,7 +278,7 @@ def test_driver_and_watchdog_killed_then_recover_restores_everything(
         )
         print(recovered.stdout)
         assert recovered.returncode == 0, recovered.stdout + recovered.stderr
-        for name in ("blackhole", "cut-tcp", "lossy-udp", "pause-sleeper", "slow-link"):
+        for name in ("blackhole", "cut-tcp", "lossy-udp", "pause-sleeper", "skew-sleeper", "slow-disk", "slow-link"):
             assert f"'{name}'" in recovered.stdout, recovered.stdout
         assert _left_behind(sleeper) == []
         assert _traffic_flows(), "traffic does not flow again after harness recover"

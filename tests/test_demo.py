@@ -148,6 +148,10 @@ def test_cart_and_checkout(demo: DemoInfo) -> None:
     status, order = call("POST", f"{base}/api/checkout/{session}")
     assert status == 200, order
     assert order["status"] == "confirmed" and order["charge_id"].startswith("ch_")
+    # payments journaled the charge (fsynced) before approving it
+    port = int(demo.base_url.rsplit(":", 1)[1]) + 3
+    journal = Path(f"/tmp/harness-demo-payments-{port}/charges.jsonl").read_text().splitlines()
+    assert any(json.loads(line)["id"] == order["charge_id"] for line in journal), journal[-3:]
     assert call("GET", f"{base}/api/cart/{session}")[1]["items"] == []
     assert call("POST", f"{base}/api/checkout/{session}")[0] == 409  # nothing left to buy
 

@@ -6,7 +6,7 @@ the check; the measured values are printed (``-s``). After each run nothing of h
 left on the node (the sweep finds no tagged object). ``demo-netem.yaml`` needs a kernel with
 netem: where it is missing (these VMs) the run must be refused with exit 2 before anything
 starts. The demo runs at its default ports (the scenarios name them), with payments in its
-network namespace.
+network namespace and under harness's clock shim (demo-time skews its clock).
 """
 
 from __future__ import annotations
@@ -27,14 +27,26 @@ from harness.demo.control import DEFAULT_BASE_PORT, DemoInfo, down, up
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="the demo's namespace needs root")]
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
-RUN = ["demo-partition", "demo-loss", "demo-bandwidth", "demo-link-down", "demo-proxy", "demo-stress", "demo-dns"]
+RUN = [
+    "demo-partition",
+    "demo-loss",
+    "demo-bandwidth",
+    "demo-link-down",
+    "demo-proxy",
+    "demo-stress",
+    "demo-time",
+    "demo-io",
+    "demo-dns",
+]
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoInfo]:
     directory = tmp_path_factory.mktemp("demo")
     try:
-        info = up(directory=directory, base_port=DEFAULT_BASE_PORT, restart_delay=3.0)
+        # payments under the clock shim (at rest, +0) for demo-time's time.skew, as
+        # `harness demo up --clock-shim payments` starts it
+        info = up(directory=directory, base_port=DEFAULT_BASE_PORT, restart_delay=3.0, clock_shims=("payments",))
         assert info.payments_netns is not None, info.note
         yield info
     finally:

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.chaos import capabilities
+from harness.chaos import network_probes
 from harness.chaos.capabilities import PROBE_TIMEOUT, PROBES, Capability, missing, probe, render, requirements
+from harness.errors import CapabilityMissing
 from harness.scenario import Scenario, load_scenario
 
 IP = shutil.which("ip") or "ip"  # absolute: some tests run probes with a PATH that lacks it
@@ -56,6 +57,7 @@ def test_this_host(no_netns_left: object) -> None:
     assert found["netns"].ok and found["iproute"].ok
     assert found["stress-ng"].ok and "version" in found["stress-ng"].detail
     assert found["cgroups"].ok and "memory" in found["cgroups"].detail
+    assert found["libfaketime"].ok and "moves a child's wall clock" in found["libfaketime"].detail
     netem = found["netem"]
     assert not netem.ok
     # Why, and what a user does about it: the module and the packages that ship it. No advice
@@ -82,8 +84,8 @@ def test_own_netem_probe_when_netem_module_lacks_available(
 
 
 def test_a_refused_qdisc_leaves_no_namespace(no_netns_left: object) -> None:
-    with pytest.raises(capabilities._Missing, match="the kernel refused a nosuchqdisc qdisc"):
-        capabilities._qdisc_probe("nosuchqdisc")
+    with pytest.raises(CapabilityMissing, match="the kernel refused a nosuchqdisc qdisc"):
+        network_probes.qdisc_probe("nosuchqdisc")
 
 
 @pytest.mark.parametrize(

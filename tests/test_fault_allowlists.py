@@ -1,4 +1,4 @@
-"""Issue 7: network, proxy and stress faults act only on what the scenario's ``safety`` block allows.
+"""Issue 7: network, proxy, stress and io faults act only on what the scenario's ``safety`` block allows.
 
 Each rule is refused through the real ``harness run`` in a subprocess: exit 2, the problem
 located as ``file:line:col: key.path: message`` (or, for what needs the host, the preflight's
@@ -217,6 +217,19 @@ REFUSALS = [
         ],
     ),
     Refusal(
+        "io-volume-outside-the-allowed-paths",
+        "  - {name: slow-db, kind: io.latency, at: 5s, duration: 5s,\n"
+        "     params: {volume_path: /var/lib/mysql, delay: 50ms}}\n",
+        "",
+        [
+            (
+                "volume_path: /var/lib/mysql",
+                "faults[1].params.volume_path",
+                "/var/lib/mysql is not under safety.allowed_paths (/tmp, /var/tmp)",
+            )
+        ],
+    ),
+    Refusal(
         "allowed-paths-replace-the-defaults",
         "  - {name: io, kind: stress.io, at: 5s, duration: 5s, params: {path: /tmp}}\n",
         "safety: {allowed_paths: [/srv/harness-scratch]}\n",
@@ -306,6 +319,8 @@ def preflight_cases(tmp_path: Path) -> Iterator[dict[str, tuple[str, str, str]]]
     (tmp_path / "init.pid").write_text("1\n")
     kthread = _kernel_thread()
     (tmp_path / "kthread.pid").write_text(f"{kthread}\n")
+    plain = subprocess.Popen(["sleep", "60"], stdin=subprocess.DEVNULL)  # not under the clock shim
+    (tmp_path / "plain.pid").write_text(f"{plain.pid}\n")
     yield {
         "symlink-out-of-the-allowed-paths": (
             f"  - {{name: fill, kind: stress.disk_fill, at: 5s, duration: 5s,\n"
@@ -313,6 +328,18 @@ def preflight_cases(tmp_path: Path) -> Iterator[dict[str, tuple[str, str, str]]]
             f"safety: {{allowed_paths: [{allowed}]}}\n",
             f"error: fault 'fill': {allowed / 'escape'} is {elsewhere} once symbolic links are followed, "
             f"which is not under safety.allowed_paths ({allowed})",
+        ),
+        "io-symlink-out-of-the-allowed-paths": (
+            f"  - {{name: slow, kind: io.latency, at: 5s, duration: 5s,\n"
+            f"     params: {{volume_path: {allowed / 'escape'}, delay: 5ms}}}}\n",
+            f"safety: {{allowed_paths: [{allowed}]}}\n",
+            f"error: fault 'slow': {allowed / 'escape'} is {elsewhere} once symbolic links are followed, "
+            f"which is not under safety.allowed_paths ({allowed})",
+        ),
+        "io-over-a-top-level-directory": (
+            "  - {name: broken-tmp, kind: io.error, at: 5s, duration: 5s, params: {volume_path: /tmp}}\n",
+            "",
+            "error: fault 'broken-tmp': /tmp is a system or top-level directory: never an io fault's volume_path",
         ),
         "pid-file-naming-pid-1": (
             f"  - {{name: kill-init, kind: process.kill, at: 5s, duration: 5s,\n"
@@ -328,7 +355,24 @@ def preflight_cases(tmp_path: Path) -> Iterator[dict[str, tuple[str, str, str]]]
             f"error: fault 'stop-kthread': pid file {tmp_path}/kthread.pid names process {kthread}, "
             "a kernel thread: never a fault target",
         ),
+        "clock-skew-of-pid-1": (
+            f"  - {{name: skew-init, kind: time.skew, at: 5s, duration: 5s,\n"
+            f"     target: {{pid_file: {tmp_path}/init.pid}}, params: {{offset: -10m}}}}\n",
+            "",
+            f"error: fault 'skew-init': pid file {tmp_path}/init.pid names process 1, PID 1 (init: stopping it "
+            "takes the whole machine or container down): never a fault target",
+        ),
+        "clock-skew-of-a-process-not-under-the-clock-shim": (
+            f"  - {{name: skew-plain, kind: time.skew, at: 5s, duration: 5s,\n"
+            f"     target: {{pid_file: {tmp_path}/plain.pid}}, params: {{offset: -10m}}}}\n",
+            "",
+            f"error: fault 'skew-plain': pid {plain.pid} (sleep 60) was not started under harness's clock shim; "
+            "start it under harness's clock shim: `python -m harness.chaos.clock_shim --file SKEW_FILE -- COMMAND` "
+            "(the demo: `harness demo up --clock-shim payments`)",
+        ),
     }
+    plain.kill()
+    plain.wait(10)
     assert list(elsewhere.iterdir()) == [], "the fill file was written through the link"
 
 

@@ -71,8 +71,11 @@ def test_plan_line_and_requirements_come_from_the_family(tmp_path: Path) -> None
         ({"kind": "proxy.latency", "target": {"control": "127.0.0.1:9"}, "params": {"latency": "5ms"}}, []),
         ({"kind": "process.pause", "target": {"pattern": "^no such process at all$"}}, []),
         ({"kind": "stress.cpu"}, ["stress-ng"]),
+        ({"kind": "io.latency", "params": {"volume_path": "/tmp/x", "delay": "5ms"}}, ["fuse"]),
         ({"kind": "kubernetes.scale", "target": {"namespace": "shop", "deployment": "web"}}, ["kube-contexts"]),
         (
+            {"kind": "time.skew", "target": {"pattern": "^no such process at all$"}, "params": {"offset": "-10m"}},
+            ["libfaketime"],
             {"kind": "dns.error", "target": {"netns": "shop"}, "params": {"patterns": ["*"], "error": "refused"}},
             ["nftables", "netns"],
         ),

@@ -146,6 +146,8 @@ faults:
     target: {namespace: shop, selector: "app=payments,tier in (web,api)"}
     params: {mode: percent, percent: 50}
   - {name: scale, kind: kubernetes.scale, at: 42s, duration: 5s, target: {namespace: shop, deployment: payments}}
+  - {name: clock, kind: time.skew, at: 32s, duration: 2s, target: {pattern: "payments --port 19623"},
+     params: {offset: -10m, rate: 1.01}}
 slos:
   - {name: p99-during, objective: "p99 < 2s", window: "during:scale"}
 safety: {allowed_contexts: [kind-shop], allowed_paths: [/tmp, /var/tmp]}

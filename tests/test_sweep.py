@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import psutil
 import pytest
@@ -23,6 +24,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for networ
 
 NS = f"hsweep{os.getpid()}"
 VETH_A, VETH_B = f"hswa{os.getpid() % 100000}", f"hswb{os.getpid() % 100000}"
+SKEW_FILE = Path(f"/tmp/hsweep-{os.getpid()}.faketime")  # a clock skew a lost run left (time.skew)
 
 
 def _sh(*cmd: str, ns: str | None = NS) -> str:
@@ -69,6 +71,8 @@ def leftovers() -> Iterator[list[subprocess.Popen[bytes]]]:
         procs.append(subprocess.Popen(["sleep", "60"], env={**env, "HARNESS_STRESS_FAULT": "lost-run/cpu"}))
         procs.append(subprocess.Popen(["sleep", "60"], env={**env, "HARNESS_PROXY_FAULT": "lost-run/abort"}))
         procs.append(subprocess.Popen(["sleep", "60"], env={k: v for k, v in env.items() if "HARNESS_" not in k}))
+        SKEW_FILE.write_text("-600.000000 x1.000000\n")
+        procs.append(subprocess.Popen(["sleep", "60"], env={**env, "HARNESS_CLOCK_SHIM": str(SKEW_FILE)}))
         procs.append(subprocess.Popen(["sleep", "60"], env={**env, "HARNESS_DNS_FAULT": "lost-run/nx"}))
         yield procs
     finally:
@@ -76,6 +80,7 @@ def leftovers() -> Iterator[list[subprocess.Popen[bytes]]]:
             proc.kill()
             proc.wait(10)
         subprocess.run(["ip", "netns", "delete", NS], capture_output=True, timeout=10)
+        SKEW_FILE.unlink(missing_ok=True)
 
 
 def test_sweep_removes_every_tagged_object_and_nothing_else(leftovers: list[subprocess.Popen[bytes]]) -> None:
@@ -90,7 +95,8 @@ def test_sweep_removes_every_tagged_object_and_nothing_else(leftovers: list[subp
         (NS, "filter", f"u32 pref 0x4853 on {VETH_B} ingress"),
         ("", "process", f"pid {leftovers[0].pid} (HARNESS_STRESS_FAULT=lost-run/cpu)"),
         ("", "process", f"pid {leftovers[1].pid} (HARNESS_PROXY_FAULT=lost-run/abort)"),
-        ("", "process", f"pid {leftovers[3].pid} (HARNESS_DNS_FAULT=lost-run/nx)"),
+        ("", "clock skew file", f"{SKEW_FILE} (-600.000000 x1.000000; pid {leftovers[3].pid})"),
+        ("", "process", f"pid {leftovers[4].pid} (HARNESS_DNS_FAULT=lost-run/nx)"),
     }
     assert expected <= found, found
     assert not [f for f in found if f[0] == NS and ("someone_else" in f[2] or "ifbmine" in f[2])]
@@ -109,9 +115,11 @@ def test_sweep_removes_every_tagged_object_and_nothing_else(leftovers: list[subp
     assert "pref 18515" not in filters and "pref 7 " in filters
     links = _sh("ip", "-o", "link", "show")
     assert "hb0123456789" not in links and "ifbmine" in links
-    for proc in (*leftovers[:2], leftovers[3]):
+    for proc in (*leftovers[:2], leftovers[4]):
         assert proc.wait(10) is not None
     assert psutil.Process(leftovers[2].pid).status() != psutil.STATUS_ZOMBIE  # untagged: untouched
+    assert SKEW_FILE.read_text() == "+0 x1\n"  # the skew is undone, its process left running
+    assert psutil.Process(leftovers[3].pid).status() != psutil.STATUS_ZOMBIE
     again = subprocess.run(
         [sys.executable, "-m", "harness.cli", "recover", "--sweep"], capture_output=True, text=True, timeout=60
     )

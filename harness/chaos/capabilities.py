@@ -24,25 +24,30 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
-import shutil
 import subprocess
+import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-from harness.chaos import cgroups, netem_probe
+from harness.chaos import cgroups, clock_shim, network_probes
+from harness.chaos.network_probes import NETEM_HINT
+from harness.chaos.probe_tools import PROBE_TIMEOUT, first_line, run, which
+from harness.errors import CapabilityMissing
 from harness.scenario import Scenario
 
 __all__ = [
     "CGROUPS",
     "DEVELOPMENT_PROBES",
+    "FUSE",
     "IFB",
     "IPROUTE",
     "KUBE_CONTEXTS",
+    "LIBFAKETIME",
     "NETEM",
     "NETEM_HINT",
     "NETNS",
@@ -57,14 +62,13 @@ __all__ = [
     "WRK",
     "Capability",
     "kubeconfig_path",
+    "libfuse_missing",
     "missing",
     "probe",
     "render",
     "requirements",
 ]
 
-#: Seconds any one command of a probe may take.
-PROBE_TIMEOUT = 2.0
 
 NFTABLES = "nftables"
 NETEM = "netem"
@@ -79,6 +83,8 @@ NGINX = "nginx"
 WRK = "wrk"
 KUBE_CONTEXTS = "kube-contexts"
 SYSTEMD = "systemd"
+LIBFAKETIME = "libfaketime"
+FUSE = "fuse"
 
 _UML_MODULES = "/usr/lib/uml/modules"
 
@@ -95,152 +101,6 @@ class Capability:
     ok: bool
     detail: str
     optional: bool = False
-
-
-class _Missing(Exception):
-    """A probe's reason for ``ok=False``: the message is the detail shown to the user."""
-
-
-# ---------------------------------------------------------------- helpers
-
-
-def _which(binary: str, package: str) -> str:
-    found = shutil.which(binary)
-    if found is None:
-        raise _Missing(f"{binary} is not installed (apt-get install {package})")
-    return found
-
-
-def _run(argv: list[str]) -> str:
-    """Run ``argv`` (bounded by :data:`PROBE_TIMEOUT`); its stdout+stderr, or ``_Missing`` on failure."""
-    try:
-        done = subprocess.run(
-            argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=PROBE_TIMEOUT, check=False
-        )
-    except subprocess.TimeoutExpired:
-        raise _Missing(f"`{' '.join(argv)}` did not finish in {PROBE_TIMEOUT:g}s") from None
-    except OSError as exc:
-        raise _Missing(f"cannot run {argv[0]}: {exc.strerror or exc}") from None
-    output = (done.stdout + done.stderr).strip()
-    if done.returncode != 0:
-        raise _Missing(f"`{' '.join(argv)}` failed: {' '.join(output.split())[:300] or f'exit {done.returncode}'}")
-    return output
-
-
-def _first_line(text: str) -> str:
-    return text.splitlines()[0].strip() if text else ""
-
-
-@contextlib.contextmanager
-def _throwaway_netns() -> Iterator[str]:
-    """A new, empty named network namespace, deleted on the way out whatever happened inside."""
-    ip = _which("ip", "iproute2")
-    name = f"harness-probe-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    _run([ip, "netns", "add", name])
-    try:
-        yield name
-    finally:
-        with contextlib.suppress(_Missing):
-            _run([ip, "netns", "delete", name])
-
-
-def _netlink_error(exc: Exception) -> str:
-    return str(exc) or type(exc).__name__
-
-
-def _qdisc_probe(kind: str, **options: Any) -> None:
-    """Create a ``kind`` qdisc at the root of ``lo`` in a throwaway netns with pyroute2, as the
-    fault code does; raises ``_Missing`` with the kernel's answer when refused."""
-    from harness.chaos import netlink  # opens the socket without pyroute2's fork
-
-    with _throwaway_netns() as netns, netlink.ipr(netns) as ipr:
-        index = int(ipr.link_lookup(ifname="lo")[0])
-        ipr.link("set", index=index, state="up")
-        try:
-            ipr.tc("add", kind, index=index, handle=0x10000, **options)
-        except Exception as exc:  # pyroute2's NetlinkError carries the kernel's errno and text
-            raise _Missing(f"the kernel refused a {kind} qdisc: {_netlink_error(exc)}") from None
-
-
-# ---------------------------------------------------------------- probes
-
-
-def _probe_nftables() -> str:
-    nft = _which("nft", "nftables")
-    ip = _which("ip", "iproute2")
-    version = _first_line(_run([nft, "--version"]))
-    with _throwaway_netns() as netns:
-        _run([ip, "netns", "exec", netns, nft, "add", "table", "inet", "harness_probe"])
-        _run([ip, "netns", "exec", netns, nft, "delete", "table", "inet", "harness_probe"])
-    return f"{version}: created and deleted a table in a throwaway netns"
-
-
-#: What to do when the kernel has no netem qdisc, said to the person running harness.
-NETEM_HINT = (
-    "load the kernel module sch_netem (modprobe sch_netem); Debian's kernels ship it in "
-    "linux-image-*, Ubuntu's in linux-modules-extra-$(uname -r)"
-)
-
-
-def _probe_netem() -> str:
-    available: Callable[[], tuple[bool, str]] | None = getattr(netem_probe, "available", None)
-    if available is not None:  # the probe netem faults use (a throwaway namespace of a child process)
-        ok, why = available()
-        if not ok:
-            raise _Missing(f"{why}; {NETEM_HINT}")
-        return why
-    try:
-        _qdisc_probe("netem", delay=1000)
-    except _Missing as exc:
-        raise _Missing(f"{exc}; {NETEM_HINT}") from None
-    return "created a netem qdisc on lo in a throwaway netns"
-
-
-def _probe_tbf() -> str:
-    try:
-        _qdisc_probe("tbf", rate="1mbit", burst=5000, latency="50ms")
-    except _Missing as exc:
-        raise _Missing(f"{exc}; load the kernel module sch_tbf (modprobe sch_tbf)") from None
-    return "created a tbf qdisc on lo in a throwaway netns"
-
-
-def _probe_ifb() -> str:
-    from harness.chaos import netlink  # opens the socket without pyroute2's fork
-
-    with _throwaway_netns() as netns, netlink.ipr(netns) as ipr:
-        try:
-            ipr.link("add", ifname="hprobe-ifb", kind="ifb")
-        except Exception as exc:
-            raise _Missing(
-                f"the kernel refused an ifb link: {_netlink_error(exc)}; load the kernel module ifb (modprobe ifb)"
-            ) from None
-    return "created an ifb link in a throwaway netns"
-
-
-def _probe_netns() -> str:
-    ip = _which("ip", "iproute2")
-    version = _first_line(_run([ip, "-V"]))
-    with _throwaway_netns() as netns:
-        if netns not in _run([ip, "netns", "list"]).split():
-            raise _Missing(f"ip netns add {netns} succeeded but ip netns list does not show it")
-        _run([ip, "netns", "exec", netns, ip, "link", "show", "lo"])
-    return f"{version}: ip netns add, exec and delete work"
-
-
-def _probe_iproute() -> str:
-    import pyroute2
-
-    from harness.chaos import netlink  # opens the socket without pyroute2's fork
-
-    with _throwaway_netns() as netns, netlink.ipr(netns) as ipr:
-        index = int(ipr.link_lookup(ifname="lo")[0])
-        ipr.link("set", index=index, state="up")
-        ipr.link("set", index=index, state="down")
-        state = ipr.get_links(index)[0].get("state")
-        if state != "down":
-            raise _Missing(f"set lo down with pyroute2 but the kernel reports it {state}")
-    version = getattr(pyroute2, "__version__", "?")
-    return f"pyroute2 {version}: set a link up and down in a throwaway netns"
 
 
 def _probe_cgroups() -> str:
@@ -263,9 +123,11 @@ def _probe_cgroups() -> str:
         state = "writable" if writable else "not writable"
         parts.append(f"cgroup2 at {point} ({state}, controllers: {', '.join(v2_controllers) or 'none'})")
     if not parts:
-        raise _Missing("no cgroup hierarchy is mounted (mount -t cgroup2 none /sys/fs/cgroup)")
+        raise CapabilityMissing("no cgroup hierarchy is mounted (mount -t cgroup2 none /sys/fs/cgroup)")
     if len(writable_v1) < 2 and not v2_ok:
-        raise _Missing("; ".join(parts) + ": stress in a target's cgroup needs writable cpu and memory (run as root)")
+        raise CapabilityMissing(
+            "; ".join(parts) + ": stress in a target's cgroup needs writable cpu and memory (run as root)"
+        )
     return "; ".join(parts)
 
 
@@ -282,33 +144,61 @@ def _can_make_cgroup(mount_point: str) -> bool:
 
 
 def _probe_stress_ng() -> str:
-    stress_ng = _which("stress-ng", "stress-ng")
-    version = _first_line(_run([stress_ng, "--version"]))
+    stress_ng = which("stress-ng", "stress-ng")
+    version = first_line(run([stress_ng, "--version"]))
     return f"{version.encode('ascii', 'ignore').decode().strip()} at {stress_ng}"
+
+
+def libfuse_missing() -> str:
+    """What the io family's FUSE server lacks here (libfuse3, mfusepy), as a hint; '' when nothing."""
+    import ctypes.util
+    import importlib.util
+
+    if ctypes.util.find_library("fuse3") is None:
+        return "libfuse3 (apt-get install fuse3 libfuse3-3)"
+    if importlib.util.find_spec("mfusepy") is None:
+        return "the mfusepy package (pip install mfusepy; harness depends on it)"
+    return ""
+
+
+def _probe_fuse() -> str:
+    # The io family mounts a FUSE file system: the device, the kernel's fuse and libfuse3.
+    try:
+        os.close(os.open("/dev/fuse", os.O_RDWR))
+    except OSError as exc:
+        raise CapabilityMissing(f"cannot open /dev/fuse: {exc.strerror or exc} (modprobe fuse; run as root)") from None
+    if "fuse" not in Path("/proc/filesystems").read_text().split():
+        raise CapabilityMissing("the kernel does not list fuse in /proc/filesystems (modprobe fuse)")
+    missing_part = libfuse_missing()
+    if missing_part:
+        raise CapabilityMissing(f"/dev/fuse and the kernel's fuse are there, but not {missing_part}")
+    import ctypes.util
+
+    return f"/dev/fuse, the kernel's fuse and {ctypes.util.find_library('fuse3')} (io faults)"
 
 
 def _probe_uml() -> str:
     hint = "apt-get install user-mode-linux kmod"
-    uml = _which("linux.uml", "user-mode-linux kmod")
+    uml = which("linux.uml", "user-mode-linux kmod")
     modules = sorted(glob.glob(f"{_UML_MODULES}/*/kernel/net/sched/sch_netem.ko*"))
     if not modules:
-        raise _Missing(f"{uml} is there but no sch_netem.ko under {_UML_MODULES} ({hint})")
+        raise CapabilityMissing(f"{uml} is there but no sch_netem.ko under {_UML_MODULES} ({hint})")
     release = Path(modules[-1]).relative_to(_UML_MODULES).parts[0]
     return f"{uml} (Linux {release}) with {modules[-1]}: real netem in a UML guest"
 
 
 def _probe_nginx() -> str:
-    nginx = _which("nginx", "nginx")
-    return f"{_first_line(_run([nginx, '-v']))} (the demo's target)"
+    nginx = which("nginx", "nginx")
+    return f"{first_line(run([nginx, '-v']))} (the demo's target)"
 
 
 def _probe_wrk() -> str:
-    wrk = _which("wrk", "wrk")
+    wrk = which("wrk", "wrk")
     try:  # wrk prints its version with its usage and exits 1
         done = subprocess.run([wrk, "-v"], capture_output=True, text=True, timeout=PROBE_TIMEOUT, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise _Missing(f"cannot run {wrk}: {exc}") from None
-    return f"{_first_line(done.stdout + done.stderr)} (benchmark ceiling)"
+        raise CapabilityMissing(f"cannot run {wrk}: {exc}") from None
+    return f"{first_line(done.stdout + done.stderr)} (benchmark ceiling)"
 
 
 def kubeconfig_path() -> str:
@@ -323,7 +213,7 @@ def _probe_kube_contexts() -> str:
     path = kubeconfig_path()
     files = [p for p in path.split(os.pathsep) if p]
     if not any(os.path.isfile(p) for p in files):
-        raise _Missing(
+        raise CapabilityMissing(
             f"no kubeconfig: {path} does not exist (set KUBECONFIG or write ~/.kube/config; kubernetes faults need one)"
         )
     from kubernetes import config as k8s_config
@@ -332,12 +222,14 @@ def _probe_kube_contexts() -> str:
     try:
         contexts, current = k8s_config.list_kube_config_contexts(config_file=path)
     except ConfigException as exc:
-        raise _Missing(f"kubeconfig {path} cannot be read: {exc}") from None
+        raise CapabilityMissing(f"kubeconfig {path} cannot be read: {exc}") from None
     except Exception as exc:  # YAML syntax and shape errors surface as many exception types
-        raise _Missing(f"kubeconfig {path} cannot be read: {type(exc).__name__}: {_first_line(str(exc))}") from None
+        raise CapabilityMissing(
+            f"kubeconfig {path} cannot be read: {type(exc).__name__}: {first_line(str(exc))}"
+        ) from None
     names = [str(c.get("name", "?")) for c in contexts]
     if not names:
-        raise _Missing(f"kubeconfig {path} has no contexts")
+        raise CapabilityMissing(f"kubeconfig {path} has no contexts")
     current_name = (current or {}).get("name", "none")
     return f"{path}: contexts {', '.join(names)} (current: {current_name})"
 
@@ -346,30 +238,51 @@ def _probe_systemd() -> str:
     try:
         init = psutil.Process(1).name()
     except psutil.Error as exc:
-        raise _Missing(f"cannot inspect PID 1: {exc}") from None
+        raise CapabilityMissing(f"cannot inspect PID 1: {exc}") from None
     if init != "systemd" and not os.path.isdir("/run/systemd/system"):
-        raise _Missing(
+        raise CapabilityMissing(
             f"PID 1 is {init}, not systemd: systemd_unit targets cannot be resolved here "
             "(use a pid_file or pattern target)"
         )
-    systemctl = _which("systemctl", "systemd")
+    systemctl = which("systemctl", "systemd")
     return f"PID 1 is {init}; {systemctl} can resolve units"
+
+
+def _probe_libfaketime() -> str:
+    """A clock moved an hour ahead in a real child (``date``) under the library time.skew preloads."""
+    lib = clock_shim.library()
+    if lib is None:
+        raise CapabilityMissing(
+            f"libfaketime is not installed (no {clock_shim.LIBRARY_GLOB}; apt-get install faketime)"
+        )
+    shown = run(["env", f"LD_PRELOAD={lib}", "FAKETIME=+1h", "date", "+%s"])
+    try:
+        ahead = int(shown.split()[-1]) - time.time()
+    except (ValueError, IndexError):
+        raise CapabilityMissing(f"`date` under {lib} printed {shown[:80]!r}, not seconds") from None
+    if abs(ahead - 3600) > 60:
+        raise CapabilityMissing(
+            f"{lib} did not move `date` an hour ahead ({ahead:+.0f} s): the preload does not work here"
+        )
+    return f"{lib} moves a child's wall clock (time.skew on processes started under harness's clock shim)"
 
 
 _OPTIONAL = frozenset({NGINX, WRK, UML})
 
 #: What faults may need, by capability name, in the order ``harness doctor`` prints them.
 PROBES: dict[str, Callable[[], str]] = {
-    NFTABLES: _probe_nftables,
-    NETEM: _probe_netem,
-    TBF: _probe_tbf,
-    IFB: _probe_ifb,
-    NETNS: _probe_netns,
-    IPROUTE: _probe_iproute,
+    NFTABLES: network_probes.probe_nftables,
+    NETEM: network_probes.probe_netem,
+    TBF: network_probes.probe_tbf,
+    IFB: network_probes.probe_ifb,
+    NETNS: network_probes.probe_netns,
+    IPROUTE: network_probes.probe_iproute,
     CGROUPS: _probe_cgroups,
     STRESS_NG: _probe_stress_ng,
     KUBE_CONTEXTS: _probe_kube_contexts,
     SYSTEMD: _probe_systemd,
+    LIBFAKETIME: _probe_libfaketime,
+    FUSE: _probe_fuse,
 }
 
 #: Tools this project's own test suite and benchmarks use (a UML guest for netem where the
@@ -393,10 +306,10 @@ def probe(names: Iterable[str] | None = None) -> list[Capability]:
     wanted = list(PROBES) if names is None else list(names)
     out: list[Capability] = []
     for name in wanted:
-        run = PROBES[name] if name in PROBES else DEVELOPMENT_PROBES[name]
+        attempt = PROBES[name] if name in PROBES else DEVELOPMENT_PROBES[name]
         try:
-            out.append(Capability(name, True, run(), optional=name in _OPTIONAL))
-        except _Missing as exc:
+            out.append(Capability(name, True, attempt(), optional=name in _OPTIONAL))
+        except CapabilityMissing as exc:
             out.append(Capability(name, False, str(exc), optional=name in _OPTIONAL))
         except ModuleNotFoundError as exc:  # a dependency of harness itself is broken or absent
             missing_module = (exc.name or "?").split(".")[0]

@@ -150,11 +150,22 @@ def demo_up(
             help="Seconds the supervisor waits before restarting a dead service (a demo already up keeps its own).",
         ),
     ] = 3.0,
+    clock_shim: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Start this service (catalog, cart, payments, gateway) under harness's clock shim, so time.skew "
+            "faults can move its wall clock; repeatable.",
+        ),
+    ] = None,
 ) -> None:
     """Start the demo shop (idempotent)."""
-    from harness.demo.control import up
+    from harness.demo.control import SERVICE_NAMES, up
 
-    info = up(base_port=base_port, restart_delay=restart_delay)
+    shims = tuple(dict.fromkeys(clock_shim or []))
+    unknown = [name for name in shims if name not in SERVICE_NAMES or name == "proxy"]
+    if unknown:
+        raise ConfigError(f"--clock-shim: no demo service {', '.join(unknown)} (catalog, cart, payments, gateway)")
+    info = up(base_port=base_port, restart_delay=restart_delay, clock_shims=shims)
     typer.echo(f"demo shop up at {info.base_url} (supervisor pid {info.supervisor_pid}, state in {info.directory})")
     typer.echo(f"fault proxy in front of payments: 127.0.0.1:{base_port + 4}, control API 127.0.0.1:{base_port + 5}")
     net = info.payments_netns
@@ -165,6 +176,8 @@ def demo_up(
         )
     elif info.note:
         typer.echo(info.note)
+    for name in shims:
+        typer.echo(f"{name} runs under the clock shim: skew file {info.directory / (name + '.faketime')}")
 
 
 def demo_down() -> None:

@@ -93,23 +93,27 @@ def up(
     base_port: int = DEFAULT_BASE_PORT,
     restart_delay: float = 3.0,
     timeout: float = 20.0,
+    clock_shims: tuple[str, ...] = (),
 ) -> DemoInfo:
     """Start the demo detached and wait until it serves; return the running demo if already up.
 
+    ``clock_shims`` names services started under harness's clock shim (``time.skew`` faults).
     Raises :class:`ConfigError` when the ports are taken by something else or the demo in this
-    directory already runs on another base port, and :class:`DemoError` when it does not become
-    healthy within ``timeout`` seconds (whatever was started is stopped again).
+    directory already runs on another base port or without a clock shim asked for, and
+    :class:`DemoError` when it does not become healthy within ``timeout`` seconds (whatever was
+    started is stopped again).
     """
     directory = _directory(directory)
     _check_base_port(base_port)
     with _locked(directory):
         running = _running_supervisor(directory)
         if running is not None:
+            _check_clock_shims(directory, running, clock_shims)
             return _adopt(directory, running, base_port, timeout)
         _remove_pid_files(directory)  # stale ones from a crash
         _check_ports_free(base_port)
         net, note = _payments_network(directory, base_port)
-        supervisor = _spawn_supervisor(directory, base_port, restart_delay, net is not None)
+        supervisor = _spawn_supervisor(directory, base_port, restart_delay, net is not None, clock_shims)
         try:
             info = _wait_until_ready(directory, base_port, supervisor, timeout, all_healthy=True)
         except BaseException:
@@ -199,6 +203,17 @@ def _adopt(directory: Path, supervisor_pid: int, base_port: int, timeout: float)
     return dataclasses.replace(info, payments_netns=net)
 
 
+def _check_clock_shims(directory: Path, supervisor_pid: int, wanted: tuple[str, ...]) -> None:
+    cmdline = process_cmdline(supervisor_pid) or []
+    running = {cmdline[i + 1] for i, arg in enumerate(cmdline[:-1]) if arg == "--clock-shim"}
+    missing = sorted(set(wanted) - running)
+    if missing:
+        raise ConfigError(
+            f"the demo in {directory} already runs without the clock shim for {', '.join(missing)}; "
+            "run `harness demo down` first, then up again with --clock-shim"
+        )
+
+
 def _check_ports_free(base_port: int) -> None:
     ports = {
         **{service_port(n, base_port): n for n in SERVICE_NAMES},
@@ -234,7 +249,9 @@ def _port_owner(port: int) -> str:
     return ""
 
 
-def _spawn_supervisor(directory: Path, base_port: int, restart_delay: float, payments_netns: bool) -> int:
+def _spawn_supervisor(
+    directory: Path, base_port: int, restart_delay: float, payments_netns: bool, clock_shims: tuple[str, ...]
+) -> int:
     """Start the supervisor in its own session: the caller's Ctrl-C or exit must not reach it."""
     command = [
         sys.executable,
@@ -247,6 +264,7 @@ def _spawn_supervisor(directory: Path, base_port: int, restart_delay: float, pay
         "--restart-delay",
         repr(float(restart_delay)),
         *(["--payments-netns"] if payments_netns else []),
+        *[arg for name in clock_shims for arg in ("--clock-shim", name)],
     ]
     with open(directory / "supervisor.out", "ab") as out:
         process = subprocess.Popen(

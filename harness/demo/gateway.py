@@ -377,7 +377,13 @@ class Gateway:
 
     def _charge(self, session: str, amount: float, order_id: str) -> Reply:
         """POST /charge with the call deadline, and once more after a short backoff on failure."""
-        payload = {"amount": amount, "currency": "EUR", "session": session, "idempotency_key": order_id}
+        payload = {
+            "amount": amount,
+            "currency": "EUR",
+            "session": session,
+            "idempotency_key": order_id,
+            "requested_at": round(time.time(), 3),  # payments refuses a request 5 minutes off its clock
+        }
         try:
             reply = self.payments.call("POST", "/charge", payload)
             if reply.status < 500:

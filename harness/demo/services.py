@@ -24,7 +24,7 @@ import gevent
 from gevent import socket as gsocket
 
 from harness.demo.gateway import GatewayConfig, make_gateway
-from harness.demo.shop import make_cart, make_catalog, make_payments
+from harness.demo.shop import make_cart, make_catalog, make_payments, payments_journal_dir
 from harness.demo.web import HOST, App, log
 
 __all__ = ["SERVICE_FACTORIES", "main", "parse_args", "serve"]
@@ -54,7 +54,7 @@ SERVICE_FACTORIES: dict[str, Callable[[argparse.Namespace], App]] = {
     "gateway": _build_gateway,
     "catalog": lambda args: make_catalog(),
     "cart": lambda args: make_cart(),
-    "payments": lambda args: make_payments(),
+    "payments": lambda args: make_payments(journal_dir=args.journal_dir or payments_journal_dir(args.port)),
 }
 
 
@@ -73,6 +73,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--upstream-port", type=int, help="proxy only: the service behind it")
     parser.add_argument("--upstream-host", default=HOST, help="proxy only: the service's address")
     parser.add_argument("--control-port", type=int, help="proxy only: its control API (proxy.* faults)")
+    parser.add_argument(
+        "--journal-dir", help="payments only: where charges are journaled (default /tmp/harness-demo-payments-PORT)"
+    )
     parser.add_argument("--payments-name", help="gateway only: reach payments by this name (with --nameserver)")
     parser.add_argument("--nameserver", help="gateway only: host:port of the DNS server names are resolved with")
     parser.add_argument("--record", action="append", default=[], help="dns only: NAME=ADDRESS it answers")

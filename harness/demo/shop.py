@@ -3,13 +3,17 @@
 Each runs as its own process (``python -m harness.demo.services <name>``), so that a process
 fault hits one dependency at a time. They are deliberately small but behave like real ones
 where a load-and-chaos run can see it: a slow search with variance, in-memory state lost on a
-restart, a slow payments call with idempotency keys.
+restart, a slow payments call with idempotency keys that journals each charge to disk (fsynced).
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import json
+import os
 import random
+import time
 from collections import OrderedDict
 
 import gevent
@@ -19,6 +23,7 @@ from harness.demo.web import JSON, SESSION, App, Request, Response, abort, healt
 __all__ = [
     "MAX_CARTS",
     "MAX_IDEMPOTENCY_KEYS",
+    "MAX_REQUEST_SKEW",
     "PRODUCT_COUNT",
     "make_cart",
     "make_catalog",
@@ -174,29 +179,76 @@ def make_cart(max_carts: int = MAX_CARTS) -> App:
 # --------------------------------------------------------------------------------------------
 
 MAX_IDEMPOTENCY_KEYS = 50_000
+#: How far a charge's ``requested_at`` may lie from payments' own clock (either way), as a
+#: signed request's timestamp window does (AWS Signature V4 refuses requests more than 5
+#: minutes off: RequestTimeTooSkewed). A skewed clock on either side fails every charge.
+MAX_REQUEST_SKEW = 300.0
 
 
-def make_payments(delay: tuple[float, float, float] = (0.010, 0.030, 0.015)) -> App:
+#: Where payments journals its charges by default (under /tmp, the default safety.allowed_paths).
+PAYMENTS_JOURNAL = "/tmp/harness-demo-payments-{port}"
+#: The journal is rotated (one old file kept) past this size, so a long demo cannot fill a disk.
+JOURNAL_ROTATE_BYTES = 8 << 20
+
+
+def payments_journal_dir(port: int) -> str:
+    return PAYMENTS_JOURNAL.format(port=port)
+
+
+def _record_charge(directory: str, result: JSON) -> None:
+    """Append one charge to ``charges.jsonl`` and fsync it before the charge is approved, as a
+    payment service that must never lose one does; opened per charge (an io fault applies to
+    files opened after it). Raises OSError when the disk refuses."""
+    path = os.path.join(directory, "charges.jsonl")
+    with contextlib.suppress(FileNotFoundError):
+        if os.stat(path).st_size > JOURNAL_ROTATE_BYTES:
+            os.replace(path, path + ".1")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (json.dumps(result, separators=(",", ":")) + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_payments(delay: tuple[float, float, float] = (0.010, 0.030, 0.015), journal_dir: str | None = None) -> App:
     """payments: ``POST /charge`` answers ``{"status": "approved", "id": ...}`` after 10-30 ms.
 
     A repeated ``idempotency_key`` returns the first charge: the gateway retries once after a
     timeout, and a paused payments process later answers the abandoned attempt too; neither may
-    charge twice.
+    charge twice. A ``requested_at`` (the caller's wall clock, epoch seconds) more than
+    :data:`MAX_REQUEST_SKEW` from payments' own clock is refused with 401, before any charge.
+    With ``journal_dir`` every new charge is appended to ``charges.jsonl`` there
+    and fsynced before it is approved: a slow disk slows checkouts, and a charge the disk refuses
+    is answered 503 ``{"error": "cannot record the charge"}`` (not approved).
     """
     low, high, mode = delay
     charges: OrderedDict[str, JSON] = OrderedDict()
     app = App("payments")
+    if journal_dir:
+        os.makedirs(journal_dir, exist_ok=True)
 
     def charge(request: Request) -> Response:
         payload = request.json()
         amount = payload.get("amount")
         if not isinstance(amount, int | float) or isinstance(amount, bool) or amount <= 0:
             abort(400, "amount must be a positive number")
+        requested_at = payload.get("requested_at")
+        if isinstance(requested_at, int | float) and not isinstance(requested_at, bool):
+            skew = time.time() - requested_at
+            if abs(skew) > MAX_REQUEST_SKEW:
+                state = "expired" if skew > 0 else "not yet valid"
+                abort(401, f"request {state}: requested_at is {skew:+.0f} s from payments' clock")
         gevent.sleep(random.triangular(low, high, mode))
         key = str(payload.get("idempotency_key") or "")
         if key and key in charges:
             return json_response(charges[key])
         result = {"status": "approved", "id": f"ch_{random.getrandbits(64):016x}", "amount": amount}
+        if journal_dir:
+            try:
+                _record_charge(journal_dir, {**result, "idempotency_key": key})
+            except OSError as exc:
+                return json_response({"error": "cannot record the charge", "detail": exc.strerror or str(exc)}, 503)
         if key:
             charges[key] = result
             while len(charges) > MAX_IDEMPOTENCY_KEYS:

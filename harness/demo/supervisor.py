@@ -7,7 +7,10 @@ chaos fault comes back ``--restart-delay`` seconds later, which is what makes re
 thing a scenario can measure. A paused (SIGSTOPped) service is not dead and is left alone.
 
 Files in DIR: ``<name>.pid`` for each running service (removed while it is down, rewritten on
-restart), ``supervisor.pid``, and logs ``<name>.log`` and ``supervisor.log``. Services die with
+restart), ``supervisor.pid``, and logs ``<name>.log`` and ``supervisor.log``. A service named by
+``--clock-shim NAME`` runs under harness's clock shim (:mod:`harness.chaos.clock_shim`) with its
+skew file ``<name>.faketime`` (written unskewed at each start), so ``time.skew`` faults can move
+its wall clock. Services die with
 the supervisor (PR_SET_PDEATHSIG), so nothing lingers even if the supervisor is SIGKILLed.
 
 This module also holds the small helpers shared with :mod:`harness.demo.control` (pid files,
@@ -33,6 +36,8 @@ from types import FrameType
 
 import psutil
 
+from harness.chaos import clock_shim
+
 from .network import for_base_port
 
 __all__ = [
@@ -53,6 +58,7 @@ __all__ = [
     "process_pattern",
     "read_pid_file",
     "service_port",
+    "skew_file",
 ]
 
 SERVICE_NAMES = ("catalog", "cart", "payments", "proxy", "dns", "gateway")  # start order: the gateway last
@@ -84,6 +90,11 @@ _REPO_ROOT = Path(__file__).resolve().parents[2]
 
 def service_port(name: str, base_port: int) -> int:
     return base_port + PORT_OFFSETS[name]
+
+
+def skew_file(directory: Path, name: str) -> Path:
+    """``DIR/<name>.faketime``: the clock skew file of a service started under the clock shim."""
+    return directory / f"{name}.faketime"
 
 
 def pid_file(directory: Path, name: str) -> Path:
@@ -235,8 +246,10 @@ class Supervisor:
         restart_delay: float,
         log: logging.Logger,
         payments_netns: bool = False,
+        clock_shims: tuple[str, ...] = (),
     ) -> None:
         self.directory = directory
+        self.clock_shims = frozenset(clock_shims)
         self.base_port = base_port
         self.restart_delay = restart_delay
         self.log = log
@@ -283,6 +296,9 @@ class Supervisor:
 
     def _start(self, child: Child, now: float) -> None:
         try:
+            env = self._env
+            if child.name in self.clock_shims:  # unskewed at every start: a restart inherits no skew
+                env = clock_shim.shim_environment(skew_file(self.directory, child.name), self._env)
             with open(self.directory / f"{child.name}.log", "ab") as log_file:
                 child.process = subprocess.Popen(
                     child.command,
@@ -290,7 +306,7 @@ class Supervisor:
                     stdout=log_file,
                     stderr=subprocess.STDOUT,
                     cwd=self.directory,
-                    env=self._env,
+                    env=env,
                     preexec_fn=self._preexec,
                 )
         except OSError as exc:
@@ -363,6 +379,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--payments-netns", action="store_true", help="payments runs in the demo's network namespace (made by up)"
     )
+    parser.add_argument(
+        "--clock-shim",
+        action="append",
+        default=[],
+        choices=[n for n in SERVICE_NAMES if n != "proxy"],
+        help="start this service under harness's clock shim (time.skew faults); repeatable",
+    )
     return parser.parse_args(argv)
 
 
@@ -371,7 +394,10 @@ def main(argv: list[str] | None = None) -> int:
     directory = args.dir.resolve()
     directory.mkdir(parents=True, exist_ok=True)
     log = _logger(directory)
-    return Supervisor(directory, args.base_port, args.restart_delay, log, args.payments_netns).run()
+    supervisor = Supervisor(
+        directory, args.base_port, args.restart_delay, log, args.payments_netns, tuple(args.clock_shim)
+    )
+    return supervisor.run()
 
 
 if __name__ == "__main__":

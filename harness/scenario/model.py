@@ -171,7 +171,8 @@ class Safety(Model):
         default=list(DEFAULT_ALLOWED_PATHS),  # a default, not a factory: the schema shows it
         max_length=64,
         description=(
-            "Directories (absolute) under which stress.io and stress.disk_fill may write; "
+            "Directories (absolute) under which stress.io and stress.disk_fill may write and io faults "
+            "may mount; "
             "default /tmp and /var/tmp. Giving the key replaces the default."
         ),
     )
