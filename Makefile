@@ -12,8 +12,9 @@ DEMO_APT := python3 python3-venv influxdb iproute2 curl
 # faketime: libfaketime, which time.skew's clock shim preloads; fuse3/libfuse3-3: io faults' FUSE server.
 FAULT_APT := nftables stress-ng faketime fuse3 libfuse3-3
 # What only the tests (and benchmarks) use: nginx and wrk as targets and load, User-Mode Linux for real
-# netem, VictoriaMetrics for the InfluxDB v2 write API, Chromium for the report, faketime for skewed clocks.
-TEST_APT := $(DEMO_APT) $(FAULT_APT) nginx-light wrk user-mode-linux kmod victoria-metrics chromium faketime \
+# netem, VictoriaMetrics for the InfluxDB v2 write API, Chromium for the report, faketime for skewed clocks,
+# dnsmasq as the DNS server of the dns faults' test namespaces.
+TEST_APT := $(DEMO_APT) $(FAULT_APT) dnsmasq-base nginx-light wrk user-mode-linux kmod victoria-metrics chromium faketime \
 	procps psmisc python3-dev gcc
 PYTEST_ARGS ?=
 

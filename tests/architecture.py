@@ -53,6 +53,7 @@ OWNERS: dict[str, tuple[str, ...]] = {
     "pydantic": ("scenario", "chaos"),
     "yaml": ("scenario", "review"),
     "psutil": ("chaos", "demo", "review", "run", "load"),
+    "dnslib": ("chaos.dns_server", "demo"),
 }
 
 

@@ -25,6 +25,7 @@ pytest_plugins = ["tests.influx_fixtures"]
 OURS = re.compile(
     r"harness\.load\.runner|harness\.demo\.|raylet|gcs_server|ray::|ray/dashboard|default_worker\.py"
     r"|influxd -config|victoria-metrics|stress-ng|harness\.chaos\.watchdog|harness\.chaos\.proxy_server"
+    r"|harness\.chaos\.dns_server"
 )
 
 

@@ -50,11 +50,13 @@ def _port_free(port: int) -> bool:
 
 
 def free_base_port() -> int:
-    """A base port with its four ports free, well away from the default 8700."""
+    """A base port with the demo's ports free, well away from the default 8700."""
+    from harness.demo.supervisor import PORTS_USED
+
     for base in range(18900, 19900, 10):
-        if all(_port_free(base + offset) for offset in range(4)):
+        if all(_port_free(base + offset) for offset in range(PORTS_USED)):
             return base
-    raise RuntimeError("no free block of 4 ports in 18900-19900")
+    raise RuntimeError(f"no free block of {PORTS_USED} ports in 18900-19900")
 
 
 def call(method: str, url: str, body: dict[str, Any] | None = None, timeout: float = 10.0) -> tuple[int, Any]:
@@ -194,6 +196,31 @@ def test_payments_runs_in_its_own_namespace_behind_the_proxy(demo: DemoInfo) -> 
     assert call("POST", f"{base}/api/checkout/ns-check")[0] == 200
     proxy_health = call("GET", f"http://127.0.0.1:{int(base.rsplit(':', 1)[1]) + 5}/health")[1]
     assert proxy_health["requests"] >= 1
+
+
+def test_gateway_finds_payments_by_name_through_the_demo_dns(demo: DemoInfo) -> None:
+    """The gateway resolves payments.shop.demo with the demo's DNS for each new connection: while
+    that name does not resolve, checkouts fail and product pages do not; after, checkouts work."""
+    from harness.chaos.families.dns import control as dns_control
+    from harness.demo.supervisor import DNS_CONTROL_OFFSET, PAYMENTS_NAME
+
+    base = demo.base_url
+    dns = f"127.0.0.1:{int(base.rsplit(':', 1)[1]) + DNS_CONTROL_OFFSET}"
+    assert call("POST", f"{base}/api/cart/dns-check/items", {"product_id": 3, "qty": 1})[0] in (200, 201)
+    assert call("POST", f"{base}/api/checkout/dns-check")[0] == 200
+    assert dns_control.health(dns)[1]["static"] >= 1  # the gateway asked the demo's DNS
+    dns_control.put(dns, "test:nx", {"kind": "error", "patterns": [PAYMENTS_NAME], "error": "nxdomain"})
+    try:
+        time.sleep(1.2)  # the gateway retires a connection 1 s after opening it, then asks the DNS again
+        assert call("POST", f"{base}/api/cart/dns-check/items", {"product_id": 3, "qty": 1})[0] in (200, 201)
+        status, body = call("POST", f"{base}/api/checkout/dns-check")
+        assert (status, body["error"]) == (503, "payments unavailable"), body
+        assert call("GET", f"{base}/api/products/3")[0] == 200
+        assert call("GET", f"{base}/health")[1]["downstreams"]["payments"] == "unavailable"
+        assert dns_control.health(dns)[1]["by_fault"]["test:nx"] >= 2  # the charge and its retry
+    finally:
+        dns_control.delete(dns, "test:nx")
+    assert call("POST", f"{base}/api/checkout/dns-check")[0] == 200
 
 
 # ---------------------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ RUN = [
     "demo-stress",
     "demo-time",
     "demo-io",
+    "demo-dns",
 ]
 
 

@@ -195,6 +195,34 @@ REFUSALS = [
         ],
     ),
     Refusal(
+        "dns-outside-and-unsupported-targets",
+        '  - {name: fake, kind: dns.spoof, at: 5s, duration: 5s, target: {control: "198.51.100.5:5380"},\n'
+        "     params: {patterns: [payments.shop.demo], address: 198.51.100.9}}\n"
+        "  - {name: nx, kind: dns.error, at: 5s, duration: 5s, target: {pattern: gateway},\n"
+        "     params: {patterns: ['*'], error: nxdomain}}\n",
+        "",
+        [
+            (
+                "control:",
+                "faults[1].target.control",
+                f"198.51.100.5:5380 is not loopback and is outside safety.allowed_networks (none given) {NOT_LOAD}",
+            ),
+            (
+                "address: 198",
+                "faults[1].params.address",
+                f"198.51.100.9 is outside safety.allowed_networks (none given) {NOT_LOAD}",
+            ),
+            (
+                "pattern: gateway",
+                "faults[2].target.pattern",
+                "processes chosen by pattern in the host's network namespace are not supported: nftables can pick "
+                "one process's DNS queries only by its cgroup v2 ('socket cgroupv2'), and this host has cgroup v1 "
+                "only; give target.netns (the processes' network namespace) or target.control (the DNS server "
+                "they use)",
+            ),
+        ],
+    ),
+    Refusal(
         "stress-directories-outside-the-defaults",
         "  - {name: fill, kind: stress.disk_fill, at: 5s, duration: 5s, params: {path: /var/lib, bytes: 1M}}\n"
         "  - {name: climb, kind: stress.disk_fill, at: 5s, duration: 5s, params: {path: /tmp/../etc, bytes: 1M}}\n"
@@ -437,6 +465,10 @@ ALLOWED = scenario_text(
   - {name: control-inside, kind: proxy.latency, at: 4s, duration: 1s, target: {control: "203.0.113.1:8705"},
      params: {latency: 5ms}}
   - {name: io-default-tmp, kind: stress.io, at: 4s, duration: 1s}
+  - {name: dns-loopback, kind: dns.spoof, at: 4s, duration: 1s, target: {control: "127.0.0.1:8707"},
+     params: {patterns: ["*.shop.demo"], address: random, network: 203.0.113.0/28}}
+  - {name: dns-in-a-namespace, kind: dns.error, at: 4s, duration: 1s, target: {netns: shop},
+     params: {patterns: [payments.shop.demo], error: timeout}}
   - {name: fill-var-tmp, kind: stress.disk_fill, at: 4s, duration: 1s, params: {path: /var/tmp/x/, bytes: 1M}}
 """,
     'safety:\n  allowed_networks: [203.0.113.0/24, "2001:db8::/32"]\n  allowed_interfaces: [hallow9, lo]\n',

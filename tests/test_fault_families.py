@@ -77,6 +77,10 @@ def test_plan_line_and_requirements_come_from_the_family(tmp_path: Path) -> None
             {"kind": "time.skew", "target": {"pattern": "^no such process at all$"}, "params": {"offset": "-10m"}},
             ["libfaketime"],
         ),
+        (
+            {"kind": "dns.error", "target": {"netns": "shop"}, "params": {"patterns": ["*"], "error": "refused"}},
+            ["nftables", "netns"],
+        ),
     ]
     context = HostContext(Safety())
     for i, (spec, needs) in enumerate(examples):

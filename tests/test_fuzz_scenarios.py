@@ -108,6 +108,16 @@ faults:
      params: {target: Response, code: 200, replace: {code: 500, headers: {X-A: b}, body: "no"}}}
   - {name: merge, kind: http.patch, at: 37s, duration: 1s, target: {control: 127.0.0.1:19630},
      params: {method: POST, patch: {headers: {X-B: c}, body: {amount: -1, note: null}}}}
+  - {name: nx, kind: dns.error, at: 35s, duration: 1s, target: {control: 127.0.0.1:19631},
+     params: {patterns: [payments.shop.demo], error: nxdomain, percent: 50}}
+  - name: spoof
+    kind: dns.spoof
+    at: 36s
+    duration: 1s
+    target: {netns: shop}
+    params: {patterns: ["*.shop.demo"], address: random, network: 10.214.120.0/28, delay: 5ms}
+  - {name: slow-dns, kind: dns.delay, at: 37s, duration: 1s, target: {control: 127.0.0.1:19631},
+     params: {patterns: ["*"], delay: 100ms}}
 slos:
   - {name: p99-steady, objective: "p99 < 250ms", window: steady}
   - {name: errors-during, objective: "error_rate < 50%", window: "during:pause", errors: [5xx, ConnectionError]}

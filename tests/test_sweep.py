@@ -52,6 +52,7 @@ def leftovers() -> Iterator[list[subprocess.Popen[bytes]]]:
         _sh("ip", "addr", "add", "10.213.81.1/24", "dev", VETH_A)
         # tagged, as runs whose journals were lost left them
         _nft("add table inet harness_lost_run\nadd table ip harness_proxy_lost_run\n")
+        _nft("add table ip harness_dns_lost_run\n")
         _sh("tc", "qdisc", "add", "dev", VETH_A, "root", "handle", "4852:", "tbf", "rate", "1mbit", "burst", "5000",
             "latency", "50ms")  # fmt: skip
         _sh("ip", "route", "add", "blackhole", "10.213.82.0/24", "metric", "4852")
@@ -72,6 +73,7 @@ def leftovers() -> Iterator[list[subprocess.Popen[bytes]]]:
         procs.append(subprocess.Popen(["sleep", "60"], env={k: v for k, v in env.items() if "HARNESS_" not in k}))
         SKEW_FILE.write_text("-600.000000 x1.000000\n")
         procs.append(subprocess.Popen(["sleep", "60"], env={**env, "HARNESS_CLOCK_SHIM": str(SKEW_FILE)}))
+        procs.append(subprocess.Popen(["sleep", "60"], env={**env, "HARNESS_DNS_FAULT": "lost-run/nx"}))
         yield procs
     finally:
         for proc in procs:
@@ -86,6 +88,7 @@ def test_sweep_removes_every_tagged_object_and_nothing_else(leftovers: list[subp
     expected = {
         (NS, "nft table", "inet harness_lost_run"),
         (NS, "nft table", "ip harness_proxy_lost_run"),
+        (NS, "nft table", "ip harness_dns_lost_run"),
         (NS, "qdisc", f"tbf 4852: on {VETH_A}"),
         (NS, "route", "blackhole 10.213.82.0/24 metric 4852"),
         (NS, "ifb", "hb0123456789"),
@@ -93,6 +96,7 @@ def test_sweep_removes_every_tagged_object_and_nothing_else(leftovers: list[subp
         ("", "process", f"pid {leftovers[0].pid} (HARNESS_STRESS_FAULT=lost-run/cpu)"),
         ("", "process", f"pid {leftovers[1].pid} (HARNESS_PROXY_FAULT=lost-run/abort)"),
         ("", "clock skew file", f"{SKEW_FILE} (-600.000000 x1.000000; pid {leftovers[3].pid})"),
+        ("", "process", f"pid {leftovers[4].pid} (HARNESS_DNS_FAULT=lost-run/nx)"),
     }
     assert expected <= found, found
     assert not [f for f in found if f[0] == NS and ("someone_else" in f[2] or "ifbmine" in f[2])]
@@ -111,7 +115,7 @@ def test_sweep_removes_every_tagged_object_and_nothing_else(leftovers: list[subp
     assert "pref 18515" not in filters and "pref 7 " in filters
     links = _sh("ip", "-o", "link", "show")
     assert "hb0123456789" not in links and "ifbmine" in links
-    for proc in leftovers[:2]:
+    for proc in (*leftovers[:2], leftovers[4]):
         assert proc.wait(10) is not None
     assert psutil.Process(leftovers[2].pid).status() != psutil.STATUS_ZOMBIE  # untagged: untouched
     assert SKEW_FILE.read_text() == "+0 x1\n"  # the skew is undone, its process left running

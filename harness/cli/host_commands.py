@@ -1,4 +1,4 @@
-"""``harness recover``, ``doctor``, ``proxy``, ``watchdog``, ``demo ...``, ``influx ...``: this host."""
+"""``harness recover``, ``doctor``, ``proxy``, ``dns``, ``watchdog``, ``demo ...``, ``influx ...``: this host."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ __all__ = [
     "demo_down",
     "demo_status",
     "demo_up",
+    "dns",
     "doctor",
     "influx_start",
     "influx_stop",
@@ -29,6 +30,7 @@ def register(app: typer.Typer, demo_app: typer.Typer, influx_app: typer.Typer) -
     app.command()(errors_to_exit_codes(recover))
     app.command()(errors_to_exit_codes(doctor))
     app.command()(proxy)  # long-running servers: their own exit codes, their own errors
+    app.command()(dns)
     app.command()(watchdog)
     demo_app.command("up")(errors_to_exit_codes(demo_up))
     demo_app.command("down")(errors_to_exit_codes(demo_down))
@@ -106,6 +108,23 @@ def proxy(
     from harness.chaos.proxy_server import serve
 
     serve(listen, upstream, control, workers=workers)
+
+
+def dns(
+    listen: Annotated[str, typer.Option(help="host:port the DNS server answers on, UDP and TCP.")],
+    control: Annotated[str, typer.Option(help="host:port of the control API that dns.* faults use.")],
+    upstream: Annotated[
+        str | None, typer.Option(help="host:port every name it does not answer itself goes to (none: NXDOMAIN).")
+    ] = None,
+    record: Annotated[list[str] | None, typer.Option(help="NAME=ADDRESS it answers itself; repeatable.")] = None,
+) -> None:
+    """Run a DNS server for dns.* faults with target.control: use it as the target's resolver."""
+    from harness.chaos.dns_server import main as dns_main
+
+    args = ["--listen", listen, "--control", control] + (["--upstream", upstream] if upstream else [])
+    for item in record or []:
+        args += ["--record", item]
+    raise typer.Exit(code=dns_main(args))
 
 
 def watchdog(

@@ -31,6 +31,7 @@ from harness.paths import data_dir
 from . import network
 from .supervisor import (
     CONTROL_OFFSET,
+    DNS_CONTROL_OFFSET,
     PORTS_USED,
     SERVICE_NAMES,
     SUPERVISOR,
@@ -214,7 +215,11 @@ def _check_clock_shims(directory: Path, supervisor_pid: int, wanted: tuple[str, 
 
 
 def _check_ports_free(base_port: int) -> None:
-    ports = {**{service_port(n, base_port): n for n in SERVICE_NAMES}, base_port + CONTROL_OFFSET: "proxy control"}
+    ports = {
+        **{service_port(n, base_port): n for n in SERVICE_NAMES},
+        base_port + CONTROL_OFFSET: "proxy control",
+        base_port + DNS_CONTROL_OFFSET: "dns control",
+    }
     busy = [(port, name) for port, name in ports.items() if not _port_free(port)]
     if not busy:
         return

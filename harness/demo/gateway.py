@@ -14,11 +14,13 @@ import os
 import random
 import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import gevent
 from gevent import socket as gsocket
 
+from harness.demo.resolver import Resolver
 from harness.demo.web import (
     JSON,
     MAX_BODY,
@@ -78,15 +80,32 @@ class Downstream:
     once on a fresh one, never a timed-out call. Idle connections are capped; there is no cap on
     concurrent calls, so a paused downstream never makes callers queue behind each other: each
     waits for its own deadline and no longer.
+
+    With ``resolve`` the host is a name: it is resolved (``resolve()`` gives an address) for every
+    new connection, inside the call's deadline, and never cached, as a Go service's dialer does;
+    ``max_age`` then retires a connection that many seconds after it was opened (gRPC's
+    ``MaxConnectionAge``, Envoy's ``max_connection_duration``: the knob services use so that
+    clients re-resolve), so a name that stops resolving fails new calls within ``max_age``.
     """
 
-    def __init__(self, service: str, host: str, port: int, timeout: float, max_idle: int = 256) -> None:
+    def __init__(
+        self,
+        service: str,
+        host: str,
+        port: int,
+        timeout: float,
+        max_idle: int = 256,
+        resolve: Callable[[], str] | None = None,
+        max_age: float | None = None,
+    ) -> None:
         self.service = service
         self.host = host
         self.port = port
         self.timeout = timeout
         self.max_idle = max_idle
-        self._idle: list[gsocket.socket] = []
+        self.resolve = resolve
+        self.max_age = max_age
+        self._idle: list[tuple[gsocket.socket, float]] = []
         self._host_header = f"{host}:{port}"
 
     def call(self, method: str, path: str, payload: JSON | None = None, timeout: float | None = None) -> Reply:
@@ -110,7 +129,7 @@ class Downstream:
 
     def _exchange(self, request: bytes) -> Reply:
         for _ in range(2):  # at most one extra attempt, only for a stale reused connection
-            sock, reused = self._checkout()
+            sock, opened, reused = self._checkout()
             try:
                 sock.sendall(request)
                 reply, keep_alive = _read_reply(sock)
@@ -123,24 +142,28 @@ class Downstream:
             except BaseException:
                 sock.close()
                 raise
-            self._checkin(sock, keep_alive)
+            self._checkin(sock, opened, keep_alive)
             return reply
         raise _ClosedBeforeReply()
 
-    def _checkout(self) -> tuple[gsocket.socket, bool]:
-        if self._idle:
-            return self._idle.pop(), True
-        sock = gsocket.create_connection((self.host, self.port))
+    def _checkout(self) -> tuple[gsocket.socket, float, bool]:
+        while self._idle:
+            sock, opened = self._idle.pop()
+            if self.max_age is None or time.monotonic() - opened < self.max_age:
+                return sock, opened, True
+            sock.close()  # retired: the next connection asks the resolver again
+        host = self.host if self.resolve is None else self.resolve()
+        sock = gsocket.create_connection((host, self.port))
         sock.setsockopt(gsocket.IPPROTO_TCP, gsocket.TCP_NODELAY, 1)
-        return sock, False
+        return sock, time.monotonic(), False
 
     def _drop_idle(self) -> None:
         while self._idle:
-            self._idle.pop().close()
+            self._idle.pop()[0].close()
 
-    def _checkin(self, sock: gsocket.socket, keep_alive: bool) -> None:
+    def _checkin(self, sock: gsocket.socket, opened: float, keep_alive: bool) -> None:
         if keep_alive and len(self._idle) < self.max_idle:
-            self._idle.append(sock)
+            self._idle.append((sock, opened))
         else:
             sock.close()
 
@@ -207,6 +230,11 @@ class GatewayConfig:
     timeout: float = 1.0
     retry_backoff: float = 0.1
     health_timeout: float = 0.5
+    #: Reach payments by this name, resolved through ``nameserver`` for each new connection.
+    payments_name: str | None = None
+    nameserver: tuple[str, int] | None = None
+    #: Seconds a connection to a downstream reached by name is reused before it is retired.
+    max_connection_age: float = 1.0
 
 
 def _passthrough(reply: Reply, service: str) -> Response:
@@ -233,7 +261,7 @@ class Gateway:
         self.config = config
         self.catalog = Downstream("catalog", *config.catalog, timeout=config.timeout)
         self.cart = Downstream("cart", *config.cart, timeout=config.timeout)
-        self.payments = Downstream("payments", *config.payments, timeout=config.timeout)
+        self.payments = self._payments(config)
         self.app = App("gateway")
         self._orders = itertools.count(1)
         routes: list[tuple[str, str, Handler]] = [
@@ -248,6 +276,20 @@ class Gateway:
         ]
         for method, pattern, handler in routes:
             self.app.add(method, pattern, self._guarded(handler))
+
+    @staticmethod
+    def _payments(config: GatewayConfig) -> Downstream:
+        if config.payments_name is None or config.nameserver is None:
+            return Downstream("payments", *config.payments, timeout=config.timeout)
+        name, resolver = config.payments_name, Resolver(config.nameserver)
+        return Downstream(
+            "payments",
+            name,
+            config.payments[1],
+            timeout=config.timeout,
+            resolve=lambda: resolver.lookup(name),
+            max_age=config.max_connection_age,
+        )
 
     @staticmethod
     def _guarded(handler: Handler) -> Handler:

@@ -39,8 +39,15 @@ def _build_gateway(args: argparse.Namespace) -> App:
             payments=(args.payments_host, args.payments_port or port + 3),
             timeout=args.timeout,
             retry_backoff=args.retry_backoff,
+            payments_name=args.payments_name,
+            nameserver=_address(args.nameserver) if args.nameserver else None,
         )
     )
+
+
+def _address(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    return host, int(port)
 
 
 SERVICE_FACTORIES: dict[str, Callable[[argparse.Namespace], App]] = {
@@ -53,7 +60,7 @@ SERVICE_FACTORIES: dict[str, Callable[[argparse.Namespace], App]] = {
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m harness.demo.services", description="One demo shop service.")
-    parser.add_argument("service", choices=sorted([*SERVICE_FACTORIES, "proxy"]))
+    parser.add_argument("service", choices=sorted([*SERVICE_FACTORIES, "proxy", "dns"]))
     parser.add_argument("--port", type=int, required=True, help="port to bind on 127.0.0.1")
     parser.add_argument("--catalog-port", type=int, help="gateway only; default port+1")
     parser.add_argument("--cart-port", type=int, help="gateway only; default port+2")
@@ -69,6 +76,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--journal-dir", help="payments only: where charges are journaled (default /tmp/harness-demo-payments-PORT)"
     )
+    parser.add_argument("--payments-name", help="gateway only: reach payments by this name (with --nameserver)")
+    parser.add_argument("--nameserver", help="gateway only: host:port of the DNS server names are resolved with")
+    parser.add_argument("--record", action="append", default=[], help="dns only: NAME=ADDRESS it answers")
     parser.add_argument("--timeout", type=float, default=1.0, help="gateway only: downstream call deadline (s)")
     parser.add_argument("--retry-backoff", type=float, default=0.1, help="gateway only: before the payments retry")
     return parser.parse_args(argv)
@@ -101,11 +111,14 @@ def serve(service: str, port: int, app: App, host: str = HOST) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of one service process. Patches gevent before anything else."""
+    """Entry point of one service process. Patches gevent before anything else (but for the DNS
+    server, which runs on the standard library's threads)."""
+    args = parse_args(argv)
+    if args.service == "dns":
+        return _serve_dns(args)
     from gevent import monkey
 
     monkey.patch_all()
-    args = parse_args(argv)
     if args.service == "proxy":
         return _serve_proxy(args)
     app = SERVICE_FACTORIES[args.service](args)
@@ -132,6 +145,30 @@ def _serve_proxy(args: argparse.Namespace) -> int:
         log("proxy", f"cannot listen: {exc.strerror or exc}")
         return 1
     log("proxy", "stopped")
+    return 0
+
+
+def _serve_dns(args: argparse.Namespace) -> int:
+    """The demo's "cluster DNS": answers the demo's names, forwards nothing; dns.* faults go in
+    through its control API (target.control)."""
+    from harness.chaos.dns_server import serve as serve_dns
+
+    if args.control_port is None:
+        log("dns", "needs --control-port")
+        return 2
+    records = dict(record.partition("=")[::2] for record in args.record)
+    control = f"{HOST}:{args.control_port}"
+    try:
+        serve_dns(
+            f"{HOST}:{args.port}",
+            control,
+            records=records,
+            on_ready=lambda listen, _control: log("dns", f"answering DNS on {listen}, control API on {control}"),
+        )
+    except OSError as exc:
+        log("dns", f"cannot listen: {exc.strerror or exc}")
+        return 1
+    log("dns", "stopped")
     return 0
 
 

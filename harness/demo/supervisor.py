@@ -42,6 +42,9 @@ from .network import for_base_port
 
 __all__ = [
     "CONTROL_OFFSET",
+    "DEMO_RECORDS",
+    "DNS_CONTROL_OFFSET",
+    "PAYMENTS_NAME",
     "PORTS_USED",
     "PORT_OFFSETS",
     "SERVICES_MODULE",
@@ -58,12 +61,19 @@ __all__ = [
     "skew_file",
 ]
 
-SERVICE_NAMES = ("catalog", "cart", "payments", "proxy", "gateway")  # start order: the gateway last
+SERVICE_NAMES = ("catalog", "cart", "payments", "proxy", "dns", "gateway")  # start order: the gateway last
 # The gateway reaches payments through a fault proxy (harness.chaos.proxy_server), whose
-# control API on base + CONTROL_OFFSET takes proxy.* faults (target.control).
-PORT_OFFSETS = {"gateway": 0, "catalog": 1, "cart": 2, "payments": 3, "proxy": 4}
+# control API on base + CONTROL_OFFSET takes proxy.* faults (target.control). It finds the
+# proxy by the name PAYMENTS_NAME, which the demo's DNS server (harness.chaos.dns_server, UDP
+# and TCP on base + 6) answers; that server's control API on base + DNS_CONTROL_OFFSET takes
+# dns.* faults (target.control).
+PORT_OFFSETS = {"gateway": 0, "catalog": 1, "cart": 2, "payments": 3, "proxy": 4, "dns": 6}
 CONTROL_OFFSET = 5
-PORTS_USED = CONTROL_OFFSET + 1
+DNS_CONTROL_OFFSET = 7
+PORTS_USED = DNS_CONTROL_OFFSET + 1
+PAYMENTS_NAME = "payments.shop.demo"
+#: What the demo's DNS server answers (every name points at loopback, where the services listen).
+DEMO_RECORDS = {PAYMENTS_NAME: "127.0.0.1", "catalog.shop.demo": "127.0.0.1", "cart.shop.demo": "127.0.0.1"}
 SUPERVISOR_MODULE = "harness.demo.supervisor"
 SERVICES_MODULE = "harness.demo.services"
 SUPERVISOR = "supervisor"
@@ -172,11 +182,15 @@ def service_command(name: str, base_port: int, payments_netns: bool = False) -> 
         for downstream in ("catalog", "cart"):
             command += [f"--{downstream}-port", str(service_port(downstream, base_port))]
         command += ["--payments-port", str(service_port("proxy", base_port))]  # through the fault proxy
+        command += ["--payments-name", PAYMENTS_NAME, "--nameserver", f"127.0.0.1:{service_port('dns', base_port)}"]
     elif name == "proxy":
         command += ["--upstream-port", str(service_port("payments", base_port))]
         if payments_netns:
             command += ["--upstream-host", net.payments_address]
         command += ["--control-port", str(base_port + CONTROL_OFFSET)]
+    elif name == "dns":
+        command += ["--control-port", str(base_port + DNS_CONTROL_OFFSET)]
+        command += [arg for name_, address in DEMO_RECORDS.items() for arg in ("--record", f"{name_}={address}")]
     return command
 
 

@@ -1,0 +1,161 @@
+"""The dns family's kinds: ``dns.error``, ``dns.spoof`` and ``dns.delay``, as scenario models."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Annotated, Literal
+
+from pydantic import Field
+
+from harness.scenario.faults import FaultBase, FaultContext
+from harness.scenario.fields import Cidr, Duration, HostPort, KeyPath, Model, NetnsName
+
+__all__ = [
+    "DnsDelayFault",
+    "DnsDelayParams",
+    "DnsErrorFault",
+    "DnsErrorParams",
+    "DnsFault",
+    "DnsSpoofFault",
+    "DnsSpoofParams",
+    "DnsTarget",
+]
+
+#: A name glob: letters, digits, '-', '_', '.', and the glob characters '*', '?', '[', ']'.
+Pattern = Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9_*?\[\]!.-]+\.?$")]
+
+_NO_PATTERN_TARGET = (
+    "processes chosen by pattern in the host's network namespace are not supported: nftables can pick "
+    "one process's DNS queries only by its cgroup v2 ('socket cgroupv2'), and this host has cgroup v1 only; "
+    "give target.netns (the processes' network namespace) or target.control (the DNS server they use)"
+)
+
+
+class DnsTarget(Model):
+    """Whose name resolution fails: exactly one of ``control`` or ``netns``.
+
+    ``control``: a running harness DNS responder (``python -m harness.chaos.dns_server``, the
+    demo's "cluster DNS") that the target already uses as its resolver; the fault is put into
+    it through its control API, as Chaos Mesh's DNSChaos reconfigures the cluster's CoreDNS.
+    ``netns``: every process in that network namespace; the agent starts a responder in it for
+    the fault window and redirects the namespace's DNS (UDP and TCP port 53, IPv4) to it with
+    nftables; other names are forwarded to the nameserver of the namespace's resolv.conf.
+    """
+
+    control: HostPort | None = Field(
+        default=None, description="Control address of a running harness DNS responder the target resolves through."
+    )
+    netns: NetnsName | None = Field(
+        default=None, description="Network namespace whose DNS queries are intercepted during the fault."
+    )
+    pattern: str | None = Field(
+        default=None, description="Not supported on this host (no cgroup v2): refused with the reason."
+    )
+
+
+class _Names(Model):
+    patterns: list[Pattern] = Field(
+        min_length=1, max_length=64, description="Name globs the fault acts on, e.g. payments.shop.demo or *.shop.demo."
+    )
+    percent: float = Field(default=100.0, gt=0, le=100, description="Percent of matching queries the fault answers.")
+    delay: Duration = Field(default=0.0, le=60, description="Seconds before the fault's answer (or forwarding).")
+
+
+class DnsErrorParams(_Names):
+    error: Literal["nxdomain", "servfail", "refused", "timeout"] = Field(
+        description="What matching queries get: NXDOMAIN, SERVFAIL, REFUSED, or no answer at all (timeout)."
+    )
+
+
+class DnsSpoofParams(_Names):
+    address: str = Field(
+        description="The address answered for matching names (IPv4 answers A queries, IPv6 AAAA), or 'random'."
+    )
+    network: Cidr = Field(
+        default="127.0.0.0/8", description="With address 'random': the network each answer is drawn from."
+    )
+
+
+class DnsDelayParams(_Names):
+    delay: Duration = Field(gt=0, le=60, description="Seconds each matching query is held before it is forwarded.")
+
+
+class DnsFault(FaultBase):
+    target: DnsTarget = Field(description="The DNS responder to reconfigure, or the network namespace to intercept.")
+    if TYPE_CHECKING:  # each kind declares its own params model
+        params: _Names
+
+    def checks(self, context: FaultContext) -> Iterator[tuple[KeyPath, str]]:
+        target = self.target
+        if target.pattern is not None:
+            yield ("target", "pattern"), _NO_PATTERN_TARGET
+        elif (target.control is None) == (target.netns is None):
+            yield ("target",), "give exactly one of control (a running harness DNS responder) or netns"
+        if target.netns is not None:
+            yield from self._overlaps(context)
+        if target.control is not None:
+            host = target.control.rpartition(":")[0].strip("[]")
+            outside = None if ipaddress.ip_address(host).is_loopback else context.outside(host)
+            if outside:
+                yield ("target", "control"), f"{target.control} is not loopback and {outside}"
+
+    def _overlaps(self, context: FaultContext) -> Iterator[tuple[KeyPath, str]]:
+        """Two netns faults on one namespace at once do not stack (a query is redirected once, to
+        one of two responders): said at the later of the two."""
+        for other in context.faults:
+            if other is self:
+                return
+            if (
+                isinstance(other, DnsFault)
+                and other.target.netns == self.target.netns
+                and other.at < self.at + self.duration
+                and self.at < other.at + other.duration
+            ):
+                yield (
+                    ("target", "netns"),
+                    (
+                        f"overlaps dns fault '{other.name}' on netns {self.target.netns}: two dns faults on one "
+                        "namespace at once do not stack; run them one after the other, or put both into one "
+                        "running responder (target.control)"
+                    ),
+                )
+                return
+
+
+class DnsErrorFault(DnsFault):
+    """Matching names get an error rcode, or no answer at all."""
+
+    kind: Literal["dns.error"] = Field(description="Fault kind.")
+    params: DnsErrorParams = Field(description="Names, error and share.")
+
+
+class DnsSpoofFault(DnsFault):
+    """Matching names resolve to a chosen (or random) address."""
+
+    kind: Literal["dns.spoof"] = Field(description="Fault kind.")
+    params: DnsSpoofParams = Field(description="Names and the address answered.")
+
+    def checks(self, context: FaultContext) -> Iterator[tuple[KeyPath, str]]:
+        yield from super().checks(context)
+        address = self.params.address
+        if address != "random":
+            try:
+                ipaddress.ip_address(address)
+            except ValueError:
+                yield ("params", "address"), f"'{address}' is neither an IP address nor 'random'"
+                return
+        # Spoofed answers send the target's traffic there: only where faults may act.
+        where = self.params.network if address == "random" else address
+        key = "network" if address == "random" else "address"
+        if not ipaddress.ip_network(where, strict=False).is_loopback:
+            outside = context.outside(where)
+            if outside:
+                yield ("params", key), f"{where} {outside}"
+
+
+class DnsDelayFault(DnsFault):
+    """Matching names resolve as before, late."""
+
+    kind: Literal["dns.delay"] = Field(description="Fault kind.")
+    params: DnsDelayParams = Field(description="Names and delay.")
