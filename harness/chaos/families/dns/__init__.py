@@ -20,14 +20,13 @@ here to select their sockets in nftables). This family imports neither gevent no
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import shutil
 from typing import Any
 
-from harness.chaos import capabilities, nft, processes
+from harness.chaos import capabilities, fault_servers, nft
 from harness.chaos.families.dns import control, intercept
 from harness.chaos.families.dns.params import DnsDelayFault, DnsErrorFault, DnsFault, DnsSpoofFault
 from harness.chaos.family import FaultFamily, HostContext, Leftover
@@ -186,25 +185,10 @@ class DnsFamily(FaultFamily):
 
     def leftovers(self) -> list[Leftover]:
         """Redirect tables (``ip harness_dns_*``) in every namespace, and tagged responders."""
-        out: list[Leftover] = []
-        for netns in nft.namespaces():
-            with contextlib.suppress(FaultError):  # no nft here: no tables of ours either
-                out += [
-                    Leftover(netns, "nft table", f"ip {name}", ("ip", name), self.name, order=3)
-                    for family, name in nft.tables(netns)
-                    if family == "ip" and name.startswith(intercept.TABLE_PREFIX)
-                ]
-        return out + [
-            Leftover("", "process", f"pid {proc.pid} ({tag})", (proc.pid, proc.create_time()), self.name, order=5)
-            for proc, tag in processes.tagged([intercept.TAG])
-        ]
+        return fault_servers.redirect_leftovers(self.name, intercept.TABLE_PREFIX, ("ip",), intercept.TAG)
 
     def remove(self, leftover: Leftover) -> None:
-        if leftover.kind == "process":
-            processes.kill_if_same(*leftover.key)
-        else:
-            family, name = leftover.key
-            nft.run(leftover.netns, ["delete", "table", family, name])
+        fault_servers.remove_redirect_leftover(leftover)
 
 
 FAMILY = DnsFamily()

@@ -3,16 +3,17 @@ window, and an nftables redirect of the namespace's DNS to it.
 
 Inject reads the namespace's resolver the way its processes see it (``ip netns exec`` bind-mounts
 ``/etc/netns/<ns>/resolv.conf`` over ``/etc/resolv.conf``; without that file they read the
-host's), starts ``python -m harness.chaos.dns_server`` inside the namespace (``ip netns exec``,
-its own session, nice 0, the environment tag ``HARNESS_DNS_FAULT=<run>/<fault>``) on a free port
-with that nameserver as its upstream and its control API on a unix socket in a private work
-directory, puts the fault in, and only then redirects port 53: table ``ip harness_dns_<run>``,
+host's), starts ``python -m harness.chaos.dns_server`` inside the namespace (``ip netns exec``;
+its own session, nice 0 and the environment tag ``HARNESS_DNS_FAULT=<run>/<fault>``, as
+:mod:`harness.chaos.fault_servers` starts every fault server) on a free port with that
+nameserver as its upstream and its control API on a unix socket in a private work directory,
+puts the fault in, and only then redirects port 53: table ``ip harness_dns_<run>``,
 for each fault one nat chain ``d_<fault>`` (hook output: the namespace's own processes) with
 ``udp dport 53 meta mark != MARK redirect to :PORT`` and the same for tcp. The responder's
 own upstream queries carry ``SO_MARK`` :data:`MARK` and are not redirected. Revert deletes the
-chain (and the table once empty) first, then stops the responder: SIGTERM, SIGKILL after
-:data:`GRACE` s, only to the recorded PID whose start time matches, or a process carrying the
-fault's tag; then removes the work directory.
+chain (and the table once empty) first, then stops the responder (SIGTERM, then SIGKILL, only to
+the recorded PID whose start time matches, or a process carrying the fault's tag); then
+removes the work directory.
 
 Limits: IPv4 DNS only (a nameserver written as an IPv6 address is refused at inject); a
 process that caches answers itself (nscd, a JVM) keeps what it cached before the fault;
@@ -22,28 +23,22 @@ prerouting chain).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import ipaddress
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import psutil
-
-import harness
 from harness.chaos import nft
 from harness.chaos.families.dns import control
-from harness.chaos.processes import normal_niceness, start_ticks
+from harness.chaos.fault_servers import FaultServer
 from harness.errors import FaultError
 
 __all__ = [
     "MARK",
+    "SERVER",
     "TABLE_PREFIX",
     "TAG",
     "chain_name",
@@ -58,14 +53,12 @@ __all__ = [
 
 #: SO_MARK of the responder's upstream queries ("HD"); recorded in the journal too.
 MARK = 0x4844
-GRACE = 5.0
-START_TIMEOUT = 15.0
 NAT_PRIORITY = -100
 TAG = "HARNESS_DNS_FAULT"
 #: Every table of a dns fault is ``ip`` and starts with this: what a sweep looks for.
 TABLE_PREFIX = "harness_dns_"
-_SERVER = "harness.chaos.dns_server"
-_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+#: The responder process: started, found by its tag and stopped as every fault server is.
+SERVER = FaultServer(module="harness.chaos.dns_server", tag=TAG, noun="DNS responder", client=control.CLIENT)
 
 
 def table_name(run_id: str) -> str:
@@ -122,91 +115,16 @@ def nft_inject(d: dict[str, str | int], port: int) -> None:
 def start_responder(d: dict[str, str | int]) -> tuple[int, int, int]:
     """Start the fault's responder in the namespace; (pid, start ticks, port) once its control API answers."""
     workdir, address, netns = str(d["workdir"]), str(d["control"]), str(d["netns"])
-    source = str(Path(harness.__file__).resolve().parents[1])  # whatever the caller's working directory
-    path = os.pathsep.join(p for p in (source, os.environ.get("PYTHONPATH", "")) if p)
-    cmd = ["ip", "netns", "exec", netns, sys.executable, "-m", _SERVER, "--listen", "0.0.0.0:0"]
+    cmd = ["ip", "netns", "exec", netns, sys.executable, "-m", SERVER.module, "--listen", "0.0.0.0:0"]
     cmd += ["--control", address, "--upstream", str(d["upstream"]), "--mark", str(d["mark"])]
     log_path = os.path.join(workdir, "dns.log")
-    with open(log_path, "ab") as out:
-        child = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=out,
-            env={**os.environ, "PYTHONPATH": path, TAG: str(d["tag"])},
-            start_new_session=True,
-            preexec_fn=normal_niceness,
-        )
-    _CHILDREN[child.pid] = child
-    deadline = time.monotonic() + START_TIMEOUT
-    while True:
-        if child.poll() is not None:
-            why = Path(log_path).read_text(errors="replace").strip()[-400:]
-            raise FaultError(f"the DNS responder exited at once with status {child.returncode}: {why}")
-        with contextlib.suppress(FaultError):
-            status, answer = control.health(address, timeout=1.0)
-            if status == 200 and isinstance(answer, dict):
-                break
-        if time.monotonic() > deadline:
-            raise FaultError(f"the DNS responder did not answer on {address} within {START_TIMEOUT:g}s")
-        time.sleep(0.05)
-    ticks = start_ticks(child.pid)
-    if ticks is None:
-        raise FaultError("the DNS responder vanished right after it started")
-    return child.pid, ticks, control.split_address(str(answer["listen"]))[1]
-
-
-def _reap() -> None:
-    for pid, child in list(_CHILDREN.items()):
-        if child.poll() is not None:
-            _CHILDREN.pop(pid, None)
-
-
-def _alive(pid: int, ticks: int) -> bool:
-    """True while ``pid`` is the process started at ``ticks`` and not a zombie."""
-    _reap()
-    if start_ticks(pid) != ticks:
-        return False
-    with contextlib.suppress(psutil.Error):
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    return False
+    pid, ticks, answer = SERVER.start(cmd, log_path=log_path, tag_value=str(d["tag"]), control=address)
+    return pid, ticks, control.split_address(str(answer["listen"]))[1]
 
 
 def tagged(tag: str | None = None) -> dict[int, int]:
     """Live responders carrying the tag (``tag``'s value, or any), as {pid: start ticks}."""
-    found: dict[int, int] = {}
-    for proc in psutil.process_iter(["cmdline"]):
-        with contextlib.suppress(psutil.Error):
-            if _SERVER not in (proc.info["cmdline"] or []) or proc.pid == os.getpid():
-                continue
-            value = proc.environ().get(TAG)
-            if value is not None and (tag is None or value == tag) and proc.status() != psutil.STATUS_ZOMBIE:
-                ticks = start_ticks(proc.pid)
-                if ticks is not None:
-                    found[proc.pid] = ticks
-    return found
-
-
-def _stop(d: dict[str, str | int]) -> str:
-    victims: dict[int, int] = {}
-    pid, ticks = d.get("responder_pid"), d.get("responder_start_ticks")
-    if isinstance(pid, int) and isinstance(ticks, int) and pid > 0 and _alive(pid, ticks):
-        victims[pid] = ticks
-    if d.get("tag"):
-        victims.update(tagged(str(d["tag"])))
-    if not victims:
-        return "DNS responder not running"
-    for sig, wait in ((signal.SIGTERM, GRACE), (signal.SIGKILL, 5.0)):
-        for victim, start in victims.items():
-            if _alive(victim, start):  # checked right before each signal: never a recycled PID
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(victim, sig)
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline and any(_alive(p, t) for p, t in victims.items()):
-            time.sleep(0.02)
-        if not any(_alive(p, t) for p, t in victims.items()):
-            return f"stopped DNS responder {','.join(map(str, victims))} with {sig.name}"
-    raise FaultError(f"DNS responder(s) {','.join(map(str, victims))} still alive after SIGKILL")
+    return SERVER.tagged(tag)
 
 
 def undo(d: dict[str, str | int]) -> str:
@@ -216,7 +134,7 @@ def undo(d: dict[str, str | int]) -> str:
         what = [f"netns {netns} is gone (its nft tables with it)"]
     else:
         what = [nft.remove_chains(netns, "ip", str(d["table"]), [str(d["chain"])])]
-    what.append(_stop(d))
+    what.append(SERVER.stop(d.get("responder_pid"), d.get("responder_start_ticks"), str(d.get("tag", ""))))
     workdir = str(d.get("workdir", ""))
     if workdir and os.path.isdir(workdir):
         shutil.rmtree(workdir)

@@ -46,7 +46,7 @@ from typing import Any
 
 import psutil
 
-from harness.chaos import capabilities, nft, processes
+from harness.chaos import capabilities, fault_servers, nft
 from harness.chaos.families.proxy import control, transparent
 from harness.chaos.families.proxy.params import (
     HttpAbortFault,
@@ -208,7 +208,7 @@ class ProxyFamily(FaultFamily):
         return None  # the control client and nft are the standard library and a command
 
     def prepare(self, fault: ProxyFault, ctx: InjectContext) -> Prepared:
-        transparent.reap()
+        fault_servers.reap()
         try:
             mode = _mode(fault)
         except ConfigError as exc:
@@ -273,25 +273,10 @@ class ProxyFamily(FaultFamily):
 
     def leftovers(self) -> list[Leftover]:
         """Redirect tables (``ip``/``ip6 harness_proxy_*``) in every namespace, and tagged proxies."""
-        out: list[Leftover] = []
-        for netns in nft.namespaces():
-            with contextlib.suppress(FaultError):  # no nft here: no tables of ours either
-                out += [
-                    Leftover(netns, "nft table", f"{family} {name}", (family, name), self.name, order=3)
-                    for family, name in nft.tables(netns)
-                    if family in ("ip", "ip6") and name.startswith(transparent.TABLE_PREFIX)
-                ]
-        return out + [
-            Leftover("", "process", f"pid {proc.pid} ({tag})", (proc.pid, proc.create_time()), self.name, order=5)
-            for proc, tag in processes.tagged([TAG])
-        ]
+        return fault_servers.redirect_leftovers(self.name, transparent.TABLE_PREFIX, ("ip", "ip6"), TAG)
 
     def remove(self, leftover: Leftover) -> None:
-        if leftover.kind == "process":
-            processes.kill_if_same(*leftover.key)
-        else:
-            family, name = leftover.key
-            nft.run(leftover.netns, ["delete", "table", family, name])
+        fault_servers.remove_redirect_leftover(leftover)
 
 
 FAMILY = ProxyFamily()

@@ -8,8 +8,8 @@ socket in a private work directory, reachable from outside the namespace), and o
 redirects the service's port to it with nftables. The proxy's own upstream connections carry
 ``SO_MARK`` :data:`MARK`, which the redirect rule exempts, so they reach the service. Revert
 deletes the nftables chains first (new connections go straight to the service again), then
-stops the proxy: SIGTERM, SIGKILL after :data:`GRACE` seconds, only to a process whose start
-time matches the journal's, or that carries the fault's environment tag
+stops the proxy (:mod:`harness.chaos.fault_servers`): SIGTERM, SIGKILL after a grace period,
+only to a process whose start time matches the journal's, or that carries the fault's tag
 ``HARNESS_PROXY_FAULT=<run>/<fault>`` (so a crash between starting the proxy and journaling its
 PID leaves nothing unfindable, and a recycled PID is never signalled).
 
@@ -28,31 +28,22 @@ service, which those clients could reach anyway.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
-from pathlib import Path
 
-import psutil
-
-import harness
 from harness.chaos import nft
 from harness.chaos.families.proxy import control
 from harness.chaos.families.proxy.control import split_address
-from harness.chaos.processes import normal_niceness, start_ticks
-from harness.errors import FaultError
+from harness.chaos.fault_servers import FaultServer
 
 __all__ = [
-    "GRACE",
     "MARK",
-    "START_TIMEOUT",
+    "SERVER",
     "TABLE_PREFIX",
     "TAG",
     "abort_established",
@@ -68,20 +59,14 @@ log = logging.getLogger(__name__)
 
 #: SO_MARK of a transparent proxy's upstream connections ("HR"); recorded in the journal too.
 MARK = 0x4852
-#: Seconds between SIGTERM and SIGKILL when a transparent proxy is stopped.
-GRACE = 5.0
-#: Seconds a transparent proxy may take to answer its control API after it was started.
-START_TIMEOUT = 15.0
 #: nat base chain priority: where the kernel's own dstnat sits.
 NAT_PRIORITY = -100
 TAG = "HARNESS_PROXY_FAULT"
 #: Every table of a transparent proxy is ``ip``/``ip6`` and starts with this: what a sweep looks for.
 TABLE_PREFIX = "harness_proxy_"
 NETNS_DIR = nft.NETNS_DIR
-_SERVER = "harness.chaos.proxy_server"
-
-# Proxies started by this process, so they are reaped (no zombies in a long-lived agent).
-_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+#: The transparent proxy process: started, found by its tag and stopped as every fault server is.
+SERVER = FaultServer(module="harness.chaos.proxy_server", tag=TAG, noun="proxy", client=control.CLIENT)
 
 
 def table_name(run_id: str) -> str:
@@ -147,114 +132,24 @@ def _nft_revert(d: dict[str, str | int]) -> str:
     return nft.remove_chains(netns, family, table, str(d["chains"]).split(","))
 
 
-def reap() -> None:
-    for pid, child in list(_CHILDREN.items()):
-        if child.poll() is not None:
-            _CHILDREN.pop(pid, None)
-
-
 def start_proxy(d: dict[str, str | int]) -> tuple[int, int, int]:
     """Start the fault's proxy; (pid, start ticks, listen port) once its control API answers."""
     workdir, address, netns = str(d["workdir"]), str(d["control"]), str(d["netns"])
     listen = "[::]:0" if d["family"] == "ip6" else "0.0.0.0:0"
-    cmd = [sys.executable, "-m", _SERVER, "--listen", listen]
-    # The package harness came from, whatever the caller's working directory (a Ray worker's is not ours).
-    source = str(Path(harness.__file__).resolve().parents[1])
-    path = os.pathsep.join(p for p in (source, os.environ.get("PYTHONPATH", "")) if p)
+    cmd = [sys.executable, "-m", SERVER.module, "--listen", listen]
     cmd += ["--upstream", str(d["service"]), "--control", address, "--mark", str(d["mark"])]
     if d.get("workers"):  # else the proxy runs one process per core it may use
         cmd += ["--workers", str(d["workers"])]
     if netns:
         cmd = ["ip", "netns", "exec", netns, *cmd]  # ip execs the command: the PID is the proxy's
     log_path = os.path.join(workdir, "proxy.log")
-    with open(log_path, "ab") as out:
-        child = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=out,
-            env={**os.environ, "PYTHONPATH": path, TAG: str(d["tag"])},
-            start_new_session=True,
-            preexec_fn=normal_niceness,
-        )
-    _CHILDREN[child.pid] = child
-    deadline = time.monotonic() + START_TIMEOUT
-    while True:
-        if child.poll() is not None:
-            why = Path(log_path).read_text(errors="replace").strip()[-400:]
-            raise FaultError(f"the proxy exited at once with status {child.returncode}: {why}")
-        try:
-            status, answer = control.health(address, timeout=1.0)
-            if status == 200 and isinstance(answer, dict):
-                break
-        except FaultError:
-            pass
-        if time.monotonic() > deadline:
-            raise FaultError(f"the proxy did not answer on {address} within {START_TIMEOUT:g}s")
-        time.sleep(0.05)
-    ticks = start_ticks(child.pid)
-    if ticks is None:
-        raise FaultError("the proxy vanished right after it started")
-    return child.pid, ticks, split_address(str(answer["listen"]))[1]
-
-
-def _alive_with_ticks(pid: int, ticks: int) -> bool:
-    """True while ``pid`` is the process started at ``ticks`` and not yet a zombie."""
-    reap()
-    if start_ticks(pid) != ticks:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-        return data[data.rindex(b")") + 2 : data.rindex(b")") + 3] != b"Z"
-    except (OSError, ValueError):
-        return False
-
-
-def _tagged(tag: str) -> dict[int, int]:
-    """Live proxy processes carrying ``tag`` in their environment, as {pid: start ticks}."""
-    found: dict[int, int] = {}
-    for proc in psutil.process_iter(["cmdline"]):
-        try:
-            if _SERVER not in (proc.info["cmdline"] or []):
-                continue
-            if proc.environ().get(TAG) == tag and proc.status() != psutil.STATUS_ZOMBIE:
-                ticks = start_ticks(proc.pid)
-                if ticks is not None:
-                    found[proc.pid] = ticks
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue
-    return found
-
-
-def _stop_proxy(d: dict[str, str | int]) -> str:
-    """SIGTERM the fault's proxy (recorded PID whose start time matches, and tagged ones), SIGKILL after GRACE."""
-    victims: dict[int, int] = {}
-    pid, ticks = d.get("proxy_pid"), d.get("proxy_start_ticks")
-    if isinstance(pid, int) and isinstance(ticks, int) and pid > 0 and _alive_with_ticks(pid, ticks):
-        victims[pid] = ticks
-    tag = str(d.get("tag", ""))
-    if tag:
-        victims.update(_tagged(tag))
-    if not victims:
-        reap()
-        return "proxy not running"
-    for sig, wait in ((signal.SIGTERM, GRACE), (signal.SIGKILL, 5.0)):
-        for victim, start in victims.items():
-            if _alive_with_ticks(victim, start):  # checked right before each signal: never a recycled PID
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(victim, sig)
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline and any(_alive_with_ticks(p, t) for p, t in victims.items()):
-            time.sleep(0.02)
-        if not any(_alive_with_ticks(p, t) for p, t in victims.items()):
-            return f"stopped proxy {','.join(map(str, victims))} with {sig.name}"
-    raise FaultError(f"proxy process(es) {','.join(map(str, victims))} still alive after SIGKILL")
+    pid, ticks, answer = SERVER.start(cmd, log_path=log_path, tag_value=str(d["tag"]), control=address)
+    return pid, ticks, split_address(str(answer["listen"]))[1]
 
 
 def undo(d: dict[str, str | int]) -> str:
     """Redirect first (new connections go straight to the service), then the proxy, then its files."""
-    what = [_nft_revert(d), _stop_proxy(d)]
+    what = [_nft_revert(d), SERVER.stop(d.get("proxy_pid"), d.get("proxy_start_ticks"), str(d.get("tag", "")))]
     workdir = str(d.get("workdir", ""))
     if workdir and os.path.isdir(workdir):
         shutil.rmtree(workdir)
