@@ -45,6 +45,7 @@ OWNERS: dict[str, tuple[str, ...]] = {
     "kubernetes": ("chaos",),
     "urllib3": ("chaos",),
     "mfusepy": ("chaos.families.io.server",),
+    "elftools": ("chaos.vdso_skew",),  # pyelftools reads a target process's vDSO symbols (time.skew mechanism vdso)
     "typer": ("cli",),
     "rich": ("cli",),
     "grafana_foundation_sdk": ("review.grafana",),

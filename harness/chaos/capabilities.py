@@ -34,7 +34,7 @@ from typing import Any
 
 import psutil
 
-from harness.chaos import cgroups, clock_shim, fuse_probe, network_probes
+from harness.chaos import cgroups, clock_shim, fuse_probe, network_probes, vdso_skew
 from harness.chaos.network_probes import NETEM_HINT
 from harness.chaos.probe_tools import PROBE_TIMEOUT, first_line, run, which
 from harness.errors import CapabilityMissing
@@ -55,6 +55,7 @@ __all__ = [
     "NGINX",
     "PROBES",
     "PROBE_TIMEOUT",
+    "PTRACE_VDSO",
     "STRESS_NG",
     "SYSTEMD",
     "TBF",
@@ -84,6 +85,7 @@ KUBE_CONTEXTS = "kube-contexts"
 SYSTEMD = "systemd"
 LIBFAKETIME = "libfaketime"
 FUSE = "fuse"
+PTRACE_VDSO = "ptrace-vdso"
 
 _UML_MODULES = "/usr/lib/uml/modules"
 
@@ -261,6 +263,7 @@ PROBES: dict[str, Callable[[], str]] = {
     SYSTEMD: _probe_systemd,
     LIBFAKETIME: _probe_libfaketime,
     FUSE: _probe_fuse,
+    PTRACE_VDSO: vdso_skew.probe,
 }
 
 #: Tools this project's own test suite and benchmarks use (a UML guest for netem where the

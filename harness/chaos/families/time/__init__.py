@@ -1,11 +1,18 @@
 """The time family: ``time.skew`` moves a process's wall clock by an offset (and a rate) for the window.
 
-Chaos Mesh's TimeChaos patches a running process's vDSO through ptrace; here the target is a
-process started under harness's clock shim (:mod:`harness.chaos.clock_shim`: libfaketime
-preloaded, reading its skew from a file named in the process's environment). The fault finds
-that file through ``/proc/PID/environ``, journals its current line, and writes the skew; a
-revert writes the journaled line back. A target not started under the shim is refused, with
-the command that starts it so. docs/faults.md says what each mechanism covers here.
+Two mechanisms, chosen by ``params.mechanism``:
+
+* ``shim`` (the default): the target is a process started under harness's clock shim
+  (:mod:`harness.chaos.clock_shim`: libfaketime preloaded, reading its skew from a file named in
+  the process's environment). The fault finds that file through ``/proc/PID/environ``, journals
+  its current line, and writes the skew; a revert writes the journaled line back. A target not
+  started under the shim is refused, with the command that starts it so.
+* ``vdso``: any running x86-64 process, Go binaries included (Chaos Mesh TimeChaos's way): its
+  vDSO's clock functions are patched through ptrace to add the offset (:mod:`.running`,
+  :mod:`harness.chaos.vdso_skew`); an offset only, no rate. ``auto`` takes the shim when every
+  target was started under it, else ``vdso``.
+
+docs/faults.md says what each mechanism covers here.
 
 What callers may rely on:
 
@@ -29,7 +36,8 @@ from pathlib import Path
 
 import psutil
 
-from harness.chaos import capabilities, clock_shim
+from harness.chaos import capabilities, clock_shim, vdso_skew
+from harness.chaos.families.time import running
 from harness.chaos.families.time.params import TimeSkewFault
 from harness.chaos.family import FaultFamily, HostContext, Leftover
 from harness.chaos.journal import FaultRecord
@@ -84,8 +92,27 @@ def _refusal_text(refused: list[str]) -> str:
     return "; ".join(refused) + "; " + clock_shim.how_to_start()
 
 
+def _uses_vdso(fault: TimeSkewFault, targets: list[ResolvedProcess]) -> bool:
+    """Whether the vDSO patch moves these targets' clocks (else the shim does)."""
+    mechanism = fault.params.mechanism
+    return mechanism == "vdso" or (mechanism == "auto" and bool(_shims(targets)[1]))
+
+
+def _vdso_refusal(fault: TimeSkewFault, targets: list[ResolvedProcess]) -> str | None:
+    """Why the vDSO patch cannot act on ``targets`` now (one line each), or None."""
+    if fault.params.rate != 1:
+        return f"a rate needs harness's clock shim: {_refusal_text(_shims(targets)[1])}"
+    refused = []
+    for proc in targets:
+        try:
+            vdso_skew.plan_patch(proc.pid)
+        except (FaultError, OSError) as exc:
+            refused.append(f"pid {proc.pid} ({proc.cmdline[:80]}): {exc}")
+    return "; ".join(refused) or None
+
+
 class TimeFamily(FaultFamily):
-    """Wall-clock skew for processes started under harness's clock shim (libfaketime)."""
+    """Wall-clock skew: libfaketime for a process started under harness's clock shim, a vDSO patch otherwise."""
 
     name = "time"
     models = (TimeSkewFault,)
@@ -97,13 +124,18 @@ class TimeFamily(FaultFamily):
         return f"shift the wall clock (CLOCK_REALTIME) of {what} {_skew_text(fault)} for {fault.duration:g}s"
 
     def requirements(self, fault: TimeSkewFault) -> list[str]:
-        return [capabilities.LIBFAKETIME]
+        # auto: a target under the shim proves libfaketime is there; the others need ptrace
+        return [capabilities.LIBFAKETIME] if fault.params.mechanism == "shim" else [capabilities.PTRACE_VDSO]
 
     def resolve(self, fault: TimeSkewFault, context: HostContext) -> str:
         try:
             targets = resolve_targets(fault.target, protected=protected_processes())
         except FaultError as exc:
             return f"; now: nothing ({exc})"
+        if _uses_vdso(fault, targets):
+            if (why := _vdso_refusal(fault, targets)) is not None:
+                return f"; now: refused: {why}"
+            return "; now: " + ", ".join(f"pid {p.pid} (vDSO patch)" for p in targets)
         shims, refused = _shims(targets)
         if refused:
             return "; now: refused: " + _refusal_text(refused)
@@ -122,6 +154,9 @@ class TimeFamily(FaultFamily):
             targets = resolve_targets(fault.target, protected=protected_processes())
         except FaultError:
             return None
+        if _uses_vdso(fault, targets):
+            why = _vdso_refusal(fault, targets)
+            return f"fault '{fault.name}': {why}" if why else None
         refused = _shims(targets)[1]
         return f"fault '{fault.name}': {_refusal_text(refused)}" if refused else None
 
@@ -136,14 +171,22 @@ class TimeFamily(FaultFamily):
             targets = resolve_targets(fault.target, protected=ctx.protected)
         except FaultError as exc:
             raise FaultError(f"fault '{fault.name}': {exc}") from None
-        shims, refused = _shims(targets)
-        if refused:
-            raise FaultError(f"fault '{fault.name}': {_refusal_text(refused)}")
         details: Details = {
             "target": f"{describe_target(fault.target)} {_skew_text(fault)}",
             "offset": repr(fault.params.offset),
             "rate": repr(fault.params.rate),
         }
+        if _uses_vdso(fault, targets):
+            if (why := _vdso_refusal(fault, targets)) is not None:
+                raise FaultError(f"fault '{fault.name}': {why}")
+            try:
+                details.update(running.prepare(targets))
+            except (FaultError, OSError) as exc:
+                raise FaultError(f"fault '{fault.name}': {exc}") from None
+            return Prepared(details, [p.pid for p in targets])
+        shims, refused = _shims(targets)
+        if refused:
+            raise FaultError(f"fault '{fault.name}': {_refusal_text(refused)}")
         files: dict[Path, clock_shim.Shim] = {}
         for shim in shims:
             files.setdefault(shim.skew_file, shim)  # a shared file: anchored on its first process
@@ -158,6 +201,8 @@ class TimeFamily(FaultFamily):
     def apply(self, fault: TimeSkewFault, record: FaultRecord, ctx: InjectContext, *, resumed: bool) -> Details:
         rate = float(str(record.details["rate"]))
         offset = float(str(record.details["offset"]))
+        if record.details.get("mechanism") == "vdso":
+            return running.apply(record, offset, resumed=resumed)
         now = time.time()
         written: list[str] = []
         for index, path in _files(record):
@@ -174,6 +219,8 @@ class TimeFamily(FaultFamily):
         return {"written": "; ".join(written)}
 
     def undo(self, record: FaultRecord) -> Details:
+        if record.details.get("mechanism") == "vdso":
+            return running.undo(record)
         restored: list[str] = []
         gone: list[str] = []
         errors: list[str] = []
@@ -194,6 +241,8 @@ class TimeFamily(FaultFamily):
         return outcome
 
     def reverted_text(self, before: FaultRecord, after: FaultRecord) -> str:
+        if before.details.get("mechanism") == "vdso":
+            return running.reverted_text(after)
         parts = []
         if after.details.get("restored"):
             parts.append(f"restored {after.details['restored']}")
@@ -211,9 +260,12 @@ class TimeFamily(FaultFamily):
             if line is not None and line != clock_shim.REST:
                 name = f"{path} ({line}; pid {', '.join(map(str, pids))})"
                 out.append(Leftover("", "clock skew file", name, (str(path),), self.name))
-        return out
+        return out + running.leftovers(self.name)
 
     def remove(self, leftover: Leftover) -> None:
+        if leftover.kind == running.KIND:
+            running.remove(leftover)
+            return
         path = Path(str(leftover.key[0]))
         if path.exists():
             clock_shim.write_skew(path, clock_shim.REST)

@@ -50,6 +50,14 @@ class TimeSkewParams(Model):
             "hour) or 0.5; 1 = normal speed. Its own sleeps and timeouts speed up or slow down with it."
         ),
     )
+    mechanism: Literal["shim", "vdso", "auto"] = Field(
+        default="shim",
+        description=(
+            "How the clock is moved: shim (a process started under harness's clock shim, libfaketime), "
+            "vdso (any running x86-64 process, Go binaries included: its vDSO patched through ptrace; "
+            "offset only, no rate), or auto (shim for a process started under it, vdso for one that was not)."
+        ),
+    )
 
 
 class TimeSkewFault(FaultBase):
@@ -68,6 +76,8 @@ class TimeSkewFault(FaultBase):
             yield ("duration",), "a clock skew needs a positive duration (it is reverted at its end)"
         if len([t for t in (self.target.pid_file, self.target.pattern, self.target.systemd_unit) if t]) != 1:
             yield ("target",), "give exactly one of pid_file, pattern or systemd_unit"
+        if self.params.mechanism == "vdso" and self.params.rate != 1:
+            yield ("params", "rate"), "mechanism vdso moves the clock by an offset only: leave rate at 1"
         if self.params.offset == 0 and self.params.rate == 1:
             yield ("params",), "give an offset (e.g. -10m) or a rate other than 1: this skew changes nothing"
 

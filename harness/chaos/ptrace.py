@@ -1,6 +1,6 @@
 """Stopping every thread of a running x86-64 process, and making a system call in it: ptrace through ctypes.
 
-The ``time.skew`` vDSO mechanism (:mod:`.vdso`) needs three things from a running process: all of
+The ``time.skew`` vDSO mechanism (:mod:`harness.chaos.vdso_skew`) needs three things from a running process: all of
 its threads held still while a jump is written over a function they may be running, one system
 call (``mmap``, ``munmap``) made *by the process*, and its memory read and written. This module
 is those three, over libc's ``ptrace(2)`` and ``/proc/PID/mem``, for x86-64 Linux only.

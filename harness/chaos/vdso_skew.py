@@ -9,7 +9,7 @@ thread of the target stopped (:class:`~.ptrace.Stopped`):
 1. makes the target ``mmap`` one page (``PROT_READ|PROT_EXEC``, private, anonymous) by running
    that system call in one of its threads, through a ``syscall`` instruction found in the vDSO;
 2. writes into that page a small routine per function (:data:`STUB_CODE`, assembled from
-   ``vdso_stub.s`` beside this file): the real system call (``clock_gettime`` 228,
+   ``vdso_skew.s`` beside this file): the real system call (``clock_gettime`` 228,
    ``gettimeofday`` 96), then, for the clocks in a mask (``CLOCK_REALTIME`` and
    ``CLOCK_REALTIME_COARSE``), the offset held in the page's data area (``sec``, ``nsec``)
    added; and a tag (:data:`MAGIC`) that the sweep recognises;
@@ -46,12 +46,15 @@ from __future__ import annotations
 import io
 import math
 import os
+import platform
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 
-from harness.chaos.families.time.ptrace import Stopped, read_memory, write_memory
 from harness.chaos.processes import start_ticks
-from harness.errors import FaultError
+from harness.chaos.ptrace import Stopped, read_memory, write_memory
+from harness.errors import CapabilityMissing, FaultError
 
 __all__ = [
     "MAGIC",
@@ -63,13 +66,15 @@ __all__ = [
     "find_vdso",
     "patched_processes",
     "plan_patch",
+    "probe",
+    "restore_from_own",
     "revert_patch",
     "set_offset",
 ]
 
 #: The vDSO functions patched, with where each one's routine starts in the page.
 SYMBOLS = {"__vdso_clock_gettime": 0x000, "__vdso_gettimeofday": 0x080, "__vdso_time": 0x100}
-#: The routines, assembled from vdso_stub.s (``as --64``; tests/test_time_vdso.py checks they match).
+#: The routines, assembled from vdso_skew.s (``as --64``; tests/test_time_vdso.py checks they match).
 STUB_CODE = bytes.fromhex(
     "f30f1efab8e40000000f054885c0753e83ff3f7739488b05f4070000480fa3f8732a488b05d7070000480106488b05d5"
     "07000048034608483d00ca9a3b7c09482d00ca9a3b48ff064889460831c0c3" + "cc" * 49 + "f30f1efab8600000000f05"
@@ -167,22 +172,25 @@ def plan_patch(pid: int) -> Patch:
     where = find_vdso(pid)
     if where is None:
         raise FaultError(f"pid {pid} has no vDSO mapped (or has exited)")
-    image = read_memory(pid, where[0], where[1] - where[0])
+    patch = _patch_of(pid, where[0], read_memory(pid, where[0], where[1] - where[0]))
+    for entry in patch.entries:
+        if _jump_target(entry.original) is not None:
+            raise FaultError(
+                f"pid {pid}: {entry.name} is already patched (a clock skew left over? run: harness recover --sweep)"
+            )
+    return patch
+
+
+def _patch_of(pid: int, base: int, image: bytes) -> Patch:
+    """The patch of process ``pid`` whose vDSO is at ``base``, from a vDSO ``image`` (its own or an identical one)."""
     offsets = _symbols(image)
     if "__vdso_clock_gettime" not in offsets:
         raise FaultError(f"pid {pid}: its vDSO has no __vdso_clock_gettime")
     syscall_at = image.find(b"\x0f\x05")
     if syscall_at < 0:
         raise FaultError(f"pid {pid}: no syscall instruction in its vDSO")
-    entries = []
-    for name, at in sorted(offsets.items()):
-        original = image[at : at + JUMP_LEN]
-        if _jump_target(original) is not None:
-            raise FaultError(
-                f"pid {pid}: {name} is already patched (a clock skew left over? run: harness recover --sweep)"
-            )
-        entries.append(VdsoEntry(name, where[0] + at, original))
-    return Patch(pid, start_ticks(pid), where[0], where[0] + syscall_at, tuple(entries))
+    entries = tuple(VdsoEntry(name, base + at, image[at : at + JUMP_LEN]) for name, at in sorted(offsets.items()))
+    return Patch(pid, start_ticks(pid), base, base + syscall_at, entries)
 
 
 def _same_process(patch: Patch) -> bool:
@@ -242,10 +250,13 @@ def revert_patch(patch: Patch, page: int | None) -> str:
     Returns what was done: ``restored``, ``already clean`` or ``gone`` (the process exited: its
     vDSO went with it). Raises when the bytes there are neither the original nor harness's jump.
     """
-    if not _same_process(patch) or find_vdso(patch.pid) is None:
+    if not _same_process(patch) or (find_vdso(patch.pid) or (None,))[0] != patch.vdso:
         return "gone"
-    current = {e.name: read_memory(patch.pid, e.address, JUMP_LEN) for e in patch.entries}
-    if all(current[e.name] == e.original for e in patch.entries) and page is None:
+    current = [read_memory(patch.pid, e.address, JUMP_LEN) for e in patch.entries]
+    if page is None:  # journaled before the apply could say it: the jump names it
+        page = next((t & ~(PAGE - 1) for t in map(_jump_target, current) if t is not None), None)
+    clean = all(now == e.original for now, e in zip(current, patch.entries, strict=True))
+    if clean and (page is None or not _is_harness_page(patch.pid, page)):
         return "already clean"
     windows = [(e.address, e.address + JUMP_LEN) for e in patch.entries]
     stopped = _stopped_clear_of(patch.pid, windows)
@@ -266,6 +277,17 @@ def revert_patch(patch: Patch, page: int | None) -> str:
         return "restored" if restored else "already clean"
     finally:
         stopped.__exit__(None, None, None)
+
+
+def restore_from_own(pid: int, page: int) -> str:
+    """Revert a patch no journal knows (the sweep): the original bytes come from this process's own
+    vDSO, the same image as every process's on this kernel (this process is never patched)."""
+    own = find_vdso(os.getpid())
+    where = find_vdso(pid)
+    if own is None or where is None:
+        return "gone"
+    patch = _patch_of(pid, where[0], read_memory(os.getpid(), own[0], own[1] - own[0]))
+    return revert_patch(patch, page)
 
 
 def _is_harness_page(pid: int, page: int) -> bool:
@@ -303,3 +325,39 @@ def patched_processes() -> list[tuple[int, int]]:
         if target is not None and _is_harness_page(pid, target & ~(PAGE - 1)):
             found.append((pid, target & ~(PAGE - 1)))
     return found
+
+
+_PROBE_CHILD = "import sys, time\nfor line in sys.stdin:\n    print(time.time(), flush=True)\n"
+
+
+def probe() -> str:
+    """``harness doctor``'s check: a real child's ``time.time()`` moved an hour ahead by the patch and back."""
+    if platform.machine() != "x86_64":
+        raise CapabilityMissing(f"the vDSO clock patch is x86-64 only; this machine is {platform.machine()}")
+    child = subprocess.Popen(
+        [sys.executable, "-c", _PROBE_CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert child.stdin is not None and child.stdout is not None
+    try:
+
+        def read() -> float:
+            assert child.stdin is not None and child.stdout is not None
+            child.stdin.write("\n")
+            child.stdin.flush()
+            return float(child.stdout.readline()) - time.time()
+
+        read()
+        try:
+            patch = plan_patch(child.pid)
+            page = apply_patch(patch, 3600.0)
+        except (FaultError, OSError) as exc:
+            raise CapabilityMissing(f"cannot patch a child's vDSO: {exc} (needs root or CAP_SYS_PTRACE)") from None
+        ahead = read()
+        revert_patch(patch, page)
+        after = read()
+    finally:
+        child.kill()
+        child.wait()
+    if abs(ahead - 3600) > 5 or abs(after) > 5:
+        raise CapabilityMissing(f"the patch moved a child's clock {ahead:+.0f} s and back to {after:+.0f} s")
+    return "ptrace patches a running child's vDSO (time.skew mechanism vdso: any x86-64 process, Go too)"
