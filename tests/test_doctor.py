@@ -58,6 +58,7 @@ def test_this_host(no_netns_left: object) -> None:
     assert found["stress-ng"].ok and "version" in found["stress-ng"].detail
     assert found["cgroups"].ok and "memory" in found["cgroups"].detail
     assert found["libfaketime"].ok and "moves a child's wall clock" in found["libfaketime"].detail
+    assert found["ptrace-vdso"].ok and "patches a running child's vDSO" in found["ptrace-vdso"].detail
     netem = found["netem"]
     assert not netem.ok
     # Why, and what a user does about it: the module and the packages that ship it. No advice

@@ -169,6 +169,8 @@ def _symbols(image: bytes) -> dict[str, int]:
 
 def plan_patch(pid: int) -> Patch:
     """Read ``pid``'s vDSO and what the patch will replace. Changes nothing."""
+    if pid in (1, os.getpid()):
+        raise FaultError(f"pid {pid}: never patched (PID 1 or harness itself)")
     where = find_vdso(pid)
     if where is None:
         raise FaultError(f"pid {pid} has no vDSO mapped (or has exited)")
@@ -344,7 +346,11 @@ def probe() -> str:
             assert child.stdin is not None and child.stdout is not None
             child.stdin.write("\n")
             child.stdin.flush()
-            return float(child.stdout.readline()) - time.time()
+            line = child.stdout.readline()
+            try:
+                return float(line) - time.time()
+            except ValueError:
+                raise CapabilityMissing(f"a patched child printed {line[:80]!r}, not its clock") from None
 
         read()
         try:

@@ -35,8 +35,9 @@ def prepare(targets: list[ResolvedProcess]) -> Details:
     """Read each target's vDSO and the bytes the patch replaces (raises, naming the process, when one cannot be)."""
     details: Details = {"mechanism": "vdso"}
     for index, proc in enumerate(targets):
-        if proc.pid == os.getpid() or (why := never_a_target(proc.pid)) is not None:
-            raise FaultError(f"pid {proc.pid}: never a clock-skew target ({why or 'harness itself'})")
+        why = "harness itself" if proc.pid == os.getpid() else never_a_target(proc.pid)
+        if why is not None:
+            raise FaultError(f"pid {proc.pid}: never a clock-skew target ({why})")
         patch = vdso_skew.plan_patch(proc.pid)
         details[f"vdso.{index}.pid"] = patch.pid
         details[f"vdso.{index}.ticks"] = patch.start_ticks if patch.start_ticks is not None else ""
