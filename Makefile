@@ -15,7 +15,7 @@ FAULT_APT := nftables stress-ng faketime fuse3 libfuse3-3
 # netem, VictoriaMetrics for the InfluxDB v2 write API, Chromium for the report, faketime for skewed clocks,
 # dnsmasq as the DNS server of the dns faults' test namespaces.
 TEST_APT := $(DEMO_APT) $(FAULT_APT) dnsmasq-base nginx-light wrk user-mode-linux kmod victoria-metrics chromium faketime \
-	procps psmisc python3-dev gcc
+	procps psmisc python3-dev gcc golang-go
 PYTEST_ARGS ?=
 
 .PHONY: setup apt apt-demo apt-setup apt-test venv venv-dev demo test test-fast lint bench soak stop clean

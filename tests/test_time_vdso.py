@@ -1,11 +1,12 @@
-"""time.skew's vdso mechanism on real running processes: a C program calling the vDSO directly (as a Go
-binary does, without libc's wrapper) and a Python one (``time.time()`` through glibc).
+"""time.skew's vdso mechanism on real running processes: a Go binary (``time.Now()``: Go's runtime calls
+the vDSO itself), a C program calling the vDSO's symbols directly (the same path, without Go) and a
+Python one (``time.time()`` through glibc).
 
 Each target prints, every 100 ms, its own wall clock (through the vDSO), the true wall clock from a
 raw ``clock_gettime`` system call (the patch never touches a system call), and the same pair for
-``CLOCK_MONOTONIC``; the C one also ``gettimeofday`` and ``time``. Both run extra threads that read
-the clock in a loop, so the patch and the revert happen while threads are inside the vDSO. Each
-test starts processes: run under the shared lock.
+``CLOCK_MONOTONIC``; the C one also ``gettimeofday`` and ``time``. Each runs threads (Go: four
+goroutines) that read the clock in a loop, so the patch and the revert happen while threads are
+inside the vDSO. Each test starts processes: run under the shared lock.
 """
 
 from __future__ import annotations
@@ -90,6 +91,47 @@ int main(void) {
 }
 """
 
+GO_TARGET = r"""
+package main
+
+import (
+	"fmt"
+	"syscall"
+	"time"
+	"unsafe"
+)
+
+func raw(clock int) float64 {
+	var ts syscall.Timespec
+	syscall.Syscall(syscall.SYS_CLOCK_GETTIME, uintptr(clock), uintptr(unsafe.Pointer(&ts)), 0)
+	return float64(ts.Sec) + float64(ts.Nsec)/1e9
+}
+
+func main() {
+	for i := 0; i < 4; i++ {
+		go func() {
+			for {
+				for j := 0; j < 20000; j++ {
+					_ = time.Now()
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}()
+	}
+	start := time.Now()
+	startRaw := raw(1)
+	fmt.Println(`{"ready": true}`)
+	for i := 0; i < 600; i++ {
+		now := time.Now()
+		wall := float64(now.UnixNano()) / 1e9
+		mono := startRaw + now.Sub(start).Seconds() // Go's monotonic reading, from its own clock
+		fmt.Printf("{\"wall\": %.6f, \"mono\": %.6f, \"real\": %.6f, \"real_mono\": %.6f}\n",
+			wall, mono, raw(0), raw(1))
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+"""
+
 PY_TARGET = textwrap.dedent(
     """
     import ctypes, json, threading, time
@@ -149,13 +191,24 @@ def c_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return work / "target"
 
 
-@pytest.fixture(params=["c-vdso-direct", "python"])
+@pytest.fixture(scope="module")
+def go_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if shutil.which("go") is None:
+        pytest.skip("go is not installed (Debian's golang-go, in the Makefile's TEST_APT)")
+    work = tmp_path_factory.mktemp("vdso-go")
+    (work / "main.go").write_text(GO_TARGET)
+    env = {**os.environ, "GOCACHE": str(work / "cache"), "GOPATH": str(work / "gopath"), "GO111MODULE": "off"}
+    subprocess.run(["go", "build", "-o", str(work / "target"), str(work / "main.go")], check=True, env=env, cwd=work)
+    return work / "target"
+
+
+@pytest.fixture(params=["go", "c-vdso-direct", "python"])
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
     if request.param == "python":
         (tmp_path / "target.py").write_text(PY_TARGET)
         command = [sys.executable, str(tmp_path / "target.py")]
     else:
-        command = [str(request.getfixturevalue("c_binary"))]
+        command = [str(request.getfixturevalue(f"{request.param.split('-')[0]}_binary"))]
     started = Target(command)
     yield started
     started.stop()
