@@ -78,6 +78,14 @@ def test_plan_line_and_requirements_come_from_the_family(tmp_path: Path) -> None
             ["libfaketime"],
         ),
         (
+            {
+                "kind": "time.skew",
+                "target": {"pattern": "^no such process at all$"},
+                "params": {"offset": "-10m", "mechanism": "vdso"},
+            },
+            ["ptrace-vdso"],
+        ),
+        (
             {"kind": "dns.error", "target": {"netns": "shop"}, "params": {"patterns": ["*"], "error": "refused"}},
             ["nftables", "netns"],
         ),

@@ -121,7 +121,9 @@ class TimeFamily(FaultFamily):
     def describe(self, fault: TimeSkewFault) -> str:
         """e.g. ``shift the wall clock (CLOCK_REALTIME) of processes matching /payments/ by -10m for 10s``."""
         what = describe_target(fault.target)
-        return f"shift the wall clock (CLOCK_REALTIME) of {what} {_skew_text(fault)} for {fault.duration:g}s"
+        how = {"shim": "", "vdso": " through its vDSO (ptrace)", "auto": " (clock shim, else its vDSO)"}
+        text = f"shift the wall clock (CLOCK_REALTIME) of {what} {_skew_text(fault)} for {fault.duration:g}s"
+        return text + how[fault.params.mechanism]
 
     def requirements(self, fault: TimeSkewFault) -> list[str]:
         # auto: a target under the shim proves libfaketime is there; the others need ptrace
