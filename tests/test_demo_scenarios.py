@@ -36,6 +36,7 @@ RUN = [
     "demo-proxy",
     "demo-stress",
     "demo-time",
+    "demo-time-running",
     "demo-io",
     "demo-dns",
 ]
