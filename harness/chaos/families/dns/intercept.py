@@ -48,8 +48,11 @@ __all__ = [
     "TAG",
     "chain_name",
     "nameserver",
+    "nameserver_in",
     "nft_inject",
+    "remove_workdir",
     "start_responder",
+    "stop_responder",
     "table_name",
     "tagged",
     "undo",
@@ -90,7 +93,11 @@ def resolv_conf(netns: str) -> Path:
 
 def nameserver(netns: str) -> str:
     """``address:53`` of the first nameserver the namespace's processes use; ``FaultError`` if none."""
-    path = resolv_conf(netns)
+    return nameserver_in(resolv_conf(netns))
+
+
+def nameserver_in(path: Path) -> str:
+    """``address:53`` of the first nameserver ``path`` (a resolv.conf) names; ``FaultError`` if none."""
     try:
         lines = path.read_text().splitlines()
     except OSError as exc:
@@ -124,7 +131,7 @@ def start_responder(d: dict[str, str | int]) -> tuple[int, int, int]:
     workdir, address, netns = str(d["workdir"]), str(d["control"]), str(d["netns"])
     source = str(Path(harness.__file__).resolve().parents[1])  # whatever the caller's working directory
     path = os.pathsep.join(p for p in (source, os.environ.get("PYTHONPATH", "")) if p)
-    cmd = ["ip", "netns", "exec", netns, sys.executable, "-m", _SERVER, "--listen", "0.0.0.0:0"]
+    cmd = (["ip", "netns", "exec", netns] if netns else []) + [sys.executable, "-m", _SERVER, "--listen", "0.0.0.0:0"]
     cmd += ["--control", address, "--upstream", str(d["upstream"]), "--mark", str(d["mark"])]
     log_path = os.path.join(workdir, "dns.log")
     with open(log_path, "ab") as out:
@@ -187,7 +194,8 @@ def tagged(tag: str | None = None) -> dict[int, int]:
     return found
 
 
-def _stop(d: dict[str, str | int]) -> str:
+def stop_responder(d: dict[str, str | int]) -> str:
+    """Stop the fault's responder (the journaled PID if it is still that process, and any with its tag)."""
     victims: dict[int, int] = {}
     pid, ticks = d.get("responder_pid"), d.get("responder_start_ticks")
     if isinstance(pid, int) and isinstance(ticks, int) and pid > 0 and _alive(pid, ticks):
@@ -216,9 +224,15 @@ def undo(d: dict[str, str | int]) -> str:
         what = [f"netns {netns} is gone (its nft tables with it)"]
     else:
         what = [nft.remove_chains(netns, "ip", str(d["table"]), [str(d["chain"])])]
-    what.append(_stop(d))
+    what.append(stop_responder(d))
+    what += remove_workdir(d)
+    return "; ".join(what)
+
+
+def remove_workdir(d: dict[str, str | int]) -> list[str]:
+    """Remove the responder's private work directory; what was done, as a list of 0 or 1 lines."""
     workdir = str(d.get("workdir", ""))
     if workdir and os.path.isdir(workdir):
         shutil.rmtree(workdir)
-        what.append(f"removed {workdir}")
-    return "; ".join(what)
+        return [f"removed {workdir}"]
+    return []
