@@ -84,7 +84,7 @@ def test_plan_line_and_requirements_come_from_the_family(tmp_path: Path) -> None
         ),
         (
             {"kind": "dns.delay", "target": {"pattern": "^nope$"}, "params": {"patterns": ["*"], "delay": "1s"}},
-            ["nftables", "cgroups"],
+            ["nftables", "cgroup2"],
         ),
     ]
     context = HostContext(Safety())

@@ -98,7 +98,7 @@ class DnsFamily(FaultFamily):
     def requirements(self, fault: DnsFault) -> list[str]:
         if fault.target.netns is not None:
             return [capabilities.NFTABLES, capabilities.NETNS]
-        return [capabilities.NFTABLES, capabilities.CGROUPS] if fault.target.processes() else []
+        return [capabilities.NFTABLES, capabilities.CGROUP2] if fault.target.processes() else []
 
     def resolve(self, fault: DnsFault, context: HostContext) -> str:
         target = fault.target

@@ -14,10 +14,8 @@ chain ``d_<fault>``: ``socket cgroupv2 level 1 "harness-dns-<hash>" udp dport 53
 MARK redirect to :PORT``, and the same for tcp.
 
 nft (1.0.6 here) turns the path into the cgroup's id when the rule is loaded, looking it up
-under ``/sys/fs/cgroup``, where a hybrid host has a tmpfs of v1 mounts (and ``ip netns exec``
-a fresh sysfs): so ``nft`` runs in a private mount namespace with cgroup2 mounted at
-``/sys/fs/cgroup`` (``unshare --mount``), which changes no other process's view. Its JSON
-input does not take a cgroupv2 key at all.
+under ``/sys/fs/cgroup``, where a hybrid host has a tmpfs of v1 mounts: so the rule is loaded
+by :func:`harness.chaos.nft.run_with_cgroup2` (a private mount namespace with cgroup2 there).
 
 Revert: the chain first (queries go to the nameserver again), then every process still in the
 fault's cgroup back to its journaled cgroup (a child born during the fault goes where its
@@ -33,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import subprocess
 import time
 from pathlib import Path
 
@@ -148,19 +145,6 @@ def _write_pid(directory: str, pid: int) -> bool:
     return True
 
 
-def _nft_with_cgroup2(netns: str, ruleset: str) -> None:
-    """``nft -f -`` where ``/sys/fs/cgroup`` is the unified hierarchy (module docstring: why)."""
-    script = "mount -t cgroup2 cgroup2 /sys/fs/cgroup && exec nft -f -"
-    cmd = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script]
-    cmd = (["ip", "netns", "exec", netns] if netns else []) + cmd
-    try:
-        done = subprocess.run(cmd, input=ruleset, capture_output=True, text=True, timeout=nft.NFT_TIMEOUT, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise FaultError(f"nft (cgroup2 rules): {exc}") from None
-    if done.returncode != 0:
-        raise FaultError(f"nft (cgroup2 rules): {done.stderr.strip() or f'exit {done.returncode}'}")
-
-
 def inject(d: dict[str, str | int], port: int) -> None:
     """Create the cgroup, move the targets in (each only while it is the journaled process), redirect."""
     directory, name = str(d["cgroup_dir"]), str(d["cgroup"])
@@ -184,7 +168,7 @@ def inject(d: dict[str, str | int], port: int) -> None:
         f"redirect to :{port}"
         for p in ("udp", "tcp")
     ]
-    _nft_with_cgroup2(str(d["netns"]), "\n".join(lines) + "\n")
+    nft.run_with_cgroup2(str(d["netns"]), ["-f", "-"], "\n".join(lines) + "\n")
 
 
 def _home(pid: int, d: dict[str, str | int], root: str) -> str:
