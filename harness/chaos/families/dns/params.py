@@ -57,7 +57,8 @@ class DnsTarget(ProcessTarget):
         default=None,
         description=(
             "With netns or a process target: where the fault's responder forwards the names the fault does not "
-            "act on (IPv4 host:port); default: the first nameserver of the target's resolv.conf."
+            "act on (IPv4 host:port, loopback or inside safety.allowed_networks); default: the first nameserver "
+            "of the target's resolv.conf."
         ),
     )
 
@@ -111,10 +112,13 @@ class DnsFault(FaultBase):
             yield ("target",), _ONE_TARGET
         if target.upstream is not None and target.control is not None:
             yield ("target", "upstream"), "upstream is for netns and process targets (a running responder has its own)"
-        if target.upstream is not None:
+        if target.upstream is not None:  # the target's other queries go there: only where faults may act
             host = target.upstream.rpartition(":")[0].strip("[]")
+            outside = None if ipaddress.ip_address(host).is_loopback else context.outside(host)
             if ipaddress.ip_address(host).version != 4:
                 yield ("target", "upstream"), f"{target.upstream}: dns faults forward to an IPv4 nameserver only"
+            elif outside:
+                yield ("target", "upstream"), f"{target.upstream} is not loopback and {outside}"
         if target.netns is not None or target.processes():
             yield from self._overlaps(context)
         if target.control is not None:
