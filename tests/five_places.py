@@ -127,7 +127,9 @@ def window_truth(requests: Iterable[Request], started: float, spans: Iterable[tu
             maybe.append(r)  # harness may have put it in the neighbouring second
         elif here:
             sure.append(r)
-    assert len(maybe) <= 8, f"{len(maybe)} requests at a window's edge: too many to enumerate"
+    # The run's first users start together, so the boundary after the partial first second can
+    # hold a burst (a CI run had 9 within 10 ms); 2**12 memberships still enumerate in about a second.
+    assert len(maybe) <= 12, f"{len(maybe)} requests at a window's edge: too many to enumerate"
     variants = []
     for chosen in itertools.product((False, True), repeat=len(maybe)):
         members = sure + [r for r, take in zip(maybe, chosen, strict=True) if take]

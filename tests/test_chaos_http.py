@@ -15,8 +15,6 @@ import math
 import os
 import signal
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +35,7 @@ from tests.test_chaos_proxy import (
     _free_port,
     _ns_tables,
     _proxies_of,
+    _start_proxy,
     _start_upstream,
     _stop,
     ns_journal,  # noqa: F401 (a fixture)
@@ -44,27 +43,6 @@ from tests.test_chaos_proxy import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _start_proxy(upstream: str, log_path: Path, workers: int) -> tuple[subprocess.Popen[str], str, str]:
-    with log_path.open("ab") as log:
-        child = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "harness.chaos.proxy_server", "--workers", str(workers)),
-                *("--listen", "127.0.0.1:0", "--upstream", upstream, "--control", "127.0.0.1:0"),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=log,
-            text=True,
-            cwd=ROOT,
-        )
-    assert child.stdout is not None
-    line = child.stdout.readline()
-    if not line:
-        _stop(child)
-        pytest.fail(f"proxy did not start: {log_path.read_text()[-500:]}")
-    ready = json.loads(line)
-    return child, ready["listen"], ready["control"]
 
 
 @pytest.fixture(scope="module")

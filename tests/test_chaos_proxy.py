@@ -74,12 +74,14 @@ def _start_upstream(address: str, netns: str | None = None) -> subprocess.Popen[
     return child
 
 
-def _start_proxy(upstream: str, log_path: Path) -> tuple[subprocess.Popen[str], str, str]:
-    """A proxy subprocess on free loopback ports; (child, listen, control) from its ready line."""
+def _start_proxy(upstream: str, log_path: Path, workers: int | None = None) -> tuple[subprocess.Popen[str], str, str]:
+    """A proxy subprocess on free loopback ports (``workers`` processes, default its own);
+    (child, listen, control) from its ready line."""
     with log_path.open("ab") as log:
         child = subprocess.Popen(
             [
                 *(sys.executable, "-m", "harness.chaos.proxy_server"),
+                *(("--workers", str(workers)) if workers is not None else ()),
                 *("--listen", "127.0.0.1:0", "--upstream", upstream, "--control", "127.0.0.1:0"),
             ],
             stdout=subprocess.PIPE,

@@ -106,6 +106,34 @@ def test_bad_dns_faults_are_located_problems(tmp_path: Path) -> None:
     assert len(problems) == 3, problems
 
 
+def test_bad_process_targets_are_located_problems(tmp_path: Path) -> None:
+    """Two faults on the same processes at once do not stack (one cgroup per process); an
+    upstream is for the faults that start a responder, and IPv4 only."""
+    with pytest.raises(ScenarioError) as caught:
+        _load(
+            tmp_path,
+            "  - {name: a, kind: dns.error, at: 1s, duration: 10s, target: {pattern: gateway},\n"
+            "     params: {patterns: [x], error: nxdomain}}\n"
+            "  - {name: b, kind: dns.delay, at: 5s, duration: 5s, target: {pattern: gateway, upstream: '[::1]:53'},\n"
+            "     params: {patterns: [y], delay: 1}}\n"
+            "  - {name: c, kind: dns.spoof, at: 2s, duration: 5s, target: {pattern: other},\n"
+            "     params: {patterns: [x], address: 127.0.0.1}}\n"
+            "  - {name: d, kind: dns.error, at: 2s, duration: 5s,\n"
+            "     target: {control: '127.0.0.1:53', upstream: '127.0.0.1:5353'},\n"
+            "     params: {patterns: [x], error: nxdomain}}\n"
+            "  - {name: e, kind: dns.error, at: 2s, duration: 5s, target: {netns: ns3, upstream: '198.51.100.53:53'},\n"
+            "     params: {patterns: [x], error: nxdomain}}\n",
+        )
+    problems = {(p.path, p.line): p.message for p in caught.value.problems}
+    assert problems[("faults[1].target.pattern", 10)].startswith("overlaps dns fault 'a' on pattern gateway"), problems
+    assert problems[("faults[1].target.upstream", 10)] == "[::1]:53: dns faults forward to an IPv4 nameserver only"
+    assert problems[("faults[3].target.upstream", 15)].startswith("upstream is for netns and process targets"), problems
+    assert problems[("faults[4].target.upstream", 17)].startswith(
+        "198.51.100.53:53 is not loopback and is outside safety.allowed_networks"
+    ), problems
+    assert len(problems) == 4, problems
+
+
 # ---------------------------------------------------------------- responders on loopback
 
 

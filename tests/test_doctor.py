@@ -57,6 +57,7 @@ def test_this_host(no_netns_left: object) -> None:
     assert found["netns"].ok and found["iproute"].ok
     assert found["stress-ng"].ok and "version" in found["stress-ng"].detail
     assert found["cgroups"].ok and "memory" in found["cgroups"].detail
+    assert found["cgroup2"].ok and "nft takes socket cgroupv2 rules" in found["cgroup2"].detail
     assert found["libfaketime"].ok and "moves a child's wall clock" in found["libfaketime"].detail
     assert found["ptrace-vdso"].ok and "patches a running child's vDSO" in found["ptrace-vdso"].detail
     netem = found["netem"]

@@ -195,10 +195,10 @@ REFUSALS = [
         ],
     ),
     Refusal(
-        "dns-outside-and-unsupported-targets",
+        "dns-outside-and-ambiguous-targets",
         '  - {name: fake, kind: dns.spoof, at: 5s, duration: 5s, target: {control: "198.51.100.5:5380"},\n'
         "     params: {patterns: [payments.shop.demo], address: 198.51.100.9}}\n"
-        "  - {name: nx, kind: dns.error, at: 5s, duration: 5s, target: {pattern: gateway},\n"
+        "  - {name: nx, kind: dns.error, at: 5s, duration: 5s, target: {pattern: gateway, netns: shop},\n"
         "     params: {patterns: ['*'], error: nxdomain}}\n",
         "",
         [
@@ -213,12 +213,10 @@ REFUSALS = [
                 f"198.51.100.9 is outside safety.allowed_networks (none given) {NOT_LOAD}",
             ),
             (
-                "pattern: gateway",
-                "faults[2].target.pattern",
-                "processes chosen by pattern in the host's network namespace are not supported: nftables can pick "
-                "one process's DNS queries only by its cgroup v2 ('socket cgroupv2'), and this host has cgroup v1 "
-                "only; give target.netns (the processes' network namespace) or target.control (the DNS server "
-                "they use)",
+                "target: {pattern: gateway",
+                "faults[2].target",
+                "give exactly one of control (a running harness DNS responder), netns (a network namespace) "
+                "or a process target (pid_file, pattern or systemd_unit)",
             ),
         ],
     ),
@@ -381,6 +379,13 @@ def preflight_cases(tmp_path: Path) -> Iterator[dict[str, tuple[str, str, str]]]
             f"error: fault 'stop-kthread': pid file {tmp_path}/kthread.pid names process {kthread}, "
             "a kernel thread: never a fault target",
         ),
+        "dns-of-pid-1": (
+            f"  - {{name: nx-init, kind: dns.error, at: 5s, duration: 5s,\n"
+            f"     target: {{pid_file: {tmp_path}/init.pid}}, params: {{patterns: ['*'], error: nxdomain}}}}\n",
+            "",
+            f"error: fault 'nx-init': pid file {tmp_path}/init.pid names process 1, PID 1 (init: stopping it "
+            "takes the whole machine or container down): never a fault target",
+        ),
         "clock-skew-of-pid-1": (
             f"  - {{name: skew-init, kind: time.skew, at: 5s, duration: 5s,\n"
             f"     target: {{pid_file: {tmp_path}/init.pid}}, params: {{offset: -10m}}}}\n",
@@ -469,6 +474,9 @@ ALLOWED = scenario_text(
      params: {patterns: ["*.shop.demo"], address: random, network: 203.0.113.0/28}}
   - {name: dns-in-a-namespace, kind: dns.error, at: 4s, duration: 1s, target: {netns: shop},
      params: {patterns: [payments.shop.demo], error: timeout}}
+  - {name: dns-of-a-process, kind: dns.error, at: 5s, duration: 1s,
+     target: {pattern: shop-gateway, upstream: "127.0.0.1:5399"},
+     params: {patterns: [payments.shop.demo], error: servfail}}
   - {name: fill-var-tmp, kind: stress.disk_fill, at: 4s, duration: 1s, params: {path: /var/tmp/x/, bytes: 1M}}
 """,
     'safety:\n  allowed_networks: [203.0.113.0/24, "2001:db8::/32"]\n  allowed_interfaces: [hallow9, lo]\n',

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -66,7 +67,7 @@ def test_plan_line_and_requirements_come_from_the_family(tmp_path: Path) -> None
 
     adapter: TypeAdapter[Fault] = TypeAdapter(Fault)
     base = {"at": 1, "duration": 2}
-    examples = [
+    examples: list[tuple[dict[str, Any], list[str]]] = [
         ({"kind": "network.partition", "params": {"peers": ["10.9.0.0/24"]}}, ["nftables"]),
         ({"kind": "proxy.latency", "target": {"control": "127.0.0.1:9"}, "params": {"latency": "5ms"}}, []),
         ({"kind": "process.pause", "target": {"pattern": "^no such process at all$"}}, []),
@@ -88,6 +89,10 @@ def test_plan_line_and_requirements_come_from_the_family(tmp_path: Path) -> None
         (
             {"kind": "dns.error", "target": {"netns": "shop"}, "params": {"patterns": ["*"], "error": "refused"}},
             ["nftables", "netns"],
+        ),
+        (
+            {"kind": "dns.delay", "target": {"pattern": "^nope$"}, "params": {"patterns": ["*"], "delay": "1s"}},
+            ["nftables", "cgroup2"],
         ),
     ]
     context = HostContext(Safety())

@@ -118,6 +118,9 @@ faults:
     params: {patterns: ["*.shop.demo"], address: random, network: 10.214.120.0/28, delay: 5ms}
   - {name: slow-dns, kind: dns.delay, at: 37s, duration: 1s, target: {control: 127.0.0.1:19631},
      params: {patterns: ["*"], delay: 100ms}}
+  - {name: nx-gateway, kind: dns.error, at: 38s, duration: 1s,
+     target: {pattern: "gateway --port", upstream: 127.0.0.1:53},
+     params: {patterns: [payments.shop.demo], error: servfail}}
 slos:
   - {name: p99-steady, objective: "p99 < 250ms", window: steady}
   - {name: errors-during, objective: "error_rate < 50%", window: "during:pause", errors: [5xx, ConnectionError]}

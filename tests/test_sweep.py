@@ -18,13 +18,28 @@ from pathlib import Path
 import psutil
 import pytest
 
-from harness.chaos import sweep
+from harness.chaos import cgroups, sweep
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
 
 NS = f"hsweep{os.getpid()}"
 VETH_A, VETH_B = f"hswa{os.getpid() % 100000}", f"hswb{os.getpid() % 100000}"
 SKEW_FILE = Path(f"/tmp/hsweep-{os.getpid()}.faketime")  # a clock skew a lost run left (time.skew)
+_V2 = cgroups.cgroup_mounts()[1]
+#: A dns fault's cgroup a lost run left (its target still in it), and an untagged look-alike.
+DNS_CGROUP = Path(_V2[1], f"harness-dns-lostrun{os.getpid()}") if _V2 else None
+OTHER_CGROUP = Path(_V2[1], f"hsweep-other{os.getpid()}") if _V2 else None
+
+
+def _cgroup_of(pid: int) -> str:
+    return next(line[3:] for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines() if line.startswith("0::"))
+
+
+def _remove_cgroup(path: Path | None) -> None:
+    if path is not None and path.is_dir():
+        for pid in (path / "cgroup.procs").read_text().split():
+            (path.parent / "cgroup.procs").write_text(pid)
+        path.rmdir()
 
 
 def _sh(*cmd: str, ns: str | None = NS) -> str:
@@ -74,6 +89,11 @@ def leftovers() -> Iterator[list[subprocess.Popen[bytes]]]:
         SKEW_FILE.write_text("-600.000000 x1.000000\n")
         procs.append(subprocess.Popen(["sleep", "60"], env={**env, "HARNESS_CLOCK_SHIM": str(SKEW_FILE)}))
         procs.append(subprocess.Popen(["sleep", "60"], env={**env, "HARNESS_DNS_FAULT": "lost-run/nx"}))
+        if DNS_CGROUP is not None and OTHER_CGROUP is not None:
+            procs.append(subprocess.Popen(["sleep", "60"], env={**env}))  # a dns fault's target: not killed
+            DNS_CGROUP.mkdir()
+            (DNS_CGROUP / "cgroup.procs").write_text(str(procs[-1].pid))
+            OTHER_CGROUP.mkdir()
         yield procs
     finally:
         for proc in procs:
@@ -81,6 +101,8 @@ def leftovers() -> Iterator[list[subprocess.Popen[bytes]]]:
             proc.wait(10)
         subprocess.run(["ip", "netns", "delete", NS], capture_output=True, timeout=10)
         SKEW_FILE.unlink(missing_ok=True)
+        _remove_cgroup(DNS_CGROUP)
+        _remove_cgroup(OTHER_CGROUP)
 
 
 def test_sweep_removes_every_tagged_object_and_nothing_else(leftovers: list[subprocess.Popen[bytes]]) -> None:
@@ -98,7 +120,11 @@ def test_sweep_removes_every_tagged_object_and_nothing_else(leftovers: list[subp
         ("", "clock skew file", f"{SKEW_FILE} (-600.000000 x1.000000; pid {leftovers[3].pid})"),
         ("", "process", f"pid {leftovers[4].pid} (HARNESS_DNS_FAULT=lost-run/nx)"),
     }
+    if DNS_CGROUP is not None:
+        expected.add(("", "cgroup", DNS_CGROUP.name))
+        assert _cgroup_of(leftovers[5].pid) == f"/{DNS_CGROUP.name}"
     assert expected <= found, found
+    assert not [f for f in found if f[1] == "cgroup" and f[2] == getattr(OTHER_CGROUP, "name", None)], found
     assert not [f for f in found if f[0] == NS and ("someone_else" in f[2] or "ifbmine" in f[2])]
 
     done = subprocess.run(
@@ -120,6 +146,10 @@ def test_sweep_removes_every_tagged_object_and_nothing_else(leftovers: list[subp
     assert psutil.Process(leftovers[2].pid).status() != psutil.STATUS_ZOMBIE  # untagged: untouched
     assert SKEW_FILE.read_text() == "+0 x1\n"  # the skew is undone, its process left running
     assert psutil.Process(leftovers[3].pid).status() != psutil.STATUS_ZOMBIE
+    if DNS_CGROUP is not None and OTHER_CGROUP is not None:  # the target back in the v2 root, alive
+        assert not DNS_CGROUP.exists() and OTHER_CGROUP.is_dir()
+        assert _cgroup_of(leftovers[5].pid) == "/"
+        assert psutil.Process(leftovers[5].pid).status() != psutil.STATUS_ZOMBIE
     again = subprocess.run(
         [sys.executable, "-m", "harness.cli", "recover", "--sweep"], capture_output=True, text=True, timeout=60
     )

@@ -34,13 +34,14 @@ from typing import Any
 
 import psutil
 
-from harness.chaos import cgroups, clock_shim, fuse_probe, network_probes, vdso_skew
+from harness.chaos import cgroups, clock_shim, fuse_probe, network_probes, nft, vdso_skew
 from harness.chaos.network_probes import NETEM_HINT
 from harness.chaos.probe_tools import PROBE_TIMEOUT, first_line, run, which
-from harness.errors import CapabilityMissing
+from harness.errors import CapabilityMissing, FaultError
 from harness.scenario import Scenario
 
 __all__ = [
+    "CGROUP2",
     "CGROUPS",
     "DEVELOPMENT_PROBES",
     "FUSE",
@@ -77,6 +78,7 @@ IFB = "ifb"
 NETNS = "netns"
 IPROUTE = "iproute"
 CGROUPS = "cgroups"
+CGROUP2 = "cgroup2"
 STRESS_NG = "stress-ng"
 UML = "uml"
 NGINX = "nginx"
@@ -130,6 +132,32 @@ def _probe_cgroups() -> str:
             "; ".join(parts) + ": stress in a target's cgroup needs writable cpu and memory (run as root)"
         )
     return "; ".join(parts)
+
+
+def _probe_cgroup2() -> str:
+    """A writable cgroup2 hierarchy, and an nft that loads a ``socket cgroupv2`` rule for a cgroup
+    in it (checked with ``nft -c``: nothing is committed). Membership only: no controller needed."""
+    v2 = cgroups.cgroup_mounts()[1]
+    if v2 is None:
+        raise CapabilityMissing("no cgroup2 hierarchy is mounted (mount -t cgroup2 none /sys/fs/cgroup/unified)")
+    path = Path(v2[1], f"harness-probe-{uuid.uuid4().hex[:8]}")
+    try:
+        path.mkdir()
+    except OSError as exc:
+        raise CapabilityMissing(f"cannot create a cgroup under {v2[1]}: {exc.strerror} (run as root)") from None
+    rules = (
+        "add table ip harness_probe\n"
+        "add chain ip harness_probe c { type nat hook output priority -100; }\n"
+        f'add rule ip harness_probe c socket cgroupv2 level 1 "{path.name}" udp dport 53 redirect to :53\n'
+    )
+    try:
+        nft.run_with_cgroup2("", ["-c", "-f", "-"], rules)
+    except FaultError as exc:
+        raise CapabilityMissing(f"nft does not take a socket cgroupv2 rule here: {exc}") from None
+    finally:
+        with contextlib.suppress(OSError):
+            path.rmdir()
+    return f"cgroup2 at {v2[1]} (writable; nft takes socket cgroupv2 rules): dns faults on processes"
 
 
 def _can_make_cgroup(mount_point: str) -> bool:
@@ -258,6 +286,7 @@ PROBES: dict[str, Callable[[], str]] = {
     NETNS: network_probes.probe_netns,
     IPROUTE: network_probes.probe_iproute,
     CGROUPS: _probe_cgroups,
+    CGROUP2: _probe_cgroup2,
     STRESS_NG: _probe_stress_ng,
     KUBE_CONTEXTS: _probe_kube_contexts,
     SYSTEMD: _probe_systemd,

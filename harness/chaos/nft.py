@@ -22,7 +22,7 @@ from typing import Any
 
 from harness.errors import FaultError
 
-__all__ = ["NETNS_DIR", "NFT_TIMEOUT", "ident", "namespaces", "remove_chains", "run", "tables"]
+__all__ = ["NETNS_DIR", "NFT_TIMEOUT", "ident", "namespaces", "remove_chains", "run", "run_with_cgroup2", "tables"]
 
 #: Seconds any one ``nft`` call may take; it is a local netlink transaction.
 NFT_TIMEOUT = 10.0
@@ -57,6 +57,28 @@ def run(netns: str, args: list[str], stdin: str | None = None) -> str:
         raise FaultError(f"{' '.join(cmd)}: {exc}") from None
     if done.returncode != 0:
         raise FaultError(f"{' '.join(cmd)}: {done.stderr.strip() or f'exit {done.returncode}'}")
+    return done.stdout
+
+
+def run_with_cgroup2(netns: str, args: list[str], stdin: str | None = None) -> str:
+    """:func:`run`, where ``/sys/fs/cgroup`` is the unified (cgroup v2) hierarchy.
+
+    nft (1.0.6) turns ``socket cgroupv2 level N "path"`` into the cgroup's id when it loads the
+    rule, looking the path up under ``/sys/fs/cgroup``: a hybrid host mounts v1 there (cgroup2
+    at ``/sys/fs/cgroup/unified``), and ``ip netns exec`` remounts /sys. So nft runs in a
+    private mount namespace with cgroup2 mounted at ``/sys/fs/cgroup`` (``unshare --mount``),
+    which changes no other process's view. nft's JSON input takes no cgroupv2 key at all.
+    """
+    script = 'mount -t cgroup2 cgroup2 /sys/fs/cgroup && exec nft "$@"'
+    cmd = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script, "nft", *args]
+    cmd = (["ip", "netns", "exec", netns] if netns else []) + cmd
+    try:
+        done = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=NFT_TIMEOUT, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise FaultError(f"nft {' '.join(args)} (cgroup2 at /sys/fs/cgroup): {exc}") from None
+    if done.returncode != 0:
+        why = done.stderr.strip() or f"exit {done.returncode}"
+        raise FaultError(f"nft {' '.join(args)} (cgroup2 at /sys/fs/cgroup): {why}")
     return done.stdout
 
 

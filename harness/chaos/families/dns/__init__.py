@@ -11,23 +11,27 @@ DNS responder (:mod:`harness.chaos.dns_server`), reached one of two ways, as ``t
 * **netns** (``target.netns``): every process of that network namespace. Inject starts a
   responder in the namespace for the fault and redirects its port 53 to it with nftables
   (:mod:`.intercept`); other names go to the nameserver the namespace used before.
+* **processes** (``target.pid_file``, ``pattern`` or ``systemd_unit``, resolved as process
+  faults resolve them: never harness itself, its ancestors, PID 1 or a kernel thread): the
+  processes move into a cgroup v2 of the fault's own, and only that cgroup's port 53 is
+  redirected, in the namespace they share (:mod:`.cgroup`); their neighbours resolve as before.
 
 Both ways go through the shared journal steps (:mod:`harness.chaos.steps`): journaled before
 anything changes, leased, reverted from the record alone; an inject that fails part-way undoes
-what it did. Processes chosen by pattern in the host's namespace are refused (no cgroup v2
-here to select their sockets in nftables). This family imports neither gevent nor Ray.
+what it did. This family imports neither gevent nor Ray.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 from typing import Any
 
-from harness.chaos import capabilities, fault_servers, nft
-from harness.chaos.families.dns import control, intercept
+from harness.chaos import capabilities, fault_servers, nft, processes
+from harness.chaos.families.dns import cgroup, control, intercept
 from harness.chaos.families.dns.params import DnsDelayFault, DnsErrorFault, DnsFault, DnsSpoofFault
 from harness.chaos.family import FaultFamily, HostContext, Leftover
 from harness.chaos.journal import FaultRecord, FaultState
@@ -38,7 +42,7 @@ __all__ = ["FAMILY", "DnsFamily", "wire_spec"]
 
 log = logging.getLogger(__name__)
 
-CONTROL, NETNS = "control", "netns"
+CONTROL, NETNS, PROCESSES = "control", "netns", "processes"
 
 
 def wire_spec(fault: DnsFault) -> dict[str, Any]:
@@ -64,9 +68,11 @@ def _what(fault: DnsFault) -> str:
 
 def _mode(fault: DnsFault) -> str:
     target = fault.target
-    if target.pattern is not None or (target.control is None) == (target.netns is None):
-        raise ConfigError(f"fault '{fault.name}': target needs exactly one of 'control' or 'netns'")
-    return CONTROL if target.control is not None else NETNS
+    modes = [m for m, given in ((CONTROL, target.control), (NETNS, target.netns)) if given is not None]
+    modes += [PROCESSES] if target.processes() else []
+    if len(modes) != 1:
+        raise ConfigError(f"fault '{fault.name}': target needs exactly one of control, netns or a process target")
+    return modes[0]
 
 
 class DnsFamily(FaultFamily):
@@ -77,30 +83,61 @@ class DnsFamily(FaultFamily):
     undo_failed_inject = True
 
     def describe(self, fault: DnsFault) -> str:
-        if fault.target.control is not None:
-            where = f"through the DNS responder controlled at {fault.target.control}"
+        target = fault.target
+        if target.control is not None:
+            where = f"through the DNS responder controlled at {target.control}"
+        elif target.netns is not None:
+            where = f"in netns {target.netns}, through a responder started for the fault (nftables redirect)"
         else:
-            where = f"in netns {fault.target.netns}, through a responder started for the fault (nftables redirect)"
+            where = (
+                f"for {processes.describe_target(target)} only, through a responder started for the fault "
+                "(their cgroup v2, nftables socket cgroupv2 redirect)"
+            )
         return f"{_what(fault)} {where} for {fault.duration:g}s"
 
     def requirements(self, fault: DnsFault) -> list[str]:
-        return [] if fault.target.netns is None else [capabilities.NFTABLES, capabilities.NETNS]
+        if fault.target.netns is not None:
+            return [capabilities.NFTABLES, capabilities.NETNS]
+        return [capabilities.NFTABLES, capabilities.CGROUP2] if fault.target.processes() else []
 
     def resolve(self, fault: DnsFault, context: HostContext) -> str:
-        netns = fault.target.netns
-        if netns is None:
+        target = fault.target
+        if target.control is not None:
             return ""
+        if target.processes():
+            now = processes.now_text(target)
+            with contextlib.suppress(FaultError):
+                found = processes.resolve_targets(target, protected=processes.protected_processes())
+                upstream = target.upstream or cgroup.upstream_of(found[0].pid)
+                now += f"; upstream {upstream}"
+            return now
+        netns = str(target.netns)
+        if target.upstream is not None:
+            return f"; upstream {target.upstream}"
         try:
-            return f"upstream {intercept.nameserver(netns)} (from {intercept.resolv_conf(netns)})"
+            return f"; upstream {intercept.nameserver(netns)} (from {intercept.resolv_conf(netns)})"
         except FaultError as exc:
-            return str(exc)
+            return f"; {exc}"
 
     def refusal(self, fault: DnsFault, context: HostContext) -> str | None:
-        return None  # a named namespace confines the fault; the control address is checked at load
+        """A pid file naming PID 1 or a kernel thread (as process faults refuse it). A named
+        namespace confines a netns fault; the control address is checked at load."""
+        if fault.node is not None or not fault.target.processes():
+            return None
+        return processes.pid_file_refusal(fault.name, fault.target)
 
     def check(self, fault: DnsFault, context: HostContext) -> None:
-        """No responder answers at the control address; no ``nft``, no such namespace, no nameserver."""
+        """No responder answers at the control address; no ``nft``, no such namespace, no
+        nameserver; no cgroup2 hierarchy for a process target."""
         mode = _mode(fault)
+        if mode == PROCESSES:
+            if shutil.which("nft") is None or shutil.which("unshare") is None:
+                raise ConfigError(f"fault '{fault.name}': nft and unshare are needed (Debian nftables, util-linux)")
+            try:
+                cgroup.v2_mount()
+            except FaultError as exc:
+                raise ConfigError(f"fault '{fault.name}': {exc}") from None
+            return  # the processes are resolved when the fault fires (they may start later)
         if mode == CONTROL:
             address = str(fault.target.control)
             try:
@@ -115,6 +152,8 @@ class DnsFamily(FaultFamily):
             raise ConfigError(f"fault '{fault.name}': the nft command is missing (Debian package nftables)")
         if not (nft.NETNS_DIR / netns).exists():
             raise ConfigError(f"fault '{fault.name}': network namespace '{netns}' does not exist (ip netns list)")
+        if fault.target.upstream is not None:
+            return
         try:
             intercept.nameserver(netns)
         except FaultError as exc:
@@ -138,13 +177,25 @@ class DnsFamily(FaultFamily):
         if mode == CONTROL:
             details["control"] = str(fault.target.control)
             return Prepared(details)
-        netns = str(fault.target.netns)
-        if not (nft.NETNS_DIR / netns).exists():
-            raise FaultError(f"fault '{fault.name}': network namespace '{netns}' does not exist")
+        pids: list[int] = []
+        if mode == PROCESSES:
+            try:
+                found = processes.resolve_targets(fault.target, protected=ctx.protected)
+                netns = cgroup.netns_of(found)
+                upstream = fault.target.upstream or cgroup.upstream_of(found[0].pid)
+                details.update(cgroup.prepare(found, ctx.run_id, fault.name))
+            except FaultError as exc:
+                raise FaultError(f"fault '{fault.name}': {exc}") from None
+            pids = [p.pid for p in found]
+        else:
+            netns = str(fault.target.netns)
+            if not (nft.NETNS_DIR / netns).exists():
+                raise FaultError(f"fault '{fault.name}': network namespace '{netns}' does not exist")
+            upstream = fault.target.upstream or intercept.nameserver(netns)
         workdir = intercept.workdir_of(ctx.run_id, fault.name)
         details.update(
             netns=netns,
-            upstream=intercept.nameserver(netns),
+            upstream=upstream,
             table=intercept.table_name(ctx.run_id),
             chain=intercept.chain_name(fault.name),
             mark=intercept.MARK,
@@ -152,7 +203,7 @@ class DnsFamily(FaultFamily):
             control=f"unix:{os.path.join(workdir, 'control.sock')}",
             tag=f"{ctx.run_id}/{fault.name}",
         )
-        return Prepared(details)
+        return Prepared(details, pids)
 
     def apply(self, fault: DnsFault, record: FaultRecord, ctx: InjectContext, *, resumed: bool) -> Details:
         d = record.details
@@ -160,8 +211,9 @@ class DnsFamily(FaultFamily):
         if d["mode"] == CONTROL:
             control.put(str(d["control"]), str(d["dns_fault"]), spec)
             return {}
+        by_cgroup = d["mode"] == PROCESSES
         if resumed:  # an attempt died mid-way: take away what it may have left
-            intercept.undo(d)
+            (cgroup.undo if by_cgroup else intercept.undo)(d)
         os.makedirs(str(d["workdir"]), mode=0o700, exist_ok=True)
         pid, ticks, port = intercept.start_responder(d)
         # Journaled at once: if the rest fails, revert finds the responder by PID as well as by tag.
@@ -169,7 +221,10 @@ class DnsFamily(FaultFamily):
         record = record.advance(FaultState.INJECTING, **started)
         ctx.journal.append(record)
         control.put(str(d["control"]), str(d["dns_fault"]), spec)
-        intercept.nft_inject(record.details, port)
+        if by_cgroup:
+            cgroup.inject(record.details, port)
+        else:
+            intercept.nft_inject(record.details, port)
         log.info("run %s: fault %s: %s", ctx.run_id, fault.name, self.describe(fault))
         return started
 
@@ -178,17 +233,28 @@ class DnsFamily(FaultFamily):
         d = record.details
         if d.get("mode") == CONTROL:
             return {"reverted": control.delete(str(d["control"]), str(d["dns_fault"]))}
+        if d.get("mode") == PROCESSES:
+            return {"reverted": cgroup.undo(d)}
         return {"reverted": intercept.undo(d)}
 
     def reverted_text(self, before: FaultRecord, after: FaultRecord) -> str:
         return str(after.details.get("reverted") or f"marked {after.state.value}")
 
     def leftovers(self) -> list[Leftover]:
-        """Redirect tables (``ip harness_dns_*``) in every namespace, and tagged responders."""
-        return fault_servers.redirect_leftovers(self.name, intercept.TABLE_PREFIX, ("ip",), intercept.TAG)
+        """Redirect tables (``ip harness_dns_*``) in every namespace, ``harness-dns-*`` cgroups in
+        the unified hierarchy, and tagged responders."""
+        out = fault_servers.redirect_leftovers(self.name, intercept.TABLE_PREFIX, ("ip",), intercept.TAG)
+        out += [
+            Leftover("", "cgroup", os.path.basename(path), (path,), self.name, order=4)
+            for path in cgroup.leftover_cgroups()
+        ]
+        return out
 
     def remove(self, leftover: Leftover) -> None:
-        fault_servers.remove_redirect_leftover(leftover)
+        if leftover.kind == "cgroup":
+            cgroup.empty_and_remove(*leftover.key)  # no journal: its processes go to the v2 root
+        else:
+            fault_servers.remove_redirect_leftover(leftover)
 
 
 FAMILY = DnsFamily()

@@ -43,8 +43,11 @@ __all__ = [
     "TAG",
     "chain_name",
     "nameserver",
+    "nameserver_in",
     "nft_inject",
+    "remove_workdir",
     "start_responder",
+    "stop_responder",
     "table_name",
     "tagged",
     "undo",
@@ -83,7 +86,11 @@ def resolv_conf(netns: str) -> Path:
 
 def nameserver(netns: str) -> str:
     """``address:53`` of the first nameserver the namespace's processes use; ``FaultError`` if none."""
-    path = resolv_conf(netns)
+    return nameserver_in(resolv_conf(netns))
+
+
+def nameserver_in(path: Path) -> str:
+    """``address:53`` of the first nameserver ``path`` (a resolv.conf) names; ``FaultError`` if none."""
     try:
         lines = path.read_text().splitlines()
     except OSError as exc:
@@ -115,7 +122,13 @@ def nft_inject(d: dict[str, str | int], port: int) -> None:
 def start_responder(d: dict[str, str | int]) -> tuple[int, int, int]:
     """Start the fault's responder in the namespace; (pid, start ticks, port) once its control API answers."""
     workdir, address, netns = str(d["workdir"]), str(d["control"]), str(d["netns"])
-    cmd = ["ip", "netns", "exec", netns, sys.executable, "-m", SERVER.module, "--listen", "0.0.0.0:0"]
+    cmd = (["ip", "netns", "exec", netns] if netns else []) + [
+        sys.executable,
+        "-m",
+        SERVER.module,
+        "--listen",
+        "0.0.0.0:0",
+    ]
     cmd += ["--control", address, "--upstream", str(d["upstream"]), "--mark", str(d["mark"])]
     log_path = os.path.join(workdir, "dns.log")
     pid, ticks, answer = SERVER.start(cmd, log_path=log_path, tag_value=str(d["tag"]), control=address)
@@ -127,6 +140,11 @@ def tagged(tag: str | None = None) -> dict[int, int]:
     return SERVER.tagged(tag)
 
 
+def stop_responder(d: dict[str, str | int]) -> str:
+    """Stop the fault's responder (the journaled PID if it is still that process, and any with its tag)."""
+    return SERVER.stop(d.get("responder_pid"), d.get("responder_start_ticks"), str(d.get("tag", "")))
+
+
 def undo(d: dict[str, str | int]) -> str:
     """The redirect first (queries go to the nameserver again), then the responder, then its files."""
     netns = str(d["netns"])
@@ -134,9 +152,15 @@ def undo(d: dict[str, str | int]) -> str:
         what = [f"netns {netns} is gone (its nft tables with it)"]
     else:
         what = [nft.remove_chains(netns, "ip", str(d["table"]), [str(d["chain"])])]
-    what.append(SERVER.stop(d.get("responder_pid"), d.get("responder_start_ticks"), str(d.get("tag", ""))))
+    what.append(stop_responder(d))
+    what += remove_workdir(d)
+    return "; ".join(what)
+
+
+def remove_workdir(d: dict[str, str | int]) -> list[str]:
+    """Remove the responder's private work directory; what was done, as a list of 0 or 1 lines."""
     workdir = str(d.get("workdir", ""))
     if workdir and os.path.isdir(workdir):
         shutil.rmtree(workdir)
-        what.append(f"removed {workdir}")
-    return "; ".join(what)
+        return [f"removed {workdir}"]
+    return []

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Annotated, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Literal, Self
 
 from pydantic import Field
 
-from harness.scenario.faults import FaultBase, FaultContext
+from harness.scenario.faults import FaultBase, FaultContext, ProcessTarget
 from harness.scenario.fields import Cidr, Duration, HostPort, KeyPath, Model, NetnsName
 
 __all__ = [
@@ -25,15 +26,14 @@ __all__ = [
 #: A name glob: letters, digits, '-', '_', '.', and the glob characters '*', '?', '[', ']'.
 Pattern = Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9_*?\[\]!.-]+\.?$")]
 
-_NO_PATTERN_TARGET = (
-    "processes chosen by pattern in the host's network namespace are not supported: nftables can pick "
-    "one process's DNS queries only by its cgroup v2 ('socket cgroupv2'), and this host has cgroup v1 only; "
-    "give target.netns (the processes' network namespace) or target.control (the DNS server they use)"
+_ONE_TARGET = (
+    "give exactly one of control (a running harness DNS responder), netns (a network namespace) "
+    "or a process target (pid_file, pattern or systemd_unit)"
 )
 
 
-class DnsTarget(Model):
-    """Whose name resolution fails: exactly one of ``control`` or ``netns``.
+class DnsTarget(ProcessTarget):
+    """Whose name resolution fails: exactly one of ``control``, ``netns`` or a process target.
 
     ``control``: a running harness DNS responder (``python -m harness.chaos.dns_server``, the
     demo's "cluster DNS") that the target already uses as its resolver; the fault is put into
@@ -41,6 +41,10 @@ class DnsTarget(Model):
     ``netns``: every process in that network namespace; the agent starts a responder in it for
     the fault window and redirects the namespace's DNS (UDP and TCP port 53, IPv4) to it with
     nftables; other names are forwarded to the nameserver of the namespace's resolv.conf.
+    ``pid_file``, ``pattern`` or ``systemd_unit`` (as process faults take them): only those
+    processes (and the children they start during the fault), in whatever network namespace
+    they share; the agent moves them into a cgroup v2 of the fault's own and redirects only
+    that cgroup's DNS (nftables ``socket cgroupv2``), then moves them back.
     """
 
     control: HostPort | None = Field(
@@ -49,9 +53,18 @@ class DnsTarget(Model):
     netns: NetnsName | None = Field(
         default=None, description="Network namespace whose DNS queries are intercepted during the fault."
     )
-    pattern: str | None = Field(
-        default=None, description="Not supported on this host (no cgroup v2): refused with the reason."
+    upstream: HostPort | None = Field(
+        default=None,
+        description=(
+            "With netns or a process target: where the fault's responder forwards the names the fault does not "
+            "act on (IPv4 host:port, loopback or inside safety.allowed_networks); default: the first nameserver "
+            "of the target's resolv.conf."
+        ),
     )
+
+    def processes(self) -> bool:
+        """True when the target names processes (pid_file, pattern or systemd_unit)."""
+        return any(t is not None for t in (self.pid_file, self.pattern, self.systemd_unit))
 
 
 class _Names(Model):
@@ -82,17 +95,31 @@ class DnsDelayParams(_Names):
 
 
 class DnsFault(FaultBase):
-    target: DnsTarget = Field(description="The DNS responder to reconfigure, or the network namespace to intercept.")
+    target: DnsTarget = Field(
+        description="The DNS responder to reconfigure, the network namespace to intercept, or the processes."
+    )
     if TYPE_CHECKING:  # each kind declares its own params model
         params: _Names
 
+    def with_base_dir(self, base: Path) -> Self:
+        """A relative pid file read from ``base`` (the scenario file's directory)."""
+        return self.model_copy(update={"target": self.target.with_base_dir(base)})
+
     def checks(self, context: FaultContext) -> Iterator[tuple[KeyPath, str]]:
         target = self.target
-        if target.pattern is not None:
-            yield ("target", "pattern"), _NO_PATTERN_TARGET
-        elif (target.control is None) == (target.netns is None):
-            yield ("target",), "give exactly one of control (a running harness DNS responder) or netns"
-        if target.netns is not None:
+        given = [target.control, target.netns, target.pid_file, target.pattern, target.systemd_unit]
+        if len([t for t in given if t is not None]) != 1:
+            yield ("target",), _ONE_TARGET
+        if target.upstream is not None and target.control is not None:
+            yield ("target", "upstream"), "upstream is for netns and process targets (a running responder has its own)"
+        if target.upstream is not None:  # the target's other queries go there: only where faults may act
+            host = target.upstream.rpartition(":")[0].strip("[]")
+            outside = None if ipaddress.ip_address(host).is_loopback else context.outside(host)
+            if ipaddress.ip_address(host).version != 4:
+                yield ("target", "upstream"), f"{target.upstream}: dns faults forward to an IPv4 nameserver only"
+            elif outside:
+                yield ("target", "upstream"), f"{target.upstream} is not loopback and {outside}"
+        if target.netns is not None or target.processes():
             yield from self._overlaps(context)
         if target.control is not None:
             host = target.control.rpartition(":")[0].strip("[]")
@@ -101,22 +128,24 @@ class DnsFault(FaultBase):
                 yield ("target", "control"), f"{target.control} is not loopback and {outside}"
 
     def _overlaps(self, context: FaultContext) -> Iterator[tuple[KeyPath, str]]:
-        """Two netns faults on one namespace at once do not stack (a query is redirected once, to
-        one of two responders): said at the later of the two."""
+        """Two faults on one namespace (or on the same processes) at once do not stack (a query is
+        redirected once, to one of two responders; a process is in one cgroup): said at the later."""
+        mine = self.target.model_dump(exclude={"upstream", "control"}, exclude_none=True)
         for other in context.faults:
             if other is self:
                 return
             if (
                 isinstance(other, DnsFault)
-                and other.target.netns == self.target.netns
+                and other.target.model_dump(exclude={"upstream", "control"}, exclude_none=True) == mine
                 and other.at < self.at + self.duration
                 and self.at < other.at + other.duration
             ):
+                key, what = next(iter(mine.items()))
                 yield (
-                    ("target", "netns"),
+                    ("target", key),
                     (
-                        f"overlaps dns fault '{other.name}' on netns {self.target.netns}: two dns faults on one "
-                        "namespace at once do not stack; run them one after the other, or put both into one "
+                        f"overlaps dns fault '{other.name}' on {key} {what}: two dns faults on one "
+                        "target at once do not stack; run them one after the other, or put both into one "
                         "running responder (target.control)"
                     ),
                 )
