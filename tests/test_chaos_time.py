@@ -85,10 +85,10 @@ def shimmed(tmp_path: Path) -> Iterator[Target]:
     target.stop()
 
 
-def _pid_fault(tmp_path: Path, pid: int, **params: object) -> Fault:
-    pid_file = tmp_path / "target.pid"
+def _pid_fault(tmp_path: Path, pid: int, name: str = "skew", **params: object) -> Fault:
+    pid_file = tmp_path / f"{name}.pid"
     pid_file.write_text(f"{pid}\n")
-    spec = {"name": "skew", "kind": "time.skew", "at": 0, "duration": 5, "target": {"pid_file": str(pid_file)}}
+    spec = {"name": name, "kind": "time.skew", "at": 0, "duration": 5, "target": {"pid_file": str(pid_file)}}
     return TypeAdapter(Fault).validate_python({**spec, "params": params})
 
 

@@ -11,20 +11,17 @@ inside the vDSO. Each test starts processes: run under the shared lock.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import shutil
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pydantic import TypeAdapter
 
 from harness.chaos import recover, sweep, vdso_skew
 from harness.chaos.families.time import running
@@ -33,7 +30,9 @@ from harness.chaos.journal import FaultState, Journal
 from harness.chaos.processes import ResolvedProcess
 from harness.chaos.steps import InjectContext
 from harness.errors import FaultError
-from harness.scenario import Fault, Safety
+from harness.scenario import Safety
+from tests.test_chaos_time import Target
+from tests.test_chaos_time import _pid_fault as _fault
 
 pytestmark = pytest.mark.skipif(platform.machine() != "x86_64", reason="the vDSO patch is x86-64 only")
 
@@ -156,31 +155,6 @@ PY_TARGET = textwrap.dedent(
 )
 
 
-class Target:
-    """A target process and the samples it printed, collected on a thread."""
-
-    def __init__(self, command: list[str]) -> None:
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-        self.samples: list[dict[str, float]] = []
-        assert self.process.stdout is not None
-        first = self.process.stdout.readline()
-        assert json.loads(first) == {"ready": True}, first
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.samples.append(json.loads(line))
-
-    def between(self, start: float, end: float) -> list[dict[str, float]]:
-        return [s for s in self.samples if start <= s["real"] <= end]
-
-    def stop(self) -> None:
-        self.process.kill()
-        self.process.wait(5)
-
-
 @pytest.fixture(scope="module")
 def c_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if shutil.which("gcc") is None:
@@ -212,13 +186,6 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
     started = Target(command)
     yield started
     started.stop()
-
-
-def _fault(tmp_path: Path, pid: int, name: str = "skew", **params: object) -> Fault:
-    pid_file = tmp_path / f"{name}.pid"
-    pid_file.write_text(f"{pid}\n")
-    spec = {"name": name, "kind": "time.skew", "at": 0, "duration": 5, "target": {"pid_file": str(pid_file)}}
-    return TypeAdapter(Fault).validate_python({**spec, "params": params})
 
 
 def _offsets(samples: list[dict[str, float]], key: str = "wall") -> list[float]:

@@ -70,6 +70,12 @@ class ProcessTarget(Model):
         description="A systemd unit (e.g. nginx.service): every process in its control group.",
     )
 
+    def choice_problem(self) -> str | None:
+        """What is wrong when not exactly one way of choosing the process is given, else None."""
+        if len([t for t in (self.pid_file, self.pattern, self.systemd_unit) if t]) != 1:
+            return "give exactly one of pid_file, pattern or systemd_unit"
+        return None
+
     def with_base_dir(self, base: Path) -> ProcessTarget:
         """A relative pid file read from ``base`` (the scenario file's directory): agents run elsewhere."""
         if self.pid_file and not Path(self.pid_file).is_absolute():

@@ -121,9 +121,9 @@ class IoFault(FaultBase):
         problem = context.path_problem(self.params.volume_path)
         if problem:
             yield ("params", "volume_path"), problem
-        target = self.target
-        if target is not None and len([t for t in (target.pid_file, target.pattern, target.systemd_unit) if t]) != 1:
-            yield ("target",), "give exactly one of pid_file, pattern or systemd_unit"
+        problem = self.target.choice_problem() if self.target is not None else None
+        if problem:
+            yield ("target",), problem
 
 
 class IoLatencyFault(IoFault):

@@ -35,8 +35,9 @@ class PauseParams(Model):
 
 
 def _one_target(target: ProcessTarget) -> Iterator[tuple[KeyPath, str]]:
-    if len([t for t in (target.pid_file, target.pattern, target.systemd_unit) if t]) != 1:
-        yield ("target",), "give exactly one of pid_file, pattern or systemd_unit"
+    problem = target.choice_problem()
+    if problem:
+        yield ("target",), problem
 
 
 class ProcessKillFault(FaultBase):

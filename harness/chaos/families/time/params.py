@@ -74,8 +74,9 @@ class TimeSkewFault(FaultBase):
     def checks(self, context: FaultContext) -> Iterator[tuple[KeyPath, str]]:
         if self.duration <= 0:
             yield ("duration",), "a clock skew needs a positive duration (it is reverted at its end)"
-        if len([t for t in (self.target.pid_file, self.target.pattern, self.target.systemd_unit) if t]) != 1:
-            yield ("target",), "give exactly one of pid_file, pattern or systemd_unit"
+        problem = self.target.choice_problem()
+        if problem:
+            yield ("target",), problem
         if self.params.mechanism == "vdso" and self.params.rate != 1:
             yield ("params", "rate"), "mechanism vdso moves the clock by an offset only: leave rate at 1"
         if self.params.offset == 0 and self.params.rate == 1:
