@@ -17,8 +17,9 @@ libfaketime 0.9.10, kernel 6.18; docs/faults.md has the whole comparison):
   ``time.sleep`` fails with EINVAL (0.9.10's ``clock_nanosleep`` with an absolute monotonic
   deadline); gevent's sleep, ``select`` and ``threading`` waits work, which is what the demo's
   gevent services use.
-* ``FAKETIME_NO_CACHE`` costs a file read per clock read: 5.6 us per ``time.time()`` here,
-  against 0.18 us with libfaketime's default 10 s cache (which would delay a fault by up to 10 s).
+* ``FAKETIME_NO_CACHE`` costs a file read per clock read: 4.3 us per ``time.time()`` here,
+  against 0.12 us with libfaketime's default 10 s cache (which would delay a fault by up to 10 s;
+  ``benchmarks/clock_cost.py``).
 
 What callers may rely on: :func:`write_skew` replaces the file atomically (a reader sees the old
 or the new line, never half of one); :data:`REST` is the content of an unskewed clock.

@@ -1,6 +1,7 @@
 """A server process a fault starts for its window (the transparent fault proxy, a DNS responder in
-a namespace): started tagged, waited for until its control API answers, found again by its tag,
-and stopped so that only it is ever signalled.
+a namespace, the io family's FUSE server): started tagged, waited for until its control API
+answers (the FUSE server: until its mount is on top), found again by its tag, and stopped so that
+only it is ever signalled.
 
 The process runs in its own session at nice 0 (whatever the agent runs at), with the environment
 tag ``<TAG>=<run>/<fault>``: a crash between starting it and journaling its PID leaves nothing
@@ -55,18 +56,18 @@ def _alive(pid: int, ticks: int) -> bool:
 @dataclass(frozen=True)
 class FaultServer:
     """One kind of fault server: its module (run as ``python -m``), its environment tag, the noun
-    messages call it by, and its control API."""
+    messages call it by, and its control API if it has one."""
 
     module: str
     tag: str
     noun: str
-    client: ControlClient
+    client: ControlClient | None = None  # None: a server without a control API (the io family's)
     grace: float = 5.0
     start_timeout: float = 15.0
 
-    def start(self, cmd: list[str], *, log_path: str, tag_value: str, control: str) -> tuple[int, int, dict[str, Any]]:
-        """Run ``cmd`` (which runs :attr:`module`, maybe behind ``ip netns exec``); (pid, start ticks,
-        health answer) once its control API at ``control`` answers; ``FaultError`` if it does not."""
+    def spawn(self, cmd: list[str], *, log_path: str, tag_value: str) -> subprocess.Popen[bytes]:
+        """Run ``cmd`` (which runs :attr:`module`, maybe behind ``ip netns exec`` or ``nsenter``) tagged,
+        in its own session at nice 0, its output appended to ``log_path``; reaped by :func:`reap`."""
         # The package harness came from, whatever the caller's working directory (a Ray worker's is not ours).
         source = str(Path(harness.__file__).resolve().parents[1])
         path = os.pathsep.join(p for p in (source, os.environ.get("PYTHONPATH", "")) if p)
@@ -77,10 +78,18 @@ class FaultServer:
                 stdout=out,
                 stderr=out,
                 env={**os.environ, "PYTHONPATH": path, self.tag: tag_value},
-                start_new_session=True,
+                start_new_session=True,  # it outlives an agent that dies: the watchdog reverts its fault
                 preexec_fn=normal_niceness,
             )
         _CHILDREN[child.pid] = child
+        return child
+
+    def start(self, cmd: list[str], *, log_path: str, tag_value: str, control: str) -> tuple[int, int, dict[str, Any]]:
+        """:meth:`spawn`, then (pid, start ticks, health answer) once its control API at ``control``
+        answers; ``FaultError`` if it does not."""
+        if self.client is None:
+            raise TypeError(f"{self.noun} has no control API: use spawn and wait for its own sign of life")
+        child = self.spawn(cmd, log_path=log_path, tag_value=tag_value)
         deadline = time.monotonic() + self.start_timeout
         while True:
             if child.poll() is not None:

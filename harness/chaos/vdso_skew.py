@@ -21,10 +21,10 @@ and unmaps the page when no thread is inside it. Changing the offset of a patche
 the data area only (:func:`set_offset`).
 
 Measured on this machine (kernel 6.18, x86-64, root; tests/test_time_vdso.py, docs/faults.md):
-a patch or a revert stops the target 0.7-3.5 ms (a Python process with four threads; 8 ms for a
-Go binary), the first clock read after it has the offset; a Python ``time.time()`` costs 0.32 us
-patched instead of 0.073 us, a Go ``time.Now()`` 0.5 us instead of 0.05 us (two clocks, two
-system calls).
+a whole inject (journal, symbols, stop, patch) took 25 ms and a revert 0.9 ms, the target stopped
+for part of each (``benchmarks/clock_cost.py``); the first clock read after it has the offset; a Python ``time.time()`` costs 0.32 us
+patched instead of 0.09 us (``benchmarks/clock_cost.py``); a Go ``time.Now()`` reads two clocks,
+so it makes two system calls.
 
 Limits (honest):
 

@@ -210,10 +210,10 @@ class IoFamily(FaultFamily):
         reachable = ns_pid is not None or not d.get("ns_pid")
         unmounted = mounts.detach(str(d.get("target", "")), str(d.get("source", "")), ns_pid) if reachable else 0
         mounts.drain(server, DRAIN_SECONDS)
-        killed = mounts.kill(d.get("server_pid"), d.get("server_start_ticks"), str(d.get("tag", "")))
+        stopped = mounts.kill(d.get("server_pid"), d.get("server_start_ticks"), str(d.get("tag", "")))
         with contextlib.suppress(OSError):
             os.unlink(str(d.get("log", "")))
-        return {"unmounted": unmounted, "killed": ",".join(str(p) for p in killed)}
+        return {"unmounted": unmounted, "stopped": stopped}
 
     def applied_text(self, record: FaultRecord) -> str:
         return f"FUSE mount over {record.details.get('target')} (server pid {record.details.get('server_pid')})"

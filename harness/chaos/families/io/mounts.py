@@ -31,11 +31,13 @@ from pathlib import Path
 
 import psutil
 
-from harness.chaos.processes import normal_niceness, start_ticks
+from harness.chaos.fault_servers import FaultServer, reap
+from harness.chaos.processes import start_ticks
 from harness.errors import FaultError
 
 __all__ = [
     "FS_TYPE",
+    "SERVER",
     "SOURCE_PREFIX",
     "SUBTYPE",
     "TAG",
@@ -47,7 +49,6 @@ __all__ = [
     "other_namespaces",
     "quiesce",
     "start",
-    "tagged",
 ]
 
 TAG = "HARNESS_IO_FAULT"
@@ -59,10 +60,8 @@ SOURCE_PREFIX = "harness-io:"
 _MNT_DETACH = 2
 #: The signal that makes a server stop faulting (the revert's first step; see :func:`quiesce`).
 QUIESCE = signal.SIGUSR1
-_SERVER_MODULE = "harness.chaos.families.io.server"
-
-# Servers started in this process, so they are reaped (no zombies in a long-lived agent).
-_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+#: The FUSE server process: spawned, found by its tag and stopped as every fault server is.
+SERVER = FaultServer(module="harness.chaos.families.io.server", tag=TAG, noun="FUSE server", grace=2.0)
 
 
 @dataclass(frozen=True)
@@ -147,18 +146,8 @@ def start(
 ) -> tuple[int, int]:
     """Start the server in its own session (in ``ns_pid``'s mount namespace when given); return
     (pid, start ticks) once its mount is on top at ``point``."""
-    env = {**os.environ, TAG: tag}
-    with open(log_path, "ab") as log:
-        child = subprocess.Popen(
-            [*_enter(ns_pid), sys.executable, "-m", _SERVER_MODULE, spec_json],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            env=env,
-            start_new_session=True,  # it outlives an agent that dies: the watchdog reverts it
-            preexec_fn=normal_niceness,
-        )
-    _CHILDREN[child.pid] = child
+    cmd = [*_enter(ns_pid), sys.executable, "-m", SERVER.module, spec_json]
+    child = SERVER.spawn(cmd, log_path=log_path, tag_value=tag)
     deadline = time.monotonic() + 10.0
     while time.monotonic() < deadline:
         with contextlib.suppress(OSError):  # nsenter has not exec'd yet
@@ -179,16 +168,6 @@ def start(
     return child.pid, ticks
 
 
-def tagged(tag: str) -> list[psutil.Process]:
-    """Live processes whose environment carries ``HARNESS_IO_FAULT=tag``."""
-    found = []
-    for proc in psutil.process_iter(["pid"]):
-        with contextlib.suppress(psutil.Error):
-            if proc.pid != os.getpid() and proc.environ().get(TAG) == tag and proc.status() != psutil.STATUS_ZOMBIE:
-                found.append(proc)
-    return found
-
-
 def quiesce(pid: object, ticks: object) -> int | None:
     """Tell the fault's server (by PID, start time checked) to stop faulting; its PID, or None when gone."""
     if isinstance(pid, int) and isinstance(ticks, int) and pid > 0 and start_ticks(pid) == ticks:
@@ -201,48 +180,16 @@ def quiesce(pid: object, ticks: object) -> int | None:
 def drain(pid: int | None, timeout: float) -> None:
     """Wait up to ``timeout`` for a detached server to end by itself, which libfuse's loop does
     once nothing holds a file of the mount open any more."""
-    if pid is not None:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            _wait_gone([psutil.Process(pid)], timeout)
-        if pid in _CHILDREN and _CHILDREN[pid].poll() is not None:
-            _CHILDREN.pop(pid)
-
-
-def kill(pid: object, ticks: object, tag: str) -> list[int]:
-    """End the fault's server: SIGTERM, then SIGKILL after 2 s; by PID (start time checked) and tag."""
-    victims: list[psutil.Process] = []
-    if isinstance(pid, int) and isinstance(ticks, int) and pid > 0 and start_ticks(pid) == ticks:
-        with contextlib.suppress(psutil.Error):
-            victims.append(psutil.Process(pid))
-    seen = {p.pid for p in victims}
-    victims += [p for p in (tagged(tag) if tag else []) if p.pid not in seen]
-    for proc in victims:
-        with contextlib.suppress(psutil.Error):
-            proc.send_signal(signal.SIGTERM)
-    if not _wait_gone(victims, 2.0):
-        for proc in victims:
-            with contextlib.suppress(psutil.Error):
-                proc.kill()
-    alive = not _wait_gone(victims, 5.0)
-    if isinstance(pid, int) and pid in _CHILDREN:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            _CHILDREN.pop(pid).wait(timeout=5)
-    if alive:
-        raise FaultError(f"the FUSE server of {tag} is still alive after SIGKILL: {[p.pid for p in victims]}")
-    return sorted(p.pid for p in victims)
-
-
-def _wait_gone(victims: list[psutil.Process], timeout: float) -> bool:
-    """True once every process has ended (a zombie has: it holds no mount, no file) within ``timeout``."""
+    if pid is None:
+        return
     deadline = time.monotonic() + timeout
-    while True:
-        alive = False
-        for proc in victims:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
-                    alive = True
-        if not alive:
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.02)
+    with contextlib.suppress(psutil.NoSuchProcess):
+        proc = psutil.Process(pid)
+        while proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+            time.sleep(0.02)
+    reap()
+
+
+def kill(pid: object, ticks: object, tag: str) -> str:
+    """End the fault's server: SIGTERM, then SIGKILL after 2 s; by PID (start time checked) and tag."""
+    return SERVER.stop(pid, ticks, tag)
