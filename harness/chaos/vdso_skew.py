@@ -22,8 +22,8 @@ the data area only (:func:`set_offset`).
 
 Measured on this machine (kernel 6.18, x86-64, root; tests/test_time_vdso.py, docs/faults.md):
 a whole inject (journal, symbols, stop, patch) took 25 ms and a revert 0.9 ms, the target stopped
-for part of each (``benchmarks/clock_cost.py``); the first clock read after it has the offset; a Python ``time.time()`` costs 0.32 us
-patched instead of 0.09 us (``benchmarks/clock_cost.py``); a Go ``time.Now()`` reads two clocks,
+for part of each; the first clock read after it has the offset; a Python ``time.time()`` costs
+0.32 us patched instead of 0.09 us (both ``benchmarks/clock_cost.py``); a Go ``time.Now()`` reads two clocks,
 so it makes two system calls.
 
 Limits (honest):
