@@ -32,13 +32,13 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from harness.chaos import watchdog
 from harness.chaos.family import FaultFamily, find_family
 from harness.chaos.journal import FaultRecord, FaultState, Journal
-from harness.chaos.processes import protected_processes
+from harness.chaos.processes import protected_processes, resolve_targets
 from harness.chaos.recover import revert_record
 from harness.chaos.steps import InjectContext
 from harness.errors import FaultError, HarnessError
 from harness.measure.clocks import ClockOffset
 from harness.priority import AGENT_NICE, normal_priority
-from harness.scenario import Fault
+from harness.scenario import Fault, ProcessTarget
 
 __all__ = ["LEASE_TTL", "RENEW_INTERVAL", "ChaosAgent"]
 
@@ -228,6 +228,14 @@ class _ChaosAgentActor:
     def ping(self) -> float:
         return time.time()
 
+    def matching(self, pattern: str) -> list[int]:
+        """PIDs of the processes on this node whose command line matches ``pattern`` (a heal
+        condition), harness itself and the processes it protects excluded; reads, changes nothing."""
+        try:
+            return [p.pid for p in resolve_targets(ProcessTarget(pattern=pattern), protected=self._protected)]
+        except FaultError:  # none matches
+            return []
+
 
 def _actor_name(run_id: str, node_id: str | None) -> str:
     where = node_id or "any"
@@ -380,6 +388,11 @@ class ChaosAgent:
     def ping(self) -> float:
         """The agent's wall-clock time (``time.time()`` on its node): it is alive and answering."""
         result: float = self._call("ping")
+        return result
+
+    def matching(self, pattern: str, timeout: float = 2.0) -> list[int]:
+        """PIDs of the node's processes whose command line matches ``pattern`` (harness's own excluded)."""
+        result: list[int] = self._call("matching", pattern, what="match processes", timeout=timeout)
         return result
 
     def stop(self, grace: float = 5.0) -> list[Summary]:

@@ -125,13 +125,14 @@ class FaultAgents:
 
     # ------------------------------------------------------------------ the schedule
 
-    def _agent_of(self, fault_name: str) -> ChaosAgent | None:
+    def agent_of(self, fault_name: str) -> ChaosAgent | None:
+        """The chaos agent on the node fault ``fault_name`` acts on (None before :meth:`start`)."""
         return self.agents.get(self.placement.node_of(fault_name).node_id)
 
     def inject(self, index: int) -> Injected:
         """Inject fault ``index`` of the scenario; raises ``FaultError`` (and it is not active then)."""
         fault = self.scenario.faults[index]
-        agent = self._agent_of(fault.name)
+        agent = self.agent_of(fault.name)
         assert agent is not None
         with self._lock:
             self._active[fault.name] = time.time()
@@ -150,7 +151,7 @@ class FaultAgents:
 
     def revert(self, name: str) -> float | None:
         """Revert an active fault; returns when (epoch, driver's clock), None when it is not active."""
-        agent = self._agent_of(name)
+        agent = self.agent_of(name)
         with self._lock:
             active = name in self._active
         if not active or agent is None:

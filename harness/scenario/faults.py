@@ -36,6 +36,7 @@ from pydantic import AfterValidator, Field, GetCoreSchemaHandler, Tag
 
 from harness.errors import ConfigError
 from harness.scenario.fields import Duration, KeyPath, Model, Name, NodeSelector, regex
+from harness.scenario.heal import HealCheck
 
 if TYPE_CHECKING:
     from pydantic_core import CoreSchema
@@ -88,6 +89,9 @@ class FaultBase(Model):
 
     #: The model's kind, read from its ``kind: Literal[...]`` field ("" on a base without one).
     KIND: ClassVar[str] = ""
+    #: True for a kind that has nothing to revert (a kill): its heal_time runs from the injection,
+    #: not from the end of its window.
+    HEALS_FROM_START: ClassVar[bool] = False
     if TYPE_CHECKING:  # each kind's model declares ``kind: Literal["family.kind"]``
         kind: str
 
@@ -102,6 +106,12 @@ class FaultBase(Model):
         default=None,
         description="The Ray node whose chaos agent applies the fault, i.e. the host it acts on "
         "(e.g. {labels: {harness.io/host: db-1}}); must match exactly one node. Default: the driver's node.",
+    )
+    heal: HealCheck | None = Field(
+        default=None,
+        description="When the system is whole again after this fault, for its heal_time (one of url, pattern, "
+        "pods, deployment). Default: derived from the fault's target where its kind can (a pod kill, a scale, "
+        "a process kill by pattern).",
     )
 
     @classmethod
@@ -119,6 +129,14 @@ class FaultBase(Model):
     def with_base_dir(self, base: Path) -> Self:
         """This fault with relative paths in it read from ``base`` (the scenario file's directory)."""
         return self
+
+    def default_heal(self) -> HealCheck | None:
+        """The heal condition this kind derives from its own target when ``heal:`` is not given; none by default."""
+        return None
+
+    def heal_check(self) -> HealCheck | None:
+        """The condition that says the system healed after this fault: ``heal:``, else the kind's default."""
+        return self.heal if self.heal is not None else self.default_heal()
 
 
 _IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network

@@ -5,12 +5,13 @@ from __future__ import annotations
 import signal
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import BeforeValidator, Field, WithJsonSchema
 
 from harness.scenario.faults import FaultBase, FaultContext, ProcessTarget
 from harness.scenario.fields import KeyPath, Model, signal_number
+from harness.scenario.heal import HealCheck
 
 __all__ = ["KillParams", "PauseParams", "ProcessFault", "ProcessKillFault", "ProcessPauseFault"]
 
@@ -43,6 +44,7 @@ def _one_target(target: ProcessTarget) -> Iterator[tuple[KeyPath, str]]:
 class ProcessKillFault(FaultBase):
     """Send a signal (SIGKILL by default) to the target process(es) at ``at``."""
 
+    HEALS_FROM_START: ClassVar[bool] = True  # a kill: its heal_time runs from the kill
     kind: Literal["process.kill"] = Field(description="Fault kind.")
     target: ProcessTarget = Field(description="Which process(es) the fault acts on.")
     params: KillParams = Field(default_factory=KillParams, description="Kill parameters.")
@@ -56,6 +58,10 @@ class ProcessKillFault(FaultBase):
 
     def with_base_dir(self, base: Path) -> ProcessKillFault:
         return self.model_copy(update={"target": self.target.with_base_dir(base)})
+
+    def default_heal(self) -> HealCheck | None:
+        """Killed by pattern: healed once the pattern matches a process again (its supervisor restarted it)."""
+        return HealCheck(pattern=self.target.pattern) if self.target.pattern else None
 
 
 class ProcessPauseFault(FaultBase):
