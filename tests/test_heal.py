@@ -318,9 +318,9 @@ def test_heal_slos_hold_when_the_system_heals_in_time(
     assert RESTART_DELAY <= heals["kill-catalog"]["heal_time_s"] <= RESTART_DELAY + 3
     slo = {s["name"]: s for s in summary["slos"]}
     for name, fault in (("payments-heals", "kill-payments"), ("pod-heals", "kill-pod")):
-        assert slo[name]["status"] == "met" and slo[name]["measured"] == pytest.approx(heals[fault]["heal_time_s"])
+        assert slo[name]["status"] == "met" and slo[name]["measured"] == pytest.approx(heals[fault]["heal_time_s"], abs=1e-3)
     assert all(not case.result for name, case in junit.items() if name.endswith("-heals"))
-    assert "fault kill-pod healed after 1." in done.stderr
+    assert "fault kill-pod healed after 1." in done.stdout
     rows = influxd.query(
         "SELECT \"text\", \"name\" FROM harness_events WHERE run_id = 'heal' AND kind = 'heal'", "harness"
     )
@@ -357,4 +357,4 @@ def test_a_heal_too_slow_fails_and_one_that_never_comes_fails_saying_so(
     assert failure.type == "NeverHealed" and "measured never" in failure.message
     [failure] = [r for r in junit["payments-heals-fast"].result if isinstance(r, Failure)]
     assert failure.type == "SloFailed"
-    assert "fault pause-catalog did not heal within the run" in done.stderr
+    assert "fault pause-catalog did not heal within the run" in done.stdout
