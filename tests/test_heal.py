@@ -32,8 +32,8 @@ import pytest
 from junitparser import Failure, JUnitXml
 
 from harness.chaos.families.kubernetes import api as kube
-from harness.chaos.families.kubernetes.health import pods_ready, replicas_available
 from harness.chaos.families.kubernetes.params import KubernetesPodKillFault, KubernetesScaleFault
+from harness.chaos.kube_health import KubeReader
 from harness.demo.control import DemoInfo, down, up
 from harness.run.heal import HealWatch
 from harness.run.recorder import Recorder
@@ -63,6 +63,14 @@ def double() -> Iterator[FakeApiServer]:
 def api(double: FakeApiServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> kube.KubeApi:
     monkeypatch.setenv("KUBECONFIG", str(double.write_kubeconfig(tmp_path / "kubeconfig", [CONTEXT], CONTEXT)))
     return kube.connect([CONTEXT])
+
+
+def pods_ready(api: kube.KubeApi, namespace: str, selector: str) -> tuple[int, int]:
+    return KubeReader([api.context]).pods_ready(namespace, selector)
+
+
+def replicas_available(api: kube.KubeApi, namespace: str, deployment: str) -> tuple[int, int]:
+    return KubeReader([api.context]).replicas_available(namespace, deployment)
 
 
 def _pods(api: kube.KubeApi) -> dict[str, Any]:
@@ -318,7 +326,9 @@ def test_heal_slos_hold_when_the_system_heals_in_time(
     assert RESTART_DELAY <= heals["kill-catalog"]["heal_time_s"] <= RESTART_DELAY + 3
     slo = {s["name"]: s for s in summary["slos"]}
     for name, fault in (("payments-heals", "kill-payments"), ("pod-heals", "kill-pod")):
-        assert slo[name]["status"] == "met" and slo[name]["measured"] == pytest.approx(heals[fault]["heal_time_s"], abs=1e-3)
+        assert slo[name]["status"] == "met" and slo[name]["measured"] == pytest.approx(
+            heals[fault]["heal_time_s"], abs=1e-3
+        )
     assert all(not case.result for name, case in junit.items() if name.endswith("-heals"))
     assert "fault kill-pod healed after 1." in done.stdout
     rows = influxd.query(

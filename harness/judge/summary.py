@@ -425,7 +425,7 @@ class RunSummary:
     windows: dict[str, Stats] = field(default_factory=dict)
     slos: list[SloResult] | None = None  # None: a summary without SLO results (the key is absent)
     guard: GuardTrip | None = None
-    heals: list[HealEntry] = field(default_factory=list)
+    heals: list[HealEntry] | None = field(default=None, metadata=OMIT_NONE)  # None: no fault's heal was watched
     baseline: BaselineOutcome | None = None
     events: list[RunEvent] = field(default_factory=list)
     timings: Timings = field(default_factory=Timings)

@@ -428,7 +428,7 @@ class Orchestrator:
             windows={name: Stats.from_json(row) for name, row in windows.items()},
             slos=slos,
             guard=live.guard.trip if live is not None else None,
-            heals=[HealEntry.of(heal) for heal in self.heal_times.values()],
+            heals=[HealEntry.of(heal) for heal in self.heal_times.values()] or None,
             baseline=baseline,
             events=list(self.recorder.events),
             timings=self._timings(),
