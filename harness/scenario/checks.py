@@ -161,6 +161,8 @@ def _fault_checks(draft: Draft) -> Iterator[Found]:
             )
         for path, message in fault.checks(context):
             yield ("faults", i, *path), message
+        for path, message in fault.pod_checks(context):
+            yield ("faults", i, *path), message
 
 
 def _slo_checks(draft: Draft) -> Iterator[Found]:
