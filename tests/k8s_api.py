@@ -56,11 +56,23 @@ class Cluster:
     def add_namespace(self, name: str, labels: dict[str, str] | None = None) -> None:
         self.namespaces[name] = {"kubernetes.io/metadata.name": name, **(labels or {})}
 
-    def add_pod(self, namespace: str, name: str, labels: dict[str, str], *, terminating: bool = False) -> None:
+    def add_pod(
+        self,
+        namespace: str,
+        name: str,
+        labels: dict[str, str],
+        *,
+        terminating: bool = False,
+        uid: str | None = None,
+        node_name: str = "node-1",
+        containers: dict[str, str] | None = None,
+        pod_ip: str = "10.0.0.1",
+    ) -> None:
+        """A Running pod; ``containers`` (name -> containerd ID) are listed in status.containerStatuses."""
         meta: dict[str, Any] = {
             "name": name,
             "namespace": namespace,
-            "uid": str(uuid.uuid4()),
+            "uid": uid or str(uuid.uuid4()),
             "resourceVersion": "1",
             "creationTimestamp": "2026-01-01T00:00:00Z",
             "labels": labels,
@@ -72,9 +84,26 @@ class Cluster:
             "kind": "Pod",
             "apiVersion": "v1",
             "metadata": meta,
-            "spec": {"containers": [{"name": "app", "image": "registry.example/app:1"}], "nodeName": "node-1"},
-            "status": {"phase": "Running", "podIP": "10.0.0.1"},
+            "spec": {
+                "containers": [{"name": c, "image": "registry.example/app:1"} for c in (containers or {"app": ""})],
+                "nodeName": node_name,
+            },
+            "status": {"phase": "Running", "podIP": pod_ip},
         }
+        if containers:
+            self.pods[namespace][name]["status"]["containerStatuses"] = [
+                {
+                    "name": c,
+                    "containerID": f"containerd://{cid}",
+                    "image": "registry.example/app:1",
+                    "imageID": "",
+                    "ready": True,
+                    "restartCount": 0,
+                    "started": True,
+                    "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}},
+                }
+                for c, cid in containers.items()
+            ]
 
 
 # ---------------------------------------------------------------- label selectors (server side)

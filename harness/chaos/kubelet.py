@@ -18,7 +18,8 @@ The containers' IDs come from the pod's ``status.containerStatuses[].containerID
 target. Every process found is checked back through ``/proc/<pid>/cgroup`` (its cgroup path must
 name the pod's UID), and the pod's network namespace is the one ``/proc/<pid>/ns/net`` of its
 first process points to, named by the entry under ``/run/netns`` with the same inode (as the CNI
-plugins name them, ``cni-...``). A pod on the host's network namespace (``hostNetwork``) has none.
+plugins name them, ``cni-...``). A pod in the node's own network namespace (``hostNetwork``: the
+agent's) has none of its own.
 """
 
 from __future__ import annotations
@@ -143,9 +144,12 @@ def _names_pod(pid: int, uid: str) -> bool:
 
 
 def _netns_of(pid: int) -> tuple[int, str, bool]:
-    """(inode, name under /run/netns or '', whether it is the host's) of ``pid``'s network namespace."""
+    """(inode, name under /run/netns or '', whether it is the node's own) of ``pid``'s network namespace.
+
+    The node's own is the agent's (it runs in the host's namespace; PID 1's may not be readable).
+    """
     inode = os.stat(f"/proc/{pid}/ns/net").st_ino
-    host = inode == os.stat("/proc/1/ns/net").st_ino
+    host = inode == os.stat("/proc/self/ns/net").st_ino
     name = ""
     if NETNS_DIR.is_dir():
         for entry in sorted(NETNS_DIR.iterdir()):
