@@ -72,6 +72,7 @@ class ReplicaSet:
     uid: str
     labels: dict[str, str]
     ready_delay: float
+    node_name: str = "node-1"  # where its pods are scheduled
     ready_at: dict[str, float] = field(default_factory=dict)  # pod name -> when it turns Ready (monotonic)
 
 
@@ -96,11 +97,17 @@ class Cluster:
         terminating: bool = False,
         owner: ReplicaSet | None = None,
         ready: bool = True,
+        uid: str | None = None,
+        node_name: str = "node-1",
+        containers: dict[str, str] | None = None,
+        pod_ip: str = "10.0.0.1",
     ) -> dict[str, Any]:
+        """A pod, Running and Ready (``ready``) or Pending; ``containers`` (name -> containerd ID) are listed
+        in status.containerStatuses; ``owner``: the ReplicaSet that controls it (ownerReferences)."""
         meta: dict[str, Any] = {
             "name": name,
             "namespace": namespace,
-            "uid": str(uuid.uuid4()),
+            "uid": uid or str(uuid.uuid4()),
             "resourceVersion": "1",
             "creationTimestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "labels": labels,
@@ -119,13 +126,30 @@ class Cluster:
                     "blockOwnerDeletion": True,
                 }
             ]
-        pod = {
+        pod: dict[str, Any] = {
             "kind": "Pod",
             "apiVersion": "v1",
             "metadata": meta,
-            "spec": {"containers": [{"name": "app", "image": "registry.example/app:1"}], "nodeName": "node-1"},
-            "status": {},
+            "spec": {
+                "containers": [{"name": c, "image": "registry.example/app:1"} for c in (containers or {"app": ""})],
+                "nodeName": node_name,
+            },
+            "status": {"podIP": pod_ip},
         }
+        if containers:
+            pod["status"]["containerStatuses"] = [
+                {
+                    "name": c,
+                    "containerID": f"containerd://{cid}",
+                    "image": "registry.example/app:1",
+                    "imageID": "",
+                    "ready": True,
+                    "restartCount": 0,
+                    "started": True,
+                    "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}},
+                }
+                for c, cid in containers.items()
+            ]
         _set_ready(pod, ready)
         self.pods.setdefault(namespace, {})[name] = pod
         return pod
@@ -138,17 +162,18 @@ class Cluster:
         *,
         labels: dict[str, str] | None = None,
         ready_delay: float = 0.0,
+        node_name: str = "node-1",
     ) -> ReplicaSet:
         """A Deployment of ``replicas`` Ready pods (labels default ``app=<name>``) behind a ReplicaSet whose
         replacement pods become Ready ``ready_delay`` seconds after they are created."""
         template = f"{random.Random(name).randrange(16**9):09x}"
         owned = ReplicaSet(
-            namespace, name, f"{name}-{template}", str(uuid.uuid4()), labels or {"app": name}, ready_delay
+            namespace, name, f"{name}-{template}", str(uuid.uuid4()), labels or {"app": name}, ready_delay, node_name
         )
         self.replica_sets[(namespace, name)] = owned
         self.replicas[(namespace, name)] = replicas
         for _ in range(replicas):
-            self.add_pod(namespace, self._pod_name(owned), dict(owned.labels), owner=owned)
+            self.add_pod(namespace, self._pod_name(owned), dict(owned.labels), owner=owned, node_name=node_name)
         return owned
 
     def _pod_name(self, owner: ReplicaSet) -> str:
@@ -175,7 +200,10 @@ class Cluster:
                 del self.pods[owner.namespace][extra["metadata"]["name"]]
                 owner.ready_at.pop(extra["metadata"]["name"], None)
             for _ in range(want - len(pods)):
-                new = self.add_pod(owner.namespace, self._pod_name(owner), dict(owner.labels), owner=owner, ready=False)
+                name = self._pod_name(owner)
+                new = self.add_pod(
+                    owner.namespace, name, dict(owner.labels), owner=owner, ready=False, node_name=owner.node_name
+                )
                 owner.ready_at[new["metadata"]["name"]] = now + owner.ready_delay
             for name, at in list(owner.ready_at.items()):
                 pending = self.pods.get(owner.namespace, {}).get(name)
@@ -199,10 +227,12 @@ class Cluster:
 def _set_ready(pod: dict[str, Any], ready: bool) -> None:
     """Pending and not Ready, or Running and Ready (conditions as the kubelet reports them)."""
     flag = "True" if ready else "False"
+    for container in pod["status"].get("containerStatuses", []):
+        container["ready"] = container["started"] = ready
+        container["state"] = {"running": {"startedAt": "2026-01-01T00:00:00Z"}} if ready else {"waiting": {}}
     pod["status"] = {
-        **pod.get("status", {}),
+        **pod["status"],
         "phase": "Running" if ready else "Pending",
-        "podIP": "10.0.0.1",
         "conditions": [
             {"type": "PodScheduled", "status": "True"},
             {"type": "Initialized", "status": "True"},

@@ -74,7 +74,8 @@ def replicas_available(api: kube.KubeApi, namespace: str, deployment: str) -> tu
 
 
 def _pods(api: kube.KubeApi) -> dict[str, Any]:
-    return {p.metadata.name: p for p in api.core.list_namespaced_pod("shop", label_selector="app=payments").items}
+    pods: list[Any] = api.core.list_namespaced_pod("shop", label_selector="app=payments").items
+    return {p.metadata.name: p for p in pods}
 
 
 def _ready(pod: Any) -> bool:

@@ -51,7 +51,7 @@ from harness.plan import Plan, Step, StepKind
 from harness.results.points import run_point, running_point, slo_points
 from harness.results.samples import BaselineRun
 from harness.run.cluster import RayStart, driver_node_id, live_nodes, start_ray, stop_ray
-from harness.run.faults import FaultAgents
+from harness.run.faults import FaultAgents, choose_pods
 from harness.run.fleet import Fleet, FleetOptions
 from harness.run.heal import HealWatch
 from harness.run.losses import Losses
@@ -200,7 +200,7 @@ class Orchestrator:
         if driver is None:  # not listed yet: the driver's own node is alive by definition
             driver = Node(node_id=driver_id, ip="", hostname=socket.gethostname())
         generator_nodes(self.scenario, nodes)
-        return place_faults(self.scenario, nodes, driver)
+        return place_faults(self.scenario, nodes, driver, choose_pods(self.scenario, self.recorder))
 
     # ------------------------------------------------------------------ the clock
 

@@ -162,7 +162,10 @@ def _fault_checks(draft: Draft) -> Iterator[Found]:
             )
         for path, message in fault.checks(context):
             yield ("faults", i, *path), message
-        yield from (((("faults", i, "heal", *path), message) for path, message in _heal_checks(fault, context)))
+        for path, message in fault.pod_checks(context):
+            yield ("faults", i, *path), message
+        for path, message in _heal_checks(fault, context):
+            yield ("faults", i, "heal", *path), message
 
 
 def _slo_checks(draft: Draft) -> Iterator[Found]:

@@ -35,7 +35,11 @@ class PauseParams(Model):
     pass
 
 
-def _one_target(target: ProcessTarget) -> Iterator[tuple[KeyPath, str]]:
+def _one_target(fault: FaultBase, target: ProcessTarget) -> Iterator[tuple[KeyPath, str]]:
+    if fault.pods is not None:  # the pods' containers are the target, found on each node
+        if target != ProcessTarget():
+            yield ("target",), "with pods, the target is the pods' containers (narrow with pods.containers); remove it"
+        return
     problem = target.choice_problem()
     if problem:
         yield ("target",), problem
@@ -46,13 +50,15 @@ class ProcessKillFault(FaultBase):
 
     HEALS_FROM_START: ClassVar[bool] = True  # a kill: its heal_time runs from the kill
     kind: Literal["process.kill"] = Field(description="Fault kind.")
-    target: ProcessTarget = Field(description="Which process(es) the fault acts on.")
+    target: ProcessTarget = Field(
+        default_factory=ProcessTarget, description="Which process(es) the fault acts on (none with pods)."
+    )
     params: KillParams = Field(default_factory=KillParams, description="Kill parameters.")
 
     def checks(self, context: FaultContext) -> Iterator[tuple[KeyPath, str]]:
         if self.params.signal in (signal.SIGSTOP, signal.SIGTSTP):
             yield ("params", "signal"), f"a stop signal cannot be reverted by a kill; use kind {ProcessPauseFault.KIND}"
-        yield from _one_target(self.target)
+        yield from _one_target(self, self.target)
         if self.params.restart_cwd and not self.params.restart:
             yield ("params", "restart_cwd"), "restart_cwd needs params.restart"
 
@@ -68,13 +74,15 @@ class ProcessPauseFault(FaultBase):
     """SIGSTOP the target at ``at``, SIGCONT it at ``at + duration``."""
 
     kind: Literal["process.pause"] = Field(description="Fault kind.")
-    target: ProcessTarget = Field(description="Which process(es) the fault acts on.")
+    target: ProcessTarget = Field(
+        default_factory=ProcessTarget, description="Which process(es) the fault acts on (none with pods)."
+    )
     params: PauseParams = Field(default_factory=PauseParams, description="No parameters.")
 
     def checks(self, context: FaultContext) -> Iterator[tuple[KeyPath, str]]:
         if self.duration <= 0:
             yield ("duration",), "a pause needs a positive duration"
-        yield from _one_target(self.target)
+        yield from _one_target(self, self.target)
 
     def with_base_dir(self, base: Path) -> ProcessPauseFault:
         return self.model_copy(update={"target": self.target.with_base_dir(base)})
