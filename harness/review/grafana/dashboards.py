@@ -126,7 +126,6 @@ def _events(kind: str) -> str:
 
 def _run_header() -> dash.Dashboard:
     """The run dashboard without panels: its variables and its fault, phase and abort annotations."""
-    marker_tags = f"{schema.NAME},{schema.STATE}"
     faults = InfluxAnnotationTarget(
         FAULT_REGIONS, text_column=schema.TEXT, tags_column="fault", time_end_column="timeEnd"
     )
@@ -154,17 +153,16 @@ def _run_header() -> dash.Dashboard:
         )
         .link(link("Run report", "${reports_url}/${run_id}/report.html", "This run's HTML report."))
         .annotation(annotation("Faults", "red", faults))
-        .annotation(
-            annotation(
-                "Phases", "blue", InfluxAnnotationTarget(_events(schema.EventKind.PHASE), tags_column=marker_tags)
-            )
-        )
-        .annotation(
-            annotation(
-                "Aborts", "purple", InfluxAnnotationTarget(_events(schema.EventKind.ABORT), tags_column=marker_tags)
-            )
-        )
+        .annotation(annotation("Phases", "blue", _marks(schema.EventKind.PHASE)))
+        .annotation(annotation("Aborts", "purple", _marks(schema.EventKind.ABORT)))
+        # The instant each watched fault's heal condition first held (heal_time's end): "healed after 2.1s".
+        .annotation(annotation("Heals", "green", _marks(schema.EventKind.HEAL)))
     )
+
+
+def _marks(kind: str) -> InfluxAnnotationTarget:
+    """Markers at the events of ``kind``, tagged with their name and state."""
+    return InfluxAnnotationTarget(_events(kind), tags_column=f"{schema.NAME},{schema.STATE}")
 
 
 def _run_lists() -> list[Any]:
