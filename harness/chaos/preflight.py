@@ -26,6 +26,7 @@ from harness.chaos.family import HostContext, family_of
 from harness.errors import ConfigError, HarnessError
 from harness.scenario import Scenario
 from harness.scenario.faults import FaultBase
+from harness.scenario.heal import watched_faults
 
 __all__ = ["check", "targets"]
 
@@ -43,6 +44,10 @@ def targets(scenario: Scenario) -> dict[str, str]:
             continue
         family = family_of(fault.kind)
         out[fault.name] = family.describe(fault) + family.resolve(fault, context)
+    for fault in watched_faults(scenario.faults, scenario.slos):
+        check = fault.heal_check()
+        since = "the kill" if fault.HEALS_FROM_START else "its end"
+        out[fault.name] += f"; heal_time from {since} until {check.describe() if check else '?'}"
     return out
 
 
