@@ -1,3 +1,4 @@
+# long: both dashboards read the same quoted names and figure helpers; one module keeps every query beside them
 """The Grafana dashboards of a run, built as code with ``grafana_foundation_sdk``.
 
 :func:`build_all` returns every dashboard as the JSON model Grafana imports (file name ->
@@ -61,6 +62,7 @@ FAILURE_KINDS = _q(schema.FAILURE_KINDS.name)
 WINDOWS = _q(schema.WINDOWS.name)
 ENDPOINTS = _q(schema.ENDPOINTS.name)
 RUNS = _q(schema.RUNS.name)
+HEALS = _q(schema.HEALS.name)
 
 
 def _agg(function: str, field: str, alias: str) -> str:
@@ -287,10 +289,11 @@ def _figures(*skip: str) -> str:
 
 
 def _run_tables() -> list[Any]:
-    """Whole-run tables: per endpoint, and the SLOs as judged."""
+    """Whole-run tables: per endpoint, the SLOs as judged, their windows, and each watched fault's heal."""
     endpoints = f"{_figures()}, {_agg('last', schema.BYTES, 'bytes')}"
     slos = ", ".join(_agg("last", field, field) for field in (schema.VALUE, schema.THRESHOLD, schema.PASSED))
     windows = _figures(schema.FAILURES)
+    heals = ", ".join(_agg("last", f, f) for f in (schema.HEAL_TIME, schema.SINCE, schema.CHECK, schema.LAST_ERROR))
     by_endpoint = f"GROUP BY {_q(schema.METHOD)}, {_q(schema.NAME)}"
     return [
         table_panel(
@@ -313,6 +316,13 @@ def _run_tables() -> list[Any]:
             "(so far while the run goes).",
             pos(0, _TOP + 58, 24, 8),
             InfluxQL("A", f"SELECT {windows} FROM {WINDOWS} WHERE {RUN} GROUP BY {_q(schema.WINDOW)}", "table"),
+        ),
+        table_panel(
+            "Healing",
+            "Each watched fault's heal_time, measured from the system's side: from the fault's end (a kill: the "
+            "kill) until its heal condition (a health URL, a process, pods, replicas) first held; none: never.",
+            pos(0, _TOP + 66, 24, 6),
+            InfluxQL("A", f"SELECT {heals} FROM {HEALS} WHERE {RUN} GROUP BY {_q(schema.FAULT)}", "table"),
         ),
     ]
 
