@@ -252,6 +252,29 @@ def test_the_heal_watch_measures_a_pod_kill_until_as_many_pods_are_ready_as_befo
     assert event.text.startswith("fault kill healed after 1.") and event.time == heal.healed
 
 
+def test_the_heal_watch_measures_a_scale_from_its_end_until_its_replicas_are_available(
+    api: kube.KubeApi, tmp_path: Path
+) -> None:
+    scenario = _scenario(
+        tmp_path,
+        "  - {name: zero, kind: kubernetes.scale, at: 1s, duration: 1s,\n"
+        "     target: {namespace: shop, deployment: payments}}\n",
+        "  - {name: back, objective: heal_time < 5s, window: 'after:zero'}\n",
+    )
+    recorder = Recorder("r3", _Points())
+    watch = HealWatch(scenario, recorder, agent_of=lambda name: None)
+    watch.start()
+    record = kube.inject(scenario.faults[0], api)
+    watch.fault_started("zero", time.time())  # not a kill: watched from its end only
+    time.sleep(0.5)
+    kube.revert(record, api)
+    watch.fault_ended("zero", time.time())
+    _wait(lambda: any(e.kind == "heal" for e in recorder.events), timeout=5)
+    heal = watch.stop()["zero"]
+    assert not heal.from_start and heal.seconds == pytest.approx(READY_DELAY, abs=0.3)
+    assert heal.check == "deployment shop/payments availableReplicas back at spec.replicas"
+
+
 class _Health(BaseHTTPRequestHandler):
     healthy_from = 0.0
 
