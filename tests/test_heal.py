@@ -439,3 +439,21 @@ def test_a_heal_too_slow_fails_and_one_that_never_comes_fails_saying_so(
     [failure] = [r for r in junit["payments-heals-fast"].result if isinstance(r, Failure)]
     assert failure.type == "SloFailed"
     assert "fault pause-catalog did not heal within the run" in done.stdout
+
+
+def test_summary_heals_round_trip_and_the_report_shows_them() -> None:
+    from harness.judge.summary import HealEntry, RunSummary
+    from harness.review import report_tables
+    from harness.review.report_model import HealRow, ReportData
+
+    heals = [
+        HealEntry("kill", "a process matching 'x' runs", "kill", 10.0, 12.1, 2.1, 15, ""),
+        HealEntry("gone", "http://127.0.0.1:9/health answers 2xx", "end", 20.0, None, None, 40, "Connection refused"),
+    ]
+    written = RunSummary(run_id="r", heals=heals).to_json()
+    assert RunSummary.from_json(written).heals == heals
+    assert "heals" not in RunSummary(run_id="r").to_json()  # no heal watched: the key is absent, as before
+    rows = tuple(HealRow(h.fault, h.since, h.check, h.heal_time_s, h.last_error) for h in heals)
+    html = report_tables.heals(ReportData("r", "s", "failed", "", None, None, heals=rows))
+    assert "<td>kill</td><td>the kill</td>" in html and "<td>2.10s</td>" in html
+    assert "never healed within the run</span> (last poll: Connection refused)" in html
