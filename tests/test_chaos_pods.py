@@ -4,7 +4,7 @@ Three "pods" of a service (tests/kubelet_pods.py: a cgroup per pod UID with the 
 its container scope, a CNI-named network namespace per pod with a real HTTP server in it) and
 the API double (tests/k8s_api.py) serving pods whose UIDs, nodeName and containerStatuses match,
 reached through the official client with $KUBECONFIG. The pods are chosen as a run chooses
-them (:mod:`harness.chaos.families.kubernetes.pods`), each member fault made on the node
+them (:mod:`harness.chaos.kube`), each member fault made on the node
 (:mod:`harness.chaos.pods`) and applied through its family's journal steps; traffic is measured by
 requests from the host to each pod. The end-to-end test runs ``harness run`` on the local Ray,
 whose node carries the hostname label the double's pods name as their node.
@@ -28,9 +28,9 @@ import psutil
 import pytest
 
 from harness.chaos import pods as pod_faults
-from harness.chaos.families.kubernetes.pods import choose_pods
 from harness.chaos.family import family_of
 from harness.chaos.journal import FaultRecord, Journal
+from harness.chaos.kube import choose_pods
 from harness.chaos.kubelet import PodRef, locate
 from harness.chaos.steps import InjectContext
 from harness.errors import ConfigError
