@@ -31,9 +31,9 @@ from typing import Any
 import pytest
 from junitparser import Failure, JUnitXml
 
+from harness.chaos import kube_health
 from harness.chaos.families.kubernetes import api as kube
 from harness.chaos.families.kubernetes.params import KubernetesPodKillFault, KubernetesScaleFault
-from harness.chaos.kube_health import KubeReader
 from harness.demo.control import DemoInfo, down, up
 from harness.run.heal import HealWatch
 from harness.run.recorder import Recorder
@@ -66,11 +66,11 @@ def api(double: FakeApiServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
 
 def pods_ready(api: kube.KubeApi, namespace: str, selector: str) -> tuple[int, int]:
-    return KubeReader([api.context]).pods_ready(namespace, selector)
+    return kube_health.pods_ready(api, namespace, selector, "test")
 
 
 def replicas_available(api: kube.KubeApi, namespace: str, deployment: str) -> tuple[int, int]:
-    return KubeReader([api.context]).replicas_available(namespace, deployment)
+    return kube_health.replicas_available(api, namespace, deployment, "test")
 
 
 def _pods(api: kube.KubeApi) -> dict[str, Any]:
