@@ -109,8 +109,10 @@ class _Watched:
 class HealWatch:
     """The heal conditions of one run's watched faults. Not reusable: one per run.
 
-    ``agent_of`` gives the chaos agent on a fault's node (for a pattern); ``allowed_contexts``
-    are the kube contexts a pods or deployment condition may be read in.
+    ``agent_of`` gives the chaos agent on a fault's node (for a pattern); a pods or deployment
+    condition is read in the kubeconfig's context, which ``safety.allowed_contexts`` must allow.
+    Each fault's healing begins once (:meth:`fault_started` for a kill, :meth:`fault_ended` for
+    the others) and never after :meth:`stop`.
     """
 
     def __init__(
@@ -199,11 +201,11 @@ class HealWatch:
                 watched.last_error = why
             due += self._interval
             self._stop.wait(max(0.0, due - time.monotonic()))
-        if watched.result is not None:
-            seconds = watched.result.seconds or 0.0
-            took = format_duration(round(seconds, 2))
+        healed = watched.result
+        if healed is not None and healed.healed is not None:
+            took = format_duration(round(healed.seconds or 0.0, 2))
             text = f"fault {watched.fault.name} healed after {took}: {watched.check.describe()}"
-            self._recorder.event("heal", watched.fault.name, "end", text, watched.result.healed or time.time())
+            self._recorder.event("heal", watched.fault.name, "end", text, healed.healed)
 
     def _healed(self, watched: _Watched, at: float | None) -> HealTime:
         assert watched.began is not None
