@@ -210,11 +210,6 @@ def test_container_kill_kills_only_the_named_containers_processes(node: list[Pod
     finally:
         _revert(records, journal)
         kubelet_pods.restart_app(pod)
-    with pytest.raises(ValueError, match="name the containers to kill"):
-        from harness.scenario.faults import FaultContext
-
-        problems = list(_fault("kubernetes.container_kill").checks(FaultContext(None, None, ())))
-        raise ValueError(str(problems))
 
 
 def test_pod_failure_freezes_one_pod_and_thaws_it(node: list[Pod], kubeconfig: Path) -> None:
@@ -284,6 +279,52 @@ def test_a_kind_that_cannot_act_in_a_pod_is_a_located_error(tmp_path: Path) -> N
     done = _harness("validate", str(path))
     assert done.returncode == 2, done.stdout + done.stderr
     assert "faults[0].pods: faults of kind time.skew cannot act inside a pod; remove pods" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_pod_mistakes_are_each_located_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "mistakes.yaml"
+    path.write_text(
+        textwrap.dedent(
+            f"""\
+            name: mistakes
+            target: {{base_url: "http://127.0.0.1:9"}}
+            load:
+              locustfile: {ROOT / "tests" / "locustfiles" / "ping.py"}
+              user_classes: [{{class: Idler}}]
+              stages: [{{duration: 10s, users: 1, spawn_rate: 1}}]
+            faults:
+              - name: both
+                kind: process.pause
+                at: 1s
+                duration: 2s
+                node: {{labels: {{harness.io/host: a}}}}
+                pods: {{namespace: shop, selector: app=x, mode: fixed}}
+              - name: targeted
+                kind: process.kill
+                at: 1s
+                duration: 2s
+                target: {{pattern: app}}
+                pods: {{namespace: shop, selector: app=x}}
+              - name: unnamed
+                kind: kubernetes.container_kill
+                at: 1s
+                duration: 2s
+                pods: {{namespace: shop, selector: app=x}}
+            slos: [{{name: ok, objective: error_rate < 1%, window: run}}]
+            """
+        )
+    )
+    done = _harness("validate", str(path))
+    assert done.returncode == 2, done.stdout + done.stderr
+    for line in (
+        "faults[0].pods: give node or pods, not both: the chosen pods decide the nodes",
+        "faults[0].pods.mode: mode 'fixed' needs count",
+        "faults[0].pods: pods need safety.allowed_contexts",
+        "faults[1].target: with pods, the target is the pods' containers",
+        "faults[2].pods.containers: name the containers to kill",
+    ):
+        assert line in done.stderr, (line, done.stderr)
     assert "Traceback" not in done.stderr
 
 

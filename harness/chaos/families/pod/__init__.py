@@ -45,6 +45,8 @@ _V1 = ("freezer.state", "FROZEN", "THAWED")
 
 def _freeze_file(site: PodSite, fault_name: str) -> str:
     """The pod's cgroup v2 ``cgroup.freeze``, else its v1 ``freezer.state``."""
+    if not any(Path(d).is_dir() for d in site.pod_dirs):  # a pod not looked at yet (the plan's words)
+        return f"{site.pod_dirs[0]}/{_V2[0]} (or {_V1[0]})"
     for directory in site.pod_dirs:
         for name, _freeze, _thaw in (_V2, _V1):
             if (Path(directory) / name).is_file():
