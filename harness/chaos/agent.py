@@ -29,7 +29,7 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from harness.chaos import watchdog
+from harness.chaos import ladder, watchdog
 from harness.chaos.family import FaultFamily, find_family
 from harness.chaos.journal import FaultRecord, FaultState, Journal
 from harness.chaos.processes import protected_processes
@@ -138,6 +138,13 @@ class _ChaosAgentActor:
                 # watchdog has the whole lease TTL to come up.
                 self._ensure_watchdog_soon()
             return _summary(record, self._node_id)
+
+    def instances(self, fault: Any) -> list[str]:
+        """The ordered ids of the instances ``fault``'s target selects on this node (a ladder's start)."""
+        try:
+            return ladder.instances(fault)
+        except HarnessError as exc:
+            raise FaultError(str(exc)) from None
 
     def warm_up(self, kinds: list[str]) -> None:
         """Warm up the fault families of ``kinds`` and start the watchdog, before the run starts.
@@ -341,6 +348,11 @@ class ChaosAgent:
         this run already injected returns its record and signals nothing.
         """
         result: Summary = self._call("inject", fault, what=f"inject {fault.name}")
+        return result
+
+    def instances(self, fault: Fault) -> list[str]:
+        """The ordered ids of the instances ``fault``'s target selects on the agent's node."""
+        result: list[str] = self._call("instances", fault, what=f"list the instances of {fault.name}")
         return result
 
     def warm_up(self, kinds: list[str], timeout: float = 30.0) -> None:

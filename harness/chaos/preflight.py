@@ -21,6 +21,7 @@ Joining a Ray cluster without its token is refused by
 
 from __future__ import annotations
 
+from harness.chaos import ladder
 from harness.chaos.family import HostContext, family_of
 from harness.errors import ConfigError
 from harness.scenario import Scenario
@@ -37,7 +38,7 @@ def targets(scenario: Scenario) -> dict[str, str]:
     out: dict[str, str] = {}
     for fault in scenario.faults:
         family = family_of(fault.kind)
-        out[fault.name] = family.describe(fault) + family.resolve(fault, context)
+        out[fault.name] = family.describe(fault) + family.resolve(fault, context) + ladder.now_text(fault)
     return out
 
 

@@ -36,6 +36,7 @@ from pydantic import AfterValidator, Field, GetCoreSchemaHandler, Tag
 
 from harness.errors import ConfigError
 from harness.scenario.fields import Duration, KeyPath, Model, Name, NodeSelector, regex
+from harness.scenario.radius import Radius
 
 if TYPE_CHECKING:
     from pydantic_core import CoreSchema
@@ -103,6 +104,12 @@ class FaultBase(Model):
         description="The Ray node whose chaos agent applies the fault, i.e. the host it acts on "
         "(e.g. {labels: {harness.io/host: db-1}}); must match exactly one node. Default: the driver's node.",
     )
+    radius: Radius | None = Field(
+        default=None,
+        description="A blast radius that grows: apply the fault to more and more of the instances its target "
+        "selects (e.g. {steps: [1, 2, 50%], hold: 10s}), judging the during:<name> SLOs per step and stopping "
+        "at the first step that breaks them. Default: the fault acts on everything its target selects at once.",
+    )
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
@@ -119,6 +126,13 @@ class FaultBase(Model):
     def with_base_dir(self, base: Path) -> Self:
         """This fault with relative paths in it read from ``base`` (the scenario file's directory)."""
         return self
+
+    def instances_problem(self) -> str | None:
+        """Why this fault's target selects no set of instances a ``radius`` could count, or None.
+
+        A kind whose family counts instances (its ``instances`` and ``narrowed`` hooks) overrides
+        this to say when it can (a process fault: when its target is a pattern)."""
+        return f"kind {self.KIND} selects no set of instances a radius could count"
 
 
 _IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network

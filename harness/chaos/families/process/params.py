@@ -34,6 +34,13 @@ class PauseParams(Model):
     pass
 
 
+def _counted(target: ProcessTarget) -> str | None:
+    """A radius counts the processes a pattern matches (a pid file names one; a unit is one group)."""
+    if target.pattern is None:
+        return "a radius counts the processes target.pattern matches: give the target as a pattern"
+    return None
+
+
 def _one_target(target: ProcessTarget) -> Iterator[tuple[KeyPath, str]]:
     problem = target.choice_problem()
     if problem:
@@ -57,6 +64,9 @@ class ProcessKillFault(FaultBase):
     def with_base_dir(self, base: Path) -> ProcessKillFault:
         return self.model_copy(update={"target": self.target.with_base_dir(base)})
 
+    def instances_problem(self) -> str | None:
+        return _counted(self.target)
+
 
 class ProcessPauseFault(FaultBase):
     """SIGSTOP the target at ``at``, SIGCONT it at ``at + duration``."""
@@ -72,6 +82,9 @@ class ProcessPauseFault(FaultBase):
 
     def with_base_dir(self, base: Path) -> ProcessPauseFault:
         return self.model_copy(update={"target": self.target.with_base_dir(base)})
+
+    def instances_problem(self) -> str | None:
+        return _counted(self.target)
 
 
 ProcessFault = ProcessKillFault | ProcessPauseFault
