@@ -116,6 +116,11 @@ class Ladder:
     slos: tuple[str, ...]
     must_hold: str | None = None
 
+    def must_hold_index(self) -> int:
+        """How many steps, from the first, must hold (0 without ``must_hold``)."""
+        radii = [r.radius for r in self.rungs]
+        return radii.index(self.must_hold) + 1 if self.must_hold in radii else 0
+
 
 @dataclass(frozen=True)
 class Plan:

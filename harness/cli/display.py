@@ -15,6 +15,7 @@ from rich.table import Table
 
 from harness.errors import ScenarioError
 from harness.judge.baseline import BaselineReport
+from harness.judge.ladder import LadderResult
 from harness.judge.objectives import format_metric
 from harness.judge.slo import SloResult
 from harness.judge.summary import RunSummary
@@ -170,7 +171,25 @@ def print_verdict(summary: RunSummary) -> None:
             result = "[green]pass[/]" if r.passed else "[red]FAIL[/]"
             table.add_row(*map(escape, (r.name, r.window, r.endpoint, measured, threshold)), result)
         console.print(table)
+    for ladder in summary.ladders:
+        print_ladder_result(ladder)
     print_verdict_line(summary)
+
+
+_STATE_COLOURS = {"held": "green", "broke": "red", "skipped": "yellow"}
+
+
+def print_ladder_result(ladder: LadderResult) -> None:
+    """A ladder's steps after a run: what each acted on, its SLOs, and held / broke / skipped."""
+    table = Table(title=f"ladder of fault {escape(ladder.fault)}", caption=escape(ladder.message))
+    for column in ("step", "radius", "instances", "SLOs (measured)", "result"):
+        table.add_column(column)
+    for step in ladder.steps:
+        on = f"{step.instances} of {step.found}" if step.instances is not None else "-"
+        measured = ", ".join(f"{r.name} {_shown(r)}" for r in step.slos) or escape(step.reason)
+        colour = _STATE_COLOURS.get(step.state.value, "magenta")
+        table.add_row(str(step.step), step.radius, on, escape(measured), f"[{colour}]{escape(step.state.value)}[/]")
+    console.print(table)
 
 
 def print_verdict_line(summary: RunSummary, with_run_id: bool = False) -> None:

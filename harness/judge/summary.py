@@ -27,6 +27,7 @@ from typing import Any
 
 from harness.judge.codec import OMIT_NONE, decode_fields, fields_to_json, from_json, to_json
 from harness.judge.guards import GuardTrip
+from harness.judge.ladder import LadderResult
 from harness.judge.slo import SloResult
 
 __all__ = [
@@ -389,6 +390,7 @@ class RunSummary:
     endpoints: list[EndpointTotals] = field(default_factory=list)
     windows: dict[str, Stats] = field(default_factory=dict)
     slos: list[SloResult] | None = None  # None: a summary without SLO results (the key is absent)
+    ladders: list[LadderResult] = field(default_factory=list)  # faults whose radius grew, step by step
     guard: GuardTrip | None = None
     baseline: BaselineOutcome | None = None
     events: list[RunEvent] = field(default_factory=list)

@@ -15,14 +15,22 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from harness.chaos.agent import RENEW_INTERVAL, ChaosAgent
+from harness.chaos.ladder import step_fault
 from harness.errors import FaultError, HarnessError
 from harness.judge.summary import AgentEntry
 from harness.measure.clocks import measure
 from harness.run.nodes import FaultPlacement, Node
 from harness.run.recorder import Recorder
 from harness.scenario import Scenario
+from harness.scenario.faults import FaultBase
 
 __all__ = ["FaultAgents", "Injected"]
+
+
+def step_radius(fault: FaultBase, rung: int) -> str:
+    assert fault.radius is not None
+    return fault.radius.steps[rung - 1]
+
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +55,12 @@ class FaultAgents:
         self.report: list[AgentEntry] = []
         self._recorder = recorder
         self._active: dict[str, float] = {}  # fault name -> when it was injected
+        # A ladder's fault is applied step by step, each step journaled under a name of its own
+        # (harness.chaos.ladder): the instances listed at its first step, the journal name of
+        # what is applied now, and how many instances the current step acts on, of how many.
+        self._instances: dict[str, list[str]] = {}
+        self._journaled: dict[str, str] = {}
+        self.reach: dict[str, tuple[int, int]] = {}
         self._lock = threading.Lock()
         self._heartbeat: threading.Thread | None = None
         self._stop_heartbeat = threading.Event()
@@ -128,20 +142,36 @@ class FaultAgents:
     def _agent_of(self, fault_name: str) -> ChaosAgent | None:
         return self.agents.get(self.placement.node_of(fault_name).node_id)
 
-    def inject(self, index: int) -> Injected:
-        """Inject fault ``index`` of the scenario; raises ``FaultError`` (and it is not active then)."""
+    def inject(self, index: int, rung: int | None = None) -> Injected:
+        """Inject fault ``index`` of the scenario; raises ``FaultError`` (and it is not active then).
+
+        With ``rung``, a ladder's step: the first lists the instances the target selects (on the
+        fault's node), each applies the fault to the first so many of them; a later step reverts
+        the step before it and applies the wider one (a few milliseconds apart).
+        """
         fault = self.scenario.faults[index]
         agent = self._agent_of(fault.name)
         assert agent is not None
+        applied, reach = fault, ""
+        if rung is not None:
+            if rung == 1 or fault.name not in self._instances:
+                self._instances[fault.name] = agent.instances(fault)
+            step = step_fault(fault, self._instances[fault.name], rung)
+            previous = self._journaled.get(fault.name)
+            if previous is not None:
+                agent.revert(previous)
+            applied, reach = step.fault, f" at step {rung} (radius {step_radius(fault, rung)}): {step.text}"
+            self.reach[fault.name] = (step.acts_on, step.found)
         with self._lock:
             self._active[fault.name] = time.time()
         try:
-            info = agent.inject(fault)
+            info = agent.inject(applied)
         except FaultError:
             with self._lock:
                 self._active.pop(fault.name, None)
             raise
-        what = str(info.get("what") or "applied")  # as the fault's family says it
+        self._journaled[fault.name] = applied.name
+        what = str(info.get("what") or "applied") + reach  # as the fault's family says it
         text = f"{fault.kind} {what}" + (f": {fault.description}" if fault.description else "")
         if agent.node_id != self.placement.default.node_id:
             text += f" (on {self.placement.node_of(fault.name).name})"
@@ -155,7 +185,7 @@ class FaultAgents:
             active = name in self._active
         if not active or agent is None:
             return None
-        info = agent.revert(name)
+        info = agent.revert(self._journaled.get(name, name))
         with self._lock:
             self._active.pop(name, None)
         return float(info["time"]) - agent.clock.offset_s if info.get("time") else time.time()
