@@ -131,7 +131,7 @@ class LadderBook:
             slos = [dataclasses.replace(r, window=window) for r in step.book.results()]
             broken = [r for r in slos if not r.passed]
             state = StepState.BROKE if broken else StepState.HELD
-            reason = "; ".join(f"{r.name}: {r.message}" for r in broken) if broken else f"{len(slos)} SLO(s) met"
+            reason = "; ".join(f"{r.name}: {r.message}" for r in (broken or slos)) or "no SLO to judge"
             step.result = StepResult(
                 index, step.rung.radius, state, step.rung.span.start, step.rung.span.end, instances, found, slos, reason
             )
