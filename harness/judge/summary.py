@@ -403,6 +403,8 @@ class RunSummary:
         out["totals"] = {} if self.totals is None else self.totals.to_json()
         if self.slos is None:
             del out["slos"]
+        if not self.ladders:  # only a run with a fault whose radius grew has the key
+            del out["ladders"]
         return out
 
     @classmethod
