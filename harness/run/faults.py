@@ -27,11 +27,6 @@ from harness.scenario.faults import FaultBase
 __all__ = ["FaultAgents", "Injected"]
 
 
-def step_radius(fault: FaultBase, rung: int) -> str:
-    assert fault.radius is not None
-    return fault.radius.steps[rung - 1]
-
-
 log = logging.getLogger(__name__)
 
 
@@ -152,16 +147,7 @@ class FaultAgents:
         fault = self.scenario.faults[index]
         agent = self._agent_of(fault.name)
         assert agent is not None
-        applied, reach = fault, ""
-        if rung is not None:
-            if rung == 1 or fault.name not in self._instances:
-                self._instances[fault.name] = agent.instances(fault)
-            step = step_fault(fault, self._instances[fault.name], rung)
-            previous = self._journaled.get(fault.name)
-            if previous is not None:
-                agent.revert(previous)
-            applied, reach = step.fault, f" at step {rung} (radius {step_radius(fault, rung)}): {step.text}"
-            self.reach[fault.name] = (step.acts_on, step.found)
+        applied, reach = self._ladder_step(fault, agent, rung) if rung is not None else (fault, "")
         with self._lock:
             self._active[fault.name] = time.time()
         try:
@@ -177,6 +163,19 @@ class FaultAgents:
             text += f" (on {self.placement.node_of(fault.name).name})"
         done = float(info["time"]) - agent.clock.offset_s if info.get("time") else time.time()
         return Injected(fault.name, text, done)
+
+    def _ladder_step(self, fault: FaultBase, agent: ChaosAgent, rung: int) -> tuple[FaultBase, str]:
+        """Step ``rung`` of ``fault``'s ladder, to inject next, and the words for it; reverts the step
+        before it. The instances are listed on the fault's node when the ladder starts."""
+        if rung == 1 or fault.name not in self._instances:
+            self._instances[fault.name] = agent.instances(fault)
+        step = step_fault(fault, self._instances[fault.name], rung)
+        previous = self._journaled.get(fault.name)
+        if previous is not None:
+            agent.revert(previous)
+        self.reach[fault.name] = (step.acts_on, step.found)
+        assert fault.radius is not None
+        return step.fault, f" at step {rung} (radius {fault.radius.steps[rung - 1]}): {step.text}"
 
     def revert(self, name: str) -> float | None:
         """Revert an active fault; returns when (epoch, driver's clock), None when it is not active."""
