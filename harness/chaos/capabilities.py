@@ -342,6 +342,11 @@ def requirements(fault: Any) -> list[str]:
     need none."""
     from harness.chaos.family import family_of
 
+    if getattr(fault, "pods", None) is not None:  # as inside a pod, plus listing pods and reading cgroups
+        from harness.chaos.pods import placeholder
+
+        inside = family_of(fault.kind).requirements(placeholder(fault))
+        return [*inside, *(need for need in (KUBE_CONTEXTS, CGROUPS) if need not in inside)]
     return family_of(fault.kind).requirements(fault)
 
 

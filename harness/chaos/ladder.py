@@ -18,7 +18,7 @@ from harness.errors import FaultError, HarnessError
 from harness.scenario.faults import FaultBase
 from harness.scenario.radius import instances_at
 
-__all__ = ["LadderStep", "instances", "now_text", "step_fault", "step_name"]
+__all__ = ["LadderStep", "instances", "now_text", "pod_step", "step_fault", "step_name"]
 
 
 @dataclass(frozen=True)
@@ -62,10 +62,23 @@ def step_fault(fault: FaultBase, ids: list[str] | tuple[str, ...], index: int) -
     return LadderStep(named, count, len(ids), chosen)
 
 
+def pod_step(fault: FaultBase, keys: list[str] | tuple[str, ...], index: int) -> LadderStep:
+    """Step ``index`` of the ladder of ``fault`` with ``pods``: the same fault, acting in the first
+    so many of the pods chosen for it (``keys``, ``namespace/name`` in name order). Its member
+    faults are journaled per pod under the step's name (:mod:`harness.chaos.pods`)."""
+    assert fault.radius is not None
+    count = instances_at(fault.radius.steps[index - 1], len(keys))
+    named = fault.model_copy(update={"name": step_name(fault.name, index), "radius": None})
+    return LadderStep(named, count, len(keys), tuple(keys[:count]))
+
+
 def now_text(fault: FaultBase) -> str:
-    """For ``harness plan``: how many instances the target selects now and what each step takes."""
+    """For ``harness plan``: how many instances the target selects now and what each step takes
+    (a fault with pods: the pods chosen, which the plan lists, in name order)."""
     if fault.radius is None:
         return ""
+    if fault.pods is not None:
+        return "; ladder: over the chosen pods, in name order"
     try:
         ids = instances(fault)
     except HarnessError as exc:

@@ -19,7 +19,7 @@ harness_load        run_id, scenario                            users, target_ra
                                                                 generators, saturated, generator_cpu (%),
                                                                 generator_lag_ms
 harness_events      run_id, kind (run, phase, stage, fault,     text, state (start, end); planned_offset
-                    abort, generator), name                     (s), late_ms for steps of the plan; end_ms
+                    abort, generator, heal), name               (s), late_ms for steps of the plan; end_ms
                                                                 on a fault's start event (see below)
 harness_totals      run_id, scenario                            all endpoints, exact (merged histograms):
                                                                 count, failures, rps, bytes, p50 .. p999,
@@ -210,6 +210,7 @@ class EventKind(StrEnum):
     FAULT = "fault"
     ABORT = "abort"
     GENERATOR = "generator"
+    HEAL = "heal"  # the instant a fault's heal condition was first seen holding (name: the fault)
 
 
 class EventState(StrEnum):

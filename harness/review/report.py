@@ -146,7 +146,11 @@ def _summary(data: ReportData) -> str:
 def _slo_result(row: SloRow) -> str:
     if row.passed:
         return '<span class="pass">pass</span>'
-    label = {"no_data": "FAIL (no data)", "never_recovered": "FAIL (never recovered)"}.get(row.status, "FAIL")
+    label = {
+        "no_data": "FAIL (no data)",
+        "never_recovered": "FAIL (never recovered)",
+        "never_healed": "FAIL (never healed)",
+    }.get(row.status, "FAIL")
     return f'<span class="fail">{label}</span>'
 
 

@@ -8,15 +8,19 @@ and stops every agent, even when one of them fails.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from harness.chaos.agent import RENEW_INTERVAL, ChaosAgent
-from harness.chaos.ladder import step_fault
-from harness.errors import FaultError, HarnessError
+from harness.chaos.kubelet import PodRef
+from harness.chaos.ladder import pod_step, step_fault
+from harness.errors import ConfigError, FaultError, HarnessError
 from harness.judge.summary import AgentEntry
 from harness.measure.clocks import measure
 from harness.run.nodes import FaultPlacement, Node
@@ -24,10 +28,23 @@ from harness.run.recorder import Recorder
 from harness.scenario import Scenario
 from harness.scenario.faults import FaultBase
 
-__all__ = ["FaultAgents", "Injected"]
+__all__ = ["FaultAgents", "Injected", "choose_pods"]
 
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Done:
+    """One node's answer to an inject or revert."""
+
+    node: Node
+    agent: ChaosAgent
+    info: dict[str, Any]
+
+    def at(self) -> float:
+        """When it was done, on the driver's clock."""
+        return float(self.info["time"]) - self.agent.clock.offset_s if self.info.get("time") else time.time()
 
 
 @dataclass(frozen=True)
@@ -37,6 +54,28 @@ class Injected:
     name: str
     text: str
     at: float
+
+
+def choose_pods(scenario: Scenario, recorder: Recorder | None = None) -> dict[str, tuple[PodRef, ...]]:
+    """The pods each fault with a pod selector acts inside, listed now through the API server.
+
+    Chosen once, before anything starts: the run acts inside these pods even if others match
+    later. Any problem (a refused context or namespace, no pod matching) is a ``ConfigError``.
+    """
+    if not any(f.pods is not None for f in scenario.faults):
+        return {}
+    from harness.chaos.families.kubernetes.pods import choose_pods as choose  # the client, only when needed
+
+    try:
+        choices = choose(scenario.faults, scenario.safety.allowed_contexts)
+    except ConfigError:
+        raise
+    except HarnessError as exc:
+        raise ConfigError(f"{scenario.source or scenario.name}: {exc}") from None
+    for name, choice in choices.items():
+        if recorder is not None:
+            recorder.note(f"fault {name} acts inside {choice.describe()}")
+    return {name: choice.pods for name, choice in choices.items()}
 
 
 class FaultAgents:
@@ -77,7 +116,8 @@ class FaultAgents:
             return
         kinds: dict[str, set[str]] = {}
         for fault in self.scenario.faults:
-            kinds.setdefault(self.placement.node_of(fault.name).node_id, set()).add(fault.kind)
+            for node, _pods in self.placement.sites(fault.name):
+                kinds.setdefault(node.node_id, set()).add(fault.kind)
         contexts = tuple(self.scenario.safety.allowed_contexts)
 
         def start(node: Node) -> ChaosAgent:
@@ -98,7 +138,11 @@ class FaultAgents:
         for node in nodes:
             agent = self.agents.get(node.node_id)
             if agent is not None:
-                faults = sorted(f.name for f in self.scenario.faults if self.placement.node_of(f.name) is node)
+                faults = sorted(
+                    f.name
+                    for f in self.scenario.faults
+                    if any(n.node_id == node.node_id for n, _ in self.placement.sites(f.name))
+                )
                 clock = agent.clock.to_json()
                 self.report.append(
                     AgentEntry(
@@ -134,60 +178,104 @@ class FaultAgents:
 
     # ------------------------------------------------------------------ the schedule
 
-    def _agent_of(self, fault_name: str) -> ChaosAgent | None:
+    def agent_of(self, fault_name: str) -> ChaosAgent | None:
+        """The chaos agent on the node fault ``fault_name`` acts on (None before :meth:`start`)."""
         return self.agents.get(self.placement.node_of(fault_name).node_id)
 
+    def _on_each(
+        self,
+        name: str,
+        call: Callable[[ChaosAgent, list[PodRef]], dict[str, Any]],
+        only: frozenset[str] | None = None,
+    ) -> list[_Done]:
+        """``call`` on the agent of every node fault ``name`` acts on, in parallel; every failure
+        is collected and the first raised once all answered. ``only``: of a fault with pods, only
+        these pods (by key; a ladder's step), and only the nodes holding some of them."""
+        placed = self.placement.sites(name)
+        sites = [(self.agents[n.node_id], n, list(p)) for n, p in placed if n.node_id in self.agents]
+        if only is not None:
+            sites = [(a, n, kept) for a, n, p in sites if (kept := [pod for pod in p if pod.key in only])]
+        if len(sites) == 1:
+            agent, node, pods = sites[0]
+            return [_Done(node, agent, call(agent, pods))]
+        with ThreadPoolExecutor(max_workers=max(1, len(sites)), thread_name_prefix="harness-fault") as pool:
+            futures = [(agent, node, pool.submit(call, agent, pods)) for agent, node, pods in sites]
+        done, errors = [], []
+        for agent, node, future in futures:
+            try:
+                done.append(_Done(node, agent, future.result()))
+            except FaultError as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+        return done
+
     def inject(self, index: int, rung: int | None = None) -> Injected:
-        """Inject fault ``index`` of the scenario; raises ``FaultError`` (and it is not active then).
+        """Inject fault ``index`` of the scenario (on every node it acts on, in parallel); raises
+        ``FaultError`` (and it is not active then: what some nodes applied is reverted).
 
         With ``rung``, a ladder's step: the first lists the instances the target selects (on the
-        fault's node), each applies the fault to the first so many of them; a later step reverts
-        the step before it and applies the wider one (a few milliseconds apart).
+        fault's node; a fault with pods: its chosen pods), each applies the fault to the first so
+        many of them; a later step reverts the step before it and applies the wider one (a few
+        milliseconds apart).
         """
         fault = self.scenario.faults[index]
-        agent = self._agent_of(fault.name)
-        assert agent is not None
-        applied, reach = self._ladder_step(fault, agent, rung) if rung is not None else (fault, "")
+        applied, reach, only = self._ladder_step(fault, rung) if rung is not None else (fault, "", None)
         with self._lock:
             self._active[fault.name] = time.time()
         try:
-            info = agent.inject(applied)
+            done = self._on_each(fault.name, lambda agent, pods: agent.inject(applied, pods or None), only)
         except FaultError:
+            with contextlib.suppress(FaultError):  # a pod fault may have landed on other nodes
+                self._on_each(fault.name, lambda agent, _pods: agent.revert(applied.name))
             with self._lock:
                 self._active.pop(fault.name, None)
             raise
         self._journaled[fault.name] = applied.name
-        what = str(info.get("what") or "applied") + reach  # as the fault's family says it
+        parts = []
+        for d in done:
+            what = str(d.info.get("what") or "applied")  # as the fault's family says it
+            on = d.node.name if d.agent.node_id != self.placement.default.node_id or fault.pods else ""
+            parts.append(f"{what} (on {on})" if on else what)
+        what = "; ".join(parts) + reach
         text = f"{fault.kind} {what}" + (f": {fault.description}" if fault.description else "")
-        if agent.node_id != self.placement.default.node_id:
-            text += f" (on {self.placement.node_of(fault.name).name})"
-        done = float(info["time"]) - agent.clock.offset_s if info.get("time") else time.time()
-        return Injected(fault.name, text, done)
+        return Injected(fault.name, text, max(d.at() for d in done))
 
-    def _ladder_step(self, fault: FaultBase, agent: ChaosAgent, rung: int) -> tuple[FaultBase, str]:
-        """Step ``rung`` of ``fault``'s ladder, to inject next, and the words for it; reverts the step
-        before it. The instances are listed on the fault's node when the ladder starts."""
+    def _ladder_step(self, fault: FaultBase, rung: int) -> tuple[FaultBase, str, frozenset[str] | None]:
+        """Step ``rung`` of ``fault``'s ladder, to inject next, the words for it and (a fault with
+        pods) the pods it acts in; reverts the step before it. The instances are listed when the
+        ladder starts: on the fault's node, or the pods chosen before the run."""
         if rung == 1 or fault.name not in self._instances:
-            self._instances[fault.name] = agent.instances(fault)
-        step = step_fault(fault, self._instances[fault.name], rung)
+            if fault.pods is not None:
+                self._instances[fault.name] = sorted(
+                    p.key for _n, pods in self.placement.sites(fault.name) for p in pods
+                )
+            else:
+                agent = self.agent_of(fault.name)
+                assert agent is not None
+                self._instances[fault.name] = agent.instances(fault)
+        ids = self._instances[fault.name]
+        step = pod_step(fault, ids, rung) if fault.pods is not None else step_fault(fault, ids, rung)
         previous = self._journaled.get(fault.name)
         if previous is not None:
-            agent.revert(previous)
+            self._on_each(fault.name, lambda agent, _pods: agent.revert(previous))
         self.reach[fault.name] = (step.acts_on, step.found)
         assert fault.radius is not None
-        return step.fault, f" at step {rung} (radius {fault.radius.steps[rung - 1]}): {step.text}"
+        only = frozenset(step.ids) if fault.pods is not None else None
+        return step.fault, f" at step {rung} (radius {fault.radius.steps[rung - 1]}): {step.text}", only
 
     def revert(self, name: str) -> float | None:
-        """Revert an active fault; returns when (epoch, driver's clock), None when it is not active."""
-        agent = self._agent_of(name)
+        """Revert an active fault on every node it acts on; returns when (epoch, driver's clock),
+        None when it is not active."""
         with self._lock:
             active = name in self._active
-        if not active or agent is None:
+        if not active or not any(n.node_id in self.agents for n, _ in self.placement.sites(name)):
             return None
-        info = agent.revert(self._journaled.get(name, name))
+        journaled = self._journaled.get(name, name)  # a ladder's fault: its current step
+        done = self._on_each(name, lambda agent, _pods: agent.revert(journaled))
         with self._lock:
             self._active.pop(name, None)
-        return float(info["time"]) - agent.clock.offset_s if info.get("time") else time.time()
+        return max(d.at() for d in done)
 
     # ------------------------------------------------------------------ teardown
 

@@ -28,6 +28,8 @@ class LadderControl:
         self.book = book
         self.recorder = recorder
         self._stopped: set[str] = set()
+        #: When a ladder's fault was reverted because a step broke (epoch, driver's clock), by fault name.
+        self.stopped_at: dict[str, float] = {}
 
     def widen(self, name: str, rung: int) -> Injected | None:
         """Judge step ``rung - 1`` of fault ``name``'s ladder; if it held, apply step ``rung`` and
@@ -66,6 +68,7 @@ class LadderControl:
         label = ladder.rungs[broken - 1].label
         at = self.faults.revert(name)
         if at is not None:
+            self.stopped_at[name] = at
             self.recorder.event("fault", name, "end", f"fault {name} reverted: escalation stopped, {label} broke", at)
         for rung in ladder.rungs[broken:]:
             reason = f"not injected: {label} broke"

@@ -57,6 +57,7 @@ from harness.chaos.families.kubernetes.params import (
     PodKillParams,
 )
 from harness.errors import ConfigError, FaultError, KubeFaultError
+from harness.scenario.faults import PodSelector
 
 __all__ = [
     "OPT_IN_LABEL",
@@ -66,6 +67,10 @@ __all__ = [
     "KubeRecord",
     "Resolution",
     "ResolvedPod",
+    "api_error",
+    "call",
+    "check_context",
+    "check_namespace",
     "connect",
     "describe",
     "inject",
@@ -244,7 +249,7 @@ def describe(fault: KubeFault) -> str:
     )
 
 
-def _how_many(params: PodKillParams, n: int) -> int:
+def _how_many(params: PodKillParams | PodSelector, n: int) -> int:
     if params.mode == "all":
         return n
     if params.mode == "one":
@@ -255,7 +260,7 @@ def _how_many(params: PodKillParams, n: int) -> int:
     return min(n, math.ceil(n * (params.percent or 0.0) / 100 - 1e-9))
 
 
-def select_pods(pods: Iterable[ResolvedPod], params: PodKillParams, seed: str) -> tuple[ResolvedPod, ...]:
+def select_pods(pods: Iterable[ResolvedPod], params: PodKillParams | PodSelector, seed: str) -> tuple[ResolvedPod, ...]:
     """The pods a kill with ``params`` deletes out of ``pods``, sorted by name (see the module docstring)."""
     candidates = sorted(pods, key=lambda p: p.name)
     k = _how_many(params, len(candidates))
@@ -269,7 +274,7 @@ def select_pods(pods: Iterable[ResolvedPod], params: PodKillParams, seed: str) -
 # ---------------------------------------------------------------- safety checks
 
 
-def _check_context(api: KubeApi, fault_name: str) -> None:
+def check_context(api: KubeApi, fault_name: str) -> None:
     """Refuse, before any request, a context the scenario does not allow."""
     if api.context not in api.allowed_contexts:
         allowed = ", ".join(api.allowed_contexts) or "none"
@@ -279,7 +284,7 @@ def _check_context(api: KubeApi, fault_name: str) -> None:
         )
 
 
-def _call(what: str, fault_name: str, request: Callable[[], T]) -> T:
+def call(what: str, fault_name: str, request: Callable[[], T]) -> T:
     """One API request; transport failures become ``FaultError`` (ApiException passes through)."""
     try:
         return request()
@@ -289,14 +294,14 @@ def _call(what: str, fault_name: str, request: Callable[[], T]) -> T:
         raise FaultError(f"fault '{fault_name}': {what}: cannot reach the API server: {exc}") from None
 
 
-def _api_error(fault_name: str, what: str, exc: ApiException) -> FaultError:
+def api_error(fault_name: str, what: str, exc: ApiException) -> FaultError:
     return FaultError(f"fault '{fault_name}': {what}: HTTP {exc.status} {exc.reason}")
 
 
-def _check_namespace(api: KubeApi, namespace: str, fault_name: str) -> None:
+def check_namespace(api: KubeApi, namespace: str, fault_name: str) -> None:
     """Read the Namespace and refuse unless it carries ``harness.io/chaos=enabled``."""
     try:
-        ns = _call(
+        ns = call(
             f"reading namespace {namespace}",
             fault_name,
             lambda: api.core.read_namespace(namespace, _request_timeout=_TIMEOUT_S),
@@ -306,7 +311,7 @@ def _check_namespace(api: KubeApi, namespace: str, fault_name: str) -> None:
             raise FaultError(
                 f"fault '{fault_name}': namespace '{namespace}' does not exist in context '{api.context}'"
             ) from None
-        raise _api_error(fault_name, f"reading namespace {namespace}", exc) from None
+        raise api_error(fault_name, f"reading namespace {namespace}", exc) from None
     labels = (ns.metadata.labels if ns.metadata else None) or {}
     if labels.get(OPT_IN_LABEL) != OPT_IN_VALUE:
         found = f" (it has {OPT_IN_LABEL}={labels[OPT_IN_LABEL]})" if OPT_IN_LABEL in labels else ""
@@ -318,8 +323,8 @@ def _check_namespace(api: KubeApi, namespace: str, fault_name: str) -> None:
 
 
 def _guard(fault: KubeFault, api: KubeApi) -> None:
-    _check_context(api, fault.name)
-    _check_namespace(api, fault.target.namespace, fault.name)
+    check_context(api, fault.name)
+    check_namespace(api, fault.target.namespace, fault.name)
 
 
 # ---------------------------------------------------------------- resolve, inject, revert
@@ -329,7 +334,7 @@ def _list_pods(fault: KubernetesPodKillFault, api: KubeApi) -> list[ResolvedPod]
     target = fault.target
     what = f"listing pods '{target.selector}' in {target.namespace}"
     try:
-        pods = _call(
+        pods = call(
             what,
             fault.name,
             lambda: api.core.list_namespaced_pod(
@@ -337,7 +342,7 @@ def _list_pods(fault: KubernetesPodKillFault, api: KubeApi) -> list[ResolvedPod]
             ),
         )
     except ApiException as exc:
-        raise _api_error(fault.name, what, exc) from None
+        raise api_error(fault.name, what, exc) from None
     out = []
     for pod in pods.items:
         meta = pod.metadata
@@ -351,7 +356,7 @@ def _read_replicas(fault: KubernetesScaleFault, api: KubeApi) -> int:
     target = fault.target
     what = f"reading the scale of deployment {target.namespace}/{target.deployment}"
     try:
-        scale = _call(
+        scale = call(
             what,
             fault.name,
             lambda: api.apps.read_namespaced_deployment_scale(
@@ -363,7 +368,7 @@ def _read_replicas(fault: KubernetesScaleFault, api: KubeApi) -> int:
             raise FaultError(
                 f"fault '{fault.name}': deployment {target.deployment} not found in namespace {target.namespace}"
             ) from None
-        raise _api_error(fault.name, what, exc) from None
+        raise api_error(fault.name, what, exc) from None
     return int((scale.spec.replicas if scale.spec else None) or 0)
 
 
@@ -427,7 +432,7 @@ def _kill_pods(fault: KubernetesPodKillFault, api: KubeApi) -> KubeRecord:
     errors: dict[str, str] = {}
     for pod in chosen:
         try:
-            _call(f"deleting pod {namespace}/{pod.name}", fault.name, _deleter(api, namespace, pod))
+            call(f"deleting pod {namespace}/{pod.name}", fault.name, _deleter(api, namespace, pod))
             deleted.append(pod.name)
         except ApiException as exc:
             if exc.status in (404, 409):  # gone, or a namesake with another UID: not ours to kill
@@ -449,7 +454,7 @@ def _patch_replicas(api: KubeApi, fault_name: str, namespace: str, deployment: s
     what = f"scaling deployment {namespace}/{deployment} to {replicas}"
     body: dict[str, Any] = {"spec": {"replicas": replicas}}
     try:
-        _call(
+        call(
             what,
             fault_name,
             lambda: api.apps.patch_namespaced_deployment_scale(
@@ -457,7 +462,7 @@ def _patch_replicas(api: KubeApi, fault_name: str, namespace: str, deployment: s
             ),
         )
     except ApiException as exc:
-        raise _api_error(fault_name, what, exc) from None
+        raise api_error(fault_name, what, exc) from None
 
 
 def _scale_to_zero(fault: KubernetesScaleFault, api: KubeApi, previous: KubeRecord | None) -> KubeRecord:
@@ -477,7 +482,7 @@ def revert(record: KubeRecord, api: KubeApi) -> None:
     injected in (a revert must not land on another cluster). The opt-in label is not checked
     again: it gates new chaos, and a label removed mid-run must not leave a deployment at 0.
     """
-    _check_context(api, record.fault_name)
+    check_context(api, record.fault_name)
     if api.context != record.context:
         raise ConfigError(
             f"fault '{record.fault_name}': injected in kube context '{record.context}', "
