@@ -169,14 +169,18 @@ def _stop(proc: subprocess.Popen[bytes] | None) -> None:
 
 
 @contextlib.contextmanager
-def kubelet_pods(count: int = 3, layout: str = "v2-systemd", prefix: str = "payments") -> Iterator[list[Pod]]:
-    """``count`` pods laid out as a kubelet would (module docstring), serving; removed at the end."""
-    tag = f"{os.getpid() % 100000}"
+def kubelet_pods(
+    count: int = 3, layout: str = "v2-systemd", prefix: str = "payments", slot: int = 0
+) -> Iterator[list[Pod]]:
+    """``count`` pods laid out as a kubelet would (module docstring), serving; removed at the end.
+    Sets made at once need their own ``slot`` (their bridge and the third octet, 7 + slot)."""
+    tag = f"{os.getpid() % 100000}{slot}"
+    net = f"10.231.{7 + slot}"
     bridge = f"kpb{tag}"
     pods: list[Pod] = []
     try:
         _sh("ip", "link", "add", bridge, "type", "bridge")
-        _sh("ip", "addr", "add", f"{HOST_ADDR}/24", "dev", bridge)
+        _sh("ip", "addr", "add", f"{net}.1/24", "dev", bridge)
         _sh("ip", "link", "set", bridge, "up")
         for i in range(count):
             uid, cid, sid = str(uuid.uuid4()), uuid.uuid4().hex * 2, uuid.uuid4().hex * 2
@@ -186,7 +190,7 @@ def kubelet_pods(count: int = 3, layout: str = "v2-systemd", prefix: str = "paym
                 uid,
                 cid,
                 f"cni-kp{tag}-{i}",
-                f"{BRIDGE_NET}.{11 + i}",
+                f"{net}.{11 + i}",
                 pod_dirs,
                 container_dirs,
                 sandbox_dirs,

@@ -152,6 +152,53 @@ def test_a_scale_to_zero_and_back_recreates_the_pods_with_the_delay(api: kube.Ku
     assert took <= READY_DELAY + 0.5
 
 
+# ---------------------------------------------------------------- the heal: key, validated at the edge
+
+BAD_HEALS = """\
+name: heal-errors
+target: {base_url: 'http://127.0.0.1:8700'}
+load: {locustfile: locust.py, user_classes: [{class: U}], stages: [{duration: 20s, users: 1}]}
+faults:
+  - {name: kill, kind: process.kill, at: 1s, duration: 1s, target: {pid_file: /tmp/p.pid},
+     heal: {url: 'http://10.9.9.9/health'}}
+  - {name: both, kind: process.pause, at: 1s, duration: 1s, target: {pid_file: /tmp/p.pid},
+     heal: {url: 'http://127.0.0.1:1/health', pattern: x}}
+  - {name: pause, kind: process.pause, at: 1s, duration: 1s, target: {pid_file: /tmp/p.pid}}
+  - {name: named, kind: process.pause, at: 1s, duration: 1s, target: {pid_file: /tmp/p.pid},
+     heal: {url: 'http://payments.local/health'}}
+slos:
+  - {name: a, objective: heal_time < 5s, window: 'after:pause'}
+  - {name: b, objective: heal_time < 5s, window: 'after:kill', endpoint: /x}
+  - {name: c, objective: heal_time < 5s, window: 'during:kill'}
+"""
+
+
+def test_every_heal_problem_is_located_at_once_and_nothing_starts(tmp_path: Path) -> None:
+    (tmp_path / "locust.py").write_text(LOCUSTFILE)
+    path = tmp_path / "s.yaml"
+    path.write_text(BAD_HEALS)
+    env = {**os.environ, "HARNESS_RUNS_DIR": str(tmp_path / "runs")}
+    done = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "run", str(path)], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = [line.removeprefix(f"{path}:") for line in done.stderr.splitlines() if line.startswith(str(path))]
+    assert lines == [
+        "6:13: faults[0].heal.url: 10.9.9.9 is outside safety.allowed_networks (none given) and is not a load host "
+        "(127.0.0.1)",
+        "8:6: faults[1].heal: give exactly one of url, pattern, pods or deployment (given: url, pattern)",
+        "11:13: faults[3].heal.url: write the host of 'http://payments.local/health' as an IP address (names are "
+        "not resolved)",
+        "13:15: slos[0].objective: heal_time needs a heal condition on fault 'pause': give it heal: {url: ...}, "
+        "{pattern: ...}, {pods: ...} or {deployment: ...} (process.pause derives none from its target)",
+        "14:64: slos[1].endpoint: heal_time is measured from the system's side, not per endpoint",
+        "15:42: slos[2].window: heal_time is measured from a fault's end (a kill: from the kill): use window "
+        "after:FAULT",
+    ], done.stderr
+    assert "6 problems found; nothing was started." in done.stderr
+    assert not (tmp_path / "runs").exists()
+
+
 # ---------------------------------------------------------------- the run's heal watch
 
 

@@ -86,7 +86,9 @@ def _combined(fault_name: str, kind: str, members: list[Summary], node_id: str) 
         "time": max(times) if times else time.time(),
         "node_id": node_id,
         "details": {},
-        "what": "; ".join(f"{str(m['fault']).partition('@')[2]}: {m.get('what', '')}" for m in members),
+        "what": "; ".join(
+            f"pod {pod_faults.pod_of_member(fault_name, str(m['fault']))}: {m.get('what', '')}" for m in members
+        ),
         "members": [m["fault"] for m in members],
     }
 
@@ -124,6 +126,7 @@ class _ChaosAgentActor:
         self._lease_ttl = lease_ttl
         self._protected = [*protected, *protected_processes()]
         self._mine: dict[str, None] = {}  # faults this agent was asked to inject, in order
+        self._members: dict[str, list[str]] = {}  # a fault with pods -> its member per pod here
         self._lock = threading.Lock()
         self._node_id = ray.get_runtime_context().get_node_id()
 
@@ -177,6 +180,7 @@ class _ChaosAgentActor:
             members = pod_faults.member_faults(fault, pods)
         except HarnessError as exc:
             raise FaultError(f"fault '{fault.name}': {exc}") from None
+        self._members[fault.name] = [m.name for m in members]
         summaries = [self.inject(member) for member in members]
         return _combined(fault.name, fault.kind, summaries, self._node_id)
 
@@ -214,7 +218,7 @@ class _ChaosAgentActor:
 
     def revert(self, fault_name: str) -> Summary:
         with self._lock:
-            members = pod_faults.members_of(fault_name, list(self._mine))
+            members = self._members.get(fault_name)
             if not members:
                 return self._revert(fault_name)
             summaries = [self._revert(name) for name in members]

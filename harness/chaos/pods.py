@@ -3,7 +3,8 @@
 The driver chooses the pods and sends each node's agent its own (:class:`~harness.chaos.kubelet.PodRef`);
 the agent calls :func:`member_faults`: each pod is found on the node (:func:`harness.chaos.kubelet.locate`)
 and the family's ``in_pod`` hook gives the same fault aimed at that pod, named
-``<fault>@<namespace>/<pod>`` (:func:`member_name`) and without ``pods``. Each member is an ordinary fault:
+``<fault>.<namespace>.<pod>`` (:func:`member_name`: characters every family takes in a fault
+name, in file names, nft chains and proxy control calls) and without ``pods``. Each member is an ordinary fault:
 journaled, leased, reverted and recovered on its own, from its record alone. No kind is named here.
 """
 
@@ -16,19 +17,17 @@ from harness.chaos.kubelet import PodRef, PodSite, locate
 from harness.errors import FaultError
 from harness.scenario.faults import FaultBase
 
-__all__ = ["MEMBER_SEPARATOR", "describe", "member_faults", "member_name", "members_of", "placeholder"]
-
-#: Between the fault's name and the pod's in a member's name (a fault name never holds it).
-MEMBER_SEPARATOR = "@"
+__all__ = ["describe", "member_faults", "member_name", "placeholder", "pod_of_member"]
 
 
 def member_name(fault_name: str, pod: PodRef) -> str:
-    return f"{fault_name}{MEMBER_SEPARATOR}{pod.key}"
+    """``<fault>.<namespace>.<pod>`` (a namespace is a DNS label: it holds no dot)."""
+    return f"{fault_name}.{pod.namespace}.{pod.name}"
 
 
-def members_of(fault_name: str, names: list[str]) -> list[str]:
-    """The member faults of ``fault_name`` among journaled ``names``."""
-    return [n for n in names if n.startswith(fault_name + MEMBER_SEPARATOR)]
+def pod_of_member(fault_name: str, member: str) -> str:
+    """``namespace/pod`` of a member of ``fault_name``."""
+    return member.removeprefix(fault_name + ".").replace(".", "/", 1)
 
 
 def _hook(fault: FaultBase) -> tuple[FaultFamily, Any]:

@@ -26,6 +26,7 @@ from harness.chaos.family import HostContext, family_of
 from harness.errors import ConfigError, HarnessError
 from harness.scenario import Scenario
 from harness.scenario.faults import FaultBase
+from harness.scenario.heal import watched_faults
 
 __all__ = ["check", "targets"]
 
@@ -39,10 +40,14 @@ def targets(scenario: Scenario) -> dict[str, str]:
     out: dict[str, str] = {}
     for fault in scenario.faults:
         if fault.pods is not None:
-            out[fault.name] = pods.describe(fault) + _pods_now(fault, scenario)
+            out[fault.name] = pods.describe(fault) + _pods_now(fault, scenario) + ladder.now_text(fault)
             continue
         family = family_of(fault.kind)
         out[fault.name] = family.describe(fault) + family.resolve(fault, context) + ladder.now_text(fault)
+    for fault in watched_faults(scenario.faults, scenario.slos):
+        check = fault.heal_check()
+        since = "the kill" if fault.HEALS_FROM_START else "its end"
+        out[fault.name] += f"; heal_time from {since} until {check.describe() if check else '?'}"
     return out
 
 

@@ -29,15 +29,14 @@ from typing import Protocol
 from harness.chaos.agent import ChaosAgent
 from harness.chaos.kube_health import KubeReader
 from harness.errors import HarnessError
-from harness.judge.objectives import lookup
 from harness.judge.units import format_duration
 from harness.measure.heal import HealTime
 from harness.run.recorder import Recorder
 from harness.scenario import Scenario
 from harness.scenario.faults import FaultBase
-from harness.scenario.heal import POLL_INTERVAL, DeploymentHeal, HealCheck, PodsHeal
+from harness.scenario.heal import POLL_INTERVAL, DeploymentHeal, HealCheck, PodsHeal, watched_faults
 
-__all__ = ["HealWatch", "watched_faults"]
+__all__ = ["HealWatch"]
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +47,6 @@ class Probe(Protocol):
     """One heal condition, asked once: whether it holds now, and if not, why (for messages)."""
 
     def whole(self) -> tuple[bool, str]: ...
-
-
-def watched_faults(scenario: Scenario) -> list[FaultBase]:
-    """The faults whose healing the run measures: those with a ``heal:`` key, and those a
-    ``heal_time`` SLO names (with their kind's default condition)."""
-    named = {s.window.ref for s in scenario.slos if lookup(s.objective.metric).from_system}
-    return [f for f in scenario.faults if f.heal_check() is not None and (f.heal is not None or f.name in named)]
 
 
 class _Url:
@@ -137,7 +129,7 @@ class HealWatch:
     def start(self) -> None:
         """Build each watched fault's probe, before the load starts: a pods condition without a
         count reads how many pods are Ready now (raises ``HarnessError`` when it cannot)."""
-        faults = watched_faults(self._scenario)
+        faults = watched_faults(self._scenario.faults, self._scenario.slos)
         kube: KubeReader | None = None
         if any(check.kubernetes for f in faults if (check := f.heal_check()) is not None):
             kube = KubeReader(self._scenario.safety.allowed_contexts)

@@ -50,7 +50,7 @@ from harness.measure.heal import HealTime
 from harness.measure.steptiming import StepRecord
 from harness.measure.windows import Aggregator
 from harness.plan import Plan, Step, StepKind
-from harness.results.points import run_point, running_point, slo_points
+from harness.results.points import heal_points, run_point, running_point, slo_points
 from harness.results.samples import BaselineRun
 from harness.run.cluster import RayStart, driver_node_id, live_nodes, start_ray, stop_ray
 from harness.run.faults import FaultAgents, choose_pods
@@ -402,6 +402,7 @@ class Orchestrator:
         )
         started = live.start_epoch if live is not None else self.options.invoked_at
         self.recorder.write(list(slo_points(self.run_id, slos, ended)))
+        self.recorder.write(list(heal_points(self.run_id, map(HealEntry.of, self.heal_times.values()), ended)))
         if live is not None:  # the final figures of every window and endpoint, as summary.json has them
             self.recorder.write(figures_points(live.ledger, self.run_id, live.start_epoch))
         planned_end = started + self.plan.duration

@@ -21,13 +21,19 @@ kill by pattern when the pattern matches again. Pure: models only.
 
 from __future__ import annotations
 
-from typing import Annotated, Self
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Annotated, Self
 
 from pydantic import AfterValidator, Field, model_validator
 
+from harness.judge.objectives import lookup
 from harness.scenario.fields import KubeNamespace, KubeObjectName, Model, label_selector, regex
 
-__all__ = ["POLL_INTERVAL", "DeploymentHeal", "HealCheck", "PodsHeal"]
+if TYPE_CHECKING:
+    from harness.scenario.faults import FaultBase
+    from harness.scenario.model import Slo
+
+__all__ = ["POLL_INTERVAL", "DeploymentHeal", "HealCheck", "PodsHeal", "watched_faults"]
 
 #: Seconds between two polls of a heal condition: a heal_time is known to about this much.
 POLL_INTERVAL = 0.15
@@ -105,3 +111,10 @@ class HealCheck(Model):
             return self.pods.describe()
         assert self.deployment is not None
         return self.deployment.describe()
+
+
+def watched_faults(faults: Iterable[FaultBase], slos: Iterable[Slo]) -> list[FaultBase]:
+    """The faults whose healing a run measures: those with a ``heal:`` key, and those a metric
+    measured from the system's side (``heal_time``) names, with their kind's default condition."""
+    named = {s.window.ref for s in slos if lookup(s.objective.metric).from_system}
+    return [f for f in faults if f.heal_check() is not None and (f.heal is not None or f.name in named)]
