@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.chaos.ladder import instances, step_fault, step_name
+from harness.chaos.ladder import instances, pod_step, step_fault, step_name
 from harness.chaos.processes import resolve_targets
 from harness.judge.junit import junit_xml
 from harness.judge.ladder import LadderBook, StepState
@@ -329,3 +329,47 @@ def test_a_process_ladder_takes_a_prefix_of_the_sorted_command_lines(
         assert step.fault.radius is None
         chosen = sorted(p.pid for p in resolve_targets(step.fault.target))  # type: ignore[attr-defined]
         assert chosen == sorted(by_port[f"--port={port}"] for port in ("9001", "9002", "9003")[: step.acts_on])
+
+
+# ---------------------------------------------------------------- a ladder over pods
+
+PODS = """\
+name: ladder-pods
+target: {base_url: http://127.0.0.1:8700}
+load:
+  locustfile: locust.py
+  user_classes: [{class: Shopper}]
+  stages:
+    - {name: main, duration: 40s, users: 10}
+faults:
+  - name: cut
+    kind: network.partition
+    at: 6s
+    duration: 24s
+    pods: {namespace: shop, selector: app=catalog, mode: all}
+    params: {peers: [127.0.0.1/32]}
+    radius: RADIUS
+slos:
+  - {name: holds, objective: "error_rate < 5%", window: "during:cut"}
+safety:
+  allowed_contexts: [kind-shop]
+"""
+
+
+def test_a_ladder_over_pods_acts_in_the_first_pods_by_name(tmp_path: Path) -> None:
+    path = write(tmp_path, "{steps: [1, 50%, 100%]}", PODS)
+    done = validate(path)
+    assert done.returncode == 0, done.stdout + done.stderr  # a radius counts the pods of any fault with pods
+    fault = load_scenario(path).faults[0]
+    keys = [f"shop/catalog-{c}" for c in "abcd"]
+    steps = [pod_step(fault, keys, i) for i in (1, 2, 3)]
+    assert [(s.acts_on, s.found, s.ids) for s in steps] == [
+        (1, 4, ("shop/catalog-a",)),
+        (2, 4, ("shop/catalog-a", "shop/catalog-b")),
+        (4, 4, tuple(keys)),
+    ]
+    assert [s.fault.name for s in steps] == ["cut.step1", "cut.step2", "cut.step3"]
+    assert all(s.fault.pods == fault.pods and s.fault.radius is None for s in steps)
+    without_pods = PODS.replace("    pods: {namespace: shop, selector: app=catalog, mode: all}\n", "")
+    done = validate(write(tmp_path, "{steps: [1, 50%, 100%]}", without_pods))
+    assert done.returncode == 2 and "kind network.partition selects no set of instances" in done.stderr + done.stdout
