@@ -6,7 +6,7 @@ kubelet with containerd leaves on a node, with real kernel objects:
 * per pod, a cgroup directory named for its UID, in the systemd driver's cgroup v2 layout
   (``/sys/fs/cgroup/unified/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod<uid
   with _>.slice/cri-containerd-<id>.scope``) or the cgroupfs driver's cgroup v1 layout
-  (``/sys/fs/cgroup/{pids,cpu}/kubepods/besteffort/pod<uid>/<id>``), with a container scope holding
+  (``/sys/fs/cgroup/{pids,cpu,freezer}/kubepods/besteffort/pod<uid>/<id>``), with a container scope holding
   the pod's "app" (a real HTTP server answering its pod's name) and a sandbox scope holding a
   ``sleep`` (the "pause" process, not a container in the pod's status);
 * per pod, a network namespace named as the CNI plugins name them (``cni-...``), joined to the
@@ -38,7 +38,7 @@ BRIDGE_NET = "10.231.7"
 HOST_ADDR = f"{BRIDGE_NET}.1"
 PORT = 8080
 V2_ROOT = Path("/sys/fs/cgroup/unified")
-V1_ROOTS = (Path("/sys/fs/cgroup/pids"), Path("/sys/fs/cgroup/cpu"))
+V1_ROOTS = (Path("/sys/fs/cgroup/pids"), Path("/sys/fs/cgroup/cpu"), Path("/sys/fs/cgroup/freezer"))
 
 SERVER = r"""
 import sys
@@ -138,6 +138,10 @@ def _layout(uid: str, cid: str, sid: str, layout: str) -> tuple[list[Path], list
 
 
 def _remove_dirs(pod: Pod) -> None:
+    for directory in pod.pod_dirs:  # a frozen process cannot die: thaw a pod a failed test left frozen
+        for name, thaw in (("cgroup.freeze", "0"), ("freezer.state", "THAWED")):
+            with contextlib.suppress(OSError):
+                (directory / name).write_text(thaw)
     for directory in [*pod.container_dirs, *pod.sandbox_dirs, *pod.pod_dirs]:
         for here, _dirs, _files in os.walk(directory, topdown=False):
             with contextlib.suppress(OSError):

@@ -4,7 +4,7 @@ Three "pods" of a service (tests/kubelet_pods.py: a cgroup per pod UID with the 
 its container scope, a CNI-named network namespace per pod with a real HTTP server in it) and
 the API double (tests/k8s_api.py) serving pods whose UIDs, nodeName and containerStatuses match,
 reached through the official client with $KUBECONFIG. The pods are chosen as a run chooses
-them (:mod:`harness.chaos.families.kubernetes.pods`), each member fault made on the node
+them (:mod:`harness.chaos.kube`), each member fault made on the node
 (:mod:`harness.chaos.pods`) and applied through its family's journal steps; traffic is measured by
 requests from the host to each pod. The end-to-end test runs ``harness run`` on the local Ray,
 whose node carries the hostname label the double's pods name as their node.
@@ -28,9 +28,9 @@ import psutil
 import pytest
 
 from harness.chaos import pods as pod_faults
-from harness.chaos.families.kubernetes.pods import choose_pods
 from harness.chaos.family import family_of
 from harness.chaos.journal import FaultRecord, Journal
+from harness.chaos.kube import choose_pods
 from harness.chaos.kubelet import PodRef, locate
 from harness.chaos.steps import InjectContext
 from harness.errors import ConfigError
@@ -117,11 +117,22 @@ def test_each_pod_is_found_by_its_uid_in_the_kubelets_layout(node: list[Pod]) ->
         locate(PodRef(NAMESPACE, node[0].name, node[0].uid, NODE, "", (("app", node[0].container_id),)), ["sidecar"])
 
 
-def test_a_cgroup_v1_cgroupfs_pod_is_found_too() -> None:
+def test_a_cgroup_v1_cgroupfs_pod_is_found_and_frozen_too() -> None:
     with kubelet_pods.kubelet_pods(1, "v1-cgroupfs", prefix="legacy", slot=1) as [pod]:
-        site = locate(PodRef(NAMESPACE, pod.name, pod.uid, NODE, pod.ip, (("app", pod.container_id),)))
+        ref = PodRef(NAMESPACE, pod.name, pod.uid, NODE, pod.ip, (("app", pod.container_id),))
+        site = locate(ref)
         assert pod.app is not None and site.pids == (pod.app.pid,)
         assert "/kubepods/besteffort/pod" in site.pod_dirs[0] and site.netns == pod.netns
+        fault = _fault("kubernetes.pod_failure").model_copy(update={"name": "freeze-v1"})
+        journal = Journal(RUN)
+        records = _inject(fault, [ref], journal)
+        state = Path("/sys/fs/cgroup/freezer/kubepods/besteffort", f"pod{pod.uid}", "freezer.state")
+        try:
+            assert state.read_text().strip() in ("FROZEN", "FREEZING")
+            assert get(pod.ip, timeout=1.0)[0] in ("TimeoutError", "timeout")
+        finally:
+            _revert(records, journal)
+        assert state.read_text().strip() == "THAWED" and get(pod.ip)[0] == pod.name
 
 
 # ---------------------------------------------------------------- faults on one pod of three
@@ -184,6 +195,41 @@ def test_kill_and_pause_act_only_on_that_pods_processes(node: list[Pod], kubecon
     finally:
         _revert(records, journal)
         kubelet_pods.restart_app(pod)
+
+
+def test_container_kill_kills_only_the_named_containers_processes(node: list[Pod], kubeconfig: Path) -> None:
+    fault = _fault("kubernetes.container_kill", pods={**PODS, "containers": ["app"]})
+    refs, pod, others = _chosen(fault, node)
+    journal = Journal(RUN)
+    records = _inject(fault, refs, journal)
+    try:
+        assert [r.kind for r in records] == ["process.kill"]  # applied, journaled and recovered as one
+        assert pod.app is not None and pod.app.wait(timeout=5) == -9
+        assert pod.sandbox is not None and pod.sandbox.poll() is None
+        assert all(o.app is not None and o.app.poll() is None and get(o.ip)[0] == o.name for o in others)
+    finally:
+        _revert(records, journal)
+        kubelet_pods.restart_app(pod)
+    with pytest.raises(ValueError, match="name the containers to kill"):
+        from harness.scenario.faults import FaultContext
+
+        problems = list(_fault("kubernetes.container_kill").checks(FaultContext(None, None, ())))
+        raise ValueError(str(problems))
+
+
+def test_pod_failure_freezes_one_pod_and_thaws_it(node: list[Pod], kubeconfig: Path) -> None:
+    fault = _fault("kubernetes.pod_failure")
+    refs, pod, others = _chosen(fault, node)
+    freeze = Path(pod.pod_dirs[0], "cgroup.freeze")
+    journal = Journal(RUN)
+    records = _inject(fault, refs, journal)
+    try:
+        assert freeze.read_text().strip() == "1"
+        assert get(pod.ip, timeout=1.0)[0] in ("TimeoutError", "timeout")
+        assert all(get(o.ip)[0] == o.name for o in others)
+    finally:
+        _revert(records, journal)
+    assert freeze.read_text().strip() == "0" and get(pod.ip)[0] == pod.name
 
 
 def test_stress_lands_in_that_pods_cgroup(node: list[Pod], kubeconfig: Path) -> None:

@@ -31,9 +31,9 @@ from typing import Any
 import pytest
 from junitparser import Failure, JUnitXml
 
+from harness.chaos import kube_health
 from harness.chaos.families.kubernetes import api as kube
 from harness.chaos.families.kubernetes.params import KubernetesPodKillFault, KubernetesScaleFault
-from harness.chaos.kube_health import KubeReader
 from harness.demo.control import DemoInfo, down, up
 from harness.run.heal import HealWatch
 from harness.run.recorder import Recorder
@@ -66,11 +66,11 @@ def api(double: FakeApiServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
 
 def pods_ready(api: kube.KubeApi, namespace: str, selector: str) -> tuple[int, int]:
-    return KubeReader([api.context]).pods_ready(namespace, selector)
+    return kube_health.pods_ready(api, namespace, selector, "test")
 
 
 def replicas_available(api: kube.KubeApi, namespace: str, deployment: str) -> tuple[int, int]:
-    return KubeReader([api.context]).replicas_available(namespace, deployment)
+    return kube_health.replicas_available(api, namespace, deployment, "test")
 
 
 def _pods(api: kube.KubeApi) -> dict[str, Any]:
@@ -252,6 +252,29 @@ def test_the_heal_watch_measures_a_pod_kill_until_as_many_pods_are_ready_as_befo
     assert event.text.startswith("fault kill healed after 1.") and event.time == heal.healed
 
 
+def test_the_heal_watch_measures_a_scale_from_its_end_until_its_replicas_are_available(
+    api: kube.KubeApi, tmp_path: Path
+) -> None:
+    scenario = _scenario(
+        tmp_path,
+        "  - {name: zero, kind: kubernetes.scale, at: 1s, duration: 1s,\n"
+        "     target: {namespace: shop, deployment: payments}}\n",
+        "  - {name: back, objective: heal_time < 5s, window: 'after:zero'}\n",
+    )
+    recorder = Recorder("r3", _Points())
+    watch = HealWatch(scenario, recorder, agent_of=lambda name: None)
+    watch.start()
+    record = kube.inject(scenario.faults[0], api)
+    watch.fault_started("zero", time.time())  # not a kill: watched from its end only
+    time.sleep(0.5)
+    kube.revert(record, api)
+    watch.fault_ended("zero", time.time())
+    _wait(lambda: any(e.kind == "heal" for e in recorder.events), timeout=5)
+    heal = watch.stop()["zero"]
+    assert not heal.from_start and heal.seconds == pytest.approx(READY_DELAY, abs=0.3)
+    assert heal.check == "deployment shop/payments availableReplicas back at spec.replicas"
+
+
 class _Health(BaseHTTPRequestHandler):
     healthy_from = 0.0
 
@@ -416,3 +439,21 @@ def test_a_heal_too_slow_fails_and_one_that_never_comes_fails_saying_so(
     [failure] = [r for r in junit["payments-heals-fast"].result if isinstance(r, Failure)]
     assert failure.type == "SloFailed"
     assert "fault pause-catalog did not heal within the run" in done.stdout
+
+
+def test_summary_heals_round_trip_and_the_report_shows_them() -> None:
+    from harness.judge.summary import HealEntry, RunSummary
+    from harness.review import report_tables
+    from harness.review.report_model import HealRow, ReportData
+
+    heals = [
+        HealEntry("kill", "a process matching 'x' runs", "kill", 10.0, 12.1, 2.1, 15, ""),
+        HealEntry("gone", "http://127.0.0.1:9/health answers 2xx", "end", 20.0, None, None, 40, "Connection refused"),
+    ]
+    written = RunSummary(run_id="r", heals=heals).to_json()
+    assert RunSummary.from_json(written).heals == heals
+    assert "heals" not in RunSummary(run_id="r").to_json()  # no heal watched: the key is absent, as before
+    rows = tuple(HealRow(h.fault, h.since, h.check, h.heal_time_s, h.last_error) for h in heals)
+    html = report_tables.heals(ReportData("r", "s", "failed", "", None, None, heals=rows))
+    assert "<td>kill</td><td>the kill</td>" in html and "<td>2.10s</td>" in html
+    assert "never healed within the run</span> (last poll: Connection refused)" in html

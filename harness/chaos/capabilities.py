@@ -345,7 +345,8 @@ def requirements(fault: Any) -> list[str]:
     if getattr(fault, "pods", None) is not None:  # as inside a pod, plus listing pods and reading cgroups
         from harness.chaos.pods import placeholder
 
-        inside = family_of(fault.kind).requirements(placeholder(fault))
+        made = placeholder(fault)
+        inside = family_of(made.kind).requirements(made)
         return [*inside, *(need for need in (KUBE_CONTEXTS, CGROUPS) if need not in inside)]
     return family_of(fault.kind).requirements(fault)
 

@@ -1,6 +1,6 @@
 """A Kubernetes pod found on its node the way the kubelet lays it out: cgroups, processes, network namespace.
 
-Pure of Ray and of the Kubernetes client: the driver lists the pods (:mod:`harness.chaos.families.kubernetes.pods`)
+Pure of Ray and of the Kubernetes client: the driver lists the pods (:mod:`harness.chaos.kube`)
 and hands each node's agent a :class:`PodRef` per pod (name, UID, container IDs); :func:`locate` turns one
 into a :class:`PodSite` by reading this node's ``/proc`` and cgroup hierarchies only. Changes nothing.
 

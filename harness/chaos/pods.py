@@ -66,7 +66,8 @@ def describe(fault: FaultBase) -> str:
     """The plan's line for a fault with ``pods``: which pods, then what it does inside each."""
     assert fault.pods is not None
     try:
-        inside = family_of(fault.kind).describe(placeholder(fault))
+        made = placeholder(fault)  # of another kind when the family applies it so (a container kill)
+        inside = family_of(made.kind).describe(made)
     except FaultError as exc:
         inside = str(exc)
     return f"inside {fault.pods.describe()}: {inside}"

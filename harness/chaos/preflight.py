@@ -54,7 +54,7 @@ def targets(scenario: Scenario) -> dict[str, str]:
 def _pods_now(fault: FaultBase, scenario: Scenario) -> str:
     """``; now: N of M matching pods ...: p1 on node-a, ...`` (GET requests only), and for each
     pod found on this machine its cgroup, processes and network namespace."""
-    from harness.chaos.families.kubernetes.pods import choose_pods
+    from harness.chaos.kube import choose_pods
     from harness.chaos.kubelet import locate
 
     try:
@@ -96,7 +96,7 @@ def _check_pods(scenario: Scenario) -> None:
     and some match; their nodes are matched to Ray nodes once Ray is up."""
     if not any(f.pods is not None for f in scenario.faults):
         return
-    from harness.chaos.families.kubernetes.pods import choose_pods
+    from harness.chaos.kube import choose_pods
 
     try:
         choose_pods(scenario.faults, scenario.safety.allowed_contexts)

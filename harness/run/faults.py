@@ -64,7 +64,7 @@ def choose_pods(scenario: Scenario, recorder: Recorder | None = None) -> dict[st
     """
     if not any(f.pods is not None for f in scenario.faults):
         return {}
-    from harness.chaos.families.kubernetes.pods import choose_pods as choose  # the client, only when needed
+    from harness.chaos.kube import choose_pods as choose  # the client, only when needed
 
     try:
         choices = choose(scenario.faults, scenario.safety.allowed_contexts)

@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from harness.chaos.agent import ChaosAgent
-from harness.chaos.kube_health import KubeReader
+from harness.chaos.kube import KubeApi, connect
+from harness.chaos.kube_health import pods_ready, replicas_available
 from harness.errors import HarnessError
 from harness.judge.units import format_duration
 from harness.measure.heal import HealTime
@@ -130,15 +131,15 @@ class HealWatch:
         """Build each watched fault's probe, before the load starts: a pods condition without a
         count reads how many pods are Ready now (raises ``HarnessError`` when it cannot)."""
         faults = watched_faults(self._scenario.faults, self._scenario.slos)
-        kube: KubeReader | None = None
+        kube: KubeApi | None = None
         if any(check.kubernetes for f in faults if (check := f.heal_check()) is not None):
-            kube = KubeReader(self._scenario.safety.allowed_contexts)
+            kube = connect(self._scenario.safety.allowed_contexts)
         for fault in faults:
             check = fault.heal_check()
             assert check is not None  # watched_faults keeps only these
             self._watched[fault.name] = _Watched(fault, check, self._probe(fault.name, check, kube))
 
-    def _probe(self, name: str, check: HealCheck, kube: KubeReader | None) -> Probe:
+    def _probe(self, name: str, check: HealCheck, kube: KubeApi | None) -> Probe:
         if check.url is not None:
             return _Url(check.url)
         if check.pattern is not None:
@@ -147,18 +148,18 @@ class HealWatch:
                 raise HarnessError(f"fault '{name}': no chaos agent on its node to look for '{check.pattern}'")
             return _Pattern(agent, check.pattern)
         assert kube is not None  # made above when any condition reads the Kubernetes API
-        reader = kube
+        api = kube
         if check.pods is not None:
             pods: PodsHeal = check.pods
 
             def read_pods() -> tuple[int, int]:
-                return reader.pods_ready(pods.namespace, pods.selector)
+                return pods_ready(api, pods.namespace, pods.selector, name)
 
             want = pods.count if pods.count is not None else read_pods()[0]
             return _Pods(read_pods, max(1, want))
         deployment: DeploymentHeal | None = check.deployment
         assert deployment is not None
-        return _Replicas(lambda: reader.replicas_available(deployment.namespace, deployment.deployment))
+        return _Replicas(lambda: replicas_available(api, deployment.namespace, deployment.deployment, name))
 
     def fault_started(self, name: str, at: float) -> None:
         """Fault ``name`` was injected at ``at`` (epoch s, driver's clock): a kill is watched from now."""

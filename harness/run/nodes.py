@@ -107,7 +107,10 @@ def _listing(nodes: Iterable[Node]) -> str:
 def _pod_sites(index: int, fault: str, pods: Sequence[PodRef], nodes: Sequence[Node]) -> tuple[Sites, list[str]]:
     """The nodes holding ``pods`` (by :data:`HOST_LABEL` = ``spec.nodeName``), and a problem per pod
     on a node that has no Ray node."""
-    by_host = {n.labels[HOST_LABEL]: n for n in nodes if HOST_LABEL in n.labels}
+    by_host: dict[str, Node] = {}
+    for node in sorted(nodes, key=lambda n: n.node_id):  # several Ray nodes on one host: the same one each time
+        if HOST_LABEL in node.labels:
+            by_host.setdefault(node.labels[HOST_LABEL], node)
     grouped: dict[str, list[PodRef]] = {}
     problems = []
     for pod in pods:
