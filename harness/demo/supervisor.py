@@ -44,6 +44,7 @@ __all__ = [
     "CONTROL_OFFSET",
     "DEMO_RECORDS",
     "DNS_CONTROL_OFFSET",
+    "MAX_CATALOG_INSTANCES",
     "PAYMENTS_NAME",
     "PORTS_USED",
     "PORT_OFFSETS",
@@ -51,6 +52,7 @@ __all__ = [
     "SERVICE_NAMES",
     "SUPERVISOR_MODULE",
     "Supervisor",
+    "catalog_replica_ports",
     "is_service_process",
     "is_supervisor_process",
     "main",
@@ -171,17 +173,32 @@ def child_environment() -> dict[str, str]:
     return env
 
 
-def service_command(name: str, base_port: int, payments_netns: bool = False) -> list[str]:
-    """How the supervisor starts service ``name``; with ``payments_netns`` payments runs in the
-    demo's namespace (:mod:`harness.demo.network`) and the proxy forwards there."""
+#: The most catalog instances a demo runs (``--catalog-instances``); the further ones listen on
+#: the ports after the demo's own (base + PORTS_USED, ...).
+MAX_CATALOG_INSTANCES = 4
+
+
+def catalog_replica_ports(base_port: int, instances: int) -> list[int]:
+    """The ports of catalog's instances beyond the first (which listens on base + 1)."""
+    return [base_port + PORTS_USED + i for i in range(max(0, instances - 1))]
+
+
+def service_command(
+    name: str, base_port: int, payments_netns: bool = False, catalog_instances: int = 1, port: int | None = None
+) -> list[str]:
+    """How the supervisor starts service ``name`` (on ``port``, default its own); with
+    ``payments_netns`` payments runs in the demo's namespace (:mod:`harness.demo.network`) and
+    the proxy forwards there; with ``catalog_instances`` the gateway calls that many catalogs."""
     net = for_base_port(base_port)
-    command = [sys.executable, "-m", SERVICES_MODULE, name, "--port", str(service_port(name, base_port))]
+    port = service_port(name, base_port) if port is None else port
+    command = [sys.executable, "-m", SERVICES_MODULE, name, "--port", str(port)]
     if name == "payments" and payments_netns:
         command = ["ip", "netns", "exec", net.netns, *command, "--host", net.payments_address]
     if name == "gateway":
         for downstream in ("catalog", "cart"):
             command += [f"--{downstream}-port", str(service_port(downstream, base_port))]
         command += ["--payments-port", str(service_port("proxy", base_port))]  # through the fault proxy
+        command += [f"--catalog-replica-port={p}" for p in catalog_replica_ports(base_port, catalog_instances)]
         command += ["--payments-name", PAYMENTS_NAME, "--nameserver", f"127.0.0.1:{service_port('dns', base_port)}"]
     elif name == "proxy":
         command += ["--upstream-port", str(service_port("payments", base_port))]
@@ -247,13 +264,18 @@ class Supervisor:
         log: logging.Logger,
         payments_netns: bool = False,
         clock_shims: tuple[str, ...] = (),
+        catalog_instances: int = 1,
     ) -> None:
         self.directory = directory
         self.clock_shims = frozenset(clock_shims)
         self.base_port = base_port
         self.restart_delay = restart_delay
         self.log = log
-        self.children = [Child(name, service_command(name, base_port, payments_netns)) for name in SERVICE_NAMES]
+        self.children = [
+            Child(name, service_command(name, base_port, payments_netns, catalog_instances)) for name in SERVICE_NAMES
+        ]
+        for i, port in enumerate(catalog_replica_ports(base_port, catalog_instances)):  # before the gateway
+            self.children.insert(1, Child(f"catalog-{i + 2}", service_command("catalog", base_port, port=port)))
         self._stop_signal: int | None = None
         self._env = child_environment()
         self._preexec = die_with_parent()
@@ -380,6 +402,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--payments-netns", action="store_true", help="payments runs in the demo's network namespace (made by up)"
     )
     parser.add_argument(
+        "--catalog-instances",
+        type=int,
+        default=1,
+        choices=range(1, MAX_CATALOG_INSTANCES + 1),
+        help="run catalog as this many instances, which the gateway calls round robin",
+    )
+    parser.add_argument(
         "--clock-shim",
         action="append",
         default=[],
@@ -395,7 +424,13 @@ def main(argv: list[str] | None = None) -> int:
     directory.mkdir(parents=True, exist_ok=True)
     log = _logger(directory)
     supervisor = Supervisor(
-        directory, args.base_port, args.restart_delay, log, args.payments_netns, tuple(args.clock_shim)
+        directory,
+        args.base_port,
+        args.restart_delay,
+        log,
+        args.payments_netns,
+        tuple(args.clock_shim),
+        args.catalog_instances,
     )
     return supervisor.run()
 
