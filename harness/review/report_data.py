@@ -378,6 +378,7 @@ def _assemble(
         windows=window_rows(given.windows, points.windows),
         events=tuple(events),
         scenario_yaml=scenario_yaml,
+        traces=tuple(given.trace_examples),
         source=source,
         estimated=not from_summary
         and bool(points.requests)

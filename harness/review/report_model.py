@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from harness.judge.summary import EndpointTraces
+
 __all__ = [
     "Comparison",
     "EndpointRow",
@@ -174,3 +176,4 @@ class ReportData:
     source: str = ""
     estimated: bool = False
     notes: tuple[str, ...] = field(default=())
+    traces: tuple[EndpointTraces, ...] = ()  # example trace ids per endpoint (summary.json's trace_examples)

@@ -13,6 +13,7 @@ observers in :mod:`~harness.run.seconds`, events and points in :mod:`~harness.ru
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import resource
@@ -33,6 +34,7 @@ from harness.judge.summary import (
     BaselineOutcome,
     DeliverySummary,
     EndpointTotals,
+    EndpointTraces,
     FindingEntry,
     RunSummary,
     SecondCounts,
@@ -48,6 +50,7 @@ from harness.measure.windows import Aggregator
 from harness.plan import Plan, Step, StepKind
 from harness.results.points import run_point, running_point, slo_points
 from harness.results.samples import BaselineRun
+from harness.run.baggage import Baggage
 from harness.run.cluster import RayStart, driver_node_id, live_nodes, start_ray, stop_ray
 from harness.run.faults import FaultAgents
 from harness.run.fleet import Fleet, FleetOptions
@@ -135,6 +138,7 @@ class Orchestrator:
         fleet_options = FleetOptions(options.run_id, options.run_dir, options.processes, options.extra_env)
         self.fleet = Fleet(self.scenario, fleet_options)
         self.poller = Poller(self.fleet, self.recorder)
+        self.baggage = Baggage(self.fleet, self.scenario.load.tracing is not None)
         self.faults: FaultAgents | None = None
         self.live: _Live | None = None
         self.ray: RayStart | None = None
@@ -296,9 +300,11 @@ class Orchestrator:
 
     def _phase_start(self, step: Step, record: StepRecord, now: float) -> None:
         self.recorder.event("phase", step.name, "start", f"phase {step.name} started", now)
+        self.baggage.phase_started(step.name)
 
     def _phase_end(self, step: Step, record: StepRecord, now: float) -> None:
         self.recorder.event("phase", step.name, "end", f"phase {step.name} ended", now)
+        self.baggage.phase_ended(step.name)
 
     def _stage(self, step: Step, record: StepRecord, now: float) -> None:
         if step.stage is not None and self.live is not None:
@@ -311,9 +317,11 @@ class Orchestrator:
         planned, late = self.live.stages.done(record, injected.at)
         until = self.live.start_epoch + planned + self.scenario.faults[step.fault_index].duration
         self.recorder.event("fault", injected.name, "start", injected.text, injected.at, planned, late, until)
+        self.baggage.fault_started(injected.name)
 
     def _fault_end(self, step: Step, record: StepRecord, now: float) -> None:
         at = self.faults.revert(step.name) if self.faults is not None else None
+        self.baggage.fault_ended(step.name)
         if at is None or self.live is None:
             return
         planned, late = self.live.stages.done(record, at)
@@ -412,6 +420,7 @@ class Orchestrator:
             step_timing=[from_json(StepTiming, r.to_dict()) for r in live.stages.log.records] if live else [],
             totals=Stats.from_json(windows["run"]) if windows else None,
             endpoints=[EndpointTotals.from_json(row) for row in live.ledger.endpoint_table()] if live else [],
+            trace_examples=[from_json(EndpointTraces, dataclasses.asdict(e)) for e in self.poller.examples.table()],
             windows={name: Stats.from_json(row) for name, row in windows.items()},
             slos=slos,
             guard=live.guard.trip if live is not None else None,

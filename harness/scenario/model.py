@@ -97,6 +97,17 @@ Stage = Annotated[
 ]
 
 
+class Trace(Model):
+    """W3C trace context on every request: a ``traceparent`` and a ``baggage`` header (docs/scenarios.md)."""
+
+    per: Literal["request", "iteration"] = Field(
+        default="request",
+        description="request: every request starts a new trace; iteration: the requests of one Locust task run "
+        "share a trace, one span each.",
+    )
+    sampled: bool = Field(default=True, description="The traceparent's sampled flag (01), asking backends to record.")
+
+
 class Load(Model):
     """How load is generated: which locustfile, which users, which stages."""
 
@@ -132,6 +143,18 @@ class Load(Model):
         description="Ray nodes generators may run on (e.g. {labels: {harness.io/role: generator}}); "
         "default any node with a CPU.",
     )
+    trace: Trace | Literal["off", "on"] | bool = Field(
+        default_factory=Trace,
+        description="W3C traceparent and baggage (run id, phase, active faults) on every request: "
+        "{per: request|iteration, sampled: true|false}; off (or false) sends neither. On by default.",
+    )
+
+    @property
+    def tracing(self) -> Trace | None:
+        """The trace settings, or None when ``trace`` is off."""
+        if isinstance(self.trace, Trace):
+            return self.trace
+        return Trace() if self.trace in (True, "on") else None
 
 
 #: Where stress.io and stress.disk_fill may write when the scenario lists no safety.allowed_paths.
