@@ -253,7 +253,7 @@ def locust_options(scenario: Scenario) -> LocustOptions:
     load = scenario.load
     users = max((s.max_users if isinstance(s, RateStage) else s.users for s in load.stages), default=None)
     declared = outline(scenario.locustfile_path)
-    trace = load.tracing
+    trace = load.trace
     return LocustOptions(
         shape=load.shape,
         arguments=dict(load.arguments),

@@ -138,7 +138,7 @@ class Orchestrator:
         fleet_options = FleetOptions(options.run_id, options.run_dir, options.processes, options.extra_env)
         self.fleet = Fleet(self.scenario, fleet_options)
         self.poller = Poller(self.fleet, self.recorder)
-        self.baggage = Baggage(self.fleet, self.scenario.load.tracing is not None)
+        self.baggage = Baggage(self.fleet, self.scenario.load.trace is not None)
         self.faults: FaultAgents | None = None
         self.live: _Live | None = None
         self.ray: RayStart | None = None

@@ -16,6 +16,7 @@ from pydantic import (
     Discriminator,
     Field,
     Tag,
+    WithJsonSchema,
 )
 
 from harness.judge.objectives import lookup
@@ -97,6 +98,25 @@ Stage = Annotated[
 ]
 
 
+def _trace_switch(value: Any) -> Any:
+    """``off``/``false``: no trace context (None); ``on``/``true``: the defaults."""
+    if value is False or value == "off":
+        return None
+    return {} if value is True or value == "on" else value
+
+
+_TRACE_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {
+            "type": "object",
+            "properties": {"per": {"enum": ["request", "iteration"]}, "sampled": {"type": "boolean"}},
+            "additionalProperties": False,
+        },
+        {"enum": ["off", "on", True, False]},
+    ]
+}
+
+
 class Trace(Model):
     """W3C trace context on every request: a ``traceparent`` and a ``baggage`` header (docs/scenarios.md)."""
 
@@ -143,18 +163,11 @@ class Load(Model):
         description="Ray nodes generators may run on (e.g. {labels: {harness.io/role: generator}}); "
         "default any node with a CPU.",
     )
-    trace: Trace | Literal["off", "on"] | bool = Field(
+    trace: Annotated[Trace | None, BeforeValidator(_trace_switch), WithJsonSchema(_TRACE_SCHEMA)] = Field(
         default_factory=Trace,
         description="W3C traceparent and baggage (run id, phase, active faults) on every request: "
         "{per: request|iteration, sampled: true|false}; off (or false) sends neither. On by default.",
     )
-
-    @property
-    def tracing(self) -> Trace | None:
-        """The trace settings, or None when ``trace`` is off."""
-        if isinstance(self.trace, Trace):
-            return self.trace
-        return Trace() if self.trace in (True, "on") else None
 
 
 #: Where stress.io and stress.disk_fill may write when the scenario lists no safety.allowed_paths.
