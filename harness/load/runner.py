@@ -235,8 +235,9 @@ class LoadProcess:
             _drop_locust_stats(self.env)
         self._failure_kind = FailureKinds()
         listener = self._on_request_open if settings.open_model else self._on_request
+        self.tracer = traced(settings.trace)  # before any user starts
+        listener = listener if self.tracer is None else self.tracer.listening(listener)
         self.env.events.request.add_listener(self._with_raw_log(listener) if raw is not None else listener)
-        self.tracer = traced(settings.trace, self.env.events, _now)  # before any user starts
         self.env.events.init.fire(environment=self.env, runner=self.runner, web_ui=None)
         if locust_log.unhandled_greenlet_exception:  # Locust exits 1 then too
             raise RuntimeError("an @events.init listener of the locustfile raised (its traceback is in this log)")

@@ -1,21 +1,22 @@
 """W3C ``traceparent`` and ``baggage`` on every request of a Locust process, and example trace ids.
 
-Installed once per load process (:func:`install`), before any user starts, by wrapping the
-one place each Locust HTTP client hands a request's headers on:
+Installed once per load process (:func:`install`), before any user starts, where each Locust
+HTTP client builds a request's headers:
 
-* ``FastHttpSession._send_request_safe_mode`` (FastHttpUser): the request's headers become
-  ``{traceparent, baggage, **the request's own}``; geventhttpclient merges them into its
-  case-insensitive headers in that order, so a ``Traceparent`` or ``baggage`` the locustfile
-  passes wins. A session whose ``default_headers`` name either header keeps its own (looked
-  at once per session).
+* FastHttpUser: each session's default headers (``client.default_headers``) become a
+  ``Headers`` whose per-request copy, which geventhttpclient makes for every request before
+  it applies the request's own headers, holds a new ``traceparent`` and the baggage; so a
+  ``Traceparent`` or ``baggage`` the locustfile passes (in any case) wins, and one in its
+  ``default_headers`` is kept (looked at once per session). No wrapper runs per request.
 * ``HttpSession.prepare_request`` (HttpUser): added to the prepared request's headers unless
   the request or the session (``client.headers``) already has them.
 * ``TaskSet.execute_next_task``, only with ``per: iteration``: each task run starts a new
   trace; its requests are spans of it (a new parent-id each).
 
-Per request that is a list pop, a dict of two more items and, with ``per: iteration``, one
-string concatenation (:mod:`harness.load.trace`). A request listener keeps the examples
-(:class:`harness.measure.examples.ExampleKeeper`): per request one lookup and a comparison;
+Per request that is a list pop, two more header entries and, with ``per: iteration``, one
+string concatenation (:mod:`harness.load.trace`). The runner's request listener, wrapped by
+:meth:`Tracer.listening`, keeps the examples (:class:`harness.measure.examples.ExampleKeeper`):
+per request one lookup and a comparison;
 only a request that is among its endpoint's slowest or first failed has its trace id read
 back from the request it sent.
 """
@@ -26,6 +27,7 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from geventhttpclient.header import Headers
 from locust import TaskSet, User
 from locust.clients import HttpSession
 from locust.contrib.fasthttp import FastHttpSession
@@ -37,19 +39,18 @@ from harness.measure.examples import Example, ExampleKeeper
 
 __all__ = ["Tracer", "install", "traced"]
 
-_BOTH = (True, True)
+_BOTH = (True, True)  # add traceparent, add baggage
 
 
 class Tracer:
     """The trace context of one load process: ids, the current baggage, the examples kept."""
 
-    def __init__(self, settings: TraceSettings, run_id: str, now: Callable[[], float]) -> None:
+    def __init__(self, settings: TraceSettings, run_id: str) -> None:
         self.settings = settings
         self.run_id = run_id
         self.flags = "-01" if settings.sampled else "-00"
         self.baggage = baggage(run_id, "", ())
         self.keeper = ExampleKeeper()
-        self._now = now
         self._trace_ids = IdPool(32)
         self._span_ids = IdPool(16)
         self._headers: list[str] = []  # preformatted traceparents, one trace each
@@ -75,23 +76,37 @@ class Tracer:
         """The ``traceparent`` prefix of a new trace (``00-<trace-id>-``)."""
         return "00-" + self._trace_ids.take() + "-"
 
-    def on_request(
-        self,
-        request_type: str,
-        name: str,
-        response_time: float,
-        exception: BaseException | None = None,
-        response: Any = None,
-        **_: Any,
+    def listening(self, listener: Callable[..., int]) -> Callable[..., int]:
+        """``listener`` (the runner's request listener, which returns the request's second) that
+        also keeps the request as an example if it is among its endpoint's slowest or first failed."""
+        floor = self.keeper.floor
+        keep = self._keep
+
+        def traced(
+            request_type: str,
+            name: str,
+            response_time: float,
+            response_length: int,
+            exception: BaseException | None = None,
+            response: Any = None,
+            **_: Any,
+        ) -> int:
+            second = listener(request_type, name, response_time, response_length, exception, response)
+            if exception is not None or response_time > floor.get((request_type, name), -1.0):
+                keep(request_type, name, response_time, exception, response, second)
+            return second
+
+        return traced
+
+    def _keep(
+        self, method: str, name: str, response_time: float, exception: BaseException | None, response: Any, second: int
     ) -> None:
-        """Request listener: keep the request as an example if it is among the slowest or first failed."""
-        if not self.keeper.wanted((request_type, name), response_time, exception is not None):
+        if not self.keeper.wanted((method, name), response_time, exception is not None):
             return
         trace_id = trace_id_of(_sent_traceparent(response, exception))
         if trace_id:
             failure = "" if exception is None else self._failure_kind(exception, response)
-            example = Example(trace_id, round(response_time, 3), int(self._now()), failure)
-            self.keeper.offer(request_type, name, example)
+            self.keeper.offer(method, name, Example(trace_id, round(response_time, 3), second, failure))
 
     def report(self, process: str) -> str | None:
         """The examples report line of what was kept since the last call, or None."""
@@ -109,36 +124,52 @@ def _sent_traceparent(response: Any, exception: BaseException | None) -> Any:
         return None
 
 
-def _own_headers(headers: Any) -> tuple[bool, bool]:
-    """Which of traceparent and baggage harness adds, given a session's default headers."""
-    try:
-        adds = (TRACEPARENT not in headers, BAGGAGE not in headers)
-    except TypeError:
-        return _BOTH
-    return _BOTH if adds == _BOTH else adds
+class _TracedHeaders(Headers):
+    """A FastHttpSession's default headers that add a new ``traceparent`` (and the baggage) to
+    each request's copy of them. geventhttpclient copies the default headers for every request
+    and updates the copy with the request's own, so a locustfile's headers win, in any case."""
+
+    tracer: Tracer
+    user: Any
+    adds: tuple[bool, bool] = _BOTH
+
+    def copy(self) -> Headers:
+        clone = Headers()
+        clone._copy_from(self)
+        add_traceparent, add_baggage = self.adds
+        if add_traceparent:  # the raw storage: lower-case field -> (field, value)
+            _set(clone, TRACEPARENT, (TRACEPARENT, self.tracer.traceparent(self.user)))
+        if add_baggage:
+            _set(clone, BAGGAGE, (BAGGAGE, self.tracer.baggage))
+        return clone
 
 
-def install(tracer: Tracer, events: Any) -> None:
-    """Put the trace headers on every request of this process from now on, and keep examples.
+_set = dict.__setitem__
 
-    Wraps Locust's client classes in this process (a load process runs nothing else) and
-    adds ``tracer.on_request`` to ``events.request``. Call once, before users start.
+
+def _traced_defaults(defaults: Headers, tracer: Tracer, user: Any) -> Headers:
+    """``defaults`` as :class:`_TracedHeaders`, unless they name both headers themselves."""
+    adds = (TRACEPARENT not in defaults, BAGGAGE not in defaults)
+    if not any(adds):
+        return defaults
+    traced = _TracedHeaders()
+    traced._copy_from(defaults)
+    traced.tracer, traced.user, traced.adds = tracer, user, adds
+    return traced
+
+
+def install(tracer: Tracer) -> None:
+    """Put the trace headers on every request of this process from now on.
+
+    Wraps Locust's client classes in this process (a load process runs nothing else). Call
+    once, before users start.
     """
     traceparent = tracer.traceparent
-    send_fast = FastHttpSession._send_request_safe_mode
+    init_fast = FastHttpSession.__init__
 
-    def send_request_safe_mode(self: FastHttpSession, method: str, url: str, **kwargs: Any) -> Any:
-        adds = self._harness_adds  # type: ignore[attr-defined]
-        if adds is None:
-            adds = self._harness_adds = _own_headers(self.client.default_headers)  # type: ignore[attr-defined]
-        if adds is _BOTH:
-            kwargs["headers"] = {TRACEPARENT: traceparent(self.user), BAGGAGE: tracer.baggage, **kwargs["headers"]}
-        else:
-            ours = {TRACEPARENT: traceparent(self.user)} if adds[0] else {}
-            if adds[1]:
-                ours[BAGGAGE] = tracer.baggage
-            kwargs["headers"] = {**ours, **kwargs["headers"]}
-        return send_fast(self, method, url, **kwargs)
+    def fast_init(self: FastHttpSession, *args: Any, **kwargs: Any) -> None:
+        init_fast(self, *args, **kwargs)
+        self.client.default_headers = _traced_defaults(self.client.default_headers, tracer, self.user)
 
     prepare = HttpSession.prepare_request
 
@@ -151,8 +182,7 @@ def install(tracer: Tracer, events: Any) -> None:
             headers[BAGGAGE] = tracer.baggage
         return prepared
 
-    FastHttpSession._harness_adds = None  # type: ignore[attr-defined]  # per session, on its first request
-    FastHttpSession._send_request_safe_mode = send_request_safe_mode  # type: ignore[method-assign]
+    FastHttpSession.__init__ = fast_init  # type: ignore[method-assign]
     HttpSession.prepare_request = prepare_request  # type: ignore[method-assign]
     if tracer.settings.per is TracePer.ITERATION:
         execute = TaskSet.execute_next_task
@@ -164,13 +194,12 @@ def install(tracer: Tracer, events: Any) -> None:
 
         TaskSet.execute_next_task = execute_next_task  # type: ignore[method-assign]
         User._harness_trace = ""  # type: ignore[attr-defined]  # outside a task: a trace per request
-    events.request.add_listener(tracer.on_request)
 
 
-def traced(settings: TraceSettings | None, events: Any, now: Callable[[], float]) -> Tracer | None:
+def traced(settings: TraceSettings | None) -> Tracer | None:
     """The process's installed tracer (its run id from ``HARNESS_RUN_ID``), or None when tracing is off."""
     if settings is None:
         return None
-    tracer = Tracer(settings, os.environ.get("HARNESS_RUN_ID", ""), now)
-    install(tracer, events)
+    tracer = Tracer(settings, os.environ.get("HARNESS_RUN_ID", ""))
+    install(tracer)
     return tracer
