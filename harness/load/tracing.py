@@ -55,22 +55,29 @@ class Tracer:
         self._span_ids = IdPool(16)
         self._headers: list[str] = []  # preformatted traceparents, one trace each
         self._failure_kind = FailureKinds()
+        #: A new span's ``traceparent`` for a request of ``user``: chosen once, not per request.
+        self.traceparent: Callable[[Any], str] = (
+            self._in_iteration if settings.per is TracePer.ITERATION else self._of_its_own
+        )
 
     def set_context(self, phase: str, faults: Sequence[str]) -> None:
         """The run's phase or active faults changed: the baggage of the requests from now on."""
         self.baggage = baggage(self.run_id, phase, faults)
 
-    def traceparent(self, user: Any) -> str:
-        """A new span's ``traceparent``: of the user's current iteration's trace, or a new trace."""
-        prefix = getattr(user, "_harness_trace", "")
-        if prefix:
-            return prefix + self._span_ids.take() + self.flags
+    def _of_its_own(self, user: Any) -> str:
+        """A new trace of one span (``per: request``)."""
         try:
             return self._headers.pop()
         except IndexError:
             t, s, f = self._trace_ids.take, self._span_ids.take, self.flags
             self._headers = [f"00-{t()}-{s()}{f}" for _ in range(1024)]
             return self._headers.pop()
+
+    def _in_iteration(self, user: Any) -> str:
+        """A new span of the user's current task run's trace (``per: iteration``); outside a task
+        (``on_start``, say) a trace of its own."""
+        prefix = getattr(user, "_harness_trace", "")
+        return prefix + self._span_ids.take() + self.flags if prefix else self._of_its_own(user)
 
     def new_trace(self) -> str:
         """The ``traceparent`` prefix of a new trace (``00-<trace-id>-``)."""
