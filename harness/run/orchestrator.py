@@ -330,6 +330,7 @@ class Orchestrator:
     # ------------------------------------------------------------------ teardown and verdict
 
     def _teardown(self) -> None:
+        self.baggage.stop()
         if self.faults is not None:
             self.faults.teardown()
         finals = self.fleet.stop()
