@@ -11,10 +11,16 @@ the window recorder.
     python benchmarks/per_request.py                # 4 pairs, 8 s windows
     python benchmarks/per_request.py --pairs 6 --duration 10
     python benchmarks/per_request.py --listener     # harness without / with a module-level request listener
+    python benchmarks/per_request.py --trace        # harness without / with W3C trace context (load.trace)
 
 ``--listener`` runs the harness process twice per pair instead, on benchmarks/locustfile.py and on
 benchmarks/locustfile_listener.py (the same user plus one ``@events.request.add_listener``
 counter): the difference is what one module-level listener costs per request.
+
+``--trace`` runs the harness process twice per pair as well, without and with ``--trace
+per=request,sampled=1`` (a ``traceparent`` and a ``baggage`` header on every request and the
+example-trace listener, as a run with the default ``load.trace`` does): the difference is
+what trace context costs per request.
 """
 
 from __future__ import annotations
@@ -55,7 +61,7 @@ def _window(url: str, proc: subprocess.Popen[bytes], warmup: float, duration: fl
 
 
 def run_harness_process(
-    url: str, users: int, warmup: float, duration: float, locustfile: Path = LOCUSTFILE
+    url: str, users: int, warmup: float, duration: float, locustfile: Path = LOCUSTFILE, extra: tuple[str, ...] = ()
 ) -> tuple[int, float, float]:
     """One ``harness.load.runner`` process, driven over its pipe protocol as a generator actor would."""
     read_fd, write_fd = os.pipe()
@@ -74,6 +80,7 @@ def run_harness_process(
             url,
             "--report-fd",
             str(write_fd),
+            *extra,
         ],
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
@@ -162,14 +169,19 @@ def main() -> int:
     parser.add_argument(
         "--listener", action="store_true", help="harness without and with one module-level request listener"
     )
+    parser.add_argument("--trace", action="store_true", help="harness without and with W3C trace context")
     args = parser.parse_args()
-    tools = ("harness", "listener") if args.listener else ("harness", "locust")
+    tools = ("harness", "listener") if args.listener else ("harness", "trace") if args.trace else ("harness", "locust")
     costs: dict[str, list[float]] = {tool: [] for tool in tools}
     with tempfile.TemporaryDirectory(prefix="harness-per-request-") as tmp, nginx(free_port(), Path(tmp)) as url:
         for pair in range(1, args.pairs + 1):
             for tool in tools:
                 if tool == "harness":
                     requests, cpu, wall = run_harness_process(url, args.users, args.warmup, args.duration)
+                elif tool == "trace":
+                    requests, cpu, wall = run_harness_process(
+                        url, args.users, args.warmup, args.duration, extra=("--trace", "per=request,sampled=1")
+                    )
                 elif tool == "listener":
                     requests, cpu, wall = run_harness_process(
                         url, args.users, args.warmup, args.duration, LISTENER_LOCUSTFILE
@@ -189,6 +201,12 @@ def main() -> int:
     if args.listener:
         extra = statistics.median(costs["listener"]) - statistics.median(costs["harness"])
         print(f"one module-level request listener costs {extra:.1f} us/request (median difference)")
+        return 0
+    if args.trace:
+        base, traced = statistics.median(costs["harness"]), statistics.median(costs["trace"])
+        print(
+            f"trace context costs {traced - base:.2f} us/request ({100 * (traced / base - 1):+.1f}%, median difference)"
+        )
         return 0
     ratio = statistics.median(costs["locust"]) / statistics.median(costs["harness"])
     print(f"plain Locust / harness CPU per request = {ratio:.3f} (above 1: the harness process is leaner)")

@@ -169,6 +169,56 @@ def test_failures_rise_during_kill_and_recover(main_run: dict[str, Any]) -> None
     assert sum(r["failures"] for r in after) == 0, after
 
 
+def _gateway_saw(directory: Path, run_id: str) -> list[tuple[float, str, str]]:
+    """(time, traceparent, baggage) of each request of run ``run_id`` the demo's gateway received."""
+    seen = []
+    for name in ("gateway-traces.log.1", "gateway-traces.log"):
+        path = directory / name
+        for line in path.read_text().splitlines() if path.exists() else []:
+            stamp, _method, _path, traceparent, baggage = line.split(" ", 4)
+            if f"harness.run_id={run_id}" in baggage:
+                seen.append((float(stamp), traceparent.removeprefix("traceparent="), baggage.removeprefix("baggage=")))
+    return seen
+
+
+def test_example_traces_are_requests_the_gateway_saw(main_run: dict[str, Any], demo: DemoInfo) -> None:
+    """summary.json's example trace ids (load.trace is on by default) were sent to the gateway, which
+    logs the trace context it receives; the slowest example of an endpoint is its slowest request."""
+    summary = main_run["summary"]
+    seen = _gateway_saw(Path(demo.directory), "e2e-main")
+    assert len(seen) >= summary["totals"]["requests"], "a request reached the gateway without this run's baggage"
+    ids = {traceparent.split("-")[1] for _, traceparent, _ in seen}
+    assert len(ids) == len(seen), "per request (the default): a trace of its own each"
+    examples = {(e["method"], e["name"]): e for e in summary["trace_examples"]}
+    endpoints = {(e["method"], e["name"]): e for e in summary["endpoints"]}
+    assert set(examples) == set(endpoints)
+    for key, example in examples.items():
+        slowest = [x["latency_ms"] for x in example["slowest"]]
+        assert len(slowest) == min(3, endpoints[key]["requests"]) and slowest == sorted(slowest, reverse=True)
+        assert slowest[0] == pytest.approx(endpoints[key]["max_ms"], rel=0.01, abs=0.01), key
+        assert len(example["failed"]) == min(3, endpoints[key]["failures"]), key
+        for x in example["slowest"] + example["failed"]:
+            assert x["trace_id"] in ids, (key, x)
+    failed = examples[("POST", "/api/checkout/[session]")]["failed"]
+    start = summary["started"]
+    # ``second`` is the epoch second a request completed in: the one the fault started in counts
+    assert failed and all(KILL_AT - 1 < x["second"] - start < KILL_AT + KILL_FOR + 2 for x in failed), failed
+
+
+def test_baggage_names_the_phase_and_the_fault_during_its_window(main_run: dict[str, Any], demo: DemoInfo) -> None:
+    summary = main_run["summary"]
+    faults = {e["state"]: e["time"] for e in summary["events"] if e["kind"] == "fault"}
+    seen = _gateway_saw(Path(demo.directory), "e2e-main")
+    with_fault = [t for t, _, baggage in seen if "harness.faults=kill-payments" in baggage]
+    assert with_fault, "no request named the active fault"
+    # Named from when the inject returned until the revert did, give or take a request in flight.
+    assert faults["start"] - 0.2 <= min(with_fault) and max(with_fault) <= faults["end"] + 0.5
+    inside = [baggage for t, _, baggage in seen if faults["start"] + 0.5 < t < faults["end"] - 0.5]
+    assert inside and all("harness.faults=kill-payments" in b for b in inside)
+    phases = {b.split("harness.phase=")[1].split(",")[0] for t, _, b in seen if "harness.phase=" in b}
+    assert phases == {"ramp", "steady"}
+
+
 def test_percentiles_equal_raw_latency_ground_truth(main_run: dict[str, Any]) -> None:
     influxd, summary, raw = main_run["influxd"], main_run["summary"], main_run["raw"]
     files = list(raw.glob("raw-*.log"))

@@ -362,6 +362,22 @@ def test_report_shows_verdict_slos_guards_baseline_and_endpoints(run_dir: Path) 
     assert "".join(page.text).count("name: \"shop <script>alert('scenario')</script>\"") == 1
 
 
+def test_example_traces_are_listed_per_endpoint(run_dir: Path) -> None:
+    assert "Example traces" not in render(from_run_dir(run_dir))  # a run without trace context: no section
+    summary = json.loads((run_dir / "summary.json").read_text())
+    slow = {"trace_id": "4bf92f3577b34da6a3ce929d0e0e4736", "latency_ms": 812.5, "second": int(STARTED) + 12}
+    failed = {"trace_id": "0af7651916cd43dd8448eb211c80319c", "latency_ms": 2.0, "second": int(STARTED) + 3}
+    summary["trace_examples"] = [
+        {"method": "POST", "name": HOSTILE_ENDPOINT, "slowest": [slow], "failed": [failed | {"failure": "http_503"}]}
+    ]
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    page = Page(render(from_run_dir(run_dir)))
+    assert page.rows("traces") == [
+        [f"POST {HOSTILE_ENDPOINT}", "slowest", slow["trace_id"], "812.5", "12", "\u2013"],
+        [f"POST {HOSTILE_ENDPOINT}", "failed", failed["trace_id"], "2.0", "3", "http_503"],
+    ]
+
+
 def test_the_charts_get_the_fault_phases_slo_windows_and_recovery_where_they_were(run_dir: Path) -> None:
     data = from_run_dir(run_dir)
     chart = chart_data(data)

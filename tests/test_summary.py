@@ -95,6 +95,28 @@ WRITTEN: dict[str, Any] = {
     ],
     "totals": STATS,
     "endpoints": [{"method": "GET", "name": "/", **STATS} | {f"service_{k}": 1.0 for k in STATS if k.endswith("_ms")}],
+    "trace_examples": [
+        {
+            "method": "GET",
+            "name": "/",
+            "slowest": [
+                {
+                    "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
+                    "latency_ms": 812.5,
+                    "second": 1800000003,
+                    "failure": "",
+                }
+            ],
+            "failed": [
+                {
+                    "trace_id": "0af7651916cd43dd8448eb211c80319c",
+                    "latency_ms": 2.1,
+                    "second": 1800000001,
+                    "failure": "http_503",
+                }
+            ],
+        }
+    ],
     "windows": {"run": STATS, "steady": {**STATS, "requests": 0, "p50_ms": None}},
     "slos": [
         {

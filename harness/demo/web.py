@@ -24,10 +24,12 @@ __all__ = [
     "MAX_BODY",
     "MAX_HEADER",
     "SESSION",
+    "TRACE_LOG_LINES",
     "App",
     "Handler",
     "Request",
     "Response",
+    "TraceLog",
     "abort",
     "error_response",
     "health_handler",
@@ -115,6 +117,38 @@ def error_response(status: int, message: str, **extra: Any) -> Response:
 
 Handler = Callable[..., Response]
 
+TRACE_LOG_LINES = 50_000  # lines per trace log file; the one before is kept as <file>.1
+
+
+class TraceLog:
+    """The W3C trace context of each request a service receives: one line per request in
+    ``<service>-traces.log`` (the service's working directory: the demo's directory), so a run's
+    example trace ids and its baggage can be looked up on the server side, as in a tracing tool.
+
+    Each line is ``<epoch> <method> <path> traceparent=<value> baggage=<value>``, only for
+    requests that carry a ``traceparent``. Bounded: after ``TRACE_LOG_LINES`` lines the file
+    becomes ``<file>.1`` (replacing the previous one) and a new one starts.
+    """
+
+    def __init__(self, service: str, lines: int = TRACE_LOG_LINES) -> None:
+        self.path = f"{service}-traces.log"
+        self.limit = lines
+        self._file: Any = None
+        self._count = 0
+
+    def write(self, method: str, path: str, traceparent: str, baggage: str) -> None:
+        if self._file is None or self._count >= self.limit:
+            self._rotate()
+        self._file.write(f"{time.time():.3f} {method} {path} traceparent={traceparent} baggage={baggage}\n")
+        self._count += 1
+
+    def _rotate(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            os.replace(self.path, self.path + ".1")
+        self._file = open(self.path, "a", buffering=1)  # noqa: SIM115 (open for the service's life)
+        self._count = 0
+
 
 @dataclass
 class App:
@@ -126,6 +160,10 @@ class App:
 
     service: str
     routes: list[tuple[str, re.Pattern[str], Handler]] = field(default_factory=list)
+    traces: TraceLog = field(init=False)  # the trace context of each request that has one
+
+    def __post_init__(self) -> None:
+        self.traces = TraceLog(self.service)
 
     def add(self, method: str, pattern: str, handler: Handler) -> None:
         self.routes.append((method, re.compile(pattern + r"\Z"), handler))
@@ -141,6 +179,9 @@ class App:
     def dispatch(self, environ: dict[str, Any]) -> Response:
         method = environ["REQUEST_METHOD"]
         path = environ.get("PATH_INFO") or "/"
+        traceparent = environ.get("HTTP_TRACEPARENT")
+        if traceparent:
+            self.traces.write(method, path, traceparent, environ.get("HTTP_BAGGAGE", ""))
         try:
             handler, params = self._match(method, path)
             request = Request(method, path, environ.get("QUERY_STRING", ""), _read_body(environ))

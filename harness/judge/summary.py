@@ -38,6 +38,7 @@ __all__ = [
     "ComparisonEntry",
     "DeliverySummary",
     "EndpointTotals",
+    "EndpointTraces",
     "FindingEntry",
     "GeneratorEntry",
     "HealEntry",
@@ -51,6 +52,7 @@ __all__ = [
     "Stats",
     "StepTiming",
     "Timings",
+    "TraceExample",
     "from_json",
     "to_json",
 ]
@@ -133,6 +135,26 @@ class EndpointTotals:
     def from_json(cls, data: Any) -> EndpointTotals:
         data = data if isinstance(data, Mapping) else {}
         return cls(str(data.get("method") or ""), str(data.get("name") or ""), Stats.from_json(data))
+
+
+@dataclass(frozen=True)
+class TraceExample:
+    """One request a reviewer can open in a tracing tool by its W3C trace id."""
+
+    trace_id: str = ""
+    latency_ms: float = 0.0  # Locust's response time (service time, not from an intended start)
+    second: int = 0  # epoch second the request completed in
+    failure: str = ""  # its failure kind, "" when it succeeded
+
+
+@dataclass(frozen=True)
+class EndpointTraces:
+    """One endpoint's example traces: its slowest requests (slowest first) and its first failed ones."""
+
+    method: str = ""
+    name: str = ""
+    slowest: list[TraceExample] = field(default_factory=list)
+    failed: list[TraceExample] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------- where things ran
@@ -423,6 +445,7 @@ class RunSummary:
     step_timing: list[StepTiming] = field(default_factory=list)
     totals: Stats | None = None  # None: no request was taken in (written as {})
     endpoints: list[EndpointTotals] = field(default_factory=list)
+    trace_examples: list[EndpointTraces] = field(default_factory=list)  # empty when load.trace is off
     windows: dict[str, Stats] = field(default_factory=dict)
     slos: list[SloResult] | None = None  # None: a summary without SLO results (the key is absent)
     ladders: list[LadderResult] = field(default_factory=list)  # faults whose radius grew, step by step

@@ -45,6 +45,7 @@ from harness.load.protocol import (
     Applied,
     Command,
     Error,
+    Examples,
     Keepalive,
     Ready,
     Report,
@@ -119,6 +120,7 @@ class _LoadGeneratorActor:
         # decodes them again); the actor's own work per line stays one decode.
         self._on_report: dict[type[Report], Callable[[_Child, str], None]] = {
             Window: lambda _, text: self._lines.append(text),
+            Examples: lambda _, text: self._lines.append(text),  # in order with the windows
             Applied: lambda _, text: self._applied.append(text),
             Ready: lambda child, _: child.ready.set(),
             Stopped: lambda child, _: child.stopped.set(),

@@ -11,6 +11,9 @@ Commands go to the subprocess's stdin, one JSON object per line named by ``cmd``
   Giving each of n processes the phase i/n interleaves their slots into one schedule of n*R
   arrivals/s.
 * :class:`Stop` ``{"cmd": "stop"}`` -- stop all users, flush the last windows, exit 0
+* :class:`SetContext` ``{"cmd": "context", "phase": P, "faults": [F, ...]}`` -- the run's phase and
+  the faults active now, for the W3C ``baggage`` of every request (sent when either changes; no
+  acknowledgement)
 * :class:`Keepalive` ``{"cmd": "keepalive"}`` -- the actor is there and hears from the driver;
   sent every ``KEEPALIVE_INTERVAL`` seconds. A process that reads no line at all for
   ``ACTOR_SILENCE`` seconds (its actor hangs, or stopped forwarding keepalives because the
@@ -25,6 +28,8 @@ object per line named by ``t`` (:meth:`Report.encode`, :func:`decode_report`):
   :class:`harness.measure.windows.WindowRecorder`, which fills it)
 * :class:`Applied` ``{"t": "applied", "p": ID, "cmd": CMD, "at": EPOCH}`` after each
   set_users/set_rate took effect
+* :class:`Examples` ``{"t": "examples", "p": ID, "x": [[METHOD, NAME, TRACE_ID, MS, SECOND, FAILURE], ...]}``
+  requests newly among an endpoint's slowest or first failed ones (when traced), with the window
 * :class:`Stopped` ``{"t": "stopped", "p": ID}`` after the final window
 * :class:`Error` ``{"t": "error", "p": ID, "message": TEXT}`` on a fatal problem (the process
   then exits 1)
@@ -42,14 +47,17 @@ from typing import Any, ClassVar, TypeVar
 
 __all__ = [
     "ACTOR_SILENCE",
+    "EXAMPLES_PREFIX",
     "KEEPALIVE_INTERVAL",
     "Applied",
     "Command",
     "Error",
+    "Examples",
     "Health",
     "Keepalive",
     "Ready",
     "Report",
+    "SetContext",
     "SetRate",
     "SetUsers",
     "Stop",
@@ -136,8 +144,24 @@ class Keepalive:
         return cls()
 
 
-Command = SetUsers | SetRate | Stop | Keepalive
-_COMMANDS: dict[str, type[Command]] = {cls.name: cls for cls in (SetUsers, SetRate, Stop, Keepalive)}
+@dataclass(frozen=True, slots=True)
+class SetContext:
+    """The run's phase and active faults changed: what the requests' ``baggage`` says from now on."""
+
+    name: ClassVar[str] = "context"
+    phase: str
+    faults: tuple[str, ...] = ()
+
+    def payload(self) -> dict[str, Any]:
+        return {"phase": self.phase, "faults": list(self.faults)}
+
+    @classmethod
+    def from_payload(cls, data: Mapping[str, Any]) -> SetContext:
+        return cls(str(data.get("phase", "")), tuple(str(f) for f in data.get("faults", [])))
+
+
+Command = SetUsers | SetRate | Stop | Keepalive | SetContext
+_COMMANDS: dict[str, type[Command]] = {cls.name: cls for cls in (SetUsers, SetRate, Stop, Keepalive, SetContext)}
 
 
 def encode_command(command: Command) -> bytes:
@@ -281,9 +305,31 @@ class Window(Report):
         return cls(str(data["p"]), int(data["s"]), health, int(data.get("a", 0)), list(data.get("e", [])))
 
 
+@dataclass(frozen=True, slots=True)
+class Examples(Report):
+    """Requests that became one of their endpoint's example traces (slowest, or first failed) since
+    the last report: ``(method, name, trace_id, latency_ms, epoch_second, failure_kind or "")``."""
+
+    name: ClassVar[str] = "examples"
+    process: str
+    entries: list[tuple[str, str, str, float, int, str]]
+
+    def fields(self) -> dict[str, Any]:
+        return {"x": self.entries}
+
+    @classmethod
+    def decode(cls, data: Mapping[str, Any]) -> Examples:
+        entries = [(str(m), str(n), str(t), float(ms), int(s), str(f)) for m, n, t, ms, s, f in data.get("x", [])]
+        return cls(str(data["p"]), entries)
+
+
+#: How an examples report line starts (``Report.encode`` writes ``t`` first): the driver picks
+#: them out of the window lines without decoding every line twice.
+EXAMPLES_PREFIX = '{"t":"examples"'
+
 R = TypeVar("R", bound=Report)
 
-_REPORTS: dict[str, type[Report]] = {cls.name: cls for cls in (Ready, Window, Applied, Stopped, Error)}
+_REPORTS: dict[str, type[Report]] = {cls.name: cls for cls in (Ready, Window, Applied, Stopped, Error, Examples)}
 
 
 def decode_report(line: bytes | str) -> Report:

@@ -48,12 +48,15 @@ from harness.load.protocol import (  # noqa: E402
     Health,
     Keepalive,
     Ready,
+    SetContext,
     SetRate,
     SetUsers,
     Stop,
     Stopped,
     decode_command,
 )
+from harness.load.trace import TraceSettings  # noqa: E402
+from harness.load.tracing import traced  # noqa: E402
 from harness.measure.clocks import offset_from_env  # noqa: E402
 from harness.measure.windows import WindowRecorder  # noqa: E402
 
@@ -198,6 +201,7 @@ class Settings:
     users: int | None = None  # parsed_options.num_users: the run's peak users, all processes
     run_time: float | None = None  # parsed_options.run_time, seconds
     keep_stats: bool = False  # keep Locust's own request statistics (the locustfile reads them)
+    trace: TraceSettings | None = None  # W3C trace context on every request (None: off)
 
 
 class LoadProcess:
@@ -231,6 +235,8 @@ class LoadProcess:
             _drop_locust_stats(self.env)
         self._failure_kind = FailureKinds()
         listener = self._on_request_open if settings.open_model else self._on_request
+        self.tracer = traced(settings.trace)  # before any user starts
+        listener = listener if self.tracer is None else self.tracer.listening(listener)
         self.env.events.request.add_listener(self._with_raw_log(listener) if raw is not None else listener)
         self.env.events.init.fire(environment=self.env, runner=self.runner, web_ui=None)
         if locust_log.unhandled_greenlet_exception:  # Locust exits 1 then too
@@ -242,6 +248,7 @@ class LoadProcess:
             SetRate: self._set_rate,
             Stop: lambda _: False,
             Keepalive: lambda _: True,  # nothing to apply, nothing to acknowledge
+            SetContext: self._set_context,  # not acknowledged either: no stage waits for it
         }
 
     def _count_start(self) -> None:
@@ -322,6 +329,17 @@ class LoadProcess:
             health = self.health(lag_ms=round(max(0.0, woke - due) * 1000, 2))
             for line in self.recorder.flush(int(woke), health):
                 self.emit(line)
+            self._emit_examples()
+
+    def _emit_examples(self) -> None:
+        line = self.tracer.report(self.process_id) if self.tracer is not None else None
+        if line is not None:
+            self.emit(line)
+
+    def _set_context(self, command: SetContext) -> bool:
+        if self.tracer is not None:
+            self.tracer.set_context(command.phase, command.faults)
+        return True
 
     def handle(self, command: Command) -> bool:
         """Apply one command; False when the process should exit."""
@@ -360,6 +378,7 @@ class LoadProcess:
         health = self.health(lag_ms=0.0)
         for line in self.recorder.flush(int(_now()) + 1, health):
             self.emit(line)
+        self._emit_examples()
         if self.raw is not None:
             self.raw.flush()
         self.emit(Stopped(self.process_id).encode())
@@ -421,6 +440,7 @@ def _settings(argv: list[str] | None) -> tuple[Settings, int]:
     parser.add_argument("--users", type=int, default=None, help="parsed_options.num_users")
     parser.add_argument("--run-time", type=float, default=None, help="parsed_options.run_time, seconds")
     parser.add_argument("--keep-stats", action="store_true", help="Keep Locust's request statistics")
+    parser.add_argument("--trace", default=None, help="W3C trace context: per=request|iteration,sampled=1|0")
     args = parser.parse_args(argv)
     settings = Settings(
         process_id=args.process_id,
@@ -433,6 +453,7 @@ def _settings(argv: list[str] | None) -> tuple[Settings, int]:
         users=args.users,
         run_time=args.run_time,
         keep_stats=args.keep_stats,
+        trace=TraceSettings.parse(args.trace) if args.trace else None,
     )
     return settings, args.report_fd
 

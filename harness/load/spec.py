@@ -22,6 +22,7 @@ class LocustOptions:
     users: int | None = None  # parsed_options.num_users: the run's peak users, all processes
     run_time: float | None = None  # parsed_options.run_time (s)
     keep_stats: bool = False  # the locustfile reads .stats: keep Locust's request statistics
+    trace: str | None = None  # the runner's --trace (harness.load.trace.TraceSettings.arg); None: off
 
     def args(self) -> list[str]:
         """The runner's command-line words for these options."""
@@ -32,6 +33,8 @@ class LocustOptions:
             words += ["--users", str(self.users)]
         if self.run_time is not None:
             words += ["--run-time", repr(self.run_time)]
+        if self.trace:
+            words += ["--trace", self.trace]
         return [*words, "--keep-stats"] if self.keep_stats else words
 
 

@@ -272,7 +272,8 @@ def render(data: ReportData) -> str:
         f'<p><span class="verdict v-{_e(data.verdict)}">{_e(data.verdict.upper())}</span> {_e(data.reason)}</p>\n'
         f"{_summary(data)}\n{_verdict(data)}\n{report_tables.heals(data)}\n"
         f'<section id="plots"><h2>Over time</h2>{charts}</section>\n'
-        f"{report_tables.endpoints(data)}\n{report_tables.failures(data)}\n{report_tables.windows(data)}\n"
+        f"{report_tables.endpoints(data)}\n{report_tables.traces(data)}\n"
+        f"{report_tables.failures(data)}\n{report_tables.windows(data)}\n"
         f"{_events(data)}\n{report_tables.seconds(data)}\n{_scenario(data)}\n"
         f'<footer class="note"><p>Source: {_e(data.source or "unknown")}. Written by harness report.</p>'
         f"{notes}{_licences()}</footer></main>\n{scripts}</body></html>\n"

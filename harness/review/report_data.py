@@ -399,6 +399,7 @@ def _assemble(
         windows=window_rows(given.windows, points.windows),
         events=tuple(events),
         scenario_yaml=scenario_yaml,
+        traces=tuple(given.trace_examples),
         source=source,
         ladders=tuple(given.ladders),
         estimated=not from_summary

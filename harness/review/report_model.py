@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from harness.judge.summary import EndpointTraces
+
 if TYPE_CHECKING:
     from harness.judge.ladder import LadderResult
 
@@ -192,3 +194,4 @@ class ReportData:
     estimated: bool = False
     notes: tuple[str, ...] = field(default=())
     ladders: tuple[LadderResult, ...] = ()  # faults whose radius grew (summary.json only)
+    traces: tuple[EndpointTraces, ...] = ()  # example trace ids per endpoint (summary.json's trace_examples)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from harness.review.report_model import ReportData, Totals
 
-__all__ = ["NONE", "endpoints", "failures", "heals", "ms", "pct", "seconds", "table", "windows"]
+__all__ = ["NONE", "endpoints", "failures", "heals", "ms", "pct", "seconds", "table", "traces", "windows"]
 
 NONE = "\u2013"  # an en dash: no value
 
@@ -76,6 +76,29 @@ def endpoints(data: ReportData) -> str:
     columns = ("endpoint", *_FIGURES, *_FIGURES_TAIL)
     body = table(columns, rows, range(1, len(columns)), "endpoints")
     return f'<section id="endpoints"><h2>Endpoints</h2>{body}<p class="note">{_e(note)}</p></section>'
+
+
+def traces(data: ReportData) -> str:
+    """Per endpoint, the trace ids of its slowest and first failed requests, to open in a tracing tool."""
+    if not data.traces:
+        return ""
+    start = data.started or 0.0
+    rows = [
+        (
+            _e(f"{t.method} {t.name}".strip()),
+            _e(which),
+            f"<code>{_e(x.trace_id)}</code>",
+            ms(x.latency_ms),
+            f"{x.second - start:,.0f}" if start else NONE,
+            _e(x.failure) or NONE,
+        )
+        for t in data.traces
+        for which, examples in (("slowest", t.slowest), ("failed", t.failed))
+        for x in examples
+    ]
+    body = table(("endpoint", "example", "trace id", "ms", "at s", "failure"), rows, (3, 4), "traces")
+    note = "W3C trace ids sent in each request's traceparent header (load.trace): search for them in your tracing tool."
+    return f'<section id="traces"><h2>Example traces</h2>{body}<p class="note">{_e(note)}</p></section>'
 
 
 def failures(data: ReportData) -> str:

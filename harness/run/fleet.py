@@ -20,6 +20,7 @@ from harness.judge.summary import GeneratorEntry
 from harness.load.generator import Call, GeneratorPool, GeneratorSpec, LoadGenerator
 from harness.load.protocol import Command
 from harness.load.spec import LocustOptions
+from harness.load.trace import TracePer, TraceSettings
 from harness.run.placement import Placement, place_generators
 from harness.scenario import RateStage, Scenario, scenario_total_seconds
 from harness.scenario.locustfile import outline
@@ -252,10 +253,12 @@ def locust_options(scenario: Scenario) -> LocustOptions:
     load = scenario.load
     users = max((s.max_users if isinstance(s, RateStage) else s.users for s in load.stages), default=None)
     declared = outline(scenario.locustfile_path)
+    trace = load.trace
     return LocustOptions(
         shape=load.shape,
         arguments=dict(load.arguments),
         users=users,
         run_time=scenario_total_seconds(scenario) or None,
         keep_stats=declared is not None and declared.reads_stats,
+        trace=None if trace is None else TraceSettings(TracePer(trace.per), trace.sampled).arg(),
     )

@@ -15,12 +15,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import os
 import resource
 import secrets
 import socket
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,6 +33,7 @@ from harness.judge.summary import (
     BaselineOutcome,
     DeliverySummary,
     EndpointTotals,
+    EndpointTraces,
     FindingEntry,
     HealEntry,
     RunSummary,
@@ -50,8 +49,10 @@ from harness.measure.heal import HealTime
 from harness.measure.steptiming import StepRecord
 from harness.measure.windows import Aggregator
 from harness.plan import Plan, Step, StepKind
+from harness.priority import set_thread_niceness
 from harness.results.points import heal_points, run_point, running_point, slo_points
 from harness.results.samples import BaselineRun
+from harness.run.baggage import Baggage
 from harness.run.cluster import RayStart, driver_node_id, live_nodes, start_ray, stop_ray
 from harness.run.faults import FaultAgents, choose_pods
 from harness.run.fleet import Fleet, FleetOptions
@@ -144,6 +145,7 @@ class Orchestrator:
         fleet_options = FleetOptions(options.run_id, options.run_dir, options.processes, options.extra_env)
         self.fleet = Fleet(self.scenario, fleet_options)
         self.poller = Poller(self.fleet, self.recorder)
+        self.baggage = Baggage(self.fleet, self.scenario.load.trace is not None)
         self.faults: FaultAgents | None = None
         self.heals: HealWatch | None = None
         self.heal_times: dict[str, HealTime] = {}  # fault name -> its heal, once the load stopped
@@ -261,7 +263,7 @@ class Orchestrator:
         self.poller.start()  # starting a thread takes tens of milliseconds: before the clock does
         switch = sys.getswitchinterval()
         sys.setswitchinterval(SWITCH_INTERVAL)
-        niceness = _set_thread_niceness(CLOCK_NICE)
+        niceness = set_thread_niceness(CLOCK_NICE)
         clock_cpu, process_cpu = time.thread_time(), time.process_time()
         try:
             live = self.live = self._begin()
@@ -284,7 +286,7 @@ class Orchestrator:
                 wait = live.start_mono + min(send_at(s) for s in pending) - time.monotonic()
                 time.sleep(max(0.0, min(wait, CLOCK_CHECK)))
         finally:
-            _set_thread_niceness(niceness)
+            set_thread_niceness(niceness)
             self.poller.stop()
             sys.setswitchinterval(switch)
             # What the harness cost while the load ran (the writer's own share is in "results").
@@ -313,9 +315,11 @@ class Orchestrator:
 
     def _phase_start(self, step: Step, record: StepRecord, now: float) -> None:
         self.recorder.event("phase", step.name, "start", f"phase {step.name} started", now)
+        self.baggage.phase_started(step.name)
 
     def _phase_end(self, step: Step, record: StepRecord, now: float) -> None:
         self.recorder.event("phase", step.name, "end", f"phase {step.name} ended", now)
+        self.baggage.phase_ended(step.name)
 
     def _stage(self, step: Step, record: StepRecord, now: float) -> None:
         if step.stage is not None and self.live is not None:
@@ -330,6 +334,7 @@ class Orchestrator:
         planned, late = self.live.stages.done(record, injected.at)
         until = self.live.start_epoch + planned + self.scenario.faults[step.fault_index].duration
         self.recorder.event("fault", injected.name, "start", injected.text, injected.at, planned, late, until)
+        self.baggage.fault_started(injected.name)
 
     def _fault_widen(self, step: Step, record: StepRecord, now: float) -> None:
         """A ladder's step boundary: judge the step that ends, then widen the fault or stop it."""
@@ -337,8 +342,10 @@ class Orchestrator:
             return
         injected = self._ladder_control().widen(step.name, step.rung)
         stopped = self._ladder_control().stopped_at.pop(step.name, None)
-        if stopped is not None and self.heals is not None:  # the escalation stopped: the fault ended now
-            self.heals.fault_ended(step.name, stopped)
+        if stopped is not None:  # the escalation stopped: the fault ended now
+            self.baggage.fault_ended(step.name)
+            if self.heals is not None:
+                self.heals.fault_ended(step.name, stopped)
         if injected is not None:
             planned, late = self.live.stages.done(record, injected.at)
             self.recorder.event("ladder", step.name, "widen", injected.text, injected.at, planned, late)
@@ -353,6 +360,7 @@ class Orchestrator:
         if step.name in self.plan.ladders and self.faults is not None and self.live is not None:
             self._ladder_control().end(step.name)
         at = self.faults.revert(step.name) if self.faults is not None else None
+        self.baggage.fault_ended(step.name)
         if at is None or self.live is None:
             return
         if self.heals is not None:
@@ -365,6 +373,7 @@ class Orchestrator:
     def _teardown(self) -> None:
         if self.heals is not None:  # heal is watched until the run's end, not through the teardown's reverts
             self.heal_times = self.heals.stop()
+        self.baggage.stop()
         if self.faults is not None:
             self.faults.teardown()
         finals = self.fleet.stop()
@@ -458,6 +467,7 @@ class Orchestrator:
             step_timing=[from_json(StepTiming, r.to_dict()) for r in live.stages.log.records] if live else [],
             totals=Stats.from_json(windows["run"]) if windows else None,
             endpoints=[EndpointTotals.from_json(row) for row in live.ledger.endpoint_table()] if live else [],
+            trace_examples=[from_json(EndpointTraces, dataclasses.asdict(e)) for e in self.poller.examples.table()],
             windows={name: Stats.from_json(row) for name, row in windows.items()},
             slos=slos,
             guard=live.guard.trip if live is not None else None,
@@ -482,17 +492,3 @@ class Orchestrator:
         report = against.judge(self.run_id, self.scenario.name, self.recorder.kept)
         self.recorder.note(report.summary_line())
         return from_json(BaselineOutcome, {**against.describe(report), "summary_line": report.summary_line()})
-
-
-def _set_thread_niceness(value: int) -> int:
-    """Set the calling thread's niceness (Linux: niceness is per thread); returns the previous one.
-
-    The clock thread sleeps nearly all the time, so raising its priority costs the load
-    nothing, while on a node saturated by Locust processes it is what makes it wake on time.
-    Without CAP_SYS_NICE nothing changes.
-    """
-    tid = threading.get_native_id()
-    previous = os.getpriority(os.PRIO_PROCESS, tid)
-    with contextlib.suppress(OSError):
-        os.setpriority(os.PRIO_PROCESS, tid, value)
-    return previous

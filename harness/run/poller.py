@@ -21,6 +21,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from harness.load.protocol import EXAMPLES_PREFIX, Examples, decode_as
+from harness.measure.examples import Example, ExampleKeeper
 from harness.measure.steptiming import parse_applied
 from harness.measure.windows import parse_window
 from harness.run.fleet import Fleet
@@ -55,6 +57,7 @@ class Poller:
         self._clock = threading.Condition()  # the clock thread announces its next step here
         self._next_due = 0.0  # monotonic time of the next step
         self._work_cost = 0.05  # recent worst duration of one piece of poll work (s)
+        self.examples = ExampleKeeper()  # the run's example trace ids, from every process's
 
     # ------------------------------------------------------------------ life
 
@@ -159,6 +162,9 @@ class Poller:
         assert self._parts is not None
         stages, losses, seconds = self._parts
         for line in batch.get("windows", []):
+            if line.startswith(EXAMPLES_PREFIX):
+                self._examples(line)
+                continue
             window = parse_window(line)
             if window is not None:
                 seconds.add(window)
@@ -171,6 +177,11 @@ class Poller:
         died = batch.get("died") or {}
         for process in batch.get("dead", []):
             losses.process_died(process, died.get(process) or {})
+
+    def _examples(self, line: str) -> None:
+        report = decode_as(line, Examples)
+        for method, name, trace_id, ms, second, failure in report.entries if report is not None else []:
+            self.examples.offer(method, name, Example(trace_id, ms, second, failure))
 
     def finish(self, batches: list[dict[str, Any]]) -> None:
         """At teardown, after the generators stopped: their last batches, then every second left."""

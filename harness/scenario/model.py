@@ -16,6 +16,7 @@ from pydantic import (
     Discriminator,
     Field,
     Tag,
+    WithJsonSchema,
 )
 
 from harness.judge.objectives import lookup
@@ -97,6 +98,36 @@ Stage = Annotated[
 ]
 
 
+def _trace_switch(value: Any) -> Any:
+    """``off``/``false``: no trace context (None); ``on``/``true``: the defaults."""
+    if value is False or value == "off":
+        return None
+    return {} if value is True or value == "on" else value
+
+
+_TRACE_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {
+            "type": "object",
+            "properties": {"per": {"enum": ["request", "iteration"]}, "sampled": {"type": "boolean"}},
+            "additionalProperties": False,
+        },
+        {"enum": ["off", "on", True, False]},
+    ]
+}
+
+
+class Trace(Model):
+    """W3C trace context on every request: a ``traceparent`` and a ``baggage`` header (docs/scenarios.md)."""
+
+    per: Literal["request", "iteration"] = Field(
+        default="request",
+        description="request: every request starts a new trace; iteration: the requests of one Locust task run "
+        "share a trace, one span each.",
+    )
+    sampled: bool = Field(default=True, description="The traceparent's sampled flag (01), asking backends to record.")
+
+
 class Load(Model):
     """How load is generated: which locustfile, which users, which stages."""
 
@@ -131,6 +162,11 @@ class Load(Model):
         default=None,
         description="Ray nodes generators may run on (e.g. {labels: {harness.io/role: generator}}); "
         "default any node with a CPU.",
+    )
+    trace: Annotated[Trace | None, BeforeValidator(_trace_switch), WithJsonSchema(_TRACE_SCHEMA)] = Field(
+        default_factory=Trace,
+        description="W3C traceparent and baggage (run id, phase, active faults) on every request: "
+        "{per: request|iteration, sampled: true|false}; off (or false) sends neither. On by default.",
     )
 
 
