@@ -4,7 +4,7 @@
   searches, adds to the cart, looks at the cart and sometimes checks out. Use it for realistic
   closed-model scenarios and for chaos runs: checkout is the path that goes through payments.
 - ``Browser``: product pages only, no think time. Use it for throughput (requests/s) scenarios.
-- ``Buyer``: checks out again and again with a short pause: tens of checkouts/s, the load that
+- ``Buyer``: checks out again and again with a short pause: a few checkouts/s each, the load that
   shows how checkout fails (scenarios/demo-breaker.yaml: fast, behind the gateway's breaker).
 
 Request names are fixed, so a run has a few stable endpoints rather than one per URL:
@@ -113,10 +113,10 @@ class Browser(ShopUser):
 
 
 class Buyer(ShopUser):
-    """Checks out again and again, 0.1-0.3 s apart: one item in the cart, then checkout until
+    """Checks out again and again, 0.15-0.35 s apart: one item in the cart, then checkout until
     an order is confirmed (a failed checkout keeps the cart), then a new item."""
 
-    wait_time = between(0.1, 0.3)
+    wait_time = between(0.15, 0.35)
 
     def on_start(self) -> None:
         self.session = f"b{uuid.uuid4().hex[:16]}"
