@@ -15,12 +15,15 @@ from typing import Any
 from harness.errors import Problem
 from harness.scenario import RateStage, Scenario, UsersStage, scenario_total_seconds
 from harness.scenario.expressions import WindowKind, WindowRef, format_duration
+from harness.scenario.radius import step_hold
 from harness.scenario.redact import Loaded
 from harness.scenario.source import dotted
 
 __all__ = [
     "JSON_VERSION",
+    "Ladder",
     "Plan",
+    "Rung",
     "Span",
     "Step",
     "StepKind",
@@ -36,6 +39,7 @@ class StepKind(StrEnum):
     PHASE_START = "phase start"
     STAGE = "load"
     FAULT_START = "fault start"
+    FAULT_WIDEN = "fault widen"  # a ladder's next step: judge the last one, then widen or stop
     FAULT_END = "fault end"
     PHASE_END = "phase end"
     RUN_END = "run end"
@@ -49,6 +53,7 @@ _ORDER = {
     StepKind.PHASE_START: 3,
     StepKind.STAGE: 4,
     StepKind.FAULT_START: 5,
+    StepKind.FAULT_WIDEN: 5,
     StepKind.RUN_END: 6,
 }
 
@@ -76,11 +81,45 @@ class Step:
     detail: str
     stage: UsersStage | RateStage | None = None
     fault_index: int | None = None
+    rung: int | None = None  # a ladder's step (1-based) this step starts: FAULT_START and FAULT_WIDEN
     instant: bool = False  # the end of a zero-length fault: it follows its own start
 
     def sort_key(self) -> tuple[float, float, str]:
         order = _ORDER[StepKind.FAULT_START] + 0.5 if self.instant else _ORDER[self.kind]
         return (self.offset, order, self.name)
+
+
+@dataclass(frozen=True)
+class Rung:
+    """One step of a ladder: its radius as written and the seconds it is held."""
+
+    index: int  # 1-based
+    radius: str
+    span: Span
+
+    @property
+    def label(self) -> str:
+        return f"step {self.index} (radius {self.radius})"
+
+
+@dataclass(frozen=True)
+class Ladder:
+    """A fault whose radius grows: its steps and the SLOs judged over each step's window.
+
+    ``slos`` are the scenario's SLOs whose window is ``during:<fault>``: they are judged per step
+    (:mod:`harness.judge.ladder`), not over the whole fault window.
+    """
+
+    fault: str
+    fault_index: int
+    rungs: tuple[Rung, ...]
+    slos: tuple[str, ...]
+    must_hold: str | None = None
+
+    def must_hold_index(self) -> int:
+        """How many steps, from the first, must hold (0 without ``must_hold``)."""
+        radii = [r.radius for r in self.rungs]
+        return radii.index(self.must_hold) + 1 if self.must_hold in radii else 0
 
 
 @dataclass(frozen=True)
@@ -94,6 +133,11 @@ class Plan:
     faults: dict[str, Span]
     excluded_from_steady: tuple[Span, ...]
     windows: dict[str, tuple[Span, ...]] = field(default_factory=dict)
+    ladders: dict[str, Ladder] = field(default_factory=dict)
+
+    def per_step(self, slo_name: str) -> bool:
+        """Whether the SLO is judged per step of a ladder (and not over its window as a whole)."""
+        return any(slo_name in ladder.slos for ladder in self.ladders.values())
 
     def spans(self, window: WindowRef) -> tuple[Span, ...]:
         """Offsets covered by an SLO window (possibly several spans for ``steady``)."""
@@ -157,11 +201,23 @@ def compile_plan(scenario: Scenario) -> Plan:
 
     faults: dict[str, Span] = {}
     excluded: list[Span] = []
+    ladders: dict[str, Ladder] = {}
     for index, fault in enumerate(scenario.faults):
         span = Span(fault.at, fault.at + fault.duration)
         faults[fault.name] = span
         excluded.append(Span(span.start, min(duration, span.end + fault.recovery)))
-        steps.append(Step(span.start, StepKind.FAULT_START, fault.name, fault.kind, fault_index=index))
+        ladder = _ladder(scenario, index) if fault.radius is not None else None
+        first = f" at {ladder.rungs[0].label}" if ladder is not None else ""
+        rung = 1 if ladder is not None else None
+        steps.append(
+            Step(span.start, StepKind.FAULT_START, fault.name, fault.kind + first, fault_index=index, rung=rung)
+        )
+        if ladder is not None:
+            ladders[fault.name] = ladder
+            steps += [
+                Step(r.span.start, StepKind.FAULT_WIDEN, fault.name, r.label, fault_index=index, rung=r.index)
+                for r in ladder.rungs[1:]
+            ]
         steps.append(
             Step(span.end, StepKind.FAULT_END, fault.name, fault.kind, fault_index=index, instant=span.length == 0)
         )
@@ -175,9 +231,23 @@ def compile_plan(scenario: Scenario) -> Plan:
         phases=phases,
         faults=faults,
         excluded_from_steady=tuple(excluded),
+        ladders=ladders,
     )
     windows = {slo.name: plan.spans(slo.window) for slo in scenario.slos}
     return Plan(**{**plan.__dict__, "windows": windows})
+
+
+def _ladder(scenario: Scenario, index: int) -> Ladder:
+    """Fault ``index``'s ladder: one rung per radius step, back to back from the fault's start."""
+    fault = scenario.faults[index]
+    assert fault.radius is not None
+    hold = step_hold(fault.radius, fault.duration)
+    rungs = tuple(
+        Rung(i + 1, radius, Span(fault.at + i * hold, fault.at + (i + 1) * hold))
+        for i, radius in enumerate(fault.radius.steps)
+    )
+    judged = tuple(s.name for s in scenario.slos if s.window.kind is WindowKind.DURING and s.window.ref == fault.name)
+    return Ladder(fault.name, index, rungs, judged, fault.radius.must_hold)
 
 
 def phase_name(name: str | None, index: int) -> str:
@@ -311,6 +381,7 @@ def plan_document(
             for slo in scenario.slos
         ],
         "guards": [{"name": g.name, "condition": g.condition.text} for g in scenario.guards],
+        "ladders": [_ladder_document(ladder) for ladder in plan.ladders.values()],
         "placement": [{"actor": actor, "node": node} for actor, node in placement],
         "results": {"url": results.url, "api": results.write_api(), "database": results.database}
         | {"bucket": results.bucket, "org": results.org, "token_env": results.token_env},
@@ -318,6 +389,11 @@ def plan_document(
         "warnings": list(warnings or []),
     }
     return _redacted(document, loaded)
+
+
+def _ladder_document(ladder: Ladder) -> dict[str, Any]:
+    steps = [{"step": r.index, "radius": r.radius, "start_s": r.span.start, "end_s": r.span.end} for r in ladder.rungs]
+    return {"fault": ladder.fault, "steps": steps, "judged_by": list(ladder.slos), "must_hold": ladder.must_hold}
 
 
 def _named_stages(scenario: Scenario) -> list[tuple[str, UsersStage | RateStage]]:

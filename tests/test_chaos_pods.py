@@ -272,6 +272,53 @@ def test_stress_lands_in_that_pods_cgroup(node: list[Pod], kubeconfig: Path) -> 
     assert pod.procs() == before[pod.name]
 
 
+FSYNC_MS = """
+import os, statistics, sys, time
+path = os.path.join(sys.argv[1], "probe")
+fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+took = []
+for _ in range(3):
+    os.write(fd, b"x" * 4096)
+    t = time.perf_counter()
+    os.fsync(fd)
+    took.append((time.perf_counter() - t) * 1000)
+os.close(fd)
+print(statistics.median(took))
+"""
+
+
+def _fsync_ms(pid: int, directory: Path) -> float:
+    """Median fsync time in ``directory`` as process ``pid`` sees it (in its mount namespace)."""
+    out = subprocess.run(
+        ["nsenter", "-t", str(pid), "-m", sys.executable, "-c", FSYNC_MS, str(directory)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return float(out.stdout)
+
+
+def test_io_latency_is_mounted_in_that_pods_mount_namespace_only(
+    node: list[Pod], kubeconfig: Path, tmp_path: Path
+) -> None:
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    fault = _fault("io.latency", params={"volume_path": str(volume), "delay": 0.2, "methods": ["fsync"]})
+    refs, pod, others = _chosen(fault, node)
+    assert pod.app is not None and all(o.app is not None for o in others)
+    journal = Journal(RUN)
+    records = _inject(fault, refs, journal)
+    try:
+        assert _fsync_ms(pod.app.pid, volume) >= 190
+        assert all(_fsync_ms(o.app.pid, volume) < 50 for o in others if o.app is not None)
+        assert _fsync_ms(os.getpid(), volume) < 50  # the host's mount namespace never sees it
+    finally:
+        _revert(records, journal)
+    assert _fsync_ms(pod.app.pid, volume) < 50
+    assert str(volume) not in Path(f"/proc/{pod.app.pid}/mountinfo").read_text()
+
+
 def test_sweep_removes_what_a_lost_journal_left_in_a_pod(node: list[Pod], kubeconfig: Path) -> None:
     fault = _fault("network.partition", params={"peers": [f"{HOST_ADDR}/32"]}).model_copy(update={"name": "lost"})
     refs, pod, _others = _chosen(fault, node)

@@ -92,6 +92,8 @@ def _complete(cls: Any) -> Any:
         origin = typing.get_origin(tp)
         if dataclasses.is_dataclass(tp):
             values[f.name] = _complete(tp)
+        elif origin is list and dataclasses.is_dataclass(typing.get_args(tp)[0]):
+            values[f.name] = [_complete(typing.get_args(tp)[0])]  # a key written only when the list has items
         elif origin in (list, dict):
             values[f.name] = origin()
         elif isinstance(tp, type) and issubclass(tp, enum.Enum):

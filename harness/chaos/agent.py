@@ -29,8 +29,8 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from harness.chaos import ladder, watchdog
 from harness.chaos import pods as pod_faults
-from harness.chaos import watchdog
 from harness.chaos.family import FaultFamily, find_family
 from harness.chaos.journal import FaultRecord, FaultState, Journal
 from harness.chaos.kubelet import PodRef
@@ -163,6 +163,13 @@ class _ChaosAgentActor:
                 # watchdog has the whole lease TTL to come up.
                 self._ensure_watchdog_soon()
             return _summary(record, self._node_id)
+
+    def instances(self, fault: Any) -> list[str]:
+        """The ordered ids of the instances ``fault``'s target selects on this node (a ladder's start)."""
+        try:
+            return ladder.instances(fault)
+        except HarnessError as exc:
+            raise FaultError(str(exc)) from None
 
     def _inject_in_pods(self, fault: Any, pods: list[PodRef]) -> Summary:
         """``fault`` in each of ``pods`` (all on this node): every pod is found and its member fault
@@ -394,6 +401,11 @@ class ChaosAgent:
         member fault per pod (:mod:`harness.chaos.pods`); revert by the fault's name reverts them all.
         """
         result: Summary = self._call("inject", fault, pods, what=f"inject {fault.name}")
+        return result
+
+    def instances(self, fault: Fault) -> list[str]:
+        """The ordered ids of the instances ``fault``'s target selects on the agent's node."""
+        result: list[str] = self._call("instances", fault, what=f"list the instances of {fault.name}")
         return result
 
     def warm_up(self, kinds: list[str], timeout: float = 30.0) -> None:

@@ -23,6 +23,12 @@ Literal) and implements every hook of :class:`FaultFamily`:
                           inside a pod, and a fault of them with ``pods`` is a scenario error
 ========================  ===============================================================
 
+Two hooks are optional, for a family whose targets are a set of like instances (processes a
+pattern matches, pods a selector picks) and so can take a growing ``radius``
+(:mod:`harness.chaos.ladder`): ``instances`` (the ordered ids of what the target selects now)
+and ``narrowed`` (the fault acting on some of them only). A family without them refuses a
+radius at load (its models' ``instances_problem``).
+
 The family registers through the entry-point group
 :data:`~harness.scenario.faults.ENTRY_POINT_GROUP`; the agent, ``recover``, the watchdog,
 the preflight, ``doctor``, ``plan`` and the sweep find it with :func:`family_of` and never name
@@ -33,14 +39,14 @@ family): pyroute2, the kubernetes client or gevent are imported inside its hooks
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from harness.chaos import steps
 from harness.chaos.journal import FaultRecord, Journal
 from harness.chaos.steps import Details, InjectContext, Prepared
-from harness.errors import ConfigError
+from harness.errors import ConfigError, FaultError
 from harness.scenario.faults import ENTRY_POINT_GROUP, FaultBase, registered
 from harness.scenario.model import Safety
 
@@ -154,6 +160,22 @@ class FaultFamily(ABC):
     @abstractmethod
     def remove(self, leftover: Leftover) -> None:
         """Remove one object :meth:`leftovers` found (raises on failure)."""
+
+    # ------------------------------------------------------------ a radius that grows (optional)
+
+    def instances(self, fault: Any) -> list[str] | None:
+        """The ids of the instances ``fault``'s target selects now, in a stable order (the same set
+        gives the same order on every node and every call), or None when the family counts none.
+
+        A ladder takes the first k of them for a radius of k, so each step acts on the instances of
+        the step before plus more. Runs on the fault's node; changes nothing; raises ``FaultError``
+        when the target selects nothing now.
+        """
+        return None
+
+    def narrowed(self, fault: Any, ids: Sequence[str]) -> FaultBase:
+        """``fault`` acting on exactly the instances ``ids`` (some of :meth:`instances`); pure."""
+        raise FaultError(f"fault family {self.name} cannot narrow a fault to some of its instances")
 
     def applied_text(self, record: FaultRecord) -> str:
         """What the run's fault event says was done (after the kind)."""

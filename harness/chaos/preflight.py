@@ -21,7 +21,7 @@ Joining a Ray cluster without its token is refused by
 
 from __future__ import annotations
 
-from harness.chaos import pods
+from harness.chaos import ladder, pods
 from harness.chaos.family import HostContext, family_of
 from harness.errors import ConfigError, HarnessError
 from harness.scenario import Scenario
@@ -40,10 +40,10 @@ def targets(scenario: Scenario) -> dict[str, str]:
     out: dict[str, str] = {}
     for fault in scenario.faults:
         if fault.pods is not None:
-            out[fault.name] = pods.describe(fault) + _pods_now(fault, scenario)
+            out[fault.name] = pods.describe(fault) + _pods_now(fault, scenario) + ladder.now_text(fault)
             continue
         family = family_of(fault.kind)
-        out[fault.name] = family.describe(fault) + family.resolve(fault, context)
+        out[fault.name] = family.describe(fault) + family.resolve(fault, context) + ladder.now_text(fault)
     for fault in watched_faults(scenario.faults, scenario.slos):
         check = fault.heal_check()
         since = "the kill" if fault.HEALS_FROM_START else "its end"

@@ -15,11 +15,12 @@ from rich.table import Table
 
 from harness.errors import ScenarioError
 from harness.judge.baseline import BaselineReport
+from harness.judge.ladder import LadderResult
 from harness.judge.objectives import format_metric
 from harness.judge.slo import SloResult
 from harness.judge.summary import RunSummary
 from harness.judge.units import format_duration
-from harness.plan import Plan
+from harness.plan import Ladder, Plan
 from harness.review.runs import RunInfo
 from harness.scenario import describe_load
 from harness.scenario.redact import Loaded
@@ -105,8 +106,13 @@ def print_plan(
             slos.add_column(column)
         for slo in scenario.slos:
             spans = ", ".join(f"{s.start:g}s..{s.end:g}s" for s in plan.windows[slo.name]) or "nothing"
+            ladder = plan.ladders.get(slo.window.ref or "")
+            if ladder is not None and slo.name in ladder.slos:
+                spans = "each step: " + ", ".join(f"{r.span.start:g}s..{r.span.end:g}s" for r in ladder.rungs)
             slos.add_row(*map(escape, (slo.name, slo.objective.text, str(slo.window), slo.endpoint or "all", spans)))
         console.print(slos)
+    for ladder in plan.ladders.values():
+        _print_ladder(ladder)
     if scenario.guards:
         guards = Table(title="guards (abort conditions)")
         guards.add_column("guard")
@@ -121,6 +127,21 @@ def print_plan(
         for actor, node in placement:
             where.add_row(escape(actor), escape(node))
         console.print(where)
+
+
+def _print_ladder(ladder: Ladder) -> None:
+    """A fault's ladder in ``harness plan``: each step, its window, and what stops the escalation."""
+    table = Table(
+        title=f"ladder of fault {escape(ladder.fault)}", caption="widening stops at the first step that breaks"
+    )
+    for column in ("step", "radius", "held", "judged by"):
+        table.add_column(column)
+    for rung in ladder.rungs:
+        judged = ", ".join(ladder.slos)
+        table.add_row(str(rung.index), rung.radius, f"{rung.span.start:g}s..{rung.span.end:g}s", escape(judged))
+    console.print(table)
+    if ladder.must_hold is not None:
+        console.print(f"the run fails unless every step up to radius {ladder.must_hold} holds")
 
 
 def _shown(result: SloResult) -> str:
@@ -150,7 +171,25 @@ def print_verdict(summary: RunSummary) -> None:
             result = "[green]pass[/]" if r.passed else "[red]FAIL[/]"
             table.add_row(*map(escape, (r.name, r.window, r.endpoint, measured, threshold)), result)
         console.print(table)
+    for ladder in summary.ladders:
+        print_ladder_result(ladder)
     print_verdict_line(summary)
+
+
+_STATE_COLOURS = {"held": "green", "broke": "red", "skipped": "yellow"}
+
+
+def print_ladder_result(ladder: LadderResult) -> None:
+    """A ladder's steps after a run: what each acted on, its SLOs, and held / broke / skipped."""
+    table = Table(title=f"ladder of fault {escape(ladder.fault)}", caption=escape(ladder.message))
+    for column in ("step", "radius", "instances", "SLOs (measured)", "result"):
+        table.add_column(column)
+    for step in ladder.steps:
+        on = f"{step.instances} of {step.found}" if step.instances is not None else "-"
+        measured = ", ".join(f"{r.name} {_shown(r)}" for r in step.slos) or escape(step.reason)
+        colour = _STATE_COLOURS.get(step.state.value, "magenta")
+        table.add_row(str(step.step), step.radius, on, escape(measured), f"[{colour}]{escape(step.state.value)}[/]")
+    console.print(table)
 
 
 def print_verdict_line(summary: RunSummary, with_run_id: bool = False) -> None:

@@ -154,6 +154,15 @@ def demo_up(
             help="Seconds the supervisor waits before restarting a dead service (a demo already up keeps its own).",
         ),
     ] = 3.0,
+    catalog_instances: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=4,
+            help="Run catalog as this many instances, which the gateway calls round robin (retrying a refused "
+            "connection once on the next); the further ones listen on the base port + 8, + 9, ...",
+        ),
+    ] = 1,
     clock_shim: Annotated[
         list[str] | None,
         typer.Option(
@@ -179,13 +188,20 @@ def demo_up(
     """Start the demo shop (idempotent)."""
     from harness.demo.breaker import BreakerSettings
     from harness.demo.control import SERVICE_NAMES, up
+    from harness.demo.supervisor import catalog_replica_ports
 
     shims = tuple(dict.fromkeys(clock_shim or []))
     unknown = [name for name in shims if name not in SERVICE_NAMES or name == "proxy"]
     if unknown:
         raise ConfigError(f"--clock-shim: no demo service {', '.join(unknown)} (catalog, cart, payments, gateway)")
     breaker = BreakerSettings(failures=breaker_failures, reset=breaker_reset)
-    info = up(base_port=base_port, restart_delay=restart_delay, clock_shims=shims, breaker=breaker)
+    info = up(
+        base_port=base_port,
+        restart_delay=restart_delay,
+        clock_shims=shims,
+        catalog_instances=catalog_instances,
+        breaker=breaker,
+    )
     typer.echo(f"demo shop up at {info.base_url} (supervisor pid {info.supervisor_pid}, state in {info.directory})")
     typer.echo(f"fault proxy in front of payments: 127.0.0.1:{base_port + 4}, control API 127.0.0.1:{base_port + 5}")
     net = info.payments_netns
@@ -196,6 +212,9 @@ def demo_up(
         )
     elif info.note:
         typer.echo(info.note)
+    if catalog_instances > 1:
+        ports = ", ".join(str(p) for p in [base_port + 1, *catalog_replica_ports(base_port, catalog_instances)])
+        typer.echo(f"catalog runs as {catalog_instances} instances on ports {ports}, round robin behind the gateway")
     for name in shims:
         typer.echo(f"{name} runs under the clock shim: skew file {info.directory / (name + '.faketime')}")
     typer.echo(f"Prometheus metrics: GET /metrics on each service's port (gateway {info.base_url}/metrics)")

@@ -37,6 +37,7 @@ from .supervisor import (
     SERVICE_NAMES,
     SUPERVISOR,
     SUPERVISOR_MODULE,
+    catalog_replica_ports,
     child_environment,
     is_service_process,
     is_supervisor_process,
@@ -95,11 +96,14 @@ def up(
     restart_delay: float = 3.0,
     timeout: float = 20.0,
     clock_shims: tuple[str, ...] = (),
+    catalog_instances: int = 1,
     breaker: BreakerSettings = DEFAULT_BREAKER,
 ) -> DemoInfo:
     """Start the demo detached and wait until it serves; return the running demo if already up.
 
     ``clock_shims`` names services started under harness's clock shim (``time.skew`` faults);
+    ``catalog_instances`` runs catalog as that many instances behind the gateway (round robin),
+    the further ones on the ports after the demo's own (a demo already up keeps its own).
     ``breaker`` is the gateway's circuit breaker around payments.
     Raises :class:`ConfigError` when the ports are taken by something else or the demo in this
     directory already runs on another base port, without a clock shim asked for or with other
@@ -116,9 +120,11 @@ def up(
             _check_breaker(directory, running, breaker)
             return _adopt(directory, running, base_port, timeout)
         _remove_pid_files(directory)  # stale ones from a crash
-        _check_ports_free(base_port)
+        _check_ports_free(base_port, catalog_instances)
         net, note = _payments_network(directory, base_port)
-        supervisor = _spawn_supervisor(directory, base_port, restart_delay, net is not None, clock_shims, breaker)
+        supervisor = _spawn_supervisor(
+            directory, base_port, restart_delay, net is not None, clock_shims, catalog_instances, breaker
+        )
         try:
             info = _wait_until_ready(directory, base_port, supervisor, timeout, all_healthy=True)
         except BaseException:
@@ -236,9 +242,11 @@ def _check_breaker(directory: Path, supervisor_pid: int, wanted: BreakerSettings
         )
 
 
-def _check_ports_free(base_port: int) -> None:
+def _check_ports_free(base_port: int, catalog_instances: int = 1) -> None:
+    replicas = catalog_replica_ports(base_port, catalog_instances)
     ports = {
         **{service_port(n, base_port): n for n in SERVICE_NAMES},
+        **{port: f"catalog-{i + 2}" for i, port in enumerate(replicas)},
         base_port + CONTROL_OFFSET: "proxy control",
         base_port + DNS_CONTROL_OFFSET: "dns control",
     }
@@ -277,7 +285,8 @@ def _spawn_supervisor(
     restart_delay: float,
     payments_netns: bool,
     clock_shims: tuple[str, ...],
-    breaker: BreakerSettings,
+    catalog_instances: int = 1,
+    breaker: BreakerSettings = DEFAULT_BREAKER,
 ) -> int:
     """Start the supervisor in its own session: the caller's Ctrl-C or exit must not reach it."""
     command = [
@@ -292,6 +301,7 @@ def _spawn_supervisor(
         repr(float(restart_delay)),
         *(["--payments-netns"] if payments_netns else []),
         *[arg for name in clock_shims for arg in ("--clock-shim", name)],
+        *(["--catalog-instances", str(catalog_instances)] if catalog_instances > 1 else []),
         *["--breaker-failures", str(breaker.failures), "--breaker-reset", repr(float(breaker.reset))],
     ]
     with open(directory / "supervisor.out", "ab") as out:

@@ -46,10 +46,11 @@ __all__ = ["Downstream", "Gateway", "GatewayConfig", "Reply", "make_gateway"]
 class _DownstreamError(Exception):
     """A downstream call produced no usable HTTP answer: refused, reset, timed out, garbled."""
 
-    def __init__(self, service: str, reason: str) -> None:
+    def __init__(self, service: str, reason: str, refused: bool = False) -> None:
         super().__init__(f"{service}: {reason}")
         self.service = service
         self.reason = reason
+        self.refused = refused  # no connection could be opened: nothing was sent
 
 
 class _Deadline(Exception):
@@ -123,6 +124,8 @@ class Downstream:
             raise _DownstreamError(self.service, f"no answer within {deadline:g} s") from None
         except _ClosedBeforeReply:
             raise _DownstreamError(self.service, "connection closed before a reply") from None
+        except ConnectionRefusedError:
+            raise _DownstreamError(self.service, "connection refused", refused=True) from None
         except OSError as exc:
             raise _DownstreamError(self.service, exc.strerror or repr(exc)) from None
         except ValueError as exc:
@@ -218,6 +221,30 @@ def _read_body_bytes(sock: gsocket.socket, buffer: bytearray, start: int, length
     return bytes(buffer[start:] if length < 0 else buffer[start : start + length])
 
 
+class Replicas:
+    """Several instances of one service behind the gateway, called round robin.
+
+    A call that an instance refuses to connect (it is down: killed, not yet restarted) is tried
+    once on the next instance, as Envoy's ``retry_on: connect-failure`` with one retry or nginx's
+    ``proxy_next_upstream error`` do: nothing was sent, so any call may go elsewhere. So with one
+    instance of three down every call still succeeds; with two down, a call that starts on the
+    first dead one meets the second and fails (about a third of them).
+    """
+
+    def __init__(self, members: list[Downstream]) -> None:
+        self.members = members
+        self._turn = itertools.count()
+
+    def call(self, method: str, path: str, payload: JSON | None = None, timeout: float | None = None) -> Reply:
+        first = next(self._turn) % len(self.members)
+        try:
+            return self.members[first].call(method, path, payload, timeout)
+        except _DownstreamError as exc:
+            if not exc.refused or len(self.members) == 1:
+                raise
+        return self.members[(first + 1) % len(self.members)].call(method, path, payload, timeout)
+
+
 # --------------------------------------------------------------------------------------------
 # gateway: the only service users hit.
 # --------------------------------------------------------------------------------------------
@@ -236,6 +263,8 @@ class GatewayConfig:
     nameserver: tuple[str, int] | None = None
     #: Seconds a connection to a downstream reached by name is reused before it is retired.
     max_connection_age: float = 1.0
+    #: Ports of further catalog instances on catalog's host, called round robin with catalog's own.
+    catalog_replicas: tuple[int, ...] = ()
     #: The circuit breaker around the calls to payments.
     breaker: BreakerSettings = DEFAULT_BREAKER
 
@@ -265,7 +294,10 @@ class Gateway:
 
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
-        self.catalog = Downstream("catalog", *config.catalog, timeout=config.timeout)
+        self.catalog: Downstream | Replicas = Downstream("catalog", *config.catalog, timeout=config.timeout)
+        if config.catalog_replicas:
+            host, ports = config.catalog[0], (config.catalog[1], *config.catalog_replicas)
+            self.catalog = Replicas([Downstream("catalog", host, port, timeout=config.timeout) for port in ports])
         self.cart = Downstream("cart", *config.cart, timeout=config.timeout)
         self.payments = self._payments(config)
         self.payments_breaker = CircuitBreaker("payments", config.breaker)
@@ -322,7 +354,7 @@ class Gateway:
         breakers = {self.payments_breaker.name: self.payments_breaker.state.label}
         return json_response({"status": status, "service": "gateway", "downstreams": states, "breakers": breakers})
 
-    def _probe(self, client: Downstream) -> str:
+    def _probe(self, client: Downstream | Replicas) -> str:
         try:
             reply = client.call("GET", "/health", timeout=self.config.health_timeout)
         except _DownstreamError:

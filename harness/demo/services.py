@@ -41,6 +41,7 @@ def _build_gateway(args: argparse.Namespace) -> App:
             timeout=args.timeout,
             retry_backoff=args.retry_backoff,
             payments_name=args.payments_name,
+            catalog_replicas=tuple(args.catalog_replica_port),
             nameserver=_address(args.nameserver) if args.nameserver else None,
             breaker=BreakerSettings(failures=args.breaker_failures, reset=args.breaker_reset),
         )
@@ -80,6 +81,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, required=True, help="port to bind on 127.0.0.1")
     parser.add_argument("--catalog-port", type=int, help="gateway only; default port+1")
     parser.add_argument("--cart-port", type=int, help="gateway only; default port+2")
+    parser.add_argument(
+        "--catalog-replica-port",
+        type=int,
+        action="append",
+        default=[],
+        help="gateway only: a further catalog instance's port (round robin); repeatable",
+    )
     parser.add_argument("--payments-port", type=int, help="gateway only; default port+3")
     # The services on other hosts (the multi-host test spreads them over network namespaces).
     parser.add_argument("--catalog-host", default=HOST, help="gateway only: catalog's address")

@@ -45,6 +45,7 @@ __all__ = [
     "CONTROL_OFFSET",
     "DEMO_RECORDS",
     "DNS_CONTROL_OFFSET",
+    "MAX_CATALOG_INSTANCES",
     "PAYMENTS_NAME",
     "PORTS_USED",
     "PORT_OFFSETS",
@@ -52,6 +53,7 @@ __all__ = [
     "SERVICE_NAMES",
     "SUPERVISOR_MODULE",
     "Supervisor",
+    "catalog_replica_ports",
     "is_service_process",
     "is_supervisor_process",
     "main",
@@ -172,20 +174,38 @@ def child_environment() -> dict[str, str]:
     return env
 
 
+#: The most catalog instances a demo runs (``--catalog-instances``); the further ones listen on
+#: the ports after the demo's own (base + PORTS_USED, ...).
+MAX_CATALOG_INSTANCES = 4
+
+
+def catalog_replica_ports(base_port: int, instances: int) -> list[int]:
+    """The ports of catalog's instances beyond the first (which listens on base + 1)."""
+    return [base_port + PORTS_USED + i for i in range(max(0, instances - 1))]
+
+
 def service_command(
-    name: str, base_port: int, payments_netns: bool = False, breaker: BreakerSettings = DEFAULT_BREAKER
+    name: str,
+    base_port: int,
+    payments_netns: bool = False,
+    catalog_instances: int = 1,
+    port: int | None = None,
+    breaker: BreakerSettings = DEFAULT_BREAKER,
 ) -> list[str]:
-    """How the supervisor starts service ``name``; with ``payments_netns`` payments runs in the
-    demo's namespace (:mod:`harness.demo.network`) and the proxy forwards there; ``breaker`` is
-    the gateway's circuit breaker around payments."""
+    """How the supervisor starts service ``name`` (on ``port``, default its own); with
+    ``payments_netns`` payments runs in the demo's namespace (:mod:`harness.demo.network`) and
+    the proxy forwards there; with ``catalog_instances`` the gateway calls that many catalogs;
+    ``breaker`` is the gateway's circuit breaker around payments."""
     net = for_base_port(base_port)
-    command = [sys.executable, "-m", SERVICES_MODULE, name, "--port", str(service_port(name, base_port))]
+    port = service_port(name, base_port) if port is None else port
+    command = [sys.executable, "-m", SERVICES_MODULE, name, "--port", str(port)]
     if name == "payments" and payments_netns:
         command = ["ip", "netns", "exec", net.netns, *command, "--host", net.payments_address]
     if name == "gateway":
         for downstream in ("catalog", "cart"):
             command += [f"--{downstream}-port", str(service_port(downstream, base_port))]
         command += ["--payments-port", str(service_port("proxy", base_port))]  # through the fault proxy
+        command += [f"--catalog-replica-port={p}" for p in catalog_replica_ports(base_port, catalog_instances)]
         command += ["--payments-name", PAYMENTS_NAME, "--nameserver", f"127.0.0.1:{service_port('dns', base_port)}"]
         command += ["--breaker-failures", str(breaker.failures), "--breaker-reset", repr(float(breaker.reset))]
     elif name == "proxy":
@@ -252,6 +272,7 @@ class Supervisor:
         log: logging.Logger,
         payments_netns: bool = False,
         clock_shims: tuple[str, ...] = (),
+        catalog_instances: int = 1,
         breaker: BreakerSettings = DEFAULT_BREAKER,
     ) -> None:
         self.directory = directory
@@ -260,8 +281,11 @@ class Supervisor:
         self.restart_delay = restart_delay
         self.log = log
         self.children = [
-            Child(name, service_command(name, base_port, payments_netns, breaker)) for name in SERVICE_NAMES
+            Child(name, service_command(name, base_port, payments_netns, catalog_instances, breaker=breaker))
+            for name in SERVICE_NAMES
         ]
+        for i, port in enumerate(catalog_replica_ports(base_port, catalog_instances)):  # before the gateway
+            self.children.insert(1, Child(f"catalog-{i + 2}", service_command("catalog", base_port, port=port)))
         self._stop_signal: int | None = None
         self._env = child_environment()
         self._preexec = die_with_parent()
@@ -388,6 +412,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--payments-netns", action="store_true", help="payments runs in the demo's network namespace (made by up)"
     )
     parser.add_argument(
+        "--catalog-instances",
+        type=int,
+        default=1,
+        choices=range(1, MAX_CATALOG_INSTANCES + 1),
+        help="run catalog as this many instances, which the gateway calls round robin",
+    )
+    parser.add_argument(
         "--clock-shim",
         action="append",
         default=[],
@@ -414,7 +445,14 @@ def main(argv: list[str] | None = None) -> int:
     log = _logger(directory)
     breaker = BreakerSettings(failures=args.breaker_failures, reset=args.breaker_reset)
     supervisor = Supervisor(
-        directory, args.base_port, args.restart_delay, log, args.payments_netns, tuple(args.clock_shim), breaker
+        directory,
+        args.base_port,
+        args.restart_delay,
+        log,
+        args.payments_netns,
+        tuple(args.clock_shim),
+        args.catalog_instances,
+        breaker,
     )
     return supervisor.run()
 

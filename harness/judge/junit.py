@@ -6,7 +6,10 @@ results the terminal shows) and the scenario's guards; it writes nothing itself.
 Jenkins, GitLab, GitHub test reporters and junitparser read: ``<testsuites>`` holding one
 ``<testsuite name=scenario>`` whose ``<testcase classname="harness.<scenario>.slo|guard"
 name=...>`` carries ``<failure message=... type=...>`` when it failed. A baseline comparison
-adds one ``harness.<scenario>.baseline`` testcase per metric, endpoint and phase compared.
+adds one ``harness.<scenario>.baseline`` testcase per metric, endpoint and phase compared; a
+fault whose radius grew adds one ``harness.<scenario>.ladder`` testcase named for the fault, its
+steps in ``system-out``, failed only when its ``must_hold`` radius did not hold (a step that broke
+above it is what the ladder found out, not a failure).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
+from harness.judge.ladder import LadderResult
 from harness.judge.objectives import format_metric
 from harness.judge.slo import SloResult, SloStatus
 from harness.judge.summary import RunSummary
@@ -89,6 +93,9 @@ def junit_xml(summary: RunSummary, guards: Iterable[tuple[str, str]] = ()) -> st
             _sub(case, "failure", tripped.message, message=f"aborted: {condition}", type="GuardTripped")
         else:
             _sub(case, "system-out", f"{condition}: did not trip")
+    for ladder in summary.ladders:
+        tests += 1
+        failures += _ladder_case(suite, scenario, ladder, seconds)
     baseline = summary.baseline
     for comparison in baseline.comparisons if baseline else []:
         tests += 1
@@ -142,6 +149,19 @@ def _slo_case(suite: ET.Element, scenario: str, slo: SloResult, seconds: float) 
         _sub(case, "failure", detail, message=message, type=kind or "SloFailed")
     _sub(case, "system-out", slo.message)
     return 0 if slo.passed else 1
+
+
+def _ladder_case(suite: ET.Element, scenario: str, ladder: LadderResult, seconds: float) -> int:
+    """One ladder's testcase; returns 1 when its must_hold radius did not hold."""
+    case = _case(suite, f"harness.{scenario}.ladder", ladder.fault, seconds)
+    lines = [ladder.message]
+    for step in ladder.steps:
+        on = f" on {step.instances} of {step.found} instances" if step.instances is not None else ""
+        lines.append(f"step {step.step} (radius {step.radius}){on}: {step.state.value}: {step.reason}")
+    if not ladder.passed:
+        _sub(case, "failure", "\n".join(lines[1:]), message=ladder.message, type="LadderBroke")
+    _sub(case, "system-out", "\n".join(lines))
+    return 0 if ladder.passed else 1
 
 
 def _timestamp(started: float) -> str:

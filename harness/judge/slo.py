@@ -86,9 +86,11 @@ class SloBook:
     start_epoch: float
     _totals: dict[str, WindowTotals] = field(default_factory=dict)
     _tracks: dict[str, _SecondsTrack] = field(default_factory=dict)
+    _slos: list[Slo] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        slos = self.plan.scenario.slos
+        # An SLO judged per step of a ladder is judged by the ladder's book (harness.judge.ladder).
+        self._slos = slos = [slo for slo in self.plan.scenario.slos if not self.plan.per_step(slo.name)]
         self._totals = {slo.name: WindowTotals() for slo in slos}
         self._tracks = {slo.name: _SecondsTrack() for slo in slos if lookup(slo.objective.metric).by_second}
 
@@ -98,7 +100,7 @@ class SloBook:
 
     def observe(self, closed: ClosedSecond) -> None:
         offset = self.offset(closed.second)
-        for slo in self.plan.scenario.slos:
+        for slo in self._slos:
             # The run window takes every second of the run, a partial last one included, as
             # the run ledger's does: an SLO over the run judges the figures summary.json shows.
             if slo.window.kind is WindowKind.RUN or any(span.contains(offset) for span in self.plan.windows[slo.name]):
@@ -109,7 +111,7 @@ class SloBook:
 
     def results(self, heals: Mapping[str, HealTime] | None = None) -> list[SloResult]:
         """Every SLO judged; ``heals`` are the heal times the run measured, by fault name (heal_time)."""
-        return [self._judge(slo, self._totals[slo.name], heals or {}) for slo in self.plan.scenario.slos]
+        return [self._judge(slo, self._totals[slo.name], heals or {}) for slo in self._slos]
 
     def _judge(self, slo: Slo, totals: WindowTotals, heals: Mapping[str, HealTime]) -> SloResult:
         metric = lookup(slo.objective.metric)

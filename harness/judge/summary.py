@@ -27,6 +27,7 @@ from typing import Any
 
 from harness.judge.codec import OMIT_NONE, decode_fields, fields_to_json, from_json, to_json
 from harness.judge.guards import GuardTrip
+from harness.judge.ladder import LadderResult
 from harness.judge.slo import SloResult
 from harness.measure.heal import HealTime
 
@@ -424,6 +425,7 @@ class RunSummary:
     endpoints: list[EndpointTotals] = field(default_factory=list)
     windows: dict[str, Stats] = field(default_factory=dict)
     slos: list[SloResult] | None = None  # None: a summary without SLO results (the key is absent)
+    ladders: list[LadderResult] = field(default_factory=list)  # faults whose radius grew, step by step
     guard: GuardTrip | None = None
     heals: list[HealEntry] | None = field(default=None, metadata=OMIT_NONE)  # None: no fault's heal was watched
     baseline: BaselineOutcome | None = None
@@ -437,6 +439,8 @@ class RunSummary:
         out["totals"] = {} if self.totals is None else self.totals.to_json()
         if self.slos is None:
             del out["slos"]
+        if not self.ladders:  # only a run with a fault whose radius grew has the key
+            del out["ladders"]
         return out
 
     @classmethod

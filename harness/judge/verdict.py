@@ -20,6 +20,7 @@ from harness.errors import (
     EXIT_INVALID,
     EXIT_PASSED,
 )
+from harness.judge.ladder import LadderResult, ladder_failures
 from harness.judge.slo import SloResult
 from harness.measure.windows import ClosedSecond, EndpointStats, WindowTotals
 from harness.plan import Plan
@@ -56,9 +57,12 @@ def decide(
     aborted: str = "",
     invalid: str = "",
     regression: str = "",
+    ladders: list[LadderResult] | None = None,
 ) -> tuple[Verdict, str]:
     """Verdict and its one-line reason. Precedence: error, interrupted, aborted, invalid, then
-    SLOs and a baseline ``regression`` (the summary line of what regressed), which both fail."""
+    SLOs, a baseline ``regression`` (the summary line of what regressed) and ``ladders`` whose
+    ``must_hold`` was not met, which all fail. A ladder's own message ends the reason either way:
+    where the radius held and where it broke is what the run found out."""
     if error:
         return Verdict.ERROR, error
     if interrupted:
@@ -70,9 +74,11 @@ def decide(
     failed = [r for r in slos if not r.passed]
     reasons = ["SLO failed: " + ", ".join(r.name for r in failed)] if failed else []
     reasons += [regression] if regression else []
-    if reasons:
-        return Verdict.FAILED, "; ".join(reasons)
-    return Verdict.PASSED, f"all {len(slos)} SLOs met" if slos else "no SLOs defined; run completed"
+    found = [ladder.message for ladder in ladders or []]
+    if reasons or ladder_failures(ladders or []):
+        return Verdict.FAILED, "; ".join([*reasons, *found])
+    met = f"all {len(slos)} SLOs met" if slos else "no SLOs defined; run completed"
+    return Verdict.PASSED, "; ".join([met, *found])
 
 
 def stats_dict(stats: EndpointStats, seconds: int) -> dict[str, Any]:

@@ -24,6 +24,7 @@ import html
 import time
 from importlib.resources import files
 
+from harness.judge.ladder import LadderResult
 from harness.judge.objectives import format_duration, format_metric
 from harness.review import report_tables, vendor
 from harness.review.plots import plots
@@ -153,6 +154,21 @@ def _slo_result(row: SloRow) -> str:
     return f'<span class="fail">{label}</span>'
 
 
+_STEP_CLASSES = {"held": "pass", "broke": "fail"}
+
+
+def _ladder(ladder: LadderResult) -> str:
+    """A fault's ladder: each step's radius, what it acted on, its SLOs and whether it held."""
+    rows = []
+    for step in ladder.steps:
+        on = f"{step.instances} of {step.found}" if step.instances is not None else _NONE
+        measured = ", ".join(f"{r.name} {_metric_value(r.metric, r.measured)}" for r in step.slos) or step.reason
+        state = f'<span class="{_STEP_CLASSES.get(step.state.value, "note")}">{_e(step.state.value)}</span>'
+        rows.append((str(step.step), _e(step.radius), _e(on), _e(measured), state))
+    title = f"<h3>Ladder of fault {_e(ladder.fault)}</h3><p>{_e(ladder.message)}</p>"
+    return title + _table(("step", "radius", "instances", "SLOs (measured)", "result"), rows, (), "ladder")
+
+
 def _verdict(data: ReportData) -> str:
     out = ['<section id="verdict"><h2>Verdict</h2>']
     if data.slos:
@@ -178,6 +194,7 @@ def _verdict(data: ReportData) -> str:
         )
     else:
         out.append('<p class="note">No SLO results.</p>')
+    out += [_ladder(ladder) for ladder in data.ladders]
     if data.guards:
         guard_rows = [
             (

@@ -400,6 +400,7 @@ def _assemble(
         events=tuple(events),
         scenario_yaml=scenario_yaml,
         source=source,
+        ladders=tuple(given.ladders),
         estimated=not from_summary
         and bool(points.requests)
         and not ("run" in points.windows and points.exact_endpoints),

@@ -4,6 +4,10 @@ drawn by :mod:`harness.review.report` and :mod:`harness.review.plots`."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from harness.judge.ladder import LadderResult
 
 __all__ = [
     "Comparison",
@@ -187,3 +191,4 @@ class ReportData:
     source: str = ""
     estimated: bool = False
     notes: tuple[str, ...] = field(default=())
+    ladders: tuple[LadderResult, ...] = ()  # faults whose radius grew (summary.json only)

@@ -19,14 +19,17 @@ from typing import Any
 
 from harness.chaos.agent import RENEW_INTERVAL, ChaosAgent
 from harness.chaos.kubelet import PodRef
+from harness.chaos.ladder import pod_step, step_fault
 from harness.errors import ConfigError, FaultError, HarnessError
 from harness.judge.summary import AgentEntry
 from harness.measure.clocks import measure
 from harness.run.nodes import FaultPlacement, Node
 from harness.run.recorder import Recorder
 from harness.scenario import Scenario
+from harness.scenario.faults import FaultBase
 
 __all__ = ["FaultAgents", "Injected", "choose_pods"]
+
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +89,12 @@ class FaultAgents:
         self.report: list[AgentEntry] = []
         self._recorder = recorder
         self._active: dict[str, float] = {}  # fault name -> when it was injected
+        # A ladder's fault is applied step by step, each step journaled under a name of its own
+        # (harness.chaos.ladder): the instances listed at its first step, the journal name of
+        # what is applied now, and how many instances the current step acts on, of how many.
+        self._instances: dict[str, list[str]] = {}
+        self._journaled: dict[str, str] = {}
+        self.reach: dict[str, tuple[int, int]] = {}
         self._lock = threading.Lock()
         self._heartbeat: threading.Thread | None = None
         self._stop_heartbeat = threading.Event()
@@ -173,11 +182,19 @@ class FaultAgents:
         """The chaos agent on the node fault ``fault_name`` acts on (None before :meth:`start`)."""
         return self.agents.get(self.placement.node_of(fault_name).node_id)
 
-    def _on_each(self, name: str, call: Callable[[ChaosAgent, list[PodRef]], dict[str, Any]]) -> list[_Done]:
+    def _on_each(
+        self,
+        name: str,
+        call: Callable[[ChaosAgent, list[PodRef]], dict[str, Any]],
+        only: frozenset[str] | None = None,
+    ) -> list[_Done]:
         """``call`` on the agent of every node fault ``name`` acts on, in parallel; every failure
-        is collected and the first raised once all answered."""
+        is collected and the first raised once all answered. ``only``: of a fault with pods, only
+        these pods (by key; a ladder's step), and only the nodes holding some of them."""
         placed = self.placement.sites(name)
         sites = [(self.agents[n.node_id], n, list(p)) for n, p in placed if n.node_id in self.agents]
+        if only is not None:
+            sites = [(a, n, kept) for a, n, p in sites if (kept := [pod for pod in p if pod.key in only])]
         if len(sites) == 1:
             agent, node, pods = sites[0]
             return [_Done(node, agent, call(agent, pods))]
@@ -193,27 +210,59 @@ class FaultAgents:
             raise errors[0]
         return done
 
-    def inject(self, index: int) -> Injected:
+    def inject(self, index: int, rung: int | None = None) -> Injected:
         """Inject fault ``index`` of the scenario (on every node it acts on, in parallel); raises
-        ``FaultError`` (and it is not active then: what some nodes applied is reverted)."""
+        ``FaultError`` (and it is not active then: what some nodes applied is reverted).
+
+        With ``rung``, a ladder's step: the first lists the instances the target selects (on the
+        fault's node; a fault with pods: its chosen pods), each applies the fault to the first so
+        many of them; a later step reverts the step before it and applies the wider one (a few
+        milliseconds apart).
+        """
         fault = self.scenario.faults[index]
+        applied, reach, only = self._ladder_step(fault, rung) if rung is not None else (fault, "", None)
         with self._lock:
             self._active[fault.name] = time.time()
         try:
-            done = self._on_each(fault.name, lambda agent, pods: agent.inject(fault, pods or None))
+            done = self._on_each(fault.name, lambda agent, pods: agent.inject(applied, pods or None), only)
         except FaultError:
             with contextlib.suppress(FaultError):  # a pod fault may have landed on other nodes
-                self._on_each(fault.name, lambda agent, _pods: agent.revert(fault.name))
+                self._on_each(fault.name, lambda agent, _pods: agent.revert(applied.name))
             with self._lock:
                 self._active.pop(fault.name, None)
             raise
+        self._journaled[fault.name] = applied.name
         parts = []
         for d in done:
             what = str(d.info.get("what") or "applied")  # as the fault's family says it
             on = d.node.name if d.agent.node_id != self.placement.default.node_id or fault.pods else ""
             parts.append(f"{what} (on {on})" if on else what)
-        text = f"{fault.kind} {'; '.join(parts)}" + (f": {fault.description}" if fault.description else "")
+        what = "; ".join(parts) + reach
+        text = f"{fault.kind} {what}" + (f": {fault.description}" if fault.description else "")
         return Injected(fault.name, text, max(d.at() for d in done))
+
+    def _ladder_step(self, fault: FaultBase, rung: int) -> tuple[FaultBase, str, frozenset[str] | None]:
+        """Step ``rung`` of ``fault``'s ladder, to inject next, the words for it and (a fault with
+        pods) the pods it acts in; reverts the step before it. The instances are listed when the
+        ladder starts: on the fault's node, or the pods chosen before the run."""
+        if rung == 1 or fault.name not in self._instances:
+            if fault.pods is not None:
+                self._instances[fault.name] = sorted(
+                    p.key for _n, pods in self.placement.sites(fault.name) for p in pods
+                )
+            else:
+                agent = self.agent_of(fault.name)
+                assert agent is not None
+                self._instances[fault.name] = agent.instances(fault)
+        ids = self._instances[fault.name]
+        step = pod_step(fault, ids, rung) if fault.pods is not None else step_fault(fault, ids, rung)
+        previous = self._journaled.get(fault.name)
+        if previous is not None:
+            self._on_each(fault.name, lambda agent, _pods: agent.revert(previous))
+        self.reach[fault.name] = (step.acts_on, step.found)
+        assert fault.radius is not None
+        only = frozenset(step.ids) if fault.pods is not None else None
+        return step.fault, f" at step {rung} (radius {fault.radius.steps[rung - 1]}): {step.text}", only
 
     def revert(self, name: str) -> float | None:
         """Revert an active fault on every node it acts on; returns when (epoch, driver's clock),
@@ -222,7 +271,8 @@ class FaultAgents:
             active = name in self._active
         if not active or not any(n.node_id in self.agents for n, _ in self.placement.sites(name)):
             return None
-        done = self._on_each(name, lambda agent, _pods: agent.revert(name))
+        journaled = self._journaled.get(name, name)  # a ladder's fault: its current step
+        done = self._on_each(name, lambda agent, _pods: agent.revert(journaled))
         with self._lock:
             self._active.pop(name, None)
         return max(d.at() for d in done)

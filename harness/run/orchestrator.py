@@ -13,6 +13,7 @@ observers in :mod:`~harness.run.seconds`, events and points in :mod:`~harness.ru
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import resource
@@ -28,6 +29,7 @@ from pathlib import Path
 
 from harness.errors import ConfigError, HarnessError
 from harness.judge.guards import GuardWatch
+from harness.judge.ladder import LadderBook
 from harness.judge.slo import SloBook, SloResult
 from harness.judge.summary import (
     BaselineOutcome,
@@ -54,6 +56,7 @@ from harness.run.cluster import RayStart, driver_node_id, live_nodes, start_ray,
 from harness.run.faults import FaultAgents, choose_pods
 from harness.run.fleet import Fleet, FleetOptions
 from harness.run.heal import HealWatch
+from harness.run.ladders import LadderControl
 from harness.run.losses import Losses
 from harness.run.nodes import FaultPlacement, Node, generator_nodes, place_faults
 from harness.run.poller import Poller
@@ -80,7 +83,9 @@ __all__ = ["LiveStatus", "Orchestrator", "RunOptions", "new_run_id"]
 CLOCK_CHECK = 0.1  # the clock thread looks at guards and poll failures at least this often (s)
 SWITCH_INTERVAL = 0.001  # GIL hand-over during a run (s): bounds how long a step waits for the poll thread
 CLOCK_NICE = -10  # the clock thread's niceness during a run, so that it wakes on time on a busy node
-STEP_KINDS_TIMED = (StepKind.STAGE.value, StepKind.FAULT_START.value, StepKind.FAULT_END.value)
+STEP_KINDS_TIMED = tuple(
+    k.value for k in (StepKind.STAGE, StepKind.FAULT_START, StepKind.FAULT_WIDEN, StepKind.FAULT_END)
+)
 
 
 def new_run_id(scenario: str) -> str:
@@ -114,6 +119,7 @@ class _Live:
     tally: TallyObserver
     writer: WriterObserver
     guard: GuardObserver
+    ladders: LadderBook
 
 
 class Orchestrator:
@@ -142,6 +148,7 @@ class Orchestrator:
         self.heals: HealWatch | None = None
         self.heal_times: dict[str, HealTime] = {}  # fault name -> its heal, once the load stopped
         self.live: _Live | None = None
+        self._ladders: LadderControl | None = None
         self.ray: RayStart | None = None
         self.timings: dict[str, float] = {}
         self.load_stopped_at: float | None = None  # when teardown finished (the verdict's time is from here)
@@ -152,6 +159,7 @@ class Orchestrator:
             StepKind.PHASE_END: self._phase_end,
             StepKind.STAGE: self._stage,
             StepKind.FAULT_START: self._fault_start,
+            StepKind.FAULT_WIDEN: self._fault_widen,
             StepKind.FAULT_END: self._fault_end,
         }
 
@@ -215,7 +223,8 @@ class Orchestrator:
         tally = TallyObserver(self.options.invoked_at)
         writer = WriterObserver(self.recorder, self.scenario.name, self.fleet.live_generators)
         guard = GuardObserver(GuardWatch(list(self.scenario.guards)), self.recorder)
-        observers: list[SecondObserver] = [DeliveryObserver(delivery), VerdictObserver(book, ledger), tally]
+        ladders = LadderBook(self.plan, start_epoch)
+        observers: list[SecondObserver] = [DeliveryObserver(delivery), VerdictObserver(book, ledger, ladders), tally]
         observers += [writer, WindowFiguresObserver(ledger, self.recorder, start_epoch), guard]
         if self.on_status is not None:
             observers.append(
@@ -235,7 +244,8 @@ class Orchestrator:
         # Registered as running now, so Grafana lists the run and draws it while it goes.
         planned_end = start_epoch + self.plan.duration
         self.recorder.write([running_point(self.run_id, self.scenario.name, start_epoch, planned_end)])
-        return _Live(start_epoch, start_mono, stages, losses, delivery, book, ledger, seconds, tally, writer, guard)
+        parts = (stages, losses, delivery, book, ledger, seconds, tally, writer, guard, ladders)
+        return _Live(start_epoch, start_mono, *parts)
 
     def _loop(self) -> None:
         """Walk the plan on one clock; steps start on time whatever the actors are doing.
@@ -314,14 +324,34 @@ class Orchestrator:
     def _fault_start(self, step: Step, record: StepRecord, now: float) -> None:
         if step.fault_index is None or self.faults is None or self.live is None:
             return
-        injected = self.faults.inject(step.fault_index)
+        injected = self.faults.inject(step.fault_index, step.rung)
         if self.heals is not None:
             self.heals.fault_started(injected.name, injected.at)
         planned, late = self.live.stages.done(record, injected.at)
         until = self.live.start_epoch + planned + self.scenario.faults[step.fault_index].duration
         self.recorder.event("fault", injected.name, "start", injected.text, injected.at, planned, late, until)
 
+    def _fault_widen(self, step: Step, record: StepRecord, now: float) -> None:
+        """A ladder's step boundary: judge the step that ends, then widen the fault or stop it."""
+        if step.rung is None or self.faults is None or self.live is None:
+            return
+        injected = self._ladder_control().widen(step.name, step.rung)
+        stopped = self._ladder_control().stopped_at.pop(step.name, None)
+        if stopped is not None and self.heals is not None:  # the escalation stopped: the fault ended now
+            self.heals.fault_ended(step.name, stopped)
+        if injected is not None:
+            planned, late = self.live.stages.done(record, injected.at)
+            self.recorder.event("ladder", step.name, "widen", injected.text, injected.at, planned, late)
+
+    def _ladder_control(self) -> LadderControl:
+        assert self.faults is not None and self.live is not None
+        if self._ladders is None:
+            self._ladders = LadderControl(self.plan, self.faults, self.live.ladders, self.recorder)
+        return self._ladders
+
     def _fault_end(self, step: Step, record: StepRecord, now: float) -> None:
+        if step.name in self.plan.ladders and self.faults is not None and self.live is not None:
+            self._ladder_control().end(step.name)
         at = self.faults.revert(step.name) if self.faults is not None else None
         if at is None or self.live is None:
             return
@@ -360,6 +390,7 @@ class Orchestrator:
             )
         baseline = self._compare_with_baseline() if not error else None
         trip = live.guard.trip if live is not None else None
+        ladders = live.ladders.results() if live is not None else []
         verdict, reason = decide(
             slos,
             error=error,
@@ -367,6 +398,7 @@ class Orchestrator:
             aborted=trip.message if trip else "",
             invalid=invalid,
             regression="" if baseline is None or baseline.passed else baseline.summary_line,
+            ladders=ladders,
         )
         started = live.start_epoch if live is not None else self.options.invoked_at
         self.recorder.write(list(slo_points(self.run_id, slos, ended)))
@@ -377,7 +409,7 @@ class Orchestrator:
         self.recorder.write(
             [run_point(self.run_id, self.scenario.name, verdict.value, started, ended, reason, planned_end)]
         )
-        return self._summary(verdict, reason, started, ended, slos, baseline)
+        return dataclasses.replace(self._summary(verdict, reason, started, ended, slos, baseline), ladders=ladders)
 
     def _summary(
         self,

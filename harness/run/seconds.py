@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from harness.judge.guards import GuardTrip, GuardWatch
+from harness.judge.ladder import LadderBook
 from harness.judge.slo import SloBook
 from harness.judge.verdict import RunLedger
 from harness.measure.delivery import DeliveryWatch
@@ -206,17 +207,22 @@ class VerdictObserver:
     A late window's requests join them too, without counting its second twice.
     """
 
-    def __init__(self, book: SloBook, ledger: RunLedger) -> None:
+    def __init__(self, book: SloBook, ledger: RunLedger, ladders: LadderBook | None = None) -> None:
         self.book = book
         self.ledger = ledger
+        self.ladders = ladders
 
     def on_second(self, second: Second) -> None:
         self.book.observe(second.closed)
         self.ledger.observe(second.closed)
+        if self.ladders is not None:
+            self.ladders.observe(second.closed)
 
     def on_late(self, late: LateWindow) -> None:
         self.book.observe(late.delta)
         self.ledger.observe(late.delta)
+        if self.ladders is not None:
+            self.ladders.observe(late.delta)
 
 
 class TallyObserver:

@@ -16,6 +16,7 @@ from harness.scenario.faults import FaultBase, FaultContext
 from harness.scenario.fields import KeyPath
 from harness.scenario.locustfile import argument_name, outline
 from harness.scenario.model import Guard, RecoveryRule, Slo, Target, steady_thresholds
+from harness.scenario.radius import radius_problems
 
 #: A problem a check found: where in the file (a key path) and what is wrong.
 Found = tuple[KeyPath, str]
@@ -166,6 +167,29 @@ def _fault_checks(draft: Draft) -> Iterator[Found]:
             yield ("faults", i, *path), message
         for path, message in _heal_checks(fault, context):
             yield ("faults", i, "heal", *path), message
+        if fault.radius is not None:
+            yield from ((("faults", i, *path), message) for path, message in _ladder_checks(draft, fault))
+
+
+def _ladder_checks(draft: Draft, fault: FaultBase) -> Iterator[tuple[KeyPath, str]]:
+    """A radius: the kind counts instances, its steps grow and fit the duration, and an SLO
+    judges each step (its window is during:<fault>)."""
+    assert fault.radius is not None
+    problem = fault.instances_problem()
+    if problem is not None:
+        yield ("radius",), problem
+    yield from radius_problems(fault.radius, fault.duration)
+    slos = [s for s in draft.slos if s is not None]
+    if (
+        draft.slos is not None
+        and None not in draft.slos
+        and not any(s.window.kind is WindowKind.DURING and s.window.ref == fault.name for s in slos)
+    ):
+        yield (
+            ("radius",),
+            f"a radius needs an SLO with window during:{fault.name} to judge each step by "
+            f"(e.g. {{name: holds, objective: error_rate < 1%, window: during:{fault.name}}})",
+        )
 
 
 def _slo_checks(draft: Draft) -> Iterator[Found]:

@@ -47,6 +47,7 @@ from harness.scenario.fields import (
     regex,
 )
 from harness.scenario.heal import HealCheck
+from harness.scenario.radius import Radius
 
 if TYPE_CHECKING:
     from pydantic_core import CoreSchema
@@ -190,6 +191,12 @@ class FaultBase(Model):
         description="Act inside these Kubernetes pods instead of on a node: the agent on each chosen pod's node "
         "applies the fault in the pod's network namespace or to its containers' processes. Not with node.",
     )
+    radius: Radius | None = Field(
+        default=None,
+        description="A blast radius that grows: apply the fault to more and more of the instances its target "
+        "selects (e.g. {steps: [1, 2, 50%], hold: 10s}), judging the during:<name> SLOs per step and stopping "
+        "at the first step that breaks them. Default: the fault acts on everything its target selects at once.",
+    )
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
@@ -206,6 +213,16 @@ class FaultBase(Model):
     def with_base_dir(self, base: Path) -> Self:
         """This fault with relative paths in it read from ``base`` (the scenario file's directory)."""
         return self
+
+    def instances_problem(self) -> str | None:
+        """Why this fault's target selects no set of instances a ``radius`` could count, or None.
+
+        A kind whose family counts instances (its ``instances`` and ``narrowed`` hooks) overrides
+        this to say when it can (a process fault: when its target is a pattern). A fault with
+        ``pods`` counts the pods chosen for it, whatever its kind."""
+        if self.pods is not None:
+            return None
+        return f"kind {self.KIND} selects no set of instances a radius could count"
 
     def default_heal(self) -> HealCheck | None:
         """The heal condition this kind derives from its own target when ``heal:`` is not given; none by default."""

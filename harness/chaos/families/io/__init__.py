@@ -31,6 +31,7 @@ from harness.chaos.families.io import mounts
 from harness.chaos.families.io.params import IoErrorFault, IoFault, IoLatencyFault
 from harness.chaos.family import FaultFamily, HostContext, Leftover
 from harness.chaos.journal import FaultRecord
+from harness.chaos.kubelet import PodSite
 from harness.chaos.steps import Details, InjectContext, Prepared
 from harness.errors import ConfigError, FaultError
 from harness.paths import journal_dir
@@ -222,6 +223,11 @@ class IoFamily(FaultFamily):
         if after.details.get("unmounted"):
             return f"unmounted {before.details.get('target')}"
         return f"marked {after.state.value}"
+
+    def in_pod(self, fault: IoFault, site: PodSite) -> IoFault:
+        """Mounted in the mount namespace of the pod's first chosen container process: the
+        directory is ``volume_path`` as the container sees it (its volume's mount point)."""
+        return fault.model_copy(update={"target": site.process_target()})
 
     def leftovers(self) -> list[Leftover]:
         """harness io mounts in every mount namespace, and processes carrying the io tag, whatever run left them."""

@@ -121,6 +121,12 @@ class IoFault(FaultBase):
         problem = context.path_problem(self.params.volume_path)
         if problem:
             yield ("params", "volume_path"), problem
+        if self.pods is not None and self.target is not None:
+            yield (
+                ("target",),
+                "with pods, the file system is mounted in each pod's containers' mount namespace; remove target",
+            )
+            return
         problem = self.target.choice_problem() if self.target is not None else None
         if problem:
             yield ("target",), problem

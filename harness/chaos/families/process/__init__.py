@@ -27,9 +27,10 @@ What callers may rely on:
 from __future__ import annotations
 
 import logging
+import re
 import shlex
 import signal
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from harness.chaos import capabilities
 from harness.chaos.families.process.params import ProcessFault, ProcessKillFault, ProcessPauseFault
@@ -168,6 +169,20 @@ class ProcessFamily(FaultFamily):
 
     def applied_text(self, record: FaultRecord) -> str:
         return f"on {len(record.pids)} process(es) {list(record.pids)}"
+
+    def instances(self, fault: ProcessFault) -> list[str]:
+        """The distinct command lines ``target.pattern`` matches, sorted: a process restarted with
+        the same command line is the same instance, so a ladder's steps agree across restarts."""
+        try:
+            found = resolve_targets(fault.target)
+        except FaultError as exc:
+            raise FaultError(f"fault '{fault.name}': {exc}") from None
+        return sorted({proc.cmdline for proc in found})
+
+    def narrowed(self, fault: ProcessFault, ids: Sequence[str]) -> ProcessFault:
+        """The fault on the processes whose whole command line is one of ``ids``."""
+        pattern = "^(?:" + "|".join(re.escape(cmdline) for cmdline in ids) + ")$"
+        return fault.model_copy(update={"target": fault.target.model_copy(update={"pattern": pattern})})
 
     def in_pod(self, fault: ProcessFault, site: PodSite) -> ProcessFault:
         """The pod's chosen containers' processes (their cgroups), never its sandbox."""

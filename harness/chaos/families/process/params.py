@@ -35,6 +35,14 @@ class PauseParams(Model):
     pass
 
 
+def _counted(fault: FaultBase, target: ProcessTarget) -> str | None:
+    """A radius counts the processes a pattern matches (a pid file names one; a unit is one group),
+    or the pods chosen for a fault with pods."""
+    if fault.pods is None and target.pattern is None:
+        return "a radius counts the processes target.pattern matches: give the target as a pattern"
+    return None
+
+
 def _one_target(fault: FaultBase, target: ProcessTarget) -> Iterator[tuple[KeyPath, str]]:
     if fault.pods is not None:  # the pods' containers are the target, found on each node
         if target != ProcessTarget():
@@ -65,6 +73,9 @@ class ProcessKillFault(FaultBase):
     def with_base_dir(self, base: Path) -> ProcessKillFault:
         return self.model_copy(update={"target": self.target.with_base_dir(base)})
 
+    def instances_problem(self) -> str | None:
+        return _counted(self, self.target)
+
     def default_heal(self) -> HealCheck | None:
         """Killed by pattern: healed once the pattern matches a process again (its supervisor restarted it)."""
         return HealCheck(pattern=self.target.pattern) if self.target.pattern else None
@@ -86,6 +97,9 @@ class ProcessPauseFault(FaultBase):
 
     def with_base_dir(self, base: Path) -> ProcessPauseFault:
         return self.model_copy(update={"target": self.target.with_base_dir(base)})
+
+    def instances_problem(self) -> str | None:
+        return _counted(self, self.target)
 
 
 ProcessFault = ProcessKillFault | ProcessPauseFault
