@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from harness import paths
 from harness.cli.app import errors_to_exit_codes
 from harness.errors import ConfigError
+
+if TYPE_CHECKING:
+    from harness.demo.breaker import BreakerSettings
 
 __all__ = [
     "demo_down",
@@ -217,7 +220,11 @@ def demo_up(
         typer.echo(f"catalog runs as {catalog_instances} instances on ports {ports}, round robin behind the gateway")
     for name in shims:
         typer.echo(f"{name} runs under the clock shim: skew file {info.directory / (name + '.faketime')}")
-    typer.echo(f"Prometheus metrics: GET /metrics on each service's port (gateway {info.base_url}/metrics)")
+    _echo_metrics_and_breaker(info.base_url, breaker)
+
+
+def _echo_metrics_and_breaker(base_url: str, breaker: BreakerSettings) -> None:
+    typer.echo(f"Prometheus metrics: GET /metrics on each service's port (gateway {base_url}/metrics)")
     if breaker.enabled:
         typer.echo(
             f"gateway's circuit breaker on payments: opens after {breaker.failures} failed calls in a row, "
