@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from harness import paths
 from harness.cli.app import errors_to_exit_codes
 from harness.errors import ConfigError
+
+if TYPE_CHECKING:
+    from harness.demo.breaker import BreakerSettings
 
 __all__ = [
     "demo_down",
@@ -170,8 +173,23 @@ def demo_up(
             "faults can move its wall clock; repeatable.",
         ),
     ] = None,
+    breaker_failures: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=1000,
+            help="Consecutive failed calls to payments that open the gateway's circuit breaker (0: no breaker).",
+        ),
+    ] = 5,
+    breaker_reset: Annotated[
+        float,
+        typer.Option(
+            min=0.05, max=600.0, help="Seconds the gateway's circuit breaker stays open before one trial call."
+        ),
+    ] = 2.0,
 ) -> None:
     """Start the demo shop (idempotent)."""
+    from harness.demo.breaker import BreakerSettings
     from harness.demo.control import SERVICE_NAMES, up
     from harness.demo.supervisor import catalog_replica_ports
 
@@ -179,7 +197,14 @@ def demo_up(
     unknown = [name for name in shims if name not in SERVICE_NAMES or name == "proxy"]
     if unknown:
         raise ConfigError(f"--clock-shim: no demo service {', '.join(unknown)} (catalog, cart, payments, gateway)")
-    info = up(base_port=base_port, restart_delay=restart_delay, clock_shims=shims, catalog_instances=catalog_instances)
+    breaker = BreakerSettings(failures=breaker_failures, reset=breaker_reset)
+    info = up(
+        base_port=base_port,
+        restart_delay=restart_delay,
+        clock_shims=shims,
+        catalog_instances=catalog_instances,
+        breaker=breaker,
+    )
     typer.echo(f"demo shop up at {info.base_url} (supervisor pid {info.supervisor_pid}, state in {info.directory})")
     typer.echo(f"fault proxy in front of payments: 127.0.0.1:{base_port + 4}, control API 127.0.0.1:{base_port + 5}")
     net = info.payments_netns
@@ -195,6 +220,18 @@ def demo_up(
         typer.echo(f"catalog runs as {catalog_instances} instances on ports {ports}, round robin behind the gateway")
     for name in shims:
         typer.echo(f"{name} runs under the clock shim: skew file {info.directory / (name + '.faketime')}")
+    _echo_metrics_and_breaker(info.base_url, breaker)
+
+
+def _echo_metrics_and_breaker(base_url: str, breaker: BreakerSettings) -> None:
+    typer.echo(f"Prometheus metrics: GET /metrics on each service's port (gateway {base_url}/metrics)")
+    if breaker.enabled:
+        typer.echo(
+            f"gateway's circuit breaker on payments: opens after {breaker.failures} failed calls in a row, "
+            f"tries again after {breaker.reset:g} s"
+        )
+    else:
+        typer.echo("gateway's circuit breaker on payments: off (--breaker-failures 0)")
 
 
 def demo_down() -> None:

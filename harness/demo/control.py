@@ -29,6 +29,7 @@ from harness.errors import ConfigError, DemoError
 from harness.paths import data_dir
 
 from . import network
+from .breaker import DEFAULT_BREAKER, BreakerSettings
 from .supervisor import (
     CONTROL_OFFSET,
     DNS_CONTROL_OFFSET,
@@ -96,14 +97,17 @@ def up(
     timeout: float = 20.0,
     clock_shims: tuple[str, ...] = (),
     catalog_instances: int = 1,
+    breaker: BreakerSettings = DEFAULT_BREAKER,
 ) -> DemoInfo:
     """Start the demo detached and wait until it serves; return the running demo if already up.
 
     ``clock_shims`` names services started under harness's clock shim (``time.skew`` faults);
     ``catalog_instances`` runs catalog as that many instances behind the gateway (round robin),
     the further ones on the ports after the demo's own (a demo already up keeps its own).
+    ``breaker`` is the gateway's circuit breaker around payments.
     Raises :class:`ConfigError` when the ports are taken by something else or the demo in this
-    directory already runs on another base port or without a clock shim asked for, and
+    directory already runs on another base port, without a clock shim asked for or with other
+    breaker settings, and
     :class:`DemoError` when it does not become healthy within ``timeout`` seconds (whatever was
     started is stopped again).
     """
@@ -113,12 +117,13 @@ def up(
         running = _running_supervisor(directory)
         if running is not None:
             _check_clock_shims(directory, running, clock_shims)
+            _check_breaker(directory, running, breaker)
             return _adopt(directory, running, base_port, timeout)
         _remove_pid_files(directory)  # stale ones from a crash
         _check_ports_free(base_port, catalog_instances)
         net, note = _payments_network(directory, base_port)
         supervisor = _spawn_supervisor(
-            directory, base_port, restart_delay, net is not None, clock_shims, catalog_instances
+            directory, base_port, restart_delay, net is not None, clock_shims, catalog_instances, breaker
         )
         try:
             info = _wait_until_ready(directory, base_port, supervisor, timeout, all_healthy=True)
@@ -220,6 +225,23 @@ def _check_clock_shims(directory: Path, supervisor_pid: int, wanted: tuple[str, 
         )
 
 
+def _check_breaker(directory: Path, supervisor_pid: int, wanted: BreakerSettings) -> None:
+    cmdline = process_cmdline(supervisor_pid) or []
+    failures = option_value(cmdline, "--breaker-failures")
+    reset = option_value(cmdline, "--breaker-reset")
+    defaults = BreakerSettings()
+    running = BreakerSettings(
+        int(failures) if failures is not None else defaults.failures,
+        float(reset) if reset is not None else defaults.reset,
+    )
+    if running != wanted:
+        raise ConfigError(
+            f"the demo in {directory} already runs with the circuit breaker at --breaker-failures "
+            f"{running.failures} --breaker-reset {running.reset:g}, not {wanted.failures} and {wanted.reset:g}; "
+            "run `harness demo down` first"
+        )
+
+
 def _check_ports_free(base_port: int, catalog_instances: int = 1) -> None:
     replicas = catalog_replica_ports(base_port, catalog_instances)
     ports = {
@@ -264,6 +286,7 @@ def _spawn_supervisor(
     payments_netns: bool,
     clock_shims: tuple[str, ...],
     catalog_instances: int = 1,
+    breaker: BreakerSettings = DEFAULT_BREAKER,
 ) -> int:
     """Start the supervisor in its own session: the caller's Ctrl-C or exit must not reach it."""
     command = [
@@ -279,6 +302,7 @@ def _spawn_supervisor(
         *(["--payments-netns"] if payments_netns else []),
         *[arg for name in clock_shims for arg in ("--clock-shim", name)],
         *(["--catalog-instances", str(catalog_instances)] if catalog_instances > 1 else []),
+        *["--breaker-failures", str(breaker.failures), "--breaker-reset", repr(float(breaker.reset))],
     ]
     with open(directory / "supervisor.out", "ab") as out:
         process = subprocess.Popen(

@@ -38,6 +38,7 @@ import psutil
 
 from harness.chaos import clock_shim
 
+from .breaker import DEFAULT_BREAKER, BreakerSettings
 from .network import for_base_port
 
 __all__ = [
@@ -184,11 +185,17 @@ def catalog_replica_ports(base_port: int, instances: int) -> list[int]:
 
 
 def service_command(
-    name: str, base_port: int, payments_netns: bool = False, catalog_instances: int = 1, port: int | None = None
+    name: str,
+    base_port: int,
+    payments_netns: bool = False,
+    catalog_instances: int = 1,
+    port: int | None = None,
+    breaker: BreakerSettings = DEFAULT_BREAKER,
 ) -> list[str]:
     """How the supervisor starts service ``name`` (on ``port``, default its own); with
     ``payments_netns`` payments runs in the demo's namespace (:mod:`harness.demo.network`) and
-    the proxy forwards there; with ``catalog_instances`` the gateway calls that many catalogs."""
+    the proxy forwards there; with ``catalog_instances`` the gateway calls that many catalogs;
+    ``breaker`` is the gateway's circuit breaker around payments."""
     net = for_base_port(base_port)
     port = service_port(name, base_port) if port is None else port
     command = [sys.executable, "-m", SERVICES_MODULE, name, "--port", str(port)]
@@ -200,6 +207,7 @@ def service_command(
         command += ["--payments-port", str(service_port("proxy", base_port))]  # through the fault proxy
         command += [f"--catalog-replica-port={p}" for p in catalog_replica_ports(base_port, catalog_instances)]
         command += ["--payments-name", PAYMENTS_NAME, "--nameserver", f"127.0.0.1:{service_port('dns', base_port)}"]
+        command += ["--breaker-failures", str(breaker.failures), "--breaker-reset", repr(float(breaker.reset))]
     elif name == "proxy":
         command += ["--upstream-port", str(service_port("payments", base_port))]
         if payments_netns:
@@ -265,6 +273,7 @@ class Supervisor:
         payments_netns: bool = False,
         clock_shims: tuple[str, ...] = (),
         catalog_instances: int = 1,
+        breaker: BreakerSettings = DEFAULT_BREAKER,
     ) -> None:
         self.directory = directory
         self.clock_shims = frozenset(clock_shims)
@@ -272,7 +281,8 @@ class Supervisor:
         self.restart_delay = restart_delay
         self.log = log
         self.children = [
-            Child(name, service_command(name, base_port, payments_netns, catalog_instances)) for name in SERVICE_NAMES
+            Child(name, service_command(name, base_port, payments_netns, catalog_instances, breaker=breaker))
+            for name in SERVICE_NAMES
         ]
         for i, port in enumerate(catalog_replica_ports(base_port, catalog_instances)):  # before the gateway
             self.children.insert(1, Child(f"catalog-{i + 2}", service_command("catalog", base_port, port=port)))
@@ -415,6 +425,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=[n for n in SERVICE_NAMES if n != "proxy"],
         help="start this service under harness's clock shim (time.skew faults); repeatable",
     )
+    defaults = BreakerSettings()
+    parser.add_argument(
+        "--breaker-failures",
+        type=int,
+        default=defaults.failures,
+        help="consecutive failed payments calls that open the gateway's circuit breaker (0: no breaker)",
+    )
+    parser.add_argument(
+        "--breaker-reset", type=float, default=defaults.reset, help="seconds the breaker stays open before a trial"
+    )
     return parser.parse_args(argv)
 
 
@@ -423,6 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     directory = args.dir.resolve()
     directory.mkdir(parents=True, exist_ok=True)
     log = _logger(directory)
+    breaker = BreakerSettings(failures=args.breaker_failures, reset=args.breaker_reset)
     supervisor = Supervisor(
         directory,
         args.base_port,
@@ -431,6 +452,7 @@ def main(argv: list[str] | None = None) -> int:
         args.payments_netns,
         tuple(args.clock_shim),
         args.catalog_instances,
+        breaker,
     )
     return supervisor.run()
 

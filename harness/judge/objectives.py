@@ -262,8 +262,10 @@ class Metric:
         return self.describe(self, self.measure(evidence), evidence, where)
 
 
-def _latency(key: str) -> Callable[[Evidence], float]:
+def _latency(key: str, failed: bool) -> Callable[[Evidence], float]:
     def measure(evidence: Evidence) -> float:
+        if failed:  # the failed requests alone: NaN (no data) when none failed
+            return evidence.stats.failed_ms()[key] if evidence.stats.failed else math.nan
         return evidence.stats.latency_ms()[key] if evidence.stats.count else math.nan
 
     return measure
@@ -380,7 +382,9 @@ _LATENCY_WHY = "one second's merged latency histogram gives it"
 
 
 def _latency_row(name: str, *aliases: str) -> Metric:
-    return Metric(name, MILLISECONDS, _latency(name), per_second=True, why=_LATENCY_WHY, aliases=aliases)
+    """A latency row; ``failed_<p>`` is the latency ``<p>`` of the failed requests alone."""
+    key, failed = name.removeprefix("failed_"), name.startswith("failed_")
+    return Metric(name, MILLISECONDS, _latency(key, failed), per_second=True, why=_LATENCY_WHY, aliases=aliases)
 
 
 #: The table. Its order is the order metrics are listed in to users.
@@ -402,6 +406,9 @@ METRICS: tuple[Metric, ...] = (
         takes=("errors",),
     ),
     Metric("rps", PER_SECOND, _rps, per_second=True, why="one second's requests (a second without any has 0)"),
+    _latency_row("failed_p50"),  # failing fast (an open breaker) or after a timeout
+    _latency_row("failed_p99"),
+    _latency_row("failed_max"),
     Metric(
         "recovery_time",
         SECONDS,
