@@ -24,6 +24,7 @@ from harness.results.points import (
     failure_points,
     fault_end_point,
     load_point,
+    probe_point,
     request_points,
     run_point,
     running_point,
@@ -113,6 +114,7 @@ def _every_kind_of_point() -> list[Point]:
         event_point("r", schema.EventKind.FAULT, "slow", schema.EventState.START, "t", 1.0, 10.0, 3.0, until=4.0),
         fault_end_point("r", "slow", 1.0, 3.5),
         *slo_points("r", [slo], 2.0),
+        probe_point("r", "shop", "inflight", 1.5, 3.0),
         running_point("r", "shop", 1.0, 3.0),
         run_point("r", "shop", "passed", 1.0, 2.0, "ok", 3.0),
     ]

@@ -41,6 +41,8 @@ __all__ = [
     "Latency",
     "LoadGap",
     "LostGenerator",
+    "ProbeSeries",
+    "ProbeValue",
     "ResultsSummary",
     "RunEvent",
     "RunSummary",
@@ -183,6 +185,26 @@ class LostGenerator:
     actor_pid: int | None = None
     processes: list[str] = field(default_factory=list)
     load: str | None = field(default=None, metadata=OMIT_NONE)  # what became of its share, in words
+
+
+@dataclass
+class ProbeValue:
+    """One poll of a probe: its offset from the run start (s) and the value (None: no value)."""
+
+    offset: float
+    value: float | None
+
+
+@dataclass
+class ProbeSeries:
+    """A probe's query and every value it gave during the run; ``failures`` polls failed (each one
+    is an event of kind probe with the reason)."""
+
+    name: str
+    language: str  # promql or influxql
+    query: str
+    values: list[ProbeValue] = field(default_factory=list)
+    failures: int = 0
 
 
 @dataclass
@@ -391,6 +413,7 @@ class RunSummary:
     slos: list[SloResult] | None = None  # None: a summary without SLO results (the key is absent)
     guard: GuardTrip | None = None
     baseline: BaselineOutcome | None = None
+    probes: list[ProbeSeries] = field(default_factory=list)
     events: list[RunEvent] = field(default_factory=list)
     timings: Timings = field(default_factory=Timings)
     driver_peak_rss_mb: float | None = None

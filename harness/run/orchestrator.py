@@ -54,6 +54,7 @@ from harness.run.fleet import Fleet, FleetOptions
 from harness.run.losses import Losses
 from harness.run.nodes import FaultPlacement, Node, generator_nodes, place_faults
 from harness.run.poller import Poller
+from harness.run.probes import ProbeObserver, ProbePoller
 from harness.run.recorder import PointWriter, Recorder
 from harness.run.seconds import (
     DeliveryObserver,
@@ -136,6 +137,7 @@ class Orchestrator:
         self.fleet = Fleet(self.scenario, fleet_options)
         self.poller = Poller(self.fleet, self.recorder)
         self.faults: FaultAgents | None = None
+        self.probes: ProbeObserver | None = None  # the scenario's probes, polled from the load start
         self.live: _Live | None = None
         self.ray: RayStart | None = None
         self.timings: dict[str, float] = {}
@@ -207,8 +209,16 @@ class Orchestrator:
         book, ledger = SloBook(self.plan, start_epoch), RunLedger(self.plan, start_epoch)
         tally = TallyObserver(self.options.invoked_at)
         writer = WriterObserver(self.recorder, self.scenario.name, self.fleet.live_generators)
-        guard = GuardObserver(GuardWatch(list(self.scenario.guards)), self.recorder)
+        every = self.scenario.probes.every if self.scenario.probes else 0.0
+        watch = GuardWatch(list(self.scenario.guards), stale_after=every + 2.0)
+        guard = GuardObserver(watch, self.recorder)
         observers: list[SecondObserver] = [DeliveryObserver(delivery), VerdictObserver(book, ledger), tally]
+        if self.scenario.probes is not None:  # first: SLOs and guards judge a second with the probes known by then
+            self.probes = ProbeObserver(
+                ProbePoller(self.scenario.probes, self.recorder, self.scenario.name), book, watch
+            )
+            observers.insert(0, self.probes)
+            self.probes.poller.start(start_epoch)
         observers += [writer, WindowFiguresObserver(ledger, self.recorder, start_epoch), guard]
         if self.on_status is not None:
             observers.append(
@@ -325,6 +335,8 @@ class Orchestrator:
         if self.faults is not None:
             self.faults.teardown()
         finals = self.fleet.stop()
+        if self.probes is not None:
+            self.probes.poller.stop()
         if self.live is not None:
             with contextlib.suppress(HarnessError):
                 self.poller.finish(finals)
@@ -336,6 +348,8 @@ class Orchestrator:
     def _judge(self, error: str, interrupted: bool) -> RunSummary:
         ended = time.time()
         live = self.live
+        if self.probes is not None:
+            self.probes.flush()  # the last polls, taken after the last second closed
         slos = live.book.results() if live is not None else []
         invalid = live.delivery.reason() if live is not None else ""
         if not invalid and live is not None and not live.ledger.windows["run"].total().count:
@@ -416,6 +430,7 @@ class Orchestrator:
             slos=slos,
             guard=live.guard.trip if live is not None else None,
             baseline=baseline,
+            probes=self.probes.poller.series() if self.probes is not None else [],
             events=list(self.recorder.events),
             timings=self._timings(),
             driver_peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),

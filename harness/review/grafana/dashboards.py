@@ -46,6 +46,7 @@ from harness.review.grafana.panels import (
     to_json,
     trend_panel,
 )
+from harness.review.grafana.probe_panel import probes_panel
 
 __all__ = ["DATASOURCE_UID", "build_all", "compare_dashboard", "main", "run_dashboard"]
 
@@ -321,7 +322,8 @@ def _run_tables() -> list[Any]:
 
 def run_dashboard() -> dict[str, Any]:
     builder = _run_header()
-    for panel in (*_run_lists(), *_run_stats(), *_run_series(), *_run_tables()):
+    probes = probes_panel(RUN, pos(0, _TOP + 66, 24, 8))
+    for panel in (*_run_lists(), *_run_stats(), *_run_series(), *_run_tables(), probes):
         builder = builder.with_panel(panel)
     return to_json(builder)
 
@@ -479,7 +481,7 @@ def render(model_json: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m harness.review.grafana.dashboards", description=__doc__.splitlines()[0]
+        prog="python -m harness.review.grafana.dashboards", description=__doc__.partition("\n")[0]
     )
     parser.add_argument("--write", action="store_true", help="write grafana/dashboards/*.json")
     parser.add_argument("--dir", type=Path, help="where to write (default: grafana/dashboards, see harness.bundled)")
