@@ -11,8 +11,7 @@ builders are in :mod:`.panels`), and every measurement, tag and field it reads i
 inside the quotes written here), ``$timeFilter``, ``$__interval`` and ``$__interval_ms``;
 tests/test_grafana_queries.py runs every query the same way against a real influxd.
 
-* ``harness-run.json`` (uid ``harness-run``): one run; fault start/end as regions, phases and
-  aborts as markers.
+* ``harness-run.json`` (uid ``harness-run``): one run; fault regions, phase and abort markers.
 * ``harness-compare.json`` (uid ``harness-compare``): two runs overlaid on the seconds since
   each run's first second (trend panels: InfluxQL cannot shift timestamps, so each query
   computes its own elapsed-seconds column and the panel plots against it).
@@ -284,8 +283,7 @@ _FIGURES = (
 
 
 def _figures(*skip: str) -> str:
-    """A window's (harness_windows) or an endpoint's (harness_endpoints) exact figures, as
-    summary.json has them: the last point written (so far while the run goes, then final)."""
+    """A window's or an endpoint's exact figures as summary.json has them: the last point written (so far)."""
     return ", ".join(_agg("last", field, alias) for field, alias in _FIGURES if field not in skip)
 
 
@@ -317,13 +315,13 @@ def _run_tables() -> list[Any]:
             pos(0, _TOP + 58, 24, 8),
             InfluxQL("A", f"SELECT {windows} FROM {WINDOWS} WHERE {RUN} GROUP BY {_q(schema.WINDOW)}", "table"),
         ),
+        probes_panel(RUN, pos(0, _TOP + 66, 24, 8)),  # the servers' own metrics, on the faults' time axis
     ]
 
 
 def run_dashboard() -> dict[str, Any]:
     builder = _run_header()
-    probes = probes_panel(RUN, pos(0, _TOP + 66, 24, 8))
-    for panel in (*_run_lists(), *_run_stats(), *_run_series(), *_run_tables(), probes):
+    for panel in (*_run_lists(), *_run_stats(), *_run_series(), *_run_tables()):
         builder = builder.with_panel(panel)
     return to_json(builder)
 
@@ -481,7 +479,7 @@ def render(model_json: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m harness.review.grafana.dashboards", description=__doc__.partition("\n")[0]
+        prog="python -m harness.review.grafana.dashboards", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--write", action="store_true", help="write grafana/dashboards/*.json")
     parser.add_argument("--dir", type=Path, help="where to write (default: grafana/dashboards, see harness.bundled)")
