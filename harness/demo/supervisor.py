@@ -39,6 +39,7 @@ import psutil
 from harness.chaos import clock_shim
 
 from .network import for_base_port
+from .victoria import METRICS_NAME, metrics_command
 
 __all__ = [
     "CONTROL_OFFSET",
@@ -254,6 +255,10 @@ class Supervisor:
         self.restart_delay = restart_delay
         self.log = log
         self.children = [Child(name, service_command(name, base_port, payments_netns)) for name in SERVICE_NAMES]
+        payments_host = for_base_port(base_port).payments_address if payments_netns else "127.0.0.1"
+        metrics = metrics_command(directory, base_port, payments_host)  # VictoriaMetrics, scraping them: first up
+        if metrics is not None:
+            self.children.insert(0, Child(METRICS_NAME, metrics))
         self._stop_signal: int | None = None
         self._env = child_environment()
         self._preexec = die_with_parent()
