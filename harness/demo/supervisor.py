@@ -39,7 +39,7 @@ import psutil
 from harness.chaos import clock_shim
 
 from .network import for_base_port
-from .victoria import METRICS_NAME, metrics_command
+from .victoria import METRICS_NAME, METRICS_OFFSET, metrics_command
 
 __all__ = [
     "CONTROL_OFFSET",
@@ -71,7 +71,7 @@ SERVICE_NAMES = ("catalog", "cart", "payments", "proxy", "dns", "gateway")  # st
 PORT_OFFSETS = {"gateway": 0, "catalog": 1, "cart": 2, "payments": 3, "proxy": 4, "dns": 6}
 CONTROL_OFFSET = 5
 DNS_CONTROL_OFFSET = 7
-PORTS_USED = DNS_CONTROL_OFFSET + 1
+PORTS_USED = METRICS_OFFSET + 1  # the last: the demo's VictoriaMetrics (harness.demo.victoria)
 PAYMENTS_NAME = "payments.shop.demo"
 #: What the demo's DNS server answers (every name points at loopback, where the services listen).
 DEMO_RECORDS = {PAYMENTS_NAME: "127.0.0.1", "catalog.shop.demo": "127.0.0.1", "cart.shop.demo": "127.0.0.1"}
