@@ -398,6 +398,7 @@ def test_preflight_refuses_a_missing_namespace_before_anything_starts(netns_pair
                 }
             ),
         ],
+        slos=[],  # a plan line says which faults' heal_time is measured, from the SLOs
     )
     assert "numgen" in preflight.targets(scenario)["loss"]  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="hnet-missing") as caught:

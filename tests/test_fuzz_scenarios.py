@@ -168,6 +168,10 @@ faults:
     target: {namespace: shop, selector: "app=payments,tier in (web,api)"}
     params: {mode: percent, percent: 50}
   - {name: scale, kind: kubernetes.scale, at: 42s, duration: 5s, target: {namespace: shop, deployment: payments}}
+  - {name: kill-app, kind: kubernetes.container_kill, at: 44s, duration: 1s,
+     pods: {namespace: shop, selector: app=payments, mode: fixed, count: 2, containers: [app]}}
+  - {name: freeze, kind: kubernetes.pod_failure, at: 45s, duration: 2s, pods: {namespace: shop, selector: app=payments}}
+  - {name: hot-pod, kind: stress.cpu, at: 46s, duration: 1s, pods: {namespace: shop, selector: app=web, mode: all}}
   - {name: clock, kind: time.skew, at: 32s, duration: 2s, target: {pattern: "payments --port 19623"},
      params: {offset: -10m, rate: 1.01}}
 slos:

@@ -60,12 +60,13 @@ def test_run_dashboard_variables_and_annotations() -> None:
     assert "harness_runs" in variables["run_id"]["query"] and variables["run_id"].get("hide", 0) == 0
     assert variables["reports_url"]["type"] == "textbox"
     annotations = {a["name"]: a for a in model["annotations"]["list"]}
-    assert {"Faults", "Phases", "Aborts"} <= set(annotations)
+    assert {"Faults", "Phases", "Aborts", "Heals"} <= set(annotations)
     faults = annotations["Faults"]["target"]
     assert faults["timeEndColumn"] == "timeEnd" and faults["textColumn"] == "text"
     assert "'fault'" in faults["query"]
     assert "'phase'" in annotations["Phases"]["target"]["query"]
     assert "'abort'" in annotations["Aborts"]["target"]["query"]
+    assert "'heal'" in annotations["Heals"]["target"]["query"]
     for annotation in annotations.values():
         assert annotation["datasource"]["uid"] == DATASOURCE_UID and annotation["enable"]
     titles = {p["title"] for p in _panels(model)}

@@ -82,6 +82,7 @@ faults:
     duration: 4s
     recovery: 3s
     target: {{pid_file: {pid_file}}}
+    heal: {{url: '{heal_url}'}}
 slos:
   - name: steady-p99
     objective: p99 < 2s
@@ -114,6 +115,7 @@ def client(tmp_path_factory: pytest.TempPathFactory, demo: DemoInfo, influxd: An
                 base_url=demo.base_url,
                 locustfile=locustfile,
                 pid_file=Path(demo.directory) / "catalog.pid",
+                heal_url=f"http://127.0.0.1:{BASE_PORT + 1}/health",  # catalog's: the Heals markers have one
                 url=influxd.url,
                 database=DATABASE,
                 guards=GUARDS[run_id],

@@ -122,3 +122,35 @@ def test_a_kubernetes_fault_takes_no_node(tmp_path: Path) -> None:
             "  - {name: k, kind: kubernetes.pod_kill, at: 1s, duration: 5s, node: {labels: {a: b}}, "
             "target: {namespace: shop, selector: app=payments}}",
         )
+
+
+def test_a_pod_fault_is_placed_on_every_node_holding_a_chosen_pod(tmp_path: Path) -> None:
+    from harness.chaos.kubelet import PodRef
+    from harness.run.nodes import plan_rows
+
+    path = _scenario(tmp_path, "  []").source  # the same file, with a pod fault and a kube context instead
+    text = (
+        Path(path)
+        .read_text()
+        .replace(
+            "faults:\n  []",
+            "faults:\n  - {name: cut, kind: network.partition, at: 5s, duration: 5s, params: {peers: [10.0.0.0/24]},\n"
+            "     pods: {namespace: shop, selector: app=payments, mode: all}}",
+        )
+    )
+    Path(path).write_text(text.replace("safety: {", "safety: {allowed_contexts: [k], "))
+    scenario = load_scenario(Path(path))
+    pods = {
+        "cut": [PodRef("shop", "p-0", "u0", "a"), PodRef("shop", "p-1", "u1", "b"), PodRef("shop", "p-2", "u2", "a")]
+    }
+    placement = place_faults(scenario, NODES, DRIVER, pods)
+    sites = {node.name: [p.name for p in on_node] for node, on_node in placement.sites("cut")}
+    assert sites == {"a": ["p-0", "p-2"], "b": ["p-1"]}
+    assert {n.name for n in placement.nodes()} == {"a", "b"}  # the driver's node needs no agent here
+    rows = dict(plan_rows(scenario, NODES, DRIVER, pods))
+    assert rows["chaos agent for cut"] == (
+        f"a (10.0.0.11, node {'a' * 8}) for pods p-0, p-2; b (10.0.0.12, node {'b' * 8}) for pods p-1"
+    )
+    lost = {"cut": [PodRef("shop", "p-9", "u9", "gone-node")]}
+    with pytest.raises(ConfigError, match=r"pod shop/p-9 is on Kubernetes node gone-node, which has no Ray node"):
+        place_faults(scenario, NODES, DRIVER, lost)

@@ -43,6 +43,7 @@ from harness.judge.objectives import EXTRA_KEYS, METRICS, Metric, lookup
 from harness.judge.probe_samples import ProbeSample
 from harness.judge.slo import SloBook, SloStatus
 from harness.load.protocol import Health
+from harness.measure.heal import HealTime
 from harness.measure.windows import Aggregator, ClosedSecond, WindowRecorder, parse_window
 from harness.plan import compile_plan
 from harness.scenario import Guard, Slo, load_scenario
@@ -69,7 +70,8 @@ load:
   user_classes: [{class: Shopper}]
   stages: [{name: main, duration: 30s, users: 10}]
 faults:
-  - {name: F, kind: process.pause, at: 10s, duration: 5s, target: {pattern: payments}}
+  - {name: F, kind: process.pause, at: 10s, duration: 5s, target: {pattern: payments},
+     heal: {url: 'http://127.0.0.1:8703/health'}}
 probes:  # a server-side count of the requests it served each second (the probe row's case)
   prometheus: http://127.0.0.1:9
   queries: [{name: served, promql: 'sum(rate(served_total[1s]))'}]
@@ -81,6 +83,9 @@ probes:  # a server-side count of the requests it served each second (the probe 
 START = 1000.6
 RUN = range(1001, 1031)
 F_END = START + 15
+# heal_time is measured from the system's side, not from requests: the run hands the judge this
+# (F's health URL first answered 2xx 2.35 s after F's end).
+HEALS = {"F": HealTime("F", "http://127.0.0.1:8703/health answers 2xx", F_END, F_END + 2.35, F_END + 2.35, 17)}
 
 
 # ---------------------------------------------------------------- the replayed run
@@ -192,6 +197,7 @@ class Case:
     condition: str
     guard_keys: str = ""
     window: range = RUN
+    heals: dict[str, HealTime] | None = None  # what the run measured from the system's side
     probe: bool = False  # a probe's row: its samples are each second's count of requests, polled mid-second
 
 
@@ -227,6 +233,13 @@ CASES: dict[str, Case] = {
         recovered_after_f,
         "recovery_time > 10s for 3s",
         window=range(1016, 1031),
+    ),
+    "heal_time": Case(
+        "objective: 'heal_time < 10s', window: 'after:F'",
+        lambda window: HEALS["F"].healed - HEALS["F"].began,  # type: ignore[operator]
+        "heal_time > 10s for 3s",
+        window=range(1016, 1031),
+        heals=HEALS,
     ),
     "burn_rate": Case(
         "objective: 'burn_rate < 2x', budget: {availability: 99%, period: 30d}",
@@ -287,7 +300,7 @@ def test_an_slo_measures_what_the_raw_requests_give(
         book.observe(second)
         if case.probe:
             book.observe_probe(_served_sample(second.second, raw[second.second]))
-    [result] = book.results()
+    [result] = book.results(case.heals)
 
     window = {second: raw[second] for second in case.window}
     requests = _all(window)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.judge.slo import SloResult, SloStatus
+from harness.judge.summary import HealEntry
 from harness.judge.verdict import stats_dict
 from harness.measure.windows import ClosedSecond, EndpointStats, ProcessHealth, new_histogram
 from harness.results import schema
@@ -23,6 +24,7 @@ from harness.results.points import (
     event_point,
     failure_points,
     fault_end_point,
+    heal_points,
     load_point,
     probe_point,
     request_points,
@@ -115,6 +117,7 @@ def _every_kind_of_point() -> list[Point]:
         fault_end_point("r", "slow", 1.0, 3.5),
         *slo_points("r", [slo], 2.0),
         probe_point("r", "shop", "inflight", 1.5, 3.0),
+        *heal_points("r", [HealEntry("kill", "a process matching 'x' runs", "kill", 1.0, 3.1, 2.1, 14, "")], 2.0),
         running_point("r", "shop", 1.0, 3.0),
         run_point("r", "shop", "passed", 1.0, 2.0, "ok", 3.0),
     ]

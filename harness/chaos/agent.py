@@ -29,16 +29,18 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from harness.chaos import pods as pod_faults
 from harness.chaos import watchdog
 from harness.chaos.family import FaultFamily, find_family
 from harness.chaos.journal import FaultRecord, FaultState, Journal
-from harness.chaos.processes import protected_processes
+from harness.chaos.kubelet import PodRef
+from harness.chaos.processes import protected_processes, resolve_targets
 from harness.chaos.recover import revert_record
 from harness.chaos.steps import InjectContext
 from harness.errors import FaultError, HarnessError
 from harness.measure.clocks import ClockOffset
 from harness.priority import AGENT_NICE, normal_priority
-from harness.scenario import Fault
+from harness.scenario import Fault, ProcessTarget
 
 __all__ = ["LEASE_TTL", "RENEW_INTERVAL", "ChaosAgent"]
 
@@ -68,6 +70,26 @@ def _summary(record: FaultRecord, node_id: str) -> Summary:
         "node_id": node_id,
         "details": dict(record.details),
         "what": family.applied_text(record) if family is not None else "",
+    }
+
+
+def _combined(fault_name: str, kind: str, members: list[Summary], node_id: str) -> Summary:
+    """One summary for a fault applied as members, one per pod (``what`` names each pod)."""
+    times = [float(m["time"]) for m in members if m.get("time")]
+    states = {str(m["state"]) for m in members}
+    return {
+        "run_id": members[0]["run_id"] if members else "",
+        "fault": fault_name,
+        "kind": kind,
+        "state": states.pop() if len(states) == 1 else ",".join(sorted(states)),
+        "pids": [p for m in members for p in m["pids"]],
+        "time": max(times) if times else time.time(),
+        "node_id": node_id,
+        "details": {},
+        "what": "; ".join(
+            f"pod {pod_faults.pod_of_member(fault_name, str(m['fault']))}: {m.get('what', '')}" for m in members
+        ),
+        "members": [m["fault"] for m in members],
     }
 
 
@@ -104,6 +126,7 @@ class _ChaosAgentActor:
         self._lease_ttl = lease_ttl
         self._protected = [*protected, *protected_processes()]
         self._mine: dict[str, None] = {}  # faults this agent was asked to inject, in order
+        self._members: dict[str, list[str]] = {}  # a fault with pods -> its member per pod here
         self._lock = threading.Lock()
         self._node_id = ray.get_runtime_context().get_node_id()
 
@@ -111,7 +134,9 @@ class _ChaosAgentActor:
         normal_priority(AGENT_NICE)  # again: threads Ray started after __init__ (the call pool) too
         return self._node_id
 
-    def inject(self, fault: Any) -> Summary:
+    def inject(self, fault: Any, pods: list[PodRef] | None = None) -> Summary:
+        if pods:
+            return self._inject_in_pods(fault, pods)
         family = _family_of(fault)
         with self._lock:
             self._mine[fault.name] = None
@@ -138,6 +163,19 @@ class _ChaosAgentActor:
                 # watchdog has the whole lease TTL to come up.
                 self._ensure_watchdog_soon()
             return _summary(record, self._node_id)
+
+    def _inject_in_pods(self, fault: Any, pods: list[PodRef]) -> Summary:
+        """``fault`` in each of ``pods`` (all on this node): every pod is found and its member fault
+        made (:mod:`harness.chaos.pods`) before any is applied; then each member is injected as an
+        ordinary fault, journaled under its own name. Members already applied stay applied when a
+        later one fails: the run reverts the fault on every node."""
+        try:
+            members = pod_faults.member_faults(fault, pods)
+        except HarnessError as exc:
+            raise FaultError(f"fault '{fault.name}': {exc}") from None
+        self._members[fault.name] = [m.name for m in members]
+        summaries = [self.inject(member) for member in members]
+        return _combined(fault.name, fault.kind, summaries, self._node_id)
 
     def warm_up(self, kinds: list[str]) -> None:
         """Warm up the fault families of ``kinds`` and start the watchdog, before the run starts.
@@ -173,7 +211,12 @@ class _ChaosAgentActor:
 
     def revert(self, fault_name: str) -> Summary:
         with self._lock:
-            return self._revert(fault_name)
+            members = self._members.get(fault_name)
+            if not members:
+                return self._revert(fault_name)
+            summaries = [self._revert(name) for name in members]
+        kind = str(summaries[0]["kind"]) if summaries else ""
+        return _combined(fault_name, kind, summaries, self._node_id)
 
     def _revert(self, fault_name: str) -> Summary:
         record = self._journal.latest(fault_name)
@@ -227,6 +270,14 @@ class _ChaosAgentActor:
 
     def ping(self) -> float:
         return time.time()
+
+    def matching(self, pattern: str) -> list[int]:
+        """PIDs of the processes on this node whose command line matches ``pattern`` (a heal
+        condition), harness itself and the processes it protects excluded; reads, changes nothing."""
+        try:
+            return [p.pid for p in resolve_targets(ProcessTarget(pattern=pattern), protected=self._protected)]
+        except FaultError:  # none matches
+            return []
 
 
 def _actor_name(run_id: str, node_id: str | None) -> str:
@@ -334,13 +385,15 @@ class ChaosAgent:
         except RayError as exc:
             raise FaultError(f"chaos agent {self.name}: {what} failed: {exc}") from None
 
-    def inject(self, fault: Fault) -> Summary:
+    def inject(self, fault: Fault, pods: list[PodRef] | None = None) -> Summary:
         """Inject ``fault`` on the agent's node; returns ``{fault, kind, state, pids, time, node_id, ...}``.
 
         The fault is journaled on the node before it is applied. Injecting a fault name that
-        this run already injected returns its record and signals nothing.
+        this run already injected returns its record and signals nothing. With ``pods`` (this
+        node's pods of a fault with a pod selector) it is applied inside each, one journaled
+        member fault per pod (:mod:`harness.chaos.pods`); revert by the fault's name reverts them all.
         """
-        result: Summary = self._call("inject", fault, what=f"inject {fault.name}")
+        result: Summary = self._call("inject", fault, pods, what=f"inject {fault.name}")
         return result
 
     def warm_up(self, kinds: list[str], timeout: float = 30.0) -> None:
@@ -380,6 +433,11 @@ class ChaosAgent:
     def ping(self) -> float:
         """The agent's wall-clock time (``time.time()`` on its node): it is alive and answering."""
         result: float = self._call("ping")
+        return result
+
+    def matching(self, pattern: str, timeout: float = 2.0) -> list[int]:
+        """PIDs of the node's processes whose command line matches ``pattern`` (harness's own excluded)."""
+        result: list[int] = self._call("matching", pattern, what="match processes", timeout=timeout)
         return result
 
     def stop(self, grace: float = 5.0) -> list[Summary]:

@@ -342,6 +342,12 @@ def requirements(fault: Any) -> list[str]:
     need none."""
     from harness.chaos.family import family_of
 
+    if getattr(fault, "pods", None) is not None:  # as inside a pod, plus listing pods and reading cgroups
+        from harness.chaos.pods import placeholder
+
+        made = placeholder(fault)
+        inside = family_of(made.kind).requirements(made)
+        return [*inside, *(need for need in (KUBE_CONTEXTS, CGROUPS) if need not in inside)]
     return family_of(fault.kind).requirements(fault)
 
 

@@ -18,6 +18,9 @@ Literal) and implements every hook of :class:`FaultFamily`:
 ``undo``                  revert from the journal record alone
 ``leftovers``/``remove``  ``harness recover --sweep``: tagged objects no journal knows
 ``reverted_text``         what ``harness recover`` prints for a reverted record
+``in_pod`` (optional)     the fault made concrete for one pod on this node (its network
+                          namespace, its containers' cgroups); None: the kinds cannot act
+                          inside a pod, and a fault of them with ``pods`` is a scenario error
 ========================  ===============================================================
 
 The family registers through the entry-point group
@@ -30,8 +33,9 @@ family): pyroute2, the kubernetes client or gevent are imported inside its hooks
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.chaos import steps
 from harness.chaos.journal import FaultRecord, Journal
@@ -39,6 +43,9 @@ from harness.chaos.steps import Details, InjectContext, Prepared
 from harness.errors import ConfigError
 from harness.scenario.faults import ENTRY_POINT_GROUP, FaultBase, registered
 from harness.scenario.model import Safety
+
+if TYPE_CHECKING:
+    from harness.chaos.kubelet import PodSite
 
 __all__ = ["HOOKS", "FaultFamily", "HostContext", "Leftover", "families", "family_of", "find_family"]
 
@@ -78,6 +85,12 @@ class FaultFamily(ABC):
     models: tuple[type[FaultBase], ...]
     #: Revert at once when an inject fails part-way (see :mod:`harness.chaos.steps`).
     undo_failed_inject: bool = False
+    #: The optional hook ``in_pod(fault, site) -> fault``: ``fault`` (which has ``pods``) made
+    #: concrete for one pod found on this node (:class:`harness.chaos.kubelet.PodSite`): a network
+    #: fault in the pod's network namespace, a process fault on its containers' cgroups. The
+    #: agent renames it and clears ``pods``. Raises ``FaultError`` when this pod cannot take it.
+    #: None (the default): this family's kinds cannot act inside a pod.
+    in_pod: Callable[[Any, PodSite], FaultBase] | None = None
 
     @property
     def kinds(self) -> tuple[str, ...]:

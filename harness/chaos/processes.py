@@ -151,7 +151,9 @@ def describe_target(target: ProcessTarget) -> str:
         return f"the process whose PID is in {target.pid_file}"
     if target.systemd_unit is not None:
         return f"the processes of systemd unit {target.systemd_unit} (its control group)"
-    return "no process (the target names none of pid_file, pattern, systemd_unit)"
+    if target.cgroup is not None:
+        return f"the processes of cgroup {', '.join(target.cgroup)}"
+    return "no process (the target names none of pid_file, pattern, systemd_unit, cgroup)"
 
 
 # ---------------------------------------------------------------- resolving targets
@@ -172,16 +174,18 @@ def resolve_targets(target: ProcessTarget, *, protected: Iterable[tuple[int, flo
     not skipped: killing the rest of harness's own unit would still take harness down).
     """
     guarded = _guarded(protected)
-    given = [t for t in (target.pid_file, target.pattern, target.systemd_unit) if t is not None]
+    given = [t for t in (target.pid_file, target.pattern, target.systemd_unit, target.cgroup) if t is not None]
     if len(given) > 1:
-        raise FaultError("give exactly one of pid_file, pattern or systemd_unit")
+        raise FaultError("give exactly one of pid_file, pattern, systemd_unit or cgroup")
     if target.pid_file is not None:
         return [_resolve_pid_file(target.pid_file, guarded)]
     if target.pattern is not None:
         return _resolve_pattern(target.pattern, guarded)
     if target.systemd_unit is not None:
         return _resolve_unit(target.systemd_unit, guarded)
-    raise FaultError("the target names none of pid_file, pattern or systemd_unit")
+    if target.cgroup is not None:
+        return _resolve_cgroups(target.cgroup, guarded)
+    raise FaultError("the target names none of pid_file, pattern, systemd_unit or cgroup")
 
 
 def _guarded(protected: Iterable[tuple[int, float]]) -> dict[int, float]:
@@ -304,6 +308,22 @@ def _resolve_unit(unit: str, guarded: dict[int, float]) -> list[ResolvedProcess]
             )
         log.warning("unit %s: control group %s not mounted here; acting on MainPID %d", unit, control_group, main_pid)
         pids = {main_pid}
+    return _in_group(pids, f"systemd unit {unit}", f"control group {control_group}", guarded)
+
+
+def _resolve_cgroups(directories: list[str], guarded: dict[int, float]) -> list[ResolvedProcess]:
+    """Every live process in the cgroup ``directories`` and their sub-groups (a pod's containers)."""
+    pids: set[int] = set()
+    for directory in directories:
+        if not os.path.isfile(os.path.join(directory, "cgroup.procs")):
+            raise FaultError(f"cgroup {directory} does not exist (no cgroup.procs there)")
+        pids |= cgroups.cgroup_pids(directory)
+    return _in_group(pids, f"cgroup {', '.join(directories)}", "cgroup", guarded)
+
+
+def _in_group(pids: set[int], what: str, group: str, guarded: dict[int, float]) -> list[ResolvedProcess]:
+    """The live processes of a control group; refuses a group that holds harness, PID 1 or a
+    kernel thread (killing the rest of the group would still take harness down)."""
     found: list[ResolvedProcess] = []
     for pid in sorted(pids):
         try:
@@ -316,19 +336,14 @@ def _resolve_unit(unit: str, guarded: dict[int, float]) -> list[ResolvedProcess]
         except psutil.NoSuchProcess:
             continue
         except psutil.AccessDenied:
-            raise FaultError(f"no permission to inspect process {pid} of systemd unit {unit}") from None
+            raise FaultError(f"no permission to inspect process {pid} of {what}") from None
         if _is_guarded(pid, create_time, guarded):
-            raise FaultError(
-                f"systemd unit {unit}: its control group {control_group} holds harness itself "
-                f"or one of its parents (pid {pid}); refusing"
-            )
+            raise FaultError(f"{what}: its {group} holds harness itself or one of its parents (pid {pid}); refusing")
         if (why := never_a_target(pid)) is not None:
-            raise FaultError(
-                f"systemd unit {unit}: its control group {control_group} holds {why} (pid {pid}); refusing"
-            )
+            raise FaultError(f"{what}: its {group} holds {why} (pid {pid}); refusing")
         found.append(ResolvedProcess(pid, cmdline, create_time, _ticks_of(pid, create_time)))
     if not found:
-        raise FaultError(f"systemd unit {unit} has no running process (control group {control_group} is empty)")
+        raise FaultError(f"{what} has no running process ({group} is empty)")
     return found
 
 

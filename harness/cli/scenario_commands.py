@@ -110,9 +110,10 @@ def _resolve(loaded: Loaded, ray_address: str | None) -> tuple[dict[str, str], l
 
     if ray_address:
         from harness.run.cluster import read_cluster
+        from harness.run.faults import choose_pods
 
         nodes, driver = read_cluster(ray_address)
-        return targets(loaded.scenario), plan_rows(loaded.scenario, nodes, driver)
+        return targets(loaded.scenario), plan_rows(loaded.scenario, nodes, driver, choose_pods(loaded.scenario))
     return targets(loaded.scenario), plan_rows(loaded.scenario)
 
 

@@ -118,15 +118,22 @@ def junit_xml(summary: RunSummary, guards: Iterable[tuple[str, str]] = ()) -> st
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
 
+# How a failed SLO whose status decided it is shown: its measured value and its failure's type.
+_MEASURED = {SloStatus.NO_DATA: "no data", SloStatus.NEVER_RECOVERED: "never", SloStatus.NEVER_HEALED: "never"}
+_TYPES = {
+    SloStatus.NO_DATA: "NoData",
+    SloStatus.NEVER_RECOVERED: "NeverRecovered",
+    SloStatus.NEVER_HEALED: "NeverHealed",
+}
+
+
 def _slo_case(suite: ET.Element, scenario: str, slo: SloResult, seconds: float) -> int:
     """One SLO's testcase; returns 1 when it failed."""
     case = _case(suite, f"harness.{scenario}.slo", slo.name, seconds)
     if not slo.passed:
         status = _status(slo)
-        measured = {SloStatus.NO_DATA: "no data", SloStatus.NEVER_RECOVERED: "never"}.get(status) if status else None
-        kind = (
-            {SloStatus.NO_DATA: "NoData", SloStatus.NEVER_RECOVERED: "NeverRecovered"}.get(status) if status else None
-        )
+        measured = _MEASURED.get(status) if status else None
+        kind = _TYPES.get(status) if status else None
         message = (
             f"{slo.objective} not met: measured {measured or _shown(slo.metric, slo.measured)}, "
             f"threshold {_shown(slo.metric, slo.threshold)}"

@@ -17,6 +17,8 @@ Pure, and imports nothing of harness but its units (:mod:`.units`) when it loads
 package imports it.
 """
 
+# long: the table is one module on purpose (every metric is a row here and nowhere else); with the
+# system-side rows (heal_time, probe) and their readings it passed 500 lines.
 from __future__ import annotations
 
 import math
@@ -28,6 +30,7 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 from harness.judge.units import FACTOR, MILLISECONDS, NUMBER, PER_SECOND, SECONDS, SHARE, Quantity, format_duration
 
 if TYPE_CHECKING:  # only its attributes are read: loading measure here would load it for every scenario
+    from harness.measure.heal import HealTime
     from harness.measure.windows import EndpointStats
 
 __all__ = [
@@ -112,6 +115,7 @@ class Evidence:
     recovery: Recovery | None = None
     by_second: Mapping[int, Second] = field(default_factory=dict)
     probe: ProbeWindow | None = None
+    heal: HealTime | None = None
 
 
 @dataclass(frozen=True)
@@ -136,6 +140,7 @@ class SloStatus(StrEnum):
     BREACHED = "breached"
     NO_DATA = "no_data"
     NEVER_RECOVERED = "never_recovered"
+    NEVER_HEALED = "never_healed"
 
 
 @dataclass(frozen=True)
@@ -238,7 +243,9 @@ class Metric:
     guard on a metric that cannot is refused with it). ``needs`` are the extra keys it must be
     given, ``takes`` every extra key it may be given (``needs`` included). ``by_second``: the
     measure reads the window's seconds one by one, not only their merged total. ``window``:
-    the one window kind it can be judged over.
+    the one window kind it can be judged over. ``from_system``: measured from the system's side
+    (heal_time, handed over as the evidence's ``heal``), not from requests: the window's fault
+    must have a heal condition and the SLO takes no endpoint.
     """
 
     name: str
@@ -252,6 +259,7 @@ class Metric:
     by_second: bool = False
     window: WindowRule | None = None
     describe: Callable[[Metric, float, Evidence, Where], Reading] = _plain
+    from_system: bool = False
 
     def __post_init__(self) -> None:
         known = {key.name for key in EXTRA_KEYS}
@@ -378,6 +386,31 @@ def _describe_probe(metric: Metric, value: float, evidence: Evidence, where: Whe
     )
 
 
+def _heal_time(evidence: Evidence) -> float:
+    """Seconds from the fault's end (a kill: the kill) until the system was seen whole; inf when it never was."""
+    heal = evidence.heal
+    if heal is None:
+        return math.nan
+    seconds = heal.seconds
+    return math.inf if seconds is None else seconds
+
+
+def _describe_heal_time(metric: Metric, value: float, evidence: Evidence, where: Where) -> Reading:
+    heal = evidence.heal
+    if heal is None:
+        detail = f"no heal_time for {where.window}: the fault did not reach its end within the run, nothing to judge"
+        return Reading(value, detail, SloStatus.NO_DATA)
+    since = "the kill" if heal.from_start else "the fault's end"
+    if math.isinf(value):
+        last = f" (last poll: {heal.last_error})" if heal.last_error else ""
+        never = (
+            f"never healed within the run after {heal.fault}: {heal.check} did not hold in the "
+            f"{format_duration(round(heal.watched, 1))} from {since} to the end of the run{last}"
+        )
+        return Reading(value, never, SloStatus.NEVER_HEALED)
+    return Reading(value, f"heal_time {metric.format(value)} after {heal.fault}, from {since} until {heal.check}")
+
+
 _LATENCY_WHY = "one second's merged latency histogram gives it"
 
 
@@ -417,6 +450,16 @@ METRICS: tuple[Metric, ...] = (
         by_second=True,
         window=WindowRule("after", "is measured from a fault's end: use window after:FAULT"),
         describe=_describe_recovery_time,
+    ),
+    Metric(
+        "heal_time",
+        SECONDS,
+        _heal_time,
+        per_second=False,
+        why="it is measured from the system's side (a health URL, a process, pods), once per fault, not from seconds",
+        window=WindowRule("after", "is measured from a fault's end (a kill: from the kill): use window after:FAULT"),
+        describe=_describe_heal_time,
+        from_system=True,
     ),
     Metric(
         "burn_rate",

@@ -12,13 +12,14 @@ their merged total. What each metric is and how it is measured is the objectives
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from harness.judge.guards import GuardTrip, GuardWatch  # re-exported until the run package imports .guards
 from harness.judge.objectives import Evidence, ProbeWindow, Recovery, Second, SloStatus, Where, lookup, probe_name
 from harness.judge.probe_samples import ProbeSample
+from harness.measure.heal import HealTime
 from harness.measure.windows import ClosedSecond, EndpointStats, WindowTotals
 from harness.plan import Plan
 from harness.scenario import Slo, steady_thresholds
@@ -118,10 +119,11 @@ class SloBook:
             if slo.window.kind is WindowKind.RUN or any(span.contains(offset) for span in self.plan.windows[slo.name]):
                 self._probes[slo.name].append(sample)
 
-    def results(self) -> list[SloResult]:
-        return [self._judge(slo, self._totals[slo.name]) for slo in self.plan.scenario.slos]
+    def results(self, heals: Mapping[str, HealTime] | None = None) -> list[SloResult]:
+        """Every SLO judged; ``heals`` are the heal times the run measured, by fault name (heal_time)."""
+        return [self._judge(slo, self._totals[slo.name], heals or {}) for slo in self.plan.scenario.slos]
 
-    def _judge(self, slo: Slo, totals: WindowTotals) -> SloResult:
+    def _judge(self, slo: Slo, totals: WindowTotals, heals: Mapping[str, HealTime]) -> SloResult:
         metric = lookup(slo.objective.metric)
         stats = totals.total(slo.endpoint)
         track = self._tracks.get(slo.name)
@@ -133,6 +135,7 @@ class SloBook:
             recovery=self._recovery(slo) if "recovery" in metric.takes else None,
             by_second=track.seconds() if track is not None else {},
             probe=self._probe_window(slo),
+            heal=heals.get(slo.window.ref) if metric.from_system else None,
         )
         where = Where(str(slo.window), slo.endpoint)
         reading = metric.read(evidence, where)
@@ -147,9 +150,8 @@ class SloBook:
         else:
             status = SloStatus.MET if passed else SloStatus.BREACHED
             verb = "met" if passed else "breached"
-            message = (
-                f"{reading.detail} ({stats.count} requests): {verb} {objective.op} {metric.format(objective.value)}"
-            )
+            counted = "" if metric.from_system else f" ({stats.count} requests)"
+            message = f"{reading.detail}{counted}: {verb} {objective.op} {metric.format(objective.value)}"
         return SloResult(
             name=slo.name,
             objective=objective.text,

@@ -28,6 +28,7 @@ from typing import Any
 from harness.judge.codec import OMIT_NONE, decode_fields, fields_to_json, from_json, to_json
 from harness.judge.guards import GuardTrip
 from harness.judge.slo import SloResult
+from harness.measure.heal import HealTime
 
 __all__ = [
     "SUMMARY_FILE",
@@ -38,6 +39,7 @@ __all__ = [
     "EndpointTotals",
     "FindingEntry",
     "GeneratorEntry",
+    "HealEntry",
     "Latency",
     "LoadGap",
     "LostGenerator",
@@ -324,6 +326,39 @@ class ComparisonEntry:
 
 
 @dataclass(frozen=True)
+class HealEntry:
+    """How long the system took to heal after a fault, measured from its side (heal_time).
+
+    ``began`` is the fault's end, or the kill for a kind with nothing to revert (``since``:
+    ``end`` or ``kill``); ``healed`` when the first poll found ``check`` holding, None (and
+    ``heal_time_s`` None) when none did before the run ended. Epoch seconds, driver's clock.
+    """
+
+    fault: str = ""
+    check: str = ""
+    since: str = "end"
+    began: float = 0.0
+    healed: float | None = None
+    heal_time_s: float | None = None
+    polls: int = 0
+    last_error: str = ""
+
+    @classmethod
+    def of(cls, heal: HealTime) -> HealEntry:
+        seconds = heal.seconds
+        return cls(
+            fault=heal.fault,
+            check=heal.check,
+            since="kill" if heal.from_start else "end",
+            began=round(heal.began, 3),
+            healed=None if heal.healed is None else round(heal.healed, 3),
+            heal_time_s=None if seconds is None else round(seconds, 3),
+            polls=heal.polls,
+            last_error=heal.last_error,
+        )
+
+
+@dataclass(frozen=True)
 class BaselineOutcome:
     """The comparison with ``--baseline``: the ref as given, the baseline run and every comparison."""
 
@@ -412,6 +447,7 @@ class RunSummary:
     windows: dict[str, Stats] = field(default_factory=dict)
     slos: list[SloResult] | None = None  # None: a summary without SLO results (the key is absent)
     guard: GuardTrip | None = None
+    heals: list[HealEntry] | None = field(default=None, metadata=OMIT_NONE)  # None: no fault's heal was watched
     baseline: BaselineOutcome | None = None
     probes: list[ProbeSeries] = field(default_factory=list)
     events: list[RunEvent] = field(default_factory=list)

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from harness.judge.slo import SloResult
+from harness.judge.summary import HealEntry
 from harness.measure.windows import ClosedSecond, Endpoint, EndpointStats
 from harness.results import schema
 from harness.results.lineproto import Point
@@ -212,6 +213,21 @@ def slo_points(run_id: str, results: Iterable[SloResult], time_s: float) -> Iter
         if math.isfinite(result.measured):
             fields[schema.VALUE] = result.measured
         yield Point(schema.SLO.name, {schema.RUN_ID: run_id, schema.SLO_NAME: result.name}, fields, int(time_s * _NS))
+
+
+def heal_points(run_id: str, heals: Iterable[HealEntry], time_s: float) -> Iterator[Point]:
+    """Each watched fault's heal_time, written once the run is judged (``summary.json``'s ``heals``)."""
+    for heal in heals:
+        fields: dict[str, str | float | int] = {
+            schema.CHECK: heal.check,
+            schema.SINCE: heal.since,
+            schema.BEGAN: heal.began,
+            schema.POLLS: heal.polls,
+            schema.LAST_ERROR: heal.last_error,
+        }
+        if heal.healed is not None and heal.heal_time_s is not None:
+            fields |= {schema.HEALED: heal.healed, schema.HEAL_TIME: heal.heal_time_s}
+        yield Point(schema.HEALS.name, {schema.RUN_ID: run_id, schema.FAULT: heal.fault}, fields, int(time_s * _NS))
 
 
 def run_point(

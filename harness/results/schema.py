@@ -19,7 +19,7 @@ harness_load        run_id, scenario                            users, target_ra
                                                                 generators, saturated, generator_cpu (%),
                                                                 generator_lag_ms
 harness_events      run_id, kind (run, phase, stage, fault,     text, state (start, end); planned_offset
-                    abort, generator, probe), name              (s), late_ms for steps of the plan; end_ms
+                    abort, generator, heal, probe), name        (s), late_ms for steps of the plan; end_ms
                                                                 on a fault's start event (see below)
 harness_totals      run_id, scenario                            all endpoints, exact (merged histograms):
                                                                 count, failures, rps, bytes, p50 .. p999,
@@ -40,6 +40,9 @@ harness_probes      run_id, scenario, probe                     value (the probe
                                                                 nothing: the failure is a harness_events
                                                                 row of kind probe)
 harness_slo         run_id, slo                                 value, threshold, passed
+harness_heals       run_id, fault                               check (text), since (end or kill), began,
+                                                                healed (epoch s; absent: never healed),
+                                                                heal_time (s), polls, last_error
 harness_runs        run_id, scenario                            verdict, started, ended, planned_end
                                                                 (epoch s), text
 ==================  ==========================================  =========================================
@@ -90,6 +93,7 @@ __all__ = [
     "GENERATORS",
     "GENERATOR_CPU",
     "GENERATOR_LAG_MS",
+    "HEALS",
     "HISTOGRAM",
     "KIND",
     "LATENCY_FIELDS",
@@ -153,6 +157,7 @@ SLO_NAME = "slo"  # harness_slo: the SLO's name
 FAILURE_KIND = "failure_kind"  # harness_failures: the kind of failure (an HTTP status, an exception name)
 PROBE = "probe"  # harness_probes: the probe's name (the scenario's probes.queries[].name)
 WINDOW = "window"  # harness_windows: the SLO window (run, steady, phase:<name>, during:<fault>...)
+FAULT = "fault"  # harness_heals: the fault whose heal it is
 
 # ---------------------------------------------------------------- fields
 
@@ -202,6 +207,14 @@ ENDED = "ended"
 PLANNED_END = "planned_end"
 END_MS = "end_ms"  # harness_events: a fault start's end (epoch ms): planned while active, then real
 
+CHECK = "check"  # harness_heals: the heal condition in words
+SINCE = "since"  # harness_heals: end (heal_time from the fault's end) or kill
+BEGAN = "began"  # harness_heals: epoch s heal_time runs from
+HEALED = "healed"  # harness_heals: epoch s the condition first held (absent: never, within the run)
+HEAL_TIME = "heal_time"  # harness_heals: healed - began (s)
+POLLS = "polls"
+LAST_ERROR = "last_error"  # harness_heals: what the last poll found, when it never healed
+
 
 def service_field(latency_field: str) -> str:
     """The service-time field beside a latency field (``p99`` -> ``service_p99``)."""
@@ -218,6 +231,7 @@ class EventKind(StrEnum):
     ABORT = "abort"
     GENERATOR = "generator"
     PROBE = "probe"  # a probe's poll failed (state start) or answered again (end)
+    HEAL = "heal"  # the instant a fault's heal condition was first seen holding (name: the fault)
 
 
 class EventState(StrEnum):
@@ -261,6 +275,7 @@ EVENTS = Measurement("harness_events", (RUN_ID, KIND, NAME), (TEXT, STATE, PLANN
 PROBES = Measurement("harness_probes", (RUN_ID, SCENARIO, PROBE), (VALUE,))
 SLO = Measurement("harness_slo", (RUN_ID, SLO_NAME), (VALUE, THRESHOLD, PASSED))
 RUNS = Measurement("harness_runs", (RUN_ID, SCENARIO), (VERDICT, STARTED, ENDED, PLANNED_END, TEXT))
+HEALS = Measurement("harness_heals", (RUN_ID, FAULT), (CHECK, SINCE, BEGAN, HEALED, HEAL_TIME, POLLS, LAST_ERROR))
 
 #: Every measurement harness writes, in the order a reader of a whole run asks for them.
-MEASUREMENTS = (RUNS, EVENTS, REQUESTS, TOTALS, FAILURE_KINDS, LOAD, WINDOWS, ENDPOINTS, PROBES, SLO)
+MEASUREMENTS = (RUNS, EVENTS, REQUESTS, TOTALS, FAILURE_KINDS, LOAD, WINDOWS, ENDPOINTS, SLO, HEALS, PROBES)

@@ -145,7 +145,11 @@ def _summary(data: ReportData) -> str:
 def _slo_result(row: SloRow) -> str:
     if row.passed:
         return '<span class="pass">pass</span>'
-    label = {"no_data": "FAIL (no data)", "never_recovered": "FAIL (never recovered)"}.get(row.status, "FAIL")
+    label = {
+        "no_data": "FAIL (no data)",
+        "never_recovered": "FAIL (never recovered)",
+        "never_healed": "FAIL (never healed)",
+    }.get(row.status, "FAIL")
     return f'<span class="fail">{label}</span>'
 
 
@@ -210,7 +214,8 @@ def _verdict(data: ReportData) -> str:
 
 
 def _events(data: ReportData) -> str:
-    shown = [e for e in sorted(data.events, key=lambda e: e.time) if e.kind in ("phase", "stage", "fault", "abort")]
+    kinds = ("phase", "stage", "fault", "abort", "heal")
+    shown = [e for e in sorted(data.events, key=lambda e: e.time) if e.kind in kinds]
     if not shown:
         return ""
     start = data.started if data.started is not None else shown[0].time
@@ -248,7 +253,7 @@ def render(data: ReportData) -> str:
         f"<title>harness report: {_e(data.run_id)}</title><style>{vendor.stylesheet()}{_STYLE}</style></head>\n"
         f"<body><main><h1>{_e(data.scenario or 'run')}: {_e(data.run_id)}</h1>"
         f'<p><span class="verdict v-{_e(data.verdict)}">{_e(data.verdict.upper())}</span> {_e(data.reason)}</p>\n'
-        f"{_summary(data)}\n{_verdict(data)}\n"
+        f"{_summary(data)}\n{_verdict(data)}\n{report_tables.heals(data)}\n"
         f'<section id="plots"><h2>Over time</h2>{charts}</section>\n'
         f"{report_tables.endpoints(data)}\n{report_tables.failures(data)}\n{report_tables.windows(data)}\n"
         f"{_events(data)}\n{report_tables.seconds(data)}\n{_scenario(data)}\n"

@@ -41,6 +41,7 @@ from harness.review.report_model import (
     EndpointRow,
     Event,
     GuardRow,
+    HealRow,
     ProbeLine,
     ReportData,
     Second,
@@ -101,6 +102,7 @@ class _Points:
     failures: dict[tuple[str, str, str, int], int] = field(default_factory=dict)  # harness_failures
     exact_endpoints: dict[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)  # harness_endpoints
     probes: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # harness_probes by probe
+    heals: dict[str, Mapping[str, Any]] = field(default_factory=dict)  # harness_heals by fault
     run: Mapping[str, Any] | None = None
     scenario: str = ""
 
@@ -136,6 +138,8 @@ class _Points:
             line.append((time_ns / _NS, float(fields[schema.VALUE])))
         elif measurement == schema.SLO.name:
             self.slos[str(tags.get(schema.SLO_NAME, ""))] = fields
+        elif measurement == schema.HEALS.name:
+            self.heals[str(tags.get(schema.FAULT, ""))] = fields
         elif measurement == schema.RUNS.name:
             self.run = {**tags, **fields}
 
@@ -329,6 +333,22 @@ def _endpoints_from_summary(endpoints: Iterable[EndpointTotals]) -> tuple[Endpoi
     return tuple(EndpointRow(**vars(totals_from_stats(e.stats)), method=e.method, name=e.name) for e in endpoints)
 
 
+def _heal_rows(given: RunSummary, points: _Points) -> tuple[HealRow, ...]:
+    """Each watched fault's heal, from summary.json, else from harness_heals."""
+    if given.heals is not None:
+        return tuple(HealRow(h.fault, h.since, h.check, h.heal_time_s, h.last_error) for h in given.heals)
+    return tuple(
+        HealRow(
+            fault,
+            str(f.get(schema.SINCE) or ""),
+            str(f.get(schema.CHECK) or ""),
+            _number(f.get(schema.HEAL_TIME)),
+            str(f.get(schema.LAST_ERROR) or ""),
+        )
+        for fault, f in points.heals.items()
+    )
+
+
 def _events_from_summary(events: Iterable[RunEvent]) -> list[Event]:
     return [Event(e.time, e.kind, e.name, e.state, e.text) for e in events]
 
@@ -373,6 +393,7 @@ def _assemble(
         totals=totals_from_stats(given.totals) if given.totals is not None else points.totals(),
         slos=_slo_rows_from_summary(given.slos) if given.slos is not None else _slo_rows_from_points(points, declared),
         guards=_guard_rows(guards, given.guard, events),
+        heals=_heal_rows(given, points),
         baseline_ref=baseline.ref if baseline and baseline.ref else None,
         baseline_run=baseline.run_id if baseline and baseline.run_id else None,
         comparisons=comparisons,

@@ -12,6 +12,7 @@ __all__ = [
     "Event",
     "FailureRow",
     "GuardRow",
+    "HealRow",
     "ProbeLine",
     "ReportData",
     "Second",
@@ -74,6 +75,17 @@ class GuardRow:
     condition: str
     tripped: bool
     message: str = ""
+
+
+@dataclass(frozen=True)
+class HealRow:
+    """A fault's heal_time as summary.json's ``heals`` holds it (seconds None: never healed in the run)."""
+
+    fault: str
+    since: str  # end (the fault's end) or kill
+    check: str
+    seconds: float | None
+    last_error: str = ""
 
 
 @dataclass(frozen=True)
@@ -170,6 +182,7 @@ class ReportData:
     totals: Totals | None = None
     slos: tuple[SloRow, ...] = ()
     guards: tuple[GuardRow, ...] = ()
+    heals: tuple[HealRow, ...] = ()
     baseline_ref: str | None = None
     baseline_run: str | None = None
     comparisons: tuple[Comparison, ...] = ()

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from harness.review.report_model import ReportData, Totals
 
-__all__ = ["NONE", "endpoints", "failures", "ms", "pct", "seconds", "table", "windows"]
+__all__ = ["NONE", "endpoints", "failures", "heals", "ms", "pct", "seconds", "table", "windows"]
 
 NONE = "\u2013"  # an en dash: no value
 
@@ -136,3 +136,20 @@ def seconds(data: ReportData) -> str:
         f'<section id="seconds"><details><summary>Per-second figures ({len(rows)} seconds)</summary>'
         f"{body}</details></section>"
     )
+
+
+def heals(data: ReportData) -> str:
+    """How long the system took to be whole again after each watched fault (heal_time), from its side."""
+    if not data.heals:
+        return ""
+    rows = []
+    for h in data.heals:
+        since = "the kill" if h.since == "kill" else "the fault's end"
+        if h.seconds is None:
+            took = '<span class="fail">never healed within the run</span>'
+            took += f" (last poll: {_e(h.last_error)})" if h.last_error else ""
+        else:
+            took = f"{h.seconds:.2f}s"
+        rows.append((_e(h.fault), _e(since), _e(h.check), took))
+    headers = ("fault", "measured from", "whole again when", "heal time")
+    return f'<section id="heals"><h2>Healing</h2>{table(headers, rows, (), "heals")}</section>'

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Any
 import ray
 
 from harness.errors import ConfigError
-from harness.run.nodes import Node
+from harness.run.nodes import HOST_LABEL, Node
 
 __all__ = [
     "RayStart",
@@ -135,7 +136,9 @@ def _start_local(kwargs: dict[str, Any]) -> None:
     authentication stays on (Ray's default for a new local cluster unless RAY_AUTH_MODE says
     otherwise), and every port binds to 127.0.0.1: Ray binds its servers to the node IP, and
     turns 127.0.0.1 into this host's LAN address unless clusters are disabled, which is what
-    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 does (read at import, hence both).
+    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 does (read at import, hence both). The node is labelled
+    ``harness.io/host=<hostname>``, the name a kubelet gives its node unless told otherwise, so a
+    fault with ``pods`` finds the agent for the pods scheduled on this machine.
     """
     from ray._private import ray_constants
 
@@ -145,7 +148,13 @@ def _start_local(kwargs: dict[str, Any]) -> None:
     ray_constants.ENABLE_RAY_CLUSTER = False
     os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"  # for the processes ray.init starts
     try:
-        ray.init(address="local", num_cpus=os.cpu_count() or 1, _node_ip_address="127.0.0.1", **kwargs)
+        ray.init(
+            address="local",
+            num_cpus=os.cpu_count() or 1,
+            _node_ip_address="127.0.0.1",
+            labels={HOST_LABEL: socket.gethostname()},  # the name a kubelet gives this machine's node by default
+            **kwargs,
+        )
     finally:
         ray_constants.ENABLE_RAY_CLUSTER = saved[0]
         if saved[1] is None:

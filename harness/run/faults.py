@@ -8,23 +8,40 @@ and stops every agent, even when one of them fails.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from harness.chaos.agent import RENEW_INTERVAL, ChaosAgent
-from harness.errors import FaultError, HarnessError
+from harness.chaos.kubelet import PodRef
+from harness.errors import ConfigError, FaultError, HarnessError
 from harness.judge.summary import AgentEntry
 from harness.measure.clocks import measure
 from harness.run.nodes import FaultPlacement, Node
 from harness.run.recorder import Recorder
 from harness.scenario import Scenario
 
-__all__ = ["FaultAgents", "Injected"]
+__all__ = ["FaultAgents", "Injected", "choose_pods"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Done:
+    """One node's answer to an inject or revert."""
+
+    node: Node
+    agent: ChaosAgent
+    info: dict[str, Any]
+
+    def at(self) -> float:
+        """When it was done, on the driver's clock."""
+        return float(self.info["time"]) - self.agent.clock.offset_s if self.info.get("time") else time.time()
 
 
 @dataclass(frozen=True)
@@ -34,6 +51,28 @@ class Injected:
     name: str
     text: str
     at: float
+
+
+def choose_pods(scenario: Scenario, recorder: Recorder | None = None) -> dict[str, tuple[PodRef, ...]]:
+    """The pods each fault with a pod selector acts inside, listed now through the API server.
+
+    Chosen once, before anything starts: the run acts inside these pods even if others match
+    later. Any problem (a refused context or namespace, no pod matching) is a ``ConfigError``.
+    """
+    if not any(f.pods is not None for f in scenario.faults):
+        return {}
+    from harness.chaos.kube import choose_pods as choose  # the client, only when needed
+
+    try:
+        choices = choose(scenario.faults, scenario.safety.allowed_contexts)
+    except ConfigError:
+        raise
+    except HarnessError as exc:
+        raise ConfigError(f"{scenario.source or scenario.name}: {exc}") from None
+    for name, choice in choices.items():
+        if recorder is not None:
+            recorder.note(f"fault {name} acts inside {choice.describe()}")
+    return {name: choice.pods for name, choice in choices.items()}
 
 
 class FaultAgents:
@@ -68,7 +107,8 @@ class FaultAgents:
             return
         kinds: dict[str, set[str]] = {}
         for fault in self.scenario.faults:
-            kinds.setdefault(self.placement.node_of(fault.name).node_id, set()).add(fault.kind)
+            for node, _pods in self.placement.sites(fault.name):
+                kinds.setdefault(node.node_id, set()).add(fault.kind)
         contexts = tuple(self.scenario.safety.allowed_contexts)
 
         def start(node: Node) -> ChaosAgent:
@@ -89,7 +129,11 @@ class FaultAgents:
         for node in nodes:
             agent = self.agents.get(node.node_id)
             if agent is not None:
-                faults = sorted(f.name for f in self.scenario.faults if self.placement.node_of(f.name) is node)
+                faults = sorted(
+                    f.name
+                    for f in self.scenario.faults
+                    if any(n.node_id == node.node_id for n, _ in self.placement.sites(f.name))
+                )
                 clock = agent.clock.to_json()
                 self.report.append(
                     AgentEntry(
@@ -125,40 +169,63 @@ class FaultAgents:
 
     # ------------------------------------------------------------------ the schedule
 
-    def _agent_of(self, fault_name: str) -> ChaosAgent | None:
+    def agent_of(self, fault_name: str) -> ChaosAgent | None:
+        """The chaos agent on the node fault ``fault_name`` acts on (None before :meth:`start`)."""
         return self.agents.get(self.placement.node_of(fault_name).node_id)
 
+    def _on_each(self, name: str, call: Callable[[ChaosAgent, list[PodRef]], dict[str, Any]]) -> list[_Done]:
+        """``call`` on the agent of every node fault ``name`` acts on, in parallel; every failure
+        is collected and the first raised once all answered."""
+        placed = self.placement.sites(name)
+        sites = [(self.agents[n.node_id], n, list(p)) for n, p in placed if n.node_id in self.agents]
+        if len(sites) == 1:
+            agent, node, pods = sites[0]
+            return [_Done(node, agent, call(agent, pods))]
+        with ThreadPoolExecutor(max_workers=max(1, len(sites)), thread_name_prefix="harness-fault") as pool:
+            futures = [(agent, node, pool.submit(call, agent, pods)) for agent, node, pods in sites]
+        done, errors = [], []
+        for agent, node, future in futures:
+            try:
+                done.append(_Done(node, agent, future.result()))
+            except FaultError as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+        return done
+
     def inject(self, index: int) -> Injected:
-        """Inject fault ``index`` of the scenario; raises ``FaultError`` (and it is not active then)."""
+        """Inject fault ``index`` of the scenario (on every node it acts on, in parallel); raises
+        ``FaultError`` (and it is not active then: what some nodes applied is reverted)."""
         fault = self.scenario.faults[index]
-        agent = self._agent_of(fault.name)
-        assert agent is not None
         with self._lock:
             self._active[fault.name] = time.time()
         try:
-            info = agent.inject(fault)
+            done = self._on_each(fault.name, lambda agent, pods: agent.inject(fault, pods or None))
         except FaultError:
+            with contextlib.suppress(FaultError):  # a pod fault may have landed on other nodes
+                self._on_each(fault.name, lambda agent, _pods: agent.revert(fault.name))
             with self._lock:
                 self._active.pop(fault.name, None)
             raise
-        what = str(info.get("what") or "applied")  # as the fault's family says it
-        text = f"{fault.kind} {what}" + (f": {fault.description}" if fault.description else "")
-        if agent.node_id != self.placement.default.node_id:
-            text += f" (on {self.placement.node_of(fault.name).name})"
-        done = float(info["time"]) - agent.clock.offset_s if info.get("time") else time.time()
-        return Injected(fault.name, text, done)
+        parts = []
+        for d in done:
+            what = str(d.info.get("what") or "applied")  # as the fault's family says it
+            on = d.node.name if d.agent.node_id != self.placement.default.node_id or fault.pods else ""
+            parts.append(f"{what} (on {on})" if on else what)
+        text = f"{fault.kind} {'; '.join(parts)}" + (f": {fault.description}" if fault.description else "")
+        return Injected(fault.name, text, max(d.at() for d in done))
 
     def revert(self, name: str) -> float | None:
-        """Revert an active fault; returns when (epoch, driver's clock), None when it is not active."""
-        agent = self._agent_of(name)
+        """Revert an active fault on every node it acts on; returns when (epoch, driver's clock),
+        None when it is not active."""
         with self._lock:
             active = name in self._active
-        if not active or agent is None:
+        if not active or not any(n.node_id in self.agents for n, _ in self.placement.sites(name)):
             return None
-        info = agent.revert(name)
+        done = self._on_each(name, lambda agent, _pods: agent.revert(name))
         with self._lock:
             self._active.pop(name, None)
-        return float(info["time"]) - agent.clock.offset_s if info.get("time") else time.time()
+        return max(d.at() for d in done)
 
     # ------------------------------------------------------------------ teardown
 

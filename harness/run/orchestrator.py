@@ -34,6 +34,7 @@ from harness.judge.summary import (
     DeliverySummary,
     EndpointTotals,
     FindingEntry,
+    HealEntry,
     RunSummary,
     SecondCounts,
     Stats,
@@ -43,14 +44,16 @@ from harness.judge.summary import (
 )
 from harness.judge.verdict import RunLedger, Verdict, decide
 from harness.measure.delivery import SUSTAINED_SECONDS, DeliveryWatch
+from harness.measure.heal import HealTime
 from harness.measure.steptiming import StepRecord
 from harness.measure.windows import Aggregator
 from harness.plan import Plan, Step, StepKind
-from harness.results.points import run_point, running_point, slo_points
+from harness.results.points import heal_points, run_point, running_point, slo_points
 from harness.results.samples import BaselineRun
 from harness.run.cluster import RayStart, driver_node_id, live_nodes, start_ray, stop_ray
-from harness.run.faults import FaultAgents
+from harness.run.faults import FaultAgents, choose_pods
 from harness.run.fleet import Fleet, FleetOptions
+from harness.run.heal import HealWatch
 from harness.run.losses import Losses
 from harness.run.nodes import FaultPlacement, Node, generator_nodes, place_faults
 from harness.run.poller import Poller
@@ -138,6 +141,8 @@ class Orchestrator:
         self.poller = Poller(self.fleet, self.recorder)
         self.faults: FaultAgents | None = None
         self.probes: ProbeObserver | None = None  # the scenario's probes, polled from the load start
+        self.heals: HealWatch | None = None
+        self.heal_times: dict[str, HealTime] = {}  # fault name -> its heal, once the load stopped
         self.live: _Live | None = None
         self.ray: RayStart | None = None
         self.timings: dict[str, float] = {}
@@ -166,6 +171,8 @@ class Orchestrator:
             self.fleet.start()
             self.faults = FaultAgents(self.scenario, self.run_id, placement, self.recorder)
             self.faults.start()
+            self.heals = HealWatch(self.scenario, self.recorder, self.faults.agent_of)
+            self.heals.start()
             self._loop()
         except ConfigError:  # a node selector this cluster cannot meet: nothing started, exit 2
             raise
@@ -195,7 +202,7 @@ class Orchestrator:
         if driver is None:  # not listed yet: the driver's own node is alive by definition
             driver = Node(node_id=driver_id, ip="", hostname=socket.gethostname())
         generator_nodes(self.scenario, nodes)
-        return place_faults(self.scenario, nodes, driver)
+        return place_faults(self.scenario, nodes, driver, choose_pods(self.scenario, self.recorder))
 
     # ------------------------------------------------------------------ the clock
 
@@ -318,6 +325,8 @@ class Orchestrator:
         if step.fault_index is None or self.faults is None or self.live is None:
             return
         injected = self.faults.inject(step.fault_index)
+        if self.heals is not None:
+            self.heals.fault_started(injected.name, injected.at)
         planned, late = self.live.stages.done(record, injected.at)
         until = self.live.start_epoch + planned + self.scenario.faults[step.fault_index].duration
         self.recorder.event("fault", injected.name, "start", injected.text, injected.at, planned, late, until)
@@ -326,12 +335,16 @@ class Orchestrator:
         at = self.faults.revert(step.name) if self.faults is not None else None
         if at is None or self.live is None:
             return
+        if self.heals is not None:
+            self.heals.fault_ended(step.name, at)
         planned, late = self.live.stages.done(record, at)
         self.recorder.event("fault", step.name, "end", f"fault {step.name} reverted", at, planned, late)
 
     # ------------------------------------------------------------------ teardown and verdict
 
     def _teardown(self) -> None:
+        if self.heals is not None:  # heal is watched until the run's end, not through the teardown's reverts
+            self.heal_times = self.heals.stop()
         if self.faults is not None:
             self.faults.teardown()
         finals = self.fleet.stop()
@@ -350,7 +363,7 @@ class Orchestrator:
         live = self.live
         if self.probes is not None:
             self.probes.flush()  # the last polls, taken after the last second closed
-        slos = live.book.results() if live is not None else []
+        slos = live.book.results(self.heal_times) if live is not None else []
         invalid = live.delivery.reason() if live is not None else ""
         if not invalid and live is not None and not live.ledger.windows["run"].total().count:
             invalid = "no requests were completed: check the target and the locustfile"
@@ -371,6 +384,7 @@ class Orchestrator:
         )
         started = live.start_epoch if live is not None else self.options.invoked_at
         self.recorder.write(list(slo_points(self.run_id, slos, ended)))
+        self.recorder.write(list(heal_points(self.run_id, map(HealEntry.of, self.heal_times.values()), ended)))
         if live is not None:  # the final figures of every window and endpoint, as summary.json has them
             self.recorder.write(figures_points(live.ledger, self.run_id, live.start_epoch))
         planned_end = started + self.plan.duration
@@ -429,6 +443,7 @@ class Orchestrator:
             windows={name: Stats.from_json(row) for name, row in windows.items()},
             slos=slos,
             guard=live.guard.trip if live is not None else None,
+            heals=[HealEntry.of(heal) for heal in self.heal_times.values()] or None,
             baseline=baseline,
             probes=self.probes.poller.series() if self.probes is not None else [],
             events=list(self.recorder.events),

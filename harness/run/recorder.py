@@ -24,7 +24,7 @@ __all__ = ["PointWriter", "Recorder"]
 log = logging.getLogger(__name__)
 
 #: Events of these kinds are also shown to the user as they happen (the progress display's event lines).
-_SHOWN = ("phase", "fault", "abort")
+_SHOWN = ("phase", "fault", "abort", "heal")
 
 
 class PointWriter(Protocol):

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import difflib
+import ipaddress
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -11,7 +12,7 @@ from urllib.parse import urlsplit
 from harness.judge.objectives import EXTRA_KEYS, Metric, key_problems, lookup, probe_name
 from harness.scenario.draft import Draft
 from harness.scenario.expressions import WindowKind
-from harness.scenario.faults import FaultContext
+from harness.scenario.faults import FaultBase, FaultContext
 from harness.scenario.fields import KeyPath
 from harness.scenario.locustfile import argument_name, outline
 from harness.scenario.model import Guard, RecoveryRule, Slo, Target, steady_thresholds
@@ -161,6 +162,10 @@ def _fault_checks(draft: Draft) -> Iterator[Found]:
             )
         for path, message in fault.checks(context):
             yield ("faults", i, *path), message
+        for path, message in fault.pod_checks(context):
+            yield ("faults", i, *path), message
+        for path, message in _heal_checks(fault, context):
+            yield ("faults", i, "heal", *path), message
 
 
 def _slo_checks(draft: Draft) -> Iterator[Found]:
@@ -185,6 +190,7 @@ def _slo_checks(draft: Draft) -> Iterator[Found]:
             yield ("slos", i, "window"), f"last {window.seconds:g}s is longer than the run ({total:g}s)"
         yield from _slo_metric_checks(i, slo, parsed)
         yield from _probe_checks(("slos", i, "objective"), slo.objective.metric, draft.probe_names)
+        yield from _slo_heal_checks(i, slo, draft)
 
 
 def _meant(ref: str, names: tuple[str | None, ...] | None) -> str:
@@ -199,6 +205,55 @@ def _meant(ref: str, names: tuple[str | None, ...] | None) -> str:
 def _may_name(ref: str, names: tuple[str | None, ...] | None) -> bool:
     """Whether ``ref`` may name one of ``names``: it does, or a name (or the list) is unreadable."""
     return names is None or ref in names or None in names
+
+
+def _heal_checks(fault: FaultBase, context: FaultContext) -> Iterator[Found]:
+    """A heal URL is asked only of a host faults may act on; a Kubernetes heal needs an allowed context."""
+    heal = fault.heal
+    if heal is None:
+        return
+    if heal.kubernetes and context.safety is not None and not context.safety.allowed_contexts:
+        yield (), "a pods or deployment heal is read through the Kubernetes API: it needs safety.allowed_contexts"
+    if heal.url is None:
+        return
+    try:
+        parts = urlsplit(heal.url)
+        host = (parts.hostname or "").lower()
+    except ValueError as exc:
+        yield ("url",), f"'{heal.url}' is not a valid URL: {exc}"
+        return
+    if parts.scheme not in ("http", "https") or not host:
+        yield ("url",), f"'{heal.url}' is not an http(s) URL with a host"
+        return
+    address = "127.0.0.1" if host == "localhost" else host
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        yield ("url",), f"write the host of '{heal.url}' as an IP address (names are not resolved)"
+        return
+    outside = context.outside(address)
+    if outside is not None:
+        yield ("url",), f"{host} {outside}"
+
+
+def _slo_heal_checks(i: int, slo: Slo, draft: Draft) -> Iterator[Found]:
+    """A metric measured from the system's side (heal_time) needs a heal condition on its fault, and
+    is not measured per endpoint."""
+    metric = lookup(slo.objective.metric)
+    if not metric.from_system:
+        return
+    if slo.endpoint is not None:
+        yield ("slos", i, "endpoint"), f"{metric.name} is measured from the system's side, not per endpoint"
+    names = draft.fault_names or ()
+    if slo.window.ref not in names:
+        return  # reported on the window
+    fault = draft.faults[names.index(slo.window.ref)]
+    if fault is not None and fault.heal_check() is None:
+        yield (
+            ("slos", i, "objective"),
+            f"{metric.name} needs a heal condition on fault '{fault.name}': give it heal: {{url: ...}}, "
+            f"{{pattern: ...}}, {{pods: ...}} or {{deployment: ...}} ({fault.kind} derives none from its target)",
+        )
 
 
 def _guard_checks(draft: Draft) -> Iterator[Found]:

@@ -29,13 +29,24 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Protocol, Self
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Protocol, Self
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field, GetCoreSchemaHandler, Tag
 
 from harness.errors import ConfigError
-from harness.scenario.fields import Duration, KeyPath, Model, Name, NodeSelector, regex
+from harness.scenario.fields import (
+    Duration,
+    KeyPath,
+    KubeNamespace,
+    KubeObjectName,
+    Model,
+    Name,
+    NodeSelector,
+    label_selector,
+    regex,
+)
+from harness.scenario.heal import HealCheck
 
 if TYPE_CHECKING:
     from pydantic_core import CoreSchema
@@ -48,7 +59,9 @@ __all__ = [
     "Fault",
     "FaultBase",
     "FaultContext",
+    "PodSelector",
     "ProcessTarget",
+    "acts_in_pods",
     "fault_kinds",
     "registered",
 ]
@@ -58,7 +71,7 @@ ENTRY_POINT_GROUP = "harness.fault_families"
 
 
 class ProcessTarget(Model):
-    """Which process a process fault acts on: exactly one of pid_file, pattern or systemd_unit."""
+    """Which process a process fault acts on: exactly one of pid_file, pattern, systemd_unit or cgroup."""
 
     pid_file: str | None = Field(default=None, description="File holding the target's PID.")
     pattern: Annotated[str, AfterValidator(regex)] | None = Field(
@@ -69,11 +82,18 @@ class ProcessTarget(Model):
         pattern=r"^[A-Za-z0-9:_.@\\-]+$",
         description="A systemd unit (e.g. nginx.service): every process in its control group.",
     )
+    cgroup: list[Annotated[str, Field(min_length=2, pattern=r"^/")]] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="cgroup directories (absolute paths under a mounted cgroup hierarchy): every process in them "
+        "and their sub-groups. A fault with pods gets its pods' container cgroups here on each node.",
+    )
 
     def choice_problem(self) -> str | None:
         """What is wrong when not exactly one way of choosing the process is given, else None."""
-        if len([t for t in (self.pid_file, self.pattern, self.systemd_unit) if t]) != 1:
-            return "give exactly one of pid_file, pattern or systemd_unit"
+        if len([t for t in (self.pid_file, self.pattern, self.systemd_unit, self.cgroup) if t]) != 1:
+            return "give exactly one of pid_file, pattern, systemd_unit or cgroup"
         return None
 
     def with_base_dir(self, base: Path) -> ProcessTarget:
@@ -83,11 +103,67 @@ class ProcessTarget(Model):
         return self
 
 
+class PodSelector(Model):
+    """The Kubernetes pods a fault acts inside, chosen as Chaos Mesh chooses them (selector and mode).
+
+    The driver lists the pods through the API server, chooses them deterministically (the first
+    ``k`` of an order shuffled by ``seed``, so a larger count always includes a smaller one's
+    pods), and the chaos agent on each chosen pod's node applies the fault there: in the pod's
+    network namespace, or to the processes of its containers' cgroups.
+    """
+
+    namespace: KubeNamespace = Field(
+        description="Namespace of the pods; it must carry the opt-in label harness.io/chaos=enabled."
+    )
+    selector: Annotated[str, AfterValidator(label_selector)] = Field(
+        description="Label selector as the API takes it, e.g. 'app=payments'; not empty."
+    )
+    mode: Literal["one", "all", "fixed", "percent"] = Field(
+        default="one", description="one pod, all pods, a fixed count (count) or a percent of them (percent)."
+    )
+    count: int | None = Field(default=None, ge=1, le=100_000, description="Pods with mode fixed (all if fewer match).")
+    percent: float | None = Field(
+        default=None, gt=0, le=100, description="Share of the matching pods with mode percent, rounded up."
+    )
+    seed: str | None = Field(
+        default=None,
+        max_length=200,
+        description="Seed of the choice (same seed and pods, same choice); default: the fault name.",
+    )
+    containers: list[KubeObjectName] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Only these containers' processes (by name); default: every container of the pod.",
+    )
+
+    def describe(self) -> str:
+        how = {"one": "one pod", "all": "all pods"}.get(self.mode, "")
+        if self.mode == "fixed":
+            how = f"{self.count} pods"
+        elif self.mode == "percent":
+            how = f"{self.percent:g}% of the pods"
+        only = f", containers {', '.join(self.containers)}" if self.containers else ""
+        return f"{how} matching '{self.selector}' in namespace {self.namespace}{only}"
+
+    def problems(self) -> Iterator[tuple[KeyPath, str]]:
+        if self.mode == "fixed" and self.count is None:
+            yield ("mode",), "mode 'fixed' needs count"
+        if self.mode == "percent" and self.percent is None:
+            yield ("mode",), "mode 'percent' needs percent"
+        if self.count is not None and self.mode != "fixed":
+            yield ("count",), f"count is only used with mode 'fixed' (mode is '{self.mode}')"
+        if self.percent is not None and self.mode != "percent":
+            yield ("percent",), f"percent is only used with mode 'percent' (mode is '{self.mode}')"
+
+
 class FaultBase(Model):
     """The keys every fault has; a fault model adds ``kind``, ``target`` and ``params``."""
 
     #: The model's kind, read from its ``kind: Literal[...]`` field ("" on a base without one).
     KIND: ClassVar[str] = ""
+    #: True for a kind that has nothing to revert (a kill): its heal_time runs from the injection,
+    #: not from the end of its window.
+    HEALS_FROM_START: ClassVar[bool] = False
     if TYPE_CHECKING:  # each kind's model declares ``kind: Literal["family.kind"]``
         kind: str
 
@@ -102,6 +178,17 @@ class FaultBase(Model):
         default=None,
         description="The Ray node whose chaos agent applies the fault, i.e. the host it acts on "
         "(e.g. {labels: {harness.io/host: db-1}}); must match exactly one node. Default: the driver's node.",
+    )
+    heal: HealCheck | None = Field(
+        default=None,
+        description="When the system is whole again after this fault, for its heal_time (one of url, pattern, "
+        "pods, deployment). Default: derived from the fault's target where its kind can (a pod kill, a scale, "
+        "a process kill by pattern).",
+    )
+    pods: PodSelector | None = Field(
+        default=None,
+        description="Act inside these Kubernetes pods instead of on a node: the agent on each chosen pod's node "
+        "applies the fault in the pod's network namespace or to its containers' processes. Not with node.",
     )
 
     @classmethod
@@ -119,6 +206,29 @@ class FaultBase(Model):
     def with_base_dir(self, base: Path) -> Self:
         """This fault with relative paths in it read from ``base`` (the scenario file's directory)."""
         return self
+
+    def default_heal(self) -> HealCheck | None:
+        """The heal condition this kind derives from its own target when ``heal:`` is not given; none by default."""
+        return None
+
+    def heal_check(self) -> HealCheck | None:
+        """The condition that says the system healed after this fault: ``heal:``, else the kind's default."""
+        return self.heal if self.heal is not None else self.default_heal()
+
+    def pod_checks(self, context: FaultContext) -> Iterator[tuple[KeyPath, str]]:
+        """What ``pods`` needs, for every kind: no ``node`` beside it, a family that can act inside a
+        pod, and kube contexts to list the pods in. Called for every fault (a kind's own
+        :meth:`checks` need not call it)."""
+        if self.pods is None:
+            return
+        if self.node is not None:
+            yield ("pods",), "give node or pods, not both: the chosen pods decide the nodes"
+        if not acts_in_pods(self.KIND):
+            yield ("pods",), f"faults of kind {self.KIND} cannot act inside a pod; remove pods"
+        for path, message in self.pods.problems():
+            yield ("pods", *path), message
+        if context.safety is not None and not context.safety.allowed_contexts:
+            yield ("pods",), "pods need safety.allowed_contexts: the kube contexts the pods may be listed in"
 
 
 _IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -250,6 +360,13 @@ def registered() -> tuple[DeclaresKinds, ...]:
             owners[model.KIND] = entry.name
         out.append(family)
     return tuple(out)
+
+
+def acts_in_pods(kind: str) -> bool:
+    """Whether the family of ``kind`` can act inside a pod: it implements the optional ``in_pod``
+    hook of :class:`harness.chaos.family.FaultFamily` (None there when it cannot)."""
+    family = next((f for f in registered() if any(kind == m.KIND for m in f.models)), None)
+    return callable(getattr(family, "in_pod", None))
 
 
 def fault_kinds() -> dict[str, type[FaultBase]]:

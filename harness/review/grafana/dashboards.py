@@ -1,3 +1,4 @@
+# long: both dashboards read the same quoted names and figure helpers; one module keeps every query beside them
 """The Grafana dashboards of a run, built as code with ``grafana_foundation_sdk``.
 
 :func:`build_all` returns every dashboard as the JSON model Grafana imports (file name ->
@@ -11,7 +12,8 @@ builders are in :mod:`.panels`), and every measurement, tag and field it reads i
 inside the quotes written here), ``$timeFilter``, ``$__interval`` and ``$__interval_ms``;
 tests/test_grafana_queries.py runs every query the same way against a real influxd.
 
-* ``harness-run.json`` (uid ``harness-run``): one run; fault regions, phase and abort markers.
+* ``harness-run.json`` (uid ``harness-run``): one run; fault start/end as regions, phases and
+  aborts as markers.
 * ``harness-compare.json`` (uid ``harness-compare``): two runs overlaid on the seconds since
   each run's first second (trend panels: InfluxQL cannot shift timestamps, so each query
   computes its own elapsed-seconds column and the panel plots against it).
@@ -61,6 +63,7 @@ FAILURE_KINDS = _q(schema.FAILURE_KINDS.name)
 WINDOWS = _q(schema.WINDOWS.name)
 ENDPOINTS = _q(schema.ENDPOINTS.name)
 RUNS = _q(schema.RUNS.name)
+HEALS = _q(schema.HEALS.name)
 
 
 def _agg(function: str, field: str, alias: str) -> str:
@@ -126,7 +129,6 @@ def _events(kind: str) -> str:
 
 def _run_header() -> dash.Dashboard:
     """The run dashboard without panels: its variables and its fault, phase and abort annotations."""
-    marker_tags = f"{schema.NAME},{schema.STATE}"
     faults = InfluxAnnotationTarget(
         FAULT_REGIONS, text_column=schema.TEXT, tags_column="fault", time_end_column="timeEnd"
     )
@@ -154,17 +156,16 @@ def _run_header() -> dash.Dashboard:
         )
         .link(link("Run report", "${reports_url}/${run_id}/report.html", "This run's HTML report."))
         .annotation(annotation("Faults", "red", faults))
-        .annotation(
-            annotation(
-                "Phases", "blue", InfluxAnnotationTarget(_events(schema.EventKind.PHASE), tags_column=marker_tags)
-            )
-        )
-        .annotation(
-            annotation(
-                "Aborts", "purple", InfluxAnnotationTarget(_events(schema.EventKind.ABORT), tags_column=marker_tags)
-            )
-        )
+        .annotation(annotation("Phases", "blue", _marks(schema.EventKind.PHASE)))
+        .annotation(annotation("Aborts", "purple", _marks(schema.EventKind.ABORT)))
+        # The instant each watched fault's heal condition first held (heal_time's end): "healed after 2.1s".
+        .annotation(annotation("Heals", "green", _marks(schema.EventKind.HEAL)))
     )
+
+
+def _marks(kind: str) -> InfluxAnnotationTarget:
+    """Markers at the events of ``kind``, tagged with their name and state."""
+    return InfluxAnnotationTarget(_events(kind), tags_column=f"{schema.NAME},{schema.STATE}")
 
 
 def _run_lists() -> list[Any]:
@@ -283,15 +284,17 @@ _FIGURES = (
 
 
 def _figures(*skip: str) -> str:
-    """A window's or an endpoint's exact figures as summary.json has them: the last point written (so far)."""
+    """A window's (harness_windows) or an endpoint's (harness_endpoints) exact figures, as
+    summary.json has them: the last point written (so far while the run goes, then final)."""
     return ", ".join(_agg("last", field, alias) for field, alias in _FIGURES if field not in skip)
 
 
 def _run_tables() -> list[Any]:
-    """Whole-run tables: per endpoint, and the SLOs as judged."""
+    """Whole-run tables: per endpoint, the SLOs as judged, their windows, and each watched fault's heal."""
     endpoints = f"{_figures()}, {_agg('last', schema.BYTES, 'bytes')}"
     slos = ", ".join(_agg("last", field, field) for field in (schema.VALUE, schema.THRESHOLD, schema.PASSED))
     windows = _figures(schema.FAILURES)
+    heals = ", ".join(_agg("last", f, f) for f in (schema.HEAL_TIME, schema.SINCE, schema.CHECK, schema.LAST_ERROR))
     by_endpoint = f"GROUP BY {_q(schema.METHOD)}, {_q(schema.NAME)}"
     return [
         table_panel(
@@ -315,7 +318,14 @@ def _run_tables() -> list[Any]:
             pos(0, _TOP + 58, 24, 8),
             InfluxQL("A", f"SELECT {windows} FROM {WINDOWS} WHERE {RUN} GROUP BY {_q(schema.WINDOW)}", "table"),
         ),
-        probes_panel(RUN, pos(0, _TOP + 66, 24, 8)),  # the servers' own metrics, on the faults' time axis
+        table_panel(
+            "Healing",
+            "Each watched fault's heal_time, measured from the system's side: from the fault's end (a kill: the "
+            "kill) until its heal condition (a health URL, a process, pods, replicas) first held; none: never.",
+            pos(0, _TOP + 66, 24, 6),
+            InfluxQL("A", f"SELECT {heals} FROM {HEALS} WHERE {RUN} GROUP BY {_q(schema.FAULT)}", "table"),
+        ),
+        probes_panel(RUN, pos(0, _TOP + 72, 24, 8)),  # the servers' own metrics, on the faults' time axis
     ]
 
 

@@ -35,6 +35,7 @@ from harness.chaos.families.dns import cgroup, control, intercept
 from harness.chaos.families.dns.params import DnsDelayFault, DnsErrorFault, DnsFault, DnsSpoofFault
 from harness.chaos.family import FaultFamily, HostContext, Leftover
 from harness.chaos.journal import FaultRecord, FaultState
+from harness.chaos.kubelet import PodSite
 from harness.chaos.steps import Details, InjectContext, Prepared
 from harness.errors import ConfigError, FaultError
 
@@ -81,6 +82,11 @@ class DnsFamily(FaultFamily):
     name = "dns"
     models = (DnsErrorFault, DnsSpoofFault, DnsDelayFault)
     undo_failed_inject = True
+
+    def in_pod(self, fault: DnsFault, site: PodSite) -> DnsFault:
+        """The pod's network namespace intercepted (every container of the pod resolves through it)."""
+        target = fault.target.model_copy(update={"netns": site.network_namespace(fault.name)})
+        return fault.model_copy(update={"target": target})
 
     def describe(self, fault: DnsFault) -> str:
         target = fault.target

@@ -64,7 +64,7 @@ class DnsTarget(ProcessTarget):
 
     def processes(self) -> bool:
         """True when the target names processes (pid_file, pattern or systemd_unit)."""
-        return any(t is not None for t in (self.pid_file, self.pattern, self.systemd_unit))
+        return any(t is not None for t in (self.pid_file, self.pattern, self.systemd_unit, self.cgroup))
 
 
 class _Names(Model):
@@ -107,8 +107,11 @@ class DnsFault(FaultBase):
 
     def checks(self, context: FaultContext) -> Iterator[tuple[KeyPath, str]]:
         target = self.target
-        given = [target.control, target.netns, target.pid_file, target.pattern, target.systemd_unit]
-        if len([t for t in given if t is not None]) != 1:
+        given = [target.control, target.netns, target.pid_file, target.pattern, target.systemd_unit, target.cgroup]
+        if self.pods is not None:  # each pod's network namespace is the target
+            if any(t is not None for t in given):
+                yield ("target",), "with pods, the fault intercepts each pod's network namespace; give only upstream"
+        elif len([t for t in given if t is not None]) != 1:
             yield ("target",), _ONE_TARGET
         if target.upstream is not None and target.control is not None:
             yield ("target", "upstream"), "upstream is for netns and process targets (a running responder has its own)"

@@ -1,30 +1,21 @@
 """The kubernetes family's API calls: pod kill and scale through the official client.
 
-The only module that imports ``kubernetes`` (the family imports it on first use). Pure of Ray
-and of the journal: the family (:mod:`harness.chaos.families.kubernetes`) keeps the
+With :mod:`harness.chaos.kube` (connecting, the two locks, the choice of pods), the modules
+that import ``kubernetes`` (the family imports this one on first use). Pure of Ray and of the
+journal: the family (:mod:`harness.chaos.families.kubernetes`) keeps the
 :class:`KubeRecord` that :func:`inject` returns, in the journal as :meth:`KubeRecord.details`,
 and hands it back to :func:`revert`.
 
 What callers may rely on:
 
-* **Two locks on every change.** Before any request that changes anything, the kube context
-  the :class:`KubeApi` was built for must be in the scenario's ``safety.allowed_contexts``
-  (checked locally, before any request at all), and the target namespace must carry the
-  opt-in label ``harness.io/chaos=enabled`` (read from the Namespace object). The label is
-  fixed, not chosen by the scenario: a scenario that could name its own opt-in label could
-  name one every namespace already has (``kubernetes.io/metadata.name``), which is no opt-in.
-  A refusal is a :class:`~harness.errors.ConfigError` naming the context or the namespace and
-  the missing label.
-* **Kubeconfig from the environment.** ``$KUBECONFIG`` (a path, or several joined by ``:``),
-  else ``~/.kube/config``; never from the scenario file, so a scenario cannot point harness
-  at credentials.
-* **Deterministic choice of pods.** The candidates are the pods matching the selector that
-  are not already terminating, sorted by name. ``all`` takes every one; otherwise the sorted
-  list is shuffled with ``random.Random(seed)`` (``params.seed``, default the fault name, so
-  ``harness plan`` and the run choose alike while the pods stay the same) and the first
-  ``k`` are taken, where ``k`` is 1 for ``one``, ``min(count, n)`` for ``fixed`` and
-  ``ceil(n * percent / 100)`` for ``percent`` (rounded up, so any percent above 0 of a
-  non-empty set kills at least one pod: 50% of 3 is 2, 10% of 3 is 1, 100% is all).
+* **Two locks on every change** (:mod:`harness.chaos.kube`): the kube context must be in
+  ``safety.allowed_contexts`` (checked before any request), and the target namespace must
+  carry the opt-in label ``harness.io/chaos=enabled``; a refusal is a ``ConfigError``.
+* **Kubeconfig from the environment** (``$KUBECONFIG``, else ``~/.kube/config``), never from
+  the scenario file.
+* **Deterministic choice of pods** (:func:`harness.chaos.kube.select_pods`): the pods matching
+  the selector that are not already terminating, sorted by name, shuffled with the seed
+  (``params.seed``, default the fault name), the first ``k`` taken (50% of 3 is 2, 10% of 3 is 1).
 * **Idempotent.** :func:`inject` given the ``previous`` record of the same fault (the
   journal's) deletes nothing more for a pod kill, and for a scale re-asserts 0 replicas but
   keeps the replica count recorded the first time, so inject twice + revert once restores
@@ -37,24 +28,30 @@ What callers may rely on:
 
 from __future__ import annotations
 
-import math
-import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
-import urllib3
 from kubernetes import client as k8s
-from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
-from kubernetes.config.config_exception import ConfigException
 
 from harness.chaos.capabilities import kubeconfig_path
 from harness.chaos.families.kubernetes.params import (
     KubeFault,
     KubernetesPodKillFault,
     KubernetesScaleFault,
-    PodKillParams,
+)
+from harness.chaos.kube import (
+    OPT_IN_LABEL,
+    OPT_IN_VALUE,
+    KubeApi,
+    ResolvedPod,
+    api_error,
+    call,
+    check_context,
+    check_namespace,
+    connect,
+    select_pods,
 )
 from harness.errors import ConfigError, FaultError, KubeFaultError
 
@@ -66,6 +63,10 @@ __all__ = [
     "KubeRecord",
     "Resolution",
     "ResolvedPod",
+    "api_error",
+    "call",
+    "check_context",
+    "check_namespace",
     "connect",
     "describe",
     "inject",
@@ -79,73 +80,11 @@ POD_KILL = KubernetesPodKillFault.KIND
 SCALE = KubernetesScaleFault.KIND
 KINDS = (POD_KILL, SCALE)
 
-OPT_IN_LABEL = "harness.io/chaos"
-OPT_IN_VALUE = "enabled"
-
 # Connection problems should fail a fault in seconds, not after urllib3's default retries.
 _TIMEOUT_S = 10.0
 
-T = TypeVar("T")
-
-
-# ---------------------------------------------------------------- connecting
-
-
-@dataclass(frozen=True)
-class KubeApi:
-    """A client for one cluster, with the context it was built for and the contexts allowed.
-
-    Built by :func:`connect`; tests may build one around any ``ApiClient``. Carrying the
-    allow-list here means no function of this module can be called without one.
-    """
-
-    context: str
-    allowed_contexts: tuple[str, ...]
-    client: k8s.ApiClient
-
-    @property
-    def core(self) -> k8s.CoreV1Api:
-        return k8s.CoreV1Api(self.client)
-
-    @property
-    def apps(self) -> k8s.AppsV1Api:
-        return k8s.AppsV1Api(self.client)
-
-
-def connect(allowed_contexts: Iterable[str], *, context: str | None = None) -> KubeApi:
-    """A :class:`KubeApi` for ``context`` (default: the kubeconfig's current context).
-
-    Reads the kubeconfig at :func:`kubeconfig_path` and sends no request. Raises
-    ``ConfigError`` when the kubeconfig is missing or invalid or names no such context; a
-    context outside ``allowed_contexts`` is *not* refused here but before every request,
-    so ``harness plan`` can say which context it would have used.
-    """
-    path = kubeconfig_path()
-    try:
-        contexts, current = k8s_config.list_kube_config_contexts(config_file=path)
-        names = [c["name"] for c in contexts]
-        name = context or (current or {}).get("name")
-        if not name:
-            raise ConfigError(f"kubeconfig {path} has no current-context; name one")
-        if name not in names:
-            raise ConfigError(f"kubeconfig {path} has no context '{name}' (it has: {', '.join(names) or 'none'})")
-        api_client = k8s_config.new_client_from_config(config_file=path, context=name, persist_config=False)
-    except ConfigException as exc:
-        raise ConfigError(f"kubeconfig {path}: {exc}") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read kubeconfig {path}: {exc.strerror or exc}") from None
-    return KubeApi(context=name, allowed_contexts=tuple(allowed_contexts), client=api_client)
-
 
 # ---------------------------------------------------------------- what a fault acts on
-
-
-@dataclass(frozen=True)
-class ResolvedPod:
-    """A pod a kill will delete: the UID pins it against a namesake created later."""
-
-    name: str
-    uid: str
 
 
 @dataclass(frozen=True)
@@ -244,82 +183,12 @@ def describe(fault: KubeFault) -> str:
     )
 
 
-def _how_many(params: PodKillParams, n: int) -> int:
-    if params.mode == "all":
-        return n
-    if params.mode == "one":
-        return min(1, n)
-    if params.mode == "fixed":
-        return min(params.count or 0, n)
-    # A small epsilon keeps 3 * 100 / 100 from rounding up past 3 through float error.
-    return min(n, math.ceil(n * (params.percent or 0.0) / 100 - 1e-9))
-
-
-def select_pods(pods: Iterable[ResolvedPod], params: PodKillParams, seed: str) -> tuple[ResolvedPod, ...]:
-    """The pods a kill with ``params`` deletes out of ``pods``, sorted by name (see the module docstring)."""
-    candidates = sorted(pods, key=lambda p: p.name)
-    k = _how_many(params, len(candidates))
-    if k >= len(candidates):
-        return tuple(candidates)
-    order = list(candidates)
-    random.Random(seed).shuffle(order)
-    return tuple(sorted(order[:k], key=lambda p: p.name))
-
-
 # ---------------------------------------------------------------- safety checks
 
 
-def _check_context(api: KubeApi, fault_name: str) -> None:
-    """Refuse, before any request, a context the scenario does not allow."""
-    if api.context not in api.allowed_contexts:
-        allowed = ", ".join(api.allowed_contexts) or "none"
-        raise ConfigError(
-            f"fault '{fault_name}': kube context '{api.context}' is not in safety.allowed_contexts "
-            f"({allowed}); refusing to act"
-        )
-
-
-def _call(what: str, fault_name: str, request: Callable[[], T]) -> T:
-    """One API request; transport failures become ``FaultError`` (ApiException passes through)."""
-    try:
-        return request()
-    except ApiException:
-        raise
-    except (urllib3.exceptions.HTTPError, OSError) as exc:
-        raise FaultError(f"fault '{fault_name}': {what}: cannot reach the API server: {exc}") from None
-
-
-def _api_error(fault_name: str, what: str, exc: ApiException) -> FaultError:
-    return FaultError(f"fault '{fault_name}': {what}: HTTP {exc.status} {exc.reason}")
-
-
-def _check_namespace(api: KubeApi, namespace: str, fault_name: str) -> None:
-    """Read the Namespace and refuse unless it carries ``harness.io/chaos=enabled``."""
-    try:
-        ns = _call(
-            f"reading namespace {namespace}",
-            fault_name,
-            lambda: api.core.read_namespace(namespace, _request_timeout=_TIMEOUT_S),
-        )
-    except ApiException as exc:
-        if exc.status == 404:
-            raise FaultError(
-                f"fault '{fault_name}': namespace '{namespace}' does not exist in context '{api.context}'"
-            ) from None
-        raise _api_error(fault_name, f"reading namespace {namespace}", exc) from None
-    labels = (ns.metadata.labels if ns.metadata else None) or {}
-    if labels.get(OPT_IN_LABEL) != OPT_IN_VALUE:
-        found = f" (it has {OPT_IN_LABEL}={labels[OPT_IN_LABEL]})" if OPT_IN_LABEL in labels else ""
-        raise ConfigError(
-            f"fault '{fault_name}': namespace '{namespace}' does not carry the opt-in label "
-            f"{OPT_IN_LABEL}={OPT_IN_VALUE}{found}; refusing to act on it "
-            f"(kubectl label namespace {namespace} {OPT_IN_LABEL}={OPT_IN_VALUE} to allow it)"
-        )
-
-
 def _guard(fault: KubeFault, api: KubeApi) -> None:
-    _check_context(api, fault.name)
-    _check_namespace(api, fault.target.namespace, fault.name)
+    check_context(api, fault.name)
+    check_namespace(api, fault.target.namespace, fault.name)
 
 
 # ---------------------------------------------------------------- resolve, inject, revert
@@ -329,7 +198,7 @@ def _list_pods(fault: KubernetesPodKillFault, api: KubeApi) -> list[ResolvedPod]
     target = fault.target
     what = f"listing pods '{target.selector}' in {target.namespace}"
     try:
-        pods = _call(
+        pods = call(
             what,
             fault.name,
             lambda: api.core.list_namespaced_pod(
@@ -337,7 +206,7 @@ def _list_pods(fault: KubernetesPodKillFault, api: KubeApi) -> list[ResolvedPod]
             ),
         )
     except ApiException as exc:
-        raise _api_error(fault.name, what, exc) from None
+        raise api_error(fault.name, what, exc) from None
     out = []
     for pod in pods.items:
         meta = pod.metadata
@@ -351,7 +220,7 @@ def _read_replicas(fault: KubernetesScaleFault, api: KubeApi) -> int:
     target = fault.target
     what = f"reading the scale of deployment {target.namespace}/{target.deployment}"
     try:
-        scale = _call(
+        scale = call(
             what,
             fault.name,
             lambda: api.apps.read_namespaced_deployment_scale(
@@ -363,7 +232,7 @@ def _read_replicas(fault: KubernetesScaleFault, api: KubeApi) -> int:
             raise FaultError(
                 f"fault '{fault.name}': deployment {target.deployment} not found in namespace {target.namespace}"
             ) from None
-        raise _api_error(fault.name, what, exc) from None
+        raise api_error(fault.name, what, exc) from None
     return int((scale.spec.replicas if scale.spec else None) or 0)
 
 
@@ -427,7 +296,7 @@ def _kill_pods(fault: KubernetesPodKillFault, api: KubeApi) -> KubeRecord:
     errors: dict[str, str] = {}
     for pod in chosen:
         try:
-            _call(f"deleting pod {namespace}/{pod.name}", fault.name, _deleter(api, namespace, pod))
+            call(f"deleting pod {namespace}/{pod.name}", fault.name, _deleter(api, namespace, pod))
             deleted.append(pod.name)
         except ApiException as exc:
             if exc.status in (404, 409):  # gone, or a namesake with another UID: not ours to kill
@@ -449,7 +318,7 @@ def _patch_replicas(api: KubeApi, fault_name: str, namespace: str, deployment: s
     what = f"scaling deployment {namespace}/{deployment} to {replicas}"
     body: dict[str, Any] = {"spec": {"replicas": replicas}}
     try:
-        _call(
+        call(
             what,
             fault_name,
             lambda: api.apps.patch_namespaced_deployment_scale(
@@ -457,7 +326,7 @@ def _patch_replicas(api: KubeApi, fault_name: str, namespace: str, deployment: s
             ),
         )
     except ApiException as exc:
-        raise _api_error(fault_name, what, exc) from None
+        raise api_error(fault_name, what, exc) from None
 
 
 def _scale_to_zero(fault: KubernetesScaleFault, api: KubeApi, previous: KubeRecord | None) -> KubeRecord:
@@ -477,7 +346,7 @@ def revert(record: KubeRecord, api: KubeApi) -> None:
     injected in (a revert must not land on another cluster). The opt-in label is not checked
     again: it gates new chaos, and a label removed mid-run must not leave a deployment at 0.
     """
-    _check_context(api, record.fault_name)
+    check_context(api, record.fault_name)
     if api.context != record.context:
         raise ConfigError(
             f"fault '{record.fault_name}': injected in kube context '{record.context}', "

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import AfterValidator, Field
 
 from harness.scenario.faults import FaultBase, FaultContext
 from harness.scenario.fields import KeyPath, KubeNamespace, KubeObjectName, Model, label_selector
+from harness.scenario.heal import DeploymentHeal, HealCheck, PodsHeal
 
 __all__ = [
     "DeploymentTarget",
@@ -86,6 +87,7 @@ class KubernetesFault(FaultBase):
 class KubernetesPodKillFault(KubernetesFault):
     """Delete the selected pods with gracePeriodSeconds=0 at ``at``; their controller recreates them."""
 
+    HEALS_FROM_START: ClassVar[bool] = True  # a kill: its heal_time runs from the deletion
     kind: Literal["kubernetes.pod_kill"] = Field(description="Fault kind.")
     target: PodTarget = Field(description="Namespace and label selector of the pods.")
     params: PodKillParams = Field(default_factory=PodKillParams, description="Which of the matching pods.")
@@ -102,6 +104,10 @@ class KubernetesPodKillFault(KubernetesFault):
         if params.percent is not None and params.mode != "percent":
             yield ("params", "percent"), f"percent is only used with mode 'percent' (mode is '{params.mode}')"
 
+    def default_heal(self) -> HealCheck | None:
+        """Healed once the selector has as many Ready pods as when the run started (replacements Ready)."""
+        return HealCheck(pods=PodsHeal(namespace=self.target.namespace, selector=self.target.selector))
+
 
 class KubernetesScaleFault(KubernetesFault):
     """Scale a deployment to 0 replicas at ``at``, back to the recorded count at ``at + duration``."""
@@ -114,6 +120,11 @@ class KubernetesScaleFault(KubernetesFault):
         yield from super().checks(context)
         if self.duration <= 0:
             yield ("duration",), "a scale to zero needs a positive duration (it is scaled back after it)"
+
+    def default_heal(self) -> HealCheck | None:
+        """Healed once the deployment, scaled back, has all its replicas available again."""
+        target = self.target
+        return HealCheck(deployment=DeploymentHeal(namespace=target.namespace, deployment=target.deployment))
 
 
 KubeFault = KubernetesPodKillFault | KubernetesScaleFault

@@ -31,6 +31,7 @@ from harness.chaos.families.network.params import (
 from harness.chaos.families.network.spec import BLACKHOLE_METRIC, describe, uses_netem, where
 from harness.chaos.family import FaultFamily, HostContext, Leftover
 from harness.chaos.journal import FaultRecord, Journal
+from harness.chaos.kubelet import PodSite
 from harness.chaos.nft import NETNS_DIR
 from harness.chaos.steps import Details, InjectContext, Prepared
 from harness.errors import ConfigError, FaultError
@@ -61,6 +62,11 @@ class NetworkFamily(FaultFamily):
 
     def describe(self, fault: NetworkFault) -> str:
         return describe(fault)
+
+    def in_pod(self, fault: NetworkFault, site: PodSite) -> NetworkFault:
+        """The same fault in the pod's network namespace (its interface, e.g. eth0, as written)."""
+        target = fault.target.model_copy(update={"netns": site.network_namespace(fault.name)})
+        return fault.model_copy(update={"target": target})
 
     def requirements(self, fault: NetworkFault) -> list[str]:
         """``network.loss`` with method ``auto`` needs only nftables: it falls back to nftables

@@ -143,6 +143,10 @@ class _NetworkFault(FaultBase):
         target: NetworkTarget | InterfaceTarget
 
     def checks(self, context: FaultContext) -> Iterator[tuple[KeyPath, str]]:
+        if self.pods is not None:  # each pod's own network namespace confines it
+            if self.target.netns is not None:
+                yield ("target", "netns"), "with pods, the fault acts in each pod's network namespace; remove netns"
+            return
         problem = context.interface_problem(self.target.netns, self.target.interface)
         if problem:
             yield ("target", "interface"), problem

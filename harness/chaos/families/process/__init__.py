@@ -37,6 +37,7 @@ from harness.chaos.families.process.restart import restart_command, restart_deta
 from harness.chaos.families.process.signals import pid_list, send, signal_name
 from harness.chaos.family import FaultFamily, HostContext, Leftover
 from harness.chaos.journal import FaultRecord, Journal
+from harness.chaos.kubelet import PodSite
 from harness.chaos.processes import describe_target, now_text, pid_file_refusal, resolve_targets
 from harness.chaos.steps import Details, InjectContext, Prepared
 from harness.errors import FaultError, FaultNotApplied, FaultPartlyApplied, RevertFailed
@@ -167,6 +168,10 @@ class ProcessFamily(FaultFamily):
 
     def applied_text(self, record: FaultRecord) -> str:
         return f"on {len(record.pids)} process(es) {list(record.pids)}"
+
+    def in_pod(self, fault: ProcessFault, site: PodSite) -> ProcessFault:
+        """The pod's chosen containers' processes (their cgroups), never its sandbox."""
+        return fault.model_copy(update={"target": site.process_target()})
 
     def leftovers(self) -> list[Leftover]:
         return []  # a stopped process carries no tag of ours: only the journal knows it

@@ -5,12 +5,13 @@ from __future__ import annotations
 import signal
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import BeforeValidator, Field, WithJsonSchema
 
 from harness.scenario.faults import FaultBase, FaultContext, ProcessTarget
 from harness.scenario.fields import KeyPath, Model, signal_number
+from harness.scenario.heal import HealCheck
 
 __all__ = ["KillParams", "PauseParams", "ProcessFault", "ProcessKillFault", "ProcessPauseFault"]
 
@@ -34,7 +35,11 @@ class PauseParams(Model):
     pass
 
 
-def _one_target(target: ProcessTarget) -> Iterator[tuple[KeyPath, str]]:
+def _one_target(fault: FaultBase, target: ProcessTarget) -> Iterator[tuple[KeyPath, str]]:
+    if fault.pods is not None:  # the pods' containers are the target, found on each node
+        if target != ProcessTarget():
+            yield ("target",), "with pods, the target is the pods' containers (narrow with pods.containers); remove it"
+        return
     problem = target.choice_problem()
     if problem:
         yield ("target",), problem
@@ -43,32 +48,41 @@ def _one_target(target: ProcessTarget) -> Iterator[tuple[KeyPath, str]]:
 class ProcessKillFault(FaultBase):
     """Send a signal (SIGKILL by default) to the target process(es) at ``at``."""
 
+    HEALS_FROM_START: ClassVar[bool] = True  # a kill: its heal_time runs from the kill
     kind: Literal["process.kill"] = Field(description="Fault kind.")
-    target: ProcessTarget = Field(description="Which process(es) the fault acts on.")
+    target: ProcessTarget = Field(
+        default_factory=ProcessTarget, description="Which process(es) the fault acts on (none with pods)."
+    )
     params: KillParams = Field(default_factory=KillParams, description="Kill parameters.")
 
     def checks(self, context: FaultContext) -> Iterator[tuple[KeyPath, str]]:
         if self.params.signal in (signal.SIGSTOP, signal.SIGTSTP):
             yield ("params", "signal"), f"a stop signal cannot be reverted by a kill; use kind {ProcessPauseFault.KIND}"
-        yield from _one_target(self.target)
+        yield from _one_target(self, self.target)
         if self.params.restart_cwd and not self.params.restart:
             yield ("params", "restart_cwd"), "restart_cwd needs params.restart"
 
     def with_base_dir(self, base: Path) -> ProcessKillFault:
         return self.model_copy(update={"target": self.target.with_base_dir(base)})
 
+    def default_heal(self) -> HealCheck | None:
+        """Killed by pattern: healed once the pattern matches a process again (its supervisor restarted it)."""
+        return HealCheck(pattern=self.target.pattern) if self.target.pattern else None
+
 
 class ProcessPauseFault(FaultBase):
     """SIGSTOP the target at ``at``, SIGCONT it at ``at + duration``."""
 
     kind: Literal["process.pause"] = Field(description="Fault kind.")
-    target: ProcessTarget = Field(description="Which process(es) the fault acts on.")
+    target: ProcessTarget = Field(
+        default_factory=ProcessTarget, description="Which process(es) the fault acts on (none with pods)."
+    )
     params: PauseParams = Field(default_factory=PauseParams, description="No parameters.")
 
     def checks(self, context: FaultContext) -> Iterator[tuple[KeyPath, str]]:
         if self.duration <= 0:
             yield ("duration",), "a pause needs a positive duration"
-        yield from _one_target(self.target)
+        yield from _one_target(self, self.target)
 
     def with_base_dir(self, base: Path) -> ProcessPauseFault:
         return self.model_copy(update={"target": self.target.with_base_dir(base)})

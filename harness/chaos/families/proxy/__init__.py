@@ -64,6 +64,7 @@ from harness.chaos.families.proxy.params import (
 )
 from harness.chaos.family import FaultFamily, HostContext, Leftover
 from harness.chaos.journal import FaultRecord, FaultState, Journal
+from harness.chaos.kubelet import PodSite
 from harness.chaos.steps import Details, InjectContext, Prepared
 from harness.errors import ConfigError, FaultError
 
@@ -162,6 +163,16 @@ class ProxyFamily(FaultFamily):
         HttpPatchFault,
     )
     undo_failed_inject = True
+
+    def in_pod(self, fault: ProxyFault, site: PodSite) -> ProxyFault:
+        """A transparent proxy in the pod's network namespace, for the service's port on the pod's IP."""
+        port = (fault.target.service or "").rpartition(":")[2]
+        if not site.pod.ip:
+            raise FaultError(f"fault '{fault.name}': pod {site.pod.key} has no IP yet (status.podIP)")
+        host = f"[{site.pod.ip}]" if ":" in site.pod.ip else site.pod.ip
+        netns = site.network_namespace(fault.name)
+        target = fault.target.model_copy(update={"service": f"{host}:{port}", "netns": netns})
+        return fault.model_copy(update={"target": target})
 
     def describe(self, fault: ProxyFault) -> str:
         """What the fault will do, and through which proxy."""

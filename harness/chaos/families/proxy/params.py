@@ -93,6 +93,13 @@ class ProxyFault(FaultBase):
 
     def checks(self, context: FaultContext) -> Iterator[tuple[KeyPath, str]]:
         target = self.target
+        if self.pods is not None:
+            if target.service is None or target.control is not None or target.netns is not None:
+                yield (
+                    ("target",),
+                    ("with pods, give only service (its port is each pod's; its host is replaced by the pod's IP)"),
+                )
+            return
         if (target.control is None) == (target.service is None):
             yield ("target",), "give exactly one of control (a running proxy) or service (transparent)"
         if target.control and target.netns:

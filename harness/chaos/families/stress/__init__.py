@@ -33,6 +33,7 @@ from harness.chaos.families.stress.params import (
 )
 from harness.chaos.family import FaultFamily, HostContext, Leftover
 from harness.chaos.journal import FaultRecord, Journal
+from harness.chaos.kubelet import PodSite
 from harness.chaos.steps import Details, InjectContext, Prepared
 from harness.errors import ConfigError, FaultError
 
@@ -54,6 +55,10 @@ class StressFamily(FaultFamily):
     name = "stress"
     models = (StressCpuFault, StressMemoryFault, StressIoFault, StressDiskFillFault)
     undo_failed_inject = True
+
+    def in_pod(self, fault: StressFault, site: PodSite) -> StressFault:
+        """stress-ng joins the cgroups of the pod's (chosen) containers: the pod's limits bind it."""
+        return fault.model_copy(update={"target": site.process_target()})
 
     def describe(self, fault: StressFault) -> str:
         """What load, for how long, in whose cgroups."""

@@ -67,6 +67,10 @@ class StressFault(FaultBase):
         description="Process whose cgroups the stress-ng processes join; none: they stay in the agent's cgroups.",
     )
 
+    def checks(self, context: FaultContext) -> Iterator[tuple[KeyPath, str]]:
+        if self.pods is not None and self.target is not None:
+            yield ("target",), "with pods, stress-ng joins the pods' containers' cgroups; remove target"
+
     def with_base_dir(self, base: Path) -> Self:
         if self.target is None:
             return self
@@ -87,6 +91,7 @@ class StressMemoryFault(StressFault):
     params: StressMemoryParams = Field(description="Bytes or percent, and hold.")
 
     def checks(self, context: FaultContext) -> Iterator[tuple[KeyPath, str]]:
+        yield from super().checks(context)
         if (self.params.bytes is None) == (self.params.percent is None):
             yield ("params",), "give exactly one of bytes or percent"
 
@@ -98,6 +103,7 @@ class StressIoFault(StressFault):
     params: StressIoParams = Field(default_factory=StressIoParams, description="Workers and directory.")
 
     def checks(self, context: FaultContext) -> Iterator[tuple[KeyPath, str]]:
+        yield from super().checks(context)
         problem = context.path_problem(self.params.path)
         if problem:
             yield ("params", "path"), problem
@@ -110,6 +116,7 @@ class StressDiskFillFault(StressFault):
     params: StressDiskFillParams = Field(description="Directory and size.")
 
     def checks(self, context: FaultContext) -> Iterator[tuple[KeyPath, str]]:
+        yield from super().checks(context)
         problem = context.path_problem(self.params.path)
         if problem:
             yield ("params", "path"), problem
