@@ -133,6 +133,12 @@ class Probes(Model):
     def names(self) -> list[str]:
         return [probe.name for probe in self.queries]
 
+    def source_of(self, probe: Probe) -> str:
+        """Where ``probe``'s query goes, for people: the query API's URL, or InfluxDB's and the database."""
+        if probe.promql is not None:
+            return self.prometheus or ""
+        return f"{self.influxdb.url} ({self.influxdb.database})" if self.influxdb is not None else ""
+
 
 def render(query: str, values: dict[str, Any]) -> str:
     """``query`` with every ``{{name}}`` replaced by ``values[name]`` (names checked at load time)."""
