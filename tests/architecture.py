@@ -55,6 +55,7 @@ OWNERS: dict[str, tuple[str, ...]] = {
     "yaml": ("scenario", "review"),
     "psutil": ("chaos", "demo", "review", "run", "load"),
     "dnslib": ("chaos.dns_server", "demo"),
+    "prometheus_client": ("demo.metrics",),
 }
 
 

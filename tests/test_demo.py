@@ -26,6 +26,7 @@ import pytest
 
 from harness.demo import control
 from harness.demo.control import DEMO_PROCESS_PATTERN, DemoInfo, process_pattern
+from harness.demo.supervisor import PORT_OFFSETS
 from harness.errors import ConfigError
 
 pytestmark = pytest.mark.timeout(180)
@@ -157,6 +158,45 @@ def test_cart_and_checkout(demo: DemoInfo) -> None:
 
     assert call("POST", f"{base}/api/cart/{session}/items", {"product_id": 3})[0] == 400
     assert call("POST", f"{base}/api/cart/{session}/items", {"product_id": 999, "qty": 1})[0] == 404
+
+
+def _metrics(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with _HTTP.open(url, timeout=10.0) as response:
+        assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        text = response.read().decode()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_every_service_serves_prometheus_metrics(demo: DemoInfo) -> None:
+    """GET /metrics on each service's own port (payments' inside its namespace, where it listens)
+    counts what that service answered, per route pattern; the gateway adds its breaker."""
+    base_port = int(demo.base_url.rsplit(":", 1)[1])
+    assert checkout(demo.base_url)[0] == 200
+    payments_host = demo.payments_netns.payments_address if demo.payments_netns else "127.0.0.1"
+    where = {"gateway": "127.0.0.1", "catalog": "127.0.0.1", "cart": "127.0.0.1", "payments": payments_host}
+    routes = {
+        "gateway": ("POST", "/api/checkout/{session}"),
+        "catalog": ("GET", "/products/{product_id}"),
+        "cart": ("GET", "/cart/{session}"),
+        "payments": ("POST", "/charge"),
+    }
+    for name, host in where.items():
+        samples = _metrics(f"http://{host}:{base_port + PORT_OFFSETS[name]}/metrics")
+        method, route = routes[name]
+        labels = {("service", name), ("method", method), ("route", route)}
+        assert samples[("demo_http_requests_total", frozenset({*labels, ("code", "200")}))] >= 1, name
+        assert samples[("demo_http_request_duration_seconds_count", frozenset(labels))] >= 1, name
+        assert samples[("demo_http_requests_in_flight", frozenset(labels))] == 0, name
+        assert ("demo_http_request_errors_total", frozenset(labels)) in samples, name
+    gateway = _metrics(f"{demo.base_url}/metrics")
+    assert gateway[("demo_circuit_breaker_state", frozenset({("service", "gateway"), ("breaker", "payments")}))] == 0
+    assert call("GET", f"{demo.base_url}/health")[1]["breakers"] == {"payments": "closed"}
 
 
 def test_up_is_idempotent_and_status_matches(demo: DemoInfo) -> None:

@@ -153,6 +153,11 @@ def nearest_rank(p: str) -> Callable[[Window], float]:
     return value
 
 
+def failed_only(value: Callable[[Window], float]) -> Callable[[Window], float]:
+    """``value`` over the window's failed requests alone."""
+    return lambda window: value({s: [r for r in requests if r[1]] for s, requests in window.items()})
+
+
 def largest(window: Window) -> float:
     return max(_latencies_ms(window))
 
@@ -228,6 +233,9 @@ CASES: dict[str, Case] = {
         "objective: 'error_rate < 5%', errors: [5xx]", share_5xx, "error_rate > 10% for 3s", ", errors: [5xx]"
     ),
     "rps": Case("objective: 'rps >= 100'", per_second, "rps < 50 for 3s"),
+    "failed_p50": Case("objective: 'failed_p50 < 250ms'", failed_only(nearest_rank("50")), "failed_p50 > 100ms for 3s"),
+    "failed_p99": Case("objective: 'failed_p99 < 250ms'", failed_only(nearest_rank("99")), "failed_p99 > 100ms for 3s"),
+    "failed_max": Case("objective: 'failed_max < 250ms'", failed_only(largest), "failed_max > 100ms for 3s"),
     "recovery_time": Case(
         "objective: 'recovery_time < 10s', window: 'after:F', recovery: {p99: 100ms, error_rate: 2%, stable_for: 3s}",
         recovered_after_f,

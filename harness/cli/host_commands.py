@@ -161,15 +161,31 @@ def demo_up(
             "faults can move its wall clock; repeatable.",
         ),
     ] = None,
+    breaker_failures: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=1000,
+            help="Consecutive failed calls to payments that open the gateway's circuit breaker (0: no breaker).",
+        ),
+    ] = 5,
+    breaker_reset: Annotated[
+        float,
+        typer.Option(
+            min=0.05, max=600.0, help="Seconds the gateway's circuit breaker stays open before one trial call."
+        ),
+    ] = 2.0,
 ) -> None:
     """Start the demo shop (idempotent)."""
+    from harness.demo.breaker import BreakerSettings
     from harness.demo.control import SERVICE_NAMES, up
 
     shims = tuple(dict.fromkeys(clock_shim or []))
     unknown = [name for name in shims if name not in SERVICE_NAMES or name == "proxy"]
     if unknown:
         raise ConfigError(f"--clock-shim: no demo service {', '.join(unknown)} (catalog, cart, payments, gateway)")
-    info = up(base_port=base_port, restart_delay=restart_delay, clock_shims=shims)
+    breaker = BreakerSettings(failures=breaker_failures, reset=breaker_reset)
+    info = up(base_port=base_port, restart_delay=restart_delay, clock_shims=shims, breaker=breaker)
     typer.echo(f"demo shop up at {info.base_url} (supervisor pid {info.supervisor_pid}, state in {info.directory})")
     typer.echo(f"fault proxy in front of payments: 127.0.0.1:{base_port + 4}, control API 127.0.0.1:{base_port + 5}")
     if info.metrics_url is not None:
@@ -188,6 +204,14 @@ def demo_up(
         typer.echo(info.note)
     for name in shims:
         typer.echo(f"{name} runs under the clock shim: skew file {info.directory / (name + '.faketime')}")
+    typer.echo(f"Prometheus metrics: GET /metrics on each service's port (gateway {info.base_url}/metrics)")
+    if breaker.enabled:
+        typer.echo(
+            f"gateway's circuit breaker on payments: opens after {breaker.failures} failed calls in a row, "
+            f"tries again after {breaker.reset:g} s"
+        )
+    else:
+        typer.echo("gateway's circuit breaker on payments: off (--breaker-failures 0)")
 
 
 def demo_down() -> None:

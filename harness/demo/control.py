@@ -30,6 +30,7 @@ from harness.paths import data_dir
 
 from . import network
 from . import victoria as metrics
+from .breaker import DEFAULT_BREAKER, BreakerSettings
 from .supervisor import (
     CONTROL_OFFSET,
     DNS_CONTROL_OFFSET,
@@ -96,12 +97,15 @@ def up(
     restart_delay: float = 3.0,
     timeout: float = 20.0,
     clock_shims: tuple[str, ...] = (),
+    breaker: BreakerSettings = DEFAULT_BREAKER,
 ) -> DemoInfo:
     """Start the demo detached and wait until it serves; return the running demo if already up.
 
-    ``clock_shims`` names services started under harness's clock shim (``time.skew`` faults).
+    ``clock_shims`` names services started under harness's clock shim (``time.skew`` faults);
+    ``breaker`` is the gateway's circuit breaker around payments.
     Raises :class:`ConfigError` when the ports are taken by something else or the demo in this
-    directory already runs on another base port or without a clock shim asked for, and
+    directory already runs on another base port, without a clock shim asked for or with other
+    breaker settings, and
     :class:`DemoError` when it does not become healthy within ``timeout`` seconds (whatever was
     started is stopped again).
     """
@@ -111,11 +115,12 @@ def up(
         running = _running_supervisor(directory)
         if running is not None:
             _check_clock_shims(directory, running, clock_shims)
+            _check_breaker(directory, running, breaker)
             return _adopt(directory, running, base_port, timeout)
         _remove_pid_files(directory)  # stale ones from a crash
         _check_ports_free(base_port)
         net, note = _payments_network(directory, base_port)
-        supervisor = _spawn_supervisor(directory, base_port, restart_delay, net is not None, clock_shims)
+        supervisor = _spawn_supervisor(directory, base_port, restart_delay, net is not None, clock_shims, breaker)
         try:
             info = _wait_until_ready(directory, base_port, supervisor, timeout, all_healthy=True)
         except BaseException:
@@ -216,6 +221,23 @@ def _check_clock_shims(directory: Path, supervisor_pid: int, wanted: tuple[str, 
         )
 
 
+def _check_breaker(directory: Path, supervisor_pid: int, wanted: BreakerSettings) -> None:
+    cmdline = process_cmdline(supervisor_pid) or []
+    failures = option_value(cmdline, "--breaker-failures")
+    reset = option_value(cmdline, "--breaker-reset")
+    defaults = BreakerSettings()
+    running = BreakerSettings(
+        int(failures) if failures is not None else defaults.failures,
+        float(reset) if reset is not None else defaults.reset,
+    )
+    if running != wanted:
+        raise ConfigError(
+            f"the demo in {directory} already runs with the circuit breaker at --breaker-failures "
+            f"{running.failures} --breaker-reset {running.reset:g}, not {wanted.failures} and {wanted.reset:g}; "
+            "run `harness demo down` first"
+        )
+
+
 def _check_ports_free(base_port: int) -> None:
     ports = {
         **{service_port(n, base_port): n for n in SERVICE_NAMES},
@@ -253,7 +275,12 @@ def _port_owner(port: int) -> str:
 
 
 def _spawn_supervisor(
-    directory: Path, base_port: int, restart_delay: float, payments_netns: bool, clock_shims: tuple[str, ...]
+    directory: Path,
+    base_port: int,
+    restart_delay: float,
+    payments_netns: bool,
+    clock_shims: tuple[str, ...],
+    breaker: BreakerSettings,
 ) -> int:
     """Start the supervisor in its own session: the caller's Ctrl-C or exit must not reach it."""
     command = [
@@ -268,6 +295,7 @@ def _spawn_supervisor(
         repr(float(restart_delay)),
         *(["--payments-netns"] if payments_netns else []),
         *[arg for name in clock_shims for arg in ("--clock-shim", name)],
+        *["--breaker-failures", str(breaker.failures), "--breaker-reset", repr(float(breaker.reset))],
     ]
     with open(directory / "supervisor.out", "ab") as out:
         process = subprocess.Popen(

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import gevent
 from gevent import socket as gsocket
 
+from harness.demo.breaker import DEFAULT_BREAKER, BreakerSettings, CircuitBreaker
 from harness.demo.resolver import Resolver
 from harness.demo.web import (
     JSON,
@@ -235,6 +236,8 @@ class GatewayConfig:
     nameserver: tuple[str, int] | None = None
     #: Seconds a connection to a downstream reached by name is reused before it is retired.
     max_connection_age: float = 1.0
+    #: The circuit breaker around the calls to payments.
+    breaker: BreakerSettings = DEFAULT_BREAKER
 
 
 def _passthrough(reply: Reply, service: str) -> Response:
@@ -254,7 +257,10 @@ class Gateway:
     Catalog and cart failures become 503 (unreachable or too slow) or 502 (answered 5xx or
     garbage). Payments gets one retry after a short backoff, with the same idempotency key, since
     a checkout is what users least forgive losing to a blip; when both attempts fail the answer is
-    503 ``{"error": "payments unavailable"}`` and the cart is kept.
+    503 ``{"error": "payments unavailable"}`` and the cart is kept. Every call to payments goes
+    through a circuit breaker (:mod:`.breaker`): once payments has failed ``breaker.failures``
+    calls in a row, checkouts are answered 503 ``{"error": "payments unavailable", "breaker":
+    "open"}`` at once, without a call, until a trial call succeeds.
     """
 
     def __init__(self, config: GatewayConfig) -> None:
@@ -262,6 +268,7 @@ class Gateway:
         self.catalog = Downstream("catalog", *config.catalog, timeout=config.timeout)
         self.cart = Downstream("cart", *config.cart, timeout=config.timeout)
         self.payments = self._payments(config)
+        self.payments_breaker = CircuitBreaker("payments", config.breaker)
         self.app = App("gateway")
         self._orders = itertools.count(1)
         routes: list[tuple[str, str, Handler]] = [
@@ -312,7 +319,8 @@ class Gateway:
         for job in jobs.values():
             job.kill(block=False)
         status = "ok" if all(state == "ok" for state in states.values()) else "degraded"
-        return json_response({"status": status, "service": "gateway", "downstreams": states})
+        breakers = {self.payments_breaker.name: self.payments_breaker.state.label}
+        return json_response({"status": status, "service": "gateway", "downstreams": states, "breakers": breakers})
 
     def _probe(self, client: Downstream) -> str:
         try:
@@ -367,6 +375,8 @@ class Gateway:
             charge = self._charge(session, cart["total"], order_id)
         except _DownstreamError:
             return error_response(503, "payments unavailable")
+        if charge is None:
+            return error_response(503, "payments unavailable", breaker="open")
         if charge.status >= 500:
             return error_response(502, "payments error", upstream_status=charge.status)
         if charge.status != 200:
@@ -375,8 +385,9 @@ class Gateway:
         result = {"status": "confirmed", "order_id": order_id, "charge_id": charge.json()["id"]}
         return json_response({**result, "total": cart["total"], "items": cart["count"], "cart_cleared": cleared})
 
-    def _charge(self, session: str, amount: float, order_id: str) -> Reply:
-        """POST /charge with the call deadline, and once more after a short backoff on failure."""
+    def _charge(self, session: str, amount: float, order_id: str) -> Reply | None:
+        """POST /charge with the call deadline, and once more after a short backoff on failure;
+        None when the breaker is open (then, or by the retry)."""
         payload = {
             "amount": amount,
             "currency": "EUR",
@@ -385,13 +396,22 @@ class Gateway:
             "requested_at": round(time.time(), 3),  # payments refuses a request 5 minutes off its clock
         }
         try:
-            reply = self.payments.call("POST", "/charge", payload)
-            if reply.status < 500:
+            reply = self._charge_once(payload)
+            if reply is None or reply.status < 500:
                 return reply
         except _DownstreamError:
             pass
         gevent.sleep(self.config.retry_backoff * random.uniform(1.0, 1.5))
-        return self.payments.call("POST", "/charge", payload)
+        return self._charge_once(payload)
+
+    def _charge_once(self, payload: JSON) -> Reply | None:
+        """One POST /charge through the breaker (no answer or a 5xx is a failure); None, unsent,
+        while it is open."""
+        return self.payments_breaker.call(
+            lambda: self.payments.call("POST", "/charge", payload),
+            fallback=lambda: None,
+            failed=lambda reply: reply.status >= 500,
+        )
 
     def _clear_cart(self, session: str) -> bool:
         """The charge went through, so the order stands even if the cart cannot be emptied now."""

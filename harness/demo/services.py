@@ -23,7 +23,8 @@ from collections.abc import Callable
 import gevent
 from gevent import socket as gsocket
 
-from harness.demo.gateway import GatewayConfig, make_gateway
+from harness.demo.breaker import BreakerSettings
+from harness.demo.gateway import Gateway, GatewayConfig
 from harness.demo.shop import make_cart, make_catalog, make_payments, payments_journal_dir
 from harness.demo.web import HOST, App, log
 
@@ -32,7 +33,7 @@ __all__ = ["SERVICE_FACTORIES", "main", "parse_args", "serve"]
 
 def _build_gateway(args: argparse.Namespace) -> App:
     port = args.port
-    return make_gateway(
+    gateway = Gateway(
         GatewayConfig(
             catalog=(args.catalog_host, args.catalog_port or port + 1),
             cart=(args.cart_host, args.cart_port or port + 2),
@@ -41,8 +42,21 @@ def _build_gateway(args: argparse.Namespace) -> App:
             retry_backoff=args.retry_backoff,
             payments_name=args.payments_name,
             nameserver=_address(args.nameserver) if args.nameserver else None,
+            breaker=BreakerSettings(failures=args.breaker_failures, reset=args.breaker_reset),
         )
     )
+    return _instrumented(gateway.app, gateway)
+
+
+def _instrumented(app: App, gateway: Gateway | None = None) -> App:
+    """``app`` with its Prometheus metrics on GET /metrics (and the gateway's breaker's).
+
+    The metrics module is imported here, once gevent is patched: prometheus_client takes its
+    locks from ``threading`` when it is imported."""
+    from harness.demo.metrics import instrument
+
+    instrument(app, (gateway.payments_breaker,) if gateway is not None else ())
+    return app
 
 
 def _address(text: str) -> tuple[str, int]:
@@ -52,9 +66,11 @@ def _address(text: str) -> tuple[str, int]:
 
 SERVICE_FACTORIES: dict[str, Callable[[argparse.Namespace], App]] = {
     "gateway": _build_gateway,
-    "catalog": lambda args: make_catalog(),
-    "cart": lambda args: make_cart(),
-    "payments": lambda args: make_payments(journal_dir=args.journal_dir or payments_journal_dir(args.port)),
+    "catalog": lambda args: _instrumented(make_catalog()),
+    "cart": lambda args: _instrumented(make_cart()),
+    "payments": lambda args: _instrumented(
+        make_payments(journal_dir=args.journal_dir or payments_journal_dir(args.port))
+    ),
 }
 
 
@@ -81,6 +97,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--record", action="append", default=[], help="dns only: NAME=ADDRESS it answers")
     parser.add_argument("--timeout", type=float, default=1.0, help="gateway only: downstream call deadline (s)")
     parser.add_argument("--retry-backoff", type=float, default=0.1, help="gateway only: before the payments retry")
+    defaults = BreakerSettings()
+    parser.add_argument(
+        "--breaker-failures",
+        type=int,
+        default=defaults.failures,
+        help="gateway only: consecutive failed payments calls that open its circuit breaker (0: no breaker)",
+    )
+    parser.add_argument(
+        "--breaker-reset",
+        type=float,
+        default=defaults.reset,
+        help="gateway only: seconds the breaker stays open before one trial call",
+    )
     return parser.parse_args(argv)
 
 

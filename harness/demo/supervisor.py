@@ -38,6 +38,7 @@ import psutil
 
 from harness.chaos import clock_shim
 
+from .breaker import DEFAULT_BREAKER, BreakerSettings
 from .network import for_base_port
 from .victoria import METRICS_NAME, METRICS_OFFSET, metrics_command
 
@@ -172,9 +173,12 @@ def child_environment() -> dict[str, str]:
     return env
 
 
-def service_command(name: str, base_port: int, payments_netns: bool = False) -> list[str]:
+def service_command(
+    name: str, base_port: int, payments_netns: bool = False, breaker: BreakerSettings = DEFAULT_BREAKER
+) -> list[str]:
     """How the supervisor starts service ``name``; with ``payments_netns`` payments runs in the
-    demo's namespace (:mod:`harness.demo.network`) and the proxy forwards there."""
+    demo's namespace (:mod:`harness.demo.network`) and the proxy forwards there; ``breaker`` is
+    the gateway's circuit breaker around payments."""
     net = for_base_port(base_port)
     command = [sys.executable, "-m", SERVICES_MODULE, name, "--port", str(service_port(name, base_port))]
     if name == "payments" and payments_netns:
@@ -184,6 +188,7 @@ def service_command(name: str, base_port: int, payments_netns: bool = False) -> 
             command += [f"--{downstream}-port", str(service_port(downstream, base_port))]
         command += ["--payments-port", str(service_port("proxy", base_port))]  # through the fault proxy
         command += ["--payments-name", PAYMENTS_NAME, "--nameserver", f"127.0.0.1:{service_port('dns', base_port)}"]
+        command += ["--breaker-failures", str(breaker.failures), "--breaker-reset", repr(float(breaker.reset))]
     elif name == "proxy":
         command += ["--upstream-port", str(service_port("payments", base_port))]
         if payments_netns:
@@ -248,13 +253,16 @@ class Supervisor:
         log: logging.Logger,
         payments_netns: bool = False,
         clock_shims: tuple[str, ...] = (),
+        breaker: BreakerSettings = DEFAULT_BREAKER,
     ) -> None:
         self.directory = directory
         self.clock_shims = frozenset(clock_shims)
         self.base_port = base_port
         self.restart_delay = restart_delay
         self.log = log
-        self.children = [Child(name, service_command(name, base_port, payments_netns)) for name in SERVICE_NAMES]
+        self.children = [
+            Child(name, service_command(name, base_port, payments_netns, breaker)) for name in SERVICE_NAMES
+        ]
         payments_host = for_base_port(base_port).payments_address if payments_netns else "127.0.0.1"
         metrics = metrics_command(directory, base_port, payments_host)  # VictoriaMetrics, scraping them: first up
         if metrics is not None:
@@ -391,6 +399,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=[n for n in SERVICE_NAMES if n != "proxy"],
         help="start this service under harness's clock shim (time.skew faults); repeatable",
     )
+    defaults = BreakerSettings()
+    parser.add_argument(
+        "--breaker-failures",
+        type=int,
+        default=defaults.failures,
+        help="consecutive failed payments calls that open the gateway's circuit breaker (0: no breaker)",
+    )
+    parser.add_argument(
+        "--breaker-reset", type=float, default=defaults.reset, help="seconds the breaker stays open before a trial"
+    )
     return parser.parse_args(argv)
 
 
@@ -399,8 +417,9 @@ def main(argv: list[str] | None = None) -> int:
     directory = args.dir.resolve()
     directory.mkdir(parents=True, exist_ok=True)
     log = _logger(directory)
+    breaker = BreakerSettings(failures=args.breaker_failures, reset=args.breaker_reset)
     supervisor = Supervisor(
-        directory, args.base_port, args.restart_delay, log, args.payments_netns, tuple(args.clock_shim)
+        directory, args.base_port, args.restart_delay, log, args.payments_netns, tuple(args.clock_shim), breaker
     )
     return supervisor.run()
 

@@ -16,7 +16,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
 __all__ = [
     "HOST",
@@ -24,10 +24,13 @@ __all__ = [
     "MAX_BODY",
     "MAX_HEADER",
     "SESSION",
+    "UNMATCHED",
     "App",
     "Handler",
     "Request",
+    "RequestObserver",
     "Response",
+    "Route",
     "abort",
     "error_response",
     "health_handler",
@@ -42,7 +45,6 @@ MAX_BODY = 1 << 20  # nothing in the shop needs more; refuse rather than buffer 
 MAX_HEADER = 64 * 1024
 
 _STATUS_LINES = {s.value: f"{s.value} {s.phrase}" for s in http.HTTPStatus}
-_JSON_HEADERS = ("Content-Type", "application/json")
 
 
 def log(service: str, message: str) -> None:
@@ -94,10 +96,11 @@ class Request:
 
 @dataclass(frozen=True, slots=True)
 class Response:
-    """A status and an already-encoded JSON body (so the gateway can pass bodies through)."""
+    """A status and an already-encoded body (JSON unless said: the gateway passes bodies through)."""
 
     status: int
     body: bytes
+    content_type: str = "application/json"
 
 
 def abort(status: int, message: str, **extra: Any) -> NoReturn:
@@ -115,52 +118,92 @@ def error_response(status: int, message: str, **extra: Any) -> Response:
 
 Handler = Callable[..., Response]
 
+#: The route label of a request that matched no route (so a scan of random paths adds one series).
+UNMATCHED = "unmatched"
+_GROUP = re.compile(r"\(\?P<(\w+)>[^)]*\)")
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One entry of the route table. ``name`` is the pattern with each named group written
+    ``{group}`` (``/api/cart/{session}/items``): the low-cardinality label metrics use."""
+
+    method: str
+    pattern: re.Pattern[str]
+    handler: Handler
+    name: str
+
+
+class RequestObserver(Protocol):
+    """Told about every request an :class:`App` answers (the demo's Prometheus metrics)."""
+
+    def started(self, method: str, route: str) -> None: ...
+
+    def finished(self, method: str, route: str, status: int, seconds: float) -> None: ...
+
 
 @dataclass
 class App:
     """A WSGI application over a route table of ``(method, regex, handler)``.
 
     Path parameters are the regex's named groups, passed to the handler as keyword arguments.
-    Every answer is JSON with a Content-Length, which is what keeps pywsgi connections alive.
+    Every answer has a Content-Length, which is what keeps pywsgi connections alive. An
+    ``observer`` (None: none) is told when each request starts and how it ended.
     """
 
     service: str
-    routes: list[tuple[str, re.Pattern[str], Handler]] = field(default_factory=list)
+    routes: list[Route] = field(default_factory=list)
+    observer: RequestObserver | None = None
 
     def add(self, method: str, pattern: str, handler: Handler) -> None:
-        self.routes.append((method, re.compile(pattern + r"\Z"), handler))
+        name = _GROUP.sub(lambda group: "{" + group.group(1) + "}", pattern)
+        self.routes.append(Route(method, re.compile(pattern + r"\Z"), handler, name))
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         response = self.dispatch(environ)
         start_response(
             _STATUS_LINES.get(response.status, f"{response.status} Unknown"),
-            [_JSON_HEADERS, ("Content-Length", str(len(response.body)))],
+            [("Content-Type", response.content_type), ("Content-Length", str(len(response.body)))],
         )
         return [response.body]
 
     def dispatch(self, environ: dict[str, Any]) -> Response:
         method = environ["REQUEST_METHOD"]
         path = environ.get("PATH_INFO") or "/"
+        route, params = self._route(method, path)
+        observer = self.observer
+        if observer is None:
+            return self._answer(route, params, method, path, environ)
+        name = route.name if route is not None else UNMATCHED
+        observer.started(method, name)
+        started = time.perf_counter()
+        response = self._answer(route, params, method, path, environ)
+        observer.finished(method, name, response.status, time.perf_counter() - started)
+        return response
+
+    def _answer(
+        self, route: Route | None, params: dict[str, str], method: str, path: str, environ: dict[str, Any]
+    ) -> Response:
         try:
-            handler, params = self._match(method, path)
+            if route is None:
+                self._refuse(method, path)
             request = Request(method, path, environ.get("QUERY_STRING", ""), _read_body(environ))
-            return handler(request, **params)
+            return route.handler(request, **params)
         except _HTTPError as exc:
             return error_response(exc.status, exc.message, **exc.extra)
         except Exception as exc:  # a bug must answer 500, not drop the keep-alive connection
             log(self.service, f"internal error on {method} {path}: {exc!r}")
             return error_response(500, "internal error")
 
-    def _match(self, method: str, path: str) -> tuple[Handler, dict[str, str]]:
-        allowed = False
-        for route_method, pattern, handler in self.routes:
-            found = pattern.match(path)
-            if found is None:
-                continue
-            if route_method == method:
-                return handler, found.groupdict()
-            allowed = True
-        if allowed:
+    def _route(self, method: str, path: str) -> tuple[Route | None, dict[str, str]]:
+        for route in self.routes:
+            if route.method == method and (found := route.pattern.match(path)) is not None:
+                return route, found.groupdict()
+        return None, {}
+
+    def _refuse(self, method: str, path: str) -> NoReturn:
+        """405 when the path exists under another method, else 404."""
+        if any(route.pattern.match(path) for route in self.routes):
             abort(405, f"method {method} not allowed on {path}")
         abort(404, f"no such endpoint: {path}")
 

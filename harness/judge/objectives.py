@@ -285,6 +285,30 @@ def _latency(key: str) -> Callable[[Evidence], float]:
     return measure
 
 
+def _failed_latency(key: str) -> Callable[[Evidence], float]:
+    def measure(evidence: Evidence) -> float:
+        return evidence.stats.failed_ms()[key] if evidence.stats.failed else math.nan
+
+    return measure
+
+
+def _failed_plain(metric: Metric, value: float, evidence: Evidence, where: Where) -> Reading:
+    return Reading(
+        value, f"{metric.name} {metric.format(value)} over {where} ({evidence.stats.failed} failed requests)"
+    )
+
+
+def _failed_latency_row(name: str, key: str) -> Metric:
+    return Metric(
+        name,
+        MILLISECONDS,
+        _failed_latency(key),
+        per_second=True,
+        why="one second's merged latency histogram of failed requests gives it",
+        describe=_failed_plain,
+    )
+
+
 def _error_rate(evidence: Evidence) -> float:
     stats = evidence.stats
     if not stats.count:
@@ -437,6 +461,11 @@ METRICS: tuple[Metric, ...] = (
         takes=("errors",),
     ),
     Metric("rps", PER_SECOND, _rps, per_second=True, why="one second's requests (a second without any has 0)"),
+    # the latency of the failed requests alone (no data when none failed): fast failure, e.g.
+    # behind an open circuit breaker, as against failures that wait out a timeout
+    _failed_latency_row("failed_p50", "p50"),
+    _failed_latency_row("failed_p99", "p99"),
+    _failed_latency_row("failed_max", "max"),
     Metric(
         "recovery_time",
         SECONDS,

@@ -94,6 +94,8 @@ class EndpointStats:
     ``hist`` is the latency the SLOs judge. In the open model it is measured from each
     iteration's intended start (coordinated-omission corrected) and ``service`` keeps the raw
     service time beside it; in the closed model the two are the same and ``service`` is None.
+    ``failed`` is the same latency of the failed requests alone (None until one fails): how
+    fast a service fails (a circuit breaker's fast failures) is invisible in ``hist``.
     """
 
     count: int = 0
@@ -101,6 +103,7 @@ class EndpointStats:
     bytes: int = 0
     hist: HdrHistogram = field(default_factory=new_histogram)
     service: HdrHistogram | None = None
+    failed_hist: HdrHistogram | None = None
 
     @property
     def failed(self) -> int:
@@ -115,6 +118,9 @@ class EndpointStats:
         self.bytes += size
         if failure:
             self.failures[failure] += 1
+            if self.failed_hist is None:
+                self.failed_hist = new_histogram()
+            self.failed_hist.record_value(_clamp(latency_us))
         self.hist.record_value(_clamp(latency_us))
 
     def merge(self, other: EndpointStats) -> None:
@@ -127,6 +133,10 @@ class EndpointStats:
             if self.service is None:
                 self.service = new_histogram()
             self.service.add(other.service)
+        if other.failed_hist is not None and other.failed_hist.get_total_count():
+            if self.failed_hist is None:
+                self.failed_hist = new_histogram()
+            self.failed_hist.add(other.failed_hist)
 
     def latency_ms(self) -> dict[str, float]:
         """p50..p999, max and mean in milliseconds; NaN when there were no requests."""
@@ -135,6 +145,10 @@ class EndpointStats:
     def service_ms(self) -> dict[str, float] | None:
         """The same figures for the raw service time (open model only), else None."""
         return None if self.service is None else _latency_ms(self.service)
+
+    def failed_ms(self) -> dict[str, float]:
+        """The same figures for the failed requests alone; NaN when none failed."""
+        return _latency_ms(self.failed_hist if self.failed_hist is not None else new_histogram())
 
     def to_wire(self, method: str, name: str) -> dict[str, Any]:
         data = {
@@ -147,18 +161,22 @@ class EndpointStats:
         }
         if self.service is not None and self.service.get_total_count():
             data["hs"] = self.service.encode().decode("ascii")
+        if self.failed_hist is not None and self.failed_hist.get_total_count():
+            data["hf"] = self.failed_hist.encode().decode("ascii")
         return data
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> EndpointStats:
         hist = HdrHistogram.decode(data["h"]) if data.get("h") else new_histogram()
         service = HdrHistogram.decode(data["hs"]) if data.get("hs") else None
+        failed = HdrHistogram.decode(data["hf"]) if data.get("hf") else None
         return cls(
             count=int(data["c"]),
             failures=Counter(data.get("f") or {}),
             bytes=int(data["b"]),
             hist=hist,
             service=service,
+            failed_hist=failed,
         )
 
 
@@ -241,7 +259,7 @@ class _Tally:
     histogram once per second when the window is sent. The histogram is the same either way.
     """
 
-    __slots__ = ("bytes", "count", "failures", "latencies", "service")
+    __slots__ = ("bytes", "count", "failed", "failures", "latencies", "service")
 
     def __init__(self) -> None:
         self.count = 0
@@ -249,6 +267,7 @@ class _Tally:
         self.failures: dict[str, int] = {}
         self.latencies: dict[int, int] = {}
         self.service: dict[int, int] | None = None
+        self.failed: dict[int, int] | None = None  # the failed requests' latencies (a success costs nothing more)
 
     def stats(self) -> EndpointStats:
         return EndpointStats(
@@ -257,6 +276,7 @@ class _Tally:
             bytes=self.bytes,
             hist=_histogram(self.latencies),
             service=None if self.service is None else _histogram(self.service),
+            failed_hist=None if self.failed is None else _histogram(self.failed),
         )
 
 
@@ -306,6 +326,10 @@ class WindowRecorder:
         tally.bytes += size
         if failure:
             tally.failures[failure] = tally.failures.get(failure, 0) + 1
+            failed = tally.failed
+            if failed is None:
+                failed = tally.failed = {}
+            failed[latency_us] = failed.get(latency_us, 0) + 1
         latencies = tally.latencies
         latencies[latency_us] = latencies.get(latency_us, 0) + 1
         if service_us is not None:
