@@ -214,3 +214,22 @@ results: {{url: {influxd.url}, database: {db}}}
     kill = next(e for e in summary["events"] if e["kind"] == "fault" and e["state"] == "start")
     tripped = guard["second"] - summary["started"]
     assert kill["offset"] < tripped < 14, (kill, guard)  # during the kill, not before it
+
+
+# ---------------------------------------------------------------- the report
+
+
+def test_the_reports_probe_chart_puts_each_value_in_its_second_and_a_failed_poll_is_a_gap(tmp_path: Path) -> None:
+    from harness.review.plots import chart_data, plots
+    from harness.review.report_model import ProbeLine, ReportData, Second
+
+    seconds = tuple(Second(s, 10, 0, 1.0, 2.0, 3.0) for s in range(1000, 1005))
+    line = ProbeLine("in_flight", ((1000.4, 2.0), (1001.5, 3.0), (1003.2, 5.0)))  # 1002: the poll failed
+    data = ReportData("r", "s", "passed", "", 1000.0, 1005.0, seconds=seconds, probes=(line,))
+    chart = chart_data(data)
+    assert chart is not None
+    [probe] = chart["probes"]
+    assert probe["label"] == "in_flight" and probe["values"] == [2.0, 3.0, None, 5.0, None]
+    assert 'id="chart-probes"' in plots(data)
+    without = ReportData("r", "s", "passed", "", 1000.0, 1005.0, seconds=seconds)
+    assert 'id="chart-probes"' not in plots(without)
