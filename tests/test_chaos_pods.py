@@ -227,6 +227,33 @@ def test_pod_failure_freezes_one_pod_and_thaws_it(node: list[Pod], kubeconfig: P
     assert freeze.read_text().strip() == "0" and get(pod.ip)[0] == pod.name
 
 
+def test_a_frozen_pod_is_thawed_by_the_watchdog_and_by_recover(node: list[Pod], kubeconfig: Path) -> None:
+    """A lapsed lease (the watchdog's pass over the journal) and ``harness recover`` thaw it from the record alone."""
+    from harness.chaos.watchdog import Watchdog
+
+    fault = _fault("kubernetes.pod_failure").model_copy(update={"name": "freeze-leased"})
+    refs, pod, _others = _chosen(fault, node)
+    freeze = Path(pod.pod_dirs[0], "cgroup.freeze")
+    journal = Journal("pods-lease.1")
+    [member] = pod_faults.member_faults(fault, refs)
+    family_of(member.kind).inject(member, InjectContext("pods-lease.1", journal, lease_until=time.time() + 0.3))
+    assert freeze.read_text().strip() == "1"
+    time.sleep(0.5)
+    Watchdog(journal.directory).scan()
+    assert freeze.read_text().strip() == "0" and get(pod.ip)[0] == pod.name
+
+    lost = fault.model_copy(update={"name": "freeze-lost"})
+    [member] = pod_faults.member_faults(lost, refs)
+    family_of(member.kind).inject(
+        member, InjectContext("pods-lost.1", Journal("pods-lost.1"))
+    )  # no lease: the run died
+    assert freeze.read_text().strip() == "1"
+    done = _harness("recover")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"thawed {freeze}" in done.stdout, done.stdout
+    assert freeze.read_text().strip() == "0" and get(pod.ip)[0] == pod.name
+
+
 def test_stress_lands_in_that_pods_cgroup(node: list[Pod], kubeconfig: Path) -> None:
     fault = _fault("stress.cpu", params={"workers": 1, "load": 10})
     refs, pod, others = _chosen(fault, node)
