@@ -4,6 +4,8 @@
   searches, adds to the cart, looks at the cart and sometimes checks out. Use it for realistic
   closed-model scenarios and for chaos runs: checkout is the path that goes through payments.
 - ``Browser``: product pages only, no think time. Use it for throughput (requests/s) scenarios.
+- ``Buyer``: checks out again and again with a short pause: tens of checkouts/s, the load that
+  shows how checkout fails (scenarios/demo-breaker.yaml: fast, behind the gateway's breaker).
 
 Request names are fixed, so a run has a few stable endpoints rather than one per URL:
 ``/``, ``/api/products``, ``/api/products/[id]``, ``/api/search``, ``/api/cart/[session]/items``,
@@ -108,3 +110,24 @@ class Browser(ShopUser):
     @task(1)
     def product_list(self) -> None:
         self.client.get("/api/products", name="/api/products")
+
+
+class Buyer(ShopUser):
+    """Checks out again and again, 0.1-0.3 s apart: one item in the cart, then checkout until
+    an order is confirmed (a failed checkout keeps the cart), then a new item."""
+
+    wait_time = between(0.1, 0.3)
+
+    def on_start(self) -> None:
+        self.session = f"b{uuid.uuid4().hex[:16]}"
+        self.filled = False
+
+    @task
+    def buy(self) -> None:
+        if not self.filled:
+            body = {"product_id": self.pick_product(), "qty": 1}
+            added = self.client.post(f"/api/cart/{self.session}/items", json=body, name="/api/cart/[session]/items")
+            self.filled = bool(added.ok)
+        if self.filled:
+            order = self.client.post(f"/api/checkout/{self.session}", name="/api/checkout/[session]")
+            self.filled = not order.ok  # a confirmed order empties the cart

@@ -278,35 +278,13 @@ class Metric:
         return self.describe(self, self.measure(evidence), evidence, where)
 
 
-def _latency(key: str) -> Callable[[Evidence], float]:
+def _latency(key: str, failed: bool) -> Callable[[Evidence], float]:
     def measure(evidence: Evidence) -> float:
+        if failed:  # the failed requests alone: NaN (no data) when none failed
+            return evidence.stats.failed_ms()[key] if evidence.stats.failed else math.nan
         return evidence.stats.latency_ms()[key] if evidence.stats.count else math.nan
 
     return measure
-
-
-def _failed_latency(key: str) -> Callable[[Evidence], float]:
-    def measure(evidence: Evidence) -> float:
-        return evidence.stats.failed_ms()[key] if evidence.stats.failed else math.nan
-
-    return measure
-
-
-def _failed_plain(metric: Metric, value: float, evidence: Evidence, where: Where) -> Reading:
-    return Reading(
-        value, f"{metric.name} {metric.format(value)} over {where} ({evidence.stats.failed} failed requests)"
-    )
-
-
-def _failed_latency_row(name: str, key: str) -> Metric:
-    return Metric(
-        name,
-        MILLISECONDS,
-        _failed_latency(key),
-        per_second=True,
-        why="one second's merged latency histogram of failed requests gives it",
-        describe=_failed_plain,
-    )
 
 
 def _error_rate(evidence: Evidence) -> float:
@@ -439,7 +417,9 @@ _LATENCY_WHY = "one second's merged latency histogram gives it"
 
 
 def _latency_row(name: str, *aliases: str) -> Metric:
-    return Metric(name, MILLISECONDS, _latency(name), per_second=True, why=_LATENCY_WHY, aliases=aliases)
+    """A latency row; ``failed_<p>`` is the latency ``<p>`` of the failed requests alone."""
+    key, failed = name.removeprefix("failed_"), name.startswith("failed_")
+    return Metric(name, MILLISECONDS, _latency(key, failed), per_second=True, why=_LATENCY_WHY, aliases=aliases)
 
 
 #: The table. Its order is the order metrics are listed in to users.
@@ -461,11 +441,9 @@ METRICS: tuple[Metric, ...] = (
         takes=("errors",),
     ),
     Metric("rps", PER_SECOND, _rps, per_second=True, why="one second's requests (a second without any has 0)"),
-    # the latency of the failed requests alone (no data when none failed): fast failure, e.g.
-    # behind an open circuit breaker, as against failures that wait out a timeout
-    _failed_latency_row("failed_p50", "p50"),
-    _failed_latency_row("failed_p99", "p99"),
-    _failed_latency_row("failed_max", "max"),
+    _latency_row("failed_p50"),  # failing fast (an open breaker) or after a timeout
+    _latency_row("failed_p99"),
+    _latency_row("failed_max"),
     Metric(
         "recovery_time",
         SECONDS,

@@ -1,10 +1,10 @@
 """Per-second windows of request statistics, and their exact merge across processes.
 
-Pure (hdrhistogram is the only third-party import). A Locust subprocess records every
-request into a window per (second, method, name): count, failures by kind, bytes and an
-HdrHistogram of latency in microseconds. Windows travel as :class:`harness.load.protocol.Window`
-reports with the histogram encoded; the aggregator merges the histograms themselves, so every percentile it reports
-is computed from all samples of all processes and never averaged.
+Pure (hdrhistogram is the only third-party import). A Locust subprocess records every request into a window per
+(second, method, name): count, failures by kind, bytes and HdrHistograms of latency in microseconds (of all requests,
+and of the failed ones). Windows travel as :class:`harness.load.protocol.Window` reports with the histograms encoded;
+the aggregator merges the histograms themselves, so every percentile it reports is computed from all samples of all
+processes and never averaged.
 """
 
 from __future__ import annotations
@@ -94,8 +94,7 @@ class EndpointStats:
     ``hist`` is the latency the SLOs judge. In the open model it is measured from each
     iteration's intended start (coordinated-omission corrected) and ``service`` keeps the raw
     service time beside it; in the closed model the two are the same and ``service`` is None.
-    ``failed`` is the same latency of the failed requests alone (None until one fails): how
-    fast a service fails (a circuit breaker's fast failures) is invisible in ``hist``.
+    ``failed_hist``: the failed requests' latency alone (None until one fails; how fast they fail).
     """
 
     count: int = 0
@@ -118,8 +117,7 @@ class EndpointStats:
         self.bytes += size
         if failure:
             self.failures[failure] += 1
-            if self.failed_hist is None:
-                self.failed_hist = new_histogram()
+            self.failed_hist = self.failed_hist or new_histogram()
             self.failed_hist.record_value(_clamp(latency_us))
         self.hist.record_value(_clamp(latency_us))
 
@@ -134,8 +132,7 @@ class EndpointStats:
                 self.service = new_histogram()
             self.service.add(other.service)
         if other.failed_hist is not None and other.failed_hist.get_total_count():
-            if self.failed_hist is None:
-                self.failed_hist = new_histogram()
+            self.failed_hist = self.failed_hist or new_histogram()
             self.failed_hist.add(other.failed_hist)
 
     def latency_ms(self) -> dict[str, float]:
@@ -170,14 +167,7 @@ class EndpointStats:
         hist = HdrHistogram.decode(data["h"]) if data.get("h") else new_histogram()
         service = HdrHistogram.decode(data["hs"]) if data.get("hs") else None
         failed = HdrHistogram.decode(data["hf"]) if data.get("hf") else None
-        return cls(
-            count=int(data["c"]),
-            failures=Counter(data.get("f") or {}),
-            bytes=int(data["b"]),
-            hist=hist,
-            service=service,
-            failed_hist=failed,
-        )
+        return cls(int(data["c"]), Counter(data.get("f") or {}), int(data["b"]), hist, service, failed)
 
 
 def _clamp(latency_us: int) -> int:
@@ -267,7 +257,7 @@ class _Tally:
         self.failures: dict[str, int] = {}
         self.latencies: dict[int, int] = {}
         self.service: dict[int, int] | None = None
-        self.failed: dict[int, int] | None = None  # the failed requests' latencies (a success costs nothing more)
+        self.failed: dict[int, int] = {}  # the failed requests' latencies (a success costs nothing more)
 
     def stats(self) -> EndpointStats:
         return EndpointStats(
@@ -276,7 +266,7 @@ class _Tally:
             bytes=self.bytes,
             hist=_histogram(self.latencies),
             service=None if self.service is None else _histogram(self.service),
-            failed_hist=None if self.failed is None else _histogram(self.failed),
+            failed_hist=_histogram(self.failed) if self.failed else None,
         )
 
 
@@ -326,10 +316,7 @@ class WindowRecorder:
         tally.bytes += size
         if failure:
             tally.failures[failure] = tally.failures.get(failure, 0) + 1
-            failed = tally.failed
-            if failed is None:
-                failed = tally.failed = {}
-            failed[latency_us] = failed.get(latency_us, 0) + 1
+            tally.failed[latency_us] = tally.failed.get(latency_us, 0) + 1
         latencies = tally.latencies
         latencies[latency_us] = latencies.get(latency_us, 0) + 1
         if service_us is not None:
