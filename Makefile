@@ -6,15 +6,16 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 HARNESS := $(VENV)/bin/harness
 # What `make demo` needs: Python, the embedded InfluxDB, `ip` for the demo's network namespace, curl for
-# the commands harness prints to load results later. scenarios/demo.yaml's only fault is process.kill.
-DEMO_APT := python3 python3-venv influxdb iproute2 curl
+# the commands harness prints to load results later, VictoriaMetrics for the demo's metrics (scenario
+# probes: `harness demo up` runs it). scenarios/demo.yaml's only fault is process.kill.
+DEMO_APT := python3 python3-venv influxdb iproute2 curl victoria-metrics
 # What the other fault families use on a node (`make setup`: a runner for any scenario, e.g. a CI gate).
 # faketime: libfaketime, which time.skew's clock shim preloads; fuse3/libfuse3-3: io faults' FUSE server.
 FAULT_APT := nftables stress-ng faketime fuse3 libfuse3-3
 # What only the tests (and benchmarks) use: nginx and wrk as targets and load, User-Mode Linux for real
-# netem, VictoriaMetrics for the InfluxDB v2 write API, Chromium for the report, faketime for skewed clocks,
-# dnsmasq as the DNS server of the dns faults' test namespaces.
-TEST_APT := $(DEMO_APT) $(FAULT_APT) dnsmasq-base nginx-light wrk user-mode-linux kmod victoria-metrics chromium faketime \
+# netem, Chromium for the report, faketime for skewed clocks (VictoriaMetrics, from DEMO_APT, is also the
+# InfluxDB v2 write API's test server), dnsmasq as the DNS server of the dns faults' test namespaces.
+TEST_APT := $(DEMO_APT) $(FAULT_APT) dnsmasq-base nginx-light wrk user-mode-linux kmod chromium faketime \
 	procps psmisc python3-dev gcc golang-go
 PYTEST_ARGS ?=
 

@@ -6,7 +6,8 @@
     ├── ScenarioError                 exit 2  invalid scenario file: one or more located problems
     ├── ConfigError                   exit 2  invalid command line, environment or host configuration
     │   ├── RunNotFound               exit 2  a run asked for by id is neither under runs/ nor in InfluxDB
-    │   └── CapabilityMissing         exit 2  a probe of `harness doctor` found a capability missing
+    │   ├── CapabilityMissing         exit 2  a probe of `harness doctor` found a capability missing
+    │   └── ProbeFailed               exit 2  a scenario probe's source did not answer, or its query gave no one number
     ├── RunFailed                     exit 1  the run completed and an SLO failed
     ├── RunAborted                    exit 4  a guard tripped; faults were reverted and load stopped
     ├── RunInvalid                    exit 5  load not delivered or results incomplete
@@ -50,6 +51,7 @@ __all__ = [
     "HarnessError",
     "KubeFaultError",
     "LoadError",
+    "ProbeFailed",
     "Problem",
     "RecoverFailed",
     "ResultsError",
@@ -219,6 +221,13 @@ class CapabilityMissing(ConfigError):
     """A capability a fault needs is missing on this host: the message says why and how to fix it.
 
     ``harness doctor``'s probes raise it and turn it into that capability's reason."""
+
+
+class ProbeFailed(ConfigError):
+    """A scenario probe's source did not answer, or its query gave no single number.
+
+    Before the run (the preflight) it is exit 2 with nothing started; during the run a failed poll
+    is recorded as an event and the SLOs on the probe have no data for it."""
 
 
 class GrafanaError(HarnessError):

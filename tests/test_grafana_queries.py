@@ -87,7 +87,11 @@ slos:
   - name: steady-p99
     objective: p99 < 2s
     window: steady
-{slos}{guards}results:
+{slos}{guards}probes:  # the probes panel: this run's own request count, read back from InfluxDB by its run id
+  influxdb: {{url: {url}, database: {database}}}
+  every: 1s
+  queries: [{{name: served, influxql: 'SELECT sum("count") FROM "harness_totals" WHERE "run_id" = ''{{{{run_id}}}}'''}}]
+results:
   url: {url}
   database: {database}
 """

@@ -39,7 +39,8 @@ import pytest
 
 from harness.errors import ScenarioError
 from harness.judge.guards import GuardWatch
-from harness.judge.objectives import EXTRA_KEYS, METRICS, Metric
+from harness.judge.objectives import EXTRA_KEYS, METRICS, Metric, lookup
+from harness.judge.probe_samples import ProbeSample
 from harness.judge.slo import SloBook, SloStatus
 from harness.load.protocol import Health
 from harness.measure.heal import HealTime
@@ -71,6 +72,9 @@ load:
 faults:
   - {name: F, kind: process.pause, at: 10s, duration: 5s, target: {pattern: payments},
      heal: {url: 'http://127.0.0.1:8703/health'}}
+probes:  # a server-side count of the requests it served each second (the probe row's case)
+  prometheus: http://127.0.0.1:9
+  queries: [{name: served, promql: 'sum(rate(served_total[1s]))'}]
 """
 
 # The run starts at epoch 1000.6; second s belongs to a window when its midpoint s + 0.5 - START
@@ -199,6 +203,16 @@ class Case:
     guard_keys: str = ""
     window: range = RUN
     heals: dict[str, HealTime] | None = None  # what the run measured from the system's side
+    probe: bool = False  # a probe's row: its samples are each second's count of requests, polled mid-second
+
+
+def served(window: Window) -> float:
+    """The probe case: the worst (highest) of the per-second counts a server reports."""
+    return float(max(len(requests) for requests in window.values()))
+
+
+def _served_sample(second: int, requests: list[Request]) -> ProbeSample:
+    return ProbeSample("served", second + 0.5, float(len(requests)))
 
 
 def _latency_case(p: str, value: Callable[[Window], float] | None = None) -> Case:
@@ -247,6 +261,7 @@ CASES: dict[str, Case] = {
         "budget_burn > 1% for 3s",
         ", budget: {availability: 99%, period: 1d}",
     ),
+    "probe": Case("objective: 'probe:served < 1000'", served, "probe:served < 100 for 3s", probe=True),
 }
 
 ROWS = [pytest.param(row, id=row.name) for row in METRICS]
@@ -291,13 +306,15 @@ def test_an_slo_measures_what_the_raw_requests_give(
     raw, closed = run
     for second in closed:
         book.observe(second)
+        if case.probe:
+            book.observe_probe(_served_sample(second.second, raw[second.second]))
     [result] = book.results(case.heals)
 
     window = {second: raw[second] for second in case.window}
     requests = _all(window)
     expected = case.value(window)
     assert math.isfinite(expected) and expected > 0  # a value that shows the metric was measured
-    assert result.metric == row.name
+    assert lookup(result.metric) == row and result.metric == scenario.slos[0].objective.metric
     assert result.measured == pytest.approx(expected, rel=1e-3)  # HDR keeps 3 significant digits
     assert result.requests == len(requests) and result.seconds == len(window)
     assert result.passed is scenario.slos[0].objective.holds(result.measured)
@@ -331,14 +348,18 @@ def test_a_guard_trips_when_its_condition_has_held_for_its_seconds_and_not_befor
     watch = GuardWatch(list(scenario.guards))
     # two bad seconds, a good one, then bad ones: the third in a row is 1007
     timeline = [_second(s, s in (1001, 1004)) for s in range(1001, 1008)]
-    for closed, _ in timeline[:-1]:
-        assert watch.observe(closed) is None, closed.second
+    for closed, raw in timeline:
+        if case.probe:
+            watch.observe_probe(_served_sample(closed.second, raw[closed.second]))
+        if closed.second < 1007:
+            assert watch.observe(closed) is None, closed.second
     closed, raw = timeline[-1]
     trip = watch.observe(closed)
     assert trip is not None
     assert (trip.guard, trip.second, trip.condition) == ("g", 1007, case.condition)
     assert trip.value == pytest.approx(case.value(raw), rel=1e-3)  # HDR keeps 3 significant digits
-    assert trip.message == f"guard 'g' tripped: {row.name} was {row.format(trip.value)} ({case.condition})"
+    named = guard.condition.breach.metric  # the row's name; probe:NAME for the probe row
+    assert trip.message == f"guard 'g' tripped: {named} was {row.format(trip.value)} ({case.condition})"
 
 
 @pytest.mark.parametrize("row", WHOLE_WINDOW)
@@ -411,7 +432,9 @@ def test_aliases_and_units_are_the_rows() -> None:
     for row in METRICS:
         unit = next(iter(row.quantity.units))
         for name in (row.name, *row.aliases):
-            assert parse_objective(f"{name} < 1{unit}").metric == row.name
+            written = "probe:served" if row.name == "probe" else name  # a probe objective names its probe
+            parsed = parse_objective(f"{written} < 1{unit}").metric
+            assert parsed == (written if row.name == "probe" else row.name) and lookup(parsed) == row
 
 
 # ---------------------------------------------------------------- a real run a burn_rate guard aborts

@@ -159,6 +159,10 @@ WRITTEN: dict[str, Any] = {
         ],
         "summary_line": "baseline last-pass: 1 regression: p99 of all endpoints in phase steady (+125%)",
     },
+    "probes": [
+        {"name": "inflight", "language": "promql", "query": "sum(demo_in_flight)", "failures": 1}
+        | {"values": [{"offset": 2.0, "value": 3.0}, {"offset": 4.0, "value": None}]},
+    ],
     "events": [
         {"time": 1700000000.25, "offset": 0.0, "kind": "run", "name": "shop", "state": "start", "text": "run started"},
         {"time": 1700000001.0, "offset": 0.75, "kind": "stage", "name": "s", "state": "start", "text": "stage s"}

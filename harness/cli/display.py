@@ -120,6 +120,16 @@ def print_plan(
         for guard in scenario.guards:
             guards.add_row(escape(guard.name), escape(guard.condition.text))
         console.print(guards)
+    if scenario.probes:
+        probes = Table(
+            title=f"probes (polled every {format_duration(scenario.probes.every)}; SLOs name them probe:NAME)"
+        )
+        for column in ("probe", "language", "source", "query"):
+            probes.add_column(column)
+        for probe in scenario.probes.queries:
+            source = scenario.probes.source_of(probe)
+            probes.add_row(*map(escape, (probe.name, probe.language, source, probe.query)))
+        console.print(probes)
     if placement:
         where = Table(title="placement (where each actor runs)")
         where.add_column("actor")

@@ -207,6 +207,12 @@ def demo_up(
     )
     typer.echo(f"demo shop up at {info.base_url} (supervisor pid {info.supervisor_pid}, state in {info.directory})")
     typer.echo(f"fault proxy in front of payments: 127.0.0.1:{base_port + 4}, control API 127.0.0.1:{base_port + 5}")
+    if info.metrics_url is not None:
+        typer.echo(
+            f"metrics (Prometheus query API, for probes): {info.metrics_url}, scraping every service each second"
+        )
+    else:
+        typer.echo("metrics: not started (apt-get install victoria-metrics for the demo's Prometheus query API)")
     net = info.payments_netns
     if net is not None:
         typer.echo(

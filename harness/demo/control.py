@@ -29,6 +29,7 @@ from harness.errors import ConfigError, DemoError
 from harness.paths import data_dir
 
 from . import network
+from . import victoria as metrics
 from .breaker import DEFAULT_BREAKER, BreakerSettings
 from .supervisor import (
     CONTROL_OFFSET,
@@ -84,6 +85,7 @@ class DemoInfo:
     supervisor_pid: int
     payments_netns: network.DemoNet | None = None  # None: payments is on loopback
     note: str = ""  # why payments is on loopback, when it is
+    metrics_url: str | None = None  # the demo's VictoriaMetrics (Prometheus query API); None: not installed
 
 
 def default_directory() -> Path:
@@ -249,6 +251,7 @@ def _check_ports_free(base_port: int, catalog_instances: int = 1) -> None:
         **{port: f"catalog-{i + 2}" for i, port in enumerate(replicas)},
         base_port + CONTROL_OFFSET: "proxy control",
         base_port + DNS_CONTROL_OFFSET: "dns control",
+        **({metrics.metrics_port(base_port): "victoria-metrics"} if metrics.available() else {}),
     }
     busy = [(port, name) for port, name in ports.items() if not _port_free(port)]
     if not busy:
@@ -334,13 +337,22 @@ def _wait_until_ready(
             raise DemoError(f"the demo supervisor exited during start-up{_log_tail(directory)}")
         pids = {name: pid for name, pid in _service_pids(directory).items() if pid is not None}
         if len(pids) == len(SERVICE_NAMES) and _healthy(base_url, all_healthy):
-            return DemoInfo(directory, base_url, pids, supervisor_pid)
+            return DemoInfo(directory, base_url, pids, supervisor_pid, metrics_url=_metrics(base_port, deadline))
         if time.monotonic() >= deadline:
             raise DemoError(f"the demo was not healthy within {timeout:g} s; logs are in {directory}")
         time.sleep(0.1)
 
 
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via $http_proxy
+
+
+def _metrics(base_port: int, deadline: float) -> str | None:
+    """The demo's VictoriaMetrics URL once it answers (a probe's preflight may ask at once), None without it."""
+    if not metrics.available():
+        return None
+    if not metrics.wait_ready(base_port, max(1.0, deadline - time.monotonic())):
+        raise DemoError(f"the demo's VictoriaMetrics did not answer on {metrics.metrics_url(base_port)}")
+    return metrics.metrics_url(base_port)
 
 
 def _healthy(base_url: str, all_healthy: bool) -> bool:
@@ -401,7 +413,7 @@ def _service_pids(directory: Path) -> dict[str, int | None]:
 
 
 def _remove_pid_files(directory: Path) -> None:
-    for name in (SUPERVISOR, *SERVICE_NAMES):
+    for name in (SUPERVISOR, *SERVICE_NAMES, metrics.METRICS_NAME):
         remove_pid_file(pid_file(directory, name))
 
 

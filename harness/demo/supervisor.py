@@ -40,6 +40,7 @@ from harness.chaos import clock_shim
 
 from .breaker import DEFAULT_BREAKER, BreakerSettings
 from .network import for_base_port
+from .victoria import METRICS_NAME, METRICS_OFFSET, metrics_command
 
 __all__ = [
     "CONTROL_OFFSET",
@@ -73,7 +74,7 @@ SERVICE_NAMES = ("catalog", "cart", "payments", "proxy", "dns", "gateway")  # st
 PORT_OFFSETS = {"gateway": 0, "catalog": 1, "cart": 2, "payments": 3, "proxy": 4, "dns": 6}
 CONTROL_OFFSET = 5
 DNS_CONTROL_OFFSET = 7
-PORTS_USED = DNS_CONTROL_OFFSET + 1
+PORTS_USED = METRICS_OFFSET + 1  # the last: the demo's VictoriaMetrics (harness.demo.victoria)
 PAYMENTS_NAME = "payments.shop.demo"
 #: What the demo's DNS server answers (every name points at loopback, where the services listen).
 DEMO_RECORDS = {PAYMENTS_NAME: "127.0.0.1", "catalog.shop.demo": "127.0.0.1", "cart.shop.demo": "127.0.0.1"}
@@ -286,6 +287,10 @@ class Supervisor:
         ]
         for i, port in enumerate(catalog_replica_ports(base_port, catalog_instances)):  # before the gateway
             self.children.insert(1, Child(f"catalog-{i + 2}", service_command("catalog", base_port, port=port)))
+        payments_host = for_base_port(base_port).payments_address if payments_netns else "127.0.0.1"
+        metrics = metrics_command(directory, base_port, payments_host)  # VictoriaMetrics, scraping them: first up
+        if metrics is not None:
+            self.children.insert(0, Child(METRICS_NAME, metrics))
         self._stop_signal: int | None = None
         self._env = child_environment()
         self._preexec = die_with_parent()

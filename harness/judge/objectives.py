@@ -17,6 +17,8 @@ Pure, and imports nothing of harness but its units (:mod:`.units`) when it loads
 package imports it.
 """
 
+# long: the table is one module on purpose (every metric is a row here and nowhere else); with the
+# system-side rows (heal_time, probe) and their readings it passed 500 lines.
 from __future__ import annotations
 
 import math
@@ -25,7 +27,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
-from harness.judge.units import FACTOR, MILLISECONDS, PER_SECOND, SECONDS, SHARE, Quantity, format_duration
+from harness.judge.units import FACTOR, MILLISECONDS, NUMBER, PER_SECOND, SECONDS, SHARE, Quantity, format_duration
 
 if TYPE_CHECKING:  # only its attributes are read: loading measure here would load it for every scenario
     from harness.measure.heal import HealTime
@@ -34,10 +36,12 @@ if TYPE_CHECKING:  # only its attributes are read: loading measure here would lo
 __all__ = [
     "EXTRA_KEYS",
     "METRICS",
+    "PROBE_PREFIX",
     "Budget",
     "Evidence",
     "ExtraKey",
     "Metric",
+    "ProbeWindow",
     "Reading",
     "Recovery",
     "Second",
@@ -49,6 +53,7 @@ __all__ = [
     "format_metric",
     "key_problems",
     "lookup",
+    "probe_name",
     "recovery_seconds",
 ]
 
@@ -88,6 +93,16 @@ class Recovery:
 
 
 @dataclass(frozen=True)
+class ProbeWindow:
+    """A probe's values polled in a window, its failed polls, and which end is worst (high for ``<``)."""
+
+    name: str
+    values: tuple[float, ...]
+    failed: int = 0
+    worst_high: bool = True
+
+
+@dataclass(frozen=True)
 class Evidence:
     """What an objective is measured from: the statistics of its window's seconds merged, how many
     seconds that was, and what the SLO or guard adds (its extra keys; the window's seconds one by
@@ -99,6 +114,7 @@ class Evidence:
     budget: Budget | None = None
     recovery: Recovery | None = None
     by_second: Mapping[int, Second] = field(default_factory=dict)
+    probe: ProbeWindow | None = None
     heal: HealTime | None = None
 
 
@@ -353,6 +369,25 @@ def _describe_recovery_time(metric: Metric, value: float, evidence: Evidence, wh
     return Reading(value, f"recovery_time {metric.format(value)} after {rule.fault}{where.on} ({good})")
 
 
+def _probe(evidence: Evidence) -> float:
+    """The worst sample of the window: the objective must hold for every value the probe saw."""
+    probe = evidence.probe
+    if probe is None or not probe.values:
+        return math.nan
+    return max(probe.values) if probe.worst_high else min(probe.values)
+
+
+def _describe_probe(metric: Metric, value: float, evidence: Evidence, where: Where) -> Reading:
+    probe = evidence.probe or ProbeWindow("?", ())
+    failed = f", {probe.failed} polls failed" if probe.failed else ""
+    if not probe.values:
+        return Reading(math.nan, f"no samples of probe:{probe.name} over {where}{failed}")
+    worst = "highest" if probe.worst_high else "lowest"
+    return Reading(
+        value, f"probe:{probe.name} {worst} {metric.format(value)} of {len(probe.values)} samples{failed} over {where}"
+    )
+
+
 def _heal_time(evidence: Evidence) -> float:
     """Seconds from the fault's end (a kill: the kill) until the system was seen whole; inf when it never was."""
     heal = evidence.heal
@@ -456,23 +491,39 @@ METRICS: tuple[Metric, ...] = (
         takes=("budget",),
         describe=_describe_budget_burn,
     ),
+    Metric(
+        "probe",
+        NUMBER,
+        _probe,
+        per_second=True,
+        why="a guard judges the probe's latest sample each second",
+        describe=_describe_probe,
+    ),
 )
+
+PROBE_PREFIX = "probe:"  # an objective on a probe: ``probe:<name> < 1``, a name of the scenario's ``probes``
 
 _BY_NAME = {name: row for row in METRICS for name in (row.name, *row.aliases)}
 
 
+def probe_name(metric: str) -> str | None:
+    """The probe an objective's metric names (``probe:inflight`` -> ``inflight``), None for others."""
+    return metric[len(PROBE_PREFIX) :] if metric.startswith(PROBE_PREFIX) else None
+
+
 def lookup(name: str) -> Metric:
-    """The row of a metric named by its name or an alias; ValueError naming the known ones."""
-    row = _BY_NAME.get(name)
+    """The row of a metric named by its name or an alias (``probe:NAME``: the probe row), else ValueError."""
+    row = _BY_NAME.get("probe" if name.startswith(PROBE_PREFIX) else name)
     if row is None:
-        raise ValueError(f"unknown metric '{name}'; use one of {', '.join(row.name for row in METRICS)}")
+        known = ", ".join(row.name for row in METRICS if row.name != "probe")
+        raise ValueError(f"unknown metric '{name}'; use one of {known}, or probe:NAME for one of the scenario's probes")
     return row
 
 
 def format_metric(metric: str, value: float) -> str:
     """A measured or threshold value of ``metric`` in the unit users write it in; a name not in
     the table (a hand-edited summary) shows the bare number."""
-    row = _BY_NAME.get(metric)
+    row = _BY_NAME.get("probe" if metric.startswith(PROBE_PREFIX) else metric)
     if row is None:
         return "n/a" if math.isnan(value) else f"{value:g}"
     return row.format(value)

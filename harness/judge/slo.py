@@ -12,12 +12,13 @@ their merged total. What each metric is and how it is measured is the objectives
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from harness.judge.guards import GuardTrip, GuardWatch  # re-exported until the run package imports .guards
-from harness.judge.objectives import Evidence, Recovery, Second, SloStatus, Where, lookup
+from harness.judge.objectives import Evidence, ProbeWindow, Recovery, Second, SloStatus, Where, lookup, probe_name
+from harness.judge.probe_samples import ProbeSample
 from harness.measure.heal import HealTime
 from harness.measure.windows import ClosedSecond, EndpointStats, WindowTotals
 from harness.plan import Plan
@@ -87,12 +88,14 @@ class SloBook:
     _totals: dict[str, WindowTotals] = field(default_factory=dict)
     _tracks: dict[str, _SecondsTrack] = field(default_factory=dict)
     _slos: list[Slo] = field(default_factory=list)
+    _probes: dict[str, list[ProbeSample]] = field(default_factory=dict)  # SLO -> its window's samples
 
     def __post_init__(self) -> None:
         # An SLO judged per step of a ladder is judged by the ladder's book (harness.judge.ladder).
         self._slos = slos = [slo for slo in self.plan.scenario.slos if not self.plan.per_step(slo.name)]
         self._totals = {slo.name: WindowTotals() for slo in slos}
         self._tracks = {slo.name: _SecondsTrack() for slo in slos if lookup(slo.objective.metric).by_second}
+        self._probes = {slo.name: [] for slo in slos if probe_name(slo.objective.metric) is not None}
 
     def offset(self, second: int) -> float:
         """Offset of a second's midpoint from the run start."""
@@ -109,6 +112,15 @@ class SloBook:
                 if track is not None:
                     track.add(closed.second, closed.total(slo.endpoint))
 
+    def observe_probe(self, sample: ProbeSample) -> None:
+        """A probe was polled: the SLOs on it whose window holds the poll's instant keep it."""
+        offset = sample.at - self.start_epoch
+        for slo in self._slos:
+            if probe_name(slo.objective.metric) != sample.name:
+                continue
+            if slo.window.kind is WindowKind.RUN or any(span.contains(offset) for span in self.plan.windows[slo.name]):
+                self._probes[slo.name].append(sample)
+
     def results(self, heals: Mapping[str, HealTime] | None = None) -> list[SloResult]:
         """Every SLO judged; ``heals`` are the heal times the run measured, by fault name (heal_time)."""
         return [self._judge(slo, self._totals[slo.name], heals or {}) for slo in self._slos]
@@ -124,13 +136,16 @@ class SloBook:
             budget=slo.budget,
             recovery=self._recovery(slo) if "recovery" in metric.takes else None,
             by_second=track.seconds() if track is not None else {},
+            probe=self._probe_window(slo),
             heal=heals.get(slo.window.ref) if metric.from_system else None,
         )
         where = Where(str(slo.window), slo.endpoint)
         reading = metric.read(evidence, where)
         objective, value = slo.objective, reading.value
         passed = objective.holds(value)
-        if reading.status is not None:
+        if evidence.probe is not None:
+            status, message, passed = _probe_verdict(evidence.probe, reading.detail, value, passed, metric.format, slo)
+        elif reading.status is not None:
             status, message = reading.status, reading.detail
         elif math.isnan(value):
             status, message = SloStatus.NO_DATA, f"no requests in window {where}: nothing to judge"
@@ -154,6 +169,15 @@ class SloBook:
             status=status,
         )
 
+    def _probe_window(self, slo: Slo) -> ProbeWindow | None:
+        name = probe_name(slo.objective.metric)
+        if name is None:
+            return None
+        samples = self._probes[slo.name]
+        values = tuple(s.value for s in samples if not s.failed and not math.isnan(s.value))
+        failed = sum(1 for s in samples if s.failed)
+        return ProbeWindow(name, values, failed, worst_high=slo.objective.op in ("<", "<="))
+
     def _recovery(self, slo: Slo) -> Recovery:
         """The SLO's recovery rule with its defaults (the steady SLOs' thresholds) filled in."""
         rule = slo.recovery
@@ -170,3 +194,19 @@ class SloBook:
             error_rate=errors,
             stable_for=rule.stable_for if rule is not None else 3,
         )
+
+
+def _probe_verdict(
+    probe: ProbeWindow, detail: str, value: float, passed: bool, show: Callable[[float], str], slo: Slo
+) -> tuple[SloStatus, str, bool]:
+    """A probe SLO is met only when every poll in its window answered and every value held: a poll
+    that failed may have hidden a breach, so the SLO then has no data (not a pass); a value seen
+    breaching is a breach whatever else failed."""
+    objective = slo.objective
+    if math.isnan(value):
+        return SloStatus.NO_DATA, f"{detail}: nothing to judge", False
+    if not passed:
+        return SloStatus.BREACHED, f"{detail}: breached {objective.op} {show(objective.value)}", False
+    if probe.failed:
+        return SloStatus.NO_DATA, f"{detail}: not judged, a poll that failed may have missed a breach", False
+    return SloStatus.MET, f"{detail}: met {objective.op} {show(objective.value)}", True

@@ -39,6 +39,8 @@ from harness.judge.summary_entries import (
     HealEntry,
     LoadGap,
     LostGenerator,
+    ProbeSeries,
+    ProbeValue,
     RunEvent,
     SecondCounts,
     StepTiming,
@@ -59,6 +61,8 @@ __all__ = [
     "Latency",
     "LoadGap",
     "LostGenerator",
+    "ProbeSeries",
+    "ProbeValue",
     "ResultsSummary",
     "RunEvent",
     "RunSummary",
@@ -244,6 +248,7 @@ class RunSummary:
     guard: GuardTrip | None = None
     heals: list[HealEntry] | None = field(default=None, metadata=OMIT_NONE)  # None: no fault's heal was watched
     baseline: BaselineOutcome | None = None
+    probes: list[ProbeSeries] = field(default_factory=list)
     events: list[RunEvent] = field(default_factory=list)
     timings: Timings = field(default_factory=Timings)
     driver_peak_rss_mb: float | None = None

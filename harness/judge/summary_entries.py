@@ -25,6 +25,8 @@ __all__ = [
     "HealEntry",
     "LoadGap",
     "LostGenerator",
+    "ProbeSeries",
+    "ProbeValue",
     "RunEvent",
     "SecondCounts",
     "StepTiming",
@@ -252,3 +254,23 @@ class HealEntry:
             polls=heal.polls,
             last_error=heal.last_error,
         )
+
+
+@dataclass
+class ProbeValue:
+    """One poll of a probe: its offset from the run start (s) and the value (None: no value)."""
+
+    offset: float
+    value: float | None
+
+
+@dataclass
+class ProbeSeries:
+    """A probe's query and every value it gave during the run; ``failures`` polls failed (each one
+    is an event of kind probe with the reason)."""
+
+    name: str
+    language: str  # promql or influxql
+    query: str
+    values: list[ProbeValue] = field(default_factory=list)
+    failures: int = 0

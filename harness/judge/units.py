@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-__all__ = ["FACTOR", "MILLISECONDS", "PER_SECOND", "SECONDS", "SHARE", "Quantity", "format_duration"]
+__all__ = ["FACTOR", "MILLISECONDS", "NUMBER", "PER_SECOND", "SECONDS", "SHARE", "Quantity", "format_duration"]
 
 
 def format_duration(seconds: float) -> str:
@@ -96,4 +96,9 @@ SECONDS = Quantity(
     units={"ms": _times(1e-3), "s": _times(1.0), "m": _times(60.0)},
     wrong="{metric} threshold '{text}' needs a unit: s, ms or m (e.g. '{metric} < 20s')",
     show=lambda seconds: format_duration(round(seconds, 1)) if seconds < 3600 else f"{seconds:.0f}s",
+)
+NUMBER = Quantity(
+    units={"": _same},
+    wrong="{metric} threshold is a plain number in the query's own unit, not '{unit}'",
+    show=lambda value: f"{value:.4g}",
 )

@@ -22,6 +22,7 @@ __all__ = [
     "failure_points",
     "fault_end_point",
     "load_point",
+    "probe_point",
     "request_points",
     "run_point",
     "running_point",
@@ -198,6 +199,12 @@ def fault_end_point(run_id: str, name: str, started: float, ended: float) -> Poi
 
 def _epoch_ms(epoch_s: float) -> float:
     return round(epoch_s * 1000, 1)
+
+
+def probe_point(run_id: str, scenario: str, name: str, at: float, value: float) -> Point:
+    """One probe's value at the instant it was polled (harness_probes)."""
+    tags = {schema.RUN_ID: run_id, schema.SCENARIO: scenario, schema.PROBE: name}
+    return Point(schema.PROBES.name, tags, {schema.VALUE: float(value)}, int(at * _NS))
 
 
 def slo_points(run_id: str, results: Iterable[SloResult], time_s: float) -> Iterator[Point]:

@@ -19,7 +19,7 @@ harness_load        run_id, scenario                            users, target_ra
                                                                 generators, saturated, generator_cpu (%),
                                                                 generator_lag_ms
 harness_events      run_id, kind (run, phase, stage, fault,     text, state (start, end); planned_offset
-                    abort, generator, heal), name               (s), late_ms for steps of the plan; end_ms
+                    abort, generator, heal, probe), name        (s), late_ms for steps of the plan; end_ms
                                                                 on a fault's start event (see below)
 harness_totals      run_id, scenario                            all endpoints, exact (merged histograms):
                                                                 count, failures, rps, bytes, p50 .. p999,
@@ -35,6 +35,10 @@ harness_endpoints   run_id, method, name                        count, failures,
                                                                 bytes, p50 .. p999, max, mean (ms): each
                                                                 endpoint's exact figures over the run, as
                                                                 summary.json's ``endpoints`` has them
+harness_probes      run_id, scenario, probe                     value (the probe's query result, in its own
+                                                                unit; no point when a poll failed or gave
+                                                                nothing: the failure is a harness_events
+                                                                row of kind probe)
 harness_slo         run_id, slo                                 value, threshold, passed
 harness_heals       run_id, fault                               check (text), since (end or kill), began,
                                                                 healed (epoch s; absent: never healed),
@@ -110,6 +114,8 @@ __all__ = [
     "PASSED",
     "PLANNED_END",
     "PLANNED_OFFSET",
+    "PROBE",
+    "PROBES",
     "REQUESTS",
     "RPS",
     "RUNNING",
@@ -149,6 +155,7 @@ NAME = "name"  # harness_requests: the endpoint's name; harness_events: the phas
 KIND = "kind"  # harness_events: an EventKind
 SLO_NAME = "slo"  # harness_slo: the SLO's name
 FAILURE_KIND = "failure_kind"  # harness_failures: the kind of failure (an HTTP status, an exception name)
+PROBE = "probe"  # harness_probes: the probe's name (the scenario's probes.queries[].name)
 WINDOW = "window"  # harness_windows: the SLO window (run, steady, phase:<name>, during:<fault>...)
 FAULT = "fault"  # harness_heals: the fault whose heal it is
 
@@ -223,6 +230,7 @@ class EventKind(StrEnum):
     FAULT = "fault"
     ABORT = "abort"
     GENERATOR = "generator"
+    PROBE = "probe"  # a probe's poll failed (state start) or answered again (end)
     HEAL = "heal"  # the instant a fault's heal condition was first seen holding (name: the fault)
 
 
@@ -264,9 +272,10 @@ LOAD = Measurement(
     (USERS, TARGET_RATE, ACHIEVED_RATE, GENERATORS, SATURATED, GENERATOR_CPU, GENERATOR_LAG_MS),
 )
 EVENTS = Measurement("harness_events", (RUN_ID, KIND, NAME), (TEXT, STATE, PLANNED_OFFSET, LATE_MS, END_MS))
+PROBES = Measurement("harness_probes", (RUN_ID, SCENARIO, PROBE), (VALUE,))
 SLO = Measurement("harness_slo", (RUN_ID, SLO_NAME), (VALUE, THRESHOLD, PASSED))
 RUNS = Measurement("harness_runs", (RUN_ID, SCENARIO), (VERDICT, STARTED, ENDED, PLANNED_END, TEXT))
 HEALS = Measurement("harness_heals", (RUN_ID, FAULT), (CHECK, SINCE, BEGAN, HEALED, HEAL_TIME, POLLS, LAST_ERROR))
 
 #: Every measurement harness writes, in the order a reader of a whole run asks for them.
-MEASUREMENTS = (RUNS, EVENTS, REQUESTS, TOTALS, FAILURE_KINDS, LOAD, WINDOWS, ENDPOINTS, SLO, HEALS)
+MEASUREMENTS = (RUNS, EVENTS, REQUESTS, TOTALS, FAILURE_KINDS, LOAD, WINDOWS, ENDPOINTS, SLO, HEALS, PROBES)

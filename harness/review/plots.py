@@ -72,6 +72,7 @@ ENDPOINT_P50_COLOUR = "#74c476"
 ENDPOINT_P99_COLOUR = "#e6550d"
 ENDPOINT_RPS_COLOUR = "#6baed6"
 KIND_COLOURS = ("#e377c2", "#a0522d", "#393b79", "#637939", "#843c39", "#7b4173", "#bd9e39", "#5254a3")
+PROBE_COLOURS = ("#006d2c", "#08519c", "#a50f15", "#54278f", "#b15928", "#01665e")  # one per probe, cycled
 FAULT_COLOUR = "#f6c8c0"  # opaque: a screenshot finds it exactly
 _MAX_KINDS = len(KIND_COLOURS)  # more kinds than colours: the rarest are drawn together as "other"
 MAX_ENDPOINT_CHARTS = 12  # the busiest endpoints get a chart each; the table has them all
@@ -233,6 +234,16 @@ def _endpoint_charts(data: ReportData, seconds: Sequence[int], whole: Sequence[b
     return charts
 
 
+def _probe_lines(data: ReportData, seconds: Sequence[int]) -> list[dict[str, Any]]:
+    """Each probe on the seconds' axis: the last value polled in a second, None where none was."""
+    lines = []
+    for index, probe in enumerate(data.probes):
+        by_second = {int(at): value for at, value in probe.values}
+        colour = PROBE_COLOURS[index % len(PROBE_COLOURS)]
+        lines.append({"label": probe.name, "colour": colour, "values": [by_second.get(s) for s in seconds]})
+    return lines
+
+
 def chart_data(data: ReportData) -> dict[str, Any] | None:
     """Everything the charts draw (JSON-ready); None when the run has no per-second rows."""
     if not data.seconds:
@@ -278,6 +289,7 @@ def chart_data(data: ReportData) -> dict[str, Any] | None:
         "error_rate": values("error_rate"),
         "kinds": _kind_series(rows, whole),
         "endpoints": _endpoint_charts(data, seconds, whole),
+        "probes": _probe_lines(data, seconds),
         "faults": [{"from": a, "to": b, "text": n} for n, (a, b) in timeline.faults.items()],
         "markers": sorted(markers, key=lambda m: m["at"]),
         "lanes": _lanes(data, timeline),
@@ -347,6 +359,12 @@ def plots(data: ReportData) -> str:
         f"<figcaption>{_e(caption)}</figcaption></figure>"
         for key, title, caption in _FIGURES
     ]
+    if chart["probes"]:
+        figures.append(
+            '<figure id="fig-probes"><h3>Probes (server-side metrics)</h3><div class="chart" id="chart-probes"></div>'
+            "<figcaption>The scenario's probes: each query's value when it was polled, in its own unit; a gap is "
+            "a poll that failed or gave nothing (the events say why).</figcaption></figure>"
+        )
     for index, endpoint in enumerate(chart["endpoints"]):
         figures.append(
             f'<figure class="endpoint"><h3>{_e(endpoint["label"])}</h3>'

@@ -193,6 +193,11 @@
     [left("failed/s"), right("ratio", "error rate", function (u, s) { return s.map(function (v) { return +(v * 100).toPrecision(3) + "%"; }); })],
     { y: { range: function (u, min, max) { return [0, Math.max(1, max * 1.1)]; } }, ratio: { range: function (u, min, max) { return [0, Math.max(0.01, max * 1.1)]; } } }, 220);
 
+  if (D.probes.length) {
+    chart("chart-probes", D.probes.map(function (p) { return line(p.label, p.colour, { value: fixed(3, "") }); }),
+      D.probes.map(function (p) { return p.values; }), [left("value"), noRight()], {}, 200);
+  }
+
   D.endpoints.forEach(function (e, i) {
     chart("chart-endpoint-" + i, [
       line("p50", C.endpoint_p50, { value: ms }),

@@ -42,6 +42,7 @@ from harness.review.report_model import (
     Event,
     GuardRow,
     HealRow,
+    ProbeLine,
     ReportData,
     Second,
     SloRow,
@@ -100,6 +101,7 @@ class _Points:
     windows: dict[str, Mapping[str, Any]] = field(default_factory=dict)  # harness_windows by window
     failures: dict[tuple[str, str, str, int], int] = field(default_factory=dict)  # harness_failures
     exact_endpoints: dict[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)  # harness_endpoints
+    probes: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # harness_probes by probe
     heals: dict[str, Mapping[str, Any]] = field(default_factory=dict)  # harness_heals by fault
     run: Mapping[str, Any] | None = None
     scenario: str = ""
@@ -131,6 +133,9 @@ class _Points:
                     str(fields.get(schema.TEXT) or ""),
                 )
             )
+        elif measurement == schema.PROBES.name and _number(fields.get(schema.VALUE)) is not None:
+            line = self.probes.setdefault(str(tags.get(schema.PROBE, "")), [])
+            line.append((time_ns / _NS, float(fields[schema.VALUE])))
         elif measurement == schema.SLO.name:
             self.slos[str(tags.get(schema.SLO_NAME, ""))] = fields
         elif measurement == schema.HEALS.name:
@@ -398,6 +403,7 @@ def _assemble(
         failures=failure_rows_from_summary(given.endpoints) or failure_rows(points.failures),
         windows=window_rows(given.windows, points.windows),
         events=tuple(events),
+        probes=_probes(given, started) or tuple(ProbeLine(n, tuple(sorted(v))) for n, v in points.probes.items()),
         scenario_yaml=scenario_yaml,
         traces=tuple(given.trace_examples),
         source=source,
@@ -406,6 +412,17 @@ def _assemble(
         and bool(points.requests)
         and not ("run" in points.windows and points.exact_endpoints),
     )
+
+
+def _probes(summary: RunSummary, started: float | None) -> tuple[ProbeLine, ...]:
+    """summary.json's probe values (offsets from the run start) as lines in epoch seconds."""
+    if started is None:
+        return ()
+    lines = (
+        ProbeLine(p.name, tuple((started + v.offset, v.value) for v in p.values if v.value is not None))
+        for p in summary.probes
+    )
+    return tuple(line for line in lines if line.values)
 
 
 # ---------------------------------------------------------------- the two sources

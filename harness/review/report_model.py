@@ -19,6 +19,7 @@ __all__ = [
     "FailureRow",
     "GuardRow",
     "HealRow",
+    "ProbeLine",
     "ReportData",
     "Second",
     "SloRow",
@@ -162,6 +163,14 @@ class WindowRow:
 
 
 @dataclass(frozen=True)
+class ProbeLine:
+    """A scenario probe's values over the run: (epoch s when polled, value), in time order."""
+
+    name: str
+    values: tuple[tuple[float, float], ...]
+
+
+@dataclass(frozen=True)
 class ReportData:
     """Everything :func:`render` shows. Times are epoch seconds; latencies milliseconds.
 
@@ -189,6 +198,7 @@ class ReportData:
     failures: tuple[FailureRow, ...] = ()
     windows: tuple[WindowRow, ...] = ()
     events: tuple[Event, ...] = ()
+    probes: tuple[ProbeLine, ...] = ()
     scenario_yaml: str | None = None
     source: str = ""
     estimated: bool = False

@@ -16,14 +16,11 @@ import contextlib
 import dataclasses
 import math
 import resource
-import secrets
 import socket
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
+from dataclasses import dataclass
 
 from harness.errors import ConfigError, HarnessError
 from harness.judge.guards import GuardWatch
@@ -51,7 +48,6 @@ from harness.measure.windows import Aggregator
 from harness.plan import Plan, Step, StepKind
 from harness.priority import set_thread_niceness
 from harness.results.points import heal_points, run_point, running_point, slo_points
-from harness.results.samples import BaselineRun
 from harness.run.baggage import Baggage
 from harness.run.cluster import RayStart, driver_node_id, live_nodes, start_ray, stop_ray
 from harness.run.faults import FaultAgents, choose_pods
@@ -60,7 +56,9 @@ from harness.run.heal import HealWatch
 from harness.run.ladders import LadderControl
 from harness.run.losses import Losses
 from harness.run.nodes import FaultPlacement, Node, generator_nodes, place_faults
+from harness.run.options import RunOptions, new_run_id
 from harness.run.poller import Poller
+from harness.run.probes import ProbeObserver, ProbePoller
 from harness.run.recorder import PointWriter, Recorder
 from harness.run.seconds import (
     DeliveryObserver,
@@ -87,22 +85,6 @@ CLOCK_NICE = -10  # the clock thread's niceness during a run, so that it wakes o
 STEP_KINDS_TIMED = tuple(
     k.value for k in (StepKind.STAGE, StepKind.FAULT_START, StepKind.FAULT_WIDEN, StepKind.FAULT_END)
 )
-
-
-def new_run_id(scenario: str) -> str:
-    return f"{scenario}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}"
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    run_id: str
-    run_dir: Path
-    ray_address: str | None = None
-    processes: int | None = None  # overrides the scenario's per-generator process count
-    extra_env: dict[str, str] = field(default_factory=dict)
-    invoked_at: float = field(default_factory=time.time)
-    baseline: BaselineRun | None = None  # compare with this run before the verdict (--baseline)
-    hide: Callable[[str], str] | None = None  # replaces the scenario's secret values in event texts
 
 
 @dataclass
@@ -147,6 +129,7 @@ class Orchestrator:
         self.poller = Poller(self.fleet, self.recorder)
         self.baggage = Baggage(self.fleet, self.scenario.load.trace is not None)
         self.faults: FaultAgents | None = None
+        self.probes: ProbeObserver | None = None  # the scenario's probes, polled from the load start
         self.heals: HealWatch | None = None
         self.heal_times: dict[str, HealTime] = {}  # fault name -> its heal, once the load stopped
         self.live: _Live | None = None
@@ -224,9 +207,17 @@ class Orchestrator:
         book, ledger = SloBook(self.plan, start_epoch), RunLedger(self.plan, start_epoch)
         tally = TallyObserver(self.options.invoked_at)
         writer = WriterObserver(self.recorder, self.scenario.name, self.fleet.live_generators)
-        guard = GuardObserver(GuardWatch(list(self.scenario.guards)), self.recorder)
+        every = self.scenario.probes.every if self.scenario.probes else 0.0
+        watch = GuardWatch(list(self.scenario.guards), stale_after=every + 2.0)
+        guard = GuardObserver(watch, self.recorder)
         ladders = LadderBook(self.plan, start_epoch)
         observers: list[SecondObserver] = [DeliveryObserver(delivery), VerdictObserver(book, ledger, ladders), tally]
+        if self.scenario.probes is not None:  # first: SLOs and guards judge a second with the probes known by then
+            self.probes = ProbeObserver(
+                ProbePoller(self.scenario.probes, self.recorder, self.scenario.name), book, watch
+            )
+            observers.insert(0, self.probes)
+            self.probes.poller.start(start_epoch)
         observers += [writer, WindowFiguresObserver(ledger, self.recorder, start_epoch), guard]
         if self.on_status is not None:
             observers.append(
@@ -377,6 +368,8 @@ class Orchestrator:
         if self.faults is not None:
             self.faults.teardown()
         finals = self.fleet.stop()
+        if self.probes is not None:
+            self.probes.poller.stop()
         if self.live is not None:
             with contextlib.suppress(HarnessError):
                 self.poller.finish(finals)
@@ -388,6 +381,8 @@ class Orchestrator:
     def _judge(self, error: str, interrupted: bool) -> RunSummary:
         ended = time.time()
         live = self.live
+        if self.probes is not None:
+            self.probes.flush()  # the last polls, taken after the last second closed
         slos = live.book.results(self.heal_times) if live is not None else []
         invalid = live.delivery.reason() if live is not None else ""
         if not invalid and live is not None and not live.ledger.windows["run"].total().count:
@@ -473,6 +468,7 @@ class Orchestrator:
             guard=live.guard.trip if live is not None else None,
             heals=[HealEntry.of(heal) for heal in self.heal_times.values()] or None,
             baseline=baseline,
+            probes=self.probes.poller.series() if self.probes is not None else [],
             events=list(self.recorder.events),
             timings=self._timings(),
             driver_peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),

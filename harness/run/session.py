@@ -126,6 +126,9 @@ def run_session(request: RunRequest, view: RunView) -> RunSummary:
     else:
         token = results_token(loaded.results.token_env)
     check(loaded)  # a fault that could never be applied stops the run here (exit 2)
+    from harness.run.probes import preflight as probe_preflight
+
+    probe_preflight(loaded)  # a probe source that does not answer stops the run here (exit 2)
     check_ray_address(request.ray_address)  # joining a cluster without its token: exit 2 before connecting
 
     from harness.results.sink import open_results

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from harness.judge.objectives import EXTRA_KEYS, Metric, key_problems, lookup
+from harness.judge.objectives import EXTRA_KEYS, Metric, key_problems, lookup, probe_name
 from harness.scenario.draft import Draft
 from harness.scenario.expressions import WindowKind
 from harness.scenario.faults import FaultBase, FaultContext
@@ -213,6 +213,7 @@ def _slo_checks(draft: Draft) -> Iterator[Found]:
         if window.kind is WindowKind.LAST and total is not None and window.seconds > total:
             yield ("slos", i, "window"), f"last {window.seconds:g}s is longer than the run ({total:g}s)"
         yield from _slo_metric_checks(i, slo, parsed)
+        yield from _probe_checks(("slos", i, "objective"), slo.objective.metric, draft.probe_names)
         yield from _slo_heal_checks(i, slo, draft)
 
 
@@ -292,6 +293,14 @@ def _guard_checks(draft: Draft) -> Iterator[Found]:
     for i, guard in enumerate(draft.guards):
         if guard is not None:
             yield from _extra_key_checks(("guards", i), guard, lookup(guard.condition.breach.metric), guard=True)
+            yield from _probe_checks(("guards", i, "condition"), guard.condition.breach.metric, draft.probe_names)
+
+
+def _probe_checks(where: KeyPath, metric: str, names: tuple[str | None, ...] | None) -> Iterator[Found]:
+    """``probe:NAME`` names one of the scenario's probes."""
+    name = probe_name(metric)
+    if name is not None and not _may_name(name, names):
+        yield where, f"no probe is named '{name}'{_meant(name, names)}: declare it under probes.queries"
 
 
 def _slo_metric_checks(i: int, slo: Slo, slos: list[Slo]) -> Iterator[Found]:

@@ -55,6 +55,7 @@ class Draft:
     fault_names: Names = None
     slo_names: Names = None
     guard_names: Names = None
+    probe_names: Names = None  # None: no readable probes block (every probe:NAME may be meant)
 
     @classmethod
     def of(cls, scenario: Scenario) -> Draft:
@@ -78,6 +79,7 @@ class Draft:
             fault_names=tuple(f.name for f in scenario.faults),
             slo_names=tuple(s.name for s in scenario.slos),
             guard_names=tuple(g.name for g in scenario.guards),
+            probe_names=tuple(scenario.probes.names()) if scenario.probes else (),
         )
 
     def total_seconds(self) -> float | None:
@@ -119,7 +121,18 @@ def salvage(data: Mapping[str, Any], source: str) -> Draft:
         fault_names=_names(data.get("faults", []), faults),
         slo_names=_names(data.get("slos", []), slos),
         guard_names=_names(data.get("guards", []), guards),
+        probe_names=_probe_names(data.get("probes")),
     )
+
+
+def _probe_names(block: Any) -> Names:
+    """The names the probes block gives (empty without one; None when it cannot be read)."""
+    if block is None:
+        return ()
+    queries = block.get("queries") if isinstance(block, Mapping) else None
+    if not isinstance(queries, list):
+        return None
+    return tuple(q.get("name") if isinstance(q, Mapping) and isinstance(q.get("name"), str) else None for q in queries)
 
 
 _STAGE: TypeAdapter[Stage] = TypeAdapter(Stage)

@@ -96,7 +96,7 @@ def parse_percent(value: object) -> float:
     return share
 
 
-_OBJECTIVE = re.compile(r"^\s*([a-z_][a-z0-9_.]*)\s*(<=|>=|<|>)\s*([-+]?\d+(?:\.\d+)?)\s*([a-z%/]*)\s*$")
+_OBJECTIVE = re.compile(r"^\s*((?:probe:)?[a-z_][a-z0-9_.]*)\s*(<=|>=|<|>)\s*([-+]?\d+(?:\.\d+)?)\s*([a-z%/]*)\s*$")
 
 
 @dataclass(frozen=True)
@@ -133,6 +133,8 @@ def parse_objective(text: object) -> Objective:
             "e.g. 'p99 < 250ms', 'error_rate < 1%', 'rps >= 100'"
         )
     name, op, number, unit = match.groups()
+    if name == "probe":
+        raise ValueError(f"'{text}' names no probe; write probe:NAME, NAME one of the scenario's probes")
     metric = lookup(name)
     value = float(number)
     if not math.isfinite(value):  # 400 digits are still digits
@@ -140,7 +142,8 @@ def parse_objective(text: object) -> Objective:
     value = metric.threshold(value, unit, text)
     if value < 0:
         raise ValueError("threshold must not be negative")
-    return Objective(metric=metric.name, op=op, value=value, text=text.strip())
+    # A probe objective keeps the probe's name: probe:inflight is the probe row, for probe inflight.
+    return Objective(metric=name if metric.name == "probe" else metric.name, op=op, value=value, text=text.strip())
 
 
 @dataclass(frozen=True)

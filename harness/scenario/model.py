@@ -32,6 +32,7 @@ from harness.scenario.expressions import (
 )
 from harness.scenario.faults import Fault
 from harness.scenario.fields import AbsoluteDir, AsText, Cidr, Duration, IfName, Model, Name, NodeSelector, Percent
+from harness.scenario.probes import Probes
 
 
 class Target(Model):
@@ -409,6 +410,9 @@ class Scenario(Model):
     faults: list[Fault] = Field(default_factory=list, description="Faults overlaid on the load timeline.")
     slos: list[Slo] = Field(default_factory=list, description="Objectives that decide the verdict.")
     guards: list[Guard] = Field(default_factory=list, description="Abort conditions evaluated every second.")
+    probes: Probes | None = Field(
+        default=None, description="Server-side metrics (PromQL, InfluxQL) polled during the run: probe:NAME in SLOs."
+    )
     baseline: Baseline = Field(
         default_factory=Baseline, description="Tolerances when the run is compared with a baseline run."
     )

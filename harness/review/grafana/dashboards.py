@@ -47,6 +47,7 @@ from harness.review.grafana.panels import (
     to_json,
     trend_panel,
 )
+from harness.review.grafana.probe_panel import probes_panel
 
 __all__ = ["DATASOURCE_UID", "build_all", "compare_dashboard", "main", "run_dashboard"]
 
@@ -324,6 +325,7 @@ def _run_tables() -> list[Any]:
             pos(0, _TOP + 66, 24, 6),
             InfluxQL("A", f"SELECT {heals} FROM {HEALS} WHERE {RUN} GROUP BY {_q(schema.FAULT)}", "table"),
         ),
+        probes_panel(RUN, pos(0, _TOP + 72, 24, 8)),  # the servers' own metrics, on the faults' time axis
     ]
 
 
