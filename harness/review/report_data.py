@@ -53,6 +53,7 @@ from harness.review.report_series import (
     failure_rows,
     failure_rows_from_summary,
     failures_by_second,
+    probe_lines,
     totals_from_fields,
     totals_from_stats,
     window_rows,
@@ -403,7 +404,7 @@ def _assemble(
         failures=failure_rows_from_summary(given.endpoints) or failure_rows(points.failures),
         windows=window_rows(given.windows, points.windows),
         events=tuple(events),
-        probes=_probes(given, started) or tuple(ProbeLine(n, tuple(sorted(v))) for n, v in points.probes.items()),
+        probes=probe_lines(given, started) or tuple(ProbeLine(n, tuple(sorted(v))) for n, v in points.probes.items()),
         scenario_yaml=scenario_yaml,
         traces=tuple(given.trace_examples),
         source=source,
@@ -412,17 +413,6 @@ def _assemble(
         and bool(points.requests)
         and not ("run" in points.windows and points.exact_endpoints),
     )
-
-
-def _probes(summary: RunSummary, started: float | None) -> tuple[ProbeLine, ...]:
-    """summary.json's probe values (offsets from the run start) as lines in epoch seconds."""
-    if started is None:
-        return ()
-    lines = (
-        ProbeLine(p.name, tuple((started + v.offset, v.value) for v in p.values if v.value is not None))
-        for p in summary.probes
-    )
-    return tuple(line for line in lines if line.values)
 
 
 # ---------------------------------------------------------------- the two sources

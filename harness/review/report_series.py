@@ -12,9 +12,9 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from harness.judge.summary import EndpointTotals, Stats
+from harness.judge.summary import EndpointTotals, RunSummary, Stats
 from harness.results import schema
-from harness.review.report_model import EndpointSecond, FailureRow, Totals, WindowRow
+from harness.review.report_model import EndpointSecond, FailureRow, ProbeLine, Totals, WindowRow
 
 __all__ = [
     "endpoint_seconds",
@@ -22,6 +22,7 @@ __all__ = [
     "failure_rows_from_summary",
     "failures_by_second",
     "number",
+    "probe_lines",
     "totals_from_fields",
     "totals_from_stats",
     "window_rows",
@@ -124,3 +125,14 @@ def window_rows(
     }
     order = sorted(rows, key=lambda name: (name != "run", name))
     return tuple(WindowRow(name, rows[name]) for name in order)
+
+
+def probe_lines(summary: RunSummary, started: float | None) -> tuple[ProbeLine, ...]:
+    """summary.json's probe values (offsets from the run start) as lines in epoch seconds."""
+    if started is None:
+        return ()
+    lines = (
+        ProbeLine(p.name, tuple((started + v.offset, v.value) for v in p.values if v.value is not None))
+        for p in summary.probes
+    )
+    return tuple(line for line in lines if line.values)
