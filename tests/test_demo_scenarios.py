@@ -11,6 +11,7 @@ network namespace and under harness's clock shim (demo-time skews its clock).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -24,6 +25,7 @@ from typing import Any
 import pytest
 
 from harness.chaos import sweep
+from harness.demo.breaker import BreakerSettings
 from harness.demo.control import DEFAULT_BASE_PORT, DemoInfo, down, up
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="the demo's namespace needs root")]
@@ -160,15 +162,28 @@ def _breaker_metrics(base_url: str) -> dict[str, float]:
     return out
 
 
+@contextlib.contextmanager
+def _demo_with_breaker(demo: DemoInfo, directory: Path) -> Iterator[DemoInfo]:
+    """The module's demo swapped for one with the breaker on (``harness demo up --breaker-failures 5``,
+    as demo-breaker.yaml says), on the same ports; the module's demo is started again after."""
+    down(directory=Path(demo.directory))
+    try:
+        yield up(directory=directory, base_port=DEFAULT_BASE_PORT, restart_delay=3.0, breaker=BreakerSettings(5, 2.0))
+    finally:
+        down(directory=directory)
+        up(directory=Path(demo.directory), base_port=DEFAULT_BASE_PORT, restart_delay=3.0, clock_shims=("payments",))
+
+
 def test_breaker_opens_fails_fast_and_closes(demo: DemoInfo, influxd: Any, tmp_path: Path) -> None:
     """``demo-breaker.yaml``: under a payments partition the gateway's breaker opens, failed
     checkouts take under 50 ms at p99 once it is open (they take 2.1 s without it), and it closes
     after the cut; the gateway's own /metrics says the same: it went closed -> open, tried
     (open -> half-open), closed again (half-open -> closed) and failed calls fast."""
     influxd.create_database("harness")
-    before = _breaker_metrics(demo.base_url)
-    done, summary = _run("demo-breaker", tmp_path, influxd.url)
-    after = _breaker_metrics(demo.base_url)
+    with _demo_with_breaker(demo, tmp_path / "breaker-demo") as breaker_demo:
+        before = _breaker_metrics(breaker_demo.base_url)
+        done, summary = _run("demo-breaker", tmp_path, influxd.url)
+        after = _breaker_metrics(breaker_demo.base_url)
     slos = {slo["name"]: slo for slo in summary.get("slos", [])}
     for slo in slos.values():
         print(f"demo-breaker: {slo['name']} {slo['window']} n={slo['requests']} measured {slo['measured']}")

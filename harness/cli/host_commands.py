@@ -178,9 +178,10 @@ def demo_up(
         typer.Option(
             min=0,
             max=1000,
-            help="Consecutive failed calls to payments that open the gateway's circuit breaker (0: no breaker).",
+            help="Consecutive failed calls to payments that open the gateway's circuit breaker "
+            "(0, the default: no breaker; demo-breaker.yaml wants 5).",
         ),
-    ] = 5,
+    ] = 0,
     breaker_reset: Annotated[
         float,
         typer.Option(

@@ -45,8 +45,9 @@ class State(IntEnum):
 class BreakerSettings:
     """When a breaker opens and when it tries again (``harness demo up --breaker-*``)."""
 
-    #: Consecutive failed calls that open the breaker; 0 means no breaker (every call goes through).
-    failures: int = 5
+    #: Consecutive failed calls that open the breaker; 0 (the default) means no breaker: every
+    #: call goes through, as the demo's other example scenarios expect (`--breaker-failures 5`).
+    failures: int = 0
     #: Seconds the breaker stays open before it lets one trial call through (half-open).
     reset: float = 2.0
 
@@ -55,7 +56,8 @@ class BreakerSettings:
         return self.failures > 0
 
 
-#: Open after 5 failed calls in a row, try again after 2 s (``harness demo up``'s defaults).
+#: No breaker (``harness demo up``'s default: the other demo scenarios show the faults' raw effect);
+#: ``--breaker-failures 5`` opens it after 5 failed calls in a row, trying again after 2 s.
 DEFAULT_BREAKER = BreakerSettings()
 
 
