@@ -615,4 +615,6 @@ def test_one_set_of_numbers_in_five_places_equal_to_the_raw_request_log(client: 
         (s.name, s.measured, s.threshold, s.passed) for s in disk.slos
     ]
     regenerated, original = Page(render(again)), Page(render(disk))
-    assert regenerated.tables == original.tables
+    # Example trace ids are kept in summary.json only (docs/review.md): every other table is the same.
+    assert "traces" in original.tables and "traces" not in regenerated.tables
+    assert regenerated.tables == {k: v for k, v in original.tables.items() if k != "traces"}
