@@ -178,8 +178,7 @@ def demo_up(
         typer.Option(
             min=0,
             max=1000,
-            help="Consecutive failed calls to payments that open the gateway's circuit breaker "
-            "(0, the default: no breaker; demo-breaker.yaml wants 5).",
+            help="Failed calls to payments in a row that open the gateway's circuit breaker (0: none).",
         ),
     ] = 0,
     breaker_reset: Annotated[
@@ -238,7 +237,7 @@ def _echo_metrics_and_breaker(base_url: str, breaker: BreakerSettings) -> None:
             f"tries again after {breaker.reset:g} s"
         )
     else:
-        typer.echo("gateway's circuit breaker on payments: off (--breaker-failures 0)")
+        typer.echo("gateway's circuit breaker on payments: off (--breaker-failures 5 turns it on)")
 
 
 def demo_down() -> None:
