@@ -20,6 +20,7 @@ from harness.chaos.ladder import instances, pod_step, step_fault, step_name
 from harness.chaos.processes import resolve_targets
 from harness.judge.junit import junit_xml
 from harness.judge.ladder import LadderBook, StepState
+from harness.judge.probe_samples import ProbeSample
 from harness.judge.slo import SloBook
 from harness.judge.summary import RunSummary
 from harness.judge.verdict import Verdict, decide
@@ -241,6 +242,26 @@ def test_each_step_is_judged_on_its_own_window_and_frozen_when_judged(loaded: Lo
     assert result.steps[0] == one and result.steps[2] == three
     assert (result.largest_held, result.first_broken, result.must_hold, result.passed) == ("1", "2", "2", False)
     assert result.message == "ladder kill: held up to radius 1, broke at radius 2, radius 2 had to hold"
+
+
+def test_a_probe_slo_is_judged_per_step_on_the_probes_polled_in_that_step(tmp_path: Path) -> None:
+    text = SCENARIO.replace(
+        "slos:\n",
+        "probes:\n  prometheus: http://127.0.0.1:9\n  every: 1s\n"
+        "  queries:\n    - {name: errors, promql: 'sum(x)'}\nslos:\n",
+    ).replace('objective: "p99 < 250ms"', 'objective: "probe:errors < 1"')
+    path = write(tmp_path, "{steps: [1, 2, 50%], hold: 8s}", text)
+    plan = compile_plan(load_scenario(path))
+    book = LadderBook(plan, START)
+    _feed(book, 6, 21)
+    for offset, value in [(7, 0.0), (12, 0.0), (16, 0.0), (19, 3.0)]:  # step 2 (14..22) breaches at 19
+        book.observe_probe(ProbeSample("errors", START + offset, value))
+    one = book.judge("kill", 1)
+    two = book.judge("kill", 2)
+    assert one.state is StepState.HELD, one.reason
+    assert two.state is StepState.BROKE and "fast: " in two.reason, two.reason
+    assert [r.measured for r in one.slos if r.name == "fast"] == [0.0]
+    assert [r.measured for r in two.slos if r.name == "fast"] == [3.0]
 
 
 def test_the_whole_run_book_leaves_per_step_slos_to_the_ladder(loaded: Loaded) -> None:

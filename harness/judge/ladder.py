@@ -22,6 +22,7 @@ import threading
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from harness.judge.probe_samples import ProbeSample
 from harness.judge.slo import SloBook, SloResult
 from harness.measure.windows import ClosedSecond
 from harness.plan import Ladder, Plan, Rung, Span
@@ -122,6 +123,14 @@ class LadderBook:
                 for step in steps:
                     if step.result.state is StepState.NOT_REACHED:  # a judged step's result is frozen
                         step.book.observe(closed)
+
+    def observe_probe(self, sample: ProbeSample) -> None:
+        """A probe was polled: every step not judged yet keeps it for its probe SLOs."""
+        with self._lock:
+            for steps in self._steps.values():
+                for step in steps:
+                    if step.result.state is StepState.NOT_REACHED:
+                        step.book.observe_probe(sample)
 
     def judge(self, fault: str, index: int, instances: int | None = None, found: int | None = None) -> StepResult:
         """Judge step ``index`` (1-based) of ``fault``'s ladder now, on the seconds in so far; frozen."""

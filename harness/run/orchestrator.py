@@ -214,7 +214,7 @@ class Orchestrator:
         observers: list[SecondObserver] = [DeliveryObserver(delivery), VerdictObserver(book, ledger, ladders), tally]
         if self.scenario.probes is not None:  # first: SLOs and guards judge a second with the probes known by then
             self.probes = ProbeObserver(
-                ProbePoller(self.scenario.probes, self.recorder, self.scenario.name), book, watch
+                ProbePoller(self.scenario.probes, self.recorder, self.scenario.name), book, ladders, watch
             )
             observers.insert(0, self.probes)
             self.probes.poller.start(start_epoch)

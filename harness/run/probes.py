@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from harness.errors import ProbeFailed
 from harness.judge.guards import GuardWatch
 from harness.judge.probe_samples import ProbeSample
+from harness.judge.ladder import LadderBook
 from harness.judge.slo import SloBook
 from harness.judge.summary import ProbeSeries, ProbeValue
 from harness.measure.windows import LateWindow
@@ -190,12 +191,14 @@ class ProbePoller:
 
 
 class ProbeObserver:
-    """Hands the probe samples polled so far to the SLO book and the guards, before they judge a
-    second (it comes first among the per-second observers), and once more at the end of the run."""
+    """Hands the probe samples polled so far to the SLO book, the ladders' step books and the
+    guards, before they judge a second (it comes first among the per-second observers), and once
+    more at the end of the run."""
 
-    def __init__(self, poller: ProbePoller, book: SloBook, guards: GuardWatch) -> None:
+    def __init__(self, poller: ProbePoller, book: SloBook, ladders: LadderBook, guards: GuardWatch) -> None:
         self.poller = poller
         self.book = book
+        self.ladders = ladders
         self.guards = guards
 
     def on_second(self, second: Second) -> None:
@@ -207,4 +210,5 @@ class ProbeObserver:
     def flush(self) -> None:
         for sample in self.poller.take():
             self.book.observe_probe(sample)
+            self.ladders.observe_probe(sample)
             self.guards.observe_probe(sample)
