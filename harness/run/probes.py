@@ -22,8 +22,8 @@ from datetime import UTC, datetime
 
 from harness.errors import ProbeFailed
 from harness.judge.guards import GuardWatch
-from harness.judge.probe_samples import ProbeSample
 from harness.judge.ladder import LadderBook
+from harness.judge.probe_samples import ProbeSample
 from harness.judge.slo import SloBook
 from harness.judge.summary import ProbeSeries, ProbeValue
 from harness.measure.windows import LateWindow
