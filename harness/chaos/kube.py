@@ -32,7 +32,7 @@ import math
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import urllib3
 from kubernetes import client as k8s
@@ -59,6 +59,7 @@ __all__ = [
     "choose",
     "choose_pods",
     "connect",
+    "list_pods",
     "select_pods",
 ]
 
@@ -231,25 +232,38 @@ def _container_id(raw: str | None) -> str:
     return (raw or "").partition("://")[2] or (raw or "")
 
 
-def _listed(kube: KubeApi, fault: FaultBase) -> list[PodRef]:
-    assert fault.pods is not None
-    selector = fault.pods
-    what = f"listing pods '{selector.selector}' in {selector.namespace}"
+def list_pods(
+    kube: KubeApi, namespace: str, selector: str, fault_name: str, *, what: str = "", timeout: float = _TIMEOUT_S
+) -> list[Any]:
+    """The pods matching ``selector`` in ``namespace`` that are not terminating (the API's V1Pod
+    objects), in one GET; ``FaultError`` (``ConfigError`` for a refusal) when the API says no.
+    Every listing of pods in harness goes through here: choosing a fault's pods, a pod kill,
+    a heal check."""
+    what = what or f"listing pods '{selector}' in {namespace}"
     try:
         found = call(
             what,
-            fault.name,
-            lambda: kube.core.list_namespaced_pod(
-                selector.namespace, label_selector=selector.selector, _request_timeout=_TIMEOUT_S
-            ),
+            fault_name,
+            lambda: kube.core.list_namespaced_pod(namespace, label_selector=selector, _request_timeout=timeout),
         )
     except ApiException as exc:
-        raise api_error(fault.name, what, exc) from None
+        raise api_error(fault_name, what, exc) from None
+    return [
+        pod
+        for pod in found.items
+        if pod.metadata is not None and pod.metadata.name and pod.metadata.deletion_timestamp is None
+    ]
+
+
+def _listed(kube: KubeApi, fault: FaultBase) -> list[PodRef]:
+    """The scheduled, not terminating pods of ``fault``'s selector, as found on their nodes later."""
+    assert fault.pods is not None
+    selector = fault.pods
     out = []
-    for pod in found.items:
+    for pod in list_pods(kube, selector.namespace, selector.selector, fault.name):
         meta, spec, status = pod.metadata, pod.spec, pod.status
-        if meta is None or not meta.name or meta.deletion_timestamp is not None or spec is None or not spec.node_name:
-            continue  # terminating, or not scheduled: nowhere to act
+        if spec is None or not spec.node_name:
+            continue  # not scheduled: nowhere to act
         statuses = (status.container_statuses if status else None) or []
         containers = tuple((c.name, _container_id(c.container_id)) for c in statuses if c.container_id)
         ip = (status.pod_ip if status else None) or ""

@@ -9,11 +9,9 @@ fault, so this is a host helper of the chaos room, not part of the kubernetes fa
 
 from __future__ import annotations
 
-from typing import Any
-
 from kubernetes.client.exceptions import ApiException
 
-from harness.chaos.kube import KubeApi, api_error, call, check_context
+from harness.chaos.kube import KubeApi, api_error, call, check_context, list_pods
 
 __all__ = ["pods_ready", "replicas_available"]
 
@@ -27,15 +25,7 @@ def pods_ready(api: KubeApi, namespace: str, selector: str, fault_name: str) -> 
     Raises ``ConfigError`` for a context not allowed, ``FaultError`` when the API does not answer."""
     check_context(api, fault_name)
     what = f"heal check: listing pods '{selector}' in {namespace}"
-    try:
-        pods = call(
-            what,
-            fault_name,
-            lambda: api.core.list_namespaced_pod(namespace, label_selector=selector, _request_timeout=_TIMEOUT_S),
-        )
-    except ApiException as exc:
-        raise api_error(fault_name, what, exc) from None
-    live: list[Any] = [p for p in pods.items if p.metadata is not None and p.metadata.deletion_timestamp is None]
+    live = list_pods(api, namespace, selector, fault_name, what=what, timeout=_TIMEOUT_S)
     ready = 0
     for pod in live:
         conditions = (pod.status.conditions if pod.status else None) or []

@@ -51,6 +51,7 @@ from harness.chaos.kube import (
     check_context,
     check_namespace,
     connect,
+    list_pods,
     select_pods,
 )
 from harness.errors import ConfigError, FaultError, KubeFaultError
@@ -195,25 +196,12 @@ def _guard(fault: KubeFault, api: KubeApi) -> None:
 
 
 def _list_pods(fault: KubernetesPodKillFault, api: KubeApi) -> list[ResolvedPod]:
+    """The selector's pods not already terminating (deleting one again would kill nothing)."""
     target = fault.target
-    what = f"listing pods '{target.selector}' in {target.namespace}"
-    try:
-        pods = call(
-            what,
-            fault.name,
-            lambda: api.core.list_namespaced_pod(
-                target.namespace, label_selector=target.selector, _request_timeout=_TIMEOUT_S
-            ),
-        )
-    except ApiException as exc:
-        raise api_error(fault.name, what, exc) from None
-    out = []
-    for pod in pods.items:
-        meta = pod.metadata
-        if meta is None or not meta.name or meta.deletion_timestamp is not None:
-            continue  # already terminating: deleting it again would kill nothing
-        out.append(ResolvedPod(meta.name, meta.uid or ""))
-    return out
+    return [
+        ResolvedPod(p.metadata.name, p.metadata.uid or "")
+        for p in list_pods(api, target.namespace, target.selector, fault.name)
+    ]
 
 
 def _read_replicas(fault: KubernetesScaleFault, api: KubeApi) -> int:
