@@ -217,7 +217,6 @@ def check_namespace(api: KubeApi, namespace: str, fault_name: str) -> None:
 class PodChoice:
     """The pods chosen for one fault, in the context they were listed in."""
 
-    fault: str
     context: str
     pods: tuple[PodRef, ...]
     matching: int
@@ -287,7 +286,7 @@ def choose(kube: KubeApi, fault: FaultBase) -> PodChoice:
     by_name = {p.name: p for p in pods}
     resolved = [ResolvedPod(p.name, p.uid) for p in pods]
     chosen = select_pods(resolved, selector, selector.seed or fault.name)
-    return PodChoice(fault.name, kube.context, tuple(by_name[p.name] for p in chosen), len(pods))
+    return PodChoice(kube.context, tuple(by_name[p.name] for p in chosen), len(pods))
 
 
 def choose_pods(faults: Iterable[FaultBase], allowed_contexts: Iterable[str]) -> dict[str, PodChoice]:

@@ -25,7 +25,7 @@ agent's) has none of its own.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from harness.chaos import cgroups
@@ -67,7 +67,6 @@ class PodSite:
     netns: str = ""
     netns_inode: int = 0
     host_network: bool = False
-    notes: tuple[str, ...] = field(default_factory=tuple)
 
     def process_target(self) -> ProcessTarget:
         """The pod's chosen containers' processes, as a process target (by cgroup)."""

@@ -36,7 +36,7 @@ from harness.demo.web import (
     json_response,
 )
 
-__all__ = ["Downstream", "Gateway", "GatewayConfig", "Reply", "make_gateway"]
+__all__ = ["Downstream", "Gateway", "GatewayConfig", "Reply"]
 
 # --------------------------------------------------------------------------------------------
 # A small keep-alive HTTP client for downstream calls, with a hard deadline per call.
@@ -451,7 +451,3 @@ class Gateway:
             return self.cart.call("DELETE", f"/cart/{session}").status == 200
         except _DownstreamError:
             return False
-
-
-def make_gateway(config: GatewayConfig) -> App:
-    return Gateway(config).app
