@@ -28,13 +28,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.chaos import cgroups
+from harness.chaos import cgroups, nft
 from harness.errors import FaultError
 from harness.scenario.faults import ProcessTarget
 
-__all__ = ["NETNS_DIR", "PodRef", "PodSite", "container_dirs", "locate", "pod_dir_names"]
+__all__ = ["PodRef", "PodSite", "container_dirs", "locate", "pod_dir_names"]
 
-NETNS_DIR = Path("/run/netns")
 _QOS = ("burstable", "besteffort")
 _SCOPES = ("cri-containerd-{}.scope", "crio-{}.scope", "docker-{}.scope", "{}")
 
@@ -82,7 +81,7 @@ class PodSite:
         if not self.netns:
             raise FaultError(
                 f"fault '{fault_name}': the network namespace of pod {self.pod.key} (inode {self.netns_inode}) "
-                f"has no name under {NETNS_DIR}"
+                f"has no name under {nft.NETNS_DIR}"
             )
         return self.netns
 
@@ -147,18 +146,9 @@ def _netns_of(pid: int) -> tuple[int, str, bool]:
 
     The node's own is the agent's (it runs in the host's namespace; PID 1's may not be readable).
     """
-    inode = os.stat(f"/proc/{pid}/ns/net").st_ino
-    host = inode == os.stat("/proc/self/ns/net").st_ino
-    name = ""
-    if NETNS_DIR.is_dir():
-        for entry in sorted(NETNS_DIR.iterdir()):
-            try:
-                if entry.stat().st_ino == inode:
-                    name = entry.name
-                    break
-            except OSError:  # a name whose namespace is gone
-                continue
-    return inode, name, host
+    ns_id = nft.namespace_id(f"/proc/{pid}/ns/net")
+    name = nft.namespace_named(ns_id)
+    return ns_id[1], name or "", name == ""
 
 
 def locate(pod: PodRef, containers: list[str] | tuple[str, ...] = ()) -> PodSite:

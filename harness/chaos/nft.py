@@ -22,7 +22,18 @@ from typing import Any
 
 from harness.errors import FaultError
 
-__all__ = ["NETNS_DIR", "NFT_TIMEOUT", "ident", "namespaces", "remove_chains", "run", "run_with_cgroup2", "tables"]
+__all__ = [
+    "NETNS_DIR",
+    "NFT_TIMEOUT",
+    "ident",
+    "namespace_id",
+    "namespace_named",
+    "namespaces",
+    "remove_chains",
+    "run",
+    "run_with_cgroup2",
+    "tables",
+]
 
 #: Seconds any one ``nft`` call may take; it is a local netlink transaction.
 NFT_TIMEOUT = 10.0
@@ -36,6 +47,25 @@ def namespaces() -> list[str]:
     with contextlib.suppress(OSError):
         found += sorted(os.listdir(NETNS_DIR))
     return found
+
+
+def namespace_id(path: str) -> tuple[int, int]:
+    """``(device, inode)`` of a network namespace file (``/proc/<pid>/ns/net``, ``/run/netns/NAME``):
+    two paths are the same namespace exactly when these are equal. Raises ``OSError``."""
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def namespace_named(ns_id: tuple[int, int]) -> str | None:
+    """'' when ``ns_id`` is this process's namespace (the host's), its name under /run/netns when
+    it has one, else None."""
+    if ns_id == namespace_id("/proc/self/ns/net"):
+        return ""
+    for name in namespaces()[1:]:
+        with contextlib.suppress(OSError):
+            if namespace_id(str(NETNS_DIR / name)) == ns_id:
+                return name
+    return None
 
 
 def ident(text: str, limit: int) -> str:

@@ -84,29 +84,21 @@ def original_cgroup(pid: int) -> str:
     raise FaultError(f"process {pid} is in no cgroup v2 (no 0:: line in /proc/{pid}/cgroup)")
 
 
-def _ns_id(path: str) -> tuple[int, int]:
-    st = os.stat(path)
-    return st.st_dev, st.st_ino
-
-
 def netns_of(targets: list[ResolvedProcess]) -> str:
     """The one network namespace of ``targets``: '' (this process's, the host's) or its ``ip netns`` name."""
     seen: dict[tuple[int, int], list[int]] = {}
     for proc in targets:
         try:
-            seen.setdefault(_ns_id(f"/proc/{proc.pid}/ns/net"), []).append(proc.pid)
+            seen.setdefault(nft.namespace_id(f"/proc/{proc.pid}/ns/net"), []).append(proc.pid)
         except OSError as exc:
             raise FaultError(f"cannot read the network namespace of process {proc.pid}: {exc.strerror}") from None
     if len(seen) != 1:
         groups = "; ".join(f"pids {','.join(map(str, pids))}" for pids in seen.values())
         raise FaultError(f"the target processes are in {len(seen)} network namespaces ({groups}): one at a time")
     [ident] = seen
-    if ident == _ns_id("/proc/self/ns/net"):
-        return ""
-    for name in nft.namespaces()[1:]:
-        with contextlib.suppress(OSError):
-            if _ns_id(str(nft.NETNS_DIR / name)) == ident:
-                return name
+    name = nft.namespace_named(ident)
+    if name is not None:
+        return name
     raise FaultError(
         f"process {targets[0].pid} is in a network namespace with no name under {nft.NETNS_DIR} "
         "(give it one: ip netns attach NAME PID)"
