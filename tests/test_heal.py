@@ -441,10 +441,10 @@ def test_a_heal_too_slow_fails_and_one_that_never_comes_fails_saying_so(
     assert "fault pause-catalog did not heal within the run" in done.stdout
 
 
-def test_summary_heals_round_trip_and_the_report_shows_them() -> None:
+def test_summary_heals_round_trip_and_the_report_shows_them(tmp_path: Path) -> None:
     from harness.judge.summary import HealEntry, RunSummary
     from harness.review import report_tables
-    from harness.review.report_model import HealRow, ReportData
+    from harness.review.report_data import from_run_dir
 
     heals = [
         HealEntry("kill", "a process matching 'x' runs", "kill", 10.0, 12.1, 2.1, 15, ""),
@@ -453,7 +453,12 @@ def test_summary_heals_round_trip_and_the_report_shows_them() -> None:
     written = RunSummary(run_id="r", heals=heals).to_json()
     assert RunSummary.from_json(written).heals == heals
     assert "heals" not in RunSummary(run_id="r").to_json()  # no heal watched: the key is absent, as before
-    rows = tuple(HealRow(h.fault, h.since, h.check, h.heal_time_s, h.last_error) for h in heals)
-    html = report_tables.heals(ReportData("r", "s", "failed", "", None, None, heals=rows))
+    (tmp_path / "summary.json").write_text(json.dumps(written))
+    data = from_run_dir(tmp_path)  # the report's rows as harness report reads them from the run's directory
+    assert [(r.fault, r.since, r.seconds, r.last_error) for r in data.heals] == [
+        ("kill", "kill", 2.1, ""),
+        ("gone", "end", None, "Connection refused"),
+    ]
+    html = report_tables.heals(data)
     assert "<td>kill</td><td>the kill</td>" in html and "<td>2.10s</td>" in html
     assert "never healed within the run</span> (last poll: Connection refused)" in html
