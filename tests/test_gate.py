@@ -21,6 +21,7 @@ common JUnit schema.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import subprocess
@@ -270,9 +271,9 @@ EXPECTED_FAILURES = {
     r"<= 1\.0ms and error rate <= 0% for 3 consecutive seconds did not hold within the 24s after the fault ended",
     "burn-rate": r"burn_rate [\d.]+x over after:kill-payments:3s: error rate [\d.]+% against a 0\.1% budget "
     r"\(99\.9% availability\) \(\d+ requests\): breached < 2x",
-    # The run window: 27 whole seconds, and the partial last one when a request completed in it.
-    "budget-used": r"budget_burn [\d.e-]+% of the 30d error budget used over run \(2[78]s at error rate [\d.]+% "
-    r"against a 0\.1% budget \(99\.9% availability\)\) \(\d+ requests\): breached < 0\.0001%",
+    # The run window: every wall-clock second a request completed in (checked against the run below).
+    "budget-used": r"budget_burn [\d.e-]+% of the 30d error budget used over run \((?P<seconds>\d+)s "
+    r"at error rate [\d.]+% against a 0\.1% budget \(99\.9% availability\)\) \(\d+ requests\): breached < 0\.0001%",
 }
 
 
@@ -289,6 +290,14 @@ def test_the_failing_gate_fails_each_slo_kind_with_its_message(
     for name, pattern in EXPECTED_FAILURES.items():
         assert not slos[name]["passed"], slos[name]
         assert re.fullmatch(pattern, slos[name]["message"]), slos[name]["message"]
+    # The budget is spent over the run's seconds: the 27 s of load start mid-second, and the
+    # users' last requests may complete in the second after the load ends.
+    used = re.fullmatch(EXPECTED_FAILURES["budget-used"], slos["budget-used"]["message"])
+    assert used is not None
+    seconds = int(used["seconds"])
+    assert seconds == slos["budget-used"]["seconds"] == summary["totals"]["seconds"]
+    spanned = math.floor(summary["ended"]) - math.floor(summary["started"]) + 1
+    assert 27 <= seconds <= spanned, (seconds, summary["started"], summary["ended"])
     assert slos["checkout-never-recovers"]["status"] == "never_recovered"
     assert slos["checkout-never-recovers"]["measured"] is None
     assert summary["reason"] == "SLO failed: " + ", ".join(EXPECTED_FAILURES)

@@ -104,8 +104,10 @@ def cluster(raw_dir: Path, data_dirs: dict[str, Path]) -> Iterator[MultiHostClus
 
 
 @pytest.fixture(scope="module")
-def shop(cluster: MultiHostCluster) -> Iterator[str]:
-    """The demo services spread over hmh-c (gateway, catalog, cart) and hmh-b (payments)."""
+def shop(cluster: MultiHostCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The demo services spread over hmh-c (gateway, catalog, cart) and hmh-b (payments), each
+    in a scratch directory as the demo's own (its trace log goes there, not into the checkout)."""
+    directory = tmp_path_factory.mktemp("shop")
     c, b = cluster.hosts["hmh-c"], cluster.hosts["hmh-b"]
     services = [
         ("hmh-c", ["gateway", "--port", str(PORT), "--host", c, "--payments-host", b]),
@@ -116,6 +118,7 @@ def shop(cluster: MultiHostCluster) -> Iterator[str]:
     started = [
         subprocess.Popen(
             ["ip", "netns", "exec", host, sys.executable, "-m", "harness.demo.services", *args],
+            cwd=directory,
             start_new_session=True,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
