@@ -8,6 +8,7 @@ against (a second belongs to a span when its midpoint falls inside it).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -18,6 +19,7 @@ from harness.scenario.expressions import WindowKind, WindowRef, format_duration
 from harness.scenario.radius import step_hold
 from harness.scenario.redact import Loaded
 from harness.scenario.source import dotted
+from harness.scenario.start import SteadyStart
 
 __all__ = [
     "JSON_VERSION",
@@ -83,6 +85,9 @@ class Step:
     fault_index: int | None = None
     rung: int | None = None  # a ladder's step (1-based) this step starts: FAULT_START and FAULT_WIDEN
     instant: bool = False  # the end of a zero-length fault: it follows its own start
+    #: A FAULT_START that waits for a steady state: at its offset (the deadline) the fault has
+    #: not started, so the run ends "never steady" (:meth:`Plan.started`).
+    waits: bool = False
 
     def sort_key(self) -> tuple[float, float, str]:
         order = _ORDER[StepKind.FAULT_START] + 0.5 if self.instant else _ORDER[self.kind]
@@ -134,6 +139,17 @@ class Plan:
     excluded_from_steady: tuple[Span, ...]
     windows: dict[str, tuple[Span, ...]] = field(default_factory=dict)
     ladders: dict[str, Ladder] = field(default_factory=dict)
+    #: Faults that waited for a steady state and started, by name: the offset they started at.
+    started: dict[str, float] = field(default_factory=dict)
+
+    def started_at(self, name: str, offset: float) -> Plan:
+        """This plan with fault ``name``, which waited for a steady state, started at ``offset``:
+        its steps, its windows, its ladder and the steady window moved with it."""
+        return compile_plan(self.scenario, {**self.started, name: offset})
+
+    def waiting(self) -> dict[str, float]:
+        """The faults still waiting for a steady state: name -> their deadline's offset."""
+        return {s.name: s.offset for s in self.steps if s.waits}
 
     def per_step(self, slo_name: str) -> bool:
         """Whether the SLO is judged per step of a ladder (and not over its window as a whole)."""
@@ -183,8 +199,12 @@ def _stage_detail(stage: UsersStage | RateStage) -> str:
     return f"{stage.users} users at {stage.spawn_rate:g}/s for {format_duration(stage.duration)}"
 
 
-def compile_plan(scenario: Scenario) -> Plan:
-    """The whole timeline of a validated scenario; applies nothing."""
+def compile_plan(scenario: Scenario, started: Mapping[str, float] | None = None) -> Plan:
+    """The whole timeline of a validated scenario; applies nothing.
+
+    A fault that waits for a steady state is placed at its deadline, the latest it can start,
+    unless ``started`` says when it did (:meth:`Plan.started_at`)."""
+    started = dict(started or {})
     steps: list[Step] = []
     phases: dict[str, Span] = {}
     end = 0.0
@@ -203,14 +223,25 @@ def compile_plan(scenario: Scenario) -> Plan:
     excluded: list[Span] = []
     ladders: dict[str, Ladder] = {}
     for index, fault in enumerate(scenario.faults):
-        span = Span(fault.at, fault.at + fault.duration)
+        start = started.get(fault.name, fault.start)
+        span = Span(start, start + fault.duration)
         faults[fault.name] = span
         excluded.append(Span(span.start, min(duration, span.end + fault.recovery)))
-        ladder = _ladder(scenario, index) if fault.radius is not None else None
+        ladder = _ladder(scenario, index, start) if fault.radius is not None else None
         first = f" at {ladder.rungs[0].label}" if ladder is not None else ""
         rung = 1 if ladder is not None else None
+        waits = fault.waits_for is not None and fault.name not in started
+        when = f" {fault.waits_for.describe()}" if waits and fault.waits_for is not None else ""
         steps.append(
-            Step(span.start, StepKind.FAULT_START, fault.name, fault.kind + first, fault_index=index, rung=rung)
+            Step(
+                span.start,
+                StepKind.FAULT_START,
+                fault.name,
+                fault.kind + first + when,
+                fault_index=index,
+                rung=rung,
+                waits=waits,
+            )
         )
         if ladder is not None:
             ladders[fault.name] = ladder
@@ -232,18 +263,19 @@ def compile_plan(scenario: Scenario) -> Plan:
         faults=faults,
         excluded_from_steady=tuple(excluded),
         ladders=ladders,
+        started=started,
     )
     windows = {slo.name: plan.spans(slo.window) for slo in scenario.slos}
     return Plan(**{**plan.__dict__, "windows": windows})
 
 
-def _ladder(scenario: Scenario, index: int) -> Ladder:
+def _ladder(scenario: Scenario, index: int, start: float) -> Ladder:
     """Fault ``index``'s ladder: one rung per radius step, back to back from the fault's start."""
     fault = scenario.faults[index]
     assert fault.radius is not None
     hold = step_hold(fault.radius, fault.duration)
     rungs = tuple(
-        Rung(i + 1, radius, Span(fault.at + i * hold, fault.at + (i + 1) * hold))
+        Rung(i + 1, radius, Span(start + i * hold, start + (i + 1) * hold))
         for i, radius in enumerate(fault.radius.steps)
     )
     judged = tuple(s.name for s in scenario.slos if s.window.kind is WindowKind.DURING and s.window.ref == fault.name)
@@ -364,6 +396,7 @@ def plan_document(
                 "start_s": plan.faults[fault.name].start,
                 "end_s": plan.faults[fault.name].end,
                 "recovery_s": fault.recovery,
+                "waits_for": _waits_document(fault.waits_for),
                 "target": targets.get(fault.name),
                 "description": fault.description,
             }
@@ -389,6 +422,13 @@ def plan_document(
         "warnings": list(warnings or []),
     }
     return _redacted(document, loaded)
+
+
+def _waits_document(waits: SteadyStart | None) -> dict[str, Any] | None:
+    if waits is None:
+        return None
+    steady = [c.text for c in waits.steady]
+    return {"steady": steady, "for_s": waits.seconds, "after_s": waits.after, "deadline_s": waits.deadline}
 
 
 def _ladder_document(ladder: Ladder) -> dict[str, Any]:

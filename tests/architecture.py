@@ -38,9 +38,9 @@ RUNTIME_LIBRARIES = ("ray", "locust", "gevent", "influxdb_client", "pyroute2", "
 #: Each third-party library and the rooms (module prefixes, relative to the package) that own it.
 OWNERS: dict[str, tuple[str, ...]] = {
     "ray": ("run", "load.generator", "chaos.agent"),
-    "locust": ("load.runner", "load.locustfile", "load.shape_probe", "load.tracing"),
+    "locust": ("load.runner", "load.arrivals", "load.locustfile", "load.shape_probe", "load.tracing"),
     "geventhttpclient": ("load.tracing",),  # FastHttpUser's header type, for the trace headers
-    "gevent": ("load.runner", "load.shape_probe", "chaos.proxy_server", "demo"),
+    "gevent": ("load.runner", "load.arrivals", "load.shape_probe", "chaos.proxy_server", "demo"),
     "influxdb_client": ("results.v2",),
     "pyroute2": ("chaos",),
     "kubernetes": ("chaos",),

@@ -15,7 +15,7 @@ import sys
 SCRIPT = r"""
 from gevent import monkey; monkey.patch_all()
 import gevent, json, os, time
-from harness.load.runner import ArrivalSchedule
+from harness.load.arrivals import ArrivalSchedule
 s = ArrivalSchedule()
 gevent.spawn(s.run)
 got = []

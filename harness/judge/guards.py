@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass, field
 
 from harness.judge.objectives import Evidence, ProbeWindow, lookup, probe_name
-from harness.judge.probe_samples import ProbeSample
+from harness.judge.probe_samples import LatestProbes, ProbeSample
 from harness.measure.windows import ClosedSecond
 from harness.scenario import Guard
 
@@ -43,19 +43,20 @@ class GuardWatch:
     guards: list[Guard]
     stale_after: float = 5.0  # seconds after which a probe's latest sample no longer counts
     _streaks: dict[str, int] = field(default_factory=dict)
-    _latest: dict[str, ProbeSample] = field(default_factory=dict)
+    _probes: LatestProbes = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._probes = LatestProbes(self.stale_after)
 
     def observe_probe(self, sample: ProbeSample) -> None:
         """A probe was polled: from now on guards on it judge this sample."""
-        self._latest[sample.name] = sample
+        self._probes.observe(sample)
 
     def _probe(self, metric: str, second: int) -> ProbeWindow | None:
         name = probe_name(metric)
         if name is None:
             return None
-        sample = self._latest.get(name)
-        fresh = sample is not None and not sample.failed and second + 1 - sample.at <= self.stale_after
-        value = sample.value if sample is not None and fresh else math.nan
+        value = self._probes.value(name, second)
         return ProbeWindow(name, () if math.isnan(value) else (value,))
 
     def observe(self, closed: ClosedSecond) -> GuardTrip | None:

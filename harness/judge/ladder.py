@@ -105,17 +105,31 @@ class LadderBook:
 
     def __init__(self, plan: Plan, start_epoch: float) -> None:
         self.plan = plan
+        self.start_epoch = start_epoch
         self._lock = threading.Lock()
-        self._steps: dict[str, list[_Step]] = {}
-        for name, ladder in plan.ladders.items():
-            slos = [s for s in plan.scenario.slos if s.name in ladder.slos]
-            scenario = plan.scenario.model_copy(update={"slos": slos})
-            self._steps[name] = []
-            for rung in ladder.rungs:
-                windows: dict[str, tuple[Span, ...]] = {slo.name: (rung.span,) for slo in slos}
-                step_plan = dataclasses.replace(plan, scenario=scenario, windows=windows, ladders={})
-                result = StepResult(rung.index, rung.radius, StepState.NOT_REACHED, rung.span.start, rung.span.end)
-                self._steps[name].append(_Step(rung, SloBook(step_plan, start_epoch), result))
+        self._steps: dict[str, list[_Step]] = {name: self._books(ladder) for name, ladder in plan.ladders.items()}
+
+    def _books(self, ladder: Ladder) -> list[_Step]:
+        """One SLO book per step of ``ladder``, its SLOs' windows the step's span."""
+        plan = self.plan
+        slos = [s for s in plan.scenario.slos if s.name in ladder.slos]
+        scenario = plan.scenario.model_copy(update={"slos": slos})
+        steps = []
+        for rung in ladder.rungs:
+            windows: dict[str, tuple[Span, ...]] = {slo.name: (rung.span,) for slo in slos}
+            step_plan = dataclasses.replace(plan, scenario=scenario, windows=windows, ladders={})
+            result = StepResult(rung.index, rung.radius, StepState.NOT_REACHED, rung.span.start, rung.span.end)
+            steps.append(_Step(rung, SloBook(step_plan, self.start_epoch), result))
+        return steps
+
+    def retime(self, plan: Plan) -> None:
+        """A fault that waited for a steady state started: a ladder of it starts now, each step
+        moved with it (no step of it was reached before, so none has seen a second)."""
+        with self._lock:
+            moved = {name for name, ladder in plan.ladders.items() if ladder != self.plan.ladders.get(name)}
+            self.plan = plan
+            for name in moved:
+                self._steps[name] = self._books(plan.ladders[name])
 
     def observe(self, closed: ClosedSecond) -> None:
         with self._lock:

@@ -97,6 +97,11 @@ class SloBook:
         self._tracks = {slo.name: _SecondsTrack() for slo in slos if lookup(slo.objective.metric).by_second}
         self._probes = {slo.name: [] for slo in slos if probe_name(slo.objective.metric) is not None}
 
+    def retime(self, plan: Plan) -> None:
+        """A fault that waited for a steady state started: judge the seconds from now by ``plan``,
+        where its windows moved with it (the seconds before lie outside them either way)."""
+        self.plan = plan
+
     def offset(self, second: int) -> float:
         """Offset of a second's midpoint from the run start."""
         return second + 0.5 - self.start_epoch

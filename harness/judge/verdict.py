@@ -23,7 +23,7 @@ from harness.errors import (
 from harness.judge.ladder import LadderResult, ladder_failures
 from harness.judge.slo import SloResult
 from harness.measure.windows import ClosedSecond, EndpointStats, WindowTotals
-from harness.plan import Plan
+from harness.plan import Plan, Span
 from harness.scenario.expressions import WindowKind, WindowRef
 
 __all__ = ["RunLedger", "Verdict", "decide", "stats_dict"]
@@ -113,12 +113,21 @@ class RunLedger:
     last_second: int | None = None
 
     def __post_init__(self) -> None:
-        refs = [WindowRef(WindowKind.RUN), WindowRef(WindowKind.STEADY)]
-        refs += [WindowRef(WindowKind.PHASE, name) for name in self.plan.phases]
-        refs += [WindowRef(WindowKind.DURING, name) for name in self.plan.faults]
-        refs += [WindowRef(WindowKind.AFTER, name) for name in self.plan.faults]
-        self._refs = {str(ref): self.plan.spans(ref) for ref in refs}
+        self._refs = self._spans(self.plan)
         self.windows = {name: WindowTotals() for name in self._refs}
+
+    @staticmethod
+    def _spans(plan: Plan) -> dict[str, tuple[Span, ...]]:
+        refs = [WindowRef(WindowKind.RUN), WindowRef(WindowKind.STEADY)]
+        refs += [WindowRef(WindowKind.PHASE, name) for name in plan.phases]
+        refs += [WindowRef(WindowKind.DURING, name) for name in plan.faults]
+        refs += [WindowRef(WindowKind.AFTER, name) for name in plan.faults]
+        return {str(ref): plan.spans(ref) for ref in refs}
+
+    def retime(self, plan: Plan) -> None:
+        """A fault that waited for a steady state started: its windows (and steady's) moved."""
+        self.plan = plan
+        self._refs = self._spans(plan)
 
     def observe(self, closed: ClosedSecond) -> None:
         offset = closed.second + 0.5 - self.start_epoch

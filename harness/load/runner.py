@@ -17,7 +17,6 @@ from gevent import monkey
 monkey.patch_all()
 
 import argparse  # noqa: E402
-import bisect  # noqa: E402
 import ctypes  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
@@ -31,13 +30,12 @@ from pathlib import Path  # noqa: E402
 from typing import Any, TextIO  # noqa: E402
 
 import gevent  # noqa: E402
-from gevent.event import Event  # noqa: E402
 from gevent.fileobject import FileObjectPosix  # noqa: E402
-from gevent.queue import Queue  # noqa: E402
 from locust import User  # noqa: E402
 from locust import log as locust_log  # noqa: E402
 from locust.env import Environment  # noqa: E402
 
+from harness.load.arrivals import ArrivalSchedule, driver_now, intended, paced  # noqa: E402
 from harness.load.failures import FailureKinds  # noqa: E402
 from harness.load.locustfile import Locustfile, build_environment, parse_options  # noqa: E402
 from harness.load.protocol import (  # noqa: E402
@@ -57,17 +55,7 @@ from harness.load.protocol import (  # noqa: E402
 )
 from harness.load.trace import TraceSettings  # noqa: E402
 from harness.load.tracing import traced  # noqa: E402
-from harness.measure.clocks import offset_from_env  # noqa: E402
 from harness.measure.windows import WindowRecorder  # noqa: E402
-
-#: Seconds this node's clock is ahead of the driver's, measured at start (harness.measure.clocks). Every
-#: epoch time here (window seconds, schedules, acknowledgements) is on the driver's clock, so
-#: windows from every node line up second by second.
-CLOCK_OFFSET = offset_from_env()
-
-
-def _now() -> float:
-    return time.time() - CLOCK_OFFSET
 
 
 def _die_with_parent() -> None:
@@ -77,114 +65,6 @@ def _die_with_parent() -> None:
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except OSError:
         pass
-
-
-# Due slots a process queues for its users at most; beyond it the schedule skips ahead.
-MAX_BACKLOG = 50_000
-
-
-class ArrivalSchedule:
-    """Open-model arrivals: a scheduler greenlet releases each slot when it falls due.
-
-    The k-th slot of a stage is due at ``start + (k + phase) / rate``; the orchestrator gives
-    each of n processes the phase i/n, so together they follow one schedule of n*rate
-    arrivals/s. Users block in ``take()`` until a slot is due. When every user is busy (a
-    slow or stalled target), due slots queue up and the next free user takes the oldest one
-    at once: the iteration is late but still counted from its intended time (coordinated-
-    omission correction, as wrk2 does), so a stall shows in the latency instead of hiding in
-    a lower rate.
-    """
-
-    def __init__(self) -> None:
-        self.rate = 0.0
-        self._start = 0.0
-        self._phase = 0.0
-        self._k = 0
-        self._pending: list[tuple[float, float, float]] = []  # (start, rate, phase), sent ahead
-        self._due: Queue[float] = Queue()
-        self._changed = Event()
-        self.skipped = 0  # slots never queued because the backlog was full
-
-    def set_rate(self, rate: float, start: float = 0.0, phase: float = 0.0) -> float:
-        """Follow a new schedule from its own slot 0 at ``start``; returns when it takes over.
-
-        A ``start`` in the future (the orchestrator sends open-model stages ahead) is kept
-        until then while the current schedule runs on, so the change lands on its planned
-        instant in intended time however late this busy process gets to run. Slots already
-        released stay due.
-        """
-        now = _now()
-        start = start or now
-        if start > now:
-            bisect.insort(self._pending, (start, max(0.0, rate), phase))
-            self._changed.set()
-            return start
-        self._switch(start, max(0.0, rate), phase)
-        return now
-
-    def _switch(self, start: float, rate: float, phase: float) -> None:
-        self.rate, self._start, self._phase, self._k = rate, start, phase, 0
-        self._changed.set()
-
-    def run(self) -> None:
-        """The scheduler greenlet: release every slot that is due, then sleep to the next."""
-        while True:
-            self._changed.clear()
-            now = _now()
-            switch_at = self._pending[0][0] if self._pending else math.inf
-            due = self._start + (self._k + self._phase) / self.rate if self.rate > 0 else math.inf
-            while due <= now and due < switch_at:
-                if self._due.qsize() >= MAX_BACKLOG:
-                    # The users cannot keep up (a rate far beyond this process): skip what is
-                    # due instead of queueing it without bound. The windows' started counts
-                    # show the shortfall, which makes the run invalid.
-                    behind = math.floor((min(now, switch_at) - self._start) * self.rate - self._phase) + 1 - self._k
-                    self.skipped += max(1, behind)
-                    self._k += max(1, behind)
-                    due = self._start + (self._k + self._phase) / self.rate
-                    break
-                self._due.put_nowait(due)
-                self._k += 1
-                due = self._start + (self._k + self._phase) / self.rate
-            if switch_at <= now and not (due <= now and due < switch_at):
-                self._switch(*self._pending.pop(0))  # every slot of the old schedule before it is out
-                continue
-            wake = min(due, switch_at)
-            self._changed.wait(None if wake == math.inf else max(0.0, wake - now))
-
-    def take(self) -> float:
-        """Block until a slot is due; returns its intended epoch time."""
-        return self._due.get()
-
-    @property
-    def backlog(self) -> int:
-        """Slots due but not yet taken by a user."""
-        return self._due.qsize()
-
-
-def _paced(cls: type[User], schedule: ArrivalSchedule, started: Callable[[], None]) -> type[User]:
-    """A subclass of ``cls`` whose iterations start at the schedule's slots, not its wait_time.
-
-    The wait happens inside ``wait_time`` so that Locust sees the user as waiting (a stop
-    then ends it gracefully) and the iteration starts the moment ``wait_time`` returns.
-    """
-    original_on_start = cls.on_start
-
-    def wait_time(self: User) -> float:
-        intended[gevent.getcurrent()] = schedule.take()
-        started()
-        return 0.0
-
-    def on_start(self: User) -> None:
-        original_on_start(self)
-        wait_time(self)
-
-    return type(cls.__name__, (cls,), {"on_start": on_start, "wait_time": wait_time, "weight": cls.weight})
-
-
-# Each paced user's current iteration's intended start, by greenlet; consumed by the first
-# request of the iteration.
-intended: dict[Any, float] = {}
 
 
 @dataclass(frozen=True)
@@ -219,7 +99,7 @@ class LoadProcess:
         self.raw = raw
         self.schedule = ArrivalSchedule()
         self.open_model = settings.open_model
-        self.recorder = WindowRecorder(settings.process_id, int(_now()))
+        self.recorder = WindowRecorder(settings.process_id, int(driver_now()))
         locustfile = Locustfile.load(settings.locustfile)
         self.user_classes: list[type[User]] = locustfile.user_classes(settings.classes)
         shape = locustfile.shape(settings.shape)
@@ -228,7 +108,7 @@ class LoadProcess:
         )
         if settings.open_model:
             count_start = self._count_start
-            self.user_classes = [_paced(cls, self.schedule, count_start) for cls in self.user_classes]
+            self.user_classes = [paced(cls, self.schedule, count_start) for cls in self.user_classes]
         self.env: Environment = build_environment(locustfile, self.user_classes, shape, settings.host, options)
         self.runner = self.env.create_local_runner()
         if not settings.keep_stats:
@@ -236,7 +116,10 @@ class LoadProcess:
         self._failure_kind = FailureKinds()
         listener = self._on_request_open if settings.open_model else self._on_request
         self.tracer = traced(settings.trace)  # before any user starts
-        listener = listener if self.tracer is None else self.tracer.listening(listener)
+        #: Per endpoint, the latency a request must beat to be kept as an example (None: untraced),
+        #: and what keeps it (:meth:`Tracer.keep`, called only when it is beaten or the request failed).
+        self._floor: dict[tuple[str, str], float] | None = self.tracer.keeper.floor if self.tracer else None
+        self._keep: Callable[..., None] = self.tracer.keep if self.tracer else _no_keep
         self.env.events.request.add_listener(self._with_raw_log(listener) if raw is not None else listener)
         self.env.events.init.fire(environment=self.env, runner=self.runner, web_ui=None)
         if locust_log.unhandled_greenlet_exception:  # Locust exits 1 then too
@@ -252,7 +135,7 @@ class LoadProcess:
         }
 
     def _count_start(self) -> None:
-        self.recorder.count_start(int(_now()))
+        self.recorder.count_start(int(driver_now()))
 
     def emit(self, line: str) -> None:
         data = (line + "\n").encode()
@@ -273,9 +156,13 @@ class LoadProcess:
         **_: Any,
     ) -> int:
         failure = None if exception is None else self._failure_kind(exception, response)
-        return self.recorder.record(
-            int(_now()), request_type, name, int(response_time * 1000), response_length or 0, failure
+        second = self.recorder.record(
+            int(driver_now()), request_type, name, int(response_time * 1000), response_length or 0, failure
         )
+        floor = self._floor
+        if floor is not None and (failure is not None or response_time > floor.get((request_type, name), -1.0)):
+            self._keep(request_type, name, response_time, failure, exception, response, second)
+        return second
 
     def _on_request_open(
         self,
@@ -287,12 +174,18 @@ class LoadProcess:
         response: Any = None,
         **_: Any,
     ) -> int:
-        now = _now()
+        now = driver_now()
         service_us = int(response_time * 1000)
         slot = intended.pop(gevent.getcurrent(), None)
         latency_us = service_us if slot is None else max(service_us, int((now - slot) * 1e6))
         failure = None if exception is None else self._failure_kind(exception, response)
-        return self.recorder.record(int(now), request_type, name, latency_us, response_length or 0, failure, service_us)
+        second = self.recorder.record(
+            int(now), request_type, name, latency_us, response_length or 0, failure, service_us
+        )
+        floor = self._floor
+        if floor is not None and (failure is not None or response_time > floor.get((request_type, name), -1.0)):
+            self._keep(request_type, name, response_time, failure, exception, response, second)
+        return second
 
     def _with_raw_log(self, listener: Callable[..., int]) -> Callable[..., None]:
         """Also log every request's latency, for tests that check percentiles against ground truth."""
@@ -301,7 +194,7 @@ class LoadProcess:
 
         def logged(request_type: str, name: str, response_time: float, **kwargs: Any) -> None:
             pending = intended.get(gevent.getcurrent())
-            now = _now()
+            now = driver_now()
             second = listener(request_type=request_type, name=name, response_time=response_time, **kwargs)
             service_us = int(response_time * 1000)
             latency_us = service_us if pending is None else max(service_us, int((now - pending) * 1e6))
@@ -322,10 +215,10 @@ class LoadProcess:
     def tick_forever(self) -> None:
         """Emit each second's window just after it ends; measure event-loop lag meanwhile."""
         while True:
-            now = _now()
+            now = driver_now()
             due = math.floor(now) + 1.02
             gevent.sleep(due - now)
-            woke = _now()
+            woke = driver_now()
             health = self.health(lag_ms=round(max(0.0, woke - due) * 1000, 2))
             for line in self.recorder.flush(int(woke), health):
                 self.emit(line)
@@ -352,13 +245,13 @@ class LoadProcess:
             # All at once, as before; start(0), not stop(): under Locust a test stops once, at
             # its end (test_stop), however often its users drop to none on the way.
             self.runner.start(0, max(self.runner.user_count, 1))
-        self.emit(Applied(self.process_id, command.name, round(_now(), 4)).encode())
+        self.emit(Applied(self.process_id, command.name, round(driver_now(), 4)).encode())
         return True
 
     def _set_rate(self, command: SetRate) -> bool:
         effective = self.schedule.set_rate(command.rate, command.start, command.phase)
         if command.users > 0:
-            ahead = effective - _now()
+            ahead = effective - driver_now()
             if ahead > 0:  # the pool changes with the schedule, not when the command came
                 gevent.spawn_later(ahead, self._resize, command.users)
             else:
@@ -376,12 +269,16 @@ class LoadProcess:
         self.runner.quit()
         self.env.events.quitting.fire(environment=self.env, reverse=True)
         health = self.health(lag_ms=0.0)
-        for line in self.recorder.flush(int(_now()) + 1, health):
+        for line in self.recorder.flush(int(driver_now()) + 1, health):
             self.emit(line)
         self._emit_examples()
         if self.raw is not None:
             self.raw.flush()
         self.emit(Stopped(self.process_id).encode())
+
+
+def _no_keep(*_: Any) -> None:
+    """Where nothing keeps examples (trace context off); never called: the floor is None then."""
 
 
 def _drop_locust_stats(env: Environment) -> None:

@@ -14,9 +14,9 @@ HTTP client builds a request's headers:
   trace; its requests are spans of it (a new parent-id each).
 
 Per request that is a list pop, two more header entries and, with ``per: iteration``, one
-string concatenation (:mod:`harness.load.trace`). The runner's request listener, wrapped by
-:meth:`Tracer.listening`, keeps the examples (:class:`harness.measure.examples.ExampleKeeper`):
-per request one lookup and a comparison;
+string concatenation (:mod:`harness.load.trace`). The runner's request listener keeps the examples
+(:meth:`Tracer.keep`, :class:`harness.measure.examples.ExampleKeeper`): per request one lookup
+and a comparison, in the listener itself;
 only a request that is among its endpoint's slowest or first failed has its trace id read
 back from the request it sent.
 """
@@ -32,7 +32,6 @@ from locust import TaskSet, User
 from locust.clients import HttpSession
 from locust.contrib.fasthttp import FastHttpSession
 
-from harness.load.failures import FailureKinds
 from harness.load.protocol import Examples as ExamplesReport
 from harness.load.trace import BAGGAGE, TRACEPARENT, IdPool, TracePer, TraceSettings, baggage, trace_id_of
 from harness.measure.examples import Example, ExampleKeeper
@@ -54,7 +53,6 @@ class Tracer:
         self._trace_ids = IdPool(32)
         self._span_ids = IdPool(16)
         self._headers: list[str] = []  # preformatted traceparents, one trace each
-        self._failure_kind = FailureKinds()
         #: A new span's ``traceparent`` for a request of ``user``: chosen once, not per request.
         self.traceparent: Callable[[Any], str] = (
             self._in_iteration if settings.per is TracePer.ITERATION else self._of_its_own
@@ -83,37 +81,25 @@ class Tracer:
         """The ``traceparent`` prefix of a new trace (``00-<trace-id>-``)."""
         return "00-" + self._trace_ids.take() + "-"
 
-    def listening(self, listener: Callable[..., int]) -> Callable[..., int]:
-        """``listener`` (the runner's request listener, which returns the request's second) that
-        also keeps the request as an example if it is among its endpoint's slowest or first failed."""
-        floor = self.keeper.floor
-        keep = self._keep
-
-        def traced(
-            request_type: str,
-            name: str,
-            response_time: float,
-            response_length: int,
-            exception: BaseException | None = None,
-            response: Any = None,
-            **_: Any,
-        ) -> int:
-            second = listener(request_type, name, response_time, response_length, exception, response)
-            if exception is not None or response_time > floor.get((request_type, name), -1.0):
-                keep(request_type, name, response_time, exception, response, second)
-            return second
-
-        return traced
-
-    def _keep(
-        self, method: str, name: str, response_time: float, exception: BaseException | None, response: Any, second: int
+    def keep(
+        self,
+        method: str,
+        name: str,
+        response_time: float,
+        failure: str | None,
+        exception: BaseException | None,
+        response: Any,
+        second: int,
     ) -> None:
-        if not self.keeper.wanted((method, name), response_time, exception is not None):
+        """Keep a request as an example if it is among its endpoint's slowest or first failed.
+
+        The runner's request listener calls this only for a request slower than its endpoint's
+        floor (:attr:`ExampleKeeper.floor`) or failed, with the failure kind it recorded."""
+        if not self.keeper.wanted((method, name), response_time, failure is not None):
             return
         trace_id = trace_id_of(_sent_traceparent(response, exception))
         if trace_id:
-            failure = "" if exception is None else self._failure_kind(exception, response)
-            self.keeper.offer(method, name, Example(trace_id, round(response_time, 3), second, failure))
+            self.keeper.offer(method, name, Example(trace_id, round(response_time, 3), second, failure or ""))
 
     def report(self, process: str) -> str | None:
         """The examples report line of what was kept since the last call, or None."""

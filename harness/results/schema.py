@@ -232,6 +232,7 @@ class EventKind(StrEnum):
     GENERATOR = "generator"
     PROBE = "probe"  # a probe's poll failed (state start) or answered again (end)
     HEAL = "heal"  # the instant a fault's heal condition was first seen holding (name: the fault)
+    STEADY = "steady"  # a fault that waited: the instant its steady state held (name: the fault)
 
 
 class EventState(StrEnum):

@@ -231,7 +231,7 @@ def _verdict(data: ReportData) -> str:
 
 
 def _events(data: ReportData) -> str:
-    kinds = ("phase", "stage", "fault", "abort", "heal")
+    kinds = ("phase", "stage", "fault", "abort", "heal", "steady")
     shown = [e for e in sorted(data.events, key=lambda e: e.time) if e.kind in kinds]
     if not shown:
         return ""

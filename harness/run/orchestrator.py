@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import resource
 import socket
 import sys
 import time
@@ -25,23 +24,15 @@ from dataclasses import dataclass
 from harness.errors import ConfigError, HarnessError
 from harness.judge.guards import GuardWatch
 from harness.judge.ladder import LadderBook
-from harness.judge.slo import SloBook, SloResult
+from harness.judge.slo import SloBook
 from harness.judge.summary import (
     BaselineOutcome,
-    DeliverySummary,
-    EndpointTotals,
-    EndpointTraces,
-    FindingEntry,
     HealEntry,
     RunSummary,
-    SecondCounts,
-    Stats,
-    StepTiming,
-    Timings,
     from_json,
 )
-from harness.judge.verdict import RunLedger, Verdict, decide
-from harness.measure.delivery import SUSTAINED_SECONDS, DeliveryWatch
+from harness.judge.verdict import RunLedger, decide
+from harness.measure.delivery import DeliveryWatch
 from harness.measure.heal import HealTime
 from harness.measure.steptiming import StepRecord
 from harness.measure.windows import Aggregator
@@ -76,6 +67,8 @@ from harness.run.seconds import (
 )
 from harness.run.signals import deferred_interrupts, exit_at_once, terminate_as_interrupt
 from harness.run.stages import Stages, send_at
+from harness.run.steady import Retimed, SteadyStarts, never_steady, retimed_steps
+from harness.run.summarize import run_summary
 
 __all__ = ["LiveStatus", "Orchestrator", "RunOptions", "new_run_id"]
 
@@ -103,6 +96,8 @@ class _Live:
     writer: WriterObserver
     guard: GuardObserver
     ladders: LadderBook
+    steady: SteadyStarts | None  # the faults that wait for a steady state (None: none does)
+    retimed: tuple[Retimed, ...]  # told when such a fault starts and its windows move
 
 
 class Orchestrator:
@@ -137,6 +132,7 @@ class Orchestrator:
         self.ray: RayStart | None = None
         self.timings: dict[str, float] = {}
         self.load_stopped_at: float | None = None  # when teardown finished (the verdict's time is from here)
+        self.never_steady = ""  # why the run ended at a fault's deadline: it never became steady
         self._actions: dict[StepKind, Callable[[Step, StepRecord, float], None]] = {
             StepKind.RUN_START: self._run_start,
             StepKind.RUN_END: self._run_end,
@@ -212,32 +208,35 @@ class Orchestrator:
         guard = GuardObserver(watch, self.recorder)
         ladders = LadderBook(self.plan, start_epoch)
         observers: list[SecondObserver] = [DeliveryObserver(delivery), VerdictObserver(book, ledger, ladders), tally]
+        steady = SteadyStarts(self.plan, start_epoch, self.recorder, every + 2.0) if self.plan.waiting() else None
+        if steady is not None:  # early: a fault that is due starts after this observer, not after all
+            observers.insert(0, steady)
         if self.scenario.probes is not None:  # first: SLOs and guards judge a second with the probes known by then
-            self.probes = ProbeObserver(
-                ProbePoller(self.scenario.probes, self.recorder, self.scenario.name), book, ladders, watch
-            )
+            sinks = (book, ladders, watch, *((steady,) if steady is not None else ()))
+            self.probes = ProbeObserver(ProbePoller(self.scenario.probes, self.recorder, self.scenario.name), sinks)
             observers.insert(0, self.probes)
             self.probes.poller.start(start_epoch)
+        retimed: list[Retimed] = [book, ledger, ladders]
         observers += [writer, WindowFiguresObserver(ledger, self.recorder, start_epoch), guard]
         if self.on_status is not None:
-            observers.append(
-                DisplayObserver(
-                    self.on_status,
-                    Timeline.of(self.plan),
-                    start_mono,
-                    self.recorder.shown_phase,  # in step with the phase and fault lines the user reads
-                    self.recorder.shown_faults,
-                    lambda: [*self.fleet.lost],
-                    lock=self.recorder.showing,
-                )
+            display = DisplayObserver(
+                self.on_status,
+                Timeline.of(self.plan),
+                start_mono,
+                self.recorder.shown_phase,  # in step with the phase and fault lines the user reads
+                self.recorder.shown_faults,
+                lambda: [*self.fleet.lost],
+                lock=self.recorder.showing,
             )
+            observers.append(display)
+            retimed.append(display)
         seconds = Seconds(aggregator, observers)
         losses = Losses(self.fleet, stages, aggregator, delivery, self.recorder)
         self.timings["load_start_s"] = round(start_epoch - self.options.invoked_at, 3)
         # Registered as running now, so Grafana lists the run and draws it while it goes.
         planned_end = start_epoch + self.plan.duration
         self.recorder.write([running_point(self.run_id, self.scenario.name, start_epoch, planned_end)])
-        parts = (stages, losses, delivery, book, ledger, seconds, tally, writer, guard, ladders)
+        parts = (stages, losses, delivery, book, ledger, seconds, tally, writer, guard, ladders, steady, tuple(retimed))
         return _Live(start_epoch, start_mono, *parts)
 
     def _loop(self) -> None:
@@ -263,6 +262,7 @@ class Orchestrator:
             self.poller.begin(live.stages, live.losses, live.seconds)
             while pending:
                 self.poller.raise_failure()
+                pending = self._steady_starts(pending)
                 elapsed = time.monotonic() - live.start_mono
                 while pending and send_at(pending[0]) <= elapsed:
                     self._execute(pending.pop(0))
@@ -272,7 +272,7 @@ class Orchestrator:
                     pending.remove(step)
                     self._execute(step)
                 self._announce(pending)
-                if not pending or live.guard.trip is not None:
+                if not pending or live.guard.trip is not None or self.never_steady:
                     break
                 wait = live.start_mono + min(send_at(s) for s in pending) - time.monotonic()
                 time.sleep(max(0.0, min(wait, CLOCK_CHECK)))
@@ -286,6 +286,21 @@ class Orchestrator:
             if self.live is not None:
                 self.timings["load_window_s"] = round(time.monotonic() - self.live.start_mono, 3)
         self.poller.raise_failure()
+
+    def _steady_starts(self, pending: list[Step]) -> list[Step]:
+        """The faults found steady since the last look start now: the plan moves each to this
+        instant (its windows, its ladder and the steady window with it), then its start is due."""
+        live = self.live
+        assert live is not None
+        for held in live.steady.take() if live.steady is not None else []:
+            offset = time.monotonic() - live.start_mono
+            index = next(i for i, f in enumerate(self.scenario.faults) if f.name == held.fault)
+            self.plan = self.plan.started_at(held.fault, offset)
+            for part in live.retimed:
+                part.retime(self.plan)
+            pending = retimed_steps(pending, self.plan, index)
+            self.recorder.event("steady", held.fault, "start", held.text, held.at)
+        return pending
 
     def _announce(self, pending: list[Step]) -> None:
         """Tell the poll thread when the next step is due (it holds back work that would overlap)."""
@@ -318,6 +333,11 @@ class Orchestrator:
 
     def _fault_start(self, step: Step, record: StepRecord, now: float) -> None:
         if step.fault_index is None or self.faults is None or self.live is None:
+            return
+        if step.waits:  # its deadline, and the system was never steady: the run ends, invalid
+            self.never_steady = never_steady(self.plan, step)
+            self.recorder.note(self.never_steady)
+            self.recorder.event("abort", step.name, "start", self.never_steady, now)
             return
         injected = self.faults.inject(step.fault_index, step.rung)
         if self.heals is not None:
@@ -384,7 +404,7 @@ class Orchestrator:
         if self.probes is not None:
             self.probes.flush()  # the last polls, taken after the last second closed
         slos = live.book.results(self.heal_times) if live is not None else []
-        invalid = live.delivery.reason() if live is not None else ""
+        invalid = self.never_steady or (live.delivery.reason() if live is not None else "")
         if not invalid and live is not None and not live.ledger.windows["run"].total().count:
             invalid = "no requests were completed: check the target and the locustfile"
         if live is not None:
@@ -413,72 +433,7 @@ class Orchestrator:
         self.recorder.write(
             [run_point(self.run_id, self.scenario.name, verdict.value, started, ended, reason, planned_end)]
         )
-        return dataclasses.replace(self._summary(verdict, reason, started, ended, slos, baseline), ladders=ladders)
-
-    def _summary(
-        self,
-        verdict: Verdict,
-        reason: str,
-        started: float,
-        ended: float,
-        slos: list[SloResult],
-        baseline: BaselineOutcome | None,
-    ) -> RunSummary:
-        live = self.live
-        delivery = live.delivery if live is not None else None
-        windows = live.ledger.window_table() if live is not None else {}
-        return RunSummary(
-            run_id=self.run_id,
-            scenario=self.scenario.name,
-            scenario_file=self.scenario.source,
-            verdict=verdict.value,
-            exit_code=verdict.exit_code,
-            reason=reason,
-            started=started,
-            ended=ended,
-            planned_duration_s=self.plan.duration,
-            processes=list(self.fleet.process_ids),
-            generators=list(self.fleet.report),
-            chaos_agents=list(self.faults.report) if self.faults is not None else [],
-            dead_processes=sorted(self.fleet.dead),
-            seconds=SecondCounts(
-                saturated=delivery.saturated_seconds() if delivery else 0,
-                short=delivery.short_seconds() if delivery else 0,
-                late=live.tally.late_seconds if live is not None else 0,
-            ),
-            late_windows=live.seconds.aggregator.late_count if live is not None else 0,
-            late_requests_unwritten=live.writer.late_requests_unwritten if live is not None else 0,
-            lost_generators=list(live.losses.lost_report) if live is not None else [],
-            load_gaps=list(live.stages.load_gaps) if live is not None else [],
-            delivery=DeliverySummary(
-                SUSTAINED_SECONDS,
-                [
-                    FindingEntry(f.condition.value, f.subject, round(f.offset, 3), f.seconds, f.text)
-                    for f in delivery.findings()
-                ]
-                if delivery
-                else [],
-            ),
-            step_timing=[from_json(StepTiming, r.to_dict()) for r in live.stages.log.records] if live else [],
-            totals=Stats.from_json(windows["run"]) if windows else None,
-            endpoints=[EndpointTotals.from_json(row) for row in live.ledger.endpoint_table()] if live else [],
-            trace_examples=[from_json(EndpointTraces, dataclasses.asdict(e)) for e in self.poller.examples.table()],
-            windows={name: Stats.from_json(row) for name, row in windows.items()},
-            slos=slos,
-            guard=live.guard.trip if live is not None else None,
-            heals=[HealEntry.of(heal) for heal in self.heal_times.values()] or None,
-            baseline=baseline,
-            probes=self.probes.poller.series() if self.probes is not None else [],
-            events=list(self.recorder.events),
-            timings=self._timings(),
-            driver_peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        )
-
-    def _timings(self) -> Timings:
-        measured = {**self.timings, **self.fleet.timings, **self.poller.timings}
-        if self.live is not None and self.live.tally.first_request_by_s is not None:
-            measured["first_request_by_s"] = self.live.tally.first_request_by_s
-        return from_json(Timings, measured)
+        return dataclasses.replace(run_summary(self, verdict, reason, started, ended, slos, baseline), ladders=ladders)
 
     def _compare_with_baseline(self) -> BaselineOutcome | None:
         """This run against ``--baseline``, from the points it wrote (results.lp may lag)."""

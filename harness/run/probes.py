@@ -18,13 +18,12 @@ import math
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Protocol
 
 from harness.errors import ProbeFailed
-from harness.judge.guards import GuardWatch
-from harness.judge.ladder import LadderBook
 from harness.judge.probe_samples import ProbeSample
-from harness.judge.slo import SloBook
 from harness.judge.summary import ProbeSeries, ProbeValue
 from harness.measure.windows import LateWindow
 from harness.results.points import probe_point
@@ -190,16 +189,19 @@ class ProbePoller:
             self.recorder.note(f"{self.recorder.at(sample.at)} probe {name} answers again")
 
 
-class ProbeObserver:
-    """Hands the probe samples polled so far to the SLO book, the ladders' step books and the
-    guards, before they judge a second (it comes first among the per-second observers), and once
-    more at the end of the run."""
+class ProbeSink(Protocol):
+    """What judges probe samples: the SLO book, the ladders' step books, the guards, the steady starts."""
 
-    def __init__(self, poller: ProbePoller, book: SloBook, ladders: LadderBook, guards: GuardWatch) -> None:
+    def observe_probe(self, sample: ProbeSample) -> None: ...
+
+
+class ProbeObserver:
+    """Hands the probe samples polled so far to each of ``sinks`` before they judge a second (it
+    comes first among the per-second observers), and once more at the end of the run."""
+
+    def __init__(self, poller: ProbePoller, sinks: Sequence[ProbeSink]) -> None:
         self.poller = poller
-        self.book = book
-        self.ladders = ladders
-        self.guards = guards
+        self.sinks = tuple(sinks)
 
     def on_second(self, second: Second) -> None:
         self.flush()
@@ -209,6 +211,5 @@ class ProbeObserver:
 
     def flush(self) -> None:
         for sample in self.poller.take():
-            self.book.observe_probe(sample)
-            self.ladders.observe_probe(sample)
-            self.guards.observe_probe(sample)
+            for sink in self.sinks:
+                sink.observe_probe(sample)

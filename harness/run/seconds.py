@@ -369,6 +369,10 @@ class DisplayObserver:
         self.lost = lost
         self.lock = lock or contextlib.nullcontext()
 
+    def retime(self, plan: Plan) -> None:
+        """A fault that waited for a steady state started: draw it where it is."""
+        self.timeline = Timeline.of(plan)
+
     def on_second(self, second: Second) -> None:
         closed = second.closed
         total = second.total()

@@ -156,11 +156,16 @@ def _fault_checks(draft: Draft) -> Iterator[Found]:
             seen.add(name)
         if fault is None:
             continue
-        if total is not None and fault.at + fault.duration > total + 1e-9:
+        if total is not None and fault.start + fault.duration > total + 1e-9:
+            latest = " (started at its deadline, the latest it may)" if fault.waits_for is not None else ""
             yield (
-                ("faults", i, "at"),
-                f"fault window {fault.at:g}s..{fault.at + fault.duration:g}s ends after the run ({total:g}s)",
+                ("faults", i, "at", *(("deadline",) if fault.waits_for is not None else ())),
+                f"fault window {fault.start:g}s..{fault.start + fault.duration:g}s{latest} "
+                f"ends after the run ({total:g}s)",
             )
+        if fault.waits_for is not None:
+            for j, condition in enumerate(fault.waits_for.steady):
+                yield from _probe_checks(("faults", i, "at", "steady", j), condition.metric, draft.probe_names)
         for path, message in fault.checks(context):
             yield ("faults", i, *path), message
         for path, message in fault.pod_checks(context):

@@ -35,6 +35,7 @@ __all__ = [
     "parse_duration",
     "parse_objective",
     "parse_percent",
+    "parse_steady_condition",
     "parse_window",
 ]
 
@@ -170,6 +171,22 @@ def parse_condition(text: object) -> Condition:
     if not metric.per_second:
         raise ValueError(f"{metric.name} cannot be judged second by second, so it cannot be a guard: {metric.why}")
     return Condition(breach=breach, for_seconds=seconds, text=text.strip())
+
+
+def parse_steady_condition(text: object) -> Objective:
+    """Parse one condition of a steady start (``p99 < 300ms``): what must hold on each second.
+
+    Judged on one second at a time like a guard, so only metrics a guard may use; and with no
+    extra keys beside it, so none that needs one (burn_rate needs a budget)."""
+    objective = parse_objective(text)
+    metric = lookup(objective.metric)
+    if not metric.per_second:
+        raise ValueError(
+            f"{metric.name} cannot be judged second by second, so it cannot say when the load is steady: {metric.why}"
+        )
+    if metric.needs:
+        raise ValueError(f"{metric.name} needs {', '.join(metric.needs)}, which a steady condition cannot give")
+    return objective
 
 
 class WindowKind(StrEnum):

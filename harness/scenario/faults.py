@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Protocol, Self
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, Field, GetCoreSchemaHandler, Tag
+from pydantic import AfterValidator, Discriminator, Field, GetCoreSchemaHandler, Tag
 
 from harness.errors import ConfigError
 from harness.scenario.fields import (
@@ -48,6 +48,7 @@ from harness.scenario.fields import (
 )
 from harness.scenario.heal import HealCheck
 from harness.scenario.radius import Radius
+from harness.scenario.start import SteadyStart
 
 if TYPE_CHECKING:
     from pydantic_core import CoreSchema
@@ -157,6 +158,18 @@ class PodSelector(Model):
             yield ("percent",), f"percent is only used with mode 'percent' (mode is '{self.mode}')"
 
 
+def _start_tag(value: Any) -> str:
+    """A mapping is a steady-state condition; anything else an offset."""
+    return "at_steady" if isinstance(value, dict | SteadyStart) else "at_offset"
+
+
+#: A fault's ``at``: an offset, or the steady state to wait for (:mod:`harness.scenario.start`).
+FaultStart = Annotated[
+    Annotated[Duration, Tag("at_offset")] | Annotated[SteadyStart, Tag("at_steady")],
+    Discriminator(_start_tag),
+]
+
+
 class FaultBase(Model):
     """The keys every fault has; a fault model adds ``kind``, ``target`` and ``params``."""
 
@@ -169,7 +182,10 @@ class FaultBase(Model):
         kind: str
 
     name: Name = Field(description="Fault name, unique in the scenario; SLO windows refer to it.")
-    at: Duration = Field(description="Offset from the run start at which the fault is injected.")
+    at: FaultStart = Field(
+        description="Offset from the run start at which the fault is injected (e.g. 30s); or a condition: start "
+        "once the load is steady, {steady: [p99 < 300ms, rps >= 100], for: 5s, deadline: 60s}."
+    )
     duration: Duration = Field(description="How long the fault window lasts; reverted at at + duration.")
     recovery: Duration = Field(
         default=0.0, description="Seconds after the fault window that are excluded from the steady window."
@@ -204,6 +220,22 @@ class FaultBase(Model):
         field = cls.model_fields.get("kind")
         if field is not None and typing.get_origin(field.annotation) is typing.Literal:
             cls.KIND = str(typing.get_args(field.annotation)[0])
+
+    @property
+    def start(self) -> float:
+        """The offset the plan places the fault at: ``at``, or its deadline when it waits for a
+        steady state (the latest it can start; the run moves it earlier when the system is steady)."""
+        return self.at.deadline if isinstance(self.at, SteadyStart) else self.at
+
+    @property
+    def earliest(self) -> float:
+        """The earliest offset the fault can start at (``at``, or its ``after`` when it waits)."""
+        return self.at.after if isinstance(self.at, SteadyStart) else self.at
+
+    @property
+    def waits_for(self) -> SteadyStart | None:
+        """The steady state the fault waits for before it starts, or None (it starts at ``at``)."""
+        return self.at if isinstance(self.at, SteadyStart) else None
 
     def checks(self, context: FaultContext) -> Iterator[tuple[KeyPath, str]]:
         """Problems a type cannot express (one key against another, the allow-lists): ``(key path

@@ -26,7 +26,8 @@ from harness.scenario.variables import Use, Variables, interpolate
 MAX_SCENARIO_BYTES = 1_000_000
 
 
-_TAGS = {"users_stage", "rate_stage"}  # and every fault kind (fault_kinds(), read when needed)
+# Union tags pydantic puts in a location (and every fault kind: fault_kinds(), read when needed).
+_TAGS = {"users_stage", "rate_stage", "at_offset", "at_steady"}
 
 
 _SECRET_KEYS = {"token", "password", "secret", "api_key", "apikey"}

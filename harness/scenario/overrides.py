@@ -263,6 +263,11 @@ def _set_duration(data: dict[str, Any], text: str, applied: Applied) -> None:
             seconds = _seconds(fault.get(key)) if isinstance(fault, dict) else None
             if seconds is not None:
                 _put(data, ("faults", i, key), round(seconds * factor, 3), flag, applied)
+        when = fault.get("at") if isinstance(fault, dict) else None
+        for key in ("after", "deadline"):  # a steady start's bounds move with the run; its "for" does not
+            seconds = _seconds(when.get(key)) if isinstance(when, dict) else None
+            if seconds is not None:
+                _put(data, ("faults", i, "at", key), round(seconds * factor, 3), flag, applied)
 
 
 def _seconds(value: Any) -> float | None:

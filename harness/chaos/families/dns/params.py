@@ -132,7 +132,8 @@ class DnsFault(FaultBase):
 
     def _overlaps(self, context: FaultContext) -> Iterator[tuple[KeyPath, str]]:
         """Two faults on one namespace (or on the same processes) at once do not stack (a query is
-        redirected once, to one of two responders; a process is in one cgroup): said at the later."""
+        redirected once, to one of two responders; a process is in one cgroup): said at the later.
+        A fault that waits for a steady state may start anywhere from its ``after`` to its deadline."""
         mine = self.target.model_dump(exclude={"upstream", "control"}, exclude_none=True)
         for other in context.faults:
             if other is self:
@@ -140,8 +141,8 @@ class DnsFault(FaultBase):
             if (
                 isinstance(other, DnsFault)
                 and other.target.model_dump(exclude={"upstream", "control"}, exclude_none=True) == mine
-                and other.at < self.at + self.duration
-                and self.at < other.at + other.duration
+                and other.earliest < self.start + self.duration
+                and self.earliest < other.start + other.duration
             ):
                 key, what = next(iter(mine.items()))
                 yield (
