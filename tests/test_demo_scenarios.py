@@ -17,8 +17,9 @@ import math
 import os
 import subprocess
 import sys
+import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -195,4 +196,148 @@ def test_breaker_opens_fails_fast_and_closes(demo: DemoInfo, influxd: Any, tmp_p
         assert after.get(transition, 0) > before.get(transition, 0), (transition, before, after)
     assert after["demo_circuit_breaker_rejected_total"] > before["demo_circuit_breaker_rejected_total"] + 100
     assert after["demo_circuit_breaker_state"] == 0  # closed at the end
+    assert sweep.find() == []
+
+
+@contextlib.contextmanager
+def _running(
+    name: str, tmp: Path, influx_url: str
+) -> Iterator[tuple[float, Callable[[], tuple[subprocess.CompletedProcess[str], dict[str, Any]]]]]:
+    """``harness run`` of a shipped scenario, in the background: yields when its load started
+    (the epoch InfluxDB's harness_runs row says) and a function that waits for the run's end."""
+    from harness.results.query import InfluxQuery
+
+    env = {**os.environ, "HARNESS_RUNS_DIR": str(tmp / "runs")}
+    command = [sys.executable, "-m", "harness.cli", "run", str(SCENARIOS / f"{name}.yaml"), "--run-id", name]
+    proc = subprocess.Popen(
+        [*command, "--results-url", influx_url], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+    def finish() -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+        stdout, stderr = proc.communicate(timeout=300)
+        path = tmp / "runs" / name / "summary.json"
+        done = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+        return done, json.loads(path.read_text()) if path.exists() else {}
+
+    try:
+        query, deadline = InfluxQuery(influx_url, "harness"), time.monotonic() + 120
+        rows: list[dict[str, Any]] = []
+        while not rows and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+            rows = query.query(f"SELECT started FROM harness_runs WHERE run_id = '{name}'", epoch="s")
+        assert rows, f"the run's load never started: {finish()}"
+        yield float(rows[0]["started"]), finish
+    finally:
+        if proc.poll() is None:
+            proc.terminate()  # Ctrl-C's path: the run reverts its faults and stops its load
+            proc.communicate(timeout=120)
+
+
+def _per_second(influxd: Any, run_id: str) -> dict[int, dict[str, float]]:
+    """Epoch second -> the all-endpoints row harness_totals has for it (count, failures, p99)."""
+    rows = influxd.query(
+        f"SELECT \"count\", failures, p99 FROM harness_totals WHERE run_id = '{run_id}'", "harness", epoch="s"
+    )
+    return {int(row["time"]): row for row in rows}
+
+
+def _event(summary: dict[str, Any], kind: str, name: str, state: str = "start") -> dict[str, Any]:
+    found = [e for e in summary["events"] if (e["kind"], e["name"], e["state"]) == (kind, name, state)]
+    assert len(found) == 1, (kind, name, state, summary["events"])
+    return found[0]
+
+
+def test_a_fault_waits_for_the_steady_state_and_its_windows_follow(
+    demo: DemoInfo, influxd: Any, tmp_path: Path
+) -> None:
+    """``demo-steady.yaml`` on a payments service that starts slow, for a time the scenario
+    cannot know: the test holds every charge 400 ms at the demo's fault proxy and lets go a
+    random 5-9 s after the load started. The kill waits for p99 < 250 ms and errors < 1% for 3 s
+    in a row: by the per-second rows in InfluxDB, the three seconds before the instant the run
+    says the shop was steady met both conditions and came after the slow start, no earlier three
+    did (it did not wait for nothing), the fault started within one second of that instant, and
+    the checkouts' after:kill-payments:3s SLO counts exactly the checkouts InfluxDB has in the
+    three seconds from the real kill (not from the plan's 20 s)."""
+    import random
+
+    from harness.chaos.families.proxy.control import CLIENT
+
+    influxd.create_database("harness")
+    control = f"127.0.0.1:{DEFAULT_BASE_PORT + 5}"
+    warm_up = random.uniform(5.0, 9.0)
+    CLIENT.put(control, "cold-start", {"kind": "proxy.latency", "latency": 0.4})
+    try:
+        with _running("demo-steady", tmp_path, influxd.url) as (started, finish):
+            time.sleep(max(0.0, started + warm_up - time.time()))
+            CLIENT.delete(control, "cold-start")
+            released = time.time()
+            done, summary = finish()
+    finally:
+        CLIENT.delete(control, "cold-start")
+    print(f"demo-steady: warm-up {warm_up:.1f}s; {done.stdout[-1500:]}")
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+
+    steady = _event(summary, "steady", "kill-payments")
+    start = _event(summary, "fault", "kill-payments")
+    assert 0.0 <= start["time"] - steady["time"] < 1.0, (steady, start)
+    # The streak: the 3 whole seconds ending at the steady instant, all after the warm-up.
+    last = round(steady["time"]) - 1
+    streak = range(last - 2, last + 1)
+    assert streak[0] >= released - 1.0, (streak, released)
+    seconds = _per_second(influxd, "demo-steady")
+
+    def good(second: int) -> bool:
+        row = seconds.get(second)
+        return row is not None and row["count"] > 0 and row["p99"] < 250 and row["failures"] / row["count"] < 0.01
+
+    assert all(good(s) for s in streak), [seconds.get(s) for s in streak]
+    first = math.ceil(summary["started"] + 3.0)  # seconds that count: whole ones from `after: 3s`
+    earlier = [s for s in range(first, last - 2) if good(s) and good(s + 1) and good(s + 2)]
+    assert earlier == [], f"steady at {earlier} already, yet the fault waited"
+
+    # The after:kill-payments:3s window is where the kill really was.
+    offset = start["time"] - summary["started"]
+    assert offset < 20.0 - 1.0  # earlier than the plan's placement at the deadline
+    slos = {slo["name"]: slo for slo in summary["slos"]}
+    checkouts = influxd.query(
+        "SELECT \"count\" FROM harness_requests WHERE run_id = 'demo-steady' AND \"name\" = '/api/checkout/[session]'",
+        "harness",
+        epoch="s",
+    )
+    inside = sum(
+        row["count"] for row in checkouts if offset <= int(row["time"]) + 0.5 - summary["started"] < offset + 3.0
+    )
+    assert slos["checkouts-fail-after-the-kill"]["requests"] == inside > 0, (slos, inside)
+    assert slos["checkouts-fail-after-the-kill"]["passed"]
+    assert sweep.find() == []
+
+
+def test_a_fault_never_steady_by_its_deadline_ends_the_run_invalid(
+    demo: DemoInfo, influxd: Any, tmp_path: Path
+) -> None:
+    """The same scenario with a condition the shop cannot meet (p99 under 0.01 ms) and its
+    deadline at 6 s: the run ends at the deadline (not at 30 s), invalid (exit 5) with the reason
+    naming the fault and the condition, and payments was never killed (same pid)."""
+    influxd.create_database("harness")
+    text = (SCENARIOS / "demo-steady.yaml").read_text()
+    text = text.replace("steady: [p99 < 250ms, error_rate < 1%]", "steady: [p99 < 0.01ms]")
+    text = text.replace("deadline: 20s", "deadline: 6s").replace("../locustfiles/", f"{SCENARIOS.parent}/locustfiles/")
+    scenario = tmp_path / "never-steady.yaml"
+    scenario.write_text(text)
+    payments = (Path(demo.directory) / "payments.pid").read_text().strip()
+    env = {**os.environ, "HARNESS_RUNS_DIR": str(tmp_path / "runs")}
+    command = [sys.executable, "-m", "harness.cli", "run", str(scenario), "--run-id", "never-steady"]
+    done = subprocess.run(
+        [*command, "--results-url", influxd.url], env=env, capture_output=True, text=True, timeout=300
+    )
+    summary = json.loads((tmp_path / "runs" / "never-steady" / "summary.json").read_text())
+    assert done.returncode == 5, done.stdout[-4000:] + done.stderr[-2000:]
+    assert summary["verdict"] == "invalid"
+    assert summary["reason"] == (
+        "never steady: fault kill-payments did not start, p99 < 0.01ms for 3s did not hold by 6s"
+    ), summary["reason"]
+    assert summary["ended"] - summary["started"] < 15.0  # stopped at the deadline, not at 30 s
+    assert not [e for e in summary["events"] if e["kind"] == "fault"], summary["events"]
+    assert _event(summary, "abort", "kill-payments")["text"] == summary["reason"]
+    assert (Path(demo.directory) / "payments.pid").read_text().strip() == payments
     assert sweep.find() == []

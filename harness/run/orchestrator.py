@@ -275,7 +275,11 @@ class Orchestrator:
                 if not pending or live.guard.trip is not None or self.never_steady:
                     break
                 wait = live.start_mono + min(send_at(s) for s in pending) - time.monotonic()
-                time.sleep(max(0.0, min(wait, CLOCK_CHECK)))
+                pause = max(0.0, min(wait, CLOCK_CHECK))
+                if live.steady is None:
+                    time.sleep(pause)
+                else:  # woken at once when a fault that waits is due
+                    live.steady.due.wait(pause)
         finally:
             set_thread_niceness(niceness)
             self.poller.stop()

@@ -3,8 +3,8 @@
 :class:`SteadyStarts` is one of the per-second observers: each closed second (and each probe
 sample, through :class:`~harness.run.probes.ProbeObserver`) goes to the
 :class:`~harness.judge.steady.SteadyWatch`, and a fault whose conditions held is queued for the
-clock thread, which alone acts on faults. The clock thread takes it at its next look (every
-``CLOCK_CHECK``, 0.1 s), moves the fault in the plan to that instant
+clock thread, which alone acts on faults. The clock thread is woken at once (:attr:`SteadyStarts.due`),
+moves the fault in the plan to that instant
 (:meth:`~harness.plan.Plan.started_at`) and hands the new plan to everything that judges
 windows (:class:`Retimed`), then starts the fault as any other step. A second closes a few
 hundred milliseconds after it ends, so the fault starts within a second of the condition holding.
@@ -13,6 +13,7 @@ hundred milliseconds after it ends, so the fault starts within a second of the c
 from __future__ import annotations
 
 import queue
+import threading
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -43,11 +44,14 @@ class SteadyStarts:
         self.watch = SteadyWatch(waiting, start_epoch, stale_after)
         self.recorder = recorder
         self._held: queue.SimpleQueue[SteadyHeld] = queue.SimpleQueue()
+        #: Set when a fault is due: the clock thread waits on it between its looks, so it acts at once.
+        self.due = threading.Event()
 
     def on_second(self, second: Second) -> None:
         for held in self.watch.observe(second.closed):
             self.recorder.note(f"{self.recorder.at(held.at)} fault {held.fault} is due: {held.text}")
             self._held.put(held)
+            self.due.set()
 
     def on_late(self, late: LateWindow) -> None:
         pass
@@ -57,6 +61,7 @@ class SteadyStarts:
 
     def take(self) -> list[SteadyHeld]:
         """The faults found steady since the last call."""
+        self.due.clear()  # before taking: a fault queued after this sets it again
         out = []
         while True:
             try:
