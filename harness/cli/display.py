@@ -23,6 +23,7 @@ from harness.judge.units import format_duration
 from harness.plan import Ladder, Plan
 from harness.review.runs import RunInfo
 from harness.scenario import describe_load
+from harness.scenario.expressions import WindowKind, WindowRef
 from harness.scenario.redact import Loaded
 from harness.scenario.source import dotted
 
@@ -104,11 +105,13 @@ def print_plan(
         slos = Table(title="SLO windows")
         for column in ("SLO", "objective", "window", "endpoint", "covers"):
             slos.add_column(column)
+        waiting = plan.waiting()
         for slo in scenario.slos:
             spans = ", ".join(f"{s.start:g}s..{s.end:g}s" for s in plan.windows[slo.name]) or "nothing"
             ladder = plan.ladders.get(slo.window.ref or "")
             if ladder is not None and slo.name in ladder.slos:
                 spans = "each step: " + ", ".join(f"{r.span.start:g}s..{r.span.end:g}s" for r in ladder.rungs)
+            spans += _moves_with(slo.window, waiting)
             slos.add_row(*map(escape, (slo.name, slo.objective.text, str(slo.window), slo.endpoint or "all", spans)))
         console.print(slos)
     for ladder in plan.ladders.values():
@@ -137,6 +140,19 @@ def print_plan(
         for actor, node in placement:
             where.add_row(escape(actor), escape(node))
         console.print(where)
+
+
+def _moves_with(window: WindowRef, waiting: dict[str, float]) -> str:
+    """What an SLO window's spans are when faults wait for a steady state: the latest placement,
+    to move with the faults it depends on (during:/after: of one of them, steady of all)."""
+    if window.kind in (WindowKind.DURING, WindowKind.AFTER):
+        faults = [window.ref] if window.ref in waiting else []
+    else:
+        faults = list(waiting) if window.kind is WindowKind.STEADY else []
+    if not faults:
+        return ""
+    which = f"fault {faults[0]} starts" if len(faults) == 1 else f"faults {', '.join(faults)} start"
+    return f" (at the latest: moves to when {which})"
 
 
 def _print_ladder(ladder: Ladder) -> None:
