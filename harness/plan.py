@@ -86,7 +86,7 @@ class Step:
     rung: int | None = None  # a ladder's step (1-based) this step starts: FAULT_START and FAULT_WIDEN
     instant: bool = False  # the end of a zero-length fault: it follows its own start
     #: A FAULT_START that waits for a steady state: at its offset (the deadline) the fault has
-    #: not started, so the run ends "never steady" (:meth:`Plan.started`).
+    #: not started, so the run ends "never steady" (:meth:`Plan.waiting`, :meth:`Plan.started_at`).
     waits: bool = False
 
     def sort_key(self) -> tuple[float, float, str]:

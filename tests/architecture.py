@@ -40,7 +40,7 @@ OWNERS: dict[str, tuple[str, ...]] = {
     "ray": ("run", "load.generator", "chaos.agent"),
     "locust": ("load.runner", "load.arrivals", "load.locustfile", "load.shape_probe", "load.tracing"),
     "geventhttpclient": ("load.tracing",),  # FastHttpUser's header type, for the trace headers
-    "gevent": ("load.runner", "load.arrivals", "load.shape_probe", "chaos.proxy_server", "demo"),
+    "gevent": ("load.runner", "load.arrivals", "load.tracing", "load.shape_probe", "chaos.proxy_server", "demo"),
     "influxdb_client": ("results.v2",),
     "pyroute2": ("chaos",),
     "kubernetes": ("chaos",),

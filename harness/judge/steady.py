@@ -4,7 +4,8 @@ Pure: the run feeds each closed second (:meth:`SteadyWatch.observe`) and each pr
 (:meth:`SteadyWatch.observe_probe`); a fault's conditions (:class:`~harness.scenario.start.SteadyStart`)
 are measured on that second alone, all endpoints merged, with the objectives table, as a guard's
 are. A second that is not whole (the run's first, which starts mid-second), lies before the
-fault's ``after``, or gives no value (no requests, no fresh probe sample) breaks the streak.
+fault's ``after``, or gives no value (a latency or an error rate without requests, a probe
+without a fresh sample) breaks the streak; a second without requests has an ``rps`` of 0.
 When every condition has held for ``for`` seconds in a row, the fault is due: the run starts it
 (:mod:`harness.run.steady`) and no longer asks about it.
 """

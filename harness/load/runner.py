@@ -161,7 +161,7 @@ class LoadProcess:
         )
         floor = self._floor
         if floor is not None and (failure is not None or response_time > floor.get((request_type, name), -1.0)):
-            self._keep(request_type, name, response_time, failure, exception, response, second)
+            self._keep(request_type, name, response_time, failure, second)
         return second
 
     def _on_request_open(
@@ -184,7 +184,7 @@ class LoadProcess:
         )
         floor = self._floor
         if floor is not None and (failure is not None or response_time > floor.get((request_type, name), -1.0)):
-            self._keep(request_type, name, response_time, failure, exception, response, second)
+            self._keep(request_type, name, response_time, failure, second)
         return second
 
     def _with_raw_log(self, listener: Callable[..., int]) -> Callable[..., None]:

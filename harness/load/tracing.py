@@ -1,24 +1,27 @@
 """W3C ``traceparent`` and ``baggage`` on every request of a Locust process, and example trace ids.
 
 Installed once per load process (:func:`install`), before any user starts, where each Locust
-HTTP client builds a request's headers:
+HTTP client builds a request:
 
-* FastHttpUser: each session's default headers (``client.default_headers``) become a
-  ``Headers`` whose per-request copy, which geventhttpclient makes for every request before
-  it applies the request's own headers, holds a new ``traceparent`` and the baggage; so a
-  ``Traceparent`` or ``baggage`` the locustfile passes (in any case) wins, and one in its
-  ``default_headers`` is kept (looked at once per session). No wrapper runs per request.
+* FastHttpUser: geventhttpclient's ``HTTPClient._build_request`` makes the request head as one
+  string; the two header lines are added to its end, unless the request's headers (the
+  locustfile's own, its session's ``default_headers`` included, in any case) name them
+  already, so a locustfile's headers win. The head was built (and its header names and values
+  checked) by geventhttpclient; the ids and the baggage are hex digits and percent-encoded
+  text, which need no check. Going through geventhttpclient's header merges and checks
+  instead costs about 3 us a request more (``benchmarks/per_request.py --trace``).
 * ``HttpSession.prepare_request`` (HttpUser): added to the prepared request's headers unless
   the request or the session (``client.headers``) already has them.
 * ``TaskSet.execute_next_task``, only with ``per: iteration``: each task run starts a new
-  trace; its requests are spans of it (a new parent-id each).
+  trace for its greenlet (the user's); its requests are spans of it (a new parent-id each).
+  A request from a greenlet the task spawned itself is a trace of its own.
 
-Per request that is a list pop, two more header entries and, with ``per: iteration``, one
-string concatenation (:mod:`harness.load.trace`). The runner's request listener keeps the examples
-(:meth:`Tracer.keep`, :class:`harness.measure.examples.ExampleKeeper`): per request one lookup
-and a comparison, in the listener itself;
-only a request that is among its endpoint's slowest or first failed has its trace id read
-back from the request it sent.
+Per request that is a list pop, two membership tests and one string concatenation
+(:mod:`harness.load.trace`), and the ``traceparent`` sent is noted by greenlet. The runner's
+request listener keeps the examples (:meth:`Tracer.keep`,
+:class:`harness.measure.examples.ExampleKeeper`): per request one lookup and a comparison, in
+the listener itself; only a request that is among its endpoint's slowest or first failed has
+its ``traceparent`` looked up, in the same greenlet, just after it was sent.
 """
 
 from __future__ import annotations
@@ -27,18 +30,16 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from geventhttpclient.header import Headers
-from locust import TaskSet, User
+from gevent import getcurrent
+from geventhttpclient.client import HTTPClient
+from locust import TaskSet
 from locust.clients import HttpSession
-from locust.contrib.fasthttp import FastHttpSession
 
 from harness.load.protocol import Examples as ExamplesReport
 from harness.load.trace import BAGGAGE, TRACEPARENT, IdPool, TracePer, TraceSettings, baggage, trace_id_of
 from harness.measure.examples import Example, ExampleKeeper
 
 __all__ = ["Tracer", "install", "traced"]
-
-_BOTH = (True, True)  # add traceparent, add baggage
 
 
 class Tracer:
@@ -50,11 +51,15 @@ class Tracer:
         self.flags = "-01" if settings.sampled else "-00"
         self.baggage = baggage(run_id, "", ())
         self.keeper = ExampleKeeper()
+        #: The ``traceparent`` each greenlet (a user's, mostly) last sent: read back for an example.
+        self.sent: dict[Any, str] = {}
+        #: The ``traceparent`` prefix of each greenlet's current task run (``per: iteration``).
+        self.iterations: dict[Any, str] = {}
         self._trace_ids = IdPool(32)
         self._span_ids = IdPool(16)
         self._headers: list[str] = []  # preformatted traceparents, one trace each
-        #: A new span's ``traceparent`` for a request of ``user``: chosen once, not per request.
-        self.traceparent: Callable[[Any], str] = (
+        #: A new span's ``traceparent`` for the current request: chosen once, not per request.
+        self.traceparent: Callable[[], str] = (
             self._in_iteration if settings.per is TracePer.ITERATION else self._of_its_own
         )
 
@@ -62,7 +67,7 @@ class Tracer:
         """The run's phase or active faults changed: the baggage of the requests from now on."""
         self.baggage = baggage(self.run_id, phase, faults)
 
-    def _of_its_own(self, user: Any) -> str:
+    def _of_its_own(self) -> str:
         """A new trace of one span (``per: request``)."""
         try:
             return self._headers.pop()
@@ -71,33 +76,26 @@ class Tracer:
             self._headers = [f"00-{t()}-{s()}{f}" for _ in range(1024)]
             return self._headers.pop()
 
-    def _in_iteration(self, user: Any) -> str:
-        """A new span of the user's current task run's trace (``per: iteration``); outside a task
-        (``on_start``, say) a trace of its own."""
-        prefix = getattr(user, "_harness_trace", "")
-        return prefix + self._span_ids.take() + self.flags if prefix else self._of_its_own(user)
+    def _in_iteration(self) -> str:
+        """A new span of the current greenlet's task run's trace (``per: iteration``); outside a
+        task (``on_start``, say) a trace of its own."""
+        prefix = self.iterations.get(getcurrent())
+        return prefix + self._span_ids.take() + self.flags if prefix else self._of_its_own()
 
     def new_trace(self) -> str:
         """The ``traceparent`` prefix of a new trace (``00-<trace-id>-``)."""
         return "00-" + self._trace_ids.take() + "-"
 
-    def keep(
-        self,
-        method: str,
-        name: str,
-        response_time: float,
-        failure: str | None,
-        exception: BaseException | None,
-        response: Any,
-        second: int,
-    ) -> None:
-        """Keep a request as an example if it is among its endpoint's slowest or first failed.
+    def keep(self, method: str, name: str, response_time: float, failure: str | None, second: int) -> None:
+        """Keep the request just completed as an example if it is among its endpoint's slowest or
+        first failed.
 
         The runner's request listener calls this only for a request slower than its endpoint's
-        floor (:attr:`ExampleKeeper.floor`) or failed, with the failure kind it recorded."""
+        floor (:attr:`ExampleKeeper.floor`) or failed, with the failure kind it recorded, in the
+        greenlet that sent it: the ``traceparent`` that greenlet sent last is the request's."""
         if not self.keeper.wanted((method, name), response_time, failure is not None):
             return
-        trace_id = trace_id_of(_sent_traceparent(response, exception))
+        trace_id = trace_id_of(self.sent.get(getcurrent()))
         if trace_id:
             self.keeper.offer(method, name, Example(trace_id, round(response_time, 3), second, failure or ""))
 
@@ -106,63 +104,49 @@ class Tracer:
         new = self.keeper.take_new()
         return ExamplesReport(process, new).encode() if new else None
 
+    def head_lines(self, headers: Any) -> str:
+        """The header lines to add to a request head with ``headers`` (the request's own, its
+        session's defaults merged in): both, or those it does not name itself."""
+        theirs = _named(headers)
+        if theirs is None:
+            traceparent = self.sent[getcurrent()] = self.traceparent()
+            return "traceparent: " + traceparent + "\r\nbaggage: " + self.baggage + "\r\n"
+        own_traceparent, own_baggage = theirs
+        lines = ""
+        if own_traceparent is None:
+            traceparent = self.sent[getcurrent()] = self.traceparent()
+            lines += "traceparent: " + traceparent + "\r\n"
+        else:
+            self.sent[getcurrent()] = own_traceparent
+        return lines if own_baggage else lines + "baggage: " + self.baggage + "\r\n"
 
-def _sent_traceparent(response: Any, exception: BaseException | None) -> Any:
-    """The ``traceparent`` a request was sent with, from its response (or its exception)."""
-    request = getattr(response, "request", None) or getattr(exception, "request", None)
-    headers = getattr(request, "headers", None)
-    try:
-        return headers.get(TRACEPARENT) if headers is not None else None
-    except Exception:  # an odd response object of a custom client: no example, never a failure
+
+def _named(headers: Any) -> tuple[str | None, bool] | None:
+    """``(its traceparent or None, whether it has a baggage)`` when ``headers`` names either; None
+    when it names neither (the common case: two lookups, case-insensitive in a ``Headers``)."""
+    if not headers or (TRACEPARENT not in headers and BAGGAGE not in headers):
         return None
-
-
-class _TracedHeaders(Headers):
-    """A FastHttpSession's default headers that add a new ``traceparent`` (and the baggage) to
-    each request's copy of them. geventhttpclient copies the default headers for every request
-    and updates the copy with the request's own, so a locustfile's headers win, in any case."""
-
-    tracer: Tracer
-    user: Any
-    adds: tuple[bool, bool] = _BOTH
-
-    def copy(self) -> Headers:
-        clone = Headers()
-        clone._copy_from(self)
-        add_traceparent, add_baggage = self.adds
-        if add_traceparent:  # the raw storage: lower-case field -> (field, value)
-            _set(clone, TRACEPARENT, (TRACEPARENT, self.tracer.traceparent(self.user)))
-        if add_baggage:
-            _set(clone, BAGGAGE, (BAGGAGE, self.tracer.baggage))
-        return clone
-
-
-_set = dict.__setitem__
-
-
-def _traced_defaults(defaults: Headers, tracer: Tracer, user: Any) -> Headers:
-    """``defaults`` as :class:`_TracedHeaders`, unless they name both headers themselves."""
-    adds = (TRACEPARENT not in defaults, BAGGAGE not in defaults)
-    if not any(adds):
-        return defaults
-    traced = _TracedHeaders()
-    traced._copy_from(defaults)
-    traced.tracer, traced.user, traced.adds = tracer, user, adds
-    return traced
+    try:
+        own = headers.get(TRACEPARENT)
+    except Exception:  # an odd mapping of a custom client: treat it as named, never fail a request
+        own = None
+    return (str(own) if own is not None else None), BAGGAGE in headers
 
 
 def install(tracer: Tracer) -> None:
     """Put the trace headers on every request of this process from now on.
 
-    Wraps Locust's client classes in this process (a load process runs nothing else). Call
-    once, before users start.
+    Wraps Locust's and geventhttpclient's client classes in this process (a load process runs
+    nothing else). Call once, before users start.
     """
-    traceparent = tracer.traceparent
-    init_fast = FastHttpSession.__init__
+    traceparent, sent, head_lines = tracer.traceparent, tracer.sent, tracer.head_lines
+    build = HTTPClient._build_request
 
-    def fast_init(self: FastHttpSession, *args: Any, **kwargs: Any) -> None:
-        init_fast(self, *args, **kwargs)
-        self.client.default_headers = _traced_defaults(self.client.default_headers, tracer, self.user)
+    def build_request(
+        self: HTTPClient, method: str, request_uri: str, body: Any = b"", headers: Any = None, chunked: Any = None
+    ) -> str:
+        head = build(self, method, request_uri, body=body, headers=headers, chunked=chunked)
+        return head[:-2] + head_lines(headers) + "\r\n"  # before the blank line that ends the head
 
     prepare = HttpSession.prepare_request
 
@@ -170,23 +154,23 @@ def install(tracer: Tracer) -> None:
         prepared = prepare(self, request)
         headers = prepared.headers  # case-insensitive: the request's and the session's own
         if TRACEPARENT not in headers:
-            headers[TRACEPARENT] = traceparent(self.user)
+            headers[TRACEPARENT] = traceparent()
+        sent[getcurrent()] = str(headers[TRACEPARENT])
         if BAGGAGE not in headers:
             headers[BAGGAGE] = tracer.baggage
         return prepared
 
-    FastHttpSession.__init__ = fast_init  # type: ignore[method-assign]
+    HTTPClient._build_request = build_request  # type: ignore[method-assign]
     HttpSession.prepare_request = prepare_request  # type: ignore[method-assign]
     if tracer.settings.per is TracePer.ITERATION:
         execute = TaskSet.execute_next_task
-        new_trace = tracer.new_trace
+        new_trace, iterations = tracer.new_trace, tracer.iterations
 
         def execute_next_task(self: TaskSet) -> None:
-            self.user._harness_trace = new_trace()  # type: ignore[attr-defined]
+            iterations[getcurrent()] = new_trace()
             execute(self)
 
         TaskSet.execute_next_task = execute_next_task  # type: ignore[method-assign]
-        User._harness_trace = ""  # type: ignore[attr-defined]  # outside a task: a trace per request
 
 
 def traced(settings: TraceSettings | None) -> Tracer | None:

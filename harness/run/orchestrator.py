@@ -297,7 +297,11 @@ class Orchestrator:
         live = self.live
         assert live is not None
         for held in live.steady.take() if live.steady is not None else []:
-            offset = time.monotonic() - live.start_mono
+            deadline = self.plan.waiting().get(held.fault)
+            if deadline is None or self.never_steady:  # not waiting, or the run is ending "never steady"
+                continue
+            # Due just before its deadline yet taken just after: it starts late, as a step can, not later.
+            offset = min(time.monotonic() - live.start_mono, deadline)
             index = next(i for i, f in enumerate(self.scenario.faults) if f.name == held.fault)
             self.plan = self.plan.started_at(held.fault, offset)
             for part in live.retimed:

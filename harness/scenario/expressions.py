@@ -182,7 +182,8 @@ def parse_steady_condition(text: object) -> Objective:
     metric = lookup(objective.metric)
     if not metric.per_second:
         raise ValueError(
-            f"{metric.name} cannot be judged second by second, so it cannot say when the load is steady: {metric.why}"
+            f"{metric.name} cannot be judged second by second, so it cannot say when the load is steady; "
+            "use a per-second metric (p50 .. max, mean, error_rate, rps) or probe:NAME"
         )
     if metric.needs:
         raise ValueError(f"{metric.name} needs {', '.join(metric.needs)}, which a steady condition cannot give")
