@@ -121,10 +121,13 @@ class Tracer:
         return lines if own_baggage else lines + "baggage: " + self.baggage + "\r\n"
 
 
+_has = dict.__contains__  # a Headers keeps its fields under their lower-case names: no lower() per request
+
+
 def _named(headers: Any) -> tuple[str | None, bool] | None:
     """``(its traceparent or None, whether it has a baggage)`` when ``headers`` names either; None
-    when it names neither (the common case: two lookups, case-insensitive in a ``Headers``)."""
-    if not headers or (TRACEPARENT not in headers and BAGGAGE not in headers):
+    when it names neither (the common case: two dict lookups)."""
+    if not isinstance(headers, dict) or (not _has(headers, TRACEPARENT) and not _has(headers, BAGGAGE)):
         return None
     try:
         own = headers.get(TRACEPARENT)
@@ -145,7 +148,7 @@ def install(tracer: Tracer) -> None:
     def build_request(
         self: HTTPClient, method: str, request_uri: str, body: Any = b"", headers: Any = None, chunked: Any = None
     ) -> str:
-        head = build(self, method, request_uri, body=body, headers=headers, chunked=chunked)
+        head = build(self, method, request_uri, body, headers, chunked)
         return head[:-2] + head_lines(headers) + "\r\n"  # before the blank line that ends the head
 
     prepare = HttpSession.prepare_request
