@@ -32,6 +32,7 @@ from typing import Any
 
 from gevent import getcurrent
 from geventhttpclient.client import HTTPClient
+from geventhttpclient.header import Headers
 from locust import TaskSet
 from locust.clients import HttpSession
 
@@ -149,7 +150,11 @@ def install(tracer: Tracer) -> None:
         self: HTTPClient, method: str, request_uri: str, body: Any = b"", headers: Any = None, chunked: Any = None
     ) -> str:
         head = build(self, method, request_uri, body, headers, chunked)
-        return head[:-2] + head_lines(headers) + "\r\n"  # before the blank line that ends the head
+        if type(headers) is not Headers or _has(headers, TRACEPARENT) or _has(headers, BAGGAGE):
+            return head[:-2] + head_lines(headers) + "\r\n"  # it names one itself (or is a custom client's)
+        # The common case, inline: per request a few C calls and one string (before the head's blank line).
+        sent_now = sent[getcurrent()] = traceparent()
+        return head[:-2] + "traceparent: " + sent_now + "\r\nbaggage: " + tracer.baggage + "\r\n\r\n"
 
     prepare = HttpSession.prepare_request
 
