@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,17 +28,8 @@ from harness.measure.windows import ClosedSecond
 from harness.plan import Plan, Span, StepKind, compile_plan
 from harness.scenario import load_scenario
 from harness.scenario.start import SteadyStart
+from tests.test_scenario_errors import LOCUSTFILE, Outcome, harness
 from tests.test_slo import closed_second
-
-LOCUSTFILE = """\
-from locust import FastHttpUser, task
-
-
-class Shopper(FastHttpUser):
-    @task
-    def home(self):
-        self.client.get("/")
-"""
 
 # 40 s of load; fault F waits (from 4 s, by 30 s) for 3 s of p99 < 300ms and >= 20 req/s; fault P
 # is an ordinary one at 2 s, so the steady window has a hole that never moves.
@@ -117,31 +105,10 @@ def line_of(text: str, needle: str) -> int:
     return next(i for i, line in enumerate(text.splitlines(), start=1) if needle in line)
 
 
-@dataclass
-class Outcome:
-    code: int
-    stdout: str
-    stderr: str
-
-
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     (tmp_path / "locust.py").write_text(LOCUSTFILE)
     return tmp_path
-
-
-def harness(workdir: Path, *args: str) -> Outcome:
-    """The real command line, as a user at a terminal runs it."""
-    env = {
-        **os.environ,
-        "HARNESS_DATA_DIR": str(workdir / "data"),
-        "HARNESS_RUNS_DIR": str(workdir / "runs"),
-        "PYTHONDONTWRITEBYTECODE": "1",
-    }
-    proc = subprocess.run(
-        [sys.executable, "-m", "harness.cli", *args], cwd=workdir, env=env, capture_output=True, text=True, timeout=120
-    )
-    return Outcome(proc.returncode, proc.stdout, proc.stderr)
 
 
 def write(workdir: Path, text: str) -> Path:
