@@ -179,6 +179,19 @@ def test_a_second_waits_for_every_process_then_closes_late_after_the_grace() -> 
     assert [h.process for h in closed.health] == ["a"]
 
 
+def test_a_second_before_the_run_is_dropped_and_closes_nothing_late() -> None:
+    """The load started at 611.05: second 610 is wholly before it. One process's window for it
+    (the other's was drained before the run began) is dropped, so no second closes late; 611,
+    the run's first (partial) second, is kept."""
+    aggregator = Aggregator(["a", "b"], grace=3.0, since=611)
+    aggregator.add(window("a", 610, []))
+    aggregator.add(window("a", 611, [1000]))
+    aggregator.add(window("b", 611, [1000] * 2))
+    closed = aggregator.close_ready(now=620.0)
+    assert [(c.second, c.late, c.total().count) for c in closed] == [(611, False, 3)]
+    assert aggregator.late_count == 0
+
+
 def test_a_second_closes_as_soon_as_all_processes_reported() -> None:
     aggregator = Aggregator(["a", "b"], grace=3.0)
     aggregator.add(window("a", 101, [1000] * 2))

@@ -396,10 +396,15 @@ class Aggregator:
     (marked late), so one stuck process cannot stall the live view. A window arriving for
     an already-closed second is never lost: ``take_late()`` hands it out once, merged into
     the closed second when that is one of the last ``keep`` closed seconds.
+
+    ``since`` (epoch s): the first second of the run. A window for an earlier second (wholly
+    before the load started: no request in it) is dropped; one process may report it and another
+    not, depending on when each window was drained, and the second would close late for nothing.
     """
 
-    def __init__(self, processes: Iterable[str], grace: float = 3.0, keep: int = 10) -> None:
+    def __init__(self, processes: Iterable[str], grace: float = 3.0, keep: int = 10, since: int | None = None) -> None:
         self.processes = set(processes)
+        self.since = since
         self.grace = grace
         self.keep = keep
         self._seconds: dict[int, ClosedSecond] = {}
@@ -410,6 +415,8 @@ class Aggregator:
         self.late_count = 0
 
     def add(self, window: ProcessWindow) -> None:
+        if self.since is not None and window.second < self.since:
+            return
         if self._closed_upto is not None and window.second <= self._closed_upto:
             self._late.append(window)
             self.late_count += 1

@@ -198,7 +198,7 @@ class Orchestrator:
         start_mono, start_epoch = time.monotonic(), time.time()
         self.recorder.start_epoch = start_epoch
         delivery = DeliveryWatch(self.plan, start_epoch)
-        aggregator = Aggregator(self.fleet.process_ids)
+        aggregator = Aggregator(self.fleet.process_ids, since=math.floor(start_epoch))
         stages = Stages(start_epoch, self.fleet, self.recorder, delivery, lambda: self.poller.running)
         book, ledger = SloBook(self.plan, start_epoch), RunLedger(self.plan, start_epoch)
         tally = TallyObserver(self.options.invoked_at)
