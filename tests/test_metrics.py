@@ -16,8 +16,8 @@ from fractions import Fraction
 import pytest
 
 from harness.load.protocol import Health
+from harness.measure.aggregator import Aggregator
 from harness.measure.windows import (
-    Aggregator,
     ClosedSecond,
     EndpointStats,
     ProcessWindow,

@@ -43,8 +43,9 @@ from harness.judge.objectives import EXTRA_KEYS, METRICS, Metric, lookup
 from harness.judge.probe_samples import ProbeSample
 from harness.judge.slo import SloBook, SloStatus
 from harness.load.protocol import Health
+from harness.measure.aggregator import Aggregator
 from harness.measure.heal import HealTime
-from harness.measure.windows import Aggregator, ClosedSecond, WindowRecorder, parse_window
+from harness.measure.windows import ClosedSecond, WindowRecorder, parse_window
 from harness.plan import compile_plan
 from harness.scenario import Guard, Slo, load_scenario
 from tests.influx_fixtures import InfluxServer, free_port

@@ -19,8 +19,9 @@ import pytest
 from harness.judge.guards import GuardWatch
 from harness.judge.slo import SloBook
 from harness.judge.verdict import RunLedger
+from harness.measure.aggregator import Aggregator
 from harness.measure.delivery import DeliveryWatch
-from harness.measure.windows import Aggregator, EndpointStats, ProcessHealth, ProcessWindow
+from harness.measure.windows import EndpointStats, ProcessHealth, ProcessWindow
 from harness.plan import Plan, compile_plan
 from harness.results.lineproto import Point
 from harness.run.recorder import Recorder

@@ -16,8 +16,8 @@ import time
 from typing import Any
 
 from harness.judge.summary import LostGenerator
+from harness.measure.aggregator import Aggregator
 from harness.measure.delivery import DeliveryWatch
-from harness.measure.windows import Aggregator
 from harness.run.fleet import Fleet, Loss
 from harness.run.recorder import Recorder
 from harness.run.stages import Stages

@@ -32,10 +32,10 @@ from harness.judge.summary import (
     from_json,
 )
 from harness.judge.verdict import RunLedger, decide
+from harness.measure.aggregator import Aggregator
 from harness.measure.delivery import DeliveryWatch
 from harness.measure.heal import HealTime
 from harness.measure.steptiming import StepRecord
-from harness.measure.windows import Aggregator
 from harness.plan import Plan, Step, StepKind
 from harness.priority import set_thread_niceness
 from harness.results.points import heal_points, run_point, running_point, slo_points

@@ -25,7 +25,7 @@ from typing import Protocol
 from harness.errors import ProbeFailed
 from harness.judge.probe_samples import ProbeSample
 from harness.judge.summary import ProbeSeries, ProbeValue
-from harness.measure.windows import LateWindow
+from harness.measure.aggregator import LateWindow
 from harness.results.points import probe_point
 from harness.results.promql import PromQuery
 from harness.results.query import InfluxQuery

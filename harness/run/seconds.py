@@ -35,8 +35,9 @@ from harness.judge.guards import GuardTrip, GuardWatch
 from harness.judge.ladder import LadderBook
 from harness.judge.slo import SloBook
 from harness.judge.verdict import RunLedger
+from harness.measure.aggregator import Aggregator, LateWindow
 from harness.measure.delivery import DeliveryWatch
-from harness.measure.windows import Aggregator, ClosedSecond, Endpoint, EndpointStats, LateWindow, ProcessWindow
+from harness.measure.windows import ClosedSecond, Endpoint, EndpointStats, ProcessWindow
 from harness.plan import Plan
 from harness.results.lineproto import Point
 from harness.results.points import (

@@ -19,7 +19,7 @@ from typing import Protocol
 
 from harness.judge.probe_samples import ProbeSample
 from harness.judge.steady import SteadyHeld, SteadyWatch
-from harness.measure.windows import LateWindow
+from harness.measure.aggregator import LateWindow
 from harness.plan import Plan, Step
 from harness.run.recorder import Recorder
 from harness.run.seconds import Second
