@@ -37,10 +37,8 @@ class SteadyStarts:
     """The per-second observer of the faults that wait; :meth:`take` is for the clock thread."""
 
     def __init__(self, plan: Plan, start_epoch: float, recorder: Recorder, stale_after: float) -> None:
-        waiting = {}
-        for fault in plan.scenario.faults:
-            if fault.name in plan.waiting() and fault.waits_for is not None:
-                waiting[fault.name] = fault.waits_for
+        names = plan.waiting()
+        waiting = {f.name: f.waits_for for f in plan.scenario.faults if f.name in names and f.waits_for is not None}
         self.watch = SteadyWatch(waiting, start_epoch, stale_after)
         self.recorder = recorder
         self._held: queue.SimpleQueue[SteadyHeld] = queue.SimpleQueue()
